@@ -1,0 +1,91 @@
+package api
+
+import "time"
+
+// Status is the body of GET /api/status.
+type Status struct {
+	ID             string            `json:"id"`
+	Version        string            `json:"version"`
+	ListenAddrs    []string          `json:"listen_addrs"`
+	AnnouncedAddrs []string          `json:"announced_addrs"`
+	Bootstrap      string            `json:"bootstrap"` // the --bootstrap value another machine would use
+	Uptime         float64           `json:"uptime_s"`
+	Started        time.Time         `json:"started"`
+	ConnectedPeers int               `json:"connected_peers"`
+	CatalogSize    int               `json:"catalog_size"`
+	Reachability   string            `json:"reachability"` // public, private or unknown
+	DHTMode        string            `json:"dht_mode"`
+	DHTPeers       int               `json:"dht_routing_table"`
+	Announce       AnnounceStatus    `json:"announce"`
+	Rejected       map[string]uint64 `json:"rejected_announcements"`
+	Domains        []string          `json:"domains"`
+	Models         []string          `json:"models"`
+	Engine         string            `json:"engine"`
+	Region         string            `json:"region,omitempty"`
+	Location       *Location         `json:"location,omitempty"`
+	Connections    []Connection      `json:"connections"`
+	Relays         []string          `json:"relay_reservations"`
+}
+
+// AnnounceStatus describes this peer's gossip.
+type AnnounceStatus struct {
+	IntervalS float64 `json:"interval_s"`
+	TTLS      float64 `json:"ttl_s"`
+	Accepted  uint64  `json:"accepted"`
+}
+
+// Connection is one live connection to another peer.
+type Connection struct {
+	Peer      string `json:"peer"`
+	Addr      string `json:"addr"`
+	Transport string `json:"transport"` // tcp, quic
+	Relayed   bool   `json:"relayed"`
+	Direction string `json:"direction"`
+}
+
+// Location is a position in decimal degrees.
+type Location struct {
+	Lat float64 `json:"lat"`
+	Lon float64 `json:"lon"`
+}
+
+// PeerInfo is one entry of GET /api/peers.
+type PeerInfo struct {
+	ID        string    `json:"id"`
+	Addrs     []string  `json:"addrs"`
+	Domains   []string  `json:"domains"`
+	Models    []Model   `json:"models"`
+	Region    string    `json:"region,omitempty"`
+	Location  *Location `json:"location,omitempty"`
+	RTTMs     *float64  `json:"rtt_ms"`     // null when nothing is known
+	RTTSource string    `json:"rtt_source"` // measured, coordinates, distance or unknown
+	Conn      string    `json:"conn"`       // direct, relayed or none
+	LastSeen  time.Time `json:"last_seen"`
+	Capacity  int       `json:"capacity"`
+	Load      int       `json:"load"`
+}
+
+// Model is a model as /api/peers shows it.
+type Model struct {
+	Name   string `json:"name"`
+	Digest string `json:"digest,omitempty"`
+	Engine string `json:"engine,omitempty"`
+}
+
+// Peers is the body of GET /api/peers.
+type Peers struct {
+	Peers []PeerInfo `json:"peers"`
+}
+
+// RTTEntry is one cell of the matrix.
+type RTTEntry struct {
+	Ms     float64 `json:"ms"`
+	Source string  `json:"source"`
+}
+
+// RTTMatrix is the body of GET /api/rtt: from -> to -> entry.
+type RTTMatrix struct {
+	Self  string                         `json:"self"`
+	Peers []string                       `json:"peers"`
+	RTT   map[string]map[string]RTTEntry `json:"rtt"`
+}

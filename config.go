@@ -1,0 +1,185 @@
+package mwpeer
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
+
+	"github.com/mwpeer/mwpeer/experts"
+	"github.com/mwpeer/mwpeer/geo"
+	"github.com/mwpeer/mwpeer/p2p"
+)
+
+// Engines a peer can serve with.
+const (
+	EngineOllama    = "ollama"    // a local Ollama server (the default)
+	EngineSynthetic = "synthetic" // a fake backend that emits tokens at a set rate, for measuring the overlay itself
+	EngineNone      = "none"      // serve nothing; join, route and relay only
+)
+
+// Config is everything a peer needs. DefaultConfig fills it; the mwpeer
+// command adjusts it from flags and MWPEER_* variables.
+type Config struct {
+	DataDir   string   // identity and state; "~/.mwpeer" by default
+	Listen    []string // libp2p listen multiaddrs
+	Announce  []string // extra multiaddrs to advertise (public addresses behind port forwarding)
+	Bootstrap []string // multiaddrs with /p2p/<id> of peers to join through
+	HTTPAddr  string   // where the HTTP API listens; "" for none
+
+	Domains []string // domains this peer declares it is good at
+	Models  []string // models to serve; empty means every model the engine has
+	Engine  string   // EngineOllama, EngineSynthetic or EngineNone
+	Ollama  string   // Ollama's base URL
+	// SyntheticModels are the names the synthetic engine serves when Models is empty.
+	Capacity int // concurrent requests served; 0 means the number of CPUs
+
+	Location *geo.Point
+	Region   string
+
+	DHTMode      string // auto, server or client (see p2p)
+	RelayService bool   // offer circuit relay v2 when publicly reachable
+
+	// Announcements (see experts.GossipConfig for how the interval adapts).
+	AnnounceMin  time.Duration
+	AnnounceMax  time.Duration
+	AnnounceRate float64
+
+	// ModelRefresh is how often the engine's model list is re-read.
+	ModelRefresh time.Duration
+	// Ping is how often connected peers are pinged for RTT.
+	Ping time.Duration
+
+	Logger *slog.Logger
+}
+
+// DefaultConfig returns the configuration of a peer on the public swarm:
+// TCP and QUIC on port 4001 over IPv4 and IPv6, HTTP on 127.0.0.1:8080,
+// data in ~/.mwpeer, the local Ollama ($OLLAMA_HOST or 127.0.0.1:11434).
+func DefaultConfig() Config {
+	home, err := os.UserHomeDir()
+	if err != nil {
+		home = "."
+	}
+	ollama := "http://127.0.0.1:11434"
+	// OLLAMA_HOST is the documented exception to "nothing below cmd reads the
+	// environment": it is Ollama's own variable and only a default here.
+	if h := os.Getenv("OLLAMA_HOST"); h != "" {
+		ollama = OllamaURL(h)
+	}
+	return Config{
+		DataDir: filepath.Join(home, ".mwpeer"),
+		Listen: []string{
+			"/ip4/0.0.0.0/tcp/4001", "/ip4/0.0.0.0/udp/4001/quic-v1",
+			"/ip6/::/tcp/4001", "/ip6/::/udp/4001/quic-v1",
+		},
+		HTTPAddr:     "127.0.0.1:8080",
+		Domains:      []string{"general"},
+		Engine:       EngineOllama,
+		Ollama:       ollama,
+		DHTMode:      p2p.DHTAuto,
+		RelayService: true,
+		AnnounceMin:  5 * time.Second,
+		AnnounceMax:  60 * time.Second,
+		AnnounceRate: 20,
+		ModelRefresh: 30 * time.Second,
+		Ping:         10 * time.Second,
+	}
+}
+
+// OllamaURL turns an OLLAMA_HOST-style value (host, host:port or URL) into a base URL.
+func OllamaURL(h string) string {
+	if strings.Contains(h, "://") {
+		return strings.TrimRight(h, "/")
+	}
+	if !strings.Contains(h, ":") {
+		h += ":11434"
+	}
+	return "http://" + h
+}
+
+// ParseMultiaddrs parses each value, naming the first bad one in the error.
+func ParseMultiaddrs(vals []string) ([]ma.Multiaddr, error) {
+	out := make([]ma.Multiaddr, 0, len(vals))
+	for _, v := range vals {
+		v = strings.TrimSpace(v)
+		if v == "" {
+			continue
+		}
+		a, err := ma.NewMultiaddr(v)
+		if err != nil {
+			return nil, fmt.Errorf("bad multiaddr %q: %v", v, err)
+		}
+		out = append(out, a)
+	}
+	return out, nil
+}
+
+// ParseBootstrap parses bootstrap multiaddrs, each of which must end in
+// /p2p/<peer ID>. Addresses of one peer are merged.
+func ParseBootstrap(vals []string) ([]peer.AddrInfo, error) {
+	addrs, err := ParseMultiaddrs(vals)
+	if err != nil {
+		return nil, err
+	}
+	for i, a := range addrs {
+		if _, err := peer.AddrInfoFromP2pAddr(a); err != nil {
+			return nil, fmt.Errorf("bad bootstrap address %q: it must end in /p2p/<peer ID> (%v)", vals[i], err)
+		}
+	}
+	infos, err := peer.AddrInfosFromP2pAddrs(addrs...)
+	if err != nil {
+		return nil, fmt.Errorf("bad bootstrap address: %v", err)
+	}
+	return infos, nil
+}
+
+// Validate checks the configuration and returns an error naming the first
+// bad value.
+func (c *Config) Validate() error {
+	if len(c.Listen) == 0 {
+		return errors.New("no listen address")
+	}
+	if _, err := ParseMultiaddrs(c.Listen); err != nil {
+		return fmt.Errorf("--listen: %w", err)
+	}
+	if _, err := ParseMultiaddrs(c.Announce); err != nil {
+		return fmt.Errorf("--announce: %w", err)
+	}
+	if _, err := ParseBootstrap(c.Bootstrap); err != nil {
+		return fmt.Errorf("--bootstrap: %w", err)
+	}
+	for _, d := range c.Domains {
+		if !experts.ValidDomain(d) {
+			return fmt.Errorf("--domains: unknown domain %q (want some of %s)", d, strings.Join(experts.Domains, ", "))
+		}
+	}
+	switch c.Engine {
+	case EngineOllama, EngineSynthetic, EngineNone:
+	default:
+		return fmt.Errorf("--engine: unknown engine %q (want ollama, synthetic or none)", c.Engine)
+	}
+	if c.Location != nil {
+		if err := c.Location.Validate(); err != nil {
+			return fmt.Errorf("--lat/--lon: %w", err)
+		}
+	}
+	switch c.DHTMode {
+	case p2p.DHTAuto, p2p.DHTServer, p2p.DHTClient:
+	default:
+		return fmt.Errorf("--dht-mode: unknown mode %q (want auto, server or client)", c.DHTMode)
+	}
+	if c.DataDir == "" {
+		return errors.New("--data-dir: empty")
+	}
+	if c.Capacity < 0 {
+		return fmt.Errorf("--capacity: %d is negative", c.Capacity)
+	}
+	return nil
+}

@@ -1,0 +1,273 @@
+package experts
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"time"
+
+	"github.com/hashicorp/serf/coordinate"
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/record"
+
+	"github.com/mwpeer/mwpeer/geo"
+)
+
+// Domains every peer understands. A peer may declare any of them.
+var Domains = []string{"general", "code", "math", "creative", "science", "reasoning"}
+
+// ValidDomain reports whether d is one of Domains.
+func ValidDomain(d string) bool {
+	for _, x := range Domains {
+		if x == d {
+			return true
+		}
+	}
+	return false
+}
+
+// Model is one model a peer serves.
+type Model struct {
+	Name   string `json:"name"`
+	Digest string `json:"digest,omitempty"` // the backend's content digest (Ollama's sha256)
+	Size   int64  `json:"size,omitempty"`   // bytes on disk
+	Family string `json:"family,omitempty"`
+	Engine string `json:"engine,omitempty"` // "ollama", "embedded" or "synthetic"
+}
+
+// Hardware describes what a peer runs on.
+type Hardware struct {
+	CPUs     int    `json:"cpus,omitempty"`
+	MemoryMB int64  `json:"memory_mb,omitempty"`
+	GPU      string `json:"gpu,omitempty"`
+	OS       string `json:"os,omitempty"`
+	Arch     string `json:"arch,omitempty"`
+}
+
+// Announcement is what a peer says about itself over gossip. It travels inside
+// a libp2p signed envelope (see Seal), so any peer can hand it on to another
+// (the catch-up protocol does) and the receiver can still check who wrote it.
+type Announcement struct {
+	Peer     string `json:"peer"`        // base58 peer ID of the author; must match the signing key
+	Seq      uint64 `json:"seq"`         // strictly increasing per author
+	Time     int64  `json:"time_ms"`     // author's clock, Unix milliseconds
+	Interval int64  `json:"interval_ms"` // author's heartbeat interval; receivers derive the TTL from it
+	Leave    bool   `json:"leave,omitempty"`
+
+	Addrs    []string               `json:"addrs,omitempty"`
+	Models   []Model                `json:"models,omitempty"`
+	Domains  []string               `json:"domains,omitempty"`
+	Hardware Hardware               `json:"hardware"`
+	Capacity int                    `json:"capacity"` // concurrent requests it accepts
+	Load     int                    `json:"load"`     // requests in progress
+	Location *geo.Point             `json:"location,omitempty"`
+	Region   string                 `json:"region,omitempty"`
+	RTT      map[string]float64     `json:"rtt_ms,omitempty"` // EWMA ping RTTs to peers it measures, ms
+	Coord    *coordinate.Coordinate `json:"coord,omitempty"`  // Vivaldi network coordinate
+}
+
+// Limits on an announcement. They keep one peer from making every other peer
+// hold or forward much: MaxAnnouncementSize bounds the signed envelope on
+// the wire, the counts bound the decoded lists.
+const (
+	MaxAnnouncementSize = 32 << 10 // bytes, signed envelope included
+	MaxAddrs            = 16
+	MaxModels           = 64
+	MaxRTTRow           = 32
+	MaxString           = 256
+	MaxFutureSkew       = 30 * time.Second // clocks may disagree by this much
+	MinInterval         = time.Second
+	MaxInterval         = 10 * time.Minute
+	TTLIntervals        = 3               // missed heartbeats before a peer is forgotten
+	TTLGrace            = 2 * time.Second // on top, for gossip propagation
+)
+
+// TTL is how long an announcement with the given heartbeat interval stays
+// valid without a newer one: three intervals plus two seconds. At the default
+// 5 s interval a silent peer is forgotten after 17 s.
+func TTL(interval time.Duration) time.Duration {
+	interval = max(min(interval, MaxInterval), MinInterval)
+	return TTLIntervals*interval + TTLGrace
+}
+
+// TTL of this announcement.
+func (a *Announcement) TTL() time.Duration { return TTL(time.Duration(a.Interval) * time.Millisecond) }
+
+// At returns the author's timestamp.
+func (a *Announcement) At() time.Time { return time.UnixMilli(a.Time) }
+
+// The record.Record implementation lets an Announcement travel in a signed envelope.
+
+const envelopeDomain = "mwpeer-announcement"
+
+var envelopeCodec = []byte("/mwpeer/announcement/1")
+
+func (a *Announcement) Domain() string                 { return envelopeDomain }
+func (a *Announcement) Codec() []byte                  { return envelopeCodec }
+func (a *Announcement) MarshalRecord() ([]byte, error) { return json.Marshal(a) }
+func (a *Announcement) UnmarshalRecord(b []byte) error {
+	*a = Announcement{}
+	return json.Unmarshal(b, a)
+}
+
+// Seal signs a with key and returns the envelope's bytes.
+func Seal(a *Announcement, key crypto.PrivKey) ([]byte, error) {
+	env, err := record.Seal(a, key)
+	if err != nil {
+		return nil, fmt.Errorf("seal announcement: %w", err)
+	}
+	data, err := env.Marshal()
+	if err != nil {
+		return nil, fmt.Errorf("seal announcement: %w", err)
+	}
+	if len(data) > MaxAnnouncementSize {
+		return nil, fmt.Errorf("announcement of %d bytes exceeds the %d-byte cap", len(data), MaxAnnouncementSize)
+	}
+	return data, nil
+}
+
+// Reject reasons, also the labels of the rejection counters.
+const (
+	RejectOversized = "oversized"
+	RejectMalformed = "malformed"
+	RejectSignature = "bad_signature"
+	RejectForeign   = "wrong_author" // signed by a key that is not the announced peer's, or relayed by an impostor
+	RejectFuture    = "future"
+	RejectStale     = "stale"
+	RejectInvalid   = "invalid" // decodes and verifies, but breaks a limit
+)
+
+// RejectReasons lists every reason, in a stable order.
+var RejectReasons = []string{RejectOversized, RejectMalformed, RejectSignature, RejectForeign, RejectFuture, RejectStale, RejectInvalid}
+
+// RejectError says why an announcement was refused.
+type RejectError struct {
+	Reason string
+	Err    error
+}
+
+func (e *RejectError) Error() string { return e.Reason + ": " + e.Err.Error() }
+func (e *RejectError) Unwrap() error { return e.Err }
+
+func reject(reason string, format string, args ...any) error {
+	return &RejectError{Reason: reason, Err: fmt.Errorf(format, args...)}
+}
+
+// ReasonOf returns the reject reason of err, or "" when err is not a rejection.
+func ReasonOf(err error) string {
+	var re *RejectError
+	if errors.As(err, &re) {
+		return re.Reason
+	}
+	return ""
+}
+
+// Open checks a signed announcement from an untrusted source: size,
+// signature, that the signer is the announced peer, the timestamps against
+// now, and every limit. It returns the announcement or a *RejectError.
+func Open(data []byte, now time.Time) (*Announcement, error) {
+	if len(data) > MaxAnnouncementSize {
+		return nil, reject(RejectOversized, "%d bytes, cap %d", len(data), MaxAnnouncementSize)
+	}
+	var a Announcement
+	env, err := record.ConsumeTypedEnvelope(data, &a)
+	if err != nil {
+		if errors.Is(err, record.ErrInvalidSignature) {
+			return nil, reject(RejectSignature, "%v", err)
+		}
+		return nil, reject(RejectMalformed, "%v", err)
+	}
+	signer, err := peer.IDFromPublicKey(env.PublicKey)
+	if err != nil {
+		return nil, reject(RejectMalformed, "signer key: %v", err)
+	}
+	author, err := peer.Decode(a.Peer)
+	if err != nil {
+		return nil, reject(RejectMalformed, "peer %q: %v", trunc(a.Peer), err)
+	}
+	if signer != author {
+		return nil, reject(RejectForeign, "signed by %s, claims to be %s", signer.ShortString(), author.ShortString())
+	}
+	if err := a.validate(); err != nil {
+		return nil, reject(RejectInvalid, "%v", err)
+	}
+	at := a.At()
+	if at.After(now.Add(MaxFutureSkew)) {
+		return nil, reject(RejectFuture, "dated %s ahead", at.Sub(now).Round(time.Millisecond))
+	}
+	if now.Sub(at) > a.TTL() {
+		return nil, reject(RejectStale, "dated %s ago, TTL %s", now.Sub(at).Round(time.Millisecond), a.TTL())
+	}
+	return &a, nil
+}
+
+func (a *Announcement) validate() error {
+	if a.Seq == 0 {
+		return errors.New("seq 0")
+	}
+	iv := time.Duration(a.Interval) * time.Millisecond
+	if iv < MinInterval || iv > MaxInterval {
+		return fmt.Errorf("interval %s outside [%s, %s]", iv, MinInterval, MaxInterval)
+	}
+	if len(a.Addrs) > MaxAddrs {
+		return fmt.Errorf("%d addresses, cap %d", len(a.Addrs), MaxAddrs)
+	}
+	if len(a.Models) > MaxModels {
+		return fmt.Errorf("%d models, cap %d", len(a.Models), MaxModels)
+	}
+	if len(a.Domains) > len(Domains) {
+		return fmt.Errorf("%d domains, cap %d", len(a.Domains), len(Domains))
+	}
+	if len(a.RTT) > MaxRTTRow {
+		return fmt.Errorf("RTT row of %d, cap %d", len(a.RTT), MaxRTTRow)
+	}
+	for _, s := range a.Addrs {
+		if len(s) > MaxString {
+			return errors.New("address too long")
+		}
+	}
+	for _, m := range a.Models {
+		if m.Name == "" || len(m.Name) > MaxString || len(m.Digest) > MaxString || len(m.Family) > MaxString || len(m.Engine) > MaxString {
+			return fmt.Errorf("model %q: empty or too long field", trunc(m.Name))
+		}
+	}
+	for _, d := range a.Domains {
+		if !ValidDomain(d) {
+			return fmt.Errorf("unknown domain %q", trunc(d))
+		}
+	}
+	if len(a.Region) > MaxString || len(a.Hardware.GPU) > MaxString || len(a.Hardware.OS) > MaxString || len(a.Hardware.Arch) > MaxString {
+		return errors.New("string field too long")
+	}
+	if a.Capacity < 0 || a.Load < 0 {
+		return errors.New("negative capacity or load")
+	}
+	if a.Location != nil {
+		if err := a.Location.Validate(); err != nil {
+			return err
+		}
+	}
+	for id, ms := range a.RTT {
+		if _, err := peer.Decode(id); err != nil {
+			return fmt.Errorf("RTT row names %q: %v", trunc(id), err)
+		}
+		if math.IsNaN(ms) || ms < 0 || ms > 60000 {
+			return fmt.Errorf("RTT %v ms out of range", ms)
+		}
+	}
+	if a.Coord != nil {
+		if !a.Coord.IsValid() || len(a.Coord.Vec) > 16 {
+			return errors.New("invalid network coordinate")
+		}
+	}
+	return nil
+}
+
+func trunc(s string) string {
+	if len(s) > 40 {
+		return s[:40] + "…"
+	}
+	return s
+}

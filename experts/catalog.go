@@ -1,0 +1,235 @@
+package experts
+
+import (
+	"sort"
+	"sync"
+	"time"
+)
+
+// Entry is one peer in the catalog: its latest announcement, the signed
+// envelope it came in (so it can be handed on), and when it was heard.
+type Entry struct {
+	Announcement
+	Envelope []byte    `json:"-"`
+	Seen     time.Time `json:"last_seen"` // local time the latest announcement arrived
+	Expires  time.Time `json:"expires"`
+}
+
+// Serves reports whether the entry serves model (or any model when model is "").
+func (e *Entry) Serves(model string) bool {
+	for _, m := range e.Models {
+		if model == "" || m.Name == model {
+			return true
+		}
+	}
+	return false
+}
+
+// HasDomain reports whether the entry declares domain d.
+func (e *Entry) HasDomain(d string) bool {
+	for _, x := range e.Domains {
+		if x == d {
+			return true
+		}
+	}
+	return false
+}
+
+// Change is what happened to a peer in the catalog.
+type Change struct {
+	Peer    string
+	Removed bool   // left, expired or evicted
+	Reason  string // "joined", "updated", "left", "expired", "evicted"
+}
+
+// DefaultMaxEntries bounds the catalog. Past it, the peer heard from least
+// recently is dropped; the DHT still finds peers beyond the catalog.
+const DefaultMaxEntries = 10000
+
+// Catalog is the swarm as this peer sees it. It is safe for concurrent use.
+type Catalog struct {
+	self string
+	max  int
+
+	mu         sync.RWMutex
+	entries    map[string]*Entry
+	tombstones map[string]tombstone // peers that left, so an older announcement relayed later cannot revive them
+	watchers   []func(Change)
+}
+
+type tombstone struct {
+	seq     uint64
+	expires time.Time
+}
+
+// NewCatalog returns an empty catalog for the peer self (never listed in it).
+func NewCatalog(self string, maxEntries int) *Catalog {
+	if maxEntries <= 0 {
+		maxEntries = DefaultMaxEntries
+	}
+	return &Catalog{self: self, max: maxEntries, entries: make(map[string]*Entry), tombstones: make(map[string]tombstone)}
+}
+
+// Watch registers fn to be called after each change, outside the catalog's
+// lock, from the goroutine that made the change.
+func (c *Catalog) Watch(fn func(Change)) {
+	c.mu.Lock()
+	c.watchers = append(c.watchers, fn)
+	c.mu.Unlock()
+}
+
+// Apply takes a verified announcement (see Open) with its envelope, heard at
+// now. An announcement no newer than what the catalog holds is ignored; a
+// leave removes the peer. It reports whether anything changed.
+func (c *Catalog) Apply(a *Announcement, envelope []byte, now time.Time) bool {
+	if a.Peer == c.self {
+		return false
+	}
+	var changes []Change
+	c.mu.Lock()
+	if ts, ok := c.tombstones[a.Peer]; ok && a.Seq <= ts.seq {
+		c.mu.Unlock()
+		return false
+	}
+	old, had := c.entries[a.Peer]
+	if had && a.Seq <= old.Seq {
+		c.mu.Unlock()
+		return false
+	}
+	if a.Leave {
+		delete(c.entries, a.Peer)
+		c.tombstones[a.Peer] = tombstone{seq: a.Seq, expires: now.Add(a.TTL())}
+		if had {
+			changes = append(changes, Change{Peer: a.Peer, Removed: true, Reason: "left"})
+		}
+	} else {
+		// A relayed (catch-up) announcement may be older than now: it counts
+		// from when its author wrote it, never from later.
+		seen := now
+		if at := a.At(); at.Before(seen) {
+			seen = at
+		}
+		c.entries[a.Peer] = &Entry{Announcement: *a, Envelope: envelope, Seen: seen, Expires: seen.Add(a.TTL())}
+		reason := "updated"
+		if !had {
+			reason = "joined"
+		}
+		changes = append(changes, Change{Peer: a.Peer, Reason: reason})
+		if len(c.entries) > c.max {
+			if victim := c.oldestLocked(); victim != "" {
+				delete(c.entries, victim)
+				changes = append(changes, Change{Peer: victim, Removed: true, Reason: "evicted"})
+			}
+		}
+	}
+	watchers := c.watchers
+	c.mu.Unlock()
+	for _, ch := range changes {
+		for _, w := range watchers {
+			w(ch)
+		}
+	}
+	return len(changes) > 0
+}
+
+func (c *Catalog) oldestLocked() string {
+	var victim string
+	var oldest time.Time
+	for id, e := range c.entries {
+		if victim == "" || e.Seen.Before(oldest) {
+			victim, oldest = id, e.Seen
+		}
+	}
+	return victim
+}
+
+// Expire removes entries whose TTL has passed and returns their IDs.
+func (c *Catalog) Expire(now time.Time) []string {
+	var gone []string
+	c.mu.Lock()
+	for id, e := range c.entries {
+		if now.After(e.Expires) {
+			delete(c.entries, id)
+			gone = append(gone, id)
+		}
+	}
+	for id, ts := range c.tombstones {
+		if now.After(ts.expires) {
+			delete(c.tombstones, id)
+		}
+	}
+	watchers := c.watchers
+	c.mu.Unlock()
+	sort.Strings(gone)
+	for _, id := range gone {
+		for _, w := range watchers {
+			w(Change{Peer: id, Removed: true, Reason: "expired"})
+		}
+	}
+	return gone
+}
+
+// Remove drops a peer at once (for example one found to be lying).
+func (c *Catalog) Remove(id string) {
+	c.mu.Lock()
+	_, had := c.entries[id]
+	delete(c.entries, id)
+	watchers := c.watchers
+	c.mu.Unlock()
+	if had {
+		for _, w := range watchers {
+			w(Change{Peer: id, Removed: true, Reason: "evicted"})
+		}
+	}
+}
+
+// Get returns a copy of id's entry.
+func (c *Catalog) Get(id string) (Entry, bool) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	e, ok := c.entries[id]
+	if !ok {
+		return Entry{}, false
+	}
+	return *e, true
+}
+
+// Len is the number of peers in the catalog.
+func (c *Catalog) Len() int {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return len(c.entries)
+}
+
+// Snapshot returns a copy of every entry, sorted by peer ID. Slices inside
+// entries are shared with the catalog and must not be modified.
+func (c *Catalog) Snapshot() []Entry {
+	c.mu.RLock()
+	out := make([]Entry, 0, len(c.entries))
+	for _, e := range c.entries {
+		out = append(out, *e)
+	}
+	c.mu.RUnlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].Peer < out[j].Peer })
+	return out
+}
+
+// Envelopes returns up to max signed announcements, most recently heard
+// first, for handing to a newcomer.
+func (c *Catalog) Envelopes(max int) [][]byte {
+	c.mu.RLock()
+	es := make([]*Entry, 0, len(c.entries))
+	for _, e := range c.entries {
+		es = append(es, e)
+	}
+	c.mu.RUnlock()
+	sort.Slice(es, func(i, j int) bool { return es[i].Seen.After(es[j].Seen) })
+	if max > 0 && len(es) > max {
+		es = es[:max]
+	}
+	out := make([][]byte, len(es))
+	for i, e := range es {
+		out[i] = e.Envelope
+	}
+	return out
+}

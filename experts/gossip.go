@@ -1,0 +1,354 @@
+package experts
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/peer"
+)
+
+// Topic is the GossipSub topic that carries announcements.
+const Topic = "/mwpeer/announce/1.0.0"
+
+// RejectTooFrequent counts announcements that arrive closer together than
+// MinSpacing from one author: a peer cannot make the swarm forward a flood.
+const RejectTooFrequent = "too_frequent"
+
+// MinSpacing is the least time between two accepted announcements of one author.
+const MinSpacing = 500 * time.Millisecond
+
+// GossipConfig says how a peer announces itself.
+type GossipConfig struct {
+	Key     crypto.PrivKey
+	Catalog *Catalog
+	// Local returns what this peer currently says about itself; Gossip fills
+	// in Peer, Seq, Time and Interval.
+	Local func() Announcement
+	// The heartbeat interval adapts to the swarm's size so that each peer
+	// receives about TargetRate announcements per second in all:
+	// interval = clamp(peers / TargetRate, MinInterval, MaxInterval).
+	// Defaults: 5 s, 60 s and 20 per second, so up to 100 peers announce
+	// every 5 s (a dead peer is forgotten after 17 s) and at 1,200 peers
+	// every minute. Past that the catalog is capped and the DHT finds the rest.
+	MinInterval time.Duration
+	MaxInterval time.Duration
+	TargetRate  float64
+	// CatchUpMax bounds how many announcements a newcomer is handed.
+	CatchUpMax int
+	Logger     *slog.Logger
+}
+
+// Gossip publishes this peer's announcements, validates and applies
+// everyone else's, expires the silent, and hands newcomers the catalog.
+type Gossip struct {
+	cfg   GossipConfig
+	h     host.Host
+	topic *pubsub.Topic
+	sub   *pubsub.Subscription
+	self  peer.ID
+	log   *slog.Logger
+
+	seq      atomic.Uint64
+	changed  chan struct{}
+	accepted atomic.Uint64
+	rejected map[string]*atomic.Uint64
+	interval atomic.Int64
+
+	mu       sync.Mutex
+	lastEnv  []byte               // our latest signed announcement
+	lastFrom map[string]time.Time // author -> when we last accepted one of theirs
+	syncedAt map[peer.ID]time.Time
+	served   map[peer.ID]time.Time
+
+	wg     sync.WaitGroup
+	cancel context.CancelFunc
+}
+
+// JoinGossip joins the announcement topic on ps and registers the
+// validator and the catch-up protocol on h. Call Run to start announcing.
+func JoinGossip(ps *pubsub.PubSub, h host.Host, cfg GossipConfig) (*Gossip, error) {
+	if cfg.Key == nil || cfg.Catalog == nil || cfg.Local == nil {
+		return nil, errors.New("experts: gossip needs a key, a catalog and a Local function")
+	}
+	if cfg.MinInterval <= 0 {
+		cfg.MinInterval = 5 * time.Second
+	}
+	if cfg.MaxInterval < cfg.MinInterval {
+		cfg.MaxInterval = max(60*time.Second, cfg.MinInterval)
+	}
+	if cfg.TargetRate <= 0 {
+		cfg.TargetRate = 20
+	}
+	if cfg.CatchUpMax <= 0 {
+		cfg.CatchUpMax = 2048
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	g := &Gossip{
+		cfg:      cfg,
+		h:        h,
+		self:     h.ID(),
+		log:      cfg.Logger,
+		changed:  make(chan struct{}, 1),
+		rejected: make(map[string]*atomic.Uint64),
+		lastFrom: make(map[string]time.Time),
+		syncedAt: make(map[peer.ID]time.Time),
+		served:   make(map[peer.ID]time.Time),
+	}
+	for _, r := range append(RejectReasons, RejectTooFrequent) {
+		g.rejected[r] = new(atomic.Uint64)
+	}
+	// Seq starts from the clock so a restarted peer (same ID) outranks
+	// what the swarm remembers of its previous life.
+	g.seq.Store(uint64(time.Now().UnixNano()))
+	g.interval.Store(int64(cfg.MinInterval))
+	if err := ps.RegisterTopicValidator(Topic, g.validate); err != nil {
+		return nil, fmt.Errorf("experts: register validator: %w", err)
+	}
+	t, err := ps.Join(Topic)
+	if err != nil {
+		ps.UnregisterTopicValidator(Topic)
+		return nil, fmt.Errorf("experts: join %s: %w", Topic, err)
+	}
+	sub, err := t.Subscribe()
+	if err != nil {
+		t.Close()
+		ps.UnregisterTopicValidator(Topic)
+		return nil, fmt.Errorf("experts: subscribe %s: %w", Topic, err)
+	}
+	g.topic, g.sub = t, sub
+	h.SetStreamHandler(CatchUpProtocol, g.serveCatchUp)
+	return g, nil
+}
+
+// validate is the GossipSub validator: it runs before a message is
+// delivered or forwarded, so a rejected announcement goes no further.
+func (g *Gossip) validate(_ context.Context, from peer.ID, msg *pubsub.Message) pubsub.ValidationResult {
+	a, err := Open(msg.Data, time.Now())
+	if err != nil {
+		reason := ReasonOf(err)
+		g.count(reason)
+		g.log.Debug("announcement rejected", "from", from.ShortString(), "reason", reason, "err", err)
+		switch reason {
+		case RejectStale, RejectFuture:
+			return pubsub.ValidationIgnore // honest peers with bad clocks or slow links: drop, don't punish
+		default:
+			return pubsub.ValidationReject
+		}
+	}
+	if author := msg.GetFrom(); author != "" && author.String() != a.Peer {
+		g.count(RejectForeign)
+		return pubsub.ValidationReject
+	}
+	if a.Peer != g.self.String() {
+		g.mu.Lock()
+		last, seen := g.lastFrom[a.Peer]
+		now := time.Now()
+		if seen && now.Sub(last) < MinSpacing && !a.Leave {
+			g.mu.Unlock()
+			g.count(RejectTooFrequent)
+			return pubsub.ValidationIgnore
+		}
+		g.lastFrom[a.Peer] = now
+		g.mu.Unlock()
+	}
+	msg.ValidatorData = a
+	return pubsub.ValidationAccept
+}
+
+func (g *Gossip) count(reason string) {
+	if c, ok := g.rejected[reason]; ok {
+		c.Add(1)
+	}
+}
+
+// Rejected returns how many announcements were refused, per reason.
+func (g *Gossip) Rejected() map[string]uint64 {
+	out := make(map[string]uint64, len(g.rejected))
+	for r, c := range g.rejected {
+		out[r] = c.Load()
+	}
+	return out
+}
+
+// Accepted is the number of announcements accepted from others.
+func (g *Gossip) Accepted() uint64 { return g.accepted.Load() }
+
+// Interval is the current heartbeat interval.
+func (g *Gossip) Interval() time.Duration { return time.Duration(g.interval.Load()) }
+
+// Changed asks for an announcement soon (coalesced; at most one a second).
+func (g *Gossip) Changed() {
+	select {
+	case g.changed <- struct{}{}:
+	default:
+	}
+}
+
+// Run announces, receives and expires until ctx ends or Close is called.
+func (g *Gossip) Run(ctx context.Context) {
+	ctx, cancel := context.WithCancel(ctx)
+	g.mu.Lock()
+	g.cancel = cancel
+	g.mu.Unlock()
+	g.wg.Add(3)
+	go g.receive(ctx)
+	go g.expire(ctx)
+	go g.catchUpNewcomers(ctx)
+	g.heartbeat(ctx)
+	g.wg.Wait()
+}
+
+func (g *Gossip) adapt() time.Duration {
+	n := float64(g.cfg.Catalog.Len() + 1)
+	iv := time.Duration(n / g.cfg.TargetRate * float64(time.Second))
+	iv = max(min(iv, g.cfg.MaxInterval), g.cfg.MinInterval)
+	g.interval.Store(int64(iv))
+	return iv
+}
+
+func (g *Gossip) heartbeat(ctx context.Context) {
+	var last time.Time
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	events, err := g.topic.EventHandler()
+	var joins <-chan struct{}
+	if err == nil {
+		ch := make(chan struct{}, 1)
+		joins = ch
+		g.wg.Add(1)
+		go func() {
+			defer g.wg.Done()
+			defer events.Cancel()
+			for {
+				ev, err := events.NextPeerEvent(ctx)
+				if err != nil {
+					return
+				}
+				// Re-announce only when this peer gains its first topic
+				// neighbour: that is when its earlier messages reached nobody.
+				if ev.Type == pubsub.PeerJoin && len(g.topic.ListPeers()) == 1 {
+					select {
+					case ch <- struct{}{}:
+					default:
+					}
+				}
+			}
+		}()
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-timer.C:
+		case <-g.changed:
+		case <-joins:
+		}
+		if wait := time.Second - time.Since(last); wait > 0 && !last.IsZero() {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(wait):
+			}
+		}
+		if err := g.publish(ctx, false); err != nil && ctx.Err() == nil {
+			g.log.Warn("announce failed", "err", err)
+		}
+		last = time.Now()
+		iv := g.adapt()
+		jitter := time.Duration((rand.Float64()*0.2 - 0.1) * float64(iv)) // ±10%, so peers drift apart
+		timer.Reset(iv + jitter)
+	}
+}
+
+func (g *Gossip) publish(ctx context.Context, leave bool) error {
+	a := g.cfg.Local()
+	a.Peer = g.self.String()
+	a.Seq = g.seq.Add(1)
+	a.Time = time.Now().UnixMilli()
+	a.Interval = g.Interval().Milliseconds()
+	a.Leave = leave
+	if leave {
+		a = Announcement{Peer: a.Peer, Seq: a.Seq, Time: a.Time, Interval: a.Interval, Leave: true}
+	}
+	env, err := Seal(&a, g.cfg.Key)
+	if err != nil {
+		return err
+	}
+	g.mu.Lock()
+	g.lastEnv = env
+	g.mu.Unlock()
+	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	return g.topic.Publish(pctx, env)
+}
+
+// Leave tells the swarm this peer is going, then stops announcing. The
+// message is best effort: peers that miss it expire this one after its TTL.
+func (g *Gossip) Leave(ctx context.Context) error {
+	err := g.publish(ctx, true)
+	// Give GossipSub a moment to push the message out before the host closes.
+	if err == nil && len(g.topic.ListPeers()) > 0 {
+		select {
+		case <-ctx.Done():
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	return err
+}
+
+// Close stops Run, leaves the topic and removes the catch-up handler.
+func (g *Gossip) Close() {
+	g.mu.Lock()
+	cancel := g.cancel
+	g.mu.Unlock()
+	if cancel != nil {
+		cancel()
+	}
+	g.sub.Cancel()
+	g.wg.Wait()
+	g.h.RemoveStreamHandler(CatchUpProtocol)
+	g.topic.Close()
+}
+
+func (g *Gossip) receive(ctx context.Context) {
+	defer g.wg.Done()
+	for {
+		msg, err := g.sub.Next(ctx)
+		if err != nil {
+			return
+		}
+		a, ok := msg.ValidatorData.(*Announcement)
+		if !ok || a.Peer == g.self.String() {
+			continue
+		}
+		g.accepted.Add(1)
+		g.cfg.Catalog.Apply(a, msg.Data, time.Now())
+	}
+}
+
+func (g *Gossip) expire(ctx context.Context) {
+	defer g.wg.Done()
+	t := time.NewTicker(500 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			for _, id := range g.cfg.Catalog.Expire(now) {
+				g.log.Debug("peer expired", "peer", id)
+			}
+		}
+	}
+}

@@ -1,0 +1,9 @@
+// Package geo owns distances and round-trip times between peers: great-circle
+// distance from coordinates given by the operator, an EWMA of measured round
+// trips, Vivaldi network coordinates (through hashicorp/serf's coordinate
+// package) and the RTT matrix that merges them. Every RTT it returns says where
+// it came from: measured, predicted from coordinates, or guessed from distance.
+//
+// geo imports nothing else of mwpeer and does no I/O: there is no online
+// geolocation service behind it.
+package geo

@@ -1,0 +1,168 @@
+package geo
+
+import (
+	"math"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/serf/coordinate"
+)
+
+func TestHaversine(t *testing.T) {
+	cases := []struct {
+		name   string
+		a, b   Point
+		wantKm float64
+		tolKm  float64
+	}{
+		{"same point", Point{48.85, 2.35}, Point{48.85, 2.35}, 0, 1e-9},
+		{"Paris-London", Point{48.8566, 2.3522}, Point{51.5074, -0.1278}, 343.5, 2},
+		{"New York-Los Angeles", Point{40.7128, -74.0060}, Point{34.0522, -118.2437}, 3936, 10},
+		{"antipodes", Point{0, 0}, Point{0, 180}, math.Pi * EarthRadiusKm, 1},
+		{"poles", Point{90, 0}, Point{-90, 0}, math.Pi * EarthRadiusKm, 1},
+		{"across the date line", Point{0, 179.5}, Point{0, -179.5}, 111.2, 0.5},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			got := Haversine(c.a, c.b)
+			if math.Abs(got-c.wantKm) > c.tolKm {
+				t.Fatalf("Haversine = %.2f km, want %.2f ± %.2f", got, c.wantKm, c.tolKm)
+			}
+			if back := Haversine(c.b, c.a); math.Abs(back-got) > 1e-9 {
+				t.Fatalf("not symmetric: %v vs %v", got, back)
+			}
+		})
+	}
+}
+
+func TestPointValidate(t *testing.T) {
+	for _, p := range []Point{{91, 0}, {-91, 0}, {0, 181}, {0, -180.5}, {math.NaN(), 0}} {
+		if p.Validate() == nil {
+			t.Errorf("%v accepted", p)
+		}
+	}
+	if err := (Point{-33.9, 151.2}).Validate(); err != nil {
+		t.Errorf("Sydney rejected: %v", err)
+	}
+}
+
+func TestDistanceRTTGrowsWithDistance(t *testing.T) {
+	near, far := DistanceRTT(10), DistanceRTT(10000)
+	if near <= 0 || far <= near {
+		t.Fatalf("DistanceRTT(10)=%v DistanceRTT(10000)=%v", near, far)
+	}
+	// 10,000 km at 2/3 c inflated by 1.5 is 150 ms there and back, plus 2 ms.
+	if far < 140*time.Millisecond || far > 160*time.Millisecond {
+		t.Fatalf("DistanceRTT(10000) = %v, want about 152ms", far)
+	}
+	if DistanceRTT(-1) != 0 {
+		t.Fatal("negative distance must give 0")
+	}
+}
+
+func TestEWMA(t *testing.T) {
+	var e EWMA
+	if _, ok := e.Value(); ok {
+		t.Fatal("empty EWMA has a value")
+	}
+	e.Add(100 * time.Millisecond)
+	if v, _ := e.Value(); v != 100*time.Millisecond {
+		t.Fatalf("first sample sets the value, got %v", v)
+	}
+	e.Add(200 * time.Millisecond) // 0.2*200 + 0.8*100 = 120
+	if v, _ := e.Value(); v != 120*time.Millisecond {
+		t.Fatalf("after second sample got %v, want 120ms", v)
+	}
+	for i := 0; i < 100; i++ {
+		e.Add(50 * time.Millisecond)
+	}
+	if v, _ := e.Value(); v < 49*time.Millisecond || v > 51*time.Millisecond {
+		t.Fatalf("EWMA did not converge to 50ms: %v", v)
+	}
+	if e.Samples() != 102 {
+		t.Fatalf("Samples = %d", e.Samples())
+	}
+	f := EWMA{Alpha: 1}
+	f.Add(time.Second)
+	f.Add(time.Millisecond)
+	if v, _ := f.Value(); v != time.Millisecond {
+		t.Fatalf("alpha 1 keeps only the last sample, got %v", v)
+	}
+}
+
+// TestCoordinatesPredictRTT trains Vivaldi clients on a synthetic
+// three-site topology and checks that a pair never measured directly is
+// predicted close to its true RTT.
+func TestCoordinatesPredictRTT(t *testing.T) {
+	// True RTTs between sites: nodes within a site are 1 ms apart.
+	site := map[string]int{"a1": 0, "a2": 0, "b1": 1, "b2": 1, "c1": 2, "c2": 2}
+	between := [3][3]time.Duration{
+		{1 * time.Millisecond, 40 * time.Millisecond, 90 * time.Millisecond},
+		{40 * time.Millisecond, 1 * time.Millisecond, 60 * time.Millisecond},
+		{90 * time.Millisecond, 60 * time.Millisecond, 1 * time.Millisecond},
+	}
+	clients := map[string]*coordinate.Client{}
+	for id := range site {
+		clients[id] = NewCoordinateClient()
+	}
+	ids := []string{"a1", "a2", "b1", "b2", "c1", "c2"}
+	for round := 0; round < 300; round++ {
+		for _, x := range ids {
+			for _, y := range ids {
+				if x == y || (x == "a1" && y == "c2") || (x == "c2" && y == "a1") {
+					continue // the pair under test is never measured
+				}
+				rtt := between[site[x]][site[y]]
+				if _, err := clients[x].Update(y, clients[y].GetCoordinate(), rtt); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+	}
+	m := NewMatrix()
+	for id, c := range clients {
+		m.SetCoordinate(id, c.GetCoordinate())
+	}
+	got := m.Estimate("a1", "c2")
+	if got.Source != SourceCoordinates {
+		t.Fatalf("source = %s, want coordinates", got.Source)
+	}
+	if got.Value < 70*time.Millisecond || got.Value > 110*time.Millisecond {
+		t.Fatalf("predicted a1-c2 = %v, true 90ms", got.Value)
+	}
+}
+
+func TestMatrixTrustOrder(t *testing.T) {
+	m := NewMatrix()
+	if r := m.Estimate("a", "b"); r.Known() {
+		t.Fatalf("empty matrix knows %v", r)
+	}
+	m.SetLocation("a", &Point{48.8566, 2.3522})
+	m.SetLocation("b", &Point{51.5074, -0.1278})
+	if r := m.Estimate("a", "b"); r.Source != SourceDistance || r.Value <= baseRTT {
+		t.Fatalf("with locations only: %+v", r)
+	}
+	ca, cb := coordinate.NewCoordinate(coordinate.DefaultConfig()), coordinate.NewCoordinate(coordinate.DefaultConfig())
+	cb.Vec[0] = 0.025 // 25 ms away in the model
+	m.SetCoordinate("a", ca)
+	m.SetCoordinate("b", cb)
+	if r := m.Estimate("a", "b"); r.Source != SourceCoordinates || r.Value < 20*time.Millisecond || r.Value > 30*time.Millisecond {
+		t.Fatalf("with coordinates: %+v", r)
+	}
+	m.SetRow("b", map[string]time.Duration{"a": 12 * time.Millisecond})
+	if r := m.Estimate("a", "b"); r.Source != SourceMeasured || r.Value != 12*time.Millisecond {
+		t.Fatalf("with one measurement: %+v", r)
+	}
+	m.SetRow("a", map[string]time.Duration{"b": 8 * time.Millisecond})
+	if r := m.Estimate("a", "b"); r.Value != 10*time.Millisecond {
+		t.Fatalf("both directions average: %+v", r)
+	}
+	full := m.Full(nil)
+	if full["a"]["b"].Source != SourceMeasured || len(full) != 2 {
+		t.Fatalf("Full = %+v", full)
+	}
+	m.Forget("b")
+	if r := m.Estimate("a", "b"); r.Known() {
+		t.Fatalf("forgotten peer still estimated: %+v", r)
+	}
+}

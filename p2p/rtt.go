@@ -1,0 +1,184 @@
+package p2p
+
+import (
+	"context"
+	"math/rand/v2"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/p2p/protocol/ping"
+
+	"github.com/mwpeer/mwpeer/geo"
+)
+
+// PingerConfig tunes RTT measurement.
+type PingerConfig struct {
+	Interval time.Duration // between rounds; each round is jittered by ±20%
+	MaxPeers int           // peers pinged per round; the least recently measured go first
+	Timeout  time.Duration // per ping
+	Forget   time.Duration // drop a peer's average after this long without a sample
+	// OnSample, when set, is called after each successful ping (from the
+	// pinger's goroutines; it must not block for long).
+	OnSample func(p peer.ID, rtt time.Duration)
+}
+
+// DefaultPingerConfig pings up to 32 connected peers every 10 s.
+func DefaultPingerConfig() PingerConfig {
+	return PingerConfig{Interval: 10 * time.Second, MaxPeers: 32, Timeout: 5 * time.Second, Forget: 10 * time.Minute}
+}
+
+// Pinger keeps an EWMA of libp2p ping round trips to connected peers. It
+// never dials: only live connections are measured.
+type Pinger struct {
+	h   host.Host
+	cfg PingerConfig
+
+	mu    sync.Mutex
+	peers map[peer.ID]*pingState
+}
+
+type pingState struct {
+	ewma geo.EWMA
+	last time.Time
+}
+
+// NewPinger returns a pinger for h; call Run to start it.
+func NewPinger(h host.Host, cfg PingerConfig) *Pinger {
+	d := DefaultPingerConfig()
+	if cfg.Interval <= 0 {
+		cfg.Interval = d.Interval
+	}
+	if cfg.MaxPeers <= 0 {
+		cfg.MaxPeers = d.MaxPeers
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = d.Timeout
+	}
+	if cfg.Forget <= 0 {
+		cfg.Forget = d.Forget
+	}
+	return &Pinger{h: h, cfg: cfg, peers: make(map[peer.ID]*pingState)}
+}
+
+// Run measures until ctx ends. The first round starts at once.
+func (p *Pinger) Run(ctx context.Context) {
+	for {
+		p.Round(ctx)
+		jitter := time.Duration((rand.Float64()*0.4 - 0.2) * float64(p.cfg.Interval))
+		t := time.NewTimer(p.cfg.Interval + jitter)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// Round pings up to MaxPeers connected peers in parallel (at most 8 at a
+// time) and waits for them.
+func (p *Pinger) Round(ctx context.Context) {
+	conns := p.h.Network().Peers()
+	p.mu.Lock()
+	now := time.Now()
+	for id, st := range p.peers {
+		if now.Sub(st.last) > p.cfg.Forget {
+			delete(p.peers, id)
+		}
+	}
+	sort.Slice(conns, func(i, j int) bool { return p.lastLocked(conns[i]).Before(p.lastLocked(conns[j])) })
+	p.mu.Unlock()
+	if len(conns) > p.cfg.MaxPeers {
+		conns = conns[:p.cfg.MaxPeers]
+	}
+	sem := make(chan struct{}, 8)
+	var wg sync.WaitGroup
+	for _, id := range conns {
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			wg.Wait()
+			return
+		}
+		wg.Add(1)
+		go func(id peer.ID) {
+			defer wg.Done()
+			defer func() { <-sem }()
+			p.pingOnce(ctx, id)
+		}(id)
+	}
+	wg.Wait()
+}
+
+func (p *Pinger) lastLocked(id peer.ID) time.Time {
+	if st, ok := p.peers[id]; ok {
+		return st.last
+	}
+	return time.Time{}
+}
+
+func (p *Pinger) pingOnce(ctx context.Context, id peer.ID) {
+	ctx, cancel := context.WithTimeout(network.WithNoDial(ctx, "rtt measurement"), p.cfg.Timeout)
+	defer cancel()
+	res, ok := <-ping.Ping(ctx, p.h, id)
+	if !ok || res.Error != nil {
+		return
+	}
+	p.Record(id, res.RTT)
+}
+
+// Record folds one RTT sample for id into its average.
+func (p *Pinger) Record(id peer.ID, rtt time.Duration) {
+	p.mu.Lock()
+	st, ok := p.peers[id]
+	if !ok {
+		st = &pingState{}
+		p.peers[id] = st
+	}
+	st.ewma.Add(rtt)
+	st.last = time.Now()
+	p.mu.Unlock()
+	if p.cfg.OnSample != nil {
+		p.cfg.OnSample(id, rtt)
+	}
+}
+
+// RTT returns the average round trip to id, if measured.
+func (p *Pinger) RTT(id peer.ID) (time.Duration, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	st, ok := p.peers[id]
+	if !ok {
+		return 0, false
+	}
+	return st.ewma.Value()
+}
+
+// Row returns up to max averages, nearest first (max <= 0: all).
+func (p *Pinger) Row(max int) map[peer.ID]time.Duration {
+	p.mu.Lock()
+	type kv struct {
+		id  peer.ID
+		rtt time.Duration
+	}
+	all := make([]kv, 0, len(p.peers))
+	for id, st := range p.peers {
+		if v, ok := st.ewma.Value(); ok {
+			all = append(all, kv{id, v})
+		}
+	}
+	p.mu.Unlock()
+	sort.Slice(all, func(i, j int) bool { return all[i].rtt < all[j].rtt })
+	if max > 0 && len(all) > max {
+		all = all[:max]
+	}
+	out := make(map[peer.ID]time.Duration, len(all))
+	for _, e := range all {
+		out[e.id] = e.rtt
+	}
+	return out
+}
