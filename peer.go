@@ -226,6 +226,8 @@ func (p *Peer) announcement() experts.Announcement {
 	}
 	self := p.ID().String()
 	p.Matrix.SetRow(self, mrow)
+	// Shared even untrained, so others can train against it; the matrix
+	// trusts a coordinate only once its error estimate has come down.
 	coord := p.vivaldi.GetCoordinate()
 	p.Matrix.SetCoordinate(self, coord)
 	addrs := p.Host.Addrs()
@@ -284,7 +286,9 @@ func (p *Peer) onRTTSample(id peer.ID, rtt time.Duration) {
 	}
 	if _, err := p.vivaldi.Update(id.String(), e.Coord, rtt); err != nil {
 		p.log.Debug("coordinate update", "other", id.ShortString(), "err", err)
+		return
 	}
+
 }
 
 func (p *Peer) watchModels(ctx context.Context) {

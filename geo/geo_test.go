@@ -146,6 +146,12 @@ func TestMatrixTrustOrder(t *testing.T) {
 	cb.Vec[0] = 0.025 // 25 ms away in the model
 	m.SetCoordinate("a", ca)
 	m.SetCoordinate("b", cb)
+	if r := m.Estimate("a", "b"); r.Source != SourceDistance {
+		t.Fatalf("untrained coordinates must not be trusted: %+v", r)
+	}
+	ca.Error, cb.Error = 0.2, 0.2
+	m.SetCoordinate("a", ca)
+	m.SetCoordinate("b", cb)
 	if r := m.Estimate("a", "b"); r.Source != SourceCoordinates || r.Value < 20*time.Millisecond || r.Value > 30*time.Millisecond {
 		t.Fatalf("with coordinates: %+v", r)
 	}

@@ -40,10 +40,17 @@ func NewCoordinateClient() *coordinate.Client {
 	return c
 }
 
+// MaxCoordinateError is the Vivaldi error estimate above which a coordinate
+// is not trusted for prediction. A new coordinate starts at serf's 1.5 and
+// the estimate falls as it is trained against measured RTTs.
+const MaxCoordinateError = 1.0
+
 // CoordinateRTT predicts the RTT between two coordinates. It reports false
-// when either is missing, invalid or from an incompatible configuration.
+// when either is missing, invalid, untrained (error above
+// MaxCoordinateError) or from an incompatible configuration.
 func CoordinateRTT(a, b *coordinate.Coordinate) (time.Duration, bool) {
-	if a == nil || b == nil || !a.IsValid() || !b.IsValid() || !a.IsCompatibleWith(b) {
+	if a == nil || b == nil || !a.IsValid() || !b.IsValid() || !a.IsCompatibleWith(b) ||
+		a.Error > MaxCoordinateError || b.Error > MaxCoordinateError {
 		return 0, false
 	}
 	// DistanceTo is the one-way distance in the model; serf's coordinates are

@@ -7,9 +7,11 @@ import (
 	"sync"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/event"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/p2p/host/eventbus"
 	"github.com/libp2p/go-libp2p/p2p/protocol/ping"
 
 	"github.com/mwpeer/mwpeer/geo"
@@ -64,8 +66,42 @@ func NewPinger(h host.Host, cfg PingerConfig) *Pinger {
 	return &Pinger{h: h, cfg: cfg, peers: make(map[peer.ID]*pingState)}
 }
 
-// Run measures until ctx ends. The first round starts at once.
+// Run measures until ctx ends. The first round starts at once, and every
+// newly identified peer is measured right away rather than at the next round.
 func (p *Pinger) Run(ctx context.Context) {
+	sub, err := p.h.EventBus().Subscribe(new(event.EvtPeerIdentificationCompleted), eventbus.BufSize(256))
+	if err == nil {
+		var wg sync.WaitGroup
+		defer wg.Wait()
+		defer sub.Close()
+		sem := make(chan struct{}, 4)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case e, ok := <-sub.Out():
+					if !ok {
+						return
+					}
+					id := e.(event.EvtPeerIdentificationCompleted).Peer
+					select {
+					case sem <- struct{}{}:
+					default:
+						continue // busy: the next round will measure it
+					}
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						defer func() { <-sem }()
+						p.pingOnce(ctx, id)
+					}()
+				}
+			}
+		}()
+	}
 	for {
 		p.Round(ctx)
 		jitter := time.Duration((rand.Float64()*0.4 - 0.2) * float64(p.cfg.Interval))

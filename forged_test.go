@@ -1,0 +1,141 @@
+package mwpeer
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	"github.com/libp2p/go-libp2p"
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/mwpeer/mwpeer/experts"
+)
+
+// TestForgedAnnouncementsAreRejectedAndCounted has a hostile peer, a plain
+// libp2p host with GossipSub, publish announcements that are forged in
+// each way the validator knows, and checks that every kind is counted by
+// the peer that received it and that none reaches a catalog.
+func TestForgedAnnouncementsAreRejectedAndCounted(t *testing.T) {
+	peers := startSwarm(t, 3, nil)
+	eventually(t, 10*time.Second, "catalogs complete", func() error { return catalogsHoldAll(peers, nil) })
+
+	attackerKey, _, _ := crypto.GenerateEd25519Key(nil)
+	h, err := libp2p.New(libp2p.Identity(attackerKey), libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	ps, err := pubsub.NewGossipSub(ctx, h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	topic, err := ps.Join(experts.Topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub, _ := topic.Subscribe() // be a full member so the mesh forms
+	defer sub.Cancel()
+	victim := peers[0]
+	if err := h.Connect(ctx, peer.AddrInfo{ID: victim.ID(), Addrs: victim.Host.Addrs()}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "attacker joins the topic mesh", func() error {
+		if len(topic.ListPeers()) == 0 {
+			return fmt.Errorf("no topic peers yet")
+		}
+		return nil
+	})
+
+	now := time.Now()
+	base := func(id peer.ID) experts.Announcement {
+		return experts.Announcement{
+			Peer: id.String(), Seq: 1, Time: now.UnixMilli(), Interval: 5000,
+			Domains: []string{"code"}, Models: []experts.Model{{Name: "forged"}},
+		}
+	}
+	seal := func(a experts.Announcement, key crypto.PrivKey) []byte {
+		t.Helper()
+		data, err := experts.Seal(&a, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return data
+	}
+	attacker := h.ID()
+
+	// 1. Wrong key: claims to be peer 1, signed by the attacker.
+	wrongKey := seal(base(peers[1].ID()), attackerKey)
+	// 2. Altered after signing: the attacker's own, with "code" turned into "math".
+	altered := seal(base(attacker), attackerKey)
+	altered = bytes.Replace(altered, []byte(`"code"`), []byte(`"math"`), 1)
+	// 3. Oversized: padding past the cap (the signature is fine).
+	big := base(attacker)
+	big.Region = strings.Repeat("x", experts.MaxAnnouncementSize)
+	bigEnv, err := (func() ([]byte, error) {
+		// Seal refuses oversized output, so build the envelope by hand.
+		return sealUnchecked(&big, attackerKey)
+	})()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 4. Stale: dated an hour ago.
+	stale := base(attacker)
+	stale.Time = now.Add(-time.Hour).UnixMilli()
+	// 5. From the future.
+	future := base(attacker)
+	future.Time = now.Add(time.Hour).UnixMilli()
+	// 6. Not an envelope at all.
+	garbage := []byte("{not an envelope")
+
+	cases := []struct {
+		name, reason string
+		data         []byte
+	}{
+		{"wrong key", experts.RejectForeign, wrongKey},
+		{"altered after signing", experts.RejectSignature, altered},
+		{"oversized", experts.RejectOversized, bigEnv},
+		{"stale", experts.RejectStale, seal(stale, attackerKey)},
+		{"future", experts.RejectFuture, seal(future, attackerKey)},
+		{"garbage", experts.RejectMalformed, garbage},
+	}
+	for _, c := range cases {
+		before := victim.Gossip.Rejected()[c.reason]
+		if err := topic.Publish(ctx, c.data); err != nil {
+			t.Fatalf("%s: publish: %v", c.name, err)
+		}
+		eventually(t, 5*time.Second, c.name+" counted as "+c.reason, func() error {
+			if got := victim.Gossip.Rejected()[c.reason]; got <= before {
+				return fmt.Errorf("%s count still %d", c.reason, got)
+			}
+			return nil
+		})
+	}
+	for i, p := range peers {
+		if _, ok := p.Catalog.Get(attacker.String()); ok {
+			t.Fatalf("peer %d put the attacker in its catalog", i)
+		}
+		if e, _ := p.Catalog.Get(peers[1].ID().String()); e.Serves("forged") {
+			t.Fatalf("peer %d believed the forged announcement for peer 1", i)
+		}
+	}
+	// A valid announcement from the same host is accepted, so the rejections
+	// above were about the forgeries, not the sender.
+	good := base(attacker)
+	good.Seq = 2
+	if err := topic.Publish(ctx, seal(good, attackerKey)); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, "valid announcement accepted", func() error {
+		if _, ok := victim.Catalog.Get(attacker.String()); !ok {
+			return fmt.Errorf("not in catalog")
+		}
+		return nil
+	})
+}

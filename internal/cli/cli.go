@@ -1,0 +1,242 @@
+// Package cli is the mwpeer command line: it turns flags and MWPEER_*
+// variables into an mwpeer.Config and starts a peer, or talks to a running
+// peer over its HTTP API. It is the only place that reads flags or the
+// environment.
+package cli
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/mwpeer/mwpeer"
+	"github.com/mwpeer/mwpeer/geo"
+)
+
+// Exit codes.
+const (
+	exitOK    = 0
+	exitError = 1
+	exitUsage = 2
+)
+
+const usageText = `mwpeer: a peer of the mwpeer decentralized inference swarm.
+
+Usage:
+  mwpeer [run] [flags]        join the swarm and serve (the default)
+  mwpeer id [flags]           print this peer's ID and the --bootstrap value others use to join through it
+  mwpeer status [--http ADDR] show a running peer's status
+  mwpeer peers [--http ADDR]  list the peers a running peer knows
+  mwpeer help                 this text
+
+Every flag can also be set with the MWPEER_* variable named next to it; a flag wins over its variable.
+Run 'mwpeer run --help' for the flags of run.
+`
+
+// Run executes the command line args and returns the process exit code.
+func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	cmd := "run"
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		cmd, args = args[0], args[1:]
+	}
+	switch cmd {
+	case "run":
+		return runPeer(ctx, args, stdout, stderr)
+	case "id":
+		return runID(args, stdout, stderr)
+	case "status":
+		return runStatus(ctx, args, stdout, stderr)
+	case "peers":
+		return runPeers(ctx, args, stdout, stderr)
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usageText)
+		return exitOK
+	default:
+		fmt.Fprintf(stderr, "mwpeer: unknown command %q\n\n%s", cmd, usageText)
+		return exitUsage
+	}
+}
+
+// env reads MWPEER_<NAME>, falling back to def.
+func env(name, def string) string {
+	if v, ok := os.LookupEnv("MWPEER_" + name); ok {
+		return v
+	}
+	return def
+}
+
+// peerFlags binds the flags that describe a peer onto fs and returns a
+// function that builds the Config once fs is parsed.
+func peerFlags(fs *flag.FlagSet) func() (mwpeer.Config, error) {
+	d := mwpeer.DefaultConfig()
+	var envErrs []error
+	envInt := func(name string, def int) int {
+		v, err := envInt(name, def)
+		envErrs = append(envErrs, err)
+		return v
+	}
+	envBool := func(name string, def bool) bool {
+		v, err := envBool(name, def)
+		envErrs = append(envErrs, err)
+		return v
+	}
+	envDuration := func(name string, def time.Duration) time.Duration {
+		v, err := envDuration(name, def)
+		envErrs = append(envErrs, err)
+		return v
+	}
+	listen := fs.String("listen", env("LISTEN", strings.Join(d.Listen, ",")), "comma-separated libp2p listen multiaddrs; port 0 picks a free port (MWPEER_LISTEN)")
+	boot := fs.String("bootstrap", env("BOOTSTRAP", ""), "comma-separated multiaddrs, each ending in /p2p/<peer ID>, of peers to join through (MWPEER_BOOTSTRAP)")
+	httpAddr := fs.String("http", env("HTTP", d.HTTPAddr), "address of the HTTP API (OpenAI-compatible /v1, /api, /metrics); empty to disable (MWPEER_HTTP)")
+	dataDir := fs.String("data-dir", env("DATA_DIR", d.DataDir), "directory for the identity key and state (MWPEER_DATA_DIR)")
+	domains := fs.String("domains", env("DOMAINS", strings.Join(d.Domains, ",")), "comma-separated domains this peer is good at: general, code, math, creative, science, reasoning (MWPEER_DOMAINS)")
+	models := fs.String("models", env("MODELS", ""), "comma-separated models to serve; default every model the engine has (MWPEER_MODELS)")
+	engine := fs.String("engine", env("ENGINE", d.Engine), "what serves prompts here: ollama, synthetic (a fake backend for measuring the overlay) or none (MWPEER_ENGINE)")
+	ollama := fs.String("ollama", env("OLLAMA", d.Ollama), "Ollama's URL; default $OLLAMA_HOST, else http://127.0.0.1:11434 (MWPEER_OLLAMA)")
+	capacity := fs.Int("capacity", envInt("CAPACITY", 0), "concurrent requests this peer serves; 0 means one per CPU (MWPEER_CAPACITY)")
+	lat := fs.String("lat", env("LAT", ""), "latitude of this peer in decimal degrees, for distance estimates (MWPEER_LAT)")
+	lon := fs.String("lon", env("LON", ""), "longitude of this peer in decimal degrees (MWPEER_LON)")
+	region := fs.String("region", env("REGION", ""), "free-form region name shown to others, e.g. eu-west (MWPEER_REGION)")
+	announce := fs.String("announce", env("ANNOUNCE", ""), "comma-separated extra public multiaddrs to advertise, e.g. a forwarded port (MWPEER_ANNOUNCE)")
+	dhtMode := fs.String("dht-mode", env("DHT_MODE", d.DHTMode), "DHT mode: auto (server unless found unreachable), server or client (MWPEER_DHT_MODE)")
+	relay := fs.Bool("relay-service", envBool("RELAY_SERVICE", d.RelayService), "offer circuit relay v2 to NAT'd peers when publicly reachable (MWPEER_RELAY_SERVICE)")
+	announceMin := fs.Duration("announce-interval", envDuration("ANNOUNCE_INTERVAL", d.AnnounceMin), "shortest heartbeat between announcements; it grows with the swarm (MWPEER_ANNOUNCE_INTERVAL)")
+	return func() (mwpeer.Config, error) {
+		c := d
+		if err := errors.Join(envErrs...); err != nil {
+			return c, err
+		}
+		c.Listen = splitList(*listen)
+		c.Bootstrap = splitList(*boot)
+		c.HTTPAddr = *httpAddr
+		c.DataDir = *dataDir
+		c.Domains = splitList(*domains)
+		c.Models = splitList(*models)
+		c.Engine = *engine
+		c.Ollama = mwpeer.OllamaURL(*ollama)
+		c.Capacity = *capacity
+		c.Region = *region
+		c.Announce = splitList(*announce)
+		c.DHTMode = *dhtMode
+		c.RelayService = *relay
+		c.AnnounceMin = *announceMin
+		if (*lat == "") != (*lon == "") {
+			return c, errors.New("--lat and --lon go together")
+		}
+		if *lat != "" {
+			la, err1 := strconv.ParseFloat(*lat, 64)
+			lo, err2 := strconv.ParseFloat(*lon, 64)
+			if err1 != nil || err2 != nil {
+				return c, fmt.Errorf("--lat/--lon: %q,%q are not numbers", *lat, *lon)
+			}
+			c.Location = &geo.Point{Lat: la, Lon: lo}
+		}
+		return c, c.Validate()
+	}
+}
+
+func runPeer(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("mwpeer run", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	build := peerFlags(fs)
+	logLevel := fs.String("log-level", env("LOG_LEVEL", "info"), "debug, info, warn or error (MWPEER_LOG_LEVEL)")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "%s\nFlags of run (join the swarm, serve this machine's models, answer prompts on the HTTP API):\n", usageText)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return exitOK
+		}
+		return exitUsage
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "mwpeer run: unexpected argument %q\n", fs.Arg(0))
+		return exitUsage
+	}
+	cfg, err := build()
+	if err != nil {
+		fmt.Fprintf(stderr, "mwpeer: %v\n", err)
+		return exitUsage
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+		fmt.Fprintf(stderr, "mwpeer: --log-level %q: want debug, info, warn or error\n", *logLevel)
+		return exitUsage
+	}
+	cfg.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	startCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	p, err := mwpeer.Start(startCtx, cfg)
+	cancel()
+	if err != nil {
+		fmt.Fprintf(stderr, "mwpeer: %v\n", err)
+		return exitError
+	}
+	fmt.Fprintf(stdout, "peer %s\nbootstrap %s\nhttp %s\n", p.ID(), p.BootstrapAddr(), p.HTTPAddr())
+	<-ctx.Done()
+	cfg.Logger.Info("shutting down")
+	done := make(chan error, 1)
+	go func() { done <- p.Close() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			cfg.Logger.Warn("shutdown", "err", err)
+		}
+	case <-time.After(5 * time.Second):
+		cfg.Logger.Error("shutdown took longer than 5s; exiting anyway")
+	}
+	return exitOK
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, v := range strings.Split(s, ",") {
+		if v = strings.TrimSpace(v); v != "" {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+func envInt(name string, def int) (int, error) {
+	v := env(name, "")
+	if v == "" {
+		return def, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil {
+		return def, fmt.Errorf("MWPEER_%s=%q is not an integer", name, v)
+	}
+	return n, nil
+}
+
+func envBool(name string, def bool) (bool, error) {
+	v := env(name, "")
+	if v == "" {
+		return def, nil
+	}
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		return def, fmt.Errorf("MWPEER_%s=%q is not true or false", name, v)
+	}
+	return b, nil
+}
+
+func envDuration(name string, def time.Duration) (time.Duration, error) {
+	v := env(name, "")
+	if v == "" {
+		return def, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		return def, fmt.Errorf("MWPEER_%s=%q is not a duration like 5s", name, v)
+	}
+	return d, nil
+}
