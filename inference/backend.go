@@ -1,0 +1,185 @@
+package inference
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// Sentinel errors. They survive the wire: a remote peer's error carries a code
+// that Call maps back to the same sentinel, so errors.Is works end to end.
+var (
+	// ErrUnknownModel: the backend does not serve the requested model.
+	ErrUnknownModel = errors.New("unknown model")
+	// ErrBusy: the backend's concurrency limit was reached and no slot freed
+	// up within its queue wait.
+	ErrBusy = errors.New("backend busy")
+	// ErrNoExpert: there was no target to run the request on, or every one of
+	// them failed before producing a token.
+	ErrNoExpert = errors.New("no expert available")
+	// ErrInvalidRequest: the request failed validation.
+	ErrInvalidRequest = errors.New("invalid request")
+	// ErrStalled: an expert produced no chunk within the stall timeout.
+	ErrStalled = errors.New("expert stalled")
+)
+
+// Finish reasons reported in Final.
+const (
+	FinishStop   = "stop"
+	FinishLength = "length"
+)
+
+// Message is one turn of a chat.
+type Message struct {
+	Role    string `json:"role"` // "system", "user" or "assistant"
+	Content string `json:"content"`
+}
+
+// Request asks a backend for a completion. Messages make it a chat; when
+// Messages is empty, Prompt is completed (with the model's template unless Raw).
+type Request struct {
+	Model    string    `json:"model"`
+	Messages []Message `json:"messages,omitempty"`
+	Prompt   string    `json:"prompt,omitempty"`
+	Raw      bool      `json:"raw,omitempty"`
+
+	// MaxTokens bounds the tokens this call generates (0: backend default).
+	MaxTokens   int      `json:"max_tokens,omitempty"`
+	Temperature *float64 `json:"temperature,omitempty"`
+	TopP        *float64 `json:"top_p,omitempty"`
+	Stop        []string `json:"stop,omitempty"`
+	Seed        *int64   `json:"seed,omitempty"`
+	Logprobs    bool     `json:"logprobs,omitempty"`
+	TopLogprobs int      `json:"top_logprobs,omitempty"`
+
+	// Continue is text already delivered to the client for this answer; the
+	// backend generates what follows it and does not repeat it (failover).
+	Continue string `json:"continue,omitempty"`
+
+	// Deadline, if set, bounds the whole call. On the wire it travels as a
+	// relative timeout, so peers' clocks need not agree.
+	Deadline time.Time `json:"-"`
+}
+
+// TopLogprob is one alternative at a token position.
+type TopLogprob struct {
+	Token   string  `json:"token"`
+	Logprob float64 `json:"logprob"`
+}
+
+// TokenLogprob is the log-probability of one generated token and, if asked
+// for, the most likely alternatives at its position.
+type TokenLogprob struct {
+	Token   string       `json:"token"`
+	Logprob float64      `json:"logprob"`
+	Top     []TopLogprob `json:"top,omitempty"`
+}
+
+// Chunk is a piece of streamed output, usually one token.
+type Chunk struct {
+	Text     string         `json:"text"`
+	Logprobs []TokenLogprob `json:"logprobs,omitempty"`
+}
+
+// Final closes a stream. Durations travel as nanoseconds.
+type Final struct {
+	FinishReason     string        `json:"finish_reason"`
+	PromptTokens     int           `json:"prompt_tokens"`
+	CompletionTokens int           `json:"completion_tokens"`
+	TTFT             time.Duration `json:"ttft_ns"`
+	Duration         time.Duration `json:"duration_ns"`
+	// MeanLogprob is the mean log-probability of the generated tokens; it is
+	// meaningful only when HasLogprob is true.
+	MeanLogprob float64 `json:"mean_logprob,omitempty"`
+	HasLogprob  bool    `json:"has_logprob,omitempty"`
+}
+
+// ModelInfo describes a model a backend serves.
+type ModelInfo struct {
+	Name   string `json:"name"`
+	Digest string `json:"digest"`
+	Size   int64  `json:"size"`
+	Family string `json:"family"`
+}
+
+// Backend generates tokens. Generate calls emit for each chunk in order and
+// returns when the answer is complete, ctx is done, or emit fails (its error
+// is returned). Implementations are safe for concurrent use.
+type Backend interface {
+	Name() string
+	Models(ctx context.Context) ([]ModelInfo, error)
+	Generate(ctx context.Context, req Request, emit func(Chunk) error) (Final, error)
+}
+
+// logprobMean accumulates log-probabilities for Final.MeanLogprob.
+type logprobMean struct {
+	sum float64
+	n   int
+}
+
+func (m *logprobMean) add(lps []TokenLogprob) {
+	for _, lp := range lps {
+		m.sum += lp.Logprob
+		m.n++
+	}
+}
+
+func (m *logprobMean) fill(f *Final) {
+	if m.n > 0 {
+		f.MeanLogprob = m.sum / float64(m.n)
+		f.HasLogprob = true
+	}
+}
+
+// limiter bounds concurrent calls to a backend. A caller waits for a slot at
+// most wait (0: not at all), then gets ErrBusy; ctx ends the wait early.
+type limiter struct {
+	slots chan struct{} // nil: unlimited
+	wait  time.Duration
+}
+
+func newLimiter(n int, wait time.Duration) *limiter {
+	l := &limiter{wait: wait}
+	if n > 0 {
+		l.slots = make(chan struct{}, n)
+	}
+	return l
+}
+
+func (l *limiter) acquire(ctx context.Context) error {
+	if l.slots == nil {
+		return ctx.Err()
+	}
+	select {
+	case l.slots <- struct{}{}:
+		return nil
+	default:
+	}
+	if l.wait <= 0 {
+		return ErrBusy
+	}
+	t := time.NewTimer(l.wait)
+	defer t.Stop()
+	select {
+	case l.slots <- struct{}{}:
+		return nil
+	case <-t.C:
+		return ErrBusy
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (l *limiter) release() {
+	if l.slots != nil {
+		<-l.slots
+	}
+}
+
+// withDeadline applies req.Deadline to ctx.
+func withDeadline(ctx context.Context, req Request) (context.Context, context.CancelFunc) {
+	if req.Deadline.IsZero() {
+		return context.WithCancel(ctx)
+	}
+	return context.WithDeadline(ctx, req.Deadline)
+}

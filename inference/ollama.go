@@ -1,0 +1,256 @@
+package inference
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"time"
+
+	"github.com/ollama/ollama/api"
+	"github.com/ollama/ollama/envconfig"
+)
+
+// OllamaName is the name of the Ollama backend.
+const OllamaName = "ollama"
+
+// OllamaConfig configures NewOllama.
+type OllamaConfig struct {
+	// URL of the Ollama server; empty means OLLAMA_HOST or the default
+	// http://127.0.0.1:11434 (the one place below cmd/mwpeer where the
+	// environment is read, as Ollama's own client does).
+	URL string
+	// HTTPClient, if nil, is a client without a global timeout (streams can
+	// be long; contexts bound them).
+	HTTPClient *http.Client
+	// Concurrency bounds calls in flight to this server; a call that finds
+	// no slot within QueueWait gets ErrBusy.
+	Concurrency int
+	QueueWait   time.Duration
+	// KeepAlive is passed to Ollama (how long the model stays loaded); zero
+	// leaves Ollama's default.
+	KeepAlive time.Duration
+}
+
+// DefaultOllamaConfig returns the defaults: OLLAMA_HOST, 2 concurrent calls,
+// 30 s queue wait.
+func DefaultOllamaConfig() OllamaConfig {
+	return OllamaConfig{Concurrency: 2, QueueWait: 30 * time.Second}
+}
+
+// Ollama is a Backend backed by an Ollama server's HTTP API.
+//
+// Chat requests go to /api/chat and prompts to /api/generate, both streamed,
+// with num_predict, temperature, top_p, stop and seed as options and
+// log-probabilities if asked for.
+//
+// Continuation (Request.Continue) uses the route that works with every model
+// template: the prompt is first rendered by Ollama itself (_debug_render_only,
+// the same rendering a normal call would do), the delivered text is appended,
+// and a raw /api/generate continues from there. A trailing assistant message
+// on /api/chat is not enough: templates without a Response field (such as
+// the default "{{ .Prompt }}") drop it. Raw prompts simply get the text
+// appended.
+type Ollama struct {
+	client    *api.Client
+	lim       *limiter
+	keepAlive *api.Duration
+}
+
+// NewOllama returns an Ollama backend.
+func NewOllama(cfg OllamaConfig) (*Ollama, error) {
+	var base *url.URL
+	if cfg.URL == "" {
+		base = envconfig.Host()
+	} else {
+		u, err := url.Parse(cfg.URL)
+		if err != nil {
+			return nil, fmt.Errorf("ollama url %q: %w", cfg.URL, err)
+		}
+		if u.Scheme == "" || u.Host == "" {
+			return nil, fmt.Errorf("ollama url %q: want scheme://host:port", cfg.URL)
+		}
+		base = u
+	}
+	hc := cfg.HTTPClient
+	if hc == nil {
+		hc = &http.Client{}
+	}
+	o := &Ollama{client: api.NewClient(base, hc), lim: newLimiter(cfg.Concurrency, cfg.QueueWait)}
+	if cfg.KeepAlive != 0 {
+		o.keepAlive = &api.Duration{Duration: cfg.KeepAlive}
+	}
+	return o, nil
+}
+
+// Name returns "ollama".
+func (o *Ollama) Name() string { return OllamaName }
+
+// Models lists the models the server has, with their digests.
+func (o *Ollama) Models(ctx context.Context) ([]ModelInfo, error) {
+	resp, err := o.client.List(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("ollama list: %w", err)
+	}
+	out := make([]ModelInfo, 0, len(resp.Models))
+	for _, m := range resp.Models {
+		out = append(out, ModelInfo{Name: m.Name, Digest: m.Digest, Size: m.Size, Family: m.Details.Family})
+	}
+	return out, nil
+}
+
+func (o *Ollama) options(req Request) map[string]any {
+	opts := map[string]any{}
+	if req.MaxTokens > 0 {
+		opts["num_predict"] = req.MaxTokens
+	}
+	if req.Temperature != nil {
+		opts["temperature"] = *req.Temperature
+	}
+	if req.TopP != nil {
+		opts["top_p"] = *req.TopP
+	}
+	if len(req.Stop) > 0 {
+		opts["stop"] = req.Stop
+	}
+	if req.Seed != nil {
+		opts["seed"] = *req.Seed
+	}
+	return opts
+}
+
+func chatMessages(req Request) []api.Message {
+	msgs := make([]api.Message, len(req.Messages))
+	for i, m := range req.Messages {
+		msgs[i] = api.Message{Role: m.Role, Content: m.Content}
+	}
+	return msgs
+}
+
+// Generate runs req on Ollama and streams its tokens.
+func (o *Ollama) Generate(ctx context.Context, req Request, emit func(Chunk) error) (Final, error) {
+	ctx, cancel := withDeadline(ctx, req)
+	defer cancel()
+	if err := o.lim.acquire(ctx); err != nil {
+		return Final{}, fmt.Errorf("ollama: %w", err)
+	}
+	defer o.lim.release()
+
+	start := time.Now()
+	var f Final
+	var mean logprobMean
+	var tokens int
+	step := func(text string, lps []api.Logprob, done bool, reason string, m api.Metrics) error {
+		if text != "" || len(lps) > 0 {
+			c := Chunk{Text: text}
+			for _, lp := range lps {
+				t := TokenLogprob{Token: lp.Token, Logprob: lp.Logprob}
+				for _, alt := range lp.TopLogprobs {
+					t.Top = append(t.Top, TopLogprob{Token: alt.Token, Logprob: alt.Logprob})
+				}
+				c.Logprobs = append(c.Logprobs, t)
+			}
+			mean.add(c.Logprobs)
+			if tokens == 0 {
+				f.TTFT = time.Since(start)
+			}
+			tokens++
+			if err := emit(c); err != nil {
+				return err
+			}
+		}
+		if done {
+			f.FinishReason = FinishStop
+			if reason == "length" {
+				f.FinishReason = FinishLength
+			}
+			f.PromptTokens = m.PromptEvalCount
+			f.CompletionTokens = m.EvalCount
+		}
+		return nil
+	}
+
+	var err error
+	switch {
+	case req.Continue != "":
+		err = o.continueRaw(ctx, req, step)
+	case len(req.Messages) > 0:
+		cr := &api.ChatRequest{
+			Model: req.Model, Messages: chatMessages(req), Options: o.options(req),
+			KeepAlive: o.keepAlive, Logprobs: req.Logprobs, TopLogprobs: req.TopLogprobs,
+		}
+		err = o.client.Chat(ctx, cr, func(r api.ChatResponse) error {
+			return step(r.Message.Content, r.Logprobs, r.Done, r.DoneReason, r.Metrics)
+		})
+	default:
+		err = o.generate(ctx, req, req.Prompt, req.Raw, step)
+	}
+	if err != nil {
+		return Final{}, ollamaError(ctx, req, err)
+	}
+	if f.FinishReason == "" {
+		return Final{}, fmt.Errorf("ollama: stream ended without done")
+	}
+	if f.CompletionTokens == 0 {
+		f.CompletionTokens = tokens
+	}
+	f.Duration = time.Since(start)
+	mean.fill(&f)
+	return f, nil
+}
+
+type ollamaStep func(text string, lps []api.Logprob, done bool, reason string, m api.Metrics) error
+
+func (o *Ollama) generate(ctx context.Context, req Request, prompt string, raw bool, step ollamaStep) error {
+	gr := &api.GenerateRequest{
+		Model: req.Model, Prompt: prompt, Raw: raw, Options: o.options(req),
+		KeepAlive: o.keepAlive, Logprobs: req.Logprobs, TopLogprobs: req.TopLogprobs,
+	}
+	return o.client.Generate(ctx, gr, func(r api.GenerateResponse) error {
+		return step(r.Response, r.Logprobs, r.Done, r.DoneReason, r.Metrics)
+	})
+}
+
+// continueRaw renders the prompt as Ollama would, appends req.Continue and
+// continues with a raw generate.
+func (o *Ollama) continueRaw(ctx context.Context, req Request, step ollamaStep) error {
+	prompt := req.Prompt
+	if !req.Raw {
+		var rendered string
+		var err error
+		if len(req.Messages) > 0 {
+			err = o.client.Chat(ctx, &api.ChatRequest{Model: req.Model, Messages: chatMessages(req), DebugRenderOnly: true, KeepAlive: o.keepAlive},
+				func(r api.ChatResponse) error {
+					if r.DebugInfo != nil {
+						rendered = r.DebugInfo.RenderedTemplate
+					}
+					return nil
+				})
+		} else {
+			err = o.client.Generate(ctx, &api.GenerateRequest{Model: req.Model, Prompt: req.Prompt, DebugRenderOnly: true, KeepAlive: o.keepAlive},
+				func(r api.GenerateResponse) error {
+					if r.DebugInfo != nil {
+						rendered = r.DebugInfo.RenderedTemplate
+					}
+					return nil
+				})
+		}
+		if err != nil {
+			return fmt.Errorf("render prompt: %w", err)
+		}
+		prompt = rendered
+	}
+	return o.generate(ctx, req, prompt+req.Continue, true, step)
+}
+
+func ollamaError(ctx context.Context, req Request, err error) error {
+	var se api.StatusError
+	if errors.As(err, &se) && se.StatusCode == http.StatusNotFound {
+		return fmt.Errorf("ollama: %w: %q: %s", ErrUnknownModel, req.Model, se.ErrorMessage)
+	}
+	if ctx.Err() != nil && !errors.Is(err, ctx.Err()) {
+		return fmt.Errorf("ollama: %w (%v)", ctx.Err(), err)
+	}
+	return fmt.Errorf("ollama: %w", err)
+}
