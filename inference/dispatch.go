@@ -1,0 +1,550 @@
+package inference
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Target is one expert a request can run on: a remote peer (see RemoteTarget)
+// or a local backend (see LocalTarget).
+type Target struct {
+	Name string // peer ID, or "local"
+	Run  func(ctx context.Context, req Request, emit func(Chunk) error) (Final, error)
+}
+
+// Strategy says how the answers of several experts become one.
+type Strategy string
+
+const (
+	// Fastest locks onto the first expert to produce a token and cancels
+	// the rest.
+	Fastest Strategy = "fastest"
+	// Confidence waits for every expert and streams the answer with the best
+	// mean token log-probability.
+	Confidence Strategy = "confidence"
+	// Blend streams the fastest expert and lets the others finish, reporting
+	// how far they agree with the streamed answer.
+	Blend Strategy = "blend"
+)
+
+// ParseStrategy maps a name to a Strategy; "" means Fastest.
+func ParseStrategy(s string) (Strategy, error) {
+	switch Strategy(s) {
+	case "":
+		return Fastest, nil
+	case Fastest, Confidence, Blend:
+		return Strategy(s), nil
+	}
+	return "", fmt.Errorf("%w: unknown strategy %q", ErrInvalidRequest, s)
+}
+
+// Result describes a dispatched answer.
+type Result struct {
+	// Text is the whole answer as streamed to the client.
+	Text string
+	// Final is the answer's summary: tokens and mean log-probability over
+	// the whole streamed text, TTFT and Duration as the caller saw them,
+	// finish reason and prompt tokens of the expert that finished it.
+	Final Final
+	// Expert is the expert the strategy chose (the first to stream, or the
+	// most confident); Experts lists every expert whose text reached the
+	// client, in order, so it is longer than one after a failover.
+	Expert  string
+	Experts []string
+	// Failovers counts replacements of a failed or stalled expert after
+	// text had been streamed.
+	Failovers int
+	// Agreements maps each other expert that completed (blend and
+	// confidence) to its similarity with Text: 1 - the word-level edit
+	// distance divided by the longer answer's word count, so 1 is identical
+	// and 0 shares nothing. Agreement is their mean, 0 if there are none.
+	Agreements map[string]float64
+	Agreement  float64
+	// Errors holds why experts failed, by name.
+	Errors map[string]error
+}
+
+// DispatchConfig tunes Dispatch.
+type DispatchConfig struct {
+	// StallTimeout: an expert that has produced a token and then produces
+	// none for this long is treated as failed (0: no limit).
+	StallTimeout time.Duration
+	// FirstTokenTimeout: an expert that produces no first token for this
+	// long is treated as failed (0: no limit but ctx).
+	FirstTokenTimeout time.Duration
+	// MaxFailovers bounds mid-stream replacements (0: as many as there are
+	// targets).
+	MaxFailovers int
+}
+
+// DefaultDispatchConfig returns the defaults: 30 s stall timeout, 2 min
+// first-token timeout, failovers bounded by the targets.
+func DefaultDispatchConfig() DispatchConfig {
+	return DispatchConfig{StallTimeout: 30 * time.Second, FirstTokenTimeout: 2 * time.Minute}
+}
+
+// Dispatch runs req with the default configuration; see DispatchConfig.Dispatch.
+func Dispatch(ctx context.Context, primary, spares []Target, strategy Strategy, req Request, emit func(expert string, c Chunk) error) (Result, error) {
+	return DefaultDispatchConfig().Dispatch(ctx, primary, spares, strategy, req, emit)
+}
+
+// Dispatch runs req on the primary targets in parallel and streams one
+// answer to emit, combined according to strategy. If the streaming expert
+// fails or stalls after text was emitted, the next spare (then a remaining
+// primary) continues from that text (Request.Continue), so emit sees one
+// uninterrupted answer. If all primaries fail before any token, spares are
+// tried in turn. Every expert's call is cancelled or finished before Dispatch
+// returns.
+func (c DispatchConfig) Dispatch(ctx context.Context, primary, spares []Target, strategy Strategy, req Request, emit func(expert string, c Chunk) error) (Result, error) {
+	if len(primary) == 0 {
+		if len(spares) == 0 {
+			return Result{}, ErrNoExpert
+		}
+		primary, spares = spares[:1], spares[1:]
+	}
+	if strategy == "" {
+		strategy = Fastest
+	}
+	if strategy == Confidence {
+		req.Logprobs = true
+	}
+	d := &dispatch{cfg: c, req: req, emit: emit, start: time.Now(),
+		events: make(chan event, 64), errs: map[string]error{}}
+	ctx, cancel := context.WithCancel(ctx)
+	defer func() {
+		cancel()
+		d.wg.Wait()
+	}()
+	switch strategy {
+	case Fastest, Blend:
+		return d.stream(ctx, primary, spares, strategy == Blend)
+	case Confidence:
+		return d.confidence(ctx, primary, spares)
+	}
+	return Result{}, fmt.Errorf("%w: unknown strategy %q", ErrInvalidRequest, strategy)
+}
+
+type event struct {
+	r     *runner
+	chunk *Chunk
+	final Final
+	err   error
+}
+
+// runner is one call to one target.
+type runner struct {
+	t      Target
+	cancel context.CancelCauseFunc
+	role   int
+	text   strings.Builder
+	chunks []Chunk
+	final  Final
+	done   bool
+	err    error
+}
+
+const (
+	racing = iota
+	streaming
+	collecting
+	dropped
+)
+
+type dispatch struct {
+	cfg    DispatchConfig
+	req    Request
+	emit   func(string, Chunk) error
+	start  time.Time
+	events chan event
+	wg     sync.WaitGroup
+	errs   map[string]error
+
+	// what has reached the client
+	text     strings.Builder
+	tokens   int
+	mean     logprobMean
+	ttft     time.Duration
+	experts  []string
+	lastDone Final
+}
+
+// launch starts t; its chunks and its end arrive on d.events. A stall
+// watchdog cancels the call with ErrStalled.
+func (d *dispatch) launch(ctx context.Context, t Target, req Request, role int) *runner {
+	rctx, cancel := context.WithCancelCause(ctx)
+	r := &runner{t: t, cancel: cancel, role: role}
+	d.wg.Add(1)
+	go func() {
+		defer d.wg.Done()
+		defer cancel(nil)
+		stall := func() { cancel(ErrStalled) }
+		var watchdog *time.Timer
+		if d.cfg.FirstTokenTimeout > 0 {
+			watchdog = time.AfterFunc(d.cfg.FirstTokenTimeout, stall)
+		}
+		defer func() {
+			if watchdog != nil {
+				watchdog.Stop()
+			}
+		}()
+		f, err := t.Run(rctx, req, func(c Chunk) error {
+			if rctx.Err() != nil {
+				return context.Cause(rctx)
+			}
+			// Only this goroutine touches watchdog (Run calls emit in order).
+			if watchdog != nil {
+				watchdog.Stop()
+			}
+			if d.cfg.StallTimeout > 0 {
+				if watchdog == nil {
+					watchdog = time.AfterFunc(d.cfg.StallTimeout, stall)
+				} else {
+					watchdog.Reset(d.cfg.StallTimeout)
+				}
+			}
+			select {
+			case d.events <- event{r: r, chunk: &c}:
+				return nil
+			case <-rctx.Done():
+				return context.Cause(rctx)
+			}
+		})
+		if err != nil && errors.Is(context.Cause(rctx), ErrStalled) {
+			err = fmt.Errorf("%s: %w", t.Name, ErrStalled)
+		}
+		select {
+		case d.events <- event{r: r, final: f, err: err}:
+		case <-rctx.Done():
+			if err == nil {
+				err = context.Cause(rctx)
+			}
+			// Nobody waits for a cancelled runner unless it stalled;
+			// the stall must still be reported.
+			if errors.Is(err, ErrStalled) {
+				select {
+				case d.events <- event{r: r, err: err}:
+				case <-ctx.Done():
+				}
+			}
+		}
+	}()
+	return r
+}
+
+func (d *dispatch) fail(r *runner, err error) {
+	r.done, r.err = true, err
+	if err != nil {
+		d.errs[r.t.Name] = err
+	}
+}
+
+func (d *dispatch) forward(r *runner, c Chunk) error {
+	if d.tokens == 0 {
+		d.ttft = time.Since(d.start)
+	}
+	if len(d.experts) == 0 || d.experts[len(d.experts)-1] != r.t.Name {
+		d.experts = append(d.experts, r.t.Name)
+	}
+	d.text.WriteString(c.Text)
+	d.tokens++
+	d.mean.add(c.Logprobs)
+	return d.emit(r.t.Name, c)
+}
+
+// continuation is the request a replacement expert runs.
+func (d *dispatch) continuation() (Request, bool) {
+	req := d.req
+	req.Continue = d.req.Continue + d.text.String()
+	if d.req.MaxTokens > 0 {
+		req.MaxTokens = d.req.MaxTokens - d.tokens
+		if req.MaxTokens <= 0 {
+			return req, false
+		}
+	}
+	return req, true
+}
+
+func (d *dispatch) result(expert string) Result {
+	f := d.lastDone
+	f.CompletionTokens = d.tokens
+	f.TTFT = d.ttft
+	f.Duration = time.Since(d.start)
+	f.MeanLogprob, f.HasLogprob = 0, false
+	d.mean.fill(&f)
+	res := Result{Text: d.text.String(), Final: f, Expert: expert, Experts: d.experts}
+	if len(d.errs) > 0 {
+		res.Errors = d.errs
+	}
+	return res
+}
+
+func noExpert(errs map[string]error) error {
+	all := []error{ErrNoExpert}
+	for name, err := range errs {
+		all = append(all, fmt.Errorf("%s: %w", name, err))
+	}
+	return errors.Join(all...)
+}
+
+// stream implements fastest and blend.
+func (d *dispatch) stream(ctx context.Context, primary, spares []Target, blend bool) (Result, error) {
+	var runners []*runner
+	for _, t := range primary {
+		runners = append(runners, d.launch(ctx, t, d.req, racing))
+	}
+	queue := append([]Target(nil), spares...)
+	var streamer *runner
+	var chosen string
+	failovers := 0
+	finished := false
+	var empty *runner // a racer that succeeded without a token
+
+	pending := func() int { // runners whose end we still wait for
+		n := 0
+		for _, r := range runners {
+			if !r.done && r.role != dropped {
+				n++
+			}
+		}
+		return n
+	}
+	next := func() (Target, bool) {
+		if len(queue) == 0 {
+			return Target{}, false
+		}
+		t := queue[0]
+		queue = queue[1:]
+		return t, true
+	}
+
+	for {
+		if finished && pending() == 0 {
+			break
+		}
+		if streamer == nil && pending() == 0 {
+			if empty != nil {
+				// An expert answered, with nothing: that is an answer.
+				d.lastDone, chosen = empty.final, empty.t.Name
+				break
+			}
+			// Every expert so far failed before its first token.
+			t, ok := next()
+			if !ok {
+				return Result{Errors: d.errs}, noExpert(d.errs)
+			}
+			runners = append(runners, d.launch(ctx, t, d.req, racing))
+			continue
+		}
+		var ev event
+		select {
+		case ev = <-d.events:
+		case <-ctx.Done():
+			res := d.result(chosen)
+			return res, ctx.Err()
+		}
+		r := ev.r
+		if r.role == dropped || r.done {
+			continue
+		}
+		if ev.chunk != nil {
+			switch r.role {
+			case racing:
+				r.role = streaming
+				streamer, chosen = r, r.t.Name
+				for _, o := range runners {
+					if o.role != racing || o.done {
+						continue
+					}
+					if blend {
+						o.role = collecting
+					} else {
+						o.role = dropped
+						o.cancel(context.Canceled)
+						queue = append(queue, o.t) // healthy: a last-resort spare
+					}
+				}
+				fallthrough
+			case streaming:
+				if err := d.forward(r, *ev.chunk); err != nil {
+					return d.result(chosen), err
+				}
+			case collecting:
+				r.text.WriteString(ev.chunk.Text)
+			}
+			continue
+		}
+		// The runner ended.
+		d.fail(r, ev.err)
+		if r.role == collecting || r.role == racing {
+			if ev.err == nil {
+				r.final = ev.final
+				if r.role == racing && empty == nil {
+					empty = r
+				}
+			}
+			continue
+		}
+		// The streamer ended.
+		if ev.err == nil {
+			d.lastDone = ev.final
+			finished = true
+			continue
+		}
+		// Fail over: continue the streamed text on the next target. A
+		// replacement that fails before its first token is replaced in turn.
+		r.role = dropped
+		req, more := d.continuation()
+		if !more {
+			d.lastDone.FinishReason = FinishLength
+			finished = true
+			continue
+		}
+		if d.cfg.MaxFailovers > 0 && failovers >= d.cfg.MaxFailovers {
+			res := d.result(chosen)
+			res.Failovers = failovers
+			return res, fmt.Errorf("expert %s failed after %d tokens, failover limit reached: %w", r.t.Name, d.tokens, ev.err)
+		}
+		t, ok := next()
+		if !ok {
+			res := d.result(chosen)
+			res.Failovers = failovers
+			return res, fmt.Errorf("expert %s failed after %d tokens and no expert is left: %w", r.t.Name, d.tokens, ev.err)
+		}
+		failovers++
+		streamer = d.launch(ctx, t, req, streaming)
+		runners = append(runners, streamer)
+	}
+
+	res := d.result(chosen)
+	res.Failovers = failovers
+	if blend {
+		res.Agreements = map[string]float64{}
+		for _, r := range runners {
+			if r.role == collecting && r.done && r.err == nil {
+				res.Agreements[r.t.Name] = Similarity(res.Text, r.text.String())
+			}
+		}
+		res.Agreement = meanOf(res.Agreements)
+	}
+	return res, nil
+}
+
+// confidence runs every primary to the end and streams the most confident
+// answer; if all fail, spares are tried one at a time.
+func (d *dispatch) confidence(ctx context.Context, primary, spares []Target) (Result, error) {
+	var runners []*runner
+	for _, t := range primary {
+		runners = append(runners, d.launch(ctx, t, d.req, collecting))
+	}
+	queue := append([]Target(nil), spares...)
+	pending := len(runners)
+	var ok []*runner
+	for pending > 0 || len(ok) == 0 {
+		if pending == 0 {
+			if len(queue) == 0 {
+				return Result{Errors: d.errs}, noExpert(d.errs)
+			}
+			runners = append(runners, d.launch(ctx, queue[0], d.req, collecting))
+			queue = queue[1:]
+			pending++
+		}
+		var ev event
+		select {
+		case ev = <-d.events:
+		case <-ctx.Done():
+			return Result{Errors: d.errs}, ctx.Err()
+		}
+		r := ev.r
+		if r.done {
+			continue
+		}
+		if ev.chunk != nil {
+			r.chunks = append(r.chunks, *ev.chunk)
+			r.text.WriteString(ev.chunk.Text)
+			continue
+		}
+		pending--
+		d.fail(r, ev.err)
+		if ev.err == nil {
+			r.final = ev.final
+			ok = append(ok, r)
+		}
+	}
+	score := func(r *runner) (float64, bool) {
+		if r.final.HasLogprob {
+			return r.final.MeanLogprob, true
+		}
+		var m logprobMean
+		for _, c := range r.chunks {
+			m.add(c.Logprobs)
+		}
+		var f Final
+		m.fill(&f)
+		return f.MeanLogprob, f.HasLogprob
+	}
+	best := ok[0] // first to finish wins ties and logprob-less answers
+	bestScore, bestHas := score(best)
+	for _, r := range ok[1:] {
+		if s, has := score(r); has && (!bestHas || s > bestScore) {
+			best, bestScore, bestHas = r, s, has
+		}
+	}
+	for _, c := range best.chunks {
+		if err := d.forward(best, c); err != nil {
+			return d.result(best.t.Name), err
+		}
+	}
+	d.lastDone = best.final
+	res := d.result(best.t.Name)
+	res.Agreements = map[string]float64{}
+	for _, r := range ok {
+		if r != best {
+			res.Agreements[r.t.Name] = Similarity(res.Text, r.text.String())
+		}
+	}
+	res.Agreement = meanOf(res.Agreements)
+	return res, nil
+}
+
+func meanOf(m map[string]float64) float64 {
+	if len(m) == 0 {
+		return 0
+	}
+	var s float64
+	for _, v := range m {
+		s += v
+	}
+	return s / float64(len(m))
+}
+
+// Similarity is 1 minus the word-level Levenshtein distance between a and b
+// divided by the longer one's word count: 1 for identical texts, 0 for texts
+// with nothing in common. Two empty texts are identical.
+func Similarity(a, b string) float64 {
+	x, y := strings.Fields(a), strings.Fields(b)
+	n := max(len(x), len(y))
+	if n == 0 {
+		return 1
+	}
+	prev := make([]int, len(y)+1)
+	cur := make([]int, len(y)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(x); i++ {
+		cur[0] = i
+		for j := 1; j <= len(y); j++ {
+			cost := 1
+			if x[i-1] == y[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return 1 - float64(prev[len(y)])/float64(n)
+}
