@@ -17,20 +17,32 @@ type Node interface {
 
 // Server routes HTTP requests to a Node.
 type Server struct {
-	node Node
-	log  *slog.Logger
-	mux  *http.ServeMux
+	node  Node
+	swarm Swarm
+	log   *slog.Logger
+	mux   *http.ServeMux
 }
 
 // MaxBodyBytes caps every request body.
 const MaxBodyBytes = 4 << 20
 
-// NewServer returns the handler for node.
-func NewServer(node Node, log *slog.Logger) *Server {
+// NewServer returns the handler for node. swarm, when not nil, serves the
+// OpenAI-compatible /v1 API and POST /api/route.
+func NewServer(node Node, swarm Swarm, log *slog.Logger) *Server {
 	if log == nil {
 		log = slog.Default()
 	}
-	s := &Server{node: node, log: log, mux: http.NewServeMux()}
+	s := &Server{node: node, swarm: swarm, log: log, mux: http.NewServeMux()}
+	if swarm != nil {
+		s.mux.HandleFunc("GET /v1/models", s.handleModels)
+		s.mux.HandleFunc("GET /v1/models/{model...}", s.handleModel)
+		s.mux.HandleFunc("POST /v1/chat/completions", s.handleChat)
+		s.mux.HandleFunc("POST /v1/completions", s.handleCompletions)
+		s.mux.HandleFunc("POST /api/route", s.handleRoute)
+	}
+	s.mux.HandleFunc("/v1/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, "not_found", "no such endpoint: "+r.Method+" "+r.URL.Path)
+	})
 	s.mux.HandleFunc("GET /api/status", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, http.StatusOK, s.node.Status()) })
 	s.mux.HandleFunc("GET /api/peers", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, http.StatusOK, s.node.Peers()) })
 	s.mux.HandleFunc("GET /api/rtt", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, http.StatusOK, s.node.RTT()) })

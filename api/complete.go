@@ -1,0 +1,320 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/mwpeer/mwpeer/inference"
+)
+
+func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
+	var req chatRequest
+	if err := decode(r, &req); err != nil {
+		writeErr(w, err)
+		return
+	}
+	q, err := req.toQuery()
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	s.serveCompletion(w, r, q, req.Stream, req.StreamOptions != nil && req.StreamOptions.IncludeUsage, true)
+}
+
+func (s *Server) handleCompletions(w http.ResponseWriter, r *http.Request) {
+	var req completionRequest
+	if err := decode(r, &req); err != nil {
+		writeErr(w, err)
+		return
+	}
+	q, err := req.toQuery()
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	s.serveCompletion(w, r, q, req.Stream, req.StreamOptions != nil && req.StreamOptions.IncludeUsage, false)
+}
+
+func (s *Server) handleRoute(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		chatRequest
+		Prompt string `json:"prompt"`
+	}
+	if err := decode(r, &req); err != nil {
+		writeErr(w, err)
+		return
+	}
+	if req.Prompt != "" && len(req.Messages) == 0 {
+		req.Messages = append(req.Messages, struct {
+			Role    string  `json:"role"`
+			Content content `json:"content"`
+		}{Role: "user", Content: content(req.Prompt)})
+	}
+	if req.Model == "" {
+		req.Model = "*" // any model
+	}
+	q, err := req.chatRequest.toQuery()
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	d, err := s.swarm.Route(q)
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, d)
+}
+
+// usage is OpenAI's token accounting.
+type usage struct {
+	PromptTokens     int `json:"prompt_tokens"`
+	CompletionTokens int `json:"completion_tokens"`
+	TotalTokens      int `json:"total_tokens"`
+}
+
+// mwpeerInfo is added to responses: who answered and how.
+type mwpeerInfo struct {
+	Experts   []string `json:"experts"`
+	Failovers int      `json:"failovers"`
+	Agreement *float64 `json:"agreement,omitempty"`
+	TTFTMs    float64  `json:"ttft_ms"`
+}
+
+type chatLogprob struct {
+	Token       string         `json:"token"`
+	Logprob     float64        `json:"logprob"`
+	Bytes       []int          `json:"bytes"`
+	TopLogprobs []chatLogprobT `json:"top_logprobs"`
+}
+
+type chatLogprobT struct {
+	Token   string  `json:"token"`
+	Logprob float64 `json:"logprob"`
+	Bytes   []int   `json:"bytes"`
+}
+
+type textLogprobs struct {
+	Tokens        []string             `json:"tokens"`
+	TokenLogprobs []float64            `json:"token_logprobs"`
+	TopLogprobs   []map[string]float64 `json:"top_logprobs"`
+	TextOffset    []int                `json:"text_offset"`
+}
+
+func tokenBytes(s string) []int {
+	out := make([]int, len(s))
+	for i := 0; i < len(s); i++ {
+		out[i] = int(s[i])
+	}
+	return out
+}
+
+func toChatLogprobs(lps []inference.TokenLogprob) []chatLogprob {
+	out := make([]chatLogprob, 0, len(lps))
+	for _, lp := range lps {
+		c := chatLogprob{Token: lp.Token, Logprob: lp.Logprob, Bytes: tokenBytes(lp.Token), TopLogprobs: []chatLogprobT{}}
+		for _, t := range lp.Top {
+			c.TopLogprobs = append(c.TopLogprobs, chatLogprobT{Token: t.Token, Logprob: t.Logprob, Bytes: tokenBytes(t.Token)})
+		}
+		out = append(out, c)
+	}
+	return out
+}
+
+func addTextLogprobs(tl *textLogprobs, lps []inference.TokenLogprob, offset int) int {
+	for _, lp := range lps {
+		tl.Tokens = append(tl.Tokens, lp.Token)
+		tl.TokenLogprobs = append(tl.TokenLogprobs, lp.Logprob)
+		top := map[string]float64{}
+		for _, t := range lp.Top {
+			top[t.Token] = t.Logprob
+		}
+		tl.TopLogprobs = append(tl.TopLogprobs, top)
+		tl.TextOffset = append(tl.TextOffset, offset)
+		offset += len(lp.Token)
+	}
+	return offset
+}
+
+func finishReason(f inference.Final) string {
+	if f.FinishReason == "" {
+		return "stop"
+	}
+	return f.FinishReason
+}
+
+func info(a Answer) mwpeerInfo {
+	ex := a.Experts
+	if ex == nil {
+		ex = []string{}
+	}
+	return mwpeerInfo{Experts: ex, Failovers: a.Failovers, Agreement: a.Agreement, TTFTMs: float64(a.Final.TTFT.Microseconds()) / 1000}
+}
+
+func (s *Server) serveCompletion(w http.ResponseWriter, r *http.Request, q Query, stream, includeUsage, chat bool) {
+	ctx, cancel := context.WithDeadline(r.Context(), q.Request.Deadline)
+	defer cancel()
+	id := newID("chatcmpl")
+	object := "chat.completion"
+	if !chat {
+		id, object = newID("cmpl"), "text_completion"
+	}
+	created := time.Now().Unix()
+	if !stream {
+		var lps []inference.TokenLogprob
+		ans, err := s.swarm.Complete(ctx, q, func(_ string, c inference.Chunk) error {
+			lps = append(lps, c.Logprobs...)
+			return nil
+		})
+		if err != nil {
+			writeErr(w, err)
+			return
+		}
+		w.Header().Set("X-Mwpeer-Experts", strings.Join(ans.Experts, ","))
+		u := usage{ans.Final.PromptTokens, ans.Final.CompletionTokens, ans.Final.PromptTokens + ans.Final.CompletionTokens}
+		choice := map[string]any{"index": 0, "finish_reason": finishReason(ans.Final), "logprobs": nil}
+		if chat {
+			choice["message"] = map[string]any{"role": "assistant", "content": ans.Text}
+			if q.Request.Logprobs {
+				choice["logprobs"] = map[string]any{"content": toChatLogprobs(lps)}
+			}
+		} else {
+			choice["text"] = ans.Text
+			if q.Request.Logprobs {
+				var tl textLogprobs
+				addTextLogprobs(&tl, lps, 0)
+				choice["logprobs"] = tl
+			}
+		}
+		writeJSON(w, http.StatusOK, map[string]any{
+			"id": id, "object": object, "created": created, "model": q.Request.Model,
+			"choices": []any{choice}, "usage": u, "mwpeer": info(ans),
+		})
+		return
+	}
+
+	// Streaming. Headers wait for the first token so that they can name the
+	// expert that produced it, and so that an error before any token still
+	// gets its proper HTTP status.
+	sw := &sseWriter{w: w}
+	chunkObject := "chat.completion.chunk"
+	if !chat {
+		chunkObject = "text_completion"
+	}
+	offset := 0
+	emit := func(expert string, c inference.Chunk) error {
+		if !sw.started {
+			w.Header().Set("X-Mwpeer-Experts", expert)
+			sw.start()
+			if chat {
+				sw.event(map[string]any{"id": id, "object": chunkObject, "created": created, "model": q.Request.Model,
+					"choices": []any{map[string]any{"index": 0, "delta": map[string]any{"role": "assistant", "content": ""}, "finish_reason": nil, "logprobs": nil}}})
+			}
+		}
+		if c.Text == "" && len(c.Logprobs) == 0 {
+			return sw.err
+		}
+		choice := map[string]any{"index": 0, "finish_reason": nil, "logprobs": nil}
+		if chat {
+			choice["delta"] = map[string]any{"content": c.Text}
+			if q.Request.Logprobs {
+				choice["logprobs"] = map[string]any{"content": toChatLogprobs(c.Logprobs)}
+			}
+		} else {
+			choice["text"] = c.Text
+			if q.Request.Logprobs {
+				var tl textLogprobs
+				offset = addTextLogprobs(&tl, c.Logprobs, offset)
+				choice["logprobs"] = tl
+			}
+		}
+		sw.event(map[string]any{"id": id, "object": chunkObject, "created": created, "model": q.Request.Model, "choices": []any{choice}})
+		return sw.err
+	}
+	ans, err := s.swarm.Complete(ctx, q, emit)
+	if err != nil {
+		if !sw.started {
+			writeErr(w, err)
+			return
+		}
+		// Mid-stream: the status is already 200; say what happened in the stream.
+		code := "stream_error"
+		sw.event(ErrorBody{Error: ErrorDetail{Message: err.Error(), Type: "server_error", Code: &code}})
+		sw.done()
+		return
+	}
+	if !sw.started {
+		w.Header().Set("X-Mwpeer-Experts", strings.Join(ans.Experts, ","))
+		sw.start()
+	}
+	last := map[string]any{"index": 0, "finish_reason": finishReason(ans.Final), "logprobs": nil}
+	if chat {
+		last["delta"] = map[string]any{}
+	} else {
+		last["text"] = ""
+	}
+	sw.event(map[string]any{"id": id, "object": chunkObject, "created": created, "model": q.Request.Model,
+		"choices": []any{last}, "mwpeer": info(ans)})
+	if includeUsage {
+		u := usage{ans.Final.PromptTokens, ans.Final.CompletionTokens, ans.Final.PromptTokens + ans.Final.CompletionTokens}
+		sw.event(map[string]any{"id": id, "object": chunkObject, "created": created, "model": q.Request.Model,
+			"choices": []any{}, "usage": u})
+	}
+	sw.done()
+}
+
+// sseWriter writes server-sent events and remembers the first write error
+// (a client that went away), which ends the generation through emit.
+type sseWriter struct {
+	mu      sync.Mutex
+	w       http.ResponseWriter
+	started bool
+	err     error
+}
+
+func (s *sseWriter) start() {
+	h := s.w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-cache")
+	h.Set("Connection", "keep-alive")
+	h.Set("X-Accel-Buffering", "no")
+	s.w.WriteHeader(http.StatusOK)
+	s.started = true
+}
+
+func (s *sseWriter) event(v any) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.err != nil {
+		return
+	}
+	data, err := json.Marshal(v)
+	if err != nil {
+		s.err = err
+		return
+	}
+	if _, err := fmt.Fprintf(s.w, "data: %s\n\n", data); err != nil {
+		s.err = err
+		return
+	}
+	if f, ok := s.w.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+func (s *sseWriter) done() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.err != nil {
+		return
+	}
+	fmt.Fprint(s.w, "data: [DONE]\n\n")
+	if f, ok := s.w.(http.Flusher); ok {
+		f.Flush()
+	}
+}
