@@ -353,6 +353,12 @@ func Call(ctx context.Context, h host.Host, p peer.ID, req Request, emit func(Ch
 		return Final{}, fmt.Errorf("%w: request of %d bytes exceeds the %d-byte cap", ErrInvalidRequest, len(data), MaxRequestSize)
 	}
 
+	if !req.Deadline.IsZero() {
+		// The server enforces the deadline; this bounds a server that does not.
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, req.Deadline.Add(time.Second))
+		defer cancel()
+	}
 	s, err := h.NewStream(ctx, p, ProtocolID)
 	if err != nil {
 		return Final{}, fmt.Errorf("open infer stream to %s: %w", p.ShortString(), err)

@@ -1,0 +1,107 @@
+package inference
+
+import (
+	"context"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/peer"
+)
+
+// newHost starts a libp2p host on loopback TCP, closed at cleanup.
+func newHost(t testing.TB) host.Host {
+	t.Helper()
+	h, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"), libp2p.DisableRelay())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.Close() })
+	return h
+}
+
+func connect(t testing.TB, a, b host.Host) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := a.Connect(ctx, peer.AddrInfo{ID: b.ID(), Addrs: b.Addrs()}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// serving is a peer serving a synthetic backend.
+type serving struct {
+	h   host.Host
+	b   *Synthetic
+	svc *Service
+}
+
+// serve starts a peer with a synthetic backend and connects client to it.
+func serve(t testing.TB, client host.Host, cfg SyntheticConfig) *serving {
+	t.Helper()
+	h := newHost(t)
+	b := NewSynthetic(cfg)
+	svc := NewService(h, b, ServiceConfig{})
+	t.Cleanup(func() { svc.Close() })
+	connect(t, client, h)
+	return &serving{h: h, b: b, svc: svc}
+}
+
+// eventually polls cond until it holds or the deadline passes.
+func eventually(t testing.TB, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// fullText runs req directly on a fresh synthetic backend with cfg.
+func fullText(t testing.TB, cfg SyntheticConfig, req Request) string {
+	t.Helper()
+	cfg.TTFT, cfg.Rate = 0, 0
+	var sb strings.Builder
+	if _, err := NewSynthetic(cfg).Generate(context.Background(), req, func(c Chunk) error {
+		sb.WriteString(c.Text)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return sb.String()
+}
+
+// checkNoLeak fails if goroutines started during the test outlive it.
+func checkNoLeak(t *testing.T) {
+	before := runtime.NumGoroutine()
+	t.Cleanup(func() {
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			n := runtime.NumGoroutine()
+			if n <= before {
+				return
+			}
+			if time.Now().After(deadline) {
+				buf := make([]byte, 1<<20)
+				buf = buf[:runtime.Stack(buf, true)]
+				t.Errorf("goroutines: %d before, %d after\n%s", before, n, buf)
+				return
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	})
+}
+
+func collect(sb *strings.Builder) func(Chunk) error {
+	return func(c Chunk) error {
+		sb.WriteString(c.Text)
+		return nil
+	}
+}
+
+var testReq = Request{Model: SyntheticName, Prompt: "why is the sky blue?"}
