@@ -1,0 +1,119 @@
+package inference
+
+import (
+	"context"
+	"slices"
+	"testing"
+	"time"
+)
+
+// latencies records per-operation durations and reports their percentiles.
+type latencies []time.Duration
+
+func (l latencies) report(b *testing.B, prefix string) time.Duration {
+	if len(l) == 0 {
+		return 0
+	}
+	slices.Sort(l)
+	p := func(q float64) time.Duration { return l[min(len(l)-1, int(q*float64(len(l))))] }
+	b.ReportMetric(float64(p(0.50))/1e3, prefix+"p50-µs")
+	b.ReportMetric(float64(p(0.99))/1e3, prefix+"p99-µs")
+	return p(0.50)
+}
+
+func directMedian(b *testing.B, be Backend, req Request) time.Duration {
+	var l latencies
+	for range 2000 {
+		start := time.Now()
+		if _, err := be.Generate(context.Background(), req, func(Chunk) error { return nil }); err != nil {
+			b.Fatal(err)
+		}
+		l = append(l, time.Since(start))
+	}
+	slices.Sort(l)
+	return l[len(l)/2]
+}
+
+// BenchmarkDirectOneToken is the baseline: a synthetic backend called in
+// process, one token.
+func BenchmarkDirectOneToken(b *testing.B) {
+	be := NewSynthetic(SyntheticConfig{Tokens: 1})
+	l := make(latencies, 0, b.N)
+	b.ResetTimer()
+	for range b.N {
+		start := time.Now()
+		if _, err := be.Generate(context.Background(), testReq, func(Chunk) error { return nil }); err != nil {
+			b.Fatal(err)
+		}
+		l = append(l, time.Since(start))
+	}
+	b.StopTimer()
+	l.report(b, "")
+}
+
+// BenchmarkCallOneToken is one request to a remote peer over loopback TCP,
+// answered with one token by a synthetic backend: the overlay's own cost.
+func BenchmarkCallOneToken(b *testing.B) {
+	client := newHost(b)
+	srv := serve(b, client, SyntheticConfig{Tokens: 1})
+	base := directMedian(b, srv.b, testReq)
+	l := make(latencies, 0, b.N)
+	b.ResetTimer()
+	for range b.N {
+		start := time.Now()
+		if _, err := Call(context.Background(), client, srv.h.ID(), testReq, func(Chunk) error { return nil }); err != nil {
+			b.Fatal(err)
+		}
+		l = append(l, time.Since(start))
+	}
+	b.StopTimer()
+	p50 := l.report(b, "")
+	b.ReportMetric(float64(p50-base)/1e3, "added-p50-µs")
+}
+
+// BenchmarkCallStreamTTFT measures time to first token and streaming rate of
+// a 64-token answer from a remote peer.
+func BenchmarkCallStreamTTFT(b *testing.B) {
+	const tokens = 64
+	client := newHost(b)
+	srv := serve(b, client, SyntheticConfig{Tokens: tokens})
+	ttft := make(latencies, 0, b.N)
+	var total time.Duration
+	b.ResetTimer()
+	for range b.N {
+		start := time.Now()
+		first := true
+		if _, err := Call(context.Background(), client, srv.h.ID(), testReq, func(Chunk) error {
+			if first {
+				ttft = append(ttft, time.Since(start))
+				first = false
+			}
+			return nil
+		}); err != nil {
+			b.Fatal(err)
+		}
+		total += time.Since(start)
+	}
+	b.StopTimer()
+	ttft.report(b, "ttft-")
+	b.ReportMetric(float64(tokens*b.N)/total.Seconds(), "tokens/s")
+}
+
+// BenchmarkDispatchFastestOneToken races two remote peers for one token.
+func BenchmarkDispatchFastestOneToken(b *testing.B) {
+	client := newHost(b)
+	p1 := serve(b, client, SyntheticConfig{Tokens: 1})
+	p2 := serve(b, client, SyntheticConfig{Tokens: 1})
+	targets := []Target{RemoteTarget(client, p1.h.ID()), RemoteTarget(client, p2.h.ID())}
+	l := make(latencies, 0, b.N)
+	b.ResetTimer()
+	for range b.N {
+		start := time.Now()
+		if _, err := Dispatch(context.Background(), targets, nil, Fastest, testReq, func(string, Chunk) error { return nil }); err != nil {
+			b.Fatal(err)
+		}
+		l = append(l, time.Since(start))
+	}
+	b.StopTimer()
+	l.report(b, "")
+}
