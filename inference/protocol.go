@@ -141,7 +141,10 @@ func DefaultServiceConfig() ServiceConfig {
 	}
 }
 
-// Service serves ProtocolID on a host from a Backend.
+// Service serves ProtocolID on a host from a Backend. Each stream is attached
+// to the ServiceName resource scope and reserves its request's size from the
+// resource manager before the request is read; concurrency is the backend's
+// to limit (ErrBusy reaches the client as CodeBusy).
 type Service struct {
 	h      host.Host
 	b      Backend
@@ -149,7 +152,10 @@ type Service struct {
 	log    *slog.Logger
 	ctx    context.Context
 	cancel context.CancelFunc
-	wg     sync.WaitGroup
+
+	mu     sync.Mutex
+	closed bool
+	wg     sync.WaitGroup // handlers in flight
 }
 
 // NewService registers the stream handler for ProtocolID on h. Zero fields
@@ -187,6 +193,9 @@ func NewService(h host.Host, b Backend, cfg ServiceConfig) *Service {
 // their handlers to return.
 func (s *Service) Close() error {
 	s.h.RemoveStreamHandler(ProtocolID)
+	s.mu.Lock()
+	s.closed = true
+	s.mu.Unlock()
 	s.cancel()
 	s.wg.Wait()
 	return nil
@@ -229,7 +238,14 @@ func (s *Service) validate(r *wireRequest) error {
 }
 
 func (s *Service) handle(str network.Stream) {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		str.Reset()
+		return
+	}
 	s.wg.Add(1)
+	s.mu.Unlock()
 	defer s.wg.Done()
 	remote := str.Conn().RemotePeer()
 	log := s.log.With("peer", remote.ShortString())
