@@ -1,0 +1,370 @@
+package ggufgen
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+)
+
+// TensorType is the storage type of a tensor's elements, numbered as in GGML.
+type TensorType uint32
+
+// Tensor types that Write can produce.
+const (
+	F32 TensorType = 0
+	F16 TensorType = 1
+)
+
+func (t TensorType) String() string {
+	switch t {
+	case F32:
+		return "F32"
+	case F16:
+		return "F16"
+	}
+	return fmt.Sprintf("TensorType(%d)", uint32(t))
+}
+
+// size is the number of bytes of one element.
+func (t TensorType) size() uint64 {
+	if t == F16 {
+		return 2
+	}
+	return 4
+}
+
+// Config describes a model. Zero fields take defaults when written (see Write);
+// Embedding, Layers, FeedForward and Heads must be set.
+type Config struct {
+	Name          string // general.name; default "mwpeer-test"
+	Embedding     int    // hidden size
+	Layers        int    // transformer blocks
+	FeedForward   int    // FFN (or per-expert FFN) hidden size
+	Heads         int    // attention heads; must divide Embedding
+	KVHeads       int    // key/value heads, must divide Heads; default Heads
+	RopeDim       int    // rotary dimensions, even and at most Embedding/Heads; default Embedding/Heads
+	ContextLength int    // llama.context_length; default 512
+	Experts       int    // FFN experts per layer; 0 means a dense model
+	ExpertsUsed   int    // experts chosen per token; default 2 (for MoE models)
+
+	// Type is the storage type of the weight matrices. Norm weights are always F32.
+	// F16 sets general.file_type to 1, which Ollama needs before it will quantize.
+	Type TensorType
+
+	Seed  int64   // seeds the weights; each tensor draws from its own stream
+	Scale float32 // standard deviation of the weight matrices; default 0.5
+
+	// Printable makes the model never emit a special token (not even </s>) nor a
+	// byte outside printable ASCII, so greedy generation always runs to its limit
+	// and every generated token is a whole piece of text: Ollama reports one
+	// log-probability per token. See printableChannel for how.
+	Printable bool
+
+	// Words are extra normal tokens (SentencePiece pieces such as "▁the") appended
+	// after the byte tokens. Without them every text is spelled in bytes.
+	Words []string
+}
+
+// Tiny returns the documented test model: 64-dim, 2 layers, 4 heads, and a
+// Mixture-of-Experts FFN of 4 experts of 128, 2 used per token, all F32, and
+// Printable. It is about 1 MB.
+func Tiny() Config {
+	return Config{
+		Name:          "mwpeer-tiny-moe",
+		Embedding:     64,
+		Layers:        2,
+		FeedForward:   128,
+		Heads:         4,
+		KVHeads:       4,
+		RopeDim:       16,
+		ContextLength: 512,
+		Experts:       4,
+		ExpertsUsed:   2,
+		Type:          F32,
+		Seed:          1,
+		Scale:         0.5,
+		Printable:     true,
+	}
+}
+
+// TinyDense returns Tiny without experts: one dense FFN per layer.
+func TinyDense() Config {
+	c := Tiny()
+	c.Name = "mwpeer-tiny-dense"
+	c.Experts = 0
+	c.ExpertsUsed = 0
+	return c
+}
+
+// Special token IDs of every generated vocabulary.
+const (
+	UnknownToken = 0 // <unk>
+	BOSToken     = 1 // <s>
+	EOSToken     = 2 // </s>
+)
+
+// token_type values of the SentencePiece vocabulary.
+const (
+	tokenNormal  = 1
+	tokenUnknown = 2
+	tokenControl = 3
+	tokenByte    = 6
+)
+
+// normEpsilon is llama.attention.layer_norm_rms_epsilon.
+const normEpsilon = 1e-5
+
+// alignment of the tensor data, GGUF's default (general.alignment is not written).
+const alignment = 32
+
+// Tensor is one tensor of a generated file.
+type Tensor struct {
+	Name  string
+	Shape []uint64 // GGUF order, innermost (contiguous) dimension first
+	Type  TensorType
+}
+
+// Elements returns the number of elements of t.
+func (t Tensor) Elements() uint64 {
+	n := uint64(1)
+	for _, d := range t.Shape {
+		n *= d
+	}
+	return n
+}
+
+// Size returns the number of bytes of t's data.
+func (t Tensor) Size() uint64 { return t.Elements() * t.Type.size() }
+
+// isNorm reports whether t holds RMS-norm weights, which are drawn around 1.
+func (t Tensor) isNorm() bool { return len(t.Shape) == 1 }
+
+// withDefaults returns c with its zero fields filled, or an error if c cannot be written.
+func (c Config) withDefaults() (Config, error) {
+	if c.Embedding <= 0 || c.Layers <= 0 || c.FeedForward <= 0 || c.Heads <= 0 {
+		return c, errors.New("ggufgen: Embedding, Layers, FeedForward and Heads must be positive")
+	}
+	if c.Embedding%c.Heads != 0 {
+		return c, fmt.Errorf("ggufgen: Heads (%d) must divide Embedding (%d)", c.Heads, c.Embedding)
+	}
+	if c.Name == "" {
+		c.Name = "mwpeer-test"
+	}
+	if c.KVHeads == 0 {
+		c.KVHeads = c.Heads
+	}
+	if c.KVHeads < 0 || c.Heads%c.KVHeads != 0 {
+		return c, fmt.Errorf("ggufgen: KVHeads (%d) must divide Heads (%d)", c.KVHeads, c.Heads)
+	}
+	headDim := c.Embedding / c.Heads
+	if c.RopeDim == 0 {
+		c.RopeDim = headDim
+	}
+	if c.RopeDim < 0 || c.RopeDim > headDim || c.RopeDim%2 != 0 {
+		return c, fmt.Errorf("ggufgen: RopeDim (%d) must be even and at most the head size %d", c.RopeDim, headDim)
+	}
+	if c.ContextLength == 0 {
+		c.ContextLength = 512
+	}
+	if c.ContextLength < 0 {
+		return c, fmt.Errorf("ggufgen: negative ContextLength %d", c.ContextLength)
+	}
+	if c.Experts < 0 {
+		return c, fmt.Errorf("ggufgen: negative Experts %d", c.Experts)
+	}
+	if c.Experts > 0 {
+		if c.ExpertsUsed == 0 {
+			c.ExpertsUsed = min(2, c.Experts)
+		}
+		if c.ExpertsUsed < 1 || c.ExpertsUsed > c.Experts {
+			return c, fmt.Errorf("ggufgen: ExpertsUsed (%d) must be between 1 and Experts (%d)", c.ExpertsUsed, c.Experts)
+		}
+	} else if c.ExpertsUsed != 0 {
+		return c, errors.New("ggufgen: ExpertsUsed set on a dense model")
+	}
+	if c.Type != F32 && c.Type != F16 {
+		return c, fmt.Errorf("ggufgen: unsupported tensor type %v", c.Type)
+	}
+	if c.Scale == 0 {
+		c.Scale = 0.5
+	}
+	if c.Scale < 0 {
+		return c, fmt.Errorf("ggufgen: negative Scale %g", c.Scale)
+	}
+	seen := make(map[string]bool)
+	for _, tok := range baseTokens() {
+		seen[tok] = true
+	}
+	for _, w := range c.Words {
+		if w == "" || seen[w] {
+			return c, fmt.Errorf("ggufgen: word %q is empty or already in the vocabulary", w)
+		}
+		seen[w] = true
+	}
+	return c, nil
+}
+
+// baseTokens returns <unk>, <s>, </s> and the byte tokens <0x00>..<0xFF>.
+func baseTokens() []string {
+	toks := []string{"<unk>", "<s>", "</s>"}
+	for b := range 256 {
+		toks = append(toks, fmt.Sprintf("<0x%02X>", b))
+	}
+	return toks
+}
+
+// VocabSize returns the number of tokens of c's vocabulary.
+func (c Config) VocabSize() int { return 3 + 256 + len(c.Words) }
+
+// Tensors returns the tensors Write writes for c, in file order.
+func (c Config) Tensors() ([]Tensor, error) {
+	c, err := c.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	emb, ff, vocab := uint64(c.Embedding), uint64(c.FeedForward), uint64(c.VocabSize())
+	kv := uint64(c.KVHeads * (c.Embedding / c.Heads))
+	mat := func(name string, shape ...uint64) Tensor { return Tensor{name, shape, c.Type} }
+	norm := func(name string) Tensor { return Tensor{name, []uint64{emb}, F32} }
+
+	ts := []Tensor{mat("token_embd.weight", emb, vocab)}
+	for i := range c.Layers {
+		blk := func(s string) string { return fmt.Sprintf("blk.%d.%s.weight", i, s) }
+		ts = append(ts,
+			norm(blk("attn_norm")),
+			mat(blk("attn_q"), emb, emb),
+			mat(blk("attn_k"), emb, kv),
+			mat(blk("attn_v"), emb, kv),
+			mat(blk("attn_output"), emb, emb),
+			norm(blk("ffn_norm")),
+		)
+		if c.Experts > 0 {
+			n := uint64(c.Experts)
+			ts = append(ts,
+				mat(blk("ffn_gate_inp"), emb, n),
+				mat(blk("ffn_gate_exps"), emb, ff, n),
+				mat(blk("ffn_up_exps"), emb, ff, n),
+				mat(blk("ffn_down_exps"), ff, emb, n),
+			)
+		} else {
+			ts = append(ts,
+				mat(blk("ffn_gate"), emb, ff),
+				mat(blk("ffn_up"), emb, ff),
+				mat(blk("ffn_down"), ff, emb),
+			)
+		}
+	}
+	ts = append(ts, norm("output_norm.weight"), mat("output.weight", emb, vocab))
+	return ts, nil
+}
+
+// WriteFile writes the model c to the file path.
+func WriteFile(path string, c Config) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := Write(f, c); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// Write writes the model c to w as GGUF version 3.
+func Write(w io.Writer, c Config) error {
+	c, err := c.withDefaults()
+	if err != nil {
+		return err
+	}
+	tensors, err := c.Tensors()
+	if err != nil {
+		return err
+	}
+	e := &encoder{w: bufio.NewWriterSize(w, 64<<10)}
+
+	fileType := uint32(0) // all F32
+	if c.Type == F16 {
+		fileType = 1 // mostly F16
+	}
+	tokens := append(baseTokens(), c.Words...)
+	types := make([]int32, len(tokens))
+	scores := make([]float32, len(tokens))
+	types[UnknownToken], types[BOSToken], types[EOSToken] = tokenUnknown, tokenControl, tokenControl
+	for i := 3; i < 3+256; i++ {
+		types[i] = tokenByte
+	}
+	for i := range c.Words {
+		types[3+256+i] = tokenNormal
+		scores[3+256+i] = -float32(i + 1) // earlier words merge first
+	}
+
+	type keyValue struct {
+		key   string
+		value any
+	}
+	kvs := []keyValue{
+		{"general.architecture", "llama"},
+		{"general.name", c.Name},
+		{"general.file_type", fileType},
+		{"llama.context_length", uint32(c.ContextLength)},
+		{"llama.embedding_length", uint32(c.Embedding)},
+		{"llama.block_count", uint32(c.Layers)},
+		{"llama.feed_forward_length", uint32(c.FeedForward)},
+		{"llama.attention.head_count", uint32(c.Heads)},
+		{"llama.attention.head_count_kv", uint32(c.KVHeads)},
+		{"llama.rope.dimension_count", uint32(c.RopeDim)},
+		{"llama.attention.layer_norm_rms_epsilon", float32(normEpsilon)},
+	}
+	if c.Experts > 0 {
+		kvs = append(kvs,
+			keyValue{"llama.expert_count", uint32(c.Experts)},
+			keyValue{"llama.expert_used_count", uint32(c.ExpertsUsed)},
+		)
+	}
+	kvs = append(kvs, []keyValue{
+		{"tokenizer.ggml.model", "llama"},
+		{"tokenizer.ggml.tokens", tokens},
+		{"tokenizer.ggml.scores", scores},
+		{"tokenizer.ggml.token_type", types},
+		{"tokenizer.ggml.bos_token_id", uint32(BOSToken)},
+		{"tokenizer.ggml.eos_token_id", uint32(EOSToken)},
+		{"tokenizer.ggml.unknown_token_id", uint32(UnknownToken)},
+	}...)
+
+	e.raw([]byte("GGUF"))
+	e.u32(3)
+	e.u64(uint64(len(tensors)))
+	e.u64(uint64(len(kvs)))
+	for _, kv := range kvs {
+		e.str(kv.key)
+		e.value(kv.value)
+	}
+	var offset uint64
+	for _, t := range tensors {
+		e.str(t.Name)
+		e.u32(uint32(len(t.Shape)))
+		for _, d := range t.Shape {
+			e.u64(d)
+		}
+		e.u32(uint32(t.Type))
+		e.u64(offset)
+		offset = align(offset + t.Size())
+	}
+	e.pad()
+	for _, t := range tensors {
+		e.tensor(t, c)
+		e.pad()
+	}
+	if e.err != nil {
+		return fmt.Errorf("ggufgen: %w", e.err)
+	}
+	if err := e.w.Flush(); err != nil {
+		return fmt.Errorf("ggufgen: %w", err)
+	}
+	return nil
+}
+
+func align(n uint64) uint64 { return (n + alignment - 1) / alignment * alignment }
