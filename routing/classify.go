@@ -1,10 +1,13 @@
 package routing
 
 import (
+	"cmp"
 	"math"
-	"sort"
+	"slices"
 	"strings"
+	"sync"
 	"unicode"
+	"unicode/utf8"
 )
 
 // DomainScore is how strongly a prompt belongs to a domain, in [0, 1].
@@ -13,162 +16,503 @@ type DomainScore struct {
 	Score  float64 `json:"score"`
 }
 
-// Domains the classifier knows.
-var Domains = []string{"general", "code", "math", "creative", "science", "reasoning"}
+// MaxClassifyBytes is how much of a prompt Classify reads. The beginning of
+// a prompt says what it is about; reading further only costs time.
+const MaxClassifyBytes = 32 << 10
 
-// Cue weights: a strong cue alone is enough to call a domain; weak cues add up.
+// Baselines of the general domain (see Classify).
 const (
-	strong = 1.0
-	weak   = 0.4
+	generalFloor = 0.1  // general's score when another domain is certain
+	minReported  = 0.01 // domains scoring less are left out
 )
 
-// lexicon maps a lowercase word, or a phrase of words separated by single
-// spaces, to its domain and weight. Matching is by whole words, so "sum"
-// does not fire inside "summarize" nor "git" inside "digit".
-var lexicon = map[string][]cue{}
-
-type cue struct {
-	domain string
-	weight float64
-}
-
-func init() {
-	add := func(domain string, w float64, words ...string) {
-		for _, x := range words {
-			lexicon[x] = append(lexicon[x], cue{domain, w})
-		}
-	}
-	add("code", strong, "code", "function", "bug", "compile", "compiler", "debug", "python", "golang", "javascript",
-		"typescript", "rust", "java", "kotlin", "haskell", "sql", "regex", "api", "refactor", "segfault", "stack trace",
-		"unit test", "null pointer", "git", "github", "docker", "kubernetes", "json", "yaml", "html", "css", "npm",
-		"programming", "variable", "exception", "syntax error", "pull request", "algorithm",
-		"time complexity", "big o", "linked list", "binary tree", "hash map", "c++", "goroutine", "struct",
-		"endpoint", "database", "bash", "linux", "golang's")
-	add("code", weak, "implement", "install", "error", "loop", "array", "string", "server", "build", "test", "run",
-		"class", "method", "query", "library", "framework", "deploy", "shell", "program", "script")
-	add("math", strong, "equation", "integral", "derivative", "calculus", "algebra", "theorem", "lemma", "proof",
-		"prove that", "matrix", "eigenvalue", "polynomial", "logarithm", "probability", "statistics", "geometry",
-		"trigonometry", "factorial", "prime number", "prime numbers", "solve for", "arithmetic", "fraction",
-		"percentage", "square root", "modulo", "integer", "integers", "limit of", "sum of",
-		"multiply", "divided by", "median", "variance", "math", "mathematics")
-	add("math", weak, "solve", "calculate", "compute", "number", "numbers", "sum", "average", "digit", "digits",
-		"vector", "series", "divide", "times", "plus", "minus", "mean")
-	add("creative", strong, "poem", "poetry", "story", "short story", "haiku", "lyrics", "song", "novel",
-		"fiction", "screenplay", "limerick", "sonnet", "fairy tale", "narrative", "metaphor", "rhyme",
-		"fantasy", "slogan", "tagline")
-	add("creative", weak, "creative", "funny", "joke", "describe", "invent", "character", "plot", "imagine")
-	add("science", strong, "physics", "chemistry", "biology", "quantum", "molecule", "atom", "photosynthesis",
-		"evolution", "gravity", "relativity", "cell", "dna", "protein", "enzyme", "climate", "astronomy", "planet",
-		"galaxy", "electron", "neutron", "chemical", "reaction", "species", "ecosystem", "genetics", "neuron",
-		"thermodynamics", "entropy", "velocity", "acceleration", "experiment", "hypothesis")
-	add("science", weak, "energy", "scientific", "scientist", "theory", "research", "element", "force", "mass")
-	add("reasoning", strong, "why", "explain why", "step by step", "reasoning", "logic", "logical", "puzzle",
-		"riddle", "deduce", "infer", "implies", "therefore", "argument", "fallacy", "compare", "pros and cons",
-		"trade-off", "tradeoff", "think through", "what if", "should i", "which is better", "analyze", "analyse")
-	add("reasoning", weak, "because", "reason", "decide", "evaluate", "consider", "plan")
-}
-
-// maxPhrase is the longest phrase in the lexicon, in words.
-const maxPhrase = 3
-
-// words splits text into lowercase words. Letters, digits and a few symbols
-// that belong inside technical words (+, #, ', -) stay; the rest split.
-func words(text string) []string {
-	return strings.FieldsFunc(strings.ToLower(text), func(r rune) bool {
-		return !(unicode.IsLetter(r) || unicode.IsDigit(r) || r == '+' || r == '#' || r == '\'' || r == '-')
-	})
-}
-
-// Classify returns the prompt's domains, best first, each scored in [0, 1].
-// "general" is always present: it is the fallback when nothing else fires
-// and a low baseline otherwise.
+// Classify returns the domains of a prompt, best first, each scored in
+// [0, 1]. It is multi-label: a prompt may be both code and math.
+//
+// Evidence for a domain is summed from the lexicon (whole words and phrases,
+// case-insensitive, plurals folded) and from the prompt's shape:
+//
+//   - code: ``` fences, `inline code`, calls such as foo() or parse(x), file
+//     names such as main.go, snake_case and camelCase identifiers, operators
+//     such as == != && || := => ::, braces, and the names C++ and C#;
+//   - math: arithmetic such as "2x + 3 = 7", "12*7" or "3/4" (an operator
+//     with a number on one side and a number or one-letter variable on the
+//     other; not dates like 2024-01-02), sin(x) or f(x), and symbols such as
+//     √ ∫ ∑ ².
+//
+// A term repeated counts half the second time and not after that, and
+// inside a ``` fence only code evidence counts. Each domain's evidence x
+// becomes the score 1-e^-x. General is the fallback: it scores the most of
+// its own evidence, 1 minus the best other score, and 0.1, so it is 1 when
+// nothing else fires and a low baseline otherwise. Domains scoring under
+// 0.01 are left out; general is always present. Ties keep the order code,
+// math, science, reasoning, creative, general. Scores are rounded to three
+// decimals.
+//
+// Only the first MaxClassifyBytes of the prompt are read. Classify is
+// deterministic and safe for concurrent use.
 func Classify(prompt string) []DomainScore {
-	raw := map[string]float64{}
-	ws := words(prompt)
-	for i := range ws {
-		phrase := ""
-		for n := 1; n <= maxPhrase && i+n <= len(ws); n++ {
-			if n == 1 {
-				phrase = ws[i]
-			} else {
-				phrase += " " + ws[i+n-1]
-			}
-			for _, c := range lexicon[phrase] {
-				raw[c.domain] += c.weight
-			}
-		}
+	if len(prompt) > MaxClassifyBytes {
+		prompt = prompt[:MaxClassifyBytes]
 	}
-	structuralCues(prompt, raw)
-	out := make([]DomainScore, 0, len(Domains))
+	sc := scratchPool.Get().(*scratch)
+	defer sc.release()
+	sc = lex(prompt, sc)
+	raw := evidence(prompt, sc)
+
+	out := make([]DomainScore, 0, numDomains)
 	best := 0.0
-	for _, d := range Domains {
-		if d == "general" {
-			continue
-		}
-		if s := raw[d]; s > 0 {
-			// 1 - e^-x feels right: one strong cue is 0.63, three are 0.95.
-			score := 1 - expNeg(s)
-			out = append(out, DomainScore{Domain: d, Score: round3(score)})
-			best = max(best, score)
+	for d := range dGeneral {
+		s := 1 - math.Exp(-raw[d])
+		best = max(best, s)
+		if s >= minReported {
+			out = append(out, DomainScore{Domain: domainNames[d], Score: round3(s)})
 		}
 	}
-	general := 1.0
-	if best > 0 {
-		general = round3(max(0.1, 0.5*(1-best)))
-	}
-	out = append(out, DomainScore{Domain: "general", Score: general})
-	sort.SliceStable(out, func(i, j int) bool { return out[i].Score > out[j].Score })
+	general := max(1-math.Exp(-raw[dGeneral]), 1-best, generalFloor)
+	out = append(out, DomainScore{Domain: General, Score: round3(general)})
+	slices.SortStableFunc(out, func(a, b DomainScore) int { return cmp.Compare(b.Score, a.Score) })
 	return out
 }
 
-// structuralCues looks at the prompt's shape rather than its words: code
-// fences, call syntax, file names, and equations.
-func structuralCues(p string, raw map[string]float64) {
-	if strings.Contains(p, "```") {
-		raw["code"] += 2 * strong
+func round3(x float64) float64 { return math.Round(x*1000) / 1000 }
+
+type tokKind uint8
+
+const (
+	tokWord tokKind = iota
+	tokSym
+)
+
+// Word shapes.
+const (
+	shapeDigit    = 1 << iota // has a digit
+	shapeNumeric              // a number or a number with one letter: 7, 3.14, 2x
+	shapeVariable             // a single letter
+	shapeSnake                // snake_case
+	shapeCamel                // camelCase
+	shapeLetter               // has a letter
+)
+
+// token is a word (letters, digits, underscores; "3.14" is one word) or one
+// symbol character.
+type token struct {
+	start, end int   // byte offsets in the prompt
+	id         int32 // vocabulary entry; -1 for an unknown word or a symbol
+	sym        rune  // symbols only, with × ÷ − ≤ ≥ ≠ mapped to * / - < > =
+	kind       tokKind
+	shape      uint8
+	space      bool // whitespace (or the start of the prompt) precedes it
+}
+
+// scratch holds one call's buffers; a pool keeps Classify free of
+// steady-state allocations beyond its result.
+type scratch struct {
+	toks  []token
+	buf   []byte
+	count []uint8 // per entry: times seen in this prompt
+}
+
+var scratchPool = sync.Pool{New: func() any { return new(scratch) }}
+
+// release returns sc to the pool, unless a huge prompt grew it: that memory
+// is better given back than kept for the next huge prompt.
+func (sc *scratch) release() {
+	if cap(sc.toks) > 4096 {
+		sc.toks = nil
 	}
-	for _, f := range strings.Fields(p) {
-		f = strings.Trim(f, ".,;:!?\"'`()[]{}")
-		if i := strings.LastIndexByte(f, '.'); i > 0 && i < len(f)-1 {
-			switch f[i+1:] {
-			case "go", "py", "js", "ts", "rs", "java", "c", "cpp", "h", "rb", "sh", "sql", "yaml", "yml", "json", "toml", "tsx", "jsx":
-				raw["code"] += strong
+	scratchPool.Put(sc)
+}
+
+func isWordByte(c byte) bool {
+	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '_'
+}
+
+func isSpaceByte(c byte) bool {
+	return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'
+}
+
+// lex splits s into tokens. sc may be nil (then a new one is made).
+func lex(s string, sc *scratch) *scratch {
+	if sc == nil {
+		sc = new(scratch)
+	}
+	sc.toks = sc.toks[:0]
+	space := true
+	for i := 0; i < len(s); {
+		c := s[i]
+		var r rune = rune(c)
+		n := 1
+		if c >= utf8.RuneSelf {
+			r, n = utf8.DecodeRuneInString(s[i:])
+		}
+		switch {
+		case c < utf8.RuneSelf && isSpaceByte(c), c >= utf8.RuneSelf && unicode.IsSpace(r):
+			space = true
+			i += n
+			continue
+		case c < utf8.RuneSelf && isWordByte(c), c >= utf8.RuneSelf && (unicode.IsLetter(r) || unicode.IsDigit(r)):
+			end := sc.word(s, i)
+			sc.toks[len(sc.toks)-1].space = space
+			i = end
+		default:
+			switch r {
+			case '×':
+				r = '*'
+			case '÷':
+				r = '/'
+			case '−', '–':
+				r = '-'
+			case '≤':
+				r = '<'
+			case '≥':
+				r = '>'
+			case '≠':
+				r = '='
+			}
+			sc.toks = append(sc.toks, token{start: i, end: i + n, id: -1, sym: r, kind: tokSym, space: space})
+			i += n
+		}
+		space = false
+	}
+	return sc
+}
+
+// word reads the word starting at s[i], appends its token and returns the
+// offset after it.
+func (sc *scratch) word(s string, i int) int {
+	sc.buf = sc.buf[:0]
+	var shape uint8
+	letters, lowerRun := 0, 0
+	underscore, camel := false, false
+	start := i
+	for i < len(s) {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			switch {
+			case 'a' <= c && c <= 'z':
+				letters++
+				lowerRun++
+			case 'A' <= c && c <= 'Z':
+				letters++
+				if lowerRun >= 2 {
+					camel = true
+				}
+				lowerRun = 0
+				c += 'a' - 'A'
+			case '0' <= c && c <= '9':
+				shape |= shapeDigit
+				lowerRun = 0
+			case c == '_':
+				underscore = underscore || i > start && i+1 < len(s) && isWordByte(s[i+1])
+				lowerRun = 0
+			case c == '.' && shape&shapeDigit != 0 && i > start && '0' <= s[i-1] && s[i-1] <= '9' &&
+				i+1 < len(s) && '0' <= s[i+1] && s[i+1] <= '9':
+				// decimal point inside a number
+			default:
+				goto done
+			}
+			sc.buf = append(sc.buf, c)
+			i++
+			continue
+		}
+		r, n := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case unicode.IsLetter(r):
+			letters++
+			lowerRun = 0
+		case unicode.IsDigit(r):
+			shape |= shapeDigit
+		default:
+			goto done
+		}
+		sc.buf = utf8.AppendRune(sc.buf, unicode.ToLower(r))
+		i += n
+	}
+done:
+	if shape&shapeDigit != 0 && letters <= 1 && '0' <= s[start] && s[start] <= '9' {
+		shape |= shapeNumeric
+	}
+	if letters == 1 && i-start == 1 {
+		shape |= shapeVariable
+	}
+	if letters > 0 {
+		shape |= shapeLetter
+	}
+	if underscore && letters >= 2 {
+		shape |= shapeSnake
+	}
+	if camel {
+		shape |= shapeCamel
+	}
+	sc.toks = append(sc.toks, token{start: start, end: i, id: lookup(sc.buf), kind: tokWord, shape: shape})
+	return i
+}
+
+// lookup finds a lowercase word in the vocabulary, folding a plural to its
+// singular ("equations" -> "equation", "stories" -> "story") when the
+// plural itself is unknown.
+func lookup(w []byte) int32 {
+	if id, ok := vocab[string(w)]; ok {
+		return id
+	}
+	n := len(w)
+	if n < 4 || w[n-1] != 's' || w[n-2] == 's' {
+		return -1
+	}
+	if w[n-2] == 'e' && w[n-3] == 'i' { // stories -> story
+		var b [64]byte
+		if n-2 <= len(b) {
+			x := append(b[:0], w[:n-3]...)
+			x = append(x, 'y')
+			if id, ok := vocab[string(x)]; ok {
+				return id
 			}
 		}
-		if j := strings.Index(f, "("); j > 0 && strings.HasSuffix(f, ")") && isIdent(f[:j]) {
-			raw["code"] += weak
-		}
 	}
-	if hasEquation(p) {
-		raw["math"] += strong
+	if id, ok := vocab[string(w[:n-1])]; ok && !entries[id].stop {
+		return id
 	}
+	return -1
 }
 
-func isIdent(s string) bool {
-	for i, r := range s {
-		if !(r == '_' || r == '.' || unicode.IsLetter(r) || (i > 0 && unicode.IsDigit(r))) {
+// Caps on shape evidence, so a long paste cannot run up one domain alone.
+const (
+	maxCallEvidence  = 1.5
+	maxIdentEvidence = 1.0
+	maxOpEvidence    = 1.2
+	maxMathEvidence  = 2.0
+	maxFileEvidence  = 1.5
+)
+
+// evidence sums each domain's raw evidence over the tokens of p.
+func evidence(p string, sc *scratch) [numDomains]float64 {
+	var raw [numDomains]float64
+	if cap(sc.count) < len(entries) {
+		sc.count = make([]uint8, len(entries))
+	}
+	count := sc.count[:len(entries)]
+	clear(count)
+	credit := func(id int32, fenced bool) {
+		n := count[id]
+		if n >= 2 {
+			return
+		}
+		count[id] = n + 1
+		f := 1.0
+		if n == 1 {
+			f = 0.5
+		}
+		for _, h := range entries[id].hits {
+			if !fenced || h.domain == dCode {
+				raw[h.domain] += f * h.weight
+			}
+		}
+	}
+
+	toks := sc.toks
+	adjacent := func(i int) bool { return i+1 < len(toks) && toks[i+1].start == toks[i].end }
+	symAt := func(i int, r rune) bool { return i >= 0 && i < len(toks) && toks[i].kind == tokSym && toks[i].sym == r }
+	var fences, ticks, call, ident, op, mathEv, file float64
+	fenced := false
+	for i := 0; i < len(toks); i++ {
+		t := toks[i]
+		if t.kind == tokSym {
+			switch {
+			case t.sym == '`' && symAt(i+1, '`') && symAt(i+2, '`') && adjacent(i) && adjacent(i+1):
+				fences++
+				fenced = !fenced
+				i += 2
+				continue
+			case t.sym == '`':
+				ticks++
+			case (t.sym == '+' || t.sym == '#') && i > 0 && isC(p, toks[i-1]) && toks[i-1].end == t.start &&
+				(t.sym == '#' || symAt(i+1, '+') && adjacent(i)):
+				raw[dCode] += strong // C++, C#
+				if t.sym == '+' {
+					i++
+				}
+				continue
+			case codeOperator(toks, i):
+				op += 0.3
+				i++
+				continue
+			case t.sym == '{' || t.sym == '}':
+				op += 0.15
+			case t.sym == ';' && (i+1 == len(toks) || strings.HasPrefix(p[t.end:], "\n")):
+				op += 0.15
+			}
+			if fenced {
+				continue
+			}
+			switch t.sym {
+			case '√', '∫', '∑', '∏', '∞', '≈', '∂', '∆', '∇', '²', '³', '±':
+				mathEv += 0.5
+			case '%':
+				if i > 0 && toks[i-1].shape&shapeNumeric != 0 && toks[i-1].end == t.start {
+					mathEv += weak
+				}
+			default:
+				mathEv += arithmetic(toks, i)
+			}
+			continue
+		}
+
+		// A word: the lexicon, then the phrases starting here.
+		if t.id >= 0 {
+			credit(t.id, fenced)
+			for _, ph := range phrasesByFirst[t.id] {
+				if matchPhrase(toks, i, ph.words) {
+					credit(ph.entry, fenced)
+				}
+			}
+		}
+		switch {
+		case t.shape&shapeSnake != 0:
+			ident += 0.5
+		case t.shape&shapeCamel != 0: // also brand names like PowerPoint
+			ident += weak
+		}
+		if !adjacent(i) || toks[i+1].kind != tokSym {
+			continue
+		}
+		switch toks[i+1].sym {
+		case '(':
+			isMath := t.shape&shapeVariable != 0 || t.id >= 0 && entries[t.id].mathFunc
+			switch {
+			case isMath:
+				if !fenced {
+					mathEv += 0.4
+				}
+			case symAt(i+2, ')') && adjacent(i+1): // foo()
+				call += 0.8
+			case i+3 < len(toks) && wordIs(p, toks[i+2], "s") && symAt(i+3, ')'):
+				// file(s): prose, not a call
+			case t.shape&shapeNumeric == 0:
+				call += 0.5
+			}
+		case '.':
+			// name.ext, where ext is a source file extension ending the name.
+			if i+2 < len(toks) && adjacent(i+1) && t.shape&shapeNumeric == 0 {
+				ext := toks[i+2]
+				if ext.kind == tokWord && ext.id >= 0 && entries[ext.id].ext && !continues(toks, i+2) {
+					file += strong
+				}
+			}
+		}
+	}
+	raw[dCode] += min(fences, 2)*strong + min(ticks/2, 3)*weak + min(call, maxCallEvidence) +
+		min(ident, maxIdentEvidence) + min(op, maxOpEvidence) + min(file, maxFileEvidence)
+	raw[dMath] += min(mathEv, maxMathEvidence)
+	return raw
+}
+
+// isC reports whether t is the word "c" (as in C++ and C#).
+func isC(p string, t token) bool {
+	return t.kind == tokWord && t.end-t.start == 1 && p[t.start]|0x20 == 'c'
+}
+
+// wordIs reports whether t is the word w (lowercase ASCII), ignoring case.
+func wordIs(p string, t token, w string) bool {
+	return t.kind == tokWord && strings.EqualFold(p[t.start:t.end], w)
+}
+
+// continues reports whether the name toks[i] goes on right after it, as in
+// example.go.dev or site.com.au: then toks[i] is no file extension.
+func continues(toks []token, i int) bool {
+	if i+1 >= len(toks) || toks[i+1].start != toks[i].end {
+		return false
+	}
+	n := toks[i+1]
+	if n.kind == tokWord {
+		return true
+	}
+	return (n.sym == '.' || n.sym == '-' || n.sym == '_') && i+2 < len(toks) && toks[i+2].start == n.end &&
+		toks[i+2].kind == tokWord
+}
+
+// matchPhrase reports whether the words of a phrase start at toks[i],
+// consecutive apart from symbols that do not end a clause (hyphens,
+// apostrophes, slashes).
+func matchPhrase(toks []token, i int, words []int32) bool {
+	k := 0
+	for j := i; j < len(toks); j++ {
+		t := toks[j]
+		if t.kind == tokSym {
+			switch t.sym {
+			case '-', '\'', '’', '/', '*', '_', '~':
+				continue
+			}
 			return false
 		}
-	}
-	return s != ""
-}
-
-// hasEquation spots arithmetic like "2x + 3 = 7" or "12*7": a digit, an
-// operator and another operand, not a date or a version number.
-func hasEquation(p string) bool {
-	ops := 0
-	digits := 0
-	for _, r := range p {
-		switch {
-		case unicode.IsDigit(r):
-			digits++
-		case strings.ContainsRune("+*/=^×÷", r):
-			ops++
+		if t.id != words[k] {
+			return false
+		}
+		k++
+		if k == len(words) {
+			return true
 		}
 	}
-	return digits > 0 && ops > 0 && (strings.ContainsAny(p, "=^×÷") || ops >= 1 && digits >= 2)
+	return false
 }
 
-func expNeg(x float64) float64 { return math.Exp(-x) }
+// codeOperator reports whether toks[i] and toks[i+1] form one of the
+// two-character operators of programming languages: == != && || := => ::
+// += -= <- ++ ->.
+func codeOperator(toks []token, i int) bool {
+	if i+1 >= len(toks) || toks[i+1].kind != tokSym || toks[i+1].start != toks[i].end {
+		return false
+	}
+	switch string([]rune{toks[i].sym, toks[i+1].sym}) {
+	case "==", "!=", "&&", "||", ":=", "=>", "::", "+=", "-=", "<-":
+		return true
+	case "++", "->":
+		// i++ and p->next are code; a bare "->" between words is a prose arrow.
+		return i > 0 && toks[i-1].kind == tokWord && toks[i-1].end == toks[i].start
+	}
+	return false
+}
 
-func round3(x float64) float64 { return float64(int(x*1000+0.5)) / 1000 }
+// arithmetic scores toks[i] as an arithmetic operator: a number or a
+// one-letter variable on each side (whitespace allowed), at least one side a
+// number. "-" between two plain numbers with no spaces is a date, a range or
+// a phone number, not a subtraction; "/" there is a fraction or a date,
+// weaker evidence.
+func arithmetic(toks []token, i int) float64 {
+	t := toks[i]
+	switch t.sym {
+	case '+', '-', '*', '/', '^', '=', '<', '>':
+	default:
+		return 0
+	}
+	if i == 0 || i+1 >= len(toks) {
+		return 0
+	}
+	l, r := toks[i-1], toks[i+1]
+	lok, lnum := operand(l, ')')
+	rok, rnum := operand(r, '(')
+	if !lok || !rok || !lnum && !rnum {
+		return 0
+	}
+	tight := l.end == t.start && r.start == t.end
+	plain := l.shape&shapeLetter == 0 && r.shape&shapeLetter == 0 && l.kind == tokWord && r.kind == tokWord
+	switch {
+	case t.sym == '-' && tight && plain:
+		return 0
+	case t.sym == '/' && tight && plain:
+		return weak
+	case t.sym == '=' || t.sym == '^':
+		return strong
+	}
+	return 0.8
+}
+
+// operand reports whether x can stand beside an arithmetic operator (a
+// number, a one-letter variable, or the given bracket) and whether it is a
+// number.
+func operand(x token, bracket rune) (ok, number bool) {
+	if x.kind == tokSym {
+		return x.sym == bracket, false
+	}
+	return x.shape&(shapeNumeric|shapeVariable) != 0, x.shape&shapeNumeric != 0
+}

@@ -1,7 +1,21 @@
-// Package routing decides which experts answer a prompt. It classifies the
-// prompt's domains, scores candidates from a snapshot of what the swarm
-// serves (domain relevance, predicted RTT, measured speed, free capacity,
-// distance, recent failures) and picks K of them. It is pure: no I/O, no
-// clocks, and nothing of libp2p; callers turn catalog entries into
-// Candidates.
+// Package routing decides which experts answer a prompt.
+//
+// It owns three pure steps, all computed from a snapshot the caller hands in:
+//
+//   - Classify: a fast, deterministic, multi-label guess at a prompt's
+//     domains (general, code, math, creative, science, reasoning) from
+//     words, phrases and a few symbol patterns (code fences, calls such as
+//     foo(), file names such as main.go, equations such as 2x + 3 = 7).
+//   - Rank: a score per candidate expert from relevance, speed (RTT,
+//     time to first token, decode rate), free capacity, load, distance and
+//     recent failures, with every part kept so POST /api/route can show it.
+//   - ChooseK: how many experts to ask in parallel, from the prompt's length
+//     and how many domains it spans.
+//
+// Decide ties the three together into a Decision.
+//
+// The package does no I/O, keeps no state between calls, starts no
+// goroutines and imports nothing of mwpeer or libp2p: it does not measure
+// RTTs, read the catalog, keep failure counts or dispatch requests. The
+// caller adapts catalog entries and measurements into Candidate values.
 package routing

@@ -1,255 +1,251 @@
 package routing
 
 import (
-	"sort"
+	"cmp"
+	"math"
+	"slices"
 	"strings"
 	"time"
 )
 
-// Candidate is one expert that could answer: a peer serving a model.
+// Candidate is one expert that could answer: a peer serving a model, as the
+// caller sees it in its snapshot of the swarm.
 type Candidate struct {
-	Peer       string        `json:"peer"`
-	Local      bool          `json:"local"`
+	Peer       string        `json:"peer"`  // peer ID (base58)
+	Local      bool          `json:"local"` // this peer itself
 	Model      string        `json:"model"`
-	Domains    []string      `json:"domains"`
-	RTT        time.Duration `json:"-"`
-	RTTKnown   bool          `json:"rtt_known"`
-	TTFT       time.Duration `json:"-"` // measured time to first token; 0 if never measured
-	DecodeTPS  float64       `json:"decode_tps"`
-	Capacity   int           `json:"capacity"`
-	Load       int           `json:"load"`
-	DistanceKm float64       `json:"distance_km"` // < 0 when unknown
-	Failures   int           `json:"failures"`    // recent failures, decaying
+	Domains    []string      `json:"domains"`     // domains the peer declares
+	RTT        time.Duration `json:"-"`           // predicted round trip; JSON rtt_ms
+	RTTKnown   bool          `json:"rtt_known"`   // RTT is a measurement or a prediction, not a guess
+	TTFT       time.Duration `json:"-"`           // measured time to first token; 0 if never measured; JSON ttft_ms
+	DecodeTPS  float64       `json:"decode_tps"`  // measured decode tokens/s; 0 if never measured
+	Capacity   int           `json:"capacity"`    // most concurrent requests it accepts (< 1 counts as 1)
+	Load       int           `json:"load"`        // requests it is running now
+	DistanceKm float64       `json:"distance_km"` // geographic distance; < 0 when unknown
+	Failures   int           `json:"failures"`    // recent failures (a decaying count kept by the caller)
 }
 
-// Weights of the score's parts. Relevance, Speed and Capacity add;
-// Load, Distance and Failure subtract.
+// Weights of a score's parts. Relevance, Speed and Capacity reward;
+// Load, Distance and Failures penalize. Every part before weighting lies in
+// [0, 1] (Load in [0, 2]), so the weights say directly how much each
+// consideration can move a score.
 type Weights struct {
 	Relevance float64 `json:"relevance"`
 	Speed     float64 `json:"speed"`
 	Capacity  float64 `json:"capacity"`
 	Load      float64 `json:"load"`
 	Distance  float64 `json:"distance"`
-	Failure   float64 `json:"failure"`
+	Failures  float64 `json:"failures"`
 }
 
-// DefaultWeights starts from Microwave's 0.35 relevance / 0.45 speed /
-// 0.20 capacity and adds penalties: 0.30 for a candidate at or over its
-// capacity (scaled by how full it is beyond half), 0.05 for distance, 0.25
-// per recent failure (capped at two).
+// DefaultWeights returns the weights mwpeer starts with.
+//
+// The rewards are Microwave's 0.35 relevance / 0.45 speed / 0.20 capacity,
+// so a perfect candidate scores 1. The penalties:
+//   - Load 0.40: a candidate at or over its capacity loses 0.40 (up to 0.80
+//     at twice its capacity) on top of the capacity reward it no longer
+//     gets, so it falls behind any candidate with a free slot that is
+//     otherwise similar, yet stays in the ranking when it is all there is.
+//   - Distance 0.05: a tie-breaker between otherwise equal candidates; RTT
+//     already measures what distance predicts.
+//   - Failures 0.30: one recent failure costs 0.15, three 0.225.
 func DefaultWeights() Weights {
-	return Weights{Relevance: 0.35, Speed: 0.45, Capacity: 0.20, Load: 0.30, Distance: 0.05, Failure: 0.25}
+	return Weights{Relevance: 0.35, Speed: 0.45, Capacity: 0.20, Load: 0.40, Distance: 0.05, Failures: 0.30}
 }
 
-// Parts are a score's contributions, already weighted (penalties negative).
+// Parts are a score's contributions, already weighted; penalties are
+// negative or zero. Score is their sum.
 type Parts struct {
 	Relevance float64 `json:"relevance"`
 	Speed     float64 `json:"speed"`
 	Capacity  float64 `json:"capacity"`
 	Load      float64 `json:"load"`
 	Distance  float64 `json:"distance"`
-	Failure   float64 `json:"failure"`
+	Failures  float64 `json:"failures"`
 }
 
-// Scored is a candidate with its score.
+// Scored is a candidate with its score and the parts that make it up.
 type Scored struct {
 	Candidate
-	RTTMs  float64 `json:"rtt_ms"`
-	TTFTMs float64 `json:"ttft_ms"`
-	Score  float64 `json:"score"`
-	Parts  Parts   `json:"parts"`
+	Score float64 `json:"score"`
+	Parts Parts   `json:"parts"`
 }
 
-// Reference points of the speed score: each term is ref/(ref+x), so a value
-// equal to the reference scores 0.5 and zero scores 1.
+// Reference points. Each turns a measurement x into a score with a smooth
+// curve, ref/(ref+x) or x/(x+ref), that is 0.5 at the reference. An unknown
+// measurement is taken to be the reference: neutral, never the best.
 const (
-	rttRef  = 50 * time.Millisecond
-	ttftRef = 500 * time.Millisecond
-	tpsRef  = 20.0 // tokens/s scoring 0.5
-	// neutral is the score of an unknown quantity: middling, never the best.
+	refRTT  = 100 * time.Millisecond
+	refTTFT = 500 * time.Millisecond
+	refTPS  = 20.0   // decode tokens/s
+	refKm   = 2000.0 // distance
+	// neutral is the score of something unknown.
 	neutral = 0.5
-	// distanceRef: a candidate this far away loses half the distance weight.
-	distanceRef = 5000.0
+	// generalMatch is the relevance of a general (or undeclared) peer to a
+	// specialist domain, and specialistGeneral that of a specialist peer to
+	// the general domain: every model can chat, few can prove theorems.
+	generalMatch      = 0.3
+	specialistGeneral = 0.5
 )
 
-// relevance is the classified weight of the domains the candidate declares,
-// relative to the best-scored domain; "general" peers get a floor of 0.3
-// of the general score for anything.
-func relevance(c Candidate, domains []DomainScore) float64 {
-	if len(domains) == 0 {
-		return neutral
-	}
-	top := domains[0].Score
-	if top <= 0 {
-		return neutral
-	}
-	best := 0.0
+// Relevance is how well c's declared domains cover the classified ones, in
+// [0, 1]: the score-weighted mean over the classified domains of
+//
+//	1    when c declares the domain (or it is general and c declares nothing),
+//	0.3  when it does not but is a general peer (declares general, or nothing),
+//	0.5  for the general domain when c declares only specialist domains,
+//	0    otherwise.
+//
+// With no classified domains it is neutral (0.5).
+func Relevance(c Candidate, domains []DomainScore) float64 {
+	general := len(c.Domains) == 0 || declares(c, General)
+	var sum, total float64
 	for _, d := range domains {
-		for _, cd := range c.Domains {
-			if strings.EqualFold(cd, d.Domain) {
-				best = max(best, d.Score/top)
-			}
-		}
-	}
-	for _, cd := range c.Domains {
-		if cd == "general" {
-			best = max(best, 0.3)
-		}
-	}
-	return best
-}
-
-// speed combines predicted network RTT, measured time to first token and
-// measured decode speed, each in [0,1], unknowns neutral; the mean of three.
-func speed(c Candidate) float64 {
-	rtt := neutral
-	if c.RTTKnown || c.Local {
-		rtt = float64(rttRef) / float64(rttRef+c.RTT)
-	}
-	ttft := neutral
-	if c.TTFT > 0 {
-		ttft = float64(ttftRef) / float64(ttftRef+c.TTFT)
-	}
-	tps := neutral
-	if c.DecodeTPS > 0 {
-		tps = c.DecodeTPS / (c.DecodeTPS + tpsRef)
-	}
-	return (rtt + ttft + tps) / 3
-}
-
-// Score computes one candidate's score against the classified domains.
-func Score(c Candidate, domains []DomainScore, w Weights) Scored {
-	capacity := max(c.Capacity, 1)
-	free := float64(capacity-c.Load) / float64(capacity)
-	free = min(max(free, 0), 1)
-	fill := float64(c.Load) / float64(capacity)
-	var p Parts
-	p.Relevance = w.Relevance * relevance(c, domains)
-	p.Speed = w.Speed * speed(c)
-	p.Capacity = w.Capacity * free
-	if fill > 0.5 { // busy peers fall behind smoothly; full ones far behind
-		p.Load = -w.Load * min((fill-0.5)*2, 2)
-	}
-	if c.DistanceKm > 0 {
-		p.Distance = -w.Distance * c.DistanceKm / (c.DistanceKm + distanceRef)
-	}
-	if c.Failures > 0 {
-		p.Failure = -w.Failure * float64(min(c.Failures, 2))
-	}
-	s := Scored{Candidate: c, Parts: p}
-	s.Score = round3(p.Relevance + p.Speed + p.Capacity + p.Load + p.Distance + p.Failure)
-	if c.RTTKnown || c.Local {
-		s.RTTMs = float64(c.RTT.Microseconds()) / 1000
-	}
-	s.TTFTMs = float64(c.TTFT.Microseconds()) / 1000
-	return s
-}
-
-// Rank scores every candidate and sorts them best first; ties go to the
-// local peer, then by peer ID, so the order is deterministic.
-func Rank(cands []Candidate, domains []DomainScore, w Weights) []Scored {
-	out := make([]Scored, len(cands))
-	for i, c := range cands {
-		out[i] = Score(c, domains, w)
-	}
-	sort.SliceStable(out, func(i, j int) bool {
-		if out[i].Score != out[j].Score {
-			return out[i].Score > out[j].Score
-		}
-		if out[i].Local != out[j].Local {
-			return out[i].Local
-		}
-		return out[i].Peer < out[j].Peer
-	})
-	return out
-}
-
-// Thresholds of ChooseK.
-const (
-	longPrompt     = 400 // characters
-	manySentences  = 4
-	secondDomainAt = 0.5 // a second domain scoring this much makes a prompt multi-domain
-)
-
-// ChooseK says how many experts to ask in parallel: 1 for a short prompt
-// in one domain; 2 for a long one (over 400 characters or 4 sentences) or a
-// multi-domain one (a second domain scoring 0.5 or more); 3 for one that is
-// both. requested (> 0) overrides; maxK caps either.
-func ChooseK(prompt string, domains []DomainScore, maxK, requested int) int {
-	if maxK < 1 {
-		maxK = 1
-	}
-	if requested > 0 {
-		return min(requested, maxK)
-	}
-	long := len(prompt) > longPrompt || sentences(prompt) >= manySentences
-	multi := false
-	n := 0
-	for _, d := range domains {
-		if d.Domain != "general" && d.Score >= secondDomainAt {
-			n++
-		}
-	}
-	multi = n >= 2
-	k := 1
-	switch {
-	case long && multi:
-		k = 3
-	case long || multi:
-		k = 2
-	}
-	return min(k, maxK)
-}
-
-func sentences(p string) int {
-	n := 0
-	for i, r := range p {
-		if (r == '.' || r == '?' || r == '!') && (i+1 == len(p) || p[i+1] == ' ' || p[i+1] == '\n') {
-			n++
-		}
-	}
-	return n
-}
-
-// Decision is a routing answer: the prompt's domains, K, every candidate
-// scored (best first) and the K chosen.
-type Decision struct {
-	Domains    []DomainScore `json:"domains"`
-	K          int           `json:"k"`
-	Candidates []Scored      `json:"candidates"`
-	Chosen     []Scored      `json:"chosen"`
-}
-
-// Decide classifies the prompt (or takes forcedDomains, each scored 1),
-// ranks the candidates and chooses K of them. A peer appears at most once
-// among the chosen: asking one peer twice buys nothing.
-func Decide(prompt string, cands []Candidate, w Weights, maxK, requestedK int, forcedDomains []string) Decision {
-	var domains []DomainScore
-	if len(forcedDomains) > 0 {
-		for _, d := range forcedDomains {
-			domains = append(domains, DomainScore{Domain: d, Score: 1})
-		}
-	} else {
-		domains = Classify(prompt)
-	}
-	d := Decision{Domains: domains, Candidates: Rank(cands, domains, w)}
-	d.K = ChooseK(prompt, domains, maxK, requestedK)
-	seen := map[string]bool{}
-	for _, s := range d.Candidates {
-		if len(d.Chosen) == d.K {
-			break
-		}
-		if seen[s.Peer] {
+		if d.Score <= 0 {
 			continue
 		}
-		seen[s.Peer] = true
-		d.Chosen = append(d.Chosen, s)
+		total += d.Score
+		isGeneral := strings.EqualFold(d.Domain, General)
+		switch {
+		case declares(c, d.Domain), isGeneral && general:
+			sum += d.Score
+		case isGeneral:
+			sum += specialistGeneral * d.Score
+		case general:
+			sum += generalMatch * d.Score
+		}
 	}
-	if d.Chosen == nil {
-		d.Chosen = []Scored{}
+	if total == 0 {
+		return neutral
 	}
-	if d.Candidates == nil {
-		d.Candidates = []Scored{}
+	return sum / total
+}
+
+func declares(c Candidate, domain string) bool {
+	for _, x := range c.Domains {
+		if strings.EqualFold(x, domain) {
+			return true
+		}
 	}
-	return d
+	return false
+}
+
+// Speed is how fast c should answer, in [0, 1], the mean of two halves:
+//
+//	first  = (refRTT+refTTFT) / (refRTT+refTTFT + RTT + TTFT)   how soon the first token arrives
+//	decode = DecodeTPS / (DecodeTPS + refTPS)                     how fast the rest follows
+//
+// with refRTT 100 ms, refTTFT 500 ms and refTPS 20 tokens/s. An unknown RTT,
+// TTFT or decode rate counts as its reference, so a candidate nobody has
+// measured scores 0.5, and a measured one beats it only by being faster
+// than the references. The local peer's RTT is 0.
+func Speed(c Candidate) float64 {
+	rtt := refRTT
+	switch {
+	case c.Local:
+		rtt = 0
+	case c.RTTKnown:
+		rtt = max(c.RTT, 0)
+	}
+	ttft := refTTFT
+	if c.TTFT > 0 {
+		ttft = c.TTFT
+	}
+	tps := refTPS
+	if c.DecodeTPS > 0 && !math.IsInf(c.DecodeTPS, 0) {
+		tps = c.DecodeTPS
+	}
+	ref := (refRTT + refTTFT).Seconds()
+	first := ref / (ref + rtt.Seconds() + ttft.Seconds())
+	decode := tps / (tps + refTPS)
+	return (first + decode) / 2
+}
+
+// Score scores one candidate against the classified domains:
+//
+//	score = Relevance·relevance + Speed·speed + Capacity·free
+//	        - Load·overload - Distance·far - Failures·failing
+//
+// where relevance and speed are as in Relevance and Speed, and
+//
+//	free     = (capacity - load) / capacity, clamped to [0, 1]
+//	overload = 0 below capacity, else 1 + (load - capacity)/capacity, at most 2
+//	far      = km / (km + 2000); 0.5 when unknown; 0 for the local peer
+//	failing  = failures / (failures + 1)
+//
+// Parts hold each weighted term, rounded to 1e-4; Score is their sum. The
+// zero Weights means DefaultWeights.
+func Score(c Candidate, domains []DomainScore, w Weights) Scored {
+	if w == (Weights{}) {
+		w = DefaultWeights()
+	}
+	capacity := float64(max(c.Capacity, 1))
+	load := float64(max(c.Load, 0))
+	free := min(max((capacity-load)/capacity, 0), 1)
+	overload := 0.0
+	if load >= capacity {
+		overload = min(1+(load-capacity)/capacity, 2)
+	}
+	far := neutral
+	switch {
+	case c.Local:
+		far = 0
+	case c.DistanceKm >= 0 && !math.IsInf(c.DistanceKm, 0):
+		far = c.DistanceKm / (c.DistanceKm + refKm)
+	}
+	failures := float64(max(c.Failures, 0))
+	p := Parts{
+		Relevance: round4(w.Relevance * Relevance(c, domains)),
+		Speed:     round4(w.Speed * Speed(c)),
+		Capacity:  round4(w.Capacity * free),
+		Load:      round4(-w.Load * overload),
+		Distance:  round4(-w.Distance * far),
+		Failures:  round4(-w.Failures * failures / (failures + 1)),
+	}
+	return Scored{
+		Candidate: c,
+		Score:     round4(p.Relevance + p.Speed + p.Capacity + p.Load + p.Distance + p.Failures),
+		Parts:     p,
+	}
+}
+
+// round4 rounds to 1e-4 and turns -0 into 0, so that parts print cleanly
+// and float noise cannot reorder equal candidates.
+func round4(x float64) float64 {
+	if x = math.Round(x*1e4) / 1e4; x == 0 {
+		return 0
+	}
+	return x
+}
+
+// Rank scores every candidate (see Score) and sorts them best first. Equal
+// scores are ordered by peer ID, then model, so the order never depends on
+// the input's. The zero Weights means DefaultWeights.
+func Rank(cands []Candidate, domains []DomainScore, w Weights) []Scored {
+	scored := make([]Scored, len(cands))
+	order := make([]int, len(cands))
+	for i, c := range cands {
+		scored[i] = Score(c, domains, w)
+		order[i] = i
+	}
+	// Sort indexes, not the large Scored values; the input index last makes
+	// the order total, so the unstable sort is deterministic.
+	slices.SortFunc(order, func(i, j int) int {
+		a, b := &scored[i], &scored[j]
+		if c := cmp.Compare(b.Score, a.Score); c != 0 {
+			return c
+		}
+		if c := strings.Compare(a.Peer, b.Peer); c != 0 {
+			return c
+		}
+		if c := strings.Compare(a.Model, b.Model); c != 0 {
+			return c
+		}
+		return cmp.Compare(i, j)
+	})
+	out := make([]Scored, len(cands))
+	for k, i := range order {
+		out[k] = scored[i]
+	}
+	return out
 }

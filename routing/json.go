@@ -1,0 +1,66 @@
+package routing
+
+import (
+	"encoding/json"
+	"time"
+)
+
+// JSON: Candidate and Scored carry durations as milliseconds, rtt_ms and
+// ttft_ms (floats), next to the fields their tags name.
+
+// candidateFields is Candidate without its methods, for encoding/json.
+type candidateFields Candidate
+
+type candidateJSON struct {
+	candidateFields
+	RTTMs  float64 `json:"rtt_ms"`
+	TTFTMs float64 `json:"ttft_ms"`
+}
+
+func (c Candidate) toJSON() candidateJSON {
+	return candidateJSON{candidateFields: candidateFields(c), RTTMs: millis(c.RTT), TTFTMs: millis(c.TTFT)}
+}
+
+func (j candidateJSON) candidate() Candidate {
+	c := Candidate(j.candidateFields)
+	c.RTT, c.TTFT = fromMillis(j.RTTMs), fromMillis(j.TTFTMs)
+	return c
+}
+
+func millis(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+func fromMillis(ms float64) time.Duration { return time.Duration(ms * float64(time.Millisecond)) }
+
+// MarshalJSON encodes c with its durations as rtt_ms and ttft_ms.
+func (c Candidate) MarshalJSON() ([]byte, error) { return json.Marshal(c.toJSON()) }
+
+// UnmarshalJSON decodes what MarshalJSON encodes.
+func (c *Candidate) UnmarshalJSON(b []byte) error {
+	var j candidateJSON
+	if err := json.Unmarshal(b, &j); err != nil {
+		return err
+	}
+	*c = j.candidate()
+	return nil
+}
+
+type scoredJSON struct {
+	candidateJSON
+	Score float64 `json:"score"`
+	Parts Parts   `json:"parts"`
+}
+
+// MarshalJSON encodes s flat: the candidate's fields, score and parts.
+func (s Scored) MarshalJSON() ([]byte, error) {
+	return json.Marshal(scoredJSON{candidateJSON: s.Candidate.toJSON(), Score: s.Score, Parts: s.Parts})
+}
+
+// UnmarshalJSON decodes what MarshalJSON encodes.
+func (s *Scored) UnmarshalJSON(b []byte) error {
+	var j scoredJSON
+	if err := json.Unmarshal(b, &j); err != nil {
+		return err
+	}
+	*s = Scored{Candidate: j.candidateJSON.candidate(), Score: j.Score, Parts: j.Parts}
+	return nil
+}
