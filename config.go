@@ -14,7 +14,9 @@ import (
 
 	"github.com/mwpeer/mwpeer/experts"
 	"github.com/mwpeer/mwpeer/geo"
+	"github.com/mwpeer/mwpeer/inference"
 	"github.com/mwpeer/mwpeer/p2p"
+	"github.com/mwpeer/mwpeer/routing"
 )
 
 // Engines a peer can serve with.
@@ -37,8 +39,13 @@ type Config struct {
 	Models  []string // models to serve; empty means every model the engine has
 	Engine  string   // EngineOllama, EngineSynthetic or EngineNone
 	Ollama  string   // Ollama's base URL
-	// SyntheticModels are the names the synthetic engine serves when Models is empty.
-	Capacity int // concurrent requests served; 0 means the number of CPUs
+	// Synthetic configures the synthetic engine (its Models default to Models).
+	Synthetic inference.SyntheticConfig
+	Capacity  int // concurrent requests served; 0 means the number of CPUs
+
+	// Routing: score weights and the most experts asked in parallel.
+	Weights routing.Weights
+	MaxK    int
 
 	Location *geo.Point
 	Region   string
@@ -89,6 +96,8 @@ func DefaultConfig() Config {
 		AnnounceMax:  60 * time.Second,
 		AnnounceRate: 20,
 		ModelRefresh: 30 * time.Second,
+		Weights:      routing.DefaultWeights(),
+		MaxK:         3,
 		Ping:         10 * time.Second,
 	}
 }
@@ -177,6 +186,9 @@ func (c *Config) Validate() error {
 	}
 	if c.DataDir == "" {
 		return errors.New("--data-dir: empty")
+	}
+	if c.MaxK < 1 || c.MaxK > 8 {
+		return fmt.Errorf("--max-k: %d is outside 1..8", c.MaxK)
 	}
 	if c.Capacity < 0 {
 		return fmt.Errorf("--capacity: %d is negative", c.Capacity)

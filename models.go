@@ -3,67 +3,67 @@ package mwpeer
 import (
 	"context"
 	"fmt"
-	"net/http"
-	"net/url"
 	"sort"
-
-	ollama "github.com/ollama/ollama/api"
+	"sync/atomic"
+	"time"
 
 	"github.com/mwpeer/mwpeer/experts"
+	"github.com/mwpeer/mwpeer/inference"
 )
 
-type modelLister interface {
-	list(ctx context.Context) ([]experts.Model, error)
-}
-
-func newModelLister(cfg Config) modelLister {
+// newBackend builds the engine cfg names; nil for EngineNone.
+func newBackend(cfg Config) (inference.Backend, error) {
 	switch cfg.Engine {
 	case EngineSynthetic:
-		return syntheticModels(cfg.Models)
+		sc := cfg.Synthetic
+		if len(sc.Models) == 0 {
+			sc.Models = cfg.Models
+		}
+		if sc.Capacity == 0 {
+			sc.Capacity = cfg.Capacity
+		}
+		if sc.QueueWait == 0 {
+			sc.QueueWait = 5 * time.Second
+		}
+		return inference.NewSynthetic(sc), nil
 	case EngineOllama:
-		return ollamaModels{url: cfg.Ollama}
-	default:
-		return noModels{}
+		oc := inference.DefaultOllamaConfig()
+		oc.URL = cfg.Ollama
+		oc.Concurrency = cfg.Capacity
+		return inference.NewOllama(oc)
 	}
+	return nil, nil
 }
 
-type noModels struct{}
-
-func (noModels) list(context.Context) ([]experts.Model, error) {
-	return nil, fmt.Errorf("engine none")
-}
-
-// syntheticModels are served by the synthetic backend: fake models that
-// exist to measure the overlay, never to answer real questions.
-type syntheticModels []string
-
-func (s syntheticModels) list(context.Context) ([]experts.Model, error) {
-	names := []string(s)
-	if len(names) == 0 {
-		names = []string{"synthetic"}
+// listModels asks the backend what it serves, in the catalog's terms.
+func listModels(ctx context.Context, b inference.Backend, engine string) ([]experts.Model, error) {
+	if b == nil {
+		return nil, fmt.Errorf("engine %q serves no models", engine)
 	}
-	out := make([]experts.Model, len(names))
-	for i, n := range names {
-		out[i] = experts.Model{Name: n, Engine: EngineSynthetic, Family: "synthetic"}
-	}
-	return out, nil
-}
-
-type ollamaModels struct{ url string }
-
-func (o ollamaModels) list(ctx context.Context) ([]experts.Model, error) {
-	u, err := url.Parse(o.url)
+	ms, err := b.Models(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("bad Ollama URL %q: %v", o.url, err)
+		if engine == EngineOllama {
+			return nil, fmt.Errorf("no Ollama answering (%v)", err)
+		}
+		return nil, err
 	}
-	resp, err := ollama.NewClient(u, http.DefaultClient).List(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("no Ollama at %s (%v)", o.url, err)
-	}
-	out := make([]experts.Model, 0, len(resp.Models))
-	for _, m := range resp.Models {
-		out = append(out, experts.Model{Name: m.Name, Digest: m.Digest, Size: m.Size, Family: m.Details.Family, Engine: EngineOllama})
+	out := make([]experts.Model, 0, len(ms))
+	for _, m := range ms {
+		out = append(out, experts.Model{Name: m.Name, Digest: m.Digest, Size: m.Size, Family: m.Family, Engine: b.Name()})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out, nil
+}
+
+// counted wraps a backend to count requests in progress (the load this
+// peer announces), whether they came from its own API or from the swarm.
+type counted struct {
+	inference.Backend
+	load *atomic.Int64
+}
+
+func (c counted) Generate(ctx context.Context, req inference.Request, emit func(inference.Chunk) error) (inference.Final, error) {
+	c.load.Add(1)
+	defer c.load.Add(-1)
+	return c.Backend.Generate(ctx, req, emit)
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/mwpeer/mwpeer/api"
 	"github.com/mwpeer/mwpeer/experts"
 	"github.com/mwpeer/mwpeer/geo"
+	"github.com/mwpeer/mwpeer/inference"
 	"github.com/mwpeer/mwpeer/p2p"
 )
 
@@ -47,7 +48,10 @@ type Peer struct {
 
 	models   atomic.Pointer[[]experts.Model]
 	load     atomic.Int64
-	lister   modelLister
+	backend  inference.Backend // nil when this peer serves nothing
+	service  *inference.Service
+	dispatch inference.DispatchConfig
+	stats    *expertStats
 	httpSrv  *http.Server
 	httpAddr net.Addr
 
@@ -105,7 +109,16 @@ func Start(ctx context.Context, cfg Config) (*Peer, error) {
 	}
 	empty := []experts.Model{}
 	p.models.Store(&empty)
-	p.lister = newModelLister(cfg)
+	p.stats = newExpertStats()
+	p.dispatch = inference.DefaultDispatchConfig()
+	if b, err := newBackend(cfg); err != nil {
+		log.Warn("serving nothing locally: "+err.Error(), "engine", cfg.Engine)
+	} else if b != nil {
+		p.backend = counted{Backend: b, load: &p.load}
+		sc := inference.DefaultServiceConfig()
+		sc.Logger = log
+		p.service = inference.NewService(h, p.backend, sc)
+	}
 	p.Matrix.SetLocation(h.ID().String(), cfg.Location)
 	p.Catalog.Watch(p.onCatalogChange)
 	p.pinger = p2p.NewPinger(h, p2p.PingerConfig{Interval: cfg.Ping, OnSample: p.onRTTSample})
@@ -160,7 +173,7 @@ func Start(ctx context.Context, cfg Config) (*Peer, error) {
 
 // Handler is the peer's HTTP API.
 func (p *Peer) Handler() http.Handler {
-	s := api.NewServer(p, p.log)
+	s := api.NewServer(p, p, p.log)
 	s.Handle("GET /metrics", promHandler(p.registry))
 	return s
 }
@@ -207,6 +220,9 @@ func (p *Peer) Close() error {
 		}
 		p.Gossip.Close()
 		p.wg.Wait()
+		if p.service != nil {
+			p.service.Close()
+		}
 		errs = append(errs, p.Host.Close())
 		p.closeErr = errors.Join(errs...)
 		p.log.Info("peer stopped")
@@ -308,7 +324,7 @@ func (p *Peer) watchModels(ctx context.Context) {
 // re-announces and re-advertises.
 func (p *Peer) refreshModels(ctx context.Context, first bool) {
 	lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	models, err := p.lister.list(lctx)
+	models, err := listModels(lctx, p.backend, p.cfg.Engine)
 	cancel()
 	if err != nil {
 		if first {

@@ -89,6 +89,15 @@ func startSwarm(t testing.TB, n int, mod func(i int, c *Config)) []*Peer {
 	return peers
 }
 
+// slow stretches a deadline under the race detector, which slows these
+// many-host tests several times over on a 2-core machine.
+func slow(d time.Duration) time.Duration {
+	if raceEnabled {
+		return 4 * d
+	}
+	return d
+}
+
 // eventually polls cond until it holds or the deadline passes.
 func eventually(t testing.TB, within time.Duration, what string, cond func() error) time.Duration {
 	t.Helper()
@@ -128,7 +137,7 @@ func catalogsHoldAll(peers []*Peer, except map[string]bool) error {
 func TestSwarmCatalogsConverge(t *testing.T) {
 	const n = 20
 	peers := startSwarm(t, n, nil)
-	took := eventually(t, 10*time.Second, "every catalog holds the other 19", func() error {
+	took := eventually(t, slow(10*time.Second), "every catalog holds the other 19", func() error {
 		return catalogsHoldAll(peers, nil)
 	})
 	t.Logf("20 catalogs complete after %s", took)
@@ -147,7 +156,7 @@ func TestSwarmCatalogsConverge(t *testing.T) {
 			}
 		}
 		asker := peers[7]
-		eventually(t, 20*time.Second, "providers of domain/"+d, func() error {
+		eventually(t, slow(20*time.Second), "providers of domain/"+d, func() error {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
 			found, err := experts.FindProviders(ctx, asker.Host.DHT, experts.KindDomain, d, 100)
@@ -184,6 +193,9 @@ func keys(m map[string]bool) []string {
 func (p *Peer) crash() {
 	p.closeOnce.Do(func() {
 		p.cancel()
+		if p.httpSrv != nil {
+			p.httpSrv.Close()
+		}
 		p.Gossip.Close()
 		p.wg.Wait()
 		p.Host.Close()
@@ -192,13 +204,13 @@ func (p *Peer) crash() {
 
 func TestDeadPeerLeavesEveryCatalog(t *testing.T) {
 	peers := startSwarm(t, 8, nil)
-	eventually(t, 10*time.Second, "catalogs complete", func() error { return catalogsHoldAll(peers, nil) })
+	eventually(t, slow(10*time.Second), "catalogs complete", func() error { return catalogsHoldAll(peers, nil) })
 
 	// A clean stop: the leave announcement removes it at once.
 	left := peers[3]
 	left.Close()
 	gone := map[string]bool{left.ID().String(): true}
-	took := eventually(t, 3*time.Second, "left peer removed", func() error { return absentEverywhere(peers, gone) })
+	took := eventually(t, slow(3*time.Second), "left peer removed", func() error { return absentEverywhere(peers, gone) })
 	t.Logf("peer that left was removed everywhere after %s", took)
 
 	// A crash: silence, then expiry after the TTL.
@@ -206,9 +218,9 @@ func TestDeadPeerLeavesEveryCatalog(t *testing.T) {
 	ttl := experts.TTL(dead.Gossip.Interval())
 	dead.crash()
 	gone[dead.ID().String()] = true
-	took = eventually(t, ttl+3*time.Second, "crashed peer expired", func() error { return absentEverywhere(peers, gone) })
+	took = eventually(t, ttl+slow(3*time.Second), "crashed peer expired", func() error { return absentEverywhere(peers, gone) })
 	t.Logf("crashed peer expired everywhere after %s (TTL %s)", took, ttl)
-	if took > ttl+2*time.Second {
+	if took > ttl+slow(2*time.Second) {
 		t.Fatalf("expiry took %s, TTL is %s", took, ttl)
 	}
 }

@@ -159,6 +159,7 @@ type completionRequest struct {
 // badRequest is a 400 naming the offending parameter.
 type badRequest struct {
 	param, msg string
+	status     int // 400 unless set
 }
 
 func (e *badRequest) Error() string { return e.msg }
@@ -308,7 +309,7 @@ func decode(r *http.Request, v any) error {
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
-			return bad("", "request body larger than %d bytes", tooBig.Limit)
+			return &badRequest{msg: fmt.Sprintf("request body larger than %d bytes", tooBig.Limit), status: http.StatusRequestEntityTooLarge}
 		}
 		return bad("", "reading body: %v", err)
 	}
@@ -330,6 +331,9 @@ func writeErr(w http.ResponseWriter, err error) {
 	switch {
 	case errors.As(err, &br):
 		status, code, typ = http.StatusBadRequest, "invalid_request", "invalid_request_error"
+		if br.status != 0 {
+			status = br.status
+		}
 		if br.param != "" {
 			param = &br.param
 		}

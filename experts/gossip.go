@@ -62,6 +62,7 @@ type Gossip struct {
 	accepted atomic.Uint64
 	rejected map[string]*atomic.Uint64
 	interval atomic.Int64
+	unheard  atomic.Bool // the last announcement went out with no topic peer
 
 	mu       sync.Mutex
 	lastEnv  []byte               // our latest signed announcement
@@ -235,9 +236,10 @@ func (g *Gossip) heartbeat(ctx context.Context) {
 				if err != nil {
 					return
 				}
-				// Re-announce only when this peer gains its first topic
-				// neighbour: that is when its earlier messages reached nobody.
-				if ev.Type == pubsub.PeerJoin && len(g.topic.ListPeers()) == 1 {
+				// Re-announce only when the last announcement reached no
+				// topic neighbour (typically the first one, sent before
+				// joining): then it was heard by nobody.
+				if ev.Type == pubsub.PeerJoin && g.unheard.Load() {
 					select {
 					case ch <- struct{}{}:
 					default:
@@ -261,6 +263,7 @@ func (g *Gossip) heartbeat(ctx context.Context) {
 			case <-time.After(wait):
 			}
 		}
+		g.unheard.Store(len(g.topic.ListPeers()) == 0)
 		if err := g.publish(ctx, false); err != nil && ctx.Err() == nil {
 			g.log.Warn("announce failed", "err", err)
 		}

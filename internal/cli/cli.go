@@ -34,6 +34,8 @@ Usage:
   mwpeer id [flags]           print this peer's ID and the --bootstrap value others use to join through it
   mwpeer status [--http ADDR] show a running peer's status
   mwpeer peers [--http ADDR]  list the peers a running peer knows
+  mwpeer chat [flags] PROMPT  ask the swarm through a running peer; the answer streams to stdout
+  mwpeer route [flags] PROMPT show which experts a running peer would ask, and why, without asking
   mwpeer help                 this text
 
 Every flag can also be set with the MWPEER_* variable named next to it; a flag wins over its variable.
@@ -55,6 +57,10 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return runStatus(ctx, args, stdout, stderr)
 	case "peers":
 		return runPeers(ctx, args, stdout, stderr)
+	case "chat":
+		return runChat(ctx, args, stdout, stderr)
+	case "route":
+		return runRoute(ctx, args, stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usageText)
 		return exitOK
@@ -107,6 +113,7 @@ func peerFlags(fs *flag.FlagSet) func() (mwpeer.Config, error) {
 	announce := fs.String("announce", env("ANNOUNCE", ""), "comma-separated extra public multiaddrs to advertise, e.g. a forwarded port (MWPEER_ANNOUNCE)")
 	dhtMode := fs.String("dht-mode", env("DHT_MODE", d.DHTMode), "DHT mode: auto (server unless found unreachable), server or client (MWPEER_DHT_MODE)")
 	relay := fs.Bool("relay-service", envBool("RELAY_SERVICE", d.RelayService), "offer circuit relay v2 to NAT'd peers when publicly reachable (MWPEER_RELAY_SERVICE)")
+	maxK := fs.Int("max-k", envInt("MAX_K", d.MaxK), "most experts a prompt is sent to in parallel (MWPEER_MAX_K)")
 	announceMin := fs.Duration("announce-interval", envDuration("ANNOUNCE_INTERVAL", d.AnnounceMin), "shortest heartbeat between announcements; it grows with the swarm (MWPEER_ANNOUNCE_INTERVAL)")
 	return func() (mwpeer.Config, error) {
 		c := d
@@ -127,6 +134,7 @@ func peerFlags(fs *flag.FlagSet) func() (mwpeer.Config, error) {
 		c.DHTMode = *dhtMode
 		c.RelayService = *relay
 		c.AnnounceMin = *announceMin
+		c.MaxK = *maxK
 		if (*lat == "") != (*lon == "") {
 			return c, errors.New("--lat and --lon go together")
 		}

@@ -1,0 +1,5 @@
+//go:build race
+
+package mwpeer
+
+const raceEnabled = true
