@@ -395,3 +395,36 @@ func TestFailoverMidStream(t *testing.T) {
 		t.Fatalf("experts %v: want the killed one then the other", experts)
 	}
 }
+
+// TestFastestAnswersAtTheFastSpeedAndCancelsTheSlow asks two experts, one
+// slow to start and one fast: the answer comes at the fast one's speed and
+// the slow one's backend sees its call cancelled.
+func TestFastestAnswersAtTheFastSpeedAndCancelsTheSlow(t *testing.T) {
+	peers := apiSwarm(t, [][]string{{"syn-a"}, {"syn-a"}, {}}, func(i int, c *Config) {
+		if i == 0 {
+			c.Synthetic.TTFT = 3 * time.Second
+		}
+	})
+	slowPeer, fast := peers[0], peers[1]
+	start := time.Now()
+	text, expert, info := streamChat(t, peers[2], `{"model":"syn-a","stream":true,"mwpeer":{"k":2,"strategy":"fastest"},"messages":[{"role":"user","content":"race"}]}`, nil)
+	took := time.Since(start)
+	if expert != fast.ID().String() {
+		t.Fatalf("answered by %s, want the fast peer %s", expert, fast.ID())
+	}
+	if took > time.Second {
+		t.Fatalf("answer took %s: waited for the slow expert", took)
+	}
+	if text == "" || info == nil {
+		t.Fatalf("text %q info %v", text, info)
+	}
+	eventually(t, slow(3*time.Second), "slow expert's backend sees the cancel", func() error {
+		if synthetic(slowPeer).Cancellations() == 0 {
+			return fmt.Errorf("no cancellation yet (calls %d)", synthetic(slowPeer).Calls())
+		}
+		return nil
+	})
+	if synthetic(slowPeer).Calls() == 0 {
+		t.Fatal("the slow expert was never asked: k=2 not honoured")
+	}
+}
