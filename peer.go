@@ -161,8 +161,8 @@ func Start(ctx context.Context, cfg Config) (*Peer, error) {
 	// Read the engine's models before the first announcement, briefly, so
 	// the swarm hears what this peer serves from its very first message.
 	p.refreshModels(ctx, true)
-	p.wg.Add(4)
-	go func() { defer p.wg.Done(); p.Gossip.Run(runCtx) }()
+	p.Gossip.Start(runCtx)
+	p.wg.Add(3)
 	go func() { defer p.wg.Done(); p.Advertise.Run(runCtx) }()
 	go func() { defer p.wg.Done(); p.pinger.Run(runCtx) }()
 	go func() { defer p.wg.Done(); p.watchModels(runCtx) }()

@@ -75,7 +75,7 @@ type Gossip struct {
 }
 
 // JoinGossip joins the announcement topic on ps and registers the
-// validator and the catch-up protocol on h. Call Run to start announcing.
+// validator and the catch-up protocol on h. Call Start to start announcing.
 func JoinGossip(ps *pubsub.PubSub, h host.Host, cfg GossipConfig) (*Gossip, error) {
 	if cfg.Key == nil || cfg.Catalog == nil || cfg.Local == nil {
 		return nil, errors.New("experts: gossip needs a key, a catalog and a Local function")
@@ -196,18 +196,21 @@ func (g *Gossip) Changed() {
 	}
 }
 
-// Run announces, receives and expires until ctx ends or Close is called.
-func (g *Gossip) Run(ctx context.Context) {
+// Start announces, receives, expires and catches up in the background
+// until ctx ends or Close is called.
+func (g *Gossip) Start(ctx context.Context) {
 	ctx, cancel := context.WithCancel(ctx)
 	g.mu.Lock()
 	g.cancel = cancel
 	g.mu.Unlock()
-	g.wg.Add(3)
+	g.wg.Add(4)
 	go g.receive(ctx)
 	go g.expire(ctx)
 	go g.catchUpNewcomers(ctx)
-	g.heartbeat(ctx)
-	g.wg.Wait()
+	go func() {
+		defer g.wg.Done()
+		g.heartbeat(ctx)
+	}()
 }
 
 func (g *Gossip) adapt() time.Duration {
@@ -310,7 +313,7 @@ func (g *Gossip) Leave(ctx context.Context) error {
 	return err
 }
 
-// Close stops Run, leaves the topic and removes the catch-up handler.
+// Close stops what Start started, leaves the topic and removes the catch-up handler.
 func (g *Gossip) Close() {
 	g.mu.Lock()
 	cancel := g.cancel

@@ -142,17 +142,26 @@ func TestOllamaBackend(t *testing.T) {
 			peers = append(peers, RemoteTarget(client, h.ID()))
 			hosts = append(hosts, &serving{h: h})
 		}
+		// A long answer, so that the serving host is gone well before
+		// Ollama finishes: a short one can arrive whole before the close.
+		long := req
+		long.MaxTokens = 200
+		long.Logprobs, long.TopLogprobs = false, 0
+		var want strings.Builder
+		if _, err := o.Generate(ctx, long, collect(&want)); err != nil {
+			t.Fatal(err)
+		}
 		var sb strings.Builder
 		sent := 0
-		res, err := Dispatch(ctx, peers[:1], peers[1:], Fastest, req, func(expert string, c Chunk) error {
+		res, err := Dispatch(ctx, peers[:1], peers[1:], Fastest, long, func(expert string, c Chunk) error {
 			sb.WriteString(c.Text)
-			if sent++; sent == 5 {
+			if sent++; sent == 2 {
 				hosts[0].h.Close()
 			}
 			return nil
 		})
-		if err != nil || res.Failovers != 1 || sb.String() != full.String() {
-			t.Fatalf("err %v, failovers %d, text %q, want %q", err, res.Failovers, sb.String(), full.String())
+		if err != nil || res.Failovers != 1 || sb.String() != want.String() {
+			t.Fatalf("err %v, failovers %d, text %q, want %q", err, res.Failovers, sb.String(), want.String())
 		}
 	})
 }
