@@ -134,9 +134,12 @@ func TestOllamaBackend(t *testing.T) {
 		client := newHost(t)
 		var peers []Target
 		var hosts []*serving
-		for range 2 {
+		// Each peer has its own Ollama, as real peers do: one server
+		// finishing a cancelled request must not hold up the other.
+		backends := []*Ollama{o, startOllama(t)}
+		for i := range 2 {
 			h := newHost(t)
-			svc := NewService(h, o, ServiceConfig{})
+			svc := NewService(h, backends[i], ServiceConfig{})
 			defer svc.Close()
 			connect(t, client, h)
 			peers = append(peers, RemoteTarget(client, h.ID()))
