@@ -55,13 +55,19 @@ type Announcement struct {
 	Time     int64  `json:"time_ms"`     // author's clock, Unix milliseconds
 	Interval int64  `json:"interval_ms"` // author's heartbeat interval; receivers derive the TTL from it
 	Leave    bool   `json:"leave,omitempty"`
+	// A beat is the light heartbeat sent between full announcements: it
+	// carries only the fields above, Load, and State, the Seq of the
+	// author's latest full announcement. It keeps a known peer alive in
+	// catalogs without re-sending everything.
+	Beat  bool   `json:"beat,omitempty"`
+	State uint64 `json:"state,omitempty"`
 
 	Addrs    []string               `json:"addrs,omitempty"`
 	Models   []Model                `json:"models,omitempty"`
 	Domains  []string               `json:"domains,omitempty"`
-	Hardware Hardware               `json:"hardware"`
-	Capacity int                    `json:"capacity"` // concurrent requests it accepts
-	Load     int                    `json:"load"`     // requests in progress
+	Hardware Hardware               `json:"hardware,omitzero"`
+	Capacity int                    `json:"capacity,omitempty"` // concurrent requests it accepts
+	Load     int                    `json:"load,omitempty"`     // requests in progress
 	Location *geo.Point             `json:"location,omitempty"`
 	Region   string                 `json:"region,omitempty"`
 	RTT      map[string]float64     `json:"rtt_ms,omitempty"` // EWMA ping RTTs to peers it measures, ms
@@ -75,7 +81,7 @@ const (
 	MaxAnnouncementSize = 32 << 10 // bytes, signed envelope included
 	MaxAddrs            = 16
 	MaxModels           = 64
-	MaxRTTRow           = 32
+	MaxRTTRow           = 16
 	MaxString           = 256
 	MaxFutureSkew       = 30 * time.Second // clocks may disagree by this much
 	MinInterval         = time.Second
@@ -164,10 +170,25 @@ func ReasonOf(err error) string {
 	return ""
 }
 
+// FullEvery is how many heartbeats pass between two full announcements
+// when nothing changes; the others are beats.
+const FullEvery = 6
+
 // Open checks a signed announcement from an untrusted source: size,
 // signature, that the signer is the announced peer, the timestamps against
 // now, and every limit. It returns the announcement or a *RejectError.
 func Open(data []byte, now time.Time) (*Announcement, error) {
+	return open(data, now, false)
+}
+
+// OpenRelayed is Open for an announcement handed on by another peer
+// (catch-up): a full announcement may be as old as FullEvery intervals plus
+// its TTL, since beats kept its author alive meanwhile.
+func OpenRelayed(data []byte, now time.Time) (*Announcement, error) {
+	return open(data, now, true)
+}
+
+func open(data []byte, now time.Time, relayed bool) (*Announcement, error) {
 	if len(data) > MaxAnnouncementSize {
 		return nil, reject(RejectOversized, "%d bytes, cap %d", len(data), MaxAnnouncementSize)
 	}
@@ -197,8 +218,12 @@ func Open(data []byte, now time.Time) (*Announcement, error) {
 	if at.After(now.Add(MaxFutureSkew)) {
 		return nil, reject(RejectFuture, "dated %s ahead", at.Sub(now).Round(time.Millisecond))
 	}
-	if now.Sub(at) > a.TTL() {
-		return nil, reject(RejectStale, "dated %s ago, TTL %s", now.Sub(at).Round(time.Millisecond), a.TTL())
+	maxAge := a.TTL()
+	if relayed && !a.Beat && !a.Leave {
+		maxAge += FullEvery * time.Duration(a.Interval) * time.Millisecond
+	}
+	if now.Sub(at) > maxAge {
+		return nil, reject(RejectStale, "dated %s ago, TTL %s", now.Sub(at).Round(time.Millisecond), maxAge)
 	}
 	return &a, nil
 }
@@ -210,6 +235,9 @@ func (a *Announcement) validate() error {
 	iv := time.Duration(a.Interval) * time.Millisecond
 	if iv < MinInterval || iv > MaxInterval {
 		return fmt.Errorf("interval %s outside [%s, %s]", iv, MinInterval, MaxInterval)
+	}
+	if a.Beat && (len(a.Addrs)+len(a.Models)+len(a.Domains)+len(a.RTT) > 0 || a.Coord != nil || a.Location != nil || a.Leave || a.State == 0) {
+		return errors.New("a beat carries only liveness, load and state")
 	}
 	if len(a.Addrs) > MaxAddrs {
 		return fmt.Errorf("%d addresses, cap %d", len(a.Addrs), MaxAddrs)

@@ -9,10 +9,13 @@ import (
 // Entry is one peer in the catalog: its latest announcement, the signed
 // envelope it came in (so it can be handed on), and when it was heard.
 type Entry struct {
-	Announcement
-	Envelope []byte    `json:"-"`
-	Seen     time.Time `json:"last_seen"` // local time the latest announcement arrived
-	Expires  time.Time `json:"expires"`
+	Announcement           // the latest full announcement
+	Envelope     []byte    // its signed envelope
+	BeatEnvelope []byte    // the latest beat since, if any
+	LastSeq      uint64    // Seq of the latest full or beat applied
+	Outdated     bool      // a beat named a newer full than this one, which was missed
+	Seen         time.Time // local time the latest full or beat arrived
+	Expires      time.Time
 }
 
 // Serves reports whether the entry serves model (or any model when model is "").
@@ -92,24 +95,55 @@ func (c *Catalog) Apply(a *Announcement, envelope []byte, now time.Time) bool {
 		return false
 	}
 	old, had := c.entries[a.Peer]
-	if had && a.Seq <= old.Seq {
+	// A relayed (catch-up) announcement may be older than now: it counts
+	// from when its author wrote it, never from later.
+	seen := now
+	if at := a.At(); at.Before(seen) {
+		seen = at
+	}
+	switch {
+	case a.Beat:
+		// Beats keep known peers alive; an unknown peer waits for a full
+		// announcement (or a catch-up) to enter the catalog.
+		if !had || a.Seq <= old.LastSeq {
+			c.mu.Unlock()
+			return false
+		}
+		old.LastSeq = a.Seq
+		old.Load = a.Load
+		old.Interval = a.Interval
+		old.BeatEnvelope = envelope
+		old.Outdated = a.State != old.Seq
+		if seen.After(old.Seen) {
+			old.Seen = seen
+			old.Expires = seen.Add(a.TTL())
+		}
+		c.mu.Unlock()
+		return true
+	case had && a.Seq <= old.Seq:
 		c.mu.Unlock()
 		return false
-	}
-	if a.Leave {
+	case a.Leave:
+		if had && a.Seq <= old.LastSeq {
+			c.mu.Unlock()
+			return false
+		}
 		delete(c.entries, a.Peer)
 		c.tombstones[a.Peer] = tombstone{seq: a.Seq, expires: now.Add(a.TTL())}
 		if had {
 			changes = append(changes, Change{Peer: a.Peer, Removed: true, Reason: "left"})
 		}
-	} else {
-		// A relayed (catch-up) announcement may be older than now: it counts
-		// from when its author wrote it, never from later.
-		seen := now
-		if at := a.At(); at.Before(seen) {
-			seen = at
+	default:
+		e := &Entry{Announcement: *a, Envelope: envelope, LastSeq: a.Seq, Seen: seen, Expires: seen.Add(a.TTL())}
+		if had {
+			if old.LastSeq > e.LastSeq {
+				e.LastSeq, e.BeatEnvelope = old.LastSeq, old.BeatEnvelope
+			}
+			if old.Seen.After(e.Seen) {
+				e.Seen, e.Expires = old.Seen, old.Expires
+			}
 		}
-		c.entries[a.Peer] = &Entry{Announcement: *a, Envelope: envelope, Seen: seen, Expires: seen.Add(a.TTL())}
+		c.entries[a.Peer] = e
 		reason := "updated"
 		if !had {
 			reason = "joined"
@@ -214,8 +248,9 @@ func (c *Catalog) Snapshot() []Entry {
 	return out
 }
 
-// Envelopes returns up to max signed announcements, most recently heard
-// first, for handing to a newcomer.
+// Envelopes returns the signed announcements of up to max peers, most
+// recently heard first, for handing to a newcomer: each peer's full
+// announcement, then its latest beat when it has one.
 func (c *Catalog) Envelopes(max int) [][]byte {
 	c.mu.RLock()
 	es := make([]*Entry, 0, len(c.entries))
@@ -227,9 +262,12 @@ func (c *Catalog) Envelopes(max int) [][]byte {
 	if max > 0 && len(es) > max {
 		es = es[:max]
 	}
-	out := make([][]byte, len(es))
-	for i, e := range es {
-		out[i] = e.Envelope
+	out := make([][]byte, 0, len(es))
+	for _, e := range es {
+		out = append(out, e.Envelope)
+		if e.BeatEnvelope != nil && e.LastSeq > e.Seq {
+			out = append(out, e.BeatEnvelope)
+		}
 	}
 	return out
 }

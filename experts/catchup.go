@@ -55,12 +55,15 @@ func (g *Gossip) serveCatchUp(s network.Stream) {
 			delete(g.served, id)
 		}
 	}
-	own := g.lastEnv
+	own, ownBeat := g.lastFull, g.lastBeat
 	g.mu.Unlock()
 
 	w := msgio.NewVarintWriter(s)
-	if own != nil {
-		if err := w.WriteMsg(own); err != nil {
+	for _, env := range [][]byte{own, ownBeat} {
+		if env == nil {
+			continue
+		}
+		if err := w.WriteMsg(env); err != nil {
 			s.Reset()
 			return
 		}
@@ -103,7 +106,7 @@ func (g *Gossip) CatchUp(ctx context.Context, p peer.ID) (int, error) {
 	}
 	r := msgio.NewVarintReaderSize(s, MaxAnnouncementSize)
 	applied := 0
-	for n := 0; n <= g.cfg.CatchUpMax; n++ { // the responder's own announcement comes on top
+	for n := 0; n <= 2*g.cfg.CatchUpMax+1; n++ { // a full and a beat per peer, the responder's own on top
 		data, err := r.ReadMsg()
 		if errors.Is(err, io.EOF) {
 			return applied, nil
@@ -112,7 +115,7 @@ func (g *Gossip) CatchUp(ctx context.Context, p peer.ID) (int, error) {
 			s.Reset()
 			return applied, err
 		}
-		a, err := Open(data, time.Now())
+		a, err := OpenRelayed(data, time.Now())
 		if err != nil {
 			g.count(ReasonOf(err))
 			r.ReleaseMsg(data)

@@ -214,3 +214,59 @@ func TestKeyIsStableAndDistinct(t *testing.T) {
 		t.Fatal("domain and model keys collide")
 	}
 }
+
+func TestBeatsKeepKnownPeersAlive(t *testing.T) {
+	key, id := newKey(t)
+	now := time.Now()
+	c := NewCatalog("self", 0)
+	beat := Announcement{Peer: id, Seq: 8, Time: now.UnixMilli(), Interval: 5000, Beat: true, State: 7, Load: 3}
+	if c.Apply(&beat, nil, now) {
+		t.Fatal("a beat introduced an unknown peer")
+	}
+	full := sample(id, now)
+	c.Apply(&full, []byte("full"), now)
+	later := now.Add(10 * time.Second)
+	beat.Time = later.UnixMilli()
+	if !c.Apply(&beat, []byte("beat"), later) {
+		t.Fatal("beat for a known peer not applied")
+	}
+	e, _ := c.Get(id)
+	if e.Load != 3 || !e.Expires.After(later) || e.Outdated || e.Domains[0] != "code" {
+		t.Fatalf("after beat: %+v", e)
+	}
+	if gone := c.Expire(now.Add(full.TTL() + time.Second)); len(gone) != 0 {
+		t.Fatal("the beat did not extend the TTL")
+	}
+	envs := c.Envelopes(0)
+	if len(envs) != 2 || string(envs[0]) != "full" || string(envs[1]) != "beat" {
+		t.Fatalf("catch-up envelopes %q", envs)
+	}
+	missed := Announcement{Peer: id, Seq: 10, Time: later.UnixMilli(), Interval: 5000, Beat: true, State: 9}
+	c.Apply(&missed, nil, later)
+	if e, _ := c.Get(id); !e.Outdated {
+		t.Fatal("a beat naming an unseen full did not mark the entry outdated")
+	}
+	// Sealed beats validate; a beat carrying payload does not.
+	data, err := Seal(&beat, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(data, later); err != nil {
+		t.Fatalf("valid beat rejected: %v", err)
+	}
+	fat := beat
+	fat.Domains = []string{"code"}
+	data, _ = Seal(&fat, key)
+	if _, err := Open(data, later); ReasonOf(err) != RejectInvalid {
+		t.Fatalf("beat with payload: %v", err)
+	}
+	// A full relayed by catch-up may be older than its TTL (beats kept it alive).
+	old := sample(id, now.Add(-30*time.Second))
+	data, _ = Seal(&old, key)
+	if _, err := Open(data, now); ReasonOf(err) != RejectStale {
+		t.Fatalf("old full via gossip: %v", err)
+	}
+	if _, err := OpenRelayed(data, now); err != nil {
+		t.Fatalf("old full via catch-up: %v", err)
+	}
+}

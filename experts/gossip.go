@@ -65,7 +65,11 @@ type Gossip struct {
 	unheard  atomic.Bool // the last announcement went out with no topic peer
 
 	mu       sync.Mutex
-	lastEnv  []byte               // our latest signed announcement
+	lastFull []byte               // our latest signed full announcement
+	lastBeat []byte               // and the latest beat after it
+	fullSeq  uint64               // Seq of lastFull
+	beats    int                  // beats since lastFull
+	dirty    bool                 // something changed since lastFull
 	lastFrom map[string]time.Time // author -> when we last accepted one of theirs
 	syncedAt map[peer.ID]time.Time
 	served   map[peer.ID]time.Time
@@ -188,8 +192,11 @@ func (g *Gossip) Accepted() uint64 { return g.accepted.Load() }
 // Interval is the current heartbeat interval.
 func (g *Gossip) Interval() time.Duration { return time.Duration(g.interval.Load()) }
 
-// Changed asks for an announcement soon (coalesced; at most one a second).
+// Changed asks for a full announcement soon (coalesced; at most one a second).
 func (g *Gossip) Changed() {
+	g.mu.Lock()
+	g.dirty = true
+	g.mu.Unlock()
 	select {
 	case g.changed <- struct{}{}:
 	default:
@@ -243,6 +250,9 @@ func (g *Gossip) heartbeat(ctx context.Context) {
 				// topic neighbour (typically the first one, sent before
 				// joining): then it was heard by nobody.
 				if ev.Type == pubsub.PeerJoin && g.unheard.Load() {
+					g.mu.Lock()
+					g.dirty = true // the re-announcement must be a full one
+					g.mu.Unlock()
 					select {
 					case ch <- struct{}{}:
 					default:
@@ -278,21 +288,34 @@ func (g *Gossip) heartbeat(ctx context.Context) {
 }
 
 func (g *Gossip) publish(ctx context.Context, leave bool) error {
-	a := g.cfg.Local()
-	a.Peer = g.self.String()
-	a.Seq = g.seq.Add(1)
-	a.Time = time.Now().UnixMilli()
-	a.Interval = g.Interval().Milliseconds()
-	a.Leave = leave
-	if leave {
-		a = Announcement{Peer: a.Peer, Seq: a.Seq, Time: a.Time, Interval: a.Interval, Leave: true}
+	local := g.cfg.Local()
+	now := time.Now()
+	g.mu.Lock()
+	seq := g.seq.Add(1)
+	a := Announcement{Peer: g.self.String(), Seq: seq, Time: now.UnixMilli(), Interval: g.Interval().Milliseconds()}
+	switch {
+	case leave:
+		a.Leave = true
+	case g.lastFull == nil || g.dirty || g.beats+1 >= FullEvery || g.unheard.Load():
+		full := local
+		full.Peer, full.Seq, full.Time, full.Interval = a.Peer, a.Seq, a.Time, a.Interval
+		a = full
+	default:
+		a.Beat, a.State, a.Load = true, g.fullSeq, local.Load
 	}
+	g.mu.Unlock()
 	env, err := Seal(&a, g.cfg.Key)
 	if err != nil {
 		return err
 	}
 	g.mu.Lock()
-	g.lastEnv = env
+	switch {
+	case a.Beat:
+		g.lastBeat = env
+		g.beats++
+	case !a.Leave:
+		g.lastFull, g.lastBeat, g.fullSeq, g.beats, g.dirty = env, nil, a.Seq, 0, false
+	}
 	g.mu.Unlock()
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
