@@ -1,0 +1,139 @@
+package llama
+
+import (
+	"context"
+	"math"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mwpeer/mwpeer/internal/ggufgen"
+	"github.com/mwpeer/mwpeer/internal/ollamatest"
+	"github.com/ollama/ollama/api"
+)
+
+// anchorPrompts are completed by both engines.
+var anchorPrompts = []string{"Hello", "The quick brown fox", "1 + 1 ="}
+
+const anchorTokens = 32
+
+// ollamaGreedy returns Ollama's greedy tokens (as text pieces) and their log-probabilities.
+func ollamaGreedy(t *testing.T, client *api.Client, model, prompt string, n int) ([]string, []float64) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	stream := false
+	req := &api.GenerateRequest{
+		Model: model, Prompt: prompt, Raw: true, Stream: &stream,
+		Logprobs: true, TopLogprobs: 5,
+		Options: map[string]any{"temperature": 0, "repeat_penalty": 1, "num_predict": n, "seed": 1},
+	}
+	var toks []string
+	var lps []float64
+	err := client.Generate(ctx, req, func(r api.GenerateResponse) error {
+		for _, lp := range r.Logprobs {
+			toks = append(toks, lp.Token)
+			lps = append(lps, lp.Logprob)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("ollama generate %s: %v", model, err)
+	}
+	return toks, lps
+}
+
+// anchorCase is one model compared with Ollama.
+type anchorCase struct {
+	name     string
+	cfg      ggufgen.Config
+	quantize string  // "" to import as is
+	tol      float64 // largest allowed log-probability difference
+}
+
+func anchorCases() []anchorCase {
+	moe, dense := ggufgen.Tiny(), ggufgen.TinyDense()
+	f16moe, f16dense := moe, dense
+	f16moe.Type, f16dense.Type = ggufgen.F16, ggufgen.F16
+	f16moe.Name, f16dense.Name = "mwpeer-tiny-moe-f16", "mwpeer-tiny-dense-f16"
+	gqa := moe
+	gqa.Name, gqa.Embedding, gqa.Heads, gqa.KVHeads, gqa.Seed = "mwpeer-tiny-gqa", 96, 6, 2, 7
+	gqaDense := dense
+	gqaDense.Name, gqaDense.Embedding, gqaDense.Heads, gqaDense.KVHeads, gqaDense.Layers, gqaDense.Seed = "mwpeer-tiny-gqa-dense", 96, 6, 2, 3, 3
+	moe8 := moe
+	moe8.Name, moe8.Experts, moe8.ExpertsUsed, moe8.Layers, moe8.Seed = "mwpeer-tiny-moe8", 8, 2, 3, 5
+	return []anchorCase{
+		{name: "moe-f32", cfg: moe, tol: 1e-3},
+		{name: "dense-f32", cfg: dense, tol: 1e-3},
+		{name: "moe-f16", cfg: f16moe, tol: 1e-3},
+		{name: "dense-f16", cfg: f16dense, tol: 1e-3},
+		{name: "gqa-moe-f32", cfg: gqa, tol: 1e-3},
+		{name: "gqa-dense-f32", cfg: gqaDense, tol: 1e-3},
+		{name: "moe8-f32", cfg: moe8, tol: 1e-3},
+	}
+}
+
+// TestMatchesOllama is the correctness anchor: for the same GGUF file and
+// prompt, greedy tokens and log-probabilities equal llama.cpp's as run by Ollama.
+func TestMatchesOllama(t *testing.T) {
+	srv := ollamatest.Start(t) // skips without $MWPEER_OLLAMA
+	dir := t.TempDir()
+	for _, tc := range anchorCases() {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(dir, tc.name+".gguf")
+			if err := ggufgen.WriteFile(path, tc.cfg); err != nil {
+				t.Fatal(err)
+			}
+			model := strings.ToLower(tc.name)
+			srv.CreateModel(t, model, path)
+			m, err := Load(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			compareWithOllama(t, srv.Client(), model, m, tc.tol)
+		})
+	}
+}
+
+func compareWithOllama(t *testing.T, client *api.Client, model string, m *Model, tol float64) {
+	t.Helper()
+	var maxDiff float64
+	matched := 0
+	for _, prompt := range anchorPrompts {
+		wantToks, wantLps := ollamaGreedy(t, client, model, prompt, anchorTokens)
+		if len(wantToks) != anchorTokens {
+			t.Fatalf("%q: ollama gave %d tokens, want %d", prompt, len(wantToks), anchorTokens)
+		}
+		var gotToks []string
+		var gotLps []float64
+		_, _, err := m.Generate(context.Background(), prompt, Options{MaxTokens: anchorTokens}, nil, func(tok Token) error {
+			gotToks = append(gotToks, tok.Text)
+			gotLps = append(gotLps, tok.Logprob)
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range wantToks {
+			if i >= len(gotToks) || gotToks[i] != wantToks[i] {
+				t.Errorf("%q: token %d: got %q, ollama %q\n got   %q\n ollama %q", prompt, i,
+					at(gotToks, i), wantToks[i], strings.Join(gotToks, ""), strings.Join(wantToks, ""))
+				break
+			}
+			matched++
+			maxDiff = max(maxDiff, math.Abs(gotLps[i]-wantLps[i]))
+		}
+	}
+	t.Logf("%s: %d/%d tokens match Ollama; largest log-probability difference %.2e", model, matched, anchorTokens*len(anchorPrompts), maxDiff)
+	if maxDiff > tol {
+		t.Errorf("largest log-probability difference %.2e exceeds %.0e", maxDiff, tol)
+	}
+}
+
+func at(s []string, i int) string {
+	if i < len(s) {
+		return s[i]
+	}
+	return "<none>"
+}

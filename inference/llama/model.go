@@ -1,0 +1,241 @@
+package llama
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/ollama/ollama/fs/ggml"
+)
+
+// Config is the shape of a model, read from its GGUF metadata.
+type Config struct {
+	Name          string // general.name
+	Embedding     int
+	Layers        int
+	FeedForward   int
+	Heads         int
+	KVHeads       int
+	HeadDim       int
+	RopeDim       int
+	RopeBase      float32
+	NormEpsilon   float32
+	ContextLength int
+	Experts       int // 0: dense
+	ExpertsUsed   int
+	Vocab         int
+}
+
+// layer holds the weights of one transformer block.
+type layer struct {
+	attnNorm, ffnNorm      []float32
+	wq, wk, wv, wo         *matrix
+	gate, up, down         *matrix   // dense FFN
+	gateInp                *matrix   // MoE router
+	gateExp, upExp, downEx []*matrix // MoE experts
+}
+
+// Model is a loaded llama-architecture model. It is read-only once loaded and
+// safe for concurrent use; each generation keeps its own State.
+type Model struct {
+	Config Config
+	Vocab  *Vocab
+
+	embed      *matrix
+	layers     []layer
+	outputNorm []float32
+	output     *matrix
+	size       int64
+}
+
+// ErrUnsupported is wrapped by load errors for architectures, tensor types and
+// features the engine does not run.
+var ErrUnsupported = errors.New("unsupported")
+
+// Load reads a GGUF file into memory.
+func Load(path string) (*Model, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	m, err := Read(f)
+	if err != nil {
+		return nil, fmt.Errorf("load %s: %w", path, err)
+	}
+	return m, nil
+}
+
+// Read reads a GGUF model from r.
+func Read(r io.ReadSeeker) (*Model, error) {
+	g, err := ggml.Decode(r, -1)
+	if err != nil {
+		return nil, fmt.Errorf("decode gguf: %w", err)
+	}
+	kv := g.KV()
+	if arch := kv.Architecture(); arch != "llama" {
+		return nil, fmt.Errorf("architecture %q: %w (only llama)", arch, ErrUnsupported)
+	}
+	c := Config{
+		Name:          kv.String("general.name", "llama"),
+		Embedding:     int(kv.Uint("embedding_length")),
+		Layers:        int(kv.Uint("block_count")),
+		FeedForward:   int(kv.Uint("feed_forward_length")),
+		Heads:         int(kv.Uint("attention.head_count")),
+		RopeBase:      kv.Float("rope.freq_base", 10000),
+		NormEpsilon:   kv.Float("attention.layer_norm_rms_epsilon", 1e-5),
+		ContextLength: int(kv.Uint("context_length", 2048)),
+		Experts:       int(kv.Uint("expert_count")),
+		ExpertsUsed:   int(kv.Uint("expert_used_count")),
+	}
+	c.KVHeads = int(kv.Uint("attention.head_count_kv", uint32(c.Heads)))
+	if c.Embedding <= 0 || c.Layers <= 0 || c.Heads <= 0 || c.KVHeads <= 0 ||
+		c.Embedding%c.Heads != 0 || c.Heads%c.KVHeads != 0 {
+		return nil, fmt.Errorf("bad shape: embedding %d, %d layers, %d heads, %d kv heads",
+			c.Embedding, c.Layers, c.Heads, c.KVHeads)
+	}
+	c.HeadDim = c.Embedding / c.Heads
+	c.RopeDim = int(kv.Uint("rope.dimension_count", uint32(c.HeadDim)))
+	if c.RopeDim > c.HeadDim || c.RopeDim%2 != 0 {
+		return nil, fmt.Errorf("rope dimension %d does not fit head size %d", c.RopeDim, c.HeadDim)
+	}
+	if c.Experts > 0 && (c.ExpertsUsed <= 0 || c.ExpertsUsed > c.Experts) {
+		return nil, fmt.Errorf("%d of %d experts used per token", c.ExpertsUsed, c.Experts)
+	}
+	if s := kv.String("rope.scaling.type"); s != "" && s != "none" {
+		return nil, fmt.Errorf("rope scaling %q: %w", s, ErrUnsupported)
+	}
+	vocab, err := newVocab(kv)
+	if err != nil {
+		return nil, err
+	}
+	c.Vocab = len(vocab.tokens)
+
+	tensors := make(map[string]*ggml.Tensor)
+	for _, t := range g.Tensors().Items() {
+		tensors[t.Name] = t
+	}
+	base := int64(g.Tensors().Offset)
+	m := &Model{Config: c, Vocab: vocab}
+	ld := loader{r: r, base: base, tensors: tensors}
+	kvDim := c.KVHeads * c.HeadDim
+	m.embed = ld.matrix("token_embd.weight", c.Vocab, c.Embedding)
+	m.outputNorm = ld.vector("output_norm.weight", c.Embedding)
+	if _, ok := tensors["output.weight"]; ok {
+		m.output = ld.matrix("output.weight", c.Vocab, c.Embedding)
+	} else {
+		m.output = m.embed // tied embeddings
+	}
+	m.layers = make([]layer, c.Layers)
+	for i := range m.layers {
+		l := &m.layers[i]
+		n := func(s string) string { return fmt.Sprintf("blk.%d.%s.weight", i, s) }
+		l.attnNorm = ld.vector(n("attn_norm"), c.Embedding)
+		l.ffnNorm = ld.vector(n("ffn_norm"), c.Embedding)
+		l.wq = ld.matrix(n("attn_q"), c.Embedding, c.Embedding)
+		l.wk = ld.matrix(n("attn_k"), kvDim, c.Embedding)
+		l.wv = ld.matrix(n("attn_v"), kvDim, c.Embedding)
+		l.wo = ld.matrix(n("attn_output"), c.Embedding, c.Embedding)
+		if c.Experts == 0 {
+			l.gate = ld.matrix(n("ffn_gate"), c.FeedForward, c.Embedding)
+			l.up = ld.matrix(n("ffn_up"), c.FeedForward, c.Embedding)
+			l.down = ld.matrix(n("ffn_down"), c.Embedding, c.FeedForward)
+			continue
+		}
+		l.gateInp = ld.matrix(n("ffn_gate_inp"), c.Experts, c.Embedding)
+		l.gateExp = ld.experts(n("ffn_gate_exps"), c.Experts, c.FeedForward, c.Embedding)
+		l.upExp = ld.experts(n("ffn_up_exps"), c.Experts, c.FeedForward, c.Embedding)
+		l.downEx = ld.experts(n("ffn_down_exps"), c.Experts, c.Embedding, c.FeedForward)
+	}
+	if ld.err != nil {
+		return nil, ld.err
+	}
+	m.size = ld.size
+	return m, nil
+}
+
+// loader reads tensors, remembering the first error.
+type loader struct {
+	r       io.ReadSeeker
+	base    int64
+	tensors map[string]*ggml.Tensor
+	err     error
+	size    int64
+}
+
+// data returns the bytes of the tensor name after checking its shape (GGUF order).
+func (ld *loader) data(name string, shape ...uint64) (*ggml.Tensor, []byte) {
+	if ld.err != nil {
+		return nil, nil
+	}
+	t, ok := ld.tensors[name]
+	if !ok {
+		ld.err = fmt.Errorf("missing tensor %s", name)
+		return nil, nil
+	}
+	if fmt.Sprint(t.Shape) != fmt.Sprint(shape) {
+		ld.err = fmt.Errorf("tensor %s has shape %v, want %v", name, t.Shape, shape)
+		return nil, nil
+	}
+	if _, _, ok := blockLayout(t.Kind); !ok {
+		ld.err = fmt.Errorf("tensor %s: type %s: %w", name, typeName(t.Kind), ErrUnsupported)
+		return nil, nil
+	}
+	buf := make([]byte, t.Size())
+	if _, err := ld.r.Seek(ld.base+int64(t.Offset), io.SeekStart); err != nil {
+		ld.err = fmt.Errorf("tensor %s: %w", name, err)
+		return nil, nil
+	}
+	if _, err := io.ReadFull(ld.r, buf); err != nil {
+		ld.err = fmt.Errorf("tensor %s: %w", name, err)
+		return nil, nil
+	}
+	ld.size += int64(len(buf))
+	return t, buf
+}
+
+func (ld *loader) matrix(name string, rows, cols int) *matrix {
+	t, buf := ld.data(name, uint64(cols), uint64(rows))
+	if t == nil {
+		return nil
+	}
+	m, err := newMatrix(t.Kind, rows, cols, buf)
+	if err != nil {
+		ld.err = fmt.Errorf("tensor %s: %w", name, err)
+	}
+	return m
+}
+
+func (ld *loader) experts(name string, n, rows, cols int) []*matrix {
+	t, buf := ld.data(name, uint64(cols), uint64(rows), uint64(n))
+	if t == nil {
+		return nil
+	}
+	ms := make([]*matrix, n)
+	per := len(buf) / n
+	for e := range ms {
+		m, err := newMatrix(t.Kind, rows, cols, buf[e*per:(e+1)*per])
+		if err != nil {
+			ld.err = fmt.Errorf("tensor %s: %w", name, err)
+			return nil
+		}
+		ms[e] = m
+	}
+	return ms
+}
+
+func (ld *loader) vector(name string, n int) []float32 {
+	t, buf := ld.data(name, uint64(n))
+	if t == nil {
+		return nil
+	}
+	m, err := newMatrix(t.Kind, 1, n, buf)
+	if err != nil {
+		ld.err = fmt.Errorf("tensor %s: %w", name, err)
+		return nil
+	}
+	v := make([]float32, n)
+	m.row(0, v)
+	return v
+}
