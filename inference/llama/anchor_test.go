@@ -64,13 +64,13 @@ func anchorCases() []anchorCase {
 	moe8 := moe
 	moe8.Name, moe8.Experts, moe8.ExpertsUsed, moe8.Layers, moe8.Seed = "mwpeer-tiny-moe8", 8, 2, 3, 5
 	return []anchorCase{
-		{name: "moe-f32", cfg: moe, tol: 1e-3},
-		{name: "dense-f32", cfg: dense, tol: 1e-3},
-		{name: "moe-f16", cfg: f16moe, tol: 1e-3},
-		{name: "dense-f16", cfg: f16dense, tol: 1e-3},
-		{name: "gqa-moe-f32", cfg: gqa, tol: 1e-3},
-		{name: "gqa-dense-f32", cfg: gqaDense, tol: 1e-3},
-		{name: "moe8-f32", cfg: moe8, tol: 1e-3},
+		{name: "moe-f32", cfg: moe, tol: 1e-2},
+		{name: "dense-f32", cfg: dense, tol: 1e-2},
+		{name: "moe-f16", cfg: f16moe, tol: 1e-2},
+		{name: "dense-f16", cfg: f16dense, tol: 1e-2},
+		{name: "gqa-moe-f32", cfg: gqa, tol: 1e-2},
+		{name: "gqa-dense-f32", cfg: gqaDense, tol: 1e-2},
+		{name: "moe8-f32", cfg: moe8, tol: 1e-2},
 	}
 }
 

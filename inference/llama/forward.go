@@ -62,7 +62,6 @@ type State struct {
 	ctxLen  int
 	k, v    [][]float32 // per layer: ctxLen × kvDim, rounded to F16 as llama.cpp's cache
 	pos     int
-	rope    []float32 // per position pair: cos, sin for each rotary pair
 }
 
 // BatchSize is the largest number of prompt tokens run through the model at once.
@@ -131,7 +130,6 @@ func (s *State) batch(ctx context.Context, tokens []int) ([]float32, error) {
 	v := make2(n, kvDim)
 	att := make2(n, c.Embedding)
 	o := make2(n, c.Embedding)
-	scores := make([]float32, s.pos+n)
 	for li := range m.layers {
 		if err := ctx.Err(); err != nil {
 			return nil, err
@@ -152,7 +150,7 @@ func (s *State) batch(ctx context.Context, tokens []int) ([]float32, error) {
 			copy(s.k[li][pos*kvDim:], k[b])
 			copy(s.v[li][pos*kvDim:], v[b])
 		}
-		s.attention(li, q, att, scores)
+		s.attention(li, q, att)
 		l.wo.mul(o, att)
 		for b := range x {
 			for i := range x[b] {
@@ -181,7 +179,7 @@ func (s *State) batch(ctx context.Context, tokens []int) ([]float32, error) {
 
 // attention computes causal grouped-query attention of the batch's queries
 // (at positions s.pos...) over the cache, into out.
-func (s *State) attention(li int, q, out [][]float32, scores []float32) {
+func (s *State) attention(li int, q, out [][]float32) {
 	c := s.m.Config
 	kvDim := c.KVHeads * c.HeadDim
 	group := c.Heads / c.KVHeads
@@ -193,26 +191,33 @@ func (s *State) attention(li int, q, out [][]float32, scores []float32) {
 			kvh := hd / group
 			copy(qh, q[b][hd*c.HeadDim:(hd+1)*c.HeadDim])
 			roundF16(qh) // llama.cpp multiplies the F16 cache by a query rounded to F16
+			// Online softmax with an F16 accumulator, as llama.cpp's CPU
+			// flash attention (which Ollama enables) does with an F16 cache.
+			acc := out[b][hd*c.HeadDim : (hd+1)*c.HeadDim]
+			clear(acc)
 			mx := float32(math.Inf(-1))
-			for p := range end {
-				sc := dot(qh, s.k[li][p*kvDim+kvh*c.HeadDim:][:c.HeadDim]) * scale
-				scores[p] = sc
-				mx = max(mx, sc)
-			}
 			var sum float32
 			for p := range end {
-				e := float32(math.Exp(float64(scores[p] - mx)))
-				scores[p] = e
-				sum += e
-			}
-			dst := out[b][hd*c.HeadDim : (hd+1)*c.HeadDim]
-			clear(dst)
-			for p := range end {
-				w := scores[p] / sum
-				vr := s.v[li][p*kvDim+kvh*c.HeadDim:][:c.HeadDim]
-				for i := range dst {
-					dst[i] += w * vr[i]
+				sc := dot(qh, s.k[li][p*kvDim+kvh*c.HeadDim:][:c.HeadDim]) * scale
+				ms, vs := float32(1), float32(1)
+				if sc > mx {
+					ms = float32(math.Exp(float64(mx - sc)))
+					mx = sc
+					for i := range acc {
+						acc[i] = f16table[f32to16(acc[i]*ms)]
+					}
+				} else {
+					vs = float32(math.Exp(float64(sc - mx)))
 				}
+				vr := s.v[li][p*kvDim+kvh*c.HeadDim:][:c.HeadDim]
+				for i := range acc {
+					acc[i] = f16table[f32to16(acc[i]+vr[i]*vs)]
+				}
+				sum = sum*ms + vs
+			}
+			inv := 1 / sum
+			for i := range acc {
+				acc[i] *= inv
 			}
 		}
 	}
