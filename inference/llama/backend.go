@@ -1,0 +1,220 @@
+package llama
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/mwpeer/mwpeer/inference"
+)
+
+// BackendName is the name of the embedded engine's backend.
+const BackendName = "embedded"
+
+// BackendOptions configure NewBackend.
+type BackendOptions struct {
+	// Name serves the model under this name instead of its general.name.
+	Name string
+	// Capacity bounds concurrent generations (0: 1; every generation already
+	// uses all cores for its matrix products). A call that finds no free slot
+	// within QueueWait gets inference.ErrBusy.
+	Capacity  int
+	QueueWait time.Duration
+	// MaxTokens is the answer length when a request does not set one (0: 256).
+	MaxTokens int
+	// Experts runs the MoE experts (nil: locally).
+	Experts Experts
+}
+
+// Backend serves one GGUF model through the inference.Backend interface.
+type Backend struct {
+	model *Model
+	info  inference.ModelInfo
+	opts  BackendOptions
+	slots chan struct{}
+}
+
+var _ inference.Backend = (*Backend)(nil)
+
+// NewBackend loads the GGUF file at path and serves it.
+func NewBackend(path string, opts BackendOptions) (*Backend, error) {
+	m, err := Load(path)
+	if err != nil {
+		return nil, err
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	h := sha256.New()
+	size, err := io.Copy(h, f)
+	if err != nil {
+		return nil, fmt.Errorf("hash %s: %w", path, err)
+	}
+	b := NewModelBackend(m, opts)
+	b.info.Digest = "sha256:" + hex.EncodeToString(h.Sum(nil))
+	b.info.Size = size
+	return b, nil
+}
+
+// NewModelBackend serves an already loaded model.
+func NewModelBackend(m *Model, opts BackendOptions) *Backend {
+	if opts.Name == "" {
+		opts.Name = m.Config.Name
+	}
+	if opts.Capacity <= 0 {
+		opts.Capacity = 1
+	}
+	if opts.MaxTokens <= 0 {
+		opts.MaxTokens = 256
+	}
+	return &Backend{
+		model: m,
+		opts:  opts,
+		info:  inference.ModelInfo{Name: opts.Name, Size: m.size, Family: "llama"},
+		slots: make(chan struct{}, opts.Capacity),
+	}
+}
+
+// Model returns the served model.
+func (b *Backend) Model() *Model { return b.model }
+
+// Name returns "embedded".
+func (b *Backend) Name() string { return BackendName }
+
+// Models returns the one served model.
+func (b *Backend) Models(context.Context) ([]inference.ModelInfo, error) {
+	return []inference.ModelInfo{b.info}, nil
+}
+
+func (b *Backend) acquire(ctx context.Context) error {
+	select {
+	case b.slots <- struct{}{}:
+		return nil
+	default:
+	}
+	if b.opts.QueueWait <= 0 {
+		return inference.ErrBusy
+	}
+	t := time.NewTimer(b.opts.QueueWait)
+	defer t.Stop()
+	select {
+	case b.slots <- struct{}{}:
+		return nil
+	case <-t.C:
+		return inference.ErrBusy
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Prompt renders a request as the text the model completes: the raw prompt,
+// or, for chat messages (the engine does not run GGUF chat templates), one
+// "role: content" line per message and then "assistant:"; then req.Continue.
+func Prompt(req inference.Request) string {
+	var p string
+	if len(req.Messages) == 0 {
+		p = req.Prompt
+	} else {
+		var sb strings.Builder
+		for _, m := range req.Messages {
+			fmt.Fprintf(&sb, "%s: %s\n", m.Role, m.Content)
+		}
+		sb.WriteString("assistant:")
+		p = sb.String()
+	}
+	return p + req.Continue
+}
+
+// Generate runs req and streams its tokens to emit.
+func (b *Backend) Generate(ctx context.Context, req inference.Request, emit func(inference.Chunk) error) (inference.Final, error) {
+	start := time.Now()
+	if req.Model != b.opts.Name {
+		return inference.Final{}, fmt.Errorf("embedded: %w: %q", inference.ErrUnknownModel, req.Model)
+	}
+	if req.MaxTokens < 0 || req.TopLogprobs < 0 || req.TopLogprobs > 20 {
+		return inference.Final{}, fmt.Errorf("embedded: %w: max_tokens %d, top_logprobs %d", inference.ErrInvalidRequest, req.MaxTokens, req.TopLogprobs)
+	}
+	if !req.Deadline.IsZero() {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, req.Deadline)
+		defer cancel()
+	}
+	if err := b.acquire(ctx); err != nil {
+		return inference.Final{}, err
+	}
+	defer func() { <-b.slots }()
+
+	opts := Options{MaxTokens: req.MaxTokens, Stop: req.Stop}
+	if opts.MaxTokens == 0 {
+		opts.MaxTokens = b.opts.MaxTokens
+	}
+	if req.Temperature != nil {
+		opts.Temperature = *req.Temperature
+	} else {
+		opts.Temperature = 0.8
+	}
+	if req.TopP != nil {
+		opts.TopP = *req.TopP
+	}
+	if req.Seed != nil {
+		opts.Seed = *req.Seed
+	} else {
+		opts.Seed = time.Now().UnixNano()
+	}
+	if req.Logprobs {
+		opts.TopLogprobs = req.TopLogprobs
+	}
+
+	var f inference.Final
+	var sum float64
+	var pending []byte // bytes not yet forming whole UTF-8 characters
+	var lps []inference.TokenLogprob
+	prompt, reason, err := b.model.Generate(ctx, Prompt(req), opts, b.opts.Experts, func(t Token) error {
+		if f.CompletionTokens == 0 {
+			f.TTFT = time.Since(start)
+		}
+		f.CompletionTokens++
+		sum += t.Logprob
+		if req.Logprobs {
+			lp := inference.TokenLogprob{Token: t.Text, Logprob: t.Logprob}
+			for _, a := range t.Top {
+				lp.Top = append(lp.Top, inference.TopLogprob{Token: a.Text, Logprob: a.Logprob})
+			}
+			lps = append(lps, lp)
+		}
+		pending = append(pending, t.Text...)
+		n := validUTF8Prefix(pending)
+		if n == 0 {
+			return nil
+		}
+		c := inference.Chunk{Text: string(pending[:n]), Logprobs: lps}
+		pending, lps = append(pending[:0], pending[n:]...), nil
+		return emit(c)
+	})
+	f.PromptTokens = prompt
+	f.Duration = time.Since(start)
+	if err != nil {
+		return f, fmt.Errorf("embedded: %w", err)
+	}
+	if len(pending) > 0 || len(lps) > 0 {
+		if err := emit(inference.Chunk{Text: string(pending), Logprobs: lps}); err != nil {
+			return f, err
+		}
+	}
+	f.FinishReason = inference.FinishStop
+	if reason == "length" {
+		f.FinishReason = inference.FinishLength
+	}
+	if f.CompletionTokens > 0 {
+		f.MeanLogprob = sum / float64(f.CompletionTokens)
+		f.HasLogprob = true
+	}
+	return f, nil
+}
