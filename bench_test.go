@@ -85,7 +85,7 @@ func BenchmarkSwarmGossipBytes(b *testing.B) {
 	for _, n := range []int{10, 50, 100} {
 		b.Run(fmt.Sprintf("peers=%d", n), func(b *testing.B) {
 			peers := startSwarm(b, n, defaultIntervals)
-			waitConverged(b, peers, 60*time.Second)
+			waitConverged(b, peers, 150*time.Second)
 			time.Sleep(5 * time.Second) // let join-time traffic pass
 			window := 20 * time.Second
 			before := gossipIn(peers)

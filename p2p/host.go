@@ -19,6 +19,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	drouting "github.com/libp2p/go-libp2p/p2p/discovery/routing"
 	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
+	"github.com/libp2p/go-libp2p/p2p/protocol/holepunch"
 	quic "github.com/libp2p/go-libp2p/p2p/transport/quic"
 	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
 	ma "github.com/multiformats/go-multiaddr"
@@ -47,8 +48,11 @@ type Config struct {
 	ConnLow       int  // connection manager low watermark
 	ConnHigh      int  // connection manager high watermark
 	RelayService  bool // offer circuit relay v2 when publicly reachable
-	Registerer    prometheus.Registerer
-	Logger        *slog.Logger
+	// Reachability is ReachabilityAuto (AutoNAT decides), ReachabilityPublic
+	// or ReachabilityPrivate (the operator knows; see reachabilityOption).
+	Reachability string
+	Registerer   prometheus.Registerer
+	Logger       *slog.Logger
 	// GossipOptions are appended to mwpeer's GossipSub options.
 	GossipOptions []pubsub.Option
 }
@@ -103,6 +107,10 @@ func New(cfg Config) (*Host, error) {
 	if err != nil {
 		return nil, fmt.Errorf("p2p: connection manager: %w", err)
 	}
+	reach, err := reachabilityOption(cfg.Reachability)
+	if err != nil {
+		return nil, err
+	}
 	bw := metrics.NewBandwidthCounter()
 	opts := []libp2p.Option{
 		libp2p.Identity(cfg.Identity),
@@ -113,8 +121,11 @@ func New(cfg Config) (*Host, error) {
 		libp2p.BandwidthReporter(bw),
 		libp2p.UserAgent("mwpeer"),
 		libp2p.EnableNATService(),
-		libp2p.EnableHolePunching(),
+		libp2p.EnableHolePunching(holepunch.WithTracer(punchLog{log: cfg.Logger})),
 		libp2p.EnableRelay(),
+	}
+	if reach != nil {
+		opts = append(opts, reach)
 	}
 	if cfg.Registerer != nil {
 		opts = append(opts, libp2p.PrometheusRegisterer(cfg.Registerer))
@@ -152,7 +163,16 @@ func New(cfg Config) (*Host, error) {
 		h.Close()
 		return nil, fmt.Errorf("p2p: start DHT: %w", err)
 	}
+	// A sparser mesh than GossipSub's default (D=6, 5..12) halves the
+	// duplicate copies each peer receives of every announcement, which
+	// dominate gossip bytes; 4 (3..8) keeps the mesh connected and
+	// propagation within a few hops, and lazy gossip (IHAVE) covers gaps.
+	// (Dout must stay below Dlo and at most D/2.)
+	gp := pubsub.DefaultGossipSubParams()
+	gp.D, gp.Dlo, gp.Dhi, gp.Dout, gp.Dlazy = 4, 3, 8, 1, 4
+	gp.IDontWantMessageThreshold = 512 // our full announcements are 1-3 KiB
 	gossipOpts := append([]pubsub.Option{
+		pubsub.WithGossipSubParams(gp),
 		pubsub.WithDiscovery(drouting.NewRoutingDiscovery(kad)),
 		pubsub.WithMessageSignaturePolicy(pubsub.StrictSign),
 		pubsub.WithPeerExchange(true),
@@ -175,6 +195,7 @@ func New(cfg Config) (*Host, error) {
 		cancel:       cancel,
 		reachability: network.ReachabilityUnknown,
 	}
+	h.Network().Notify(newUpgradeWatch(cfg.Logger))
 	sub, err := h.EventBus().Subscribe(new(event.EvtLocalReachabilityChanged))
 	if err != nil {
 		hst.Close()
