@@ -2,7 +2,9 @@ package llama
 
 import (
 	"context"
+	"encoding/json"
 	"math"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -136,4 +138,64 @@ func at(s []string, i int) string {
 		return s[i]
 	}
 	return "<none>"
+}
+
+// quantizedBlob returns the path of the GGUF file Ollama made for model.
+func quantizedBlob(t *testing.T, srv *ollamatest.Server, model string) string {
+	t.Helper()
+	models := filepath.Join(filepath.Dir(srv.Log), "models")
+	data, err := os.ReadFile(filepath.Join(models, "manifests", "registry.ollama.ai", "library", model, "latest"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var manifest struct {
+		Layers []struct {
+			MediaType string `json:"mediaType"`
+			Digest    string `json:"digest"`
+		} `json:"layers"`
+	}
+	if err := json.Unmarshal(data, &manifest); err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range manifest.Layers {
+		if l.MediaType == "application/vnd.ollama.image.model" {
+			return filepath.Join(models, "blobs", strings.Replace(l.Digest, ":", "-", 1))
+		}
+	}
+	t.Fatalf("no model layer in the manifest of %s", model)
+	return ""
+}
+
+// TestMatchesOllamaQuantized: files quantized by Ollama give the same greedy
+// tokens with close log-probabilities.
+func TestMatchesOllamaQuantized(t *testing.T) {
+	srv := ollamatest.Start(t)
+	dir := t.TempDir()
+	moe, dense := ggufgen.Tiny(), ggufgen.TinyDense()
+	moe.Type, dense.Type = ggufgen.F16, ggufgen.F16
+	wide := dense // K-quants need rows of a multiple of 256
+	wide.Name, wide.Embedding, wide.FeedForward, wide.Heads, wide.KVHeads, wide.RopeDim, wide.Seed = "mwpeer-wide-dense", 256, 512, 4, 4, 64, 11
+	wide.Scale = 0.25
+	for _, tc := range []struct {
+		name, quant string
+		cfg         ggufgen.Config
+	}{
+		{"moe-q8_0", "q8_0", moe},
+		{"dense-q8_0", "q8_0", dense},
+		{"wide-q8_0", "q8_0", wide},
+		{"wide-q4_k_m", "q4_K_M", wide},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(dir, tc.name+".gguf")
+			if err := ggufgen.WriteFile(path, tc.cfg); err != nil {
+				t.Fatal(err)
+			}
+			srv.CreateQuantized(t, tc.name, path, tc.quant)
+			m, err := Load(quantizedBlob(t, srv, tc.name))
+			if err != nil {
+				t.Fatal(err)
+			}
+			compareWithOllama(t, srv.Client(), tc.name, m, 0.25)
+		})
+	}
 }
