@@ -209,6 +209,17 @@ func TestTenProcessesOnLoopback(t *testing.T) {
 	wg.Wait()
 	took := waitFor(t, 15*time.Second, "every /api/peers lists the other 9", func() error { return everyoneSees(procs) })
 	t.Logf("10 processes see each other after %s", took)
+	var rss []string
+	for _, p := range procs {
+		if data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid)); err == nil {
+			for _, l := range strings.Split(string(data), "\n") {
+				if strings.HasPrefix(l, "VmRSS:") {
+					rss = append(rss, strings.TrimSpace(strings.TrimPrefix(l, "VmRSS:")))
+				}
+			}
+		}
+	}
+	t.Logf("RSS of each mwpeer process in a 10-peer swarm: %s", strings.Join(rss, ", "))
 
 	// Kill one without a chance to say goodbye: it must age out.
 	victim := procs[4]
