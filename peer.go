@@ -89,6 +89,7 @@ func Start(ctx context.Context, cfg Config) (*Peer, error) {
 		Bootstrap:     boot,
 		DHTMode:       cfg.DHTMode,
 		RelayService:  cfg.RelayService,
+		Reachability:  cfg.Reachability,
 		Registerer:    reg,
 		Logger:        cfg.Logger,
 	})
@@ -137,6 +138,7 @@ func Start(ctx context.Context, cfg Config) (*Peer, error) {
 		return nil, err
 	}
 	p.Advertise = experts.NewAdvertiser(h.DHT, log)
+	p.registerMetrics(reg)
 
 	if cfg.HTTPAddr != "" {
 		ln, err := net.Listen("tcp", cfg.HTTPAddr)

@@ -1,0 +1,36 @@
+package mwpeer
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// registerMetrics exposes the peer's own state next to libp2p's metrics.
+// Values are read at scrape time from the counters the peer keeps anyway.
+func (p *Peer) registerMetrics(reg prometheus.Registerer) {
+	rejected := prometheus.NewDesc("mwpeer_announcements_rejected_total",
+		"Announcements refused by the validator, by reason.", []string{"reason"}, nil)
+	reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "mwpeer_catalog_peers", Help: "Peers in this peer's catalog."},
+			func() float64 { return float64(p.Catalog.Len()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "mwpeer_connected_peers", Help: "Peers with a live libp2p connection."},
+			func() float64 { return float64(len(p.Host.Network().Peers())) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "mwpeer_requests_in_progress", Help: "Requests this peer's backend is serving."},
+			func() float64 { return float64(p.load.Load()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "mwpeer_announce_interval_seconds", Help: "Current heartbeat interval."},
+			func() float64 { return p.Gossip.Interval().Seconds() }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "mwpeer_announcements_accepted_total", Help: "Announcements accepted from other peers."},
+			func() float64 { return float64(p.Gossip.Accepted()) }),
+		collectorFunc{desc: rejected, collect: func(ch chan<- prometheus.Metric) {
+			for reason, n := range p.Gossip.Rejected() {
+				ch <- prometheus.MustNewConstMetric(rejected, prometheus.CounterValue, float64(n), reason)
+			}
+		}},
+	)
+}
+
+// collectorFunc is a prometheus.Collector of one description.
+type collectorFunc struct {
+	desc    *prometheus.Desc
+	collect func(chan<- prometheus.Metric)
+}
+
+func (c collectorFunc) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+func (c collectorFunc) Collect(ch chan<- prometheus.Metric) { c.collect(ch) }
