@@ -52,6 +52,9 @@ type Config struct {
 
 	DHTMode      string // auto, server or client (see p2p)
 	RelayService bool   // offer circuit relay v2 when publicly reachable
+	// Reachability is auto (AutoNAT decides), public or private. A peer the
+	// operator knows is behind NAT reserves relay slots at once when private.
+	Reachability string
 
 	// Announcements (see experts.GossipConfig for how the interval adapts).
 	AnnounceMin  time.Duration
@@ -92,6 +95,7 @@ func DefaultConfig() Config {
 		Ollama:       ollama,
 		DHTMode:      p2p.DHTAuto,
 		RelayService: true,
+		Reachability: p2p.ReachabilityAuto,
 		AnnounceMin:  5 * time.Second,
 		AnnounceMax:  60 * time.Second,
 		AnnounceRate: 20,
@@ -183,6 +187,11 @@ func (c *Config) Validate() error {
 	case p2p.DHTAuto, p2p.DHTServer, p2p.DHTClient:
 	default:
 		return fmt.Errorf("--dht-mode: unknown mode %q (want auto, server or client)", c.DHTMode)
+	}
+	switch c.Reachability {
+	case "", p2p.ReachabilityAuto, p2p.ReachabilityPublic, p2p.ReachabilityPrivate:
+	default:
+		return fmt.Errorf("--reachability: unknown value %q (want auto, public or private)", c.Reachability)
 	}
 	if c.DataDir == "" {
 		return errors.New("--data-dir: empty")

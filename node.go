@@ -70,6 +70,7 @@ func (p *Peer) Status() api.Status {
 		Region:         p.cfg.Region,
 		Connections:    conns,
 		Relays:         relays,
+		HolePunching:   h.HolePunchReady(),
 	}
 	if l := p.cfg.Location; l != nil {
 		st.Location = &api.Location{Lat: l.Lat, Lon: l.Lon}

@@ -193,13 +193,16 @@ func (p *Peer) Complete(ctx context.Context, q api.Query, emit func(expert strin
 	}
 	var primary, spares []inference.Target
 	chosen := map[string]bool{}
+	// The only expert may answer over a relayed connection; others step
+	// aside for an expert reachable directly (see callRemote).
+	only := len(d.Candidates) <= 1
 	for _, s := range d.Chosen {
-		primary = append(primary, p.target(byPeer[s.Peer]))
+		primary = append(primary, p.target(byPeer[s.Peer], only))
 		chosen[s.Peer] = true
 	}
 	for _, s := range d.Candidates {
 		if !chosen[s.Peer] {
-			spares = append(spares, p.target(byPeer[s.Peer]))
+			spares = append(spares, p.target(byPeer[s.Peer], only))
 		}
 	}
 	req := q.Request
@@ -230,7 +233,8 @@ func (p *Peer) Complete(ctx context.Context, q api.Query, emit func(expert strin
 }
 
 // target turns a candidate into a dispatch target that records how it did.
-func (p *Peer) target(c candidate) inference.Target {
+// only says it is the one expert for the prompt (see callRemote).
+func (p *Peer) target(c candidate, only bool) inference.Target {
 	model := c.Model
 	var run func(ctx context.Context, req inference.Request, emit func(inference.Chunk) error) (inference.Final, error)
 	name := c.Peer
@@ -248,7 +252,7 @@ func (p *Peer) target(c candidate) inference.Target {
 				p.Host.Peerstore().AddAddrs(id, c.addrs, peerstore.TempAddrTTL)
 			}
 			run = func(ctx context.Context, req inference.Request, emit func(inference.Chunk) error) (inference.Final, error) {
-				return inference.Call(ctx, p.Host, id, req, emit)
+				return p.callRemote(ctx, id, req, emit, only)
 			}
 		}
 	}

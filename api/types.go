@@ -25,6 +25,7 @@ type Status struct {
 	Location       *Location         `json:"location,omitempty"`
 	Connections    []Connection      `json:"connections"`
 	Relays         []string          `json:"relay_reservations"`
+	HolePunching   bool              `json:"hole_punching"` // DCUtR is ready: this peer knows a public address of its own
 }
 
 // AnnounceStatus describes this peer's gossip.

@@ -113,6 +113,7 @@ func peerFlags(fs *flag.FlagSet) func() (mwpeer.Config, error) {
 	announce := fs.String("announce", env("ANNOUNCE", ""), "comma-separated extra public multiaddrs to advertise, e.g. a forwarded port (MWPEER_ANNOUNCE)")
 	dhtMode := fs.String("dht-mode", env("DHT_MODE", d.DHTMode), "DHT mode: auto (server unless found unreachable), server or client (MWPEER_DHT_MODE)")
 	relay := fs.Bool("relay-service", envBool("RELAY_SERVICE", d.RelayService), "offer circuit relay v2 to NAT'd peers when publicly reachable (MWPEER_RELAY_SERVICE)")
+	reach := fs.String("reachability", env("REACHABILITY", d.Reachability), "auto (AutoNAT decides), public or private; private makes a peer known to be behind NAT reserve relay slots at once (MWPEER_REACHABILITY)")
 	maxK := fs.Int("max-k", envInt("MAX_K", d.MaxK), "most experts a prompt is sent to in parallel (MWPEER_MAX_K)")
 	announceMin := fs.Duration("announce-interval", envDuration("ANNOUNCE_INTERVAL", d.AnnounceMin), "shortest heartbeat between announcements; it grows with the swarm (MWPEER_ANNOUNCE_INTERVAL)")
 	return func() (mwpeer.Config, error) {
@@ -133,6 +134,7 @@ func peerFlags(fs *flag.FlagSet) func() (mwpeer.Config, error) {
 		c.Announce = splitList(*announce)
 		c.DHTMode = *dhtMode
 		c.RelayService = *relay
+		c.Reachability = *reach
 		c.AnnounceMin = *announceMin
 		c.MaxK = *maxK
 		if (*lat == "") != (*lon == "") {
@@ -180,6 +182,10 @@ func runPeer(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	cfg.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	if err := applyTestRoutable(env("TEST_ROUTABLE", "")); err != nil {
+		fmt.Fprintf(stderr, "mwpeer: %v\n", err)
+		return exitUsage
+	}
 	startCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	p, err := mwpeer.Start(startCtx, cfg)
 	cancel()

@@ -1,0 +1,124 @@
+package p2p
+
+import (
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/p2p/protocol/holepunch"
+	ma "github.com/multiformats/go-multiaddr"
+)
+
+// Reachability settings accepted by Config.Reachability.
+const (
+	ReachabilityAuto    = "auto"    // AutoNAT decides (the default)
+	ReachabilityPublic  = "public"  // the operator knows the peer is dialable: relay service starts at once
+	ReachabilityPrivate = "private" // the operator knows the peer is behind NAT: reserve relay slots at once
+)
+
+// reachabilityOption maps Config.Reachability to a libp2p option. Under
+// AutoNAT a NAT'd peer needs several dial-backs (~17 s in tests) before it
+// knows it is private, and autorelay reserves no slot until then; forcing
+// private reserves a slot with the static relays at once.
+func reachabilityOption(r string) (libp2p.Option, error) {
+	switch r {
+	case "", ReachabilityAuto:
+		return nil, nil
+	case ReachabilityPublic:
+		return libp2p.ForceReachabilityPublic(), nil
+	case ReachabilityPrivate:
+		return libp2p.ForceReachabilityPrivate(), nil
+	}
+	return nil, fmt.Errorf("p2p: unknown reachability %q (want auto, public or private)", r)
+}
+
+// HolePunchReady reports whether DCUtR hole punching is ready on this host:
+// libp2p registers its protocol only once the host knows a public address of
+// its own, and a relayed connection made before that is never punched.
+func (h *Host) HolePunchReady() bool {
+	return slices.Contains(h.Mux().Protocols(), holepunch.Protocol)
+}
+
+// punchLog logs the outcome of each DCUtR hole punch. It is a
+// holepunch.EventTracer.
+type punchLog struct{ log *slog.Logger }
+
+func (t punchLog) Trace(e *holepunch.Event) {
+	if e.Type != holepunch.EndHolePunchEvtT {
+		return
+	}
+	end, ok := e.Evt.(*holepunch.EndHolePunchEvt)
+	if !ok {
+		return
+	}
+	if end.Success {
+		t.log.Info("hole punch succeeded", "remote", e.Remote.ShortString(), "took", end.EllapsedTime.String())
+		return
+	}
+	t.log.Info("hole punch failed", "remote", e.Remote.ShortString(), "took", end.EllapsedTime.String(), "err", end.Error)
+}
+
+// upgradeWatch notices when a peer reached only through a relay (a limited
+// connection) gains a direct connection, and logs how long that took: the
+// figure that says whether hole punching works for this peer's NAT.
+type upgradeWatch struct {
+	log *slog.Logger
+
+	mu      sync.Mutex
+	relayed map[peer.ID]time.Time // first limited connection per peer still waiting for a direct one
+}
+
+func newUpgradeWatch(log *slog.Logger) *upgradeWatch {
+	return &upgradeWatch{log: log, relayed: make(map[peer.ID]time.Time)}
+}
+
+func (w *upgradeWatch) Connected(n network.Network, c network.Conn) {
+	p := c.RemotePeer()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if c.Stat().Limited {
+		if _, ok := w.relayed[p]; !ok {
+			w.relayed[p] = time.Now()
+			w.log.Debug("relayed connection", "remote", p.ShortString(), "addr", c.RemoteMultiaddr().String())
+		}
+		return
+	}
+	since, ok := w.relayed[p]
+	if !ok {
+		return
+	}
+	delete(w.relayed, p)
+	w.log.Info("relayed connection upgraded to direct", "remote", p.ShortString(),
+		"transport", transportName(c.RemoteMultiaddr()), "after", time.Since(since).String())
+}
+
+func (w *upgradeWatch) Disconnected(n network.Network, c network.Conn) {
+	p := c.RemotePeer()
+	if n.Connectedness(p) == network.Connected {
+		return
+	}
+	w.mu.Lock()
+	delete(w.relayed, p)
+	w.mu.Unlock()
+}
+
+func (w *upgradeWatch) Listen(network.Network, ma.Multiaddr)      {}
+func (w *upgradeWatch) ListenClose(network.Network, ma.Multiaddr) {}
+
+// transportName is "tcp", "quic" or "other" for a connection's address.
+func transportName(a ma.Multiaddr) string {
+	for _, c := range a {
+		switch c.Protocol().Code {
+		case ma.P_QUIC_V1, ma.P_QUIC:
+			return "quic"
+		case ma.P_TCP:
+			return "tcp"
+		}
+	}
+	return "other"
+}
