@@ -23,6 +23,7 @@ import (
 const (
 	EngineOllama    = "ollama"    // a local Ollama server (the default)
 	EngineSynthetic = "synthetic" // a fake backend that emits tokens at a set rate, for measuring the overlay itself
+	EngineEmbedded  = "embedded"  // a GGUF file run by the pure-Go engine (inference/llama)
 	EngineNone      = "none"      // serve nothing; join, route and relay only
 )
 
@@ -39,6 +40,9 @@ type Config struct {
 	Models  []string // models to serve; empty means every model the engine has
 	Engine  string   // EngineOllama, EngineSynthetic or EngineNone
 	Ollama  string   // Ollama's base URL
+	// ModelFile is the GGUF file EngineEmbedded serves; empty means the
+	// built-in tiny model (see BuiltinModel).
+	ModelFile string
 	// Synthetic configures the synthetic engine (its Models default to Models).
 	Synthetic inference.SyntheticConfig
 	Capacity  int // concurrent requests served; 0 means the number of CPUs
@@ -174,9 +178,9 @@ func (c *Config) Validate() error {
 		}
 	}
 	switch c.Engine {
-	case EngineOllama, EngineSynthetic, EngineNone:
+	case EngineOllama, EngineSynthetic, EngineEmbedded, EngineNone:
 	default:
-		return fmt.Errorf("--engine: unknown engine %q (want ollama, synthetic or none)", c.Engine)
+		return fmt.Errorf("--engine: unknown engine %q (want ollama, embedded, synthetic or none)", c.Engine)
 	}
 	if c.Location != nil {
 		if err := c.Location.Validate(); err != nil {

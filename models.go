@@ -3,13 +3,43 @@ package mwpeer
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"sort"
 	"sync/atomic"
 	"time"
 
 	"github.com/mwpeer/mwpeer/experts"
 	"github.com/mwpeer/mwpeer/inference"
+	"github.com/mwpeer/mwpeer/inference/llama"
+	"github.com/mwpeer/mwpeer/internal/ggufgen"
 )
+
+// BuiltinModel is the model a peer serves with --engine embedded and no
+// --model-file: a 1 MB Mixtral-style MoE (64 wide, 2 layers, 4 experts, byte
+// vocabulary) with seeded random weights. It answers printable gibberish. It
+// is there so a fresh machine can take part in the swarm, run the whole path
+// (routing, dispatch, the engine, experts) and be measured, with nothing to
+// download; real answers need a real model file or Ollama.
+const BuiltinModel = "mwpeer-tiny-random"
+
+// writeBuiltinModel writes the built-in model into the data dir (once).
+func writeBuiltinModel(dataDir string) (string, error) {
+	path := filepath.Join(dataDir, BuiltinModel+".gguf")
+	if _, err := os.Stat(path); err == nil {
+		return path, nil
+	}
+	c := ggufgen.Tiny()
+	c.Name = BuiltinModel
+	tmp := path + ".tmp"
+	if err := ggufgen.WriteFile(tmp, c); err != nil {
+		return "", fmt.Errorf("write built-in model: %w", err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return "", fmt.Errorf("write built-in model: %w", err)
+	}
+	return path, nil
+}
 
 // newBackend builds the engine cfg names; nil for EngineNone.
 func newBackend(cfg Config) (inference.Backend, error) {
@@ -26,6 +56,16 @@ func newBackend(cfg Config) (inference.Backend, error) {
 			sc.QueueWait = 5 * time.Second
 		}
 		return inference.NewSynthetic(sc), nil
+	case EngineEmbedded:
+		path := cfg.ModelFile
+		if path == "" {
+			var err error
+			if path, err = writeBuiltinModel(cfg.DataDir); err != nil {
+				return nil, err
+			}
+		}
+		// One generation at a time: each already uses every core.
+		return llama.NewBackend(path, llama.BackendOptions{Capacity: 1, QueueWait: 5 * time.Second})
 	case EngineOllama:
 		oc := inference.DefaultOllamaConfig()
 		oc.URL = cfg.Ollama

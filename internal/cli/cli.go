@@ -104,7 +104,8 @@ func peerFlags(fs *flag.FlagSet) func() (mwpeer.Config, error) {
 	dataDir := fs.String("data-dir", env("DATA_DIR", d.DataDir), "directory for the identity key and state (MWPEER_DATA_DIR)")
 	domains := fs.String("domains", env("DOMAINS", strings.Join(d.Domains, ",")), "comma-separated domains this peer is good at: general, code, math, creative, science, reasoning (MWPEER_DOMAINS)")
 	models := fs.String("models", env("MODELS", ""), "comma-separated models to serve; default every model the engine has (MWPEER_MODELS)")
-	engine := fs.String("engine", env("ENGINE", d.Engine), "what serves prompts here: ollama, synthetic (a fake backend for measuring the overlay) or none (MWPEER_ENGINE)")
+	engine := fs.String("engine", env("ENGINE", d.Engine), "what serves prompts here: ollama, embedded (the pure-Go engine on --model-file), synthetic (a fake backend for measuring the overlay) or none (MWPEER_ENGINE)")
+	modelFile := fs.String("model-file", env("MODEL_FILE", ""), "GGUF file served by --engine embedded; empty serves the built-in 1 MB random-weight test model (MWPEER_MODEL_FILE)")
 	ollama := fs.String("ollama", env("OLLAMA", d.Ollama), "Ollama's URL; default $OLLAMA_HOST, else http://127.0.0.1:11434 (MWPEER_OLLAMA)")
 	capacity := fs.Int("capacity", envInt("CAPACITY", 0), "concurrent requests this peer serves; 0 means one per CPU (MWPEER_CAPACITY)")
 	lat := fs.String("lat", env("LAT", ""), "latitude of this peer in decimal degrees, for distance estimates (MWPEER_LAT)")
@@ -128,6 +129,7 @@ func peerFlags(fs *flag.FlagSet) func() (mwpeer.Config, error) {
 		c.Domains = splitList(*domains)
 		c.Models = splitList(*models)
 		c.Engine = *engine
+		c.ModelFile = *modelFile
 		c.Ollama = mwpeer.OllamaURL(*ollama)
 		c.Capacity = *capacity
 		c.Region = *region
