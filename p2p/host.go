@@ -173,6 +173,10 @@ func New(cfg Config) (*Host, error) {
 	gp.IDontWantMessageThreshold = 512 // our full announcements are 1-3 KiB
 	gossipOpts := append([]pubsub.Option{
 		pubsub.WithGossipSubParams(gp),
+		// A busy peer (a bootstrap peer hears everyone) must queue bursts
+		// rather than drop them: the defaults are 32 each.
+		pubsub.WithValidateQueueSize(256),
+		pubsub.WithPeerOutboundQueueSize(128),
 		pubsub.WithDiscovery(drouting.NewRoutingDiscovery(kad)),
 		pubsub.WithMessageSignaturePolicy(pubsub.StrictSign),
 		pubsub.WithPeerExchange(true),
