@@ -152,6 +152,18 @@ func TestOpenAISDKAgainstSwarm(t *testing.T) {
 		}
 	})
 
+	t.Run("dashboard", func(t *testing.T) {
+		resp, err := http.Get("http://" + peers[2].HTTPAddr() + "/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != 200 || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/html") || !strings.Contains(string(body), "/v1/chat/completions") {
+			t.Fatalf("dashboard: %d %s", resp.StatusCode, resp.Header.Get("Content-Type"))
+		}
+	})
+
 	t.Run("unknown model is a 404", func(t *testing.T) {
 		_, err := client.Chat.Completions.New(ctx, openai.ChatCompletionNewParams{
 			Model:    "no-such-model",

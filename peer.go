@@ -72,6 +72,9 @@ func Start(ctx context.Context, cfg Config) (*Peer, error) {
 	}
 	if cfg.Capacity == 0 {
 		cfg.Capacity = runtime.NumCPU()
+		if cfg.Engine == EngineEmbedded {
+			cfg.Capacity = 1 // each generation already uses every core
+		}
 	}
 	listen, _ := ParseMultiaddrs(cfg.Listen)
 	announce, _ := ParseMultiaddrs(cfg.Announce)

@@ -46,6 +46,7 @@ func NewServer(node Node, swarm Swarm, log *slog.Logger) *Server {
 	s.mux.HandleFunc("GET /api/status", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, http.StatusOK, s.node.Status()) })
 	s.mux.HandleFunc("GET /api/peers", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, http.StatusOK, s.node.Peers()) })
 	s.mux.HandleFunc("GET /api/rtt", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, http.StatusOK, s.node.RTT()) })
+	s.mux.HandleFunc("GET /{$}", dashboard)
 	s.mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "not_found", "no such endpoint: "+r.Method+" "+r.URL.Path)
 	})
