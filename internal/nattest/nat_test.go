@@ -47,7 +47,13 @@ func mwpeerBinary(t *testing.T) string {
 			return
 		}
 		binPath = filepath.Join(dir, "mwpeer")
-		out, err := exec.Command("go", "build", "-o", binPath, "../../cmd/mwpeer").CombinedOutput()
+		// Under -race the peers are built with -race too, and a race
+		// report in their logs fails the test (see startNode).
+		args := []string{"build", "-o", binPath}
+		if raceEnabled {
+			args = append(args, "-race")
+		}
+		out, err := exec.Command("go", append(args, "../../cmd/mwpeer")...).CombinedOutput()
 		if err != nil {
 			binErr = fmt.Errorf("go build: %v\n%s", err, out)
 		}
@@ -103,6 +109,9 @@ func startNode(t *testing.T, topo *Topology, name, ns string, args ...string) *n
 	}()
 	t.Cleanup(func() {
 		n.stop()
+		if strings.Contains(readFile(n.logPath), "WARNING: DATA RACE") {
+			t.Errorf("%s reported a data race:\n%s", n.name, readFile(n.logPath))
+		}
 		if t.Failed() {
 			t.Logf("log of %s:\n%s", n.name, tail(n.logPath, 25))
 		}
@@ -131,7 +140,7 @@ func startNode(t *testing.T, topo *Topology, name, ns string, args ...string) *n
 	}()
 
 	sock := filepath.Join(dir, "http.sock")
-	px := exec.Command("ip", "netns", "exec", ns, selfExe(), sock, "127.0.0.1:8080")
+	px := Command(ns, selfExe(), sock, "127.0.0.1:8080")
 	px.Env = append(os.Environ(), helperEnv+"=proxy")
 	if err := px.Start(); err != nil {
 		t.Fatal(err)
@@ -319,8 +328,12 @@ func (n *node) upgrade() (after time.Duration, transport string, ok bool) {
 }
 
 func (n *node) logContains(s string) bool {
-	data, _ := os.ReadFile(n.logPath)
-	return strings.Contains(string(data), s)
+	return strings.Contains(readFile(n.logPath), s)
+}
+
+func readFile(path string) string {
+	data, _ := os.ReadFile(path)
+	return string(data)
 }
 
 func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
@@ -428,7 +441,7 @@ func (s *swarm) assertNotDialable(t *testing.T, transport string) {
 		if transport == "quic" {
 			addr = fmt.Sprintf("/ip4/%s/udp/4001/quic-v1/p2p/%s", ip, s.a.id)
 		}
-		cmd := exec.Command("ip", "netns", "exec", s.topo.Outsider, selfExe(), addr)
+		cmd := Command(s.topo.Outsider, selfExe(), addr)
 		cmd.Env = append(os.Environ(), helperEnv+"=dial")
 		out, err := cmd.CombinedOutput()
 		if err == nil {
@@ -522,6 +535,7 @@ func TestNATTraversal(t *testing.T) {
 	if why := Available(); why != "" {
 		t.Skip("NAT test skipped: " + why)
 	}
+	RemoveStale()
 	f := &figures{punched: map[string][2]int{}, upgrade: map[string][]time.Duration{}, ttft: map[string][]time.Duration{}, runsWant: runs(t)}
 	for _, transport := range []string{"tcp", "quic"} {
 		t.Run(transport, func(t *testing.T) {
@@ -566,6 +580,24 @@ func TestNATTraversal(t *testing.T) {
 				f.add(ttftRelayed, a.ttft)
 			}
 		}
+
+		// A second expert C, on the internet: A, reachable only through
+		// the relay, is no longer the only expert, so it steps aside.
+		c := startNode(t, s.topo, "c", s.topo.Outsider, "--listen", s.listen(4001), "--bootstrap", s.bootArgs,
+			"--engine", "synthetic", "--models", model, "--reachability", "public")
+		waitFor(t, 30*time.Second, "B to learn that C serves "+model, func() bool { return b.knowsModel(c.id) })
+		relayedBefore := strings.Count(readFile(b.logPath), "answering over the relayed connection")
+		for i := 0; i < 3; i++ {
+			a := b.prompt(t)
+			if a.status != 200 || a.expert != c.id {
+				t.Fatalf("prompt %d with C in the swarm: status %d, expert %q (want C %s), body %s", i, a.status, a.expert, c.id, a.body)
+			}
+		}
+		if n := strings.Count(readFile(b.logPath), "answering over the relayed connection"); n != relayedBefore {
+			t.Fatalf("B used the relayed connection to A although C could answer")
+		}
+		t.Logf("with C in the swarm, A was chosen and stepped aside %d times in 3 prompts",
+			strings.Count(readFile(b.logPath), "routing to another expert"))
 	})
 	f.report(t)
 }

@@ -33,7 +33,9 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
+	"syscall"
 )
 
 // NAT modes.
@@ -83,7 +85,7 @@ func Up(mode string) (*Topology, error) {
 	if _, err := rand.Read(b[:]); err != nil {
 		return nil, err
 	}
-	pfx := "mwnat" + hex.EncodeToString(b[:]) + "-"
+	pfx := fmt.Sprintf("%s%d-%s-", nsPrefix, os.Getpid(), hex.EncodeToString(b[:]))
 	t := &Topology{
 		Inet: pfx + "inet", Relay: pfx + "relay", RouterA: pfx + "ra", RouterB: pfx + "rb",
 		PeerA: pfx + "pa", PeerB: pfx + "pb", Outsider: pfx + "out", Mode: mode,
@@ -93,6 +95,28 @@ func Up(mode string) (*Topology, error) {
 		return nil, err
 	}
 	return t, nil
+}
+
+// nsPrefix starts every namespace name, followed by the creating process's
+// PID, so that RemoveStale can tell leftovers of a killed test.
+const nsPrefix = "mwnat"
+
+// RemoveStale deletes namespaces left by test processes that died before
+// their cleanup ran (a killed `go test`), leaving those of live ones alone.
+func RemoveStale() {
+	entries, _ := os.ReadDir("/run/netns")
+	for _, e := range entries {
+		rest, ok := strings.CutPrefix(e.Name(), nsPrefix)
+		if !ok {
+			continue
+		}
+		pidText, _, _ := strings.Cut(rest, "-")
+		pid, err := strconv.Atoi(pidText)
+		if err != nil || pid == os.Getpid() || syscall.Kill(pid, 0) != syscall.ESRCH {
+			continue
+		}
+		_ = run(nil, "ip", "netns", "del", e.Name())
+	}
 }
 
 func (t *Topology) all() []string {
@@ -209,8 +233,12 @@ func (t *Topology) Forget(ips ...string) {
 }
 
 // Command returns a command that runs name with args inside namespace ns.
+// The process is killed if the one that started it dies, so that a killed
+// test leaves no peers running.
 func Command(ns, name string, args ...string) *exec.Cmd {
-	return exec.Command("ip", append([]string{"netns", "exec", ns, name}, args...)...)
+	cmd := exec.Command("ip", append([]string{"netns", "exec", ns, name}, args...)...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	return cmd
 }
 
 func run(stdin io.Reader, args ...string) error {
