@@ -12,9 +12,18 @@ import (
 	"github.com/mwpeer/mwpeer/inference"
 )
 
-func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
-	var req chatRequest
-	if err := decode(r, &req); err != nil {
+// openAIRequest is a decoded /v1 request body.
+type openAIRequest interface {
+	toQuery() (Query, error)
+	common() *commonRequest
+}
+
+func (r *chatRequest) common() *commonRequest       { return &r.commonRequest }
+func (r *completionRequest) common() *commonRequest { return &r.commonRequest }
+
+// handleOpenAI decodes and validates a /v1 request into req, then serves it.
+func (s *Server) handleOpenAI(w http.ResponseWriter, r *http.Request, req openAIRequest, chat bool) {
+	if err := decode(r, req); err != nil {
 		writeErr(w, err)
 		return
 	}
@@ -23,21 +32,16 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, err)
 		return
 	}
-	s.serveCompletion(w, r, q, req.Stream, req.StreamOptions != nil && req.StreamOptions.IncludeUsage, true)
+	c := req.common()
+	s.serveCompletion(w, r, q, c.Stream, c.StreamOptions != nil && c.StreamOptions.IncludeUsage, chat)
+}
+
+func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
+	s.handleOpenAI(w, r, &chatRequest{}, true)
 }
 
 func (s *Server) handleCompletions(w http.ResponseWriter, r *http.Request) {
-	var req completionRequest
-	if err := decode(r, &req); err != nil {
-		writeErr(w, err)
-		return
-	}
-	q, err := req.toQuery()
-	if err != nil {
-		writeErr(w, err)
-		return
-	}
-	s.serveCompletion(w, r, q, req.Stream, req.StreamOptions != nil && req.StreamOptions.IncludeUsage, false)
+	s.handleOpenAI(w, r, &completionRequest{}, false)
 }
 
 func (s *Server) handleRoute(w http.ResponseWriter, r *http.Request) {

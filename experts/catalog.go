@@ -252,21 +252,29 @@ func (c *Catalog) Snapshot() []Entry {
 // recently heard first, for handing to a newcomer: each peer's full
 // announcement, then its latest beat when it has one.
 func (c *Catalog) Envelopes(max int) [][]byte {
+	type pair struct {
+		seen       time.Time
+		full, beat []byte
+	}
 	c.mu.RLock()
-	es := make([]*Entry, 0, len(c.entries))
-	for _, e := range c.entries {
-		es = append(es, e)
+	ps := make([]pair, 0, len(c.entries))
+	for _, e := range c.entries { // copied under the lock: beats update entries in place
+		p := pair{seen: e.Seen, full: e.Envelope}
+		if e.BeatEnvelope != nil && e.LastSeq > e.Seq {
+			p.beat = e.BeatEnvelope
+		}
+		ps = append(ps, p)
 	}
 	c.mu.RUnlock()
-	sort.Slice(es, func(i, j int) bool { return es[i].Seen.After(es[j].Seen) })
-	if max > 0 && len(es) > max {
-		es = es[:max]
+	sort.Slice(ps, func(i, j int) bool { return ps[i].seen.After(ps[j].seen) })
+	if max > 0 && len(ps) > max {
+		ps = ps[:max]
 	}
-	out := make([][]byte, 0, len(es))
-	for _, e := range es {
-		out = append(out, e.Envelope)
-		if e.BeatEnvelope != nil && e.LastSeq > e.Seq {
-			out = append(out, e.BeatEnvelope)
+	out := make([][]byte, 0, len(ps))
+	for _, p := range ps {
+		out = append(out, p.full)
+		if p.beat != nil {
+			out = append(out, p.beat)
 		}
 	}
 	return out

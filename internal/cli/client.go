@@ -155,13 +155,16 @@ func getJSON(ctx context.Context, addr, path string, v any) ([]byte, error) {
 	return body, json.Unmarshal(body, v)
 }
 
-func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	addr, asJSON, code := clientFlags("status", args, stderr)
+// query runs a client subcommand's common part: parse its flags, GET path
+// from the running peer into v, and print the raw JSON when --json was
+// given. It returns the exit code when the subcommand is done already, or
+// -1 when v is filled and waits to be printed.
+func query(ctx context.Context, name, path string, v any, args []string, stdout, stderr io.Writer) int {
+	addr, asJSON, code := clientFlags(name, args, stderr)
 	if code >= 0 {
 		return code
 	}
-	var st api.Status
-	raw, err := getJSON(ctx, addr, "/api/status", &st)
+	raw, err := getJSON(ctx, addr, path, v)
 	if err != nil {
 		fmt.Fprintf(stderr, "mwpeer: %v\n", err)
 		return exitError
@@ -170,12 +173,21 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		stdout.Write(raw)
 		return exitOK
 	}
+	return -1
+}
+
+func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	var st api.Status
+	if code := query(ctx, "status", "/api/status", &st, args, stdout, stderr); code >= 0 {
+		return code
+	}
 	w := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(w, "peer\t%s\n", st.ID)
 	fmt.Fprintf(w, "version\t%s\n", st.Version)
 	fmt.Fprintf(w, "uptime\t%s\n", (time.Duration(st.Uptime) * time.Second).String())
 	fmt.Fprintf(w, "bootstrap\t%s\n", st.Bootstrap)
 	fmt.Fprintf(w, "reachability\t%s\n", st.Reachability)
+	fmt.Fprintf(w, "hole punching\t%s\n", map[bool]string{true: "ready", false: "not ready (no public address of its own known yet)"}[st.HolePunching])
 	fmt.Fprintf(w, "engine\t%s\n", st.Engine)
 	fmt.Fprintf(w, "models\t%s\n", strings.Join(st.Models, ", "))
 	fmt.Fprintf(w, "domains\t%s\n", strings.Join(st.Domains, ", "))
@@ -211,19 +223,9 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) int
 }
 
 func runPeers(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	addr, asJSON, code := clientFlags("peers", args, stderr)
-	if code >= 0 {
-		return code
-	}
 	var ps api.Peers
-	raw, err := getJSON(ctx, addr, "/api/peers", &ps)
-	if err != nil {
-		fmt.Fprintf(stderr, "mwpeer: %v\n", err)
-		return exitError
-	}
-	if asJSON {
-		stdout.Write(raw)
-		return exitOK
+	if code := query(ctx, "peers", "/api/peers", &ps, args, stdout, stderr); code >= 0 {
+		return code
 	}
 	w := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(w, "PEER\tDOMAINS\tMODELS\tREGION\tRTT\tCONN\tLOAD\tSEEN")
