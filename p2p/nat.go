@@ -95,6 +95,29 @@ func (w *upgradeWatch) Connected(n network.Network, c network.Conn) {
 	delete(w.relayed, p)
 	w.log.Info("relayed connection upgraded to direct", "remote", p.ShortString(),
 		"transport", transportName(c.RemoteMultiaddr()), "after", time.Since(since).String())
+	// The relayed connection is of no more use, but it holds one of the
+	// relay's few circuit slots for the peer behind NAT (16 by default) for
+	// up to the relay's time limit: give it back once the hole punch has
+	// finished with it.
+	time.AfterFunc(relayedGrace, func() { closeRelayed(n, p) })
+}
+
+// relayedGrace is how long a relayed connection is kept after a direct one
+// to the same peer appeared, for streams on it to finish.
+const relayedGrace = 5 * time.Second
+
+// closeRelayed closes the limited connections to p if a direct one exists.
+func closeRelayed(n network.Network, p peer.ID) {
+	conns := n.ConnsToPeer(p)
+	direct := slices.ContainsFunc(conns, func(c network.Conn) bool { return !c.Stat().Limited })
+	if !direct {
+		return
+	}
+	for _, c := range conns {
+		if c.Stat().Limited {
+			_ = c.Close()
+		}
+	}
 }
 
 func (w *upgradeWatch) Disconnected(n network.Network, c network.Conn) {

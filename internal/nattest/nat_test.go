@@ -541,11 +541,19 @@ func TestNATTraversal(t *testing.T) {
 		t.Run(transport, func(t *testing.T) {
 			s := startSwarm(t, NATPortPreserving, transport)
 			s.assertNotDialable(t, transport)
+			var last time.Time
 			for i := 0; i < f.runsWant; i++ {
 				// Each run is a new B (new identity, new port): a fresh
-				// relayed connection to A and a fresh punch.
-				port := 4100 + i
-				s.punchRun(t, transport, port, i == 0, f)
+				// relayed connection to A and a fresh punch. Every B comes
+				// from NAT B's one address, and A's resource manager
+				// accepts new connections from one IPv4 address in a
+				// burst of 16, then one per 5 s: pace the runs after
+				// the first dozen.
+				if i >= 12 {
+					time.Sleep(time.Until(last.Add(5200 * time.Millisecond)))
+				}
+				last = time.Now()
+				s.punchRun(t, transport, 4100+i, i == 0, f)
 			}
 		})
 	}
