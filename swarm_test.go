@@ -287,3 +287,36 @@ func TestCorruptIdentityIsAnError(t *testing.T) {
 		t.Fatal("corrupt identity file was replaced")
 	}
 }
+
+// TestMissedPeerIsFetchedOnItsNextBeat makes a peer forget another: the
+// next beat it hears from the forgotten peer (beats carry no content) makes
+// it fetch the full announcement from the neighbour that relayed the beat,
+// instead of waiting for the next full announcement.
+func TestMissedPeerIsFetchedOnItsNextBeat(t *testing.T) {
+	peers := startSwarm(t, 4, nil)
+	eventually(t, slow(10*time.Second), "catalogs complete", func() error { return catalogsHoldAll(peers, nil) })
+	forgetful, forgotten := peers[3], peers[2].ID().String()
+	// One in FullEvery heartbeats is a full announcement, which would bring
+	// the peer back without a fetch; try until a beat comes first.
+	for attempt := 1; attempt <= 6; attempt++ {
+		eventually(t, slow(3*forgetful.Gossip.Interval()), "a beat from the peer", func() error {
+			if e, _ := forgetful.Catalog.Get(forgotten); e.LastSeq <= e.Seq {
+				return fmt.Errorf("no beat applied since the last full announcement")
+			}
+			return nil
+		})
+		before := forgetful.Gossip.Recovered()
+		forgetful.Catalog.Remove(forgotten)
+		took := eventually(t, slow(3*forgetful.Gossip.Interval()), "forgotten peer back", func() error {
+			if _, ok := forgetful.Catalog.Get(forgotten); !ok {
+				return fmt.Errorf("still unknown")
+			}
+			return nil
+		})
+		if forgetful.Gossip.Recovered() > before {
+			t.Logf("recovered by a fetch after %s (attempt %d)", took, attempt)
+			return
+		}
+	}
+	t.Fatal("the forgotten peer always came back by a full announcement, never by a fetch")
+}

@@ -279,3 +279,22 @@ func (c *Catalog) Envelopes(max int) [][]byte {
 	}
 	return out
 }
+
+// EnvelopesOf returns the signed announcements (full, then beat) of the
+// given peers that the catalog holds.
+func (c *Catalog) EnvelopesOf(ids []string) [][]byte {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	var out [][]byte
+	for _, id := range ids {
+		e, ok := c.entries[id]
+		if !ok {
+			continue
+		}
+		out = append(out, e.Envelope)
+		if e.BeatEnvelope != nil && e.LastSeq > e.Seq {
+			out = append(out, e.BeatEnvelope)
+		}
+	}
+	return out
+}

@@ -2,8 +2,10 @@ package experts
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
+	"slices"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/event"
@@ -15,9 +17,11 @@ import (
 
 // CatchUpProtocol hands a newcomer the signed announcements its neighbour
 // holds, so it sees the swarm at once instead of after a heartbeat. The
-// requester opens the stream and closes its write side; the responder sends
-// its own announcement and then the catalog's, each as one varint-prefixed
-// frame, and closes. Every announcement is verified like a gossiped one.
+// requester opens the stream, sends one frame, {"peers":[...]} (empty for
+// everything, or up to 64 peer IDs it lacks), and closes its write side; the
+// responder sends its own announcement and then the catalog's (or just the
+// peers asked for), each as one varint-prefixed frame, and closes. Every
+// announcement is verified like a gossiped one.
 const CatchUpProtocol = "/mwpeer/catalog/1.0.0"
 
 const (
@@ -26,7 +30,15 @@ const (
 	catchUpPerPeer     = 10 * time.Second // a requester is served at most this often
 	catchUpPerMinute   = 3                // catch-ups this peer starts per minute
 	catchUpRepeatAfter = 5 * time.Minute  // before asking the same peer again
+	catchUpRequestMax  = 8 << 10          // bytes of a request frame
+	catchUpMaxWanted   = 64               // peer IDs one request may name
+	fetchPerPeer       = time.Second      // targeted requests served per requester, and sent per source
 )
+
+// catchUpRequest is the requester's frame.
+type catchUpRequest struct {
+	Peers []string `json:"peers,omitempty"`
+}
 
 func (g *Gossip) serveCatchUp(s network.Stream) {
 	defer s.Close()
@@ -42,21 +54,46 @@ func (g *Gossip) serveCatchUp(s network.Stream) {
 	defer s.Scope().ReleaseMemory(MaxAnnouncementSize)
 	_ = s.SetDeadline(time.Now().Add(catchUpDeadline))
 
+	var req catchUpRequest
+	rd := msgio.NewVarintReaderSize(s, catchUpRequestMax)
+	if msg, err := rd.ReadMsg(); err == nil {
+		err = json.Unmarshal(msg, &req)
+		rd.ReleaseMsg(msg)
+		if err != nil || len(req.Peers) > catchUpMaxWanted {
+			s.Reset()
+			return
+		}
+	} else if !errors.Is(err, io.EOF) {
+		s.Reset()
+		return
+	}
+	targeted := len(req.Peers) > 0
 	from := s.Conn().RemotePeer()
+	limit, served := catchUpPerPeer, g.served
+	if targeted {
+		limit, served = fetchPerPeer, g.fetched
+	}
 	g.mu.Lock()
-	if last, ok := g.served[from]; ok && time.Since(last) < catchUpPerPeer {
+	if last, ok := served[from]; ok && time.Since(last) < limit {
 		g.mu.Unlock()
 		s.Reset()
 		return
 	}
-	g.served[from] = time.Now()
-	for id, at := range g.served { // keep the map bounded
-		if time.Since(at) > catchUpPerPeer {
-			delete(g.served, id)
+	served[from] = time.Now()
+	for id, at := range served { // keep the map bounded
+		if time.Since(at) > limit {
+			delete(served, id)
 		}
 	}
 	own, ownBeat := g.lastFull, g.lastBeat
 	g.mu.Unlock()
+	if targeted && !slices.Contains(req.Peers, g.self.String()) {
+		own, ownBeat = nil, nil
+	}
+	envs := g.cfg.Catalog.EnvelopesOf(req.Peers)
+	if !targeted {
+		envs = g.cfg.Catalog.Envelopes(g.cfg.CatchUpMax)
+	}
 
 	w := msgio.NewVarintWriter(s)
 	for _, env := range [][]byte{own, ownBeat} {
@@ -68,7 +105,7 @@ func (g *Gossip) serveCatchUp(s network.Stream) {
 			return
 		}
 	}
-	for _, env := range g.cfg.Catalog.Envelopes(g.cfg.CatchUpMax) {
+	for _, env := range envs {
 		if env == nil {
 			continue
 		}
@@ -82,6 +119,11 @@ func (g *Gossip) serveCatchUp(s network.Stream) {
 // CatchUp asks p for the announcements it holds, verifies and applies them,
 // and returns how many changed the catalog.
 func (g *Gossip) CatchUp(ctx context.Context, p peer.ID) (int, error) {
+	return g.catchUp(ctx, p, nil)
+}
+
+// catchUp asks p for the announcements of the given peers (all when nil).
+func (g *Gossip) catchUp(ctx context.Context, p peer.ID, wanted []string) (int, error) {
 	ctx, cancel := context.WithTimeout(ctx, catchUpDeadline)
 	defer cancel()
 	s, err := g.h.NewStream(network.WithNoDial(ctx, "catalog catch-up"), p, CatchUpProtocol)
@@ -100,6 +142,11 @@ func (g *Gossip) CatchUp(ctx context.Context, p peer.ID) (int, error) {
 	defer s.Scope().ReleaseMemory(MaxAnnouncementSize)
 	deadline, _ := ctx.Deadline()
 	_ = s.SetDeadline(deadline)
+	req, _ := json.Marshal(catchUpRequest{Peers: wanted})
+	if err := msgio.NewVarintWriter(s).WriteMsg(req); err != nil {
+		s.Reset()
+		return 0, err
+	}
 	if err := s.CloseWrite(); err != nil {
 		s.Reset()
 		return 0, err
@@ -201,3 +248,79 @@ func supports[T ~string](protos []T, want string) bool {
 	}
 	return false
 }
+
+// want notes that a beat came from author, a peer this catalog does not
+// know, through the neighbour via: the next fetch round asks via for it.
+func (g *Gossip) want(author string, via peer.ID) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	set := g.wanted[via]
+	if set == nil {
+		if len(g.wanted) >= 64 {
+			return
+		}
+		set = make(map[string]bool)
+		g.wanted[via] = set
+	}
+	if len(set) < catchUpMaxWanted {
+		set[author] = true
+	}
+}
+
+// fetchWanted asks neighbours, at most once a second each, for the full
+// announcements of peers heard only through beats, so that a peer whose
+// full announcement was missed joins the catalog without waiting for its
+// next one.
+func (g *Gossip) fetchWanted(ctx context.Context) {
+	defer g.wg.Done()
+	t := time.NewTicker(300 * time.Millisecond)
+	defer t.Stop()
+	asked := map[peer.ID]time.Time{}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		now := time.Now()
+		g.mu.Lock()
+		batch := map[peer.ID][]string{}
+		for via, set := range g.wanted {
+			if now.Sub(asked[via]) < fetchPerPeer {
+				continue
+			}
+			for id := range set {
+				if _, ok := g.cfg.Catalog.Get(id); !ok {
+					batch[via] = append(batch[via], id)
+				}
+			}
+			delete(g.wanted, via)
+		}
+		g.mu.Unlock()
+		for id, at := range asked {
+			if now.Sub(at) > fetchPerPeer {
+				delete(asked, id)
+			}
+		}
+		for via, ids := range batch {
+			if len(ids) == 0 {
+				continue
+			}
+			asked[via] = now
+			g.wg.Add(1)
+			go func(via peer.ID, ids []string) {
+				defer g.wg.Done()
+				if n, err := g.catchUp(ctx, via, ids); err != nil {
+					g.log.Debug("fetch of missed announcements failed", "via", via.ShortString(), "err", err)
+				} else {
+					g.recovered.Add(uint64(n))
+					g.log.Debug("fetched missed announcements", "via", via.ShortString(), "asked", len(ids), "applied", n)
+				}
+			}(via, ids)
+		}
+	}
+}
+
+// Recovered counts announcements recovered by fetching after a beat from an
+// unknown peer.
+func (g *Gossip) Recovered() uint64 { return g.recovered.Load() }

@@ -57,12 +57,13 @@ type Gossip struct {
 	self  peer.ID
 	log   *slog.Logger
 
-	seq      atomic.Uint64
-	changed  chan struct{}
-	accepted atomic.Uint64
-	rejected map[string]*atomic.Uint64
-	interval atomic.Int64
-	unheard  atomic.Bool // the last announcement went out with no topic peer
+	seq       atomic.Uint64
+	changed   chan struct{}
+	accepted  atomic.Uint64
+	recovered atomic.Uint64
+	rejected  map[string]*atomic.Uint64
+	interval  atomic.Int64
+	unheard   atomic.Bool // the last announcement went out with no topic peer
 
 	mu       sync.Mutex
 	lastFull []byte               // our latest signed full announcement
@@ -73,6 +74,8 @@ type Gossip struct {
 	lastFrom map[string]time.Time // author -> when we last accepted one of theirs
 	syncedAt map[peer.ID]time.Time
 	served   map[peer.ID]time.Time
+	fetched  map[peer.ID]time.Time       // targeted catch-ups served, per requester
+	wanted   map[peer.ID]map[string]bool // unknown authors of beats, by the neighbour that relayed them
 
 	wg     sync.WaitGroup
 	cancel context.CancelFunc
@@ -109,6 +112,8 @@ func JoinGossip(ps *pubsub.PubSub, h host.Host, cfg GossipConfig) (*Gossip, erro
 		lastFrom: make(map[string]time.Time),
 		syncedAt: make(map[peer.ID]time.Time),
 		served:   make(map[peer.ID]time.Time),
+		fetched:  make(map[peer.ID]time.Time),
+		wanted:   make(map[peer.ID]map[string]bool),
 	}
 	for _, r := range append(RejectReasons, RejectTooFrequent) {
 		g.rejected[r] = new(atomic.Uint64)
@@ -210,10 +215,11 @@ func (g *Gossip) Start(ctx context.Context) {
 	g.mu.Lock()
 	g.cancel = cancel
 	g.mu.Unlock()
-	g.wg.Add(4)
+	g.wg.Add(5)
 	go g.receive(ctx)
 	go g.expire(ctx)
 	go g.catchUpNewcomers(ctx)
+	go g.fetchWanted(ctx)
 	go func() {
 		defer g.wg.Done()
 		g.heartbeat(ctx)
@@ -362,6 +368,11 @@ func (g *Gossip) receive(ctx context.Context) {
 			continue
 		}
 		g.accepted.Add(1)
+		if a.Beat {
+			if _, known := g.cfg.Catalog.Get(a.Peer); !known && msg.ReceivedFrom != "" {
+				g.want(a.Peer, msg.ReceivedFrom)
+			}
+		}
 		g.cfg.Catalog.Apply(a, msg.Data, time.Now())
 	}
 }
