@@ -93,6 +93,11 @@ func peerFlags(fs *flag.FlagSet) func() (mwpeer.Config, error) {
 		envErrs = append(envErrs, err)
 		return v
 	}
+	envFloat := func(name string, def float64) float64 {
+		v, err := envFloat(name, def)
+		envErrs = append(envErrs, err)
+		return v
+	}
 	envDuration := func(name string, def time.Duration) time.Duration {
 		v, err := envDuration(name, def)
 		envErrs = append(envErrs, err)
@@ -115,6 +120,9 @@ func peerFlags(fs *flag.FlagSet) func() (mwpeer.Config, error) {
 	dhtMode := fs.String("dht-mode", env("DHT_MODE", d.DHTMode), "DHT mode: auto (server unless found unreachable), server or client (MWPEER_DHT_MODE)")
 	relay := fs.Bool("relay-service", envBool("RELAY_SERVICE", d.RelayService), "offer circuit relay v2 to NAT'd peers when publicly reachable (MWPEER_RELAY_SERVICE)")
 	reach := fs.String("reachability", env("REACHABILITY", d.Reachability), "auto (AutoNAT decides), public or private; private makes a peer known to be behind NAT reserve relay slots at once (MWPEER_REACHABILITY)")
+	synTokens := fs.Int("synthetic-tokens", envInt("SYNTHETIC_TOKENS", 16), "tokens in every answer of --engine synthetic (MWPEER_SYNTHETIC_TOKENS)")
+	synRate := fs.Float64("synthetic-rate", envFloat("SYNTHETIC_RATE", 0), "tokens per second of --engine synthetic; 0 is as fast as possible (MWPEER_SYNTHETIC_RATE)")
+	synTTFT := fs.Duration("synthetic-ttft", envDuration("SYNTHETIC_TTFT", 0), "delay before the first token of --engine synthetic (MWPEER_SYNTHETIC_TTFT)")
 	maxK := fs.Int("max-k", envInt("MAX_K", d.MaxK), "most experts a prompt is sent to in parallel (MWPEER_MAX_K)")
 	announceMin := fs.Duration("announce-interval", envDuration("ANNOUNCE_INTERVAL", d.AnnounceMin), "shortest heartbeat between announcements; it grows with the swarm (MWPEER_ANNOUNCE_INTERVAL)")
 	return func() (mwpeer.Config, error) {
@@ -139,6 +147,10 @@ func peerFlags(fs *flag.FlagSet) func() (mwpeer.Config, error) {
 		c.Reachability = *reach
 		c.AnnounceMin = *announceMin
 		c.MaxK = *maxK
+		if *synTokens < 1 || *synRate < 0 || *synTTFT < 0 {
+			return c, fmt.Errorf("--synthetic-tokens must be at least 1, --synthetic-rate and --synthetic-ttft not negative")
+		}
+		c.Synthetic.Tokens, c.Synthetic.Rate, c.Synthetic.TTFT = *synTokens, *synRate, *synTTFT
 		if (*lat == "") != (*lon == "") {
 			return c, errors.New("--lat and --lon go together")
 		}
@@ -255,4 +267,16 @@ func envDuration(name string, def time.Duration) (time.Duration, error) {
 		return def, fmt.Errorf("MWPEER_%s=%q is not a duration like 5s", name, v)
 	}
 	return d, nil
+}
+
+func envFloat(name string, def float64) (float64, error) {
+	v := env(name, "")
+	if v == "" {
+		return def, nil
+	}
+	f, err := strconv.ParseFloat(v, 64)
+	if err != nil {
+		return def, fmt.Errorf("MWPEER_%s=%q is not a number", name, v)
+	}
+	return f, nil
 }
