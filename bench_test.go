@@ -22,7 +22,7 @@ import (
 func BenchmarkSwarmJoin(b *testing.B) {
 	const n = 50
 	peers := startSwarm(b, n, defaultIntervals)
-	waitConverged(b, peers, 30*time.Second)
+	waitConverged(b, peers, 90*time.Second)
 	b.ResetTimer()
 	var total time.Duration
 	var worst time.Duration
@@ -57,7 +57,7 @@ func BenchmarkSwarmJoin(b *testing.B) {
 func BenchmarkSwarmForget(b *testing.B) {
 	const n = 50
 	peers := startSwarm(b, n, defaultIntervals)
-	waitConverged(b, peers, 30*time.Second)
+	waitConverged(b, peers, 90*time.Second)
 	b.ResetTimer()
 	var total, worst time.Duration
 	for i := 0; i < b.N && i < n-1; i++ {
