@@ -20,6 +20,7 @@ import (
 	"github.com/mwpeer/mwpeer/api"
 	"github.com/mwpeer/mwpeer/experts"
 	"github.com/mwpeer/mwpeer/geo"
+	"github.com/mwpeer/mwpeer/p2p"
 )
 
 // Status implements api.Node.
@@ -180,7 +181,7 @@ func connInfo(c network.Conn) api.Connection {
 	return api.Connection{
 		Peer:      c.RemotePeer().String(),
 		Addr:      a.String(),
-		Transport: transportOf(a),
+		Transport: p2p.TransportName(a),
 		Relayed:   isRelayed(a) || c.Stat().Limited,
 		Direction: strings.ToLower(c.Stat().Direction.String()),
 	}
@@ -196,18 +197,6 @@ func connKind(conns []network.Conn) string {
 		return "direct"
 	}
 	return kind
-}
-
-func transportOf(a ma.Multiaddr) string {
-	for _, c := range a {
-		switch c.Protocol().Code {
-		case ma.P_QUIC_V1, ma.P_QUIC:
-			return "quic"
-		case ma.P_TCP:
-			return "tcp"
-		}
-	}
-	return "other"
 }
 
 func isRelayed(a ma.Multiaddr) bool {

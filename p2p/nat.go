@@ -94,7 +94,7 @@ func (w *upgradeWatch) Connected(n network.Network, c network.Conn) {
 	}
 	delete(w.relayed, p)
 	w.log.Info("relayed connection upgraded to direct", "remote", p.ShortString(),
-		"transport", transportName(c.RemoteMultiaddr()), "after", time.Since(since).String())
+		"transport", TransportName(c.RemoteMultiaddr()), "after", time.Since(since).String())
 	// The relayed connection is of no more use, but it holds one of the
 	// relay's few circuit slots for the peer behind NAT (16 by default) for
 	// up to the relay's time limit: give it back once the hole punch has
@@ -133,8 +133,8 @@ func (w *upgradeWatch) Disconnected(n network.Network, c network.Conn) {
 func (w *upgradeWatch) Listen(network.Network, ma.Multiaddr)      {}
 func (w *upgradeWatch) ListenClose(network.Network, ma.Multiaddr) {}
 
-// transportName is "tcp", "quic" or "other" for a connection's address.
-func transportName(a ma.Multiaddr) string {
+// TransportName is "tcp", "quic" or "other" for a connection's address.
+func TransportName(a ma.Multiaddr) string {
 	for _, c := range a {
 		switch c.Protocol().Code {
 		case ma.P_QUIC_V1, ma.P_QUIC:
