@@ -178,13 +178,16 @@ func BenchmarkFailoverGap(b *testing.B) {
 		}
 		expert := resp.Header.Get("X-Mwpeer-Experts")
 		r := bufio.NewReader(resp.Body)
-		n := 0
+		n, failedOver := 0, 0
 		last := time.Now()
 		var worst time.Duration
 		for {
 			line, err := r.ReadString('\n')
 			if err != nil {
 				break
+			}
+			if strings.Contains(line, `"failovers":`) && !strings.Contains(line, `"failovers":0`) {
+				failedOver++
 			}
 			if !strings.Contains(line, `"content":"`) || strings.Contains(line, `"content":""`) {
 				continue
@@ -204,8 +207,8 @@ func BenchmarkFailoverGap(b *testing.B) {
 			}
 		}
 		resp.Body.Close()
-		if n < 40 {
-			b.Fatalf("only %d tokens arrived", n)
+		if n < 40 || failedOver == 0 {
+			b.Fatalf("%d tokens arrived, failover reported: %v", n, failedOver > 0)
 		}
 		gaps = append(gaps, worst)
 	}
