@@ -262,6 +262,18 @@ func TestAPIBadInput(t *testing.T) {
 			}
 		})
 	}
+	t.Run("wrong method", func(t *testing.T) {
+		resp, err := http.Get("http://" + p.HTTPAddr() + "/v1/chat/completions")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var body map[string]any
+		json.NewDecoder(resp.Body).Decode(&body)
+		if resp.StatusCode != 405 || body["error"] == nil || resp.Header.Get("Allow") != "POST" {
+			t.Fatalf("status %d allow %q body %v", resp.StatusCode, resp.Header.Get("Allow"), body)
+		}
+	})
 	t.Run("oversized body", func(t *testing.T) {
 		big := `{"model":"syn-a","messages":[{"role":"user","content":"` + strings.Repeat("x", 5<<20) + `"}]}`
 		status, body := postRaw(t, p, "/v1/chat/completions", big)

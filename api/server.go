@@ -46,6 +46,17 @@ func NewServer(node Node, swarm Swarm, log *slog.Logger) *Server {
 	s.mux.HandleFunc("GET /api/status", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, http.StatusOK, s.node.Status()) })
 	s.mux.HandleFunc("GET /api/peers", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, http.StatusOK, s.node.Peers()) })
 	s.mux.HandleFunc("GET /api/rtt", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, http.StatusOK, s.node.RTT()) })
+	// The same paths with another method get a 405 in the API's own error
+	// shape rather than the mux's plain text.
+	for path, allow := range map[string]string{
+		"/v1/models": "GET", "/v1/chat/completions": "POST", "/v1/completions": "POST",
+		"/api/route": "POST", "/api/status": "GET", "/api/peers": "GET", "/api/rtt": "GET",
+	} {
+		s.mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Allow", allow)
+			writeError(w, http.StatusMethodNotAllowed, "method_not_allowed", r.Method+" "+r.URL.Path+": use "+allow)
+		})
+	}
 	s.mux.HandleFunc("GET /{$}", dashboard)
 	s.mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "not_found", "no such endpoint: "+r.Method+" "+r.URL.Path)
