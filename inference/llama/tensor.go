@@ -1,6 +1,8 @@
 package llama
 
 import (
+	"github.com/x448/float16"
+
 	"encoding/binary"
 	"fmt"
 	"math"
@@ -253,60 +255,10 @@ var f16table = func() []float32 {
 
 func f16to32(h uint16) float32 { return f16table[h] }
 
-func f16value(h uint16) float32 {
-	sign := uint32(h&0x8000) << 16
-	exp := uint32(h>>10) & 0x1f
-	mant := uint32(h & 0x3ff)
-	switch {
-	case exp == 0x1f:
-		return math.Float32frombits(sign | 0x7f800000 | mant<<13)
-	case exp == 0:
-		v := float32(mant) / (1 << 24)
-		if sign != 0 {
-			v = -v
-		}
-		return v
-	}
-	return math.Float32frombits(sign | (exp+127-15)<<23 | mant<<13)
-}
+func f16value(h uint16) float32 { return float16.Frombits(h).Float32() }
 
 // f32to16 returns the binary16 encoding of f, rounded to nearest even.
-func f32to16(f float32) uint16 {
-	b := math.Float32bits(f)
-	sign := uint16(b>>16) & 0x8000
-	exp := int(b>>23) & 0xff
-	mant := b & 0x7fffff
-	if exp == 0xff {
-		if mant != 0 {
-			return sign | 0x7e00
-		}
-		return sign | 0x7c00
-	}
-	e := exp - 127 + 15
-	switch {
-	case e >= 0x1f:
-		return sign | 0x7c00
-	case e <= 0:
-		if e < -10 {
-			return sign
-		}
-		mant |= 0x800000
-		shift := uint(14 - e)
-		m := mant >> shift
-		rem := mant & (1<<shift - 1)
-		half := uint32(1) << (shift - 1)
-		if rem > half || rem == half && m&1 == 1 {
-			m++
-		}
-		return sign | uint16(m)
-	}
-	out := uint32(e)<<10 | mant>>13
-	rem := mant & 0x1fff
-	if rem > 0x1000 || rem == 0x1000 && out&1 == 1 {
-		out++
-	}
-	return sign | uint16(out)
-}
+func f32to16(f float32) uint16 { return float16.Fromfloat32(f).Bits() }
 
 // roundF16 rounds every element of x to the nearest binary16 value.
 func roundF16(x []float32) {
