@@ -111,11 +111,12 @@ func (p *Peer) candidates(ctx context.Context, q api.Query) ([]candidate, error)
 			}
 		}
 	}
-	for _, e := range p.Catalog.Snapshot() {
-		addrs := parseAddrs(e.Addrs)
+	// Unordered: routing ranks them, ties broken by peer ID.
+	servers := p.Catalog.Select(func(e *experts.Entry) bool { return e.Serves(modelOrAny(model, anyModel)) })
+	for _, e := range servers {
 		for _, m := range e.Models {
 			if anyModel || m.Name == model {
-				add(e.Peer, false, m.Name, e.Domains, e.Capacity, e.Load, e.Location, addrs)
+				add(e.Peer, false, m.Name, e.Domains, e.Capacity, e.Load, e.Location, parseAddrs(e.Addrs))
 				break
 			}
 		}
@@ -139,6 +140,14 @@ func (p *Peer) candidates(ctx context.Context, q api.Query) ([]candidate, error)
 		return nil, fmt.Errorf("model %q: no peer in the swarm serves it: %w", model, inference.ErrUnknownModel)
 	}
 	return out, nil
+}
+
+// modelOrAny is the model name Entry.Serves takes: "" for any model.
+func modelOrAny(model string, anyModel bool) string {
+	if anyModel {
+		return ""
+	}
+	return model
 }
 
 func parseAddrs(ss []string) []ma.Multiaddr {

@@ -228,6 +228,28 @@ func (c *Catalog) Get(id string) (Entry, bool) {
 	return *e, true
 }
 
+// Has reports whether id is in the catalog, without copying its entry.
+func (c *Catalog) Has(id string) bool {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	_, ok := c.entries[id]
+	return ok
+}
+
+// Select returns copies of the entries keep accepts, in no particular
+// order: what a request needs, without copying and sorting the whole catalog.
+func (c *Catalog) Select(keep func(*Entry) bool) []Entry {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	var out []Entry
+	for _, e := range c.entries {
+		if keep(e) {
+			out = append(out, *e)
+		}
+	}
+	return out
+}
+
 // Len is the number of peers in the catalog.
 func (c *Catalog) Len() int {
 	c.mu.RLock()

@@ -290,7 +290,7 @@ func (g *Gossip) fetchWanted(ctx context.Context) {
 				continue
 			}
 			for id := range set {
-				if _, ok := g.cfg.Catalog.Get(id); !ok {
+				if !g.cfg.Catalog.Has(id) {
 					batch[via] = append(batch[via], id)
 				}
 			}

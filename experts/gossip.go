@@ -369,7 +369,7 @@ func (g *Gossip) receive(ctx context.Context) {
 		}
 		g.accepted.Add(1)
 		if a.Beat {
-			if _, known := g.cfg.Catalog.Get(a.Peer); !known && msg.ReceivedFrom != "" {
+			if !g.cfg.Catalog.Has(a.Peer) && msg.ReceivedFrom != "" {
 				g.want(a.Peer, msg.ReceivedFrom)
 			}
 		}
