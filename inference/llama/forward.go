@@ -23,12 +23,11 @@ func (m *Model) Local() Experts { return localExperts{m} }
 type localExperts struct{ m *Model }
 
 func (l localExperts) Apply(_ context.Context, layer, expert int, in, out [][]float32) error {
-	if layer < 0 || layer >= len(l.m.layers) || expert < 0 || expert >= l.m.Config.Experts {
-		return fmt.Errorf("no expert %d in layer %d", expert, layer)
+	e, err := l.m.Expert(layer, expert)
+	if err != nil {
+		return err
 	}
-	ly := &l.m.layers[layer]
-	swiglu(ly.gateExp[expert], ly.upExp[expert], ly.downEx[expert], in, out, l.m.Config.FeedForward)
-	return nil
+	return e.Apply(in, out)
 }
 
 // swiglu sets out = down(silu(gate·in) * up·in).

@@ -68,7 +68,18 @@ func Load(path string) (*Model, error) {
 }
 
 // Read reads a GGUF model from r.
-func Read(r io.ReadSeeker) (*Model, error) {
+func Read(r io.ReadSeeker) (*Model, error) { return ReadWith(r, ReadOptions{}) }
+
+// ReadOptions change what ReadWith requires of a file.
+type ReadOptions struct {
+	// WithoutExperts reads a MoE model's dense part only (a dense shard):
+	// the per-expert FFN tensors may be absent and are not loaded. Such a
+	// model runs only with an Experts that holds the experts elsewhere.
+	WithoutExperts bool
+}
+
+// ReadWith reads a GGUF model from r as opts say.
+func ReadWith(r io.ReadSeeker, opts ReadOptions) (*Model, error) {
 	g, err := ggml.Decode(r, -1)
 	if err != nil {
 		return nil, fmt.Errorf("decode gguf: %w", err)
@@ -144,6 +155,9 @@ func Read(r io.ReadSeeker) (*Model, error) {
 			continue
 		}
 		l.gateInp = ld.matrix(n("ffn_gate_inp"), c.Experts, c.Embedding)
+		if opts.WithoutExperts {
+			continue
+		}
 		l.gateExp = ld.experts(n("ffn_gate_exps"), c.Experts, c.FeedForward, c.Embedding)
 		l.upExp = ld.experts(n("ffn_up_exps"), c.Experts, c.FeedForward, c.Embedding)
 		l.downEx = ld.experts(n("ffn_down_exps"), c.Experts, c.Embedding, c.FeedForward)
