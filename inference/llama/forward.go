@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"sort"
+	"sync"
 )
 
 // Experts applies the FFN experts of a Mixture-of-Experts layer. The forward
@@ -251,6 +252,14 @@ func (s *State) moe(ctx context.Context, li int, h, out [][]float32) error {
 		}
 		clear(out[b])
 	}
+	// Ask for every chosen expert; experts held elsewhere are asked all at
+	// once, local ones in turn (each already uses every core). The outputs are
+	// summed in expert order whatever order the answers come in, so the
+	// result does not depend on where the experts ran.
+	res := make([][][]float32, c.Experts)
+	errs := make([]error, c.Experts)
+	_, local := s.experts.(localExperts)
+	var wg sync.WaitGroup
 	for e, rs := range routes {
 		if len(rs) == 0 {
 			continue
@@ -259,12 +268,24 @@ func (s *State) moe(ctx context.Context, li int, h, out [][]float32) error {
 		for i, r := range rs {
 			in[i] = h[r.row]
 		}
-		res := make2(len(rs), c.Embedding)
-		if err := s.experts.Apply(ctx, li, e, in, res); err != nil {
-			return fmt.Errorf("layer %d expert %d: %w", li, e, err)
+		res[e] = make2(len(rs), c.Embedding)
+		if local {
+			errs[e] = s.experts.Apply(ctx, li, e, in, res[e])
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[e] = s.experts.Apply(ctx, li, e, in, res[e])
+		}()
+	}
+	wg.Wait()
+	for e, rs := range routes {
+		if errs[e] != nil {
+			return fmt.Errorf("layer %d expert %d: %w", li, e, errs[e])
 		}
 		for i, r := range rs {
-			for j, y := range res[i] {
+			for j, y := range res[e][i] {
 				out[r.row][j] += r.weight * y
 			}
 		}
