@@ -1,0 +1,190 @@
+package moe
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+)
+
+// RemoteError is an expert call the remote peer answered with an error.
+type RemoteError struct {
+	Status byte
+	Msg    string
+}
+
+func (e *RemoteError) Error() string {
+	names := map[byte]string{statusNotFound: "not hosted", statusBad: "bad request", statusBusy: "busy", statusFailed: "failed"}
+	return fmt.Sprintf("remote expert %s: %s", names[e.Status], e.Msg)
+}
+
+// conn is an expert-call stream with its buffers.
+type conn struct {
+	str  network.Stream
+	r    *bufio.Reader
+	w    *bufio.Writer
+	hdr  []byte
+	used time.Time
+}
+
+// Client makes expert calls, reusing streams: a stream carries one call at
+// a time, and after a clean answer it goes back to a small per-peer pool.
+type Client struct {
+	h       host.Host
+	maxIdle int
+	idleFor time.Duration
+
+	mu     sync.Mutex
+	idle   map[peer.ID][]*conn
+	closed bool
+
+	// Calls counts calls answered; BytesOut and BytesIn count the header and
+	// row bytes written and read (libp2p's own framing not included).
+	Calls, BytesOut, BytesIn atomic.Uint64
+}
+
+// NewClient returns a Client that opens streams from h.
+func NewClient(h host.Host) *Client {
+	return &Client{h: h, maxIdle: 8, idleFor: time.Minute, idle: make(map[peer.ID][]*conn)}
+}
+
+// Close resets the pooled streams; calls in progress finish or fail on
+// their own deadlines.
+func (c *Client) Close() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.closed = true
+	for p, cs := range c.idle {
+		for _, cn := range cs {
+			cn.str.Reset()
+		}
+		delete(c.idle, p)
+	}
+	return nil
+}
+
+func (c *Client) get(p peer.ID) *conn {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	cs := c.idle[p]
+	for len(cs) > 0 {
+		cn := cs[len(cs)-1]
+		cs = cs[:len(cs)-1]
+		if time.Since(cn.used) < c.idleFor {
+			c.idle[p] = cs
+			return cn
+		}
+		cn.str.Reset()
+	}
+	delete(c.idle, p)
+	return nil
+}
+
+func (c *Client) put(p peer.ID, cn *conn) {
+	cn.used = time.Now()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed || len(c.idle[p]) >= c.maxIdle {
+		cn.str.Close()
+		return
+	}
+	c.idle[p] = append(c.idle[p], cn)
+}
+
+// Call asks p for expert (layer, expert) of model on the rows in, into out
+// (rows of the same length). ctx bounds the call; a stream taken from the
+// pool that turns out dead is replaced once.
+func (c *Client) Call(ctx context.Context, p peer.ID, model ModelKey, layer, expert int, in, out [][]float32) error {
+	if len(in) != len(out) || len(in) == 0 {
+		return fmt.Errorf("%d rows in, %d out", len(in), len(out))
+	}
+	h := header{model: model, layer: layer, expert: expert, rows: len(in), dim: len(in[0])}
+	for i := range in {
+		if len(in[i]) != h.dim || len(out[i]) != h.dim {
+			return fmt.Errorf("row %d has length %d/%d, want %d", i, len(in[i]), len(out[i]), h.dim)
+		}
+	}
+	if err := h.check(); err != nil {
+		return err
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		return errors.New("expert call without a deadline")
+	}
+	if cn := c.get(p); cn != nil {
+		err := c.call(ctx, cn, h, in, out)
+		if err == nil || reusable(err) || ctx.Err() != nil {
+			if err == nil || reusable(err) {
+				c.put(p, cn)
+			}
+			return err
+		}
+		// A pooled stream the remote end closed: try a fresh one.
+	}
+	str, err := c.h.NewStream(network.WithAllowLimitedConn(ctx, "expert"), p, Protocol)
+	if err != nil {
+		return fmt.Errorf("open expert stream: %w", err)
+	}
+	cn := &conn{str: str, r: bufio.NewReaderSize(str, 64<<10), w: bufio.NewWriterSize(str, 64<<10), hdr: make([]byte, headerSize)}
+	err = c.call(ctx, cn, h, in, out)
+	if err == nil || reusable(err) {
+		c.put(p, cn)
+	}
+	return err
+}
+
+// reusable reports whether a stream is still in step after the call failed
+// with err: the remote end answered, and did not reject the call's framing.
+func reusable(err error) bool {
+	var re *RemoteError
+	return errors.As(err, &re) && re.Status != statusBad
+}
+
+// call runs one call on cn; on any error but a remote one the stream is reset.
+func (c *Client) call(ctx context.Context, cn *conn, h header, in, out [][]float32) (err error) {
+	dl, _ := ctx.Deadline()
+	cn.str.SetDeadline(dl)
+	stop := context.AfterFunc(ctx, func() { cn.str.Reset() })
+	defer func() {
+		stop()
+		var re *RemoteError
+		if err != nil && !errors.As(err, &re) {
+			cn.str.Reset()
+			if ctx.Err() != nil {
+				err = fmt.Errorf("expert call: %w", ctx.Err())
+			}
+		}
+	}()
+	h.marshal(cn.hdr)
+	if _, err := cn.w.Write(cn.hdr); err != nil {
+		return err
+	}
+	if err := writeRows(cn.w, in, nil); err != nil {
+		return err
+	}
+	if err := cn.w.Flush(); err != nil {
+		return err
+	}
+	c.BytesOut.Add(uint64(headerSize + h.payload()))
+	status, msg, err := readStatus(cn.r)
+	if err != nil {
+		return err
+	}
+	c.BytesIn.Add(uint64(3 + len(msg)))
+	if status != statusOK {
+		return &RemoteError{Status: status, Msg: msg}
+	}
+	if err := readRows(cn.r, out, nil); err != nil {
+		return err
+	}
+	c.BytesIn.Add(uint64(h.payload()))
+	c.Calls.Add(1)
+	cn.str.SetDeadline(time.Time{})
+	return nil
+}

@@ -1,0 +1,224 @@
+package moe
+
+import (
+	"bufio"
+	"errors"
+	"io"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
+
+	"github.com/mwpeer/mwpeer/inference/llama"
+)
+
+// ServerConfig bounds what a Server accepts.
+type ServerConfig struct {
+	// Concurrency bounds calls computed at once; a call beyond it is answered
+	// busy at once, so the caller can go to another replica (0: 4).
+	Concurrency int
+	// Idle closes a stream that brings no call for this long (0: 2 min).
+	Idle time.Duration
+	// ReadTimeout bounds reading one call's rows once its header arrived,
+	// and WriteTimeout writing one answer (0: 10 s each).
+	ReadTimeout, WriteTimeout time.Duration
+	Log                       *slog.Logger
+}
+
+// key names one hosted expert.
+type key struct {
+	model         ModelKey
+	layer, expert int
+}
+
+// Server answers /mwpeer/expert/1.0.0 calls for the experts it hosts.
+type Server struct {
+	h     host.Host
+	cfg   ServerConfig
+	slots chan struct{}
+
+	mu      sync.RWMutex
+	experts map[key]*llama.Expert
+
+	wg       sync.WaitGroup
+	closing  bool
+	streams  map[network.Stream]struct{}
+
+	// Calls and Rows count the calls answered with rows.
+	Calls, Rows atomic.Uint64
+}
+
+// NewServer registers the protocol handler on h.
+func NewServer(h host.Host, cfg ServerConfig) *Server {
+	if cfg.Concurrency <= 0 {
+		cfg.Concurrency = 4
+	}
+	if cfg.Idle <= 0 {
+		cfg.Idle = 2 * time.Minute
+	}
+	if cfg.ReadTimeout <= 0 {
+		cfg.ReadTimeout = 10 * time.Second
+	}
+	if cfg.WriteTimeout <= 0 {
+		cfg.WriteTimeout = 10 * time.Second
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{h: h, cfg: cfg, slots: make(chan struct{}, cfg.Concurrency),
+		experts: make(map[key]*llama.Expert), streams: make(map[network.Stream]struct{})}
+	h.SetStreamHandler(Protocol, s.handle)
+	return s
+}
+
+// Add hosts expert (layer, e) of model.
+func (s *Server) Add(model ModelKey, layer, e int, x *llama.Expert) {
+	s.mu.Lock()
+	s.experts[key{model, layer, e}] = x
+	s.mu.Unlock()
+}
+
+// Get returns a hosted expert, or nil.
+func (s *Server) Get(model ModelKey, layer, e int) *llama.Expert {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.experts[key{model, layer, e}]
+}
+
+// Hosted returns the (layer, expert) pairs hosted for model.
+func (s *Server) Hosted(model ModelKey) [][2]int {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	var out [][2]int
+	for k := range s.experts {
+		if k.model == model {
+			out = append(out, [2]int{k.layer, k.expert})
+		}
+	}
+	return out
+}
+
+// Close removes the handler, resets the open streams and waits for their
+// handlers to return.
+func (s *Server) Close() error {
+	s.h.RemoveStreamHandler(Protocol)
+	s.mu.Lock()
+	s.closing = true
+	for str := range s.streams {
+		str.Reset()
+	}
+	s.mu.Unlock()
+	s.wg.Wait()
+	return nil
+}
+
+// track registers a stream; false when the server is closing.
+func (s *Server) track(str network.Stream) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing {
+		return false
+	}
+	s.streams[str] = struct{}{}
+	s.wg.Add(1)
+	return true
+}
+
+func (s *Server) untrack(str network.Stream) {
+	s.mu.Lock()
+	delete(s.streams, str)
+	s.mu.Unlock()
+	s.wg.Done()
+}
+
+// handle serves calls on one stream until the caller closes it, it idles,
+// or a call is malformed.
+func (s *Server) handle(str network.Stream) {
+	if !s.track(str) {
+		str.Reset()
+		return
+	}
+	defer s.untrack(str)
+	defer str.Close()
+	r := bufio.NewReaderSize(str, 64<<10)
+	w := bufio.NewWriterSize(str, 64<<10)
+	hbuf := make([]byte, headerSize)
+	var in, out [][]float32
+	var back []float32
+	for {
+		str.SetReadDeadline(time.Now().Add(s.cfg.Idle))
+		h, err := readHeader(r, hbuf)
+		if err != nil {
+			if !errors.Is(err, io.EOF) {
+				s.cfg.Log.Debug("expert call rejected", "peer", str.Conn().RemotePeer(), "err", err)
+				if errors.Is(err, errBad) {
+					// Say why, then close: the rest of the stream is out of step.
+					str.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout))
+					if writeStatus(w, statusBad, err.Error()) == nil && w.Flush() == nil {
+						return
+					}
+				}
+				str.Reset()
+			}
+			return
+		}
+		// Read the rows before anything else so the stream stays in step.
+		str.SetReadDeadline(time.Now().Add(s.cfg.ReadTimeout))
+		if n := h.rows * h.dim; cap(back) < 2*n {
+			back = make([]float32, 2*n)
+		}
+		in, out = split(back[:h.rows*h.dim], in, h.rows, h.dim), split(back[h.rows*h.dim:2*h.rows*h.dim], out, h.rows, h.dim)
+		if err := readRows(r, in, nil); err != nil {
+			str.Reset()
+			return
+		}
+		status, msg := s.compute(h, in, out)
+		str.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout))
+		if err := writeStatus(w, status, msg); err != nil {
+			str.Reset()
+			return
+		}
+		if status == statusOK {
+			if err := writeRows(w, out, nil); err != nil {
+				str.Reset()
+				return
+			}
+		}
+		if err := w.Flush(); err != nil {
+			str.Reset()
+			return
+		}
+	}
+}
+
+// compute runs one call if the expert is hosted and a slot is free.
+func (s *Server) compute(h header, in, out [][]float32) (byte, string) {
+	x := s.Get(h.model, h.layer, h.expert)
+	if x == nil {
+		return statusNotFound, "expert not hosted here"
+	}
+	select {
+	case s.slots <- struct{}{}:
+	default:
+		return statusBusy, "busy"
+	}
+	defer func() { <-s.slots }()
+	if err := x.Apply(in, out); err != nil {
+		return statusFailed, err.Error()
+	}
+	s.Calls.Add(1)
+	s.Rows.Add(uint64(h.rows))
+	return statusOK, ""
+}
+
+// split cuts back into n rows of length dim, reusing rows' backing array.
+func split(back []float32, rows [][]float32, n, dim int) [][]float32 {
+	rows = rows[:0]
+	for i := range n {
+		rows = append(rows, back[i*dim:(i+1)*dim])
+	}
+	return rows
+}
