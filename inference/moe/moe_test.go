@@ -300,7 +300,11 @@ func TestServerRejects(t *testing.T) {
 	// closed stream, at once.
 	for name, raw := range map[string][]byte{
 		"garbage": bytes.Repeat([]byte("x"), headerSize),
-		"huge":    func() []byte { b := make([]byte, headerSize); header{model: testModel, rows: MaxRows, dim: MaxDim}.marshal(b); return b }(),
+		"huge": func() []byte {
+			b := make([]byte, headerSize)
+			header{model: testModel, rows: MaxRows, dim: MaxDim}.marshal(b)
+			return b
+		}(),
 	} {
 		str, err := s.req.NewStream(ctx, p, Protocol)
 		if err != nil {

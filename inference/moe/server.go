@@ -43,9 +43,9 @@ type Server struct {
 	mu      sync.RWMutex
 	experts map[key]*llama.Expert
 
-	wg       sync.WaitGroup
-	closing  bool
-	streams  map[network.Stream]struct{}
+	wg      sync.WaitGroup
+	closing bool
+	streams map[network.Stream]struct{}
 
 	// Calls and Rows count the calls answered with rows.
 	Calls, Rows atomic.Uint64
