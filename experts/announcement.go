@@ -72,6 +72,7 @@ type Announcement struct {
 	Region   string                 `json:"region,omitempty"`
 	RTT      map[string]float64     `json:"rtt_ms,omitempty"` // EWMA ping RTTs to peers it measures, ms
 	Coord    *coordinate.Coordinate `json:"coord,omitempty"`  // Vivaldi network coordinate
+	Shards   []ShardSummary         `json:"shards,omitempty"` // shards of MoE models it holds
 }
 
 // Limits on an announcement. They keep one peer from making every other peer
@@ -236,7 +237,7 @@ func (a *Announcement) validate() error {
 	if iv < MinInterval || iv > MaxInterval {
 		return fmt.Errorf("interval %s outside [%s, %s]", iv, MinInterval, MaxInterval)
 	}
-	if a.Beat && (len(a.Addrs)+len(a.Models)+len(a.Domains)+len(a.RTT) > 0 || a.Coord != nil || a.Location != nil || a.Leave || a.State == 0) {
+	if a.Beat && (len(a.Addrs)+len(a.Models)+len(a.Domains)+len(a.RTT)+len(a.Shards) > 0 || a.Coord != nil || a.Location != nil || a.Leave || a.State == 0) {
 		return errors.New("a beat carries only liveness, load and state")
 	}
 	if len(a.Addrs) > MaxAddrs {
@@ -250,6 +251,14 @@ func (a *Announcement) validate() error {
 	}
 	if len(a.RTT) > MaxRTTRow {
 		return fmt.Errorf("RTT row of %d, cap %d", len(a.RTT), MaxRTTRow)
+	}
+	if len(a.Shards) > MaxShardModels {
+		return fmt.Errorf("shards of %d models, cap %d", len(a.Shards), MaxShardModels)
+	}
+	for i := range a.Shards {
+		if err := a.Shards[i].validate(); err != nil {
+			return err
+		}
 	}
 	for _, s := range a.Addrs {
 		if len(s) > MaxString {
