@@ -3,6 +3,7 @@ package llama
 import (
 	"errors"
 	"fmt"
+	"sync"
 )
 
 // Expert is the feed-forward network of one expert of one MoE layer:
@@ -61,8 +62,14 @@ func (x *Expert) Bytes() int {
 	return x.gate.rows*x.gate.rowBytes + x.up.rows*x.up.rowBytes + x.down.rows*x.down.rowBytes
 }
 
+// workspaces are the buffers of Apply calls made outside a State.
+var workspaces = sync.Pool{New: func() any { return newWorkspace(defaultWorkers()) }}
+
 // Apply sets out[i] = expert(in[i]) for every row; every row must have the
-// model's embedding length.
+// model's embedding length. Each row's result is bitwise the same whatever
+// other rows are in the call and however many cores compute it. Apply is
+// safe for concurrent use; it uses all cores and starts and stops its own
+// helper goroutines.
 func (x *Expert) Apply(in, out [][]float32) error {
 	if len(in) != len(out) {
 		return fmt.Errorf("%d input rows, %d output rows", len(in), len(out))
@@ -72,6 +79,14 @@ func (x *Expert) Apply(in, out [][]float32) error {
 			return fmt.Errorf("row %d has length %d/%d, want %d", i, len(in[i]), len(out[i]), x.embedding)
 		}
 	}
-	swiglu(x.gate, x.up, x.down, in, out, x.ff)
+	if len(in) == 0 {
+		return nil
+	}
+	w := workspaces.Get().(*workspace)
+	defer workspaces.Put(w)
+	w.team.start()
+	defer w.team.stop()
+	w.swiglu(x.gate, x.up, x.down, in, out)
+	w.use(nil)
 	return nil
 }

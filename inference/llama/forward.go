@@ -4,8 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
-	"sort"
-	"sync"
+	"slices"
 )
 
 // Experts applies the FFN experts of a Mixture-of-Experts layer. The forward
@@ -31,37 +30,90 @@ func (l localExperts) Apply(_ context.Context, layer, expert int, in, out [][]fl
 	return e.Apply(in, out)
 }
 
-// swiglu sets out = down(silu(gate·in) * up·in).
-func swiglu(gate, up, down *matrix, in, out [][]float32, ff int) {
-	g := make2(len(in), ff)
-	u := make2(len(in), ff)
-	gate.mul(g, in)
-	up.mul(u, in)
+// workspace holds the buffers and workers of forward computations, reused
+// from call to call so that decoding a token does not allocate.
+type workspace struct {
+	team  *team
+	src   [][]float32
+	acts  [actKinds]acts
+	ready [actKinds]bool
+	job   mulJob
+	work  []scratch // per worker
+
+	x, h, q, k, v, att, o, g, u rows
+	router, res                 rows
+	qh                          []float32
+	sel                         []int
+	wt                          []float32
+	gin, gout                   [][]float32
+	logits                      []float32
+	logitRows                   [][]float32
+}
+
+func newWorkspace(workers int) *workspace {
+	t := newTeam(workers)
+	return &workspace{team: t, work: make([]scratch, t.workers())}
+}
+
+// use makes in the input of the following products.
+func (w *workspace) use(in [][]float32) {
+	w.src = in
+	w.ready = [actKinds]bool{}
+}
+
+// mul sets out = m · in for the rows of the input.
+func (w *workspace) mul(m *matrix, out [][]float32) {
+	k := m.kind()
+	if !w.ready[k] {
+		w.acts[k].prepare(k, w.src)
+		w.ready[k] = true
+	}
+	m.mul(w.team, &w.job, out, &w.acts[k], w.work)
+}
+
+// swiglu sets out = down(silu(gate·in) * up·in). in and out must not be w's buffers g and u.
+func (w *workspace) swiglu(gate, up, down *matrix, in, out [][]float32) {
+	g := w.g.get(len(in), gate.rows)
+	u := w.u.get(len(in), up.rows)
+	w.use(in)
+	w.mul(gate, g)
+	w.mul(up, u)
 	for b := range g {
+		ub := u[b][:len(g[b])]
 		for i, x := range g[b] {
-			g[b][i] = x / (1 + float32(math.Exp(float64(-x)))) * u[b][i]
+			g[b][i] = x / (1 + float32(math.Exp(float64(-x)))) * ub[i]
 		}
 	}
-	down.mul(out, g)
+	w.use(g)
+	w.mul(down, out)
 }
 
-func make2(n, m int) [][]float32 {
-	back := make([]float32, n*m)
-	rows := make([][]float32, n)
-	for i := range rows {
-		rows[i] = back[i*m : (i+1)*m]
+// rows is a reusable n×m buffer.
+type rows struct {
+	back []float32
+	r    [][]float32
+}
+
+// get returns the buffer as n rows of m, reallocated only when too small.
+func (b *rows) get(n, m int) [][]float32 {
+	b.back = grow(b.back, n*m)
+	b.r = grow(b.r, n)
+	for i := range b.r {
+		b.r[i] = b.back[i*m : (i+1)*m]
 	}
-	return rows
+	return b.r
 }
 
-// State is one sequence being generated: its KV cache and position. It is not
-// safe for concurrent use.
+// State is one sequence being generated: its KV cache, its position and the
+// buffers of its forward pass. It is not safe for concurrent use.
 type State struct {
 	m       *Model
 	experts Experts
+	local   bool // experts are m's own
 	ctxLen  int
 	k, v    [][]float32 // per layer: ctxLen × kvDim, rounded to F16 as llama.cpp's cache
 	pos     int
+	ws      *workspace
 }
 
 // BatchSize is the largest number of prompt tokens run through the model at once.
@@ -76,8 +128,12 @@ func (m *Model) NewState(ctxLen int, experts Experts) *State {
 	if experts == nil {
 		experts = m.Local()
 	}
+	le, local := experts.(localExperts)
+	local = local && le.m == m
 	kvDim := m.Config.KVHeads * m.Config.HeadDim
-	s := &State{m: m, experts: experts, ctxLen: ctxLen, k: make([][]float32, m.Config.Layers), v: make([][]float32, m.Config.Layers)}
+	s := &State{m: m, experts: experts, local: local, ctxLen: ctxLen,
+		k: make([][]float32, m.Config.Layers), v: make([][]float32, m.Config.Layers),
+		ws: newWorkspace(defaultWorkers())}
 	for i := range s.k {
 		s.k[i] = make([]float32, ctxLen*kvDim)
 		s.v[i] = make([]float32, ctxLen*kvDim)
@@ -89,7 +145,9 @@ func (m *Model) NewState(ctxLen int, experts Experts) *State {
 func (s *State) Pos() int { return s.pos }
 
 // Forward appends tokens to the sequence and returns the logits that follow
-// the last of them.
+// the last of them. The logits belong to s: they are valid until the next
+// call of Forward. Forward runs its matrix products on all cores, with
+// helper goroutines that it starts and stops itself.
 func (s *State) Forward(ctx context.Context, tokens []int) ([]float32, error) {
 	if len(tokens) == 0 {
 		return nil, fmt.Errorf("no tokens")
@@ -102,6 +160,8 @@ func (s *State) Forward(ctx context.Context, tokens []int) ([]float32, error) {
 			return nil, fmt.Errorf("token %d outside the vocabulary", t)
 		}
 	}
+	s.ws.team.start()
+	defer s.ws.team.stop()
 	var logits []float32
 	for len(tokens) > 0 {
 		n := min(len(tokens), BatchSize)
@@ -117,19 +177,19 @@ func (s *State) Forward(ctx context.Context, tokens []int) ([]float32, error) {
 
 // batch runs tokens at positions s.pos... and returns the last one's logits.
 func (s *State) batch(ctx context.Context, tokens []int) ([]float32, error) {
-	m, c := s.m, s.m.Config
+	m, c, w := s.m, s.m.Config, s.ws
 	n := len(tokens)
 	kvDim := c.KVHeads * c.HeadDim
-	x := make2(n, c.Embedding)
+	x := w.x.get(n, c.Embedding)
 	for b, t := range tokens {
 		m.embed.row(t, x[b])
 	}
-	h := make2(n, c.Embedding)
-	q := make2(n, c.Embedding)
-	k := make2(n, kvDim)
-	v := make2(n, kvDim)
-	att := make2(n, c.Embedding)
-	o := make2(n, c.Embedding)
+	h := w.h.get(n, c.Embedding)
+	q := w.q.get(n, c.Embedding)
+	k := w.k.get(n, kvDim)
+	v := w.v.get(n, kvDim)
+	att := w.att.get(n, c.Embedding)
+	o := w.o.get(n, c.Embedding)
 	for li := range m.layers {
 		if err := ctx.Err(); err != nil {
 			return nil, err
@@ -138,9 +198,10 @@ func (s *State) batch(ctx context.Context, tokens []int) ([]float32, error) {
 		for b := range x {
 			rmsNorm(h[b], x[b], l.attnNorm, c.NormEpsilon)
 		}
-		l.wq.mul(q, h)
-		l.wk.mul(k, h)
-		l.wv.mul(v, h)
+		w.use(h)
+		w.mul(l.wq, q)
+		w.mul(l.wk, k)
+		w.mul(l.wv, v)
 		for b := range n {
 			pos := s.pos + b
 			rope(q[b], c.Heads, c.HeadDim, c.RopeDim, pos, c.RopeBase)
@@ -151,7 +212,8 @@ func (s *State) batch(ctx context.Context, tokens []int) ([]float32, error) {
 			copy(s.v[li][pos*kvDim:], v[b])
 		}
 		s.attention(li, q, att)
-		l.wo.mul(o, att)
+		w.use(att)
+		w.mul(l.wo, o)
 		for b := range x {
 			for i := range x[b] {
 				x[b][i] += o[b][i]
@@ -159,7 +221,7 @@ func (s *State) batch(ctx context.Context, tokens []int) ([]float32, error) {
 			rmsNorm(h[b], x[b], l.ffnNorm, c.NormEpsilon)
 		}
 		if c.Experts == 0 {
-			swiglu(l.gate, l.up, l.down, h, o, c.FeedForward)
+			w.swiglu(l.gate, l.up, l.down, h, o)
 		} else if err := s.moe(ctx, li, h, o); err != nil {
 			return nil, err
 		}
@@ -170,35 +232,39 @@ func (s *State) batch(ctx context.Context, tokens []int) ([]float32, error) {
 		}
 	}
 	s.pos += n
-	last := x[n-1]
-	rmsNorm(last, last, m.outputNorm, c.NormEpsilon)
-	logits := make([]float32, c.Vocab)
-	m.output.mul([][]float32{logits}, [][]float32{last})
-	return logits, nil
+	last := x[n-1 : n]
+	rmsNorm(last[0], last[0], m.outputNorm, c.NormEpsilon)
+	w.logits = grow(w.logits, c.Vocab)
+	w.logitRows = append(w.logitRows[:0], w.logits)
+	w.use(last)
+	w.mul(m.output, w.logitRows)
+	return w.logits, nil
 }
 
 // attention computes causal grouped-query attention of the batch's queries
-// (at positions s.pos...) over the cache, into out.
+// (at positions s.pos...) over the cache, into out, as llama.cpp's CPU flash
+// attention (which Ollama enables) does with an F16 cache: scores from the
+// query rounded to F16, an online softmax, and an F16 accumulator.
 func (s *State) attention(li int, q, out [][]float32) {
 	c := s.m.Config
 	kvDim := c.KVHeads * c.HeadDim
 	group := c.Heads / c.KVHeads
 	scale := float32(1 / math.Sqrt(float64(c.HeadDim)))
-	qh := make([]float32, c.HeadDim)
+	s.ws.qh = grow(s.ws.qh, c.HeadDim)
+	qh := s.ws.qh
+	kc, vc := s.k[li], s.v[li]
 	for b := range q {
 		end := s.pos + b + 1
 		for hd := range c.Heads {
-			kvh := hd / group
+			off := hd / group * c.HeadDim
 			copy(qh, q[b][hd*c.HeadDim:(hd+1)*c.HeadDim])
-			roundF16(qh) // llama.cpp multiplies the F16 cache by a query rounded to F16
-			// Online softmax with an F16 accumulator, as llama.cpp's CPU
-			// flash attention (which Ollama enables) does with an F16 cache.
+			roundF16(qh)
 			acc := out[b][hd*c.HeadDim : (hd+1)*c.HeadDim]
 			clear(acc)
 			mx := float32(math.Inf(-1))
 			var sum float32
 			for p := range end {
-				sc := dot(qh, s.k[li][p*kvDim+kvh*c.HeadDim:][:c.HeadDim]) * scale
+				sc := dotSeq(qh, kc[p*kvDim+off:][:c.HeadDim]) * scale
 				ms, vs := float32(1), float32(1)
 				if sc > mx {
 					ms = float32(math.Exp(float64(mx - sc)))
@@ -209,7 +275,7 @@ func (s *State) attention(li int, q, out [][]float32) {
 				} else {
 					vs = float32(math.Exp(float64(sc - mx)))
 				}
-				vr := s.v[li][p*kvDim+kvh*c.HeadDim:][:c.HeadDim]
+				vr := vc[p*kvDim+off:][:len(acc)]
 				for i := range acc {
 					acc[i] = f16table[f32to16(acc[i]+vr[i]*vs)]
 				}
@@ -223,70 +289,76 @@ func (s *State) attention(li int, q, out [][]float32) {
 	}
 }
 
-// moe runs the Mixture-of-Experts FFN of layer li on rows h into out: the
-// router's softmax over all experts, the top ExpertsUsed of them, their
-// weights renormalized to sum to one (as llama.cpp for Mixtral).
+// moe runs the Mixture-of-Experts FFN of layer li on rows h into out as
+// llama.cpp does for Mixtral: the router's softmax over all experts, the top
+// ExpertsUsed of them, their weights renormalized to sum to one, each
+// expert's output scaled by its weight and the outputs added in order of
+// weight. Rows routed to one expert go to it in one call.
 func (s *State) moe(ctx context.Context, li int, h, out [][]float32) error {
-	c := s.m.Config
+	c, w := s.m.Config, s.ws
 	l := &s.m.layers[li]
-	logits := make2(len(h), c.Experts)
-	l.gateInp.mul(logits, h)
-	type route struct {
-		row    int
-		weight float32
-	}
-	routes := make([][]route, c.Experts)
-	idx := make([]int, c.Experts)
+	n, used := len(h), c.ExpertsUsed
+	logits := w.router.get(n, c.Experts)
+	w.use(h)
+	w.mul(l.gateInp, logits)
+	w.sel = grow(w.sel, n*used)
+	w.wt = grow(w.wt, n*used)
 	for b, lg := range logits {
 		softmax(lg)
-		for i := range idx {
-			idx[i] = i
+		sel, wt := w.sel[b*used:(b+1)*used], w.wt[b*used:(b+1)*used]
+		var sum float64
+		for slot := range sel {
+			best := -1
+			for e, p := range lg {
+				if (best < 0 || p > lg[best]) && !slices.Contains(sel[:slot], e) {
+					best = e
+				}
+			}
+			sel[slot], wt[slot] = best, lg[best]
+			sum += float64(lg[best])
 		}
-		sort.SliceStable(idx, func(i, j int) bool { return lg[idx[i]] > lg[idx[j]] })
-		var sum float32
-		for _, e := range idx[:c.ExpertsUsed] {
-			sum += lg[e]
+		div := max(float32(sum), 6.103515625e-5)
+		for slot := range wt {
+			wt[slot] /= div
 		}
-		for _, e := range idx[:c.ExpertsUsed] {
-			routes[e] = append(routes[e], route{b, lg[e] / sum})
-		}
-		clear(out[b])
 	}
-	// Ask for every chosen expert; experts held elsewhere are asked all at
-	// once, local ones in turn (each already uses every core). The outputs are
-	// summed in expert order whatever order the answers come in, so the
-	// result does not depend on where the experts ran.
-	res := make([][][]float32, c.Experts)
-	errs := make([]error, c.Experts)
-	_, local := s.experts.(localExperts)
-	var wg sync.WaitGroup
-	for e, rs := range routes {
-		if len(rs) == 0 {
+	res := w.res.get(n*used, c.Embedding)
+	w.gin, w.gout = grow(w.gin, n*used), grow(w.gout, n*used)
+	for e := range c.Experts {
+		in, got := w.gin[:0], w.gout[:0]
+		for i, se := range w.sel {
+			if se == e {
+				in, got = append(in, h[i/used]), append(got, res[i])
+			}
+		}
+		if len(in) == 0 {
 			continue
 		}
-		in := make([][]float32, len(rs))
-		for i, r := range rs {
-			in[i] = h[r.row]
+		var err error
+		if s.local {
+			if l.gateExp == nil {
+				_, err = s.m.Expert(li, e)
+			} else {
+				w.swiglu(l.gateExp[e], l.upExp[e], l.downEx[e], in, got)
+			}
+		} else {
+			err = s.experts.Apply(ctx, li, e, in, got)
 		}
-		res[e] = make2(len(rs), c.Embedding)
-		if local {
-			errs[e] = s.experts.Apply(ctx, li, e, in, res[e])
-			continue
+		if err != nil {
+			return fmt.Errorf("layer %d expert %d: %w", li, e, err)
 		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			errs[e] = s.experts.Apply(ctx, li, e, in, res[e])
-		}()
 	}
-	wg.Wait()
-	for e, rs := range routes {
-		if errs[e] != nil {
-			return fmt.Errorf("layer %d expert %d: %w", li, e, errs[e])
-		}
-		for i, r := range rs {
-			for j, y := range res[e][i] {
-				out[r.row][j] += r.weight * y
+	for b := range out {
+		for slot := range used {
+			y, wt := res[b*used+slot], w.wt[b*used+slot]
+			if slot == 0 {
+				for j, v := range y {
+					out[b][j] = v * wt
+				}
+				continue
+			}
+			for j, v := range y {
+				out[b][j] += v * wt
 			}
 		}
 	}
@@ -297,9 +369,10 @@ func (s *State) moe(ctx context.Context, li int, h, out [][]float32) error {
 func rmsNorm(dst, x, w []float32, eps float32) {
 	var sum float64
 	for _, v := range x {
-		sum += float64(v) * float64(v)
+		sum += float64(v * v)
 	}
-	scale := float32(1 / math.Sqrt(sum/float64(len(x))+float64(eps)))
+	mean := float32(sum / float64(len(x)))
+	scale := 1 / float32(math.Sqrt(float64(mean+eps)))
 	for i, v := range x {
 		dst[i] = v * scale * w[i]
 	}
@@ -309,7 +382,7 @@ func rmsNorm(dst, x, w []float32, eps float32) {
 // each head by pos·base^(-2i/ropeDim): llama.cpp's "normal" RoPE, which it
 // uses for the llama architecture.
 func rope(x []float32, heads, headDim, ropeDim, pos int, base float32) {
-	thetaScale := float32(math.Pow(float64(base), -2/float64(ropeDim)))
+	thetaScale := float32(math.Pow(float64(base), float64(float32(-2)/float32(ropeDim))))
 	for h := range heads {
 		v := x[h*headDim : h*headDim+ropeDim]
 		theta := float32(pos)
@@ -335,7 +408,8 @@ func softmax(x []float32) {
 		x[i] = e
 		sum += float64(e)
 	}
+	inv := float32(1 / sum)
 	for i := range x {
-		x[i] = float32(float64(x[i]) / sum)
+		x[i] *= inv
 	}
 }

@@ -6,8 +6,6 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
-	"runtime"
-	"sync"
 )
 
 // GGML tensor types this package reads.
@@ -105,143 +103,411 @@ func (m *matrix) row(r int, dst []float32) {
 	}
 }
 
-// workers is the number of goroutines a large matrix product is split over.
-var workers = runtime.GOMAXPROCS(0)
+// actKind is the form llama.cpp's CPU backend converts activations to before
+// a dot product with weights of a type (the type's vec_dot_type).
+type actKind int
 
-// mul sets out[b] = m · in[b] for every row b of the batch. The weight row is
-// dequantized once and used for the whole batch; rows are split over workers
-// when the product is large enough to pay for it.
-func (m *matrix) mul(out, in [][]float32) {
-	if m.typ != typeF32 {
-		// llama.cpp converts the activations to the weights' dot-product type
-		// (F16, Q8_0 or Q8_K) before multiplying; do the same on a copy.
-		in = m.activations(in)
+const (
+	actF32  actKind = iota // F32 weights: activations as they are
+	actF16                 // F16 weights: activations rounded to binary16
+	actQ8_0                // Q8_0 and Q4_0 weights: blocks of 32 int8 and an F16 scale
+	actQ8_K                // Q4_K and Q6_K weights: blocks of 256 int8, an F32 scale and sums of 16
+	actKinds
+)
+
+func (m *matrix) kind() actKind {
+	switch m.typ {
+	case typeF16:
+		return actF16
+	case typeQ8_0, typeQ4_0:
+		return actQ8_0
+	case typeQ4_K, typeQ6_K:
+		return actQ8_K
 	}
-	n := workers
-	if work := m.rows * m.cols * len(in); work < 1<<16 || n < 2 {
-		n = 1
-	}
-	if n == 1 {
-		m.mulRange(out, in, 0, m.rows, nil)
-		return
-	}
-	var wg sync.WaitGroup
-	per := (m.rows + n - 1) / n
-	for lo := 0; lo < m.rows; lo += per {
-		hi := min(lo+per, m.rows)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			m.mulRange(out, in, lo, hi, nil)
-		}()
-	}
-	wg.Wait()
+	return actF32
 }
 
-var rowPool = sync.Pool{New: func() any { s := make([]float32, 0, 1024); return &s }}
+// acts is a batch of activation rows converted for one actKind. Every row is
+// converted on its own, so a row's form does not depend on the batch.
+type acts struct {
+	kind    actKind
+	n, cols int
+	in      [][]float32 // actF32: the rows themselves
+	f       []float32   // actF16: n×cols
+	q       []int8      // actQ8_0, actQ8_K: n×cols
+	d       []float32   // scales: n×cols/32 (Q8_0, F16 values) or n×cols/256 (Q8_K)
+	bsum    []int32     // actQ8_K: n×cols/16 sums of q
+}
 
-func (m *matrix) mulRange(out, in [][]float32, lo, hi int, _ []float32) {
-	var buf []float32
-	var bp *[]float32
-	if m.typ != typeF32 {
-		bp = rowPool.Get().(*[]float32)
-		if cap(*bp) < m.cols {
-			*bp = make([]float32, m.cols)
-		}
-		buf = (*bp)[:m.cols]
-		defer rowPool.Put(bp)
+// grow returns s with length n, reallocated only when too small.
+func grow[T any](s []T, n int) []T {
+	if cap(s) < n {
+		return make([]T, n)
 	}
-	for r := lo; r < hi; r++ {
-		w := buf
-		if m.typ == typeF32 {
-			w = m.f32[r*m.cols : (r+1)*m.cols]
-		} else {
-			m.row(r, w)
-		}
+	return s[:n]
+}
+
+// prepare converts in (rows of equal length) to kind.
+func (a *acts) prepare(kind actKind, in [][]float32) {
+	n, cols := len(in), len(in[0])
+	a.kind, a.n, a.cols, a.in = kind, n, cols, nil
+	switch kind {
+	case actF32:
+		a.in = in
+	case actF16:
+		a.f = grow(a.f, n*cols)
 		for b, x := range in {
-			out[b][r] = dot(w, x)
+			y := a.f[b*cols : (b+1)*cols]
+			for i, v := range x {
+				y[i] = f16table[f32to16(v)]
+			}
+		}
+	case actQ8_0:
+		a.q = grow(a.q, n*cols)
+		a.d = grow(a.d, n*cols/32)
+		for b, x := range in {
+			quantizeQ8_0(x, a.q[b*cols:(b+1)*cols], a.d[b*cols/32:(b+1)*cols/32])
+		}
+	case actQ8_K:
+		a.q = grow(a.q, n*cols)
+		a.d = grow(a.d, n*cols/256)
+		a.bsum = grow(a.bsum, n*cols/16)
+		for b, x := range in {
+			quantizeQ8_K(x, a.q[b*cols:(b+1)*cols], a.d[b*cols/256:(b+1)*cols/256], a.bsum[b*cols/16:(b+1)*cols/16])
 		}
 	}
 }
 
-// activations returns in converted as llama.cpp's CPU backend converts
-// activations before a dot product with weights of m's type.
-func (m *matrix) activations(in [][]float32) [][]float32 {
-	cp := make([][]float32, len(in))
-	for b, x := range in {
-		y := make([]float32, len(x))
-		copy(y, x)
-		switch m.typ {
-		case typeF16:
-			roundF16(y)
-		case typeQ8_0, typeQ4_0:
-			roundQ8_0(y)
-		case typeQ4_K, typeQ6_K:
-			roundQ8_K(y)
-		}
-		cp[b] = y
-	}
-	return cp
-}
-
-// roundQ8_0 replaces x by its Q8_0 quantization, dequantized (as ggml's x86 quantize_row_q8_0).
-func roundQ8_0(x []float32) {
-	for b := 0; b+32 <= len(x); b += 32 {
-		blk := x[b : b+32]
+// quantizeQ8_0 quantizes x to blocks of 32 int8 q and scales d (F16 values),
+// as ggml's quantize_row_q8_0_ref, which the x86 build without AVX uses.
+func quantizeQ8_0(x []float32, q []int8, d []float32) {
+	for blk := range d {
+		xs, qs := x[blk*32:blk*32+32], q[blk*32:blk*32+32]
 		var amax float32
-		for _, v := range blk {
-			amax = max(amax, float32(math.Abs(float64(v))))
+		for _, v := range xs {
+			amax = max(amax, abs32(v))
 		}
-		d := amax / 127
+		dv := amax / 127
 		var id float32
-		if amax != 0 {
-			id = 127 / amax
+		if dv != 0 {
+			id = 1 / dv
 		}
-		dh := f16table[f32to16(d)]
-		for i, v := range blk {
-			blk[i] = dh * float32(math.RoundToEven(float64(v*id)))
+		d[blk] = f16table[f32to16(dv)]
+		for i, v := range xs {
+			qs[i] = int8(math.Round(float64(v * id))) // roundf: halves away from zero
 		}
 	}
 }
 
-// roundQ8_K replaces x by its Q8_K quantization, dequantized (as ggml's quantize_row_q8_K_ref).
-func roundQ8_K(x []float32) {
-	for b := 0; b+256 <= len(x); b += 256 {
-		blk := x[b : b+256]
+// quantizeQ8_K quantizes x to blocks of 256 int8 q, scales d and sums of 16
+// bsum, as ggml's quantize_row_q8_K_ref.
+func quantizeQ8_K(x []float32, q []int8, d []float32, bsum []int32) {
+	for blk := range d {
+		xs, qs := x[blk*256:blk*256+256], q[blk*256:blk*256+256]
 		var amax, vmax float32
-		for _, v := range blk {
-			if a := float32(math.Abs(float64(v))); a > amax {
+		for _, v := range xs {
+			if a := abs32(v); a > amax {
 				amax, vmax = a, v
 			}
 		}
 		if amax == 0 {
-			clear(blk)
+			d[blk] = 0
+			clear(qs)
+			clear(bsum[blk*16 : blk*16+16])
 			continue
 		}
 		iscale := -127 / vmax
-		d := 1 / iscale
-		for i, v := range blk {
-			q := min(127, math.RoundToEven(float64(iscale*v)))
-			blk[i] = d * float32(q)
+		for i, v := range xs {
+			qs[i] = int8(min(127, math.RoundToEven(float64(iscale*v))))
+		}
+		for j := range 16 {
+			var s int32
+			for _, v := range qs[j*16 : j*16+16] {
+				s += int32(v)
+			}
+			bsum[blk*16+j] = s
+		}
+		d[blk] = 1 / iscale
+	}
+}
+
+func abs32(v float32) float32 { return math.Float32frombits(math.Float32bits(v) &^ (1 << 31)) }
+
+// scratch is one worker's buffers for unpacking a weight row.
+type scratch struct {
+	f       []float32 // F16 row as float32
+	q       []int8    // K-quant row as int8
+	sc, mn  []int32   // K-quant sub-block scales and mins
+	d, dmin []float32 // K-quant block scales
+	sums    [8]float32
+	lanes   [8]int32
+}
+
+// mulJob computes out[b][r] = dot(row r of m, row b of a) for a range of r.
+type mulJob struct {
+	m    *matrix
+	out  [][]float32
+	a    *acts
+	work []scratch // per worker
+}
+
+// mul sets out[b] = m · row b of a for every row of the batch, on t's workers.
+// Each output element is computed by one dot product whose order of
+// operations depends only on the two rows, never on the batch or on how rows
+// are split over workers. work holds at least t.workers() scratches.
+func (m *matrix) mul(t *team, j *mulJob, out [][]float32, a *acts, work []scratch) {
+	*j = mulJob{m: m, out: out, a: a, work: work}
+	// Chunks of about 64K multiply-adds, at least 4 rows.
+	chunk := max(4, (1<<16)/(m.cols*a.n))
+	t.parallel(j, m.rows, chunk)
+	*j = mulJob{}
+}
+
+func (j *mulJob) run(lo, hi, worker int) {
+	m, a, out := j.m, j.a, j.out
+	s := &j.work[worker]
+	cols := m.cols
+	switch m.typ {
+	case typeF32:
+		for r := lo; r < hi; r++ {
+			w := m.f32[r*cols : (r+1)*cols]
+			for b := range out {
+				out[b][r] = dotF32(w, a.in[b])
+			}
+		}
+	case typeF16:
+		s.f = grow(s.f, cols)
+		for r := lo; r < hi; r++ {
+			f16row(m.raw[r*m.rowBytes:(r+1)*m.rowBytes], s.f)
+			for b := range out {
+				out[b][r] = dotF32(s.f, a.f[b*cols:(b+1)*cols])
+			}
+		}
+	case typeQ8_0:
+		for r := lo; r < hi; r++ {
+			w := m.raw[r*m.rowBytes : (r+1)*m.rowBytes]
+			for b := range out {
+				out[b][r] = dotQ8_0(w, a.q[b*cols:(b+1)*cols], a.d[b*cols/32:(b+1)*cols/32])
+			}
+		}
+	case typeQ4_0:
+		for r := lo; r < hi; r++ {
+			w := m.raw[r*m.rowBytes : (r+1)*m.rowBytes]
+			for b := range out {
+				out[b][r] = dotQ4_0(w, a.q[b*cols:(b+1)*cols], a.d[b*cols/32:(b+1)*cols/32])
+			}
+		}
+	case typeQ4_K:
+		s.q, s.sc, s.mn = grow(s.q, cols), grow(s.sc, cols/32), grow(s.mn, cols/32)
+		s.d, s.dmin = grow(s.d, cols/256), grow(s.dmin, cols/256)
+		for r := lo; r < hi; r++ {
+			unpackQ4_K(m.raw[r*m.rowBytes:(r+1)*m.rowBytes], s)
+			for b := range out {
+				out[b][r] = s.dotQ4_K(a.q[b*cols:(b+1)*cols], a.d[b*cols/256:(b+1)*cols/256], a.bsum[b*cols/16:(b+1)*cols/16])
+			}
+		}
+	case typeQ6_K:
+		s.q, s.sc, s.d = grow(s.q, cols), grow(s.sc, cols/16), grow(s.d, cols/256)
+		for r := lo; r < hi; r++ {
+			unpackQ6_K(m.raw[r*m.rowBytes:(r+1)*m.rowBytes], s)
+			for b := range out {
+				out[b][r] = s.dotQ6_K(a.q[b*cols:(b+1)*cols], a.d[b*cols/256:(b+1)*cols/256])
+			}
 		}
 	}
 }
 
-// dot returns the inner product of a and b (same length), summed in four lanes.
-func dot(a, b []float32) float32 {
+// dotF32 returns the inner product of a and b (same length) as ggml's scalar
+// ggml_vec_dot_f32 and ggml_vec_dot_f16 compute it: float32 products summed
+// in float64, rounded to float32 at the end. The sum runs in four float64
+// lanes; it differs from ggml's single running sum only when the float64
+// rounding errors (about 1e-16 relative) straddle a float32 rounding boundary.
+func dotF32(a, b []float32) float32 {
 	b = b[:len(a)]
-	var s0, s1, s2, s3 float32
+	var s0, s1, s2, s3 float64
 	i := 0
 	for ; i+4 <= len(a); i += 4 {
-		s0 += a[i] * b[i]
-		s1 += a[i+1] * b[i+1]
-		s2 += a[i+2] * b[i+2]
-		s3 += a[i+3] * b[i+3]
+		s0 += float64(a[i] * b[i])
+		s1 += float64(a[i+1] * b[i+1])
+		s2 += float64(a[i+2] * b[i+2])
+		s3 += float64(a[i+3] * b[i+3])
 	}
 	for ; i < len(a); i++ {
-		s0 += a[i] * b[i]
+		s0 += float64(a[i] * b[i])
 	}
-	return (s0 + s1) + (s2 + s3)
+	return float32((s0 + s1) + (s2 + s3))
+}
+
+// dotSeq is dotF32 with ggml's single running sum, for short vectors where
+// exact agreement is cheap (attention scores).
+func dotSeq(a, b []float32) float32 {
+	b = b[:len(a)]
+	var s float64
+	for i, v := range a {
+		s += float64(v * b[i])
+	}
+	return float32(s)
+}
+
+// f16row converts a row of binary16 values to float32.
+func f16row(src []byte, dst []float32) {
+	src = src[:2*len(dst)]
+	for i := range dst {
+		dst[i] = f16table[uint16(src[2*i])|uint16(src[2*i+1])<<8]
+	}
+}
+
+// dotQ8_0 is ggml's vec_dot_q8_0_q8_0: an integer sum per block, scaled by
+// the product of the two F16 scales.
+func dotQ8_0(w []byte, q []int8, d []float32) float32 {
+	var sum float32
+	for blk := range d {
+		x := w[blk*34 : blk*34+34]
+		y := q[blk*32 : blk*32+32]
+		var si int32
+		for i := range 32 {
+			si += int32(int8(x[2+i])) * int32(y[i])
+		}
+		sum += float32(si) * (f16table[uint16(x[0])|uint16(x[1])<<8] * d[blk])
+	}
+	return sum
+}
+
+// dotQ4_0 is ggml's vec_dot_q4_0_q8_0.
+func dotQ4_0(w []byte, q []int8, d []float32) float32 {
+	var sum float32
+	for blk := range d {
+		x := w[blk*18 : blk*18+18]
+		y := q[blk*32 : blk*32+32]
+		var s0, s1 int32
+		for i := range 16 {
+			s0 += (int32(x[2+i]&0x0f) - 8) * int32(y[i])
+			s1 += (int32(x[2+i]>>4) - 8) * int32(y[i+16])
+		}
+		sum += float32(s0+s1) * f16table[uint16(x[0])|uint16(x[1])<<8] * d[blk]
+	}
+	return sum
+}
+
+// unpackQ4_K unpacks a Q4_K row into s: 4-bit values, 6-bit scales and mins
+// of 32-element sub-blocks, and block scales.
+func unpackQ4_K(src []byte, s *scratch) {
+	for blk := range s.d {
+		x := src[blk*144 : blk*144+144]
+		s.d[blk] = f16table[uint16(x[0])|uint16(x[1])<<8]
+		s.dmin[blk] = f16table[uint16(x[2])|uint16(x[3])<<8]
+		for j := range 8 {
+			sc, mn := scaleMinK4(j, x[4:16])
+			s.sc[blk*8+j], s.mn[blk*8+j] = int32(sc), int32(mn)
+		}
+		qs := x[16:144]
+		y := s.q[blk*256 : blk*256+256]
+		for j := range 4 {
+			for l := range 32 {
+				v := qs[j*32+l]
+				y[j*64+l] = int8(v & 0x0f)
+				y[j*64+32+l] = int8(v >> 4)
+			}
+		}
+	}
+}
+
+// dotQ4_K is ggml's vec_dot_q4_K_q8_K (generic): per block, integer sums in
+// eight lanes (element index mod 8) scaled into eight float lanes, the mins
+// subtracted from a separate sum, the lanes added last.
+func (s *scratch) dotQ4_K(q []int8, d []float32, bsum []int32) float32 {
+	s.sums = [8]float32{}
+	var sum float32
+	for blk := range d {
+		var mins int32
+		for j := range 16 {
+			mins += bsum[blk*16+j] * s.mn[blk*8+j/2]
+		}
+		s.lanes = [8]int32{}
+		x := s.q[blk*256 : blk*256+256]
+		y := q[blk*256 : blk*256+256]
+		for j := range 8 {
+			sc := s.sc[blk*8+j]
+			var l0, l1, l2, l3, l4, l5, l6, l7 int32
+			for g := j * 32; g < j*32+32; g += 8 {
+				xs, ys := x[g:g+8], y[g:g+8]
+				l0 += int32(xs[0]) * int32(ys[0])
+				l1 += int32(xs[1]) * int32(ys[1])
+				l2 += int32(xs[2]) * int32(ys[2])
+				l3 += int32(xs[3]) * int32(ys[3])
+				l4 += int32(xs[4]) * int32(ys[4])
+				l5 += int32(xs[5]) * int32(ys[5])
+				l6 += int32(xs[6]) * int32(ys[6])
+				l7 += int32(xs[7]) * int32(ys[7])
+			}
+			s.lanes[0] += sc * l0
+			s.lanes[1] += sc * l1
+			s.lanes[2] += sc * l2
+			s.lanes[3] += sc * l3
+			s.lanes[4] += sc * l4
+			s.lanes[5] += sc * l5
+			s.lanes[6] += sc * l6
+			s.lanes[7] += sc * l7
+		}
+		dd := s.d[blk] * d[blk]
+		for l, v := range s.lanes {
+			s.sums[l] += dd * float32(v)
+		}
+		sum -= s.dmin[blk] * d[blk] * float32(mins)
+	}
+	for _, v := range s.sums {
+		sum += v
+	}
+	return sum
+}
+
+// unpackQ6_K unpacks a Q6_K row into s: 6-bit values centred on zero, signed
+// 8-bit scales of 16-element sub-blocks, and block scales.
+func unpackQ6_K(src []byte, s *scratch) {
+	for blk := range s.d {
+		x := src[blk*210 : blk*210+210]
+		ql, qh, sc := x[0:128], x[128:192], x[192:208]
+		s.d[blk] = f16table[uint16(x[208])|uint16(x[209])<<8]
+		for j := range 16 {
+			s.sc[blk*16+j] = int32(int8(sc[j]))
+		}
+		y := s.q[blk*256 : blk*256+256]
+		for n := 0; n < 256; n += 128 {
+			for l := range 32 {
+				y[n+l] = int8((ql[l]&0xf)|((qh[l]>>0)&3)<<4) - 32
+				y[n+l+32] = int8((ql[l+32]&0xf)|((qh[l]>>2)&3)<<4) - 32
+				y[n+l+64] = int8((ql[l]>>4)|((qh[l]>>4)&3)<<4) - 32
+				y[n+l+96] = int8((ql[l+32]>>4)|((qh[l]>>6)&3)<<4) - 32
+			}
+			ql, qh = ql[64:], qh[32:]
+		}
+	}
+}
+
+// dotQ6_K is ggml's vec_dot_q6_K_q8_K (generic).
+func (s *scratch) dotQ6_K(q []int8, d []float32) float32 {
+	s.sums = [8]float32{}
+	for blk := range d {
+		s.lanes = [8]int32{}
+		x := s.q[blk*256 : blk*256+256]
+		y := q[blk*256 : blk*256+256]
+		for j := range 16 {
+			sc := s.sc[blk*16+j]
+			xs, ys := x[j*16:j*16+16], y[j*16:j*16+16]
+			for l := range 8 {
+				s.lanes[l] += sc * (int32(xs[l])*int32(ys[l]) + int32(xs[l+8])*int32(ys[l+8]))
+			}
+		}
+		dd := s.d[blk] * d[blk]
+		for l, v := range s.lanes {
+			s.sums[l] += dd * float32(v)
+		}
+	}
+	var sum float32
+	for _, v := range s.sums {
+		sum += v
+	}
+	return sum
 }
 
 // f16table maps every binary16 encoding to its float32 value.
