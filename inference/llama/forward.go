@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"sync"
 )
 
 // Experts applies the FFN experts of a Mixture-of-Experts layer. The forward
@@ -324,7 +325,15 @@ func (s *State) moe(ctx context.Context, li int, h, out [][]float32) error {
 	}
 	res := w.res.get(n*used, c.Embedding)
 	w.gin, w.gout = grow(w.gin, n*used), grow(w.gout, n*used)
+	if !s.local {
+		if err := s.remoteExperts(ctx, li, h, res); err != nil {
+			return err
+		}
+	}
 	for e := range c.Experts {
+		if !s.local {
+			break
+		}
 		in, got := w.gin[:0], w.gout[:0]
 		for i, se := range w.sel {
 			if se == e {
@@ -334,19 +343,11 @@ func (s *State) moe(ctx context.Context, li int, h, out [][]float32) error {
 		if len(in) == 0 {
 			continue
 		}
-		var err error
-		if s.local {
-			if l.gateExp == nil {
-				_, err = s.m.Expert(li, e)
-			} else {
-				w.swiglu(l.gateExp[e], l.upExp[e], l.downEx[e], in, got)
-			}
-		} else {
-			err = s.experts.Apply(ctx, li, e, in, got)
-		}
-		if err != nil {
+		if l.gateExp == nil {
+			_, err := s.m.Expert(li, e)
 			return fmt.Errorf("layer %d expert %d: %w", li, e, err)
 		}
+		w.swiglu(l.gateExp[e], l.upExp[e], l.downEx[e], in, got)
 	}
 	for b := range out {
 		for slot := range used {
@@ -360,6 +361,37 @@ func (s *State) moe(ctx context.Context, li int, h, out [][]float32) error {
 			for j, v := range y {
 				out[b][j] += v * wt
 			}
+		}
+	}
+	return nil
+}
+
+// remoteExperts asks s.experts for every expert chosen in layer li, all at
+// once (each call may go to another peer), writing row i's slot output into
+// res[i] as the local path does. The sum over slots happens after, in slot
+// order, so the result does not depend on where or in what order the
+// experts ran.
+func (s *State) remoteExperts(ctx context.Context, li int, h, res [][]float32) error {
+	c, w := s.m.Config, s.ws
+	used := c.ExpertsUsed
+	errs := make([]error, c.Experts)
+	var wg sync.WaitGroup
+	for e := range c.Experts {
+		var in, got [][]float32
+		for i, se := range w.sel {
+			if se == e {
+				in, got = append(in, h[i/used]), append(got, res[i])
+			}
+		}
+		if len(in) == 0 {
+			continue
+		}
+		wg.Go(func() { errs[e] = s.experts.Apply(ctx, li, e, in, got) })
+	}
+	wg.Wait()
+	for e, err := range errs {
+		if err != nil {
+			return fmt.Errorf("layer %d expert %d: %w", li, e, err)
 		}
 	}
 	return nil
