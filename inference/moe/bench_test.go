@@ -1,0 +1,57 @@
+package moe
+
+import (
+	"context"
+	"testing"
+
+	"github.com/mwpeer/mwpeer/inference/llama"
+	"github.com/mwpeer/mwpeer/internal/ggufgen"
+)
+
+// benchConfigs are the models of BenchmarkDistributed: the tiny MoE test
+// model with 8 experts, and a generated F16 MoE of about 220 MB.
+func benchConfigs() []ggufgen.Config {
+	tiny := moeConfig()
+	big := ggufgen.Config{Name: "mwpeer-bench-moe-220mb", Embedding: 512, Layers: 8, FeedForward: 1024, Heads: 8, KVHeads: 4,
+		ContextLength: 512, Experts: 8, ExpertsUsed: 2, Type: ggufgen.F16, Seed: 7, Scale: 0.05, Printable: true}
+	return []ggufgen.Config{tiny, big}
+}
+
+// BenchmarkDistributed prints decode tokens/s of a MoE model run whole in
+// this process and with its experts on three other peers over loopback
+// (each expert on two of them), the bytes of rows on the wire per token next
+// to the minimum 2 × hidden × experts used × layers × 4, and expert calls
+// per token. Hosts and requester share this machine's cores.
+func BenchmarkDistributed(b *testing.B) {
+	for _, c := range benchConfigs() {
+		m := loadModel(b, c)
+		prompt := m.Vocab.Encode("the quick brown fox jumps over the lazy dog")
+		const n = 32
+		decode := func(b *testing.B, x llama.Experts) {
+			for b.Loop() {
+				if _, _, err := m.GenerateTokens(context.Background(), prompt, llama.Options{MaxTokens: n}, x, func(llama.Token) error { return nil }); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(b.N*n)/b.Elapsed().Seconds(), "tokens/s")
+		}
+		b.Run(c.Name+"/local", func(b *testing.B) { decode(b, nil) })
+		b.Run(c.Name+"/3-peers", func(b *testing.B) {
+			s := newSwarm(b, m, 3, replicated(3, c.Experts))
+			x := s.experts(b)
+			decode(b, x)
+			calls := float64(x.RemoteCalls.Load())
+			// Every prompt token and every generated one but the last goes
+			// through the model.
+			tokens := float64(b.N * (len(prompt) + n - 1))
+			wire := float64(x.Client.BytesOut.Load() + x.Client.BytesIn.Load())
+			minimum := float64(2 * c.Embedding * c.ExpertsUsed * c.Layers * 4)
+			b.ReportMetric(wire/tokens, "wire-B/token")
+			b.ReportMetric(minimum, "min-B/token")
+			b.ReportMetric(calls/tokens, "calls/token")
+			if x.Failovers.Load() != 0 {
+				b.Fatalf("%d failovers on a healthy swarm", x.Failovers.Load())
+			}
+		})
+	}
+}
