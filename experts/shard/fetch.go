@@ -1,0 +1,667 @@
+package shard
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-msgio"
+	"golang.org/x/sync/errgroup"
+)
+
+// Fetcher downloads manifests and shards from peers into a Store. Pieces of
+// a shard are spread over its sources, each source's own share first (piece
+// i goes to source i mod n) and then whatever is left; every piece is checked
+// against the manifest as it arrives. A source that sends a bad piece, fails
+// or stalls is dropped for the rest of the Fetch and its pieces are fetched
+// from the others. Verified pieces are recorded under partial/, so a fetch
+// that is interrupted resumes where it stopped.
+//
+// Set Host, Store and Sources; the other fields are optional. A Fetcher may
+// be used for several fetches at once.
+type Fetcher struct {
+	Host  host.Host
+	Store *Store
+	// Sources returns peers that may hold hash (a shard hash or a model ID).
+	// The host must be able to dial them (addresses in its peerstore).
+	Sources func(ctx context.Context, hash string) []peer.ID
+	// Progress, if set, is called after each verified piece, when a shard
+	// completes and when a source is dropped; calls do not overlap.
+	Progress func(Progress)
+
+	// Window is the number of requests in flight per source and shard (default 2).
+	Window int
+	// Parallel is the number of shards fetched at once (default 4).
+	Parallel int
+	// Timeout bounds each request: a source that has not sent a whole piece
+	// by then is dropped as stalled (default 30s).
+	Timeout time.Duration
+}
+
+// Progress reports how a Fetch goes.
+type Progress struct {
+	Model     string // model ID
+	Shard     Shard  // the shard this report is about
+	Done      int64  // bytes of Shard verified so far (Shard.Size when complete)
+	TotalDone int64  // bytes verified over every shard of the Fetch
+	Total     int64  // bytes of every shard of the Fetch
+	Received  int64  // bytes received from peers by this Fetch, rejected ones included
+
+	// Dropped, when set, is a source dropped for the rest of the Fetch, and
+	// Err says why.
+	Dropped peer.ID
+	Err     error
+}
+
+// ErrNoSource is wrapped when no source is left for a shard or manifest.
+var ErrNoSource = errors.New("no source")
+
+func (f *Fetcher) timeout() time.Duration {
+	if f.Timeout > 0 {
+		return f.Timeout
+	}
+	return 30 * time.Second
+}
+
+func (f *Fetcher) sources(ctx context.Context, h string) []peer.ID {
+	if f.Sources == nil {
+		return nil
+	}
+	var out []peer.ID
+	seen := map[peer.ID]bool{f.Host.ID(): true}
+	for _, p := range f.Sources(ctx, h) {
+		if !seen[p] && p != "" {
+			seen[p] = true
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// FetchManifest returns the manifest of model id, from the store or else from
+// the first source that sends bytes hashing to id.
+func (f *Fetcher) FetchManifest(ctx context.Context, id string) (*Manifest, error) {
+	if !ValidHash(id) {
+		return nil, fmt.Errorf("model ID %.80q is not a lowercase hex SHA-256", id)
+	}
+	if m, ok := f.Store.Manifest(id); ok {
+		return m, nil
+	}
+	var errs []error
+	for _, p := range f.sources(ctx, id) {
+		raw, err := f.getManifest(ctx, p, id)
+		if err == nil {
+			if sum := sha256.Sum256(raw); hex.EncodeToString(sum[:]) != id {
+				err = fmt.Errorf("peer %s sent a manifest that hashes to %x", p.ShortString(), sum)
+			}
+		}
+		if err == nil {
+			return f.Store.AddManifest(raw)
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		errs = append(errs, err)
+	}
+	return nil, fmt.Errorf("fetch manifest %s: %w", id, errors.Join(append([]error{ErrNoSource}, errs...)...))
+}
+
+func (f *Fetcher) getManifest(ctx context.Context, p peer.ID, id string) ([]byte, error) {
+	c, err := dial(ctx, f.Host, p)
+	if err != nil {
+		return nil, err
+	}
+	defer c.close()
+	var raw []byte
+	for {
+		data, size, err := c.get(ctx, id, int64(len(raw)), MaxLength, f.timeout(), nil)
+		if err != nil {
+			return nil, err
+		}
+		if size > MaxManifestSize {
+			return nil, fmt.Errorf("peer %s: manifest of %d bytes exceeds the %d-byte cap", p.ShortString(), size, MaxManifestSize)
+		}
+		raw = append(raw, data...)
+		if int64(len(raw)) >= size {
+			return raw, nil
+		}
+		if len(data) == 0 {
+			return nil, fmt.Errorf("peer %s: empty answer at offset %d of %d", p.ShortString(), len(raw), size)
+		}
+	}
+}
+
+// Fetch downloads the shards of m that the store lacks. It returns when every
+// one is stored and verified, or with the first error; what was verified is
+// kept for the next attempt.
+func (f *Fetcher) Fetch(ctx context.Context, m *Manifest, shards []Shard) error {
+	ft := &fetch{f: f, m: m, dropped: make(map[peer.ID]error)}
+	seen := make(map[string]bool)
+	var todo []Shard
+	for _, sh := range shards {
+		if seen[sh.Hash] {
+			continue
+		}
+		seen[sh.Hash] = true
+		ft.total += sh.Size
+		todo = append(todo, sh)
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	parallel := f.Parallel
+	if parallel <= 0 {
+		parallel = 4
+	}
+	g.SetLimit(parallel)
+	for _, sh := range todo {
+		g.Go(func() error { return ft.shard(gctx, sh) })
+	}
+	if err := g.Wait(); err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return err
+	}
+	return nil
+}
+
+// fetch is the state of one Fetch call.
+type fetch struct {
+	f     *Fetcher
+	m     *Manifest
+	total int64
+
+	mu        sync.Mutex // guards the fields below and serializes Progress calls
+	dropped   map[peer.ID]error
+	totalDone int64
+	received  int64
+}
+
+func (ft *fetch) isDropped(p peer.ID) bool {
+	ft.mu.Lock()
+	defer ft.mu.Unlock()
+	_, ok := ft.dropped[p]
+	return ok
+}
+
+func (ft *fetch) drop(sh Shard, done int64, p peer.ID, err error) {
+	ft.mu.Lock()
+	defer ft.mu.Unlock()
+	if _, ok := ft.dropped[p]; ok {
+		return
+	}
+	ft.dropped[p] = err
+	ft.report(Progress{Shard: sh, Done: done, Dropped: p, Err: err})
+}
+
+// advance records n more bytes of sh verified (done in all) and reports it.
+func (ft *fetch) advance(sh Shard, done, n int64) {
+	ft.mu.Lock()
+	defer ft.mu.Unlock()
+	ft.totalDone += n
+	ft.report(Progress{Shard: sh, Done: done})
+}
+
+func (ft *fetch) receive(n int64) {
+	ft.mu.Lock()
+	ft.received += n
+	ft.mu.Unlock()
+}
+
+// report calls Progress; ft.mu is held.
+func (ft *fetch) report(p Progress) {
+	if ft.f.Progress == nil {
+		return
+	}
+	p.Model, p.TotalDone, p.Total, p.Received = ft.m.ID(), ft.totalDone, ft.total, ft.received
+	ft.f.Progress(p)
+}
+
+// shard fetches one shard into partial/ and moves it into the store.
+func (ft *fetch) shard(ctx context.Context, sh Shard) error {
+	s := ft.f.Store
+	unlock, err := s.lock(ctx, sh.Hash)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	if s.Has(sh.Hash) {
+		ft.advance(sh, sh.Size, sh.Size)
+		return nil
+	}
+	p, err := openPartial(s, ft.m, sh)
+	if err != nil {
+		return fmt.Errorf("fetch %s: %w", sh, err)
+	}
+	defer p.close()
+	ft.advance(sh, p.done, p.done)
+
+	if p.sc.remaining > 0 {
+		if err := ft.download(ctx, sh, p); err != nil {
+			return err
+		}
+	}
+	return p.finish(s, sh)
+}
+
+// download fetches the pieces p lacks from the shard's sources.
+func (ft *fetch) download(ctx context.Context, sh Shard, p *partial) error {
+	var srcs []peer.ID
+	for _, src := range ft.f.sources(ctx, sh.Hash) {
+		if !ft.isDropped(src) {
+			srcs = append(srcs, src)
+		}
+	}
+	if len(srcs) == 0 {
+		return fmt.Errorf("fetch %s (%s): %w", sh, sh.Hash, ErrNoSource)
+	}
+	window := ft.f.Window
+	if window <= 0 {
+		window = 2
+	}
+	var (
+		mu      sync.Mutex
+		reasons = make(map[peer.ID]error) // sources given up for this shard
+	)
+	g, gctx := errgroup.WithContext(ctx)
+	for k, src := range srcs {
+		for range window {
+			g.Go(func() error {
+				err := ft.worker(gctx, sh, p, k, len(srcs), src)
+				var se *sourceError
+				if errors.As(err, &se) {
+					mu.Lock()
+					reasons[src] = se.err
+					mu.Unlock()
+					return nil
+				}
+				return err
+			})
+		}
+	}
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if p.sc.left() > 0 {
+		var errs []error
+		for src, err := range reasons {
+			errs = append(errs, fmt.Errorf("%s: %w", src.ShortString(), err))
+		}
+		return fmt.Errorf("fetch %s (%s): %d pieces left: %w", sh, sh.Hash, p.sc.left(), errors.Join(append([]error{ErrNoSource}, errs...)...))
+	}
+	return nil
+}
+
+// sourceError is a worker's reason to stop using its source.
+type sourceError struct{ err error }
+
+func (e *sourceError) Error() string { return e.err.Error() }
+
+// worker fetches pieces of sh from src (the k-th of n sources) until none is
+// left, src is dropped, or a local error occurs (returned as is).
+func (ft *fetch) worker(ctx context.Context, sh Shard, p *partial, k, n int, src peer.ID) error {
+	var c *conn
+	defer func() {
+		if c != nil {
+			c.close()
+		}
+	}()
+	buf := make([]byte, ft.m.PieceSize)
+	busy := 0
+	for {
+		if ft.isDropped(src) {
+			return &sourceError{errors.New("dropped")}
+		}
+		i, wait := p.sc.take(k, n)
+		if i < 0 {
+			if wait == nil {
+				return nil
+			}
+			select {
+			case <-wait:
+				continue
+			case <-ctx.Done():
+				return nil
+			}
+		}
+		off, size := ft.m.Piece(sh, i)
+		var data []byte
+		var err error
+		if c == nil {
+			c, err = dial(ctx, ft.f.Host, src)
+		}
+		if err == nil {
+			var total int64
+			data, total, err = c.get(ctx, sh.Hash, off, size, ft.f.timeout(), buf)
+			ft.receive(int64(len(data)))
+			switch {
+			case err != nil:
+			case total != sh.Size || int64(len(data)) != size:
+				err = fmt.Errorf("sent %d bytes of a %d-byte file for piece %d (%d bytes of %d)", len(data), total, i, size, sh.Size)
+			default:
+				if sum := sha256.Sum256(data); hex.EncodeToString(sum[:]) != sh.Pieces[i] {
+					err = fmt.Errorf("piece %d of %s hashes to %x, want %s: %w", i, sh.Hash, sum, sh.Pieces[i], ErrCorrupt)
+				}
+			}
+		}
+		if err != nil {
+			p.sc.put(i, false)
+			if c != nil {
+				c.reset()
+				c = nil
+			}
+			if ctx.Err() != nil {
+				return nil
+			}
+			var re *RemoteError
+			if errors.As(err, &re) && re.Code == CodeBusy && busy < 8 {
+				busy++
+				select {
+				case <-time.After(time.Duration(busy*busy)*50*time.Millisecond + rand.N(50*time.Millisecond)):
+					continue
+				case <-ctx.Done():
+					return nil
+				}
+			}
+			if errors.As(err, &re) && re.Code == CodeNotFound {
+				return &sourceError{err} // it lacks this shard; other shards may still come from it
+			}
+			ft.drop(sh, p.sc.doneBytes(ft.m, sh), src, fmt.Errorf("%s: %w", sh, err))
+			return &sourceError{err}
+		}
+		busy = 0
+		if err := p.write(i, off, data); err != nil {
+			p.sc.put(i, false)
+			return fmt.Errorf("fetch %s: %w", sh, err)
+		}
+		p.sc.put(i, true)
+		ft.advance(sh, p.sc.doneBytes(ft.m, sh), size)
+	}
+}
+
+// scheduler hands out the pieces of one shard to workers.
+type scheduler struct {
+	mu        sync.Mutex
+	state     []int8 // pieceWanted, pieceTaken or pieceDone
+	remaining int    // pieces not done
+	wake      chan struct{}
+}
+
+const (
+	pieceWanted = iota
+	pieceTaken
+	pieceDone
+)
+
+func newScheduler(done []bool) *scheduler {
+	sc := &scheduler{state: make([]int8, len(done)), wake: make(chan struct{})}
+	for i, d := range done {
+		if d {
+			sc.state[i] = pieceDone
+		} else {
+			sc.remaining++
+		}
+	}
+	return sc
+}
+
+// take returns a wanted piece for the k-th of n sources, preferring its own
+// share (i mod n == k), and marks it taken. With none wanted it returns -1
+// and a channel closed on the next change, or nil once every piece is done.
+func (sc *scheduler) take(k, n int) (int, <-chan struct{}) {
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	if sc.remaining == 0 {
+		return -1, nil
+	}
+	pick := -1
+	for i := k; i < len(sc.state); i += n {
+		if sc.state[i] == pieceWanted {
+			pick = i
+			break
+		}
+	}
+	if pick < 0 {
+		for i, st := range sc.state {
+			if st == pieceWanted {
+				pick = i
+				break
+			}
+		}
+	}
+	if pick < 0 {
+		return -1, sc.wake
+	}
+	sc.state[pick] = pieceTaken
+	return pick, nil
+}
+
+// put marks piece i done, or wanted again, and wakes waiting workers.
+func (sc *scheduler) put(i int, done bool) {
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	if done {
+		sc.state[i] = pieceDone
+		sc.remaining--
+	} else {
+		sc.state[i] = pieceWanted
+	}
+	close(sc.wake)
+	sc.wake = make(chan struct{})
+}
+
+func (sc *scheduler) left() int {
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	return sc.remaining
+}
+
+func (sc *scheduler) doneBytes(m *Manifest, sh Shard) int64 {
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	var n int64
+	for i, st := range sc.state {
+		if st == pieceDone {
+			_, k := m.Piece(sh, i)
+			n += k
+		}
+	}
+	return n
+}
+
+// partial is a shard being fetched: partial/<hash> and its record of
+// verified pieces, partial/<hash>.pieces (one byte per piece).
+type partial struct {
+	f, rec *os.File
+	sc     *scheduler
+	done   int64 // bytes verified when opened
+}
+
+// openPartial opens or creates the partial file of sh, keeping each piece the
+// record says was verified if it still hashes right.
+func openPartial(s *Store, m *Manifest, sh Shard) (*partial, error) {
+	path := filepath.Join(s.dirs[0], partialDir, sh.Hash)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	rec, err := os.OpenFile(path+".pieces", os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	p := &partial{f: f, rec: rec}
+	fail := func(err error) (*partial, error) {
+		p.close()
+		return nil, err
+	}
+	marks := make([]byte, len(sh.Pieces))
+	fi, err := f.Stat()
+	if err != nil {
+		return fail(err)
+	}
+	if fi.Size() == sh.Size {
+		if _, err := io.ReadFull(rec, marks); err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) {
+			return fail(err)
+		}
+	} else if err := f.Truncate(sh.Size); err != nil {
+		return fail(err)
+	}
+	done := make([]bool, len(sh.Pieces))
+	buf := make([]byte, m.PieceSize)
+	for i, mark := range marks {
+		if mark != 1 {
+			marks[i] = 0
+			continue
+		}
+		off, n := m.Piece(sh, i)
+		if _, err := f.ReadAt(buf[:n], off); err != nil {
+			marks[i] = 0
+			continue
+		}
+		if sum := sha256.Sum256(buf[:n]); hex.EncodeToString(sum[:]) == sh.Pieces[i] {
+			done[i] = true
+			p.done += n
+		} else {
+			marks[i] = 0
+		}
+	}
+	if err := rec.Truncate(0); err != nil {
+		return fail(err)
+	}
+	if _, err := rec.WriteAt(marks, 0); err != nil {
+		return fail(err)
+	}
+	p.sc = newScheduler(done)
+	return p, nil
+}
+
+func (p *partial) write(i int, off int64, data []byte) error {
+	if _, err := p.f.WriteAt(data, off); err != nil {
+		return err
+	}
+	_, err := p.rec.WriteAt([]byte{1}, int64(i))
+	return err
+}
+
+func (p *partial) close() {
+	if p.f != nil {
+		p.f.Close()
+	}
+	if p.rec != nil {
+		p.rec.Close()
+	}
+}
+
+// finish checks the whole file's hash and moves it into the store.
+func (p *partial) finish(s *Store, sh Shard) error {
+	if err := p.f.Sync(); err != nil {
+		return err
+	}
+	h := sha256.New()
+	if _, err := io.Copy(h, io.NewSectionReader(p.f, 0, sh.Size)); err != nil {
+		return err
+	}
+	if sum := hex.EncodeToString(h.Sum(nil)); sum != sh.Hash {
+		// Every piece matched yet the whole does not: the manifest's piece
+		// hashes disagree with its shard hash. Start over next time.
+		_ = p.rec.Truncate(0)
+		return fmt.Errorf("fetch %s: whole file hashes to %s, want %s: %w", sh, sum, sh.Hash, ErrCorrupt)
+	}
+	p.close()
+	path := p.f.Name()
+	p.f, p.rec = nil, nil
+	if err := s.place(path, sh.Hash); err != nil {
+		return fmt.Errorf("fetch %s: %w", sh, err)
+	}
+	os.Remove(path + ".pieces")
+	return nil
+}
+
+// conn is one stream to a source, carrying requests one after the other.
+type conn struct {
+	p peer.ID
+	s network.Stream
+	r msgio.Reader
+}
+
+func dial(ctx context.Context, h host.Host, p peer.ID) (*conn, error) {
+	s, err := h.NewStream(ctx, p, ProtocolID)
+	if err != nil {
+		return nil, fmt.Errorf("open shard stream to %s: %w", p.ShortString(), err)
+	}
+	if err := s.Scope().SetService(ServiceName); err != nil {
+		s.Reset()
+		return nil, fmt.Errorf("attach shard stream: %w", err)
+	}
+	return &conn{p: p, s: s, r: msgio.NewVarintReaderSize(s, MaxHeaderSize)}, nil
+}
+
+func (c *conn) close() { _ = c.s.Close() }
+func (c *conn) reset() { _ = c.s.Reset() }
+
+// get asks for n bytes of hash at off and returns them (in buf if it is large
+// enough) with the size of the whole file. The request must complete within
+// timeout.
+func (c *conn) get(ctx context.Context, hash string, off, n int64, timeout time.Duration, buf []byte) ([]byte, int64, error) {
+	stop := context.AfterFunc(ctx, func() { c.s.Reset() })
+	defer stop()
+	_ = c.s.SetDeadline(time.Now().Add(timeout))
+	fail := func(err error) ([]byte, int64, error) {
+		if ctx.Err() != nil {
+			return nil, 0, ctx.Err()
+		}
+		return nil, 0, fmt.Errorf("peer %s: %w", c.p.ShortString(), err)
+	}
+	req, err := json.Marshal(request{Hash: hash, Offset: off, Length: n})
+	if err != nil {
+		return fail(err)
+	}
+	if err := msgio.NewVarintWriter(c.s).WriteMsg(req); err != nil {
+		return fail(fmt.Errorf("send request: %w", err))
+	}
+	msg, err := c.r.ReadMsg()
+	if err != nil {
+		return fail(fmt.Errorf("read header: %w", err))
+	}
+	var hd header
+	dec := json.NewDecoder(bytes.NewReader(msg))
+	err = dec.Decode(&hd)
+	c.r.ReleaseMsg(msg)
+	if err != nil {
+		return fail(fmt.Errorf("decode header: %w", err))
+	}
+	if hd.Error != nil {
+		hd.Error.Peer = c.p
+		if len(hd.Error.Message) > 256 {
+			hd.Error.Message = hd.Error.Message[:256]
+		}
+		return nil, 0, hd.Error
+	}
+	if hd.Length < 0 || hd.Length > n || hd.Size < 0 || off+hd.Length > hd.Size {
+		return fail(fmt.Errorf("header promises %d bytes at %d of %d, asked %d", hd.Length, off, hd.Size, n))
+	}
+	if int64(len(buf)) < hd.Length {
+		buf = make([]byte, hd.Length)
+	}
+	data := buf[:hd.Length]
+	if _, err := io.ReadFull(c.s, data); err != nil {
+		return fail(fmt.Errorf("read %d bytes: %w", hd.Length, err))
+	}
+	return data, hd.Size, nil
+}
