@@ -43,6 +43,11 @@ type Config struct {
 	// ModelFile is the GGUF file EngineEmbedded serves; empty means the
 	// built-in tiny model (see BuiltinModel).
 	ModelFile string
+	// Shards are directories of MoE model shards to serve (the first takes
+	// fetched shards); HostExperts asks for parts of sharded models, fetched
+	// from the swarm when missing.
+	Shards      []string
+	HostExperts []HostSpec
 	// Synthetic configures the synthetic engine (its Models default to Models).
 	Synthetic inference.SyntheticConfig
 	Capacity  int // concurrent requests served; 0 means the number of CPUs

@@ -24,6 +24,17 @@ func (p *Peer) registerMetrics(reg prometheus.Registerer) {
 			}
 		}},
 	)
+	if p.sharding != nil {
+		s := p.sharding
+		reg.MustRegister(
+			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "mwpeer_expert_calls_served_total", Help: "Remote expert calls this peer answered."},
+				func() float64 { return float64(s.server.Calls.Load()) }),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "mwpeer_expert_calls_made_total", Help: "Expert calls this peer's generations sent to other peers."},
+				func() float64 { return float64(s.client.Calls.Load()) }),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "mwpeer_expert_wire_bytes_total", Help: "Header and row bytes of expert calls sent and received."},
+				func() float64 { return float64(s.client.BytesOut.Load() + s.client.BytesIn.Load()) }),
+		)
+	}
 }
 
 // collectorFunc is a prometheus.Collector of one description.

@@ -2,9 +2,11 @@ package mwpeer
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"sync/atomic"
 	"time"
@@ -79,6 +81,27 @@ func newBackend(cfg Config) (inference.Backend, error) {
 func listModels(ctx context.Context, b inference.Backend, engine string) ([]experts.Model, error) {
 	if b == nil {
 		return nil, fmt.Errorf("engine %q serves no models", engine)
+	}
+	if m, ok := b.(*inference.Multi); ok {
+		var out []experts.Model
+		var errs []error
+		for _, sub := range m.Backends() {
+			ms, err := listModels(ctx, sub, engine)
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			for _, x := range ms {
+				if !slices.ContainsFunc(out, func(y experts.Model) bool { return y.Name == x.Name }) {
+					out = append(out, x)
+				}
+			}
+		}
+		if len(out) == 0 && len(errs) > 0 {
+			return nil, errors.Join(errs...)
+		}
+		sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+		return out, nil
 	}
 	ms, err := b.Models(ctx)
 	if err != nil {

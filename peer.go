@@ -49,6 +49,7 @@ type Peer struct {
 	models   atomic.Pointer[[]experts.Model]
 	load     atomic.Int64
 	backend  inference.Backend // nil when this peer serves nothing
+	sharding *sharding         // nil when it takes no part in sharded models
 	service  *inference.Service
 	dispatch inference.DispatchConfig
 	stats    *expertStats
@@ -115,9 +116,19 @@ func Start(ctx context.Context, cfg Config) (*Peer, error) {
 	p.models.Store(&empty)
 	p.stats = newExpertStats()
 	p.dispatch = inference.DefaultDispatchConfig()
-	if b, err := newBackend(cfg); err != nil {
+	b, err := newBackend(cfg)
+	if err != nil {
 		log.Warn("serving nothing locally: "+err.Error(), "engine", cfg.Engine)
-	} else if b != nil {
+		b = nil
+	}
+	if p.sharding, err = startSharding(p, b); err != nil {
+		h.Close()
+		return nil, err
+	}
+	if p.sharding != nil {
+		b = p.sharding.multi
+	}
+	if b != nil {
 		p.backend = counted{Backend: b, load: &p.load}
 		sc := inference.DefaultServiceConfig()
 		sc.Logger = log
@@ -171,6 +182,12 @@ func Start(ctx context.Context, cfg Config) (*Peer, error) {
 	go func() { defer p.wg.Done(); p.Advertise.Run(runCtx) }()
 	go func() { defer p.wg.Done(); p.pinger.Run(runCtx) }()
 	go func() { defer p.wg.Done(); p.watchModels(runCtx) }()
+	if p.sharding != nil {
+		for _, spec := range cfg.HostExperts {
+			p.wg.Add(1)
+			go func() { defer p.wg.Done(); p.sharding.host(runCtx, spec) }()
+		}
+	}
 
 	log.Info("peer started", "id", h.ID().String(), "listen", fmt.Sprint(h.Addrs()), "http", p.HTTPAddr(), "bootstrap_peers", len(boot))
 	return p, nil
@@ -228,6 +245,9 @@ func (p *Peer) Close() error {
 		if p.service != nil {
 			p.service.Close()
 		}
+		if p.sharding != nil {
+			p.sharding.close()
+		}
 		errs = append(errs, p.Host.Close())
 		p.closeErr = errors.Join(errs...)
 		p.log.Info("peer stopped")
@@ -274,11 +294,17 @@ func (p *Peer) announcement() experts.Announcement {
 	if len(models) == 0 {
 		a.Capacity = 0
 	}
+	if p.sharding != nil {
+		a.Shards = p.sharding.summaries()
+	}
 	return a
 }
 
 // onCatalogChange keeps the RTT matrix in step with the catalog.
 func (p *Peer) onCatalogChange(c experts.Change) {
+	if p.sharding != nil {
+		p.sharding.gen.Add(1)
+	}
 	if c.Removed {
 		p.Matrix.Forget(c.Peer)
 		return
@@ -368,6 +394,9 @@ func (p *Peer) refreshModels(ctx context.Context, first bool) {
 		for _, m := range models {
 			keys = append(keys, experts.KindModel+"/"+m.Name)
 		}
+	}
+	if p.sharding != nil {
+		keys = append(keys, p.sharding.dhtKeys()...)
 	}
 	p.Advertise.Set(keys)
 	if !first {

@@ -13,6 +13,7 @@ type Node interface {
 	Status() Status
 	Peers() Peers
 	RTT() RTTMatrix
+	Experts() Experts
 }
 
 // Server routes HTTP requests to a Node.
@@ -46,11 +47,12 @@ func NewServer(node Node, swarm Swarm, log *slog.Logger) *Server {
 	s.mux.HandleFunc("GET /api/status", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, http.StatusOK, s.node.Status()) })
 	s.mux.HandleFunc("GET /api/peers", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, http.StatusOK, s.node.Peers()) })
 	s.mux.HandleFunc("GET /api/rtt", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, http.StatusOK, s.node.RTT()) })
+	s.mux.HandleFunc("GET /api/experts", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, http.StatusOK, s.node.Experts()) })
 	// The same paths with another method get a 405 in the API's own error
 	// shape rather than the mux's plain text.
 	for path, allow := range map[string]string{
 		"/v1/models": "GET", "/v1/chat/completions": "POST", "/v1/completions": "POST",
-		"/api/route": "POST", "/api/status": "GET", "/api/peers": "GET", "/api/rtt": "GET",
+		"/api/route": "POST", "/api/status": "GET", "/api/peers": "GET", "/api/rtt": "GET", "/api/experts": "GET",
 	} {
 		s.mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Allow", allow)

@@ -90,3 +90,44 @@ type RTTMatrix struct {
 	Peers []string                       `json:"peers"`
 	RTT   map[string]map[string]RTTEntry `json:"rtt"`
 }
+
+// Experts is the body of GET /api/experts: the sharded Mixture-of-Experts
+// models this peer knows of and who hosts which of their experts.
+type Experts struct {
+	Models []ShardedModel `json:"models"`
+}
+
+// ShardedModel is one sharded MoE model as the swarm serves it.
+type ShardedModel struct {
+	ID          string `json:"id"` // SHA-256 of its manifest
+	Name        string `json:"name"`
+	Layers      int    `json:"layers"`
+	Experts     int    `json:"experts"`
+	ExpertsUsed int    `json:"experts_used,omitempty"` // 0 when this peer has not the manifest
+	// Runners hold the dense shard and answer prompts for the model.
+	Runners []string `json:"runners"`
+	// Hosts maps each peer hosting experts to how many it hosts.
+	Hosts map[string]int `json:"hosts"`
+	// Replicas[layer][expert] is the number of live hosts of that expert.
+	Replicas [][]int `json:"replicas"`
+	// MinReplicas is the smallest entry of Replicas; Missing counts experts
+	// with no live host (a prompt that routes to one of them fails).
+	MinReplicas int `json:"min_replicas"`
+	Missing     int `json:"missing"`
+	// Local is what this peer holds and is fetching.
+	Local    *LocalShards `json:"local,omitempty"`
+	Warnings []string     `json:"warnings,omitempty"`
+}
+
+// LocalShards is this peer's part of a sharded model.
+type LocalShards struct {
+	Dense   bool   `json:"dense"`
+	Experts int    `json:"experts"` // expert shards held and served
+	Fetch   string `json:"fetch,omitempty"`
+	// Calls counts expert calls: answered for others, and made by this
+	// peer's own generations (local, remote, failovers).
+	Served      uint64 `json:"served"`
+	LocalCalls  uint64 `json:"local_calls"`
+	RemoteCalls uint64 `json:"remote_calls"`
+	Failovers   uint64 `json:"failovers"`
+}

@@ -111,6 +111,8 @@ func peerFlags(fs *flag.FlagSet) func() (mwpeer.Config, error) {
 	models := fs.String("models", env("MODELS", ""), "comma-separated models to serve; default every model the engine has (MWPEER_MODELS)")
 	engine := fs.String("engine", env("ENGINE", d.Engine), "what serves prompts here: ollama, embedded (the pure-Go engine on --model-file), synthetic (a fake backend for measuring the overlay) or none (MWPEER_ENGINE)")
 	modelFile := fs.String("model-file", env("MODEL_FILE", ""), "GGUF file served by --engine embedded; empty serves the built-in 1 MB random-weight test model (MWPEER_MODEL_FILE)")
+	shards := fs.String("shards", env("SHARDS", ""), "comma-separated directories of MoE model shards (from mwpeer shard split) to serve; fetched shards go to the first (MWPEER_SHARDS)")
+	hostExperts := fs.String("host-experts", env("HOST_EXPERTS", ""), "parts of sharded MoE models to hold, fetching missing shards from the swarm; ';'-separated MODEL (everything), MODEL@dense (run the model) or MODEL@LAYERS:EXPERTS, e.g. 3fa2c1d09e4b@0-15:2,5 (MWPEER_HOST_EXPERTS)")
 	ollama := fs.String("ollama", env("OLLAMA", d.Ollama), "Ollama's URL; default $OLLAMA_HOST, else http://127.0.0.1:11434 (MWPEER_OLLAMA)")
 	capacity := fs.Int("capacity", envInt("CAPACITY", 0), "concurrent requests this peer serves; 0 means one per CPU (MWPEER_CAPACITY)")
 	lat := fs.String("lat", env("LAT", ""), "latitude of this peer in decimal degrees, for distance estimates (MWPEER_LAT)")
@@ -138,6 +140,12 @@ func peerFlags(fs *flag.FlagSet) func() (mwpeer.Config, error) {
 		c.Models = splitList(*models)
 		c.Engine = *engine
 		c.ModelFile = *modelFile
+		c.Shards = splitList(*shards)
+		specs, err := mwpeer.ParseHostSpecs(*hostExperts)
+		if err != nil {
+			return c, fmt.Errorf("--host-experts: %w", err)
+		}
+		c.HostExperts = specs
 		c.Ollama = mwpeer.OllamaURL(*ollama)
 		c.Capacity = *capacity
 		c.Region = *region
