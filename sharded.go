@@ -405,8 +405,9 @@ func (s *sharding) setFetch(id, text string) {
 	}
 }
 
-// view is GET /api/experts: every sharded model this peer holds or hears of.
-func (s *sharding) view() api.Experts {
+// shardView is GET /api/experts: every sharded model this peer holds (s, if
+// not nil) or hears of in announcements.
+func shardView(p *Peer, s *sharding) api.Experts {
 	byID := map[string]*api.ShardedModel{}
 	get := func(id, name string, layers, nexperts int) *api.ShardedModel {
 		m := byID[id]
@@ -438,23 +439,25 @@ func (s *sharding) view() api.Experts {
 			}
 		}
 	}
-	self := s.p.ID().String()
-	for _, sum := range s.summaries() {
-		count(get(sum.Model, sum.Name, sum.Layers, sum.Experts), self, sum)
-	}
-	s.mu.Lock()
-	for id, sm := range s.models {
-		sh := sm.man.Shape
-		m := get(id, sm.man.Name, sh.Layers, sh.Experts)
-		m.ExpertsUsed = sh.ExpertsUsed
-		loc := &api.LocalShards{Dense: sm.dense, Experts: len(s.server.Hosted(sm.key)), Fetch: sm.fetch, Served: s.server.Calls.Load()}
-		if x := sm.experts; x != nil {
-			loc.LocalCalls, loc.RemoteCalls, loc.Failovers = x.LocalCalls.Load(), x.RemoteCalls.Load(), x.Failovers.Load()
+	if s != nil {
+		self := p.ID().String()
+		for _, sum := range s.summaries() {
+			count(get(sum.Model, sum.Name, sum.Layers, sum.Experts), self, sum)
 		}
-		m.Local = loc
+		s.mu.Lock()
+		for id, sm := range s.models {
+			sh := sm.man.Shape
+			m := get(id, sm.man.Name, sh.Layers, sh.Experts)
+			m.ExpertsUsed = sh.ExpertsUsed
+			loc := &api.LocalShards{Dense: sm.dense, Experts: len(s.server.Hosted(sm.key)), Fetch: sm.fetch, Served: s.server.Calls.Load()}
+			if x := sm.experts; x != nil {
+				loc.LocalCalls, loc.RemoteCalls, loc.Failovers = x.LocalCalls.Load(), x.RemoteCalls.Load(), x.Failovers.Load()
+			}
+			m.Local = loc
+		}
+		s.mu.Unlock()
 	}
-	s.mu.Unlock()
-	for _, en := range s.p.Catalog.Select(func(en *experts.Entry) bool { return len(en.Shards) > 0 }) {
+	for _, en := range p.Catalog.Select(func(en *experts.Entry) bool { return len(en.Shards) > 0 }) {
 		for _, sum := range en.Shards {
 			count(get(sum.Model, sum.Name, sum.Layers, sum.Experts), en.Peer, sum)
 		}
@@ -497,9 +500,4 @@ func (p *Peer) rttTo(id peer.ID) (time.Duration, bool) {
 }
 
 // Experts implements api.Node: the sharded models this peer knows of.
-func (p *Peer) Experts() api.Experts {
-	if p.sharding == nil {
-		return api.Experts{Models: []api.ShardedModel{}}
-	}
-	return p.sharding.view()
-}
+func (p *Peer) Experts() api.Experts { return shardView(p, p.sharding) }

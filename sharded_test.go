@@ -13,6 +13,7 @@ import (
 	ollamaapi "github.com/ollama/ollama/api"
 	"github.com/openai/openai-go"
 
+	"github.com/mwpeer/mwpeer/api"
 	"github.com/mwpeer/mwpeer/experts/shard"
 	"github.com/mwpeer/mwpeer/inference"
 	"github.com/mwpeer/mwpeer/inference/llama"
@@ -168,6 +169,13 @@ func TestShardedModelAcrossPeers(t *testing.T) {
 		if n := v.Models[0].Local.Experts; n == 0 || n == f.cfg.Layers*f.cfg.Experts {
 			t.Fatalf("host %d holds %d of %d experts", i, n, f.cfg.Layers*f.cfg.Experts)
 		}
+	}
+	// Any peer's /api/experts shows who hosts what, from announcements.
+	var v api.Experts
+	getJSON(t, client, "/api/experts", &v)
+	if len(v.Models) != 1 || v.Models[0].ID != f.man.ID() || v.Models[0].MinReplicas != 2 || v.Models[0].Missing != 0 ||
+		len(v.Models[0].Runners) != 1 || len(v.Models[0].Hosts) != 3 || len(v.Models[0].Warnings) != 0 || v.Models[0].Local != nil {
+		t.Fatalf("/api/experts on the client: %+v", v)
 	}
 	const n = 32
 	for _, prompt := range []string{"the quick brown fox", "Once upon a time"} {

@@ -35,11 +35,11 @@ type Experts struct {
 	// CallTimeout bounds one call to one host (0: 5 s).
 	CallTimeout time.Duration
 	// Cooldown is how long a host that failed is tried only after the others
-	// (0: 15 s).
+	// (0: 15 s); it doubles with each failure in a row, up to 16 times.
 	Cooldown time.Duration
 
 	mu       sync.Mutex
-	failed   map[peer.ID]time.Time
+	failed   map[peer.ID]failure
 	inflight map[peer.ID]int
 
 	// LocalCalls, RemoteCalls and Failovers count Apply's work.
@@ -112,8 +112,8 @@ func (x *Experts) order(hosts []peer.ID) []peer.ID {
 				rtt = d
 			}
 		}
-		t, bad := x.failed[p]
-		bad = bad && now.Sub(t) < cool
+		f, bad := x.failed[p]
+		bad = bad && now.Sub(f.at) < cool<<min(f.n-1, 4)
 		rs = append(rs, ranked{p, bad, float64(rtt+100*time.Microsecond) * float64(1+x.inflight[p])})
 	}
 	x.mu.Unlock()
@@ -159,7 +159,14 @@ func (x *Experts) end(p peer.ID, err error) {
 		return
 	}
 	if x.failed == nil {
-		x.failed = make(map[peer.ID]time.Time)
+		x.failed = make(map[peer.ID]failure)
 	}
-	x.failed[p] = time.Now()
+	f := x.failed[p]
+	x.failed[p] = failure{at: time.Now(), n: f.n + 1}
+}
+
+// failure is a host's latest failure and how many came in a row.
+type failure struct {
+	at time.Time
+	n  int
 }
