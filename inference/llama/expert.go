@@ -57,6 +57,9 @@ func (m *Model) Expert(l, e int) (*Expert, error) {
 	return &Expert{gate: ly.gateExp[e], up: ly.upExp[e], down: ly.downEx[e], embedding: m.Config.Embedding, ff: m.Config.FeedForward}, nil
 }
 
+// Embedding returns the length of the rows the expert takes and gives.
+func (x *Expert) Embedding() int { return x.embedding }
+
 // Bytes returns the size of the expert's weights as stored.
 func (x *Expert) Bytes() int {
 	return x.gate.rows*x.gate.rowBytes + x.up.rows*x.up.rowBytes + x.down.rows*x.down.rowBytes

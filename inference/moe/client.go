@@ -140,10 +140,11 @@ func (c *Client) Call(ctx context.Context, p peer.ID, model ModelKey, layer, exp
 }
 
 // reusable reports whether a stream is still in step after the call failed
-// with err: the remote end answered, and did not reject the call's framing.
+// with err: the remote end took the rows and answered (busy or failed);
+// after refusing a call it closes the stream.
 func reusable(err error) bool {
 	var re *RemoteError
-	return errors.As(err, &re) && re.Status != statusBad
+	return errors.As(err, &re) && (re.Status == statusBusy || re.Status == statusFailed)
 }
 
 // call runs one call on cn; on any error but a remote one the stream is reset.

@@ -271,8 +271,8 @@ func TestServerRejects(t *testing.T) {
 	if err := cl.Call(ctx, p, ModelKey{9}, 0, 0, rows(2, c.Embedding), rows(2, c.Embedding)); !errors.As(err, &re) || re.Status != statusNotFound {
 		t.Fatalf("unknown model: %v", err)
 	}
-	// Wrong row length: the expert refuses it.
-	if err := cl.Call(ctx, p, testModel, 0, 0, rows(2, c.Embedding+1), rows(2, c.Embedding+1)); !errors.As(err, &re) || re.Status != statusFailed {
+	// Wrong row length: refused before the rows are read.
+	if err := cl.Call(ctx, p, testModel, 0, 0, rows(2, c.Embedding+1), rows(2, c.Embedding+1)); !errors.As(err, &re) || re.Status != statusBad {
 		t.Fatalf("wrong row length: %v", err)
 	}
 	// Too many rows never leave the client.

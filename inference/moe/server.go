@@ -3,6 +3,7 @@ package moe
 import (
 	"bufio"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"sync"
@@ -165,7 +166,20 @@ func (s *Server) handle(str network.Stream) {
 			}
 			return
 		}
-		// Read the rows before anything else so the stream stays in step.
+		// Refuse what cannot be answered before taking the rows: nothing
+		// is allocated for a call this peer would not compute.
+		x := s.Get(h.model, h.layer, h.expert)
+		if x == nil || x.Embedding() != h.dim {
+			status, msg := byte(statusNotFound), "expert not hosted here"
+			if x != nil {
+				status, msg = statusBad, fmt.Sprintf("rows of %d values, the expert takes %d", h.dim, x.Embedding())
+			}
+			str.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout))
+			if writeStatus(w, status, msg) != nil || w.Flush() != nil {
+				str.Reset()
+			}
+			return
+		}
 		str.SetReadDeadline(time.Now().Add(s.cfg.ReadTimeout))
 		if n := h.rows * h.dim; cap(back) < 2*n {
 			back = make([]float32, 2*n)
@@ -175,7 +189,7 @@ func (s *Server) handle(str network.Stream) {
 			str.Reset()
 			return
 		}
-		status, msg := s.compute(h, in, out)
+		status, msg := s.compute(x, h, in, out)
 		str.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout))
 		if err := writeStatus(w, status, msg); err != nil {
 			str.Reset()
@@ -194,12 +208,8 @@ func (s *Server) handle(str network.Stream) {
 	}
 }
 
-// compute runs one call if the expert is hosted and a slot is free.
-func (s *Server) compute(h header, in, out [][]float32) (byte, string) {
-	x := s.Get(h.model, h.layer, h.expert)
-	if x == nil {
-		return statusNotFound, "expert not hosted here"
-	}
+// compute runs one call if a slot is free.
+func (s *Server) compute(x *llama.Expert, h header, in, out [][]float32) (byte, string) {
 	select {
 	case s.slots <- struct{}{}:
 	default:
