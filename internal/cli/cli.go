@@ -36,6 +36,9 @@ Usage:
   mwpeer peers [--http ADDR]  list the peers a running peer knows
   mwpeer chat [flags] PROMPT  ask the swarm through a running peer; the answer streams to stdout
   mwpeer route [flags] PROMPT show which experts a running peer would ask, and why, without asking
+  mwpeer shard split MODEL.gguf --out DIR
+                              cut a MoE model into content-addressed shards and a manifest
+  mwpeer shard verify DIR     check every shard in a shard directory against its manifests
   mwpeer help                 this text
 
 Every flag can also be set with the MWPEER_* variable named next to it; a flag wins over its variable.
@@ -61,6 +64,8 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return runChat(ctx, args, stdout, stderr)
 	case "route":
 		return runRoute(ctx, args, stdout, stderr)
+	case "shard":
+		return runShard(args, stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usageText)
 		return exitOK
