@@ -149,15 +149,23 @@ func (f *Fetcher) getManifest(ctx context.Context, p peer.ID, id string) ([]byte
 // kept for the next attempt.
 func (f *Fetcher) Fetch(ctx context.Context, m *Manifest, shards []Shard) error {
 	ft := &fetch{f: f, m: m, dropped: make(map[peer.ID]error)}
+	known := make(map[string]Shard, len(m.Shards))
+	for _, sh := range m.Shards {
+		known[sh.Hash] = sh
+	}
 	seen := make(map[string]bool)
 	var todo []Shard
 	for _, sh := range shards {
 		if seen[sh.Hash] {
 			continue
 		}
+		k, ok := known[sh.Hash]
+		if !ok {
+			return fmt.Errorf("fetch: shard %s is not in model %s", sh.Hash, m.ID())
+		}
 		seen[sh.Hash] = true
-		ft.total += sh.Size
-		todo = append(todo, sh)
+		ft.total += k.Size
+		todo = append(todo, k)
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	parallel := f.Parallel

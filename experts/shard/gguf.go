@@ -35,7 +35,7 @@ const (
 // Limits on a GGUF header.
 const (
 	maxGGUFString = 64 << 20
-	maxGGUFArray  = 1 << 28
+	maxGGUFArray  = 1 << 24
 	maxGGUFKV     = 1 << 16
 	maxGGUFHeader = 512 << 20
 	maxArrayDepth = 4

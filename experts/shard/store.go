@@ -446,6 +446,14 @@ func (s *Store) LoadDense(id string) (*llama.Model, error) {
 		return nil, err
 	}
 	defer f.Close()
+	// The hash only proves the file is the manifest's; check its header
+	// within this package's limits before the engine reads it.
+	if _, err := readGGUF(f, sh.Size); err != nil {
+		return nil, fmt.Errorf("dense shard of %s: %w", id, err)
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return nil, err
+	}
 	md, err := llama.ReadWith(f, llama.ReadOptions{WithoutExperts: true})
 	if err != nil {
 		return nil, fmt.Errorf("load dense shard of %s: %w", id, err)
