@@ -56,7 +56,7 @@ func BenchmarkTiny(b *testing.B) {
 	}
 }
 
-// benchModels are the larger generated models of BenchmarkLarge: a dense F16
+// benchModels are the models of BenchmarkLarge: the tiny dense one, a dense F16
 // model of about 180 MB with grouped-query attention, and a Mixture-of-Experts
 // F16 model of about 220 MB (8 experts, 2 used: about 70 MB of weights per token).
 func benchModels() []ggufgen.Config {
@@ -65,7 +65,7 @@ func benchModels() []ggufgen.Config {
 	moe := ggufgen.Config{Name: "mwpeer-bench-moe-f16", Embedding: 1024, Layers: 4, FeedForward: 1024,
 		Heads: 16, KVHeads: 4, ContextLength: 1024, Experts: 8, ExpertsUsed: 2, Type: ggufgen.F16, Seed: 22,
 		Scale: 0.05, Printable: true}
-	return []ggufgen.Config{dense, moe}
+	return []ggufgen.Config{ggufgen.TinyDense(), dense, moe}
 }
 
 // benchFile returns the path of c written as GGUF, kept in the user cache
@@ -112,7 +112,7 @@ func benchText(seed uint64) string {
 }
 
 // BenchmarkLarge reports prefill (128-token prompt) and decode (64 tokens)
-// tokens/s of the engine on ~200 MB generated models, and Ollama's on the same
+// tokens/s of the engine on the tiny dense and ~200 MB generated models, and Ollama's on the same
 // files on the same machine when $MWPEER_OLLAMA names an Ollama binary.
 // Ollama runs with num_thread = GOMAXPROCS, the engine on all of GOMAXPROCS.
 // Run it with: go test ./inference/llama -run '^$' -bench Large -benchtime 1x
