@@ -171,12 +171,15 @@ func TestShardedModelAcrossPeers(t *testing.T) {
 		}
 	}
 	// Any peer's /api/experts shows who hosts what, from announcements.
-	var v api.Experts
-	getJSON(t, client, "/api/experts", &v)
-	if len(v.Models) != 1 || v.Models[0].ID != f.man.ID() || v.Models[0].MinReplicas != 2 || v.Models[0].Missing != 0 ||
-		len(v.Models[0].Runners) != 1 || len(v.Models[0].Hosts) != 3 || len(v.Models[0].Warnings) != 0 || v.Models[0].Local != nil {
-		t.Fatalf("/api/experts on the client: %+v", v)
-	}
+	eventually(t, slow(10*time.Second), "the client's /api/experts shows every host", func() error {
+		var v api.Experts
+		getJSON(t, client, "/api/experts", &v)
+		if len(v.Models) != 1 || v.Models[0].ID != f.man.ID() || v.Models[0].MinReplicas != 2 || v.Models[0].Missing != 0 ||
+			len(v.Models[0].Runners) != 1 || len(v.Models[0].Hosts) != 3 || len(v.Models[0].Warnings) != 0 || v.Models[0].Local != nil {
+			return fmt.Errorf("/api/experts on the client: %+v", v)
+		}
+		return nil
+	})
 	const n = 32
 	for _, prompt := range []string{"the quick brown fox", "Once upon a time"} {
 		want, wantLps := f.localRun(t, prompt, n)

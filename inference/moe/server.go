@@ -18,9 +18,11 @@ import (
 
 // ServerConfig bounds what a Server accepts.
 type ServerConfig struct {
-	// Concurrency bounds calls computed at once; a call beyond it is answered
-	// busy at once, so the caller can go to another replica (0: 4).
+	// Concurrency bounds calls computed at once (0: 4); a call beyond it
+	// waits up to QueueWait for a slot (0: 1 s), then is answered busy so
+	// the caller can go to another replica.
 	Concurrency int
+	QueueWait   time.Duration
 	// Idle closes a stream that brings no call for this long (0: 2 min).
 	Idle time.Duration
 	// ReadTimeout bounds reading one call's rows once its header arrived,
@@ -56,6 +58,9 @@ type Server struct {
 func NewServer(h host.Host, cfg ServerConfig) *Server {
 	if cfg.Concurrency <= 0 {
 		cfg.Concurrency = 4
+	}
+	if cfg.QueueWait <= 0 {
+		cfg.QueueWait = time.Second
 	}
 	if cfg.Idle <= 0 {
 		cfg.Idle = 2 * time.Minute
@@ -213,7 +218,13 @@ func (s *Server) compute(x *llama.Expert, h header, in, out [][]float32) (byte, 
 	select {
 	case s.slots <- struct{}{}:
 	default:
-		return statusBusy, "busy"
+		t := time.NewTimer(s.cfg.QueueWait)
+		defer t.Stop()
+		select {
+		case s.slots <- struct{}{}:
+		case <-t.C:
+			return statusBusy, "busy"
+		}
 	}
 	defer func() { <-s.slots }()
 	if err := x.Apply(in, out); err != nil {
