@@ -37,6 +37,10 @@ type sharding struct {
 
 	gen atomic.Uint64 // bumped on every catalog change
 
+	// loadMu serializes load and fetches, so two specs never fetch the same
+	// shard or load the same model at once.
+	loadMu sync.Mutex
+
 	mu     sync.Mutex
 	models map[string]*shardedModel // by model ID
 }
@@ -95,6 +99,12 @@ func (s *sharding) close() {
 // and the model itself when the dense shard is here. Shards already served
 // are skipped, so load can run again after a fetch.
 func (s *sharding) load(m *shard.Manifest) error {
+	s.loadMu.Lock()
+	defer s.loadMu.Unlock()
+	return s.loadLocked(m)
+}
+
+func (s *sharding) loadLocked(m *shard.Manifest) error {
 	sm, err := s.track(m)
 	if err != nil {
 		return err
@@ -289,6 +299,8 @@ func (s *sharding) isModelID(h string) bool {
 	return len(s.p.Catalog.Select(func(en *experts.Entry) bool { _, ok := en.ShardsOf(h); return ok })) > 0
 }
 
+var errNotHeard = errors.New("no sharded model of that name or ID heard of yet")
+
 // resolve turns a spec's MODEL (ID, ID prefix or name) into a model ID,
 // looking in the store and in the swarm's announcements.
 func (s *sharding) resolve(model string) (string, error) {
@@ -314,7 +326,7 @@ func (s *sharding) resolve(model string) (string, error) {
 	case shard.ValidHash(model):
 		return model, nil // not heard of yet: ask the DHT
 	}
-	return "", fmt.Errorf("no sharded model %q known yet", model)
+	return "", fmt.Errorf("%w: %q", errNotHeard, model)
 }
 
 // host keeps spec satisfied: it finds the manifest, fetches the shards the
@@ -327,7 +339,11 @@ func (s *sharding) host(ctx context.Context, spec HostSpec) {
 		if err == nil || ctx.Err() != nil {
 			return
 		}
-		s.p.log.Warn("hosting shards", "spec", spec.String(), "err", err, "retry_in", backoff)
+		if errors.Is(err, errNotHeard) && backoff < 8*time.Second {
+			s.p.log.Info("waiting to hear of the model", "spec", spec.String())
+		} else {
+			s.p.log.Warn("hosting shards", "spec", spec.String(), "err", err, "retry_in", backoff)
+		}
 		select {
 		case <-ctx.Done():
 			return
@@ -342,6 +358,8 @@ func (s *sharding) hostOnce(ctx context.Context, spec HostSpec) error {
 	if err != nil {
 		return err
 	}
+	s.loadMu.Lock()
+	defer s.loadMu.Unlock()
 	f := &shard.Fetcher{Host: s.p.Host, Store: s.store, Sources: s.sources, Progress: func(pr shard.Progress) { s.progress(id, pr) }}
 	m, ok := s.store.Manifest(id)
 	if !ok {
@@ -367,7 +385,7 @@ func (s *sharding) hostOnce(ctx context.Context, spec HostSpec) error {
 			return err
 		}
 	}
-	if err := s.load(m); err != nil {
+	if err := s.loadLocked(m); err != nil {
 		return err
 	}
 	s.setFetch(id, "")
