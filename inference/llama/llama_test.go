@@ -3,6 +3,7 @@ package llama
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"math"
 	"os"
@@ -228,5 +229,25 @@ func TestBackendServesModel(t *testing.T) {
 	req.Model = "other"
 	if _, err := b.Generate(context.Background(), req, func(inference.Chunk) error { return nil }); !errors.Is(err, inference.ErrUnknownModel) {
 		t.Errorf("unknown model: err %v", err)
+	}
+}
+
+// TestLoadRejectsLyingHeaders: a GGUF header that claims an absurd string or
+// array length is an error, not a crash or a huge allocation.
+func TestLoadRejectsLyingHeaders(t *testing.T) {
+	le := binary.LittleEndian
+	for name, tail := range map[string][]byte{
+		"string length": le.AppendUint64(nil, 1<<62),
+		"array length":  le.AppendUint64(le.AppendUint32(le.AppendUint32(append(le.AppendUint64(nil, 1), 'k'), 9), 4), 1<<40),
+	} {
+		var b []byte
+		b = append(b, "GGUF"...)
+		b = le.AppendUint32(b, 3)
+		b = le.AppendUint64(b, 0) // tensors
+		b = le.AppendUint64(b, 1) // key-value pairs
+		b = append(b, tail...)
+		if _, err := Read(bytes.NewReader(b)); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
 	}
 }

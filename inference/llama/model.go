@@ -80,7 +80,7 @@ type ReadOptions struct {
 
 // ReadWith reads a GGUF model from r as opts say.
 func ReadWith(r io.ReadSeeker, opts ReadOptions) (*Model, error) {
-	g, err := ggml.Decode(r, -1)
+	g, err := decode(r)
 	if err != nil {
 		return nil, fmt.Errorf("decode gguf: %w", err)
 	}
@@ -167,6 +167,23 @@ func ReadWith(r io.ReadSeeker, opts ReadOptions) (*Model, error) {
 	}
 	m.size = ld.size
 	return m, nil
+}
+
+// maxArray bounds the metadata arrays read from a file (a vocabulary is far
+// smaller); longer ones are skipped, so a file cannot make the decoder
+// allocate what its header merely claims.
+const maxArray = 1 << 21
+
+// decode reads a GGUF header. The decoder trusts the lengths a file states;
+// a length no slice can have makes it panic, which is turned into an error
+// here: a bad file is an error, never a crash.
+func decode(r io.ReadSeeker) (g *ggml.GGML, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			g, err = nil, fmt.Errorf("malformed GGUF header: %v", p)
+		}
+	}()
+	return ggml.Decode(r, maxArray)
 }
 
 // loader reads tensors, remembering the first error.
