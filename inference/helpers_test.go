@@ -7,30 +7,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/host"
-	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/mwpeer/mwpeer/internal/p2ptest"
 )
-
-// newHost starts a libp2p host on loopback TCP, closed at cleanup.
-func newHost(t testing.TB) host.Host {
-	t.Helper()
-	h, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"), libp2p.DisableRelay())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { h.Close() })
-	return h
-}
-
-func connect(t testing.TB, a, b host.Host) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := a.Connect(ctx, peer.AddrInfo{ID: b.ID(), Addrs: b.Addrs()}); err != nil {
-		t.Fatal(err)
-	}
-}
 
 // serving is a peer serving a synthetic backend.
 type serving struct {
@@ -105,3 +85,6 @@ func collect(sb *strings.Builder) func(Chunk) error {
 }
 
 var testReq = Request{Model: SyntheticName, Prompt: "why is the sky blue?"}
+
+// Loopback hosts for these tests.
+var newHost, connect = p2ptest.NewHost, p2ptest.Connect

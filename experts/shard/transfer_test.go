@@ -12,34 +12,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-msgio"
 
 	"github.com/mwpeer/mwpeer/internal/ggufgen"
+	"github.com/mwpeer/mwpeer/internal/p2ptest"
 )
-
-// newHost starts a libp2p host on loopback TCP, closed at cleanup.
-func newHost(t testing.TB) host.Host {
-	t.Helper()
-	h, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"), libp2p.DisableRelay())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { h.Close() })
-	return h
-}
-
-func connect(t testing.TB, a, b host.Host) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := a.Connect(ctx, peer.AddrInfo{ID: b.ID(), Addrs: b.Addrs()}); err != nil {
-		t.Fatal(err)
-	}
-}
 
 // seeder is a peer serving a full copy of a split model.
 type seeder struct {
@@ -452,16 +432,19 @@ func TestServerRefusesStreamsBeyondItsLimit(t *testing.T) {
 	}
 	defer held.Reset()
 	held.Write([]byte{0x05}) // make the server take the stream
-	// Wait until the server holds it, then the next stream is refused busy.
+	// Wait until the server holds it (its one slot taken), then the next
+	// stream is refused busy.
 	deadline := time.Now().Add(5 * time.Second)
-	for {
-		hs := ask(t, c, h.ID(), []byte(`{}`))
-		if hs[0].Error != nil && hs[0].Error.Code == CodeBusy {
-			break
-		}
+	for len(srv.slots) == 0 {
 		if time.Now().After(deadline) {
-			t.Fatalf("never refused: %+v", hs[0])
+			t.Fatal("the server never took the held stream")
 		}
-		time.Sleep(10 * time.Millisecond)
+		time.Sleep(5 * time.Millisecond)
+	}
+	if hs := ask(t, c, h.ID(), []byte(`{}`)); hs[0].Error == nil || hs[0].Error.Code != CodeBusy {
+		t.Fatalf("a stream beyond the limit was not refused busy: %+v", hs[0])
 	}
 }
+
+// Loopback hosts for these tests.
+var newHost, connect = p2ptest.NewHost, p2ptest.Connect
