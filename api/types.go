@@ -124,8 +124,9 @@ type LocalShards struct {
 	Dense   bool   `json:"dense"`
 	Experts int    `json:"experts"` // expert shards held and served
 	Fetch   string `json:"fetch,omitempty"`
-	// Calls counts expert calls: answered for others, and made by this
-	// peer's own generations (local, remote, failovers).
+	// Served counts the expert calls this peer answered for others, over
+	// all its sharded models; the other counters are this model's own
+	// generations' expert calls (run here, sent away, failed over).
 	Served      uint64 `json:"served"`
 	LocalCalls  uint64 `json:"local_calls"`
 	RemoteCalls uint64 `json:"remote_calls"`
