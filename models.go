@@ -14,7 +14,7 @@ import (
 	"github.com/mwpeer/mwpeer/experts"
 	"github.com/mwpeer/mwpeer/inference"
 	"github.com/mwpeer/mwpeer/inference/llama"
-	"github.com/mwpeer/mwpeer/internal/ggufgen"
+	"github.com/mwpeer/mwpeer/inference/llama/randmodel"
 )
 
 // BuiltinModel is the model a peer serves with --engine embedded and no
@@ -31,10 +31,10 @@ func writeBuiltinModel(dataDir string) (string, error) {
 	if _, err := os.Stat(path); err == nil {
 		return path, nil
 	}
-	c := ggufgen.Tiny()
+	c := randmodel.Tiny()
 	c.Name = BuiltinModel
 	tmp := path + ".tmp"
-	if err := ggufgen.WriteFile(tmp, c); err != nil {
+	if err := randmodel.WriteFile(tmp, c); err != nil {
 		return "", fmt.Errorf("write built-in model: %w", err)
 	}
 	if err := os.Rename(tmp, path); err != nil {

@@ -10,7 +10,7 @@ import (
 	ollama "github.com/ollama/ollama/api"
 	"github.com/openai/openai-go"
 
-	"github.com/mwpeer/mwpeer/internal/ggufgen"
+	"github.com/mwpeer/mwpeer/inference/llama/randmodel"
 	"github.com/mwpeer/mwpeer/internal/ollamatest"
 )
 
@@ -21,7 +21,7 @@ import (
 func TestPromptThroughTwoPeersGivesOllamasAnswer(t *testing.T) {
 	srv := ollamatest.Start(t) // skips without MWPEER_OLLAMA
 	path := filepath.Join(t.TempDir(), "tiny.gguf")
-	if err := ggufgen.WriteFile(path, ggufgen.Tiny()); err != nil {
+	if err := randmodel.WriteFile(path, randmodel.Tiny()); err != nil {
 		t.Fatal(err)
 	}
 	srv.CreateModel(t, "tiny", path)

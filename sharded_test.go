@@ -17,13 +17,13 @@ import (
 	"github.com/mwpeer/mwpeer/experts/shard"
 	"github.com/mwpeer/mwpeer/inference"
 	"github.com/mwpeer/mwpeer/inference/llama"
-	"github.com/mwpeer/mwpeer/internal/ggufgen"
+	"github.com/mwpeer/mwpeer/inference/llama/randmodel"
 	"github.com/mwpeer/mwpeer/internal/ollamatest"
 )
 
 // shardedFixture is a generated MoE model, its GGUF file and its split.
 type shardedFixture struct {
-	cfg   ggufgen.Config
+	cfg   randmodel.Config
 	gguf  string
 	split string // the store dir Split wrote
 	man   *shard.Manifest
@@ -31,12 +31,12 @@ type shardedFixture struct {
 
 func newShardedFixture(t *testing.T) shardedFixture {
 	t.Helper()
-	c := ggufgen.Tiny()
+	c := randmodel.Tiny()
 	c.Name = "mwpeer-test-sharded"
 	c.Layers, c.Experts, c.ExpertsUsed = 3, 8, 2
 	dir := t.TempDir()
 	f := shardedFixture{cfg: c, gguf: filepath.Join(dir, "model.gguf"), split: filepath.Join(dir, "split")}
-	if err := ggufgen.WriteFile(f.gguf, c); err != nil {
+	if err := randmodel.WriteFile(f.gguf, c); err != nil {
 		t.Fatal(err)
 	}
 	m, err := shard.Split(f.gguf, f.split)

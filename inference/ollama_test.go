@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/mwpeer/mwpeer/internal/ggufgen"
+	"github.com/mwpeer/mwpeer/inference/llama/randmodel"
 	"github.com/mwpeer/mwpeer/internal/ollamatest"
 )
 
@@ -18,7 +18,7 @@ func startOllama(t *testing.T) *Ollama {
 	t.Helper()
 	srv := ollamatest.Start(t)
 	path := filepath.Join(t.TempDir(), "tiny.gguf")
-	if err := ggufgen.WriteFile(path, ggufgen.Tiny()); err != nil {
+	if err := randmodel.WriteFile(path, randmodel.Tiny()); err != nil {
 		t.Fatal(err)
 	}
 	srv.CreateModel(t, "tiny", path)

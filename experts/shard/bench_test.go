@@ -7,17 +7,17 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/peer"
 
-	"github.com/mwpeer/mwpeer/internal/ggufgen"
+	"github.com/mwpeer/mwpeer/inference/llama/randmodel"
 )
 
 // benchModel is a generated MoE model of about 230 MB (F16): 3 layers of 8
 // experts of 9 MiB each, and a 25 MB dense part.
-func benchModel() ggufgen.Config {
-	c := ggufgen.Tiny()
+func benchModel() randmodel.Config {
+	c := randmodel.Tiny()
 	c.Name = "mwpeer-bench-moe"
 	c.Embedding, c.FeedForward, c.Heads, c.KVHeads, c.RopeDim = 1024, 1536, 8, 8, 128
 	c.Layers, c.Experts = 3, 8
-	c.Type = ggufgen.F16
+	c.Type = randmodel.F16
 	return c
 }
 

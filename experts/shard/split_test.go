@@ -19,15 +19,15 @@ import (
 	"github.com/x448/float16"
 
 	"github.com/mwpeer/mwpeer/inference/llama"
-	"github.com/mwpeer/mwpeer/internal/ggufgen"
+	"github.com/mwpeer/mwpeer/inference/llama/randmodel"
 )
 
 // genModel writes the generated model c to a file in a temporary directory;
 // with q8 its matrices are then quantized to Q8_0.
-func genModel(t testing.TB, c ggufgen.Config, q8 bool) string {
+func genModel(t testing.TB, c randmodel.Config, q8 bool) string {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "model.gguf")
-	if err := ggufgen.WriteFile(path, c); err != nil {
+	if err := randmodel.WriteFile(path, c); err != nil {
 		t.Fatal(err)
 	}
 	if q8 {
@@ -138,15 +138,15 @@ func (s storeExperts) Apply(_ context.Context, l, e int, in, out [][]float32) er
 func TestSplitLoadsBitwiseEqual(t *testing.T) {
 	for _, tc := range []struct {
 		name string
-		typ  ggufgen.TensorType
+		typ  randmodel.TensorType
 		q8   bool
 	}{
-		{"F32", ggufgen.F32, false},
-		{"F16", ggufgen.F16, false},
-		{"Q8_0", ggufgen.F32, true},
+		{"F32", randmodel.F32, false},
+		{"F16", randmodel.F16, false},
+		{"Q8_0", randmodel.F32, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			c := ggufgen.Tiny()
+			c := randmodel.Tiny()
 			c.Type = tc.typ
 			src := genModel(t, c, tc.q8)
 			full := loadFull(t, src)
@@ -251,7 +251,7 @@ func bitsEqual(a, b [][]float32) bool {
 }
 
 func TestDenseShardKeepsMetadata(t *testing.T) {
-	c := ggufgen.Tiny()
+	c := randmodel.Tiny()
 	c.Words = []string{"▁the", "▁a"}
 	src := genModel(t, c, false)
 	dir := t.TempDir()
@@ -295,7 +295,7 @@ func TestDenseShardKeepsMetadata(t *testing.T) {
 }
 
 func TestModelIDIsStable(t *testing.T) {
-	src := genModel(t, ggufgen.Tiny(), false)
+	src := genModel(t, randmodel.Tiny(), false)
 	a, err := Split(src, t.TempDir())
 	if err != nil {
 		t.Fatal(err)
@@ -307,7 +307,7 @@ func TestModelIDIsStable(t *testing.T) {
 	if a.ID() != b.ID() || !bytes.Equal(a.Bytes(), b.Bytes()) {
 		t.Fatalf("two splits of one file: IDs %s and %s", a.ID(), b.ID())
 	}
-	c := ggufgen.Tiny()
+	c := randmodel.Tiny()
 	c.Seed = 2
 	other, err := Split(genModel(t, c, false), t.TempDir())
 	if err != nil {
@@ -324,7 +324,7 @@ func TestSplitRefusesWhatItCannotCut(t *testing.T) {
 	os.WriteFile(garbage, []byte("GGUF\x03\x00\x00\x00\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff"), 0o644)
 	notGGUF := filepath.Join(dir, "text.gguf")
 	os.WriteFile(notGGUF, []byte("hello"), 0o644)
-	moe := genModel(t, ggufgen.Tiny(), false)
+	moe := genModel(t, randmodel.Tiny(), false)
 	data, _ := os.ReadFile(moe)
 	truncated := filepath.Join(dir, "truncated.gguf")
 	os.WriteFile(truncated, data[:len(data)-100], 0o644)
@@ -334,7 +334,7 @@ func TestSplitRefusesWhatItCannotCut(t *testing.T) {
 		is         error
 		msg        string
 	}{
-		{"dense model", genModel(t, ggufgen.TinyDense(), false), ErrNotMoE, "expert_count"},
+		{"dense model", genModel(t, randmodel.TinyDense(), false), ErrNotMoE, "expert_count"},
 		{"not GGUF", notGGUF, nil, "not a GGUF file"},
 		{"huge counts", garbage, nil, "too many"},
 		{"truncated", truncated, nil, "beyond the end"},
@@ -356,7 +356,7 @@ func TestSplitRefusesWhatItCannotCut(t *testing.T) {
 }
 
 func TestVerifyFindsCorruptAndMissingShards(t *testing.T) {
-	src := genModel(t, ggufgen.Tiny(), false)
+	src := genModel(t, randmodel.Tiny(), false)
 	dir := t.TempDir()
 	m, err := Split(src, dir)
 	if err != nil {
@@ -422,7 +422,7 @@ func TestVerifyFindsCorruptAndMissingShards(t *testing.T) {
 }
 
 func TestParseRejectsBadManifests(t *testing.T) {
-	src := genModel(t, ggufgen.Tiny(), false)
+	src := genModel(t, randmodel.Tiny(), false)
 	good, err := SplitWith(src, t.TempDir(), SplitOptions{PieceSize: 16 << 10})
 	if err != nil {
 		t.Fatal(err)

@@ -17,7 +17,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-msgio"
 
-	"github.com/mwpeer/mwpeer/internal/ggufgen"
+	"github.com/mwpeer/mwpeer/inference/llama/randmodel"
 	"github.com/mwpeer/mwpeer/internal/p2ptest"
 )
 
@@ -71,7 +71,7 @@ func (sd *seeder) corrupt(t testing.TB, pieceSize int64) {
 func splitTiny(t testing.TB) (*Manifest, string) {
 	t.Helper()
 	dir := t.TempDir()
-	m, err := SplitWith(genModel(t, ggufgen.Tiny(), false), dir, SplitOptions{PieceSize: 16 << 10})
+	m, err := SplitWith(genModel(t, randmodel.Tiny(), false), dir, SplitOptions{PieceSize: 16 << 10})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mwpeer/mwpeer/internal/ggufgen"
+	"github.com/mwpeer/mwpeer/inference/llama/randmodel"
 	"github.com/mwpeer/mwpeer/internal/ollamatest"
 	"github.com/ollama/ollama/api"
 )
@@ -49,15 +49,15 @@ func ollamaGreedy(t *testing.T, client *api.Client, model, prompt string, n int)
 // anchorCase is one model compared with Ollama.
 type anchorCase struct {
 	name     string
-	cfg      ggufgen.Config
+	cfg      randmodel.Config
 	quantize string  // "" to import as is
 	tol      float64 // largest allowed log-probability difference
 }
 
 func anchorCases() []anchorCase {
-	moe, dense := ggufgen.Tiny(), ggufgen.TinyDense()
+	moe, dense := randmodel.Tiny(), randmodel.TinyDense()
 	f16moe, f16dense := moe, dense
-	f16moe.Type, f16dense.Type = ggufgen.F16, ggufgen.F16
+	f16moe.Type, f16dense.Type = randmodel.F16, randmodel.F16
 	f16moe.Name, f16dense.Name = "mwpeer-tiny-moe-f16", "mwpeer-tiny-dense-f16"
 	gqa := moe
 	gqa.Name, gqa.Embedding, gqa.Heads, gqa.KVHeads, gqa.Seed = "mwpeer-tiny-gqa", 96, 6, 2, 7
@@ -84,7 +84,7 @@ func TestMatchesOllama(t *testing.T) {
 	for _, tc := range anchorCases() {
 		t.Run(tc.name, func(t *testing.T) {
 			path := filepath.Join(dir, tc.name+".gguf")
-			if err := ggufgen.WriteFile(path, tc.cfg); err != nil {
+			if err := randmodel.WriteFile(path, tc.cfg); err != nil {
 				t.Fatal(err)
 			}
 			model := strings.ToLower(tc.name)
@@ -171,14 +171,14 @@ func quantizedBlob(t *testing.T, srv *ollamatest.Server, model string) string {
 func TestMatchesOllamaQuantized(t *testing.T) {
 	srv := ollamatest.Start(t)
 	dir := t.TempDir()
-	moe, dense := ggufgen.Tiny(), ggufgen.TinyDense()
-	moe.Type, dense.Type = ggufgen.F16, ggufgen.F16
+	moe, dense := randmodel.Tiny(), randmodel.TinyDense()
+	moe.Type, dense.Type = randmodel.F16, randmodel.F16
 	wide := dense // K-quants need rows of a multiple of 256
 	wide.Name, wide.Embedding, wide.FeedForward, wide.Heads, wide.KVHeads, wide.RopeDim, wide.Seed = "mwpeer-wide-dense", 256, 512, 4, 4, 64, 11
 	wide.Scale = 0.25
 	for _, tc := range []struct {
 		name, quant string
-		cfg         ggufgen.Config
+		cfg         randmodel.Config
 		tol         float64
 	}{
 		{"moe-q8_0", "q8_0", moe, 1e-3},
@@ -188,7 +188,7 @@ func TestMatchesOllamaQuantized(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			path := filepath.Join(dir, tc.name+".gguf")
-			if err := ggufgen.WriteFile(path, tc.cfg); err != nil {
+			if err := randmodel.WriteFile(path, tc.cfg); err != nil {
 				t.Fatal(err)
 			}
 			srv.CreateQuantized(t, tc.name, path, tc.quant)

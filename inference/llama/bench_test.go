@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mwpeer/mwpeer/internal/ggufgen"
+	"github.com/mwpeer/mwpeer/inference/llama/randmodel"
 	"github.com/mwpeer/mwpeer/internal/ollamatest"
 	"github.com/ollama/ollama/api"
 )
@@ -21,7 +21,7 @@ import (
 // models. A decode op is one token (at positions cycling through 1..64), so
 // allocs/op is the allocations per decoded token.
 func BenchmarkTiny(b *testing.B) {
-	for _, c := range []ggufgen.Config{ggufgen.Tiny(), ggufgen.TinyDense()} {
+	for _, c := range []randmodel.Config{randmodel.Tiny(), randmodel.TinyDense()} {
 		m := load(b, c)
 		prompt := make([]int, 128)
 		for i := range prompt {
@@ -59,18 +59,18 @@ func BenchmarkTiny(b *testing.B) {
 // benchModels are the models of BenchmarkLarge: the tiny dense one, a dense F16
 // model of about 180 MB with grouped-query attention, and a Mixture-of-Experts
 // F16 model of about 220 MB (8 experts, 2 used: about 70 MB of weights per token).
-func benchModels() []ggufgen.Config {
-	dense := ggufgen.Config{Name: "mwpeer-bench-dense-f16", Embedding: 1024, Layers: 8, FeedForward: 2816,
-		Heads: 16, KVHeads: 4, ContextLength: 1024, Type: ggufgen.F16, Seed: 21, Scale: 0.05, Printable: true}
-	moe := ggufgen.Config{Name: "mwpeer-bench-moe-f16", Embedding: 1024, Layers: 4, FeedForward: 1024,
-		Heads: 16, KVHeads: 4, ContextLength: 1024, Experts: 8, ExpertsUsed: 2, Type: ggufgen.F16, Seed: 22,
+func benchModels() []randmodel.Config {
+	dense := randmodel.Config{Name: "mwpeer-bench-dense-f16", Embedding: 1024, Layers: 8, FeedForward: 2816,
+		Heads: 16, KVHeads: 4, ContextLength: 1024, Type: randmodel.F16, Seed: 21, Scale: 0.05, Printable: true}
+	moe := randmodel.Config{Name: "mwpeer-bench-moe-f16", Embedding: 1024, Layers: 4, FeedForward: 1024,
+		Heads: 16, KVHeads: 4, ContextLength: 1024, Experts: 8, ExpertsUsed: 2, Type: randmodel.F16, Seed: 22,
 		Scale: 0.05, Printable: true}
-	return []ggufgen.Config{ggufgen.TinyDense(), dense, moe}
+	return []randmodel.Config{randmodel.TinyDense(), dense, moe}
 }
 
 // benchFile returns the path of c written as GGUF, kept in the user cache
 // directory (keyed by the configuration) so that re-runs skip generation.
-func benchFile(b *testing.B, c ggufgen.Config) string {
+func benchFile(b *testing.B, c randmodel.Config) string {
 	b.Helper()
 	dir, err := os.UserCacheDir()
 	if err != nil {
@@ -86,7 +86,7 @@ func benchFile(b *testing.B, c ggufgen.Config) string {
 		return path
 	}
 	tmp := path + ".tmp"
-	if err := ggufgen.WriteFile(tmp, c); err != nil {
+	if err := randmodel.WriteFile(tmp, c); err != nil {
 		b.Fatal(err)
 	}
 	if err := os.Rename(tmp, path); err != nil {

@@ -7,7 +7,7 @@ import (
 	"math/rand/v2"
 	"testing"
 
-	"github.com/mwpeer/mwpeer/internal/ggufgen"
+	"github.com/mwpeer/mwpeer/inference/llama/randmodel"
 )
 
 // randomMatrix returns a rows×cols matrix of type typ with random values and
@@ -140,9 +140,9 @@ func TestMulMatchesDequantized(t *testing.T) {
 // TestExpertRowIndependentOfBatch: Expert.Apply gives a row bitwise the same
 // result whatever other rows are in the call, which distributed experts rely on.
 func TestExpertRowIndependentOfBatch(t *testing.T) {
-	c := ggufgen.Tiny()
+	c := randmodel.Tiny()
 	c.Embedding, c.FeedForward = 256, 512 // large enough for the products to be split over workers
-	for _, typ := range []ggufgen.TensorType{ggufgen.F32, ggufgen.F16} {
+	for _, typ := range []randmodel.TensorType{randmodel.F32, randmodel.F16} {
 		c.Type = typ
 		m := load(t, c)
 		e, err := m.Expert(1, 2)
@@ -179,10 +179,10 @@ func TestExpertRowIndependentOfBatch(t *testing.T) {
 // token allocates nothing (buffers are reused, helpers start from a prebuilt
 // function value).
 func TestDecodeDoesNotAllocate(t *testing.T) {
-	dense := ggufgen.TinyDense()
+	dense := randmodel.TinyDense()
 	dense.Embedding, dense.FeedForward = 256, 1024 // products large enough to use every worker
-	moe := ggufgen.Tiny()
-	for _, c := range []ggufgen.Config{dense, moe} {
+	moe := randmodel.Tiny()
+	for _, c := range []randmodel.Config{dense, moe} {
 		m := load(t, c)
 		st := m.NewState(0, nil)
 		ctx := context.Background()

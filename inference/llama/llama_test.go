@@ -14,20 +14,20 @@ import (
 	"testing"
 
 	"github.com/mwpeer/mwpeer/inference"
-	"github.com/mwpeer/mwpeer/internal/ggufgen"
+	"github.com/mwpeer/mwpeer/inference/llama/randmodel"
 )
 
 // fixture writes c to a temporary file and returns its path.
-func fixture(t testing.TB, c ggufgen.Config) string {
+func fixture(t testing.TB, c randmodel.Config) string {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "model.gguf")
-	if err := ggufgen.WriteFile(path, c); err != nil {
+	if err := randmodel.WriteFile(path, c); err != nil {
 		t.Fatal(err)
 	}
 	return path
 }
 
-func load(t testing.TB, c ggufgen.Config) *Model {
+func load(t testing.TB, c randmodel.Config) *Model {
 	t.Helper()
 	m, err := Load(fixture(t, c))
 	if err != nil {
@@ -37,7 +37,7 @@ func load(t testing.TB, c ggufgen.Config) *Model {
 }
 
 func TestLoadReadsShape(t *testing.T) {
-	m := load(t, ggufgen.Tiny())
+	m := load(t, randmodel.Tiny())
 	want := Config{Name: "mwpeer-tiny-moe", Embedding: 64, Layers: 2, FeedForward: 128, Heads: 4, KVHeads: 4, HeadDim: 16,
 		RopeDim: 16, RopeBase: 10000, NormEpsilon: 1e-5, ContextLength: 512, Experts: 4, ExpertsUsed: 2, Vocab: 259}
 	if m.Config != want {
@@ -48,22 +48,22 @@ func TestLoadReadsShape(t *testing.T) {
 // TestEncodeLikeLlamaCpp: "Hello" is <s>, "▁" spelled in its 3 bytes, then 5 bytes,
 // as llama.cpp (in Ollama) tokenizes it with this vocabulary.
 func TestEncodeLikeLlamaCpp(t *testing.T) {
-	m := load(t, ggufgen.Tiny())
+	m := load(t, randmodel.Tiny())
 	var want []int
-	want = append(want, ggufgen.BOSToken)
+	want = append(want, randmodel.BOSToken)
 	for _, b := range []byte("▁Hello") {
 		want = append(want, 3+int(b))
 	}
 	if got := m.Vocab.Encode("Hello"); !slices.Equal(got, want) {
 		t.Errorf("Encode(Hello) = %v, want %v", got, want)
 	}
-	if got := m.Vocab.Encode("a<s>b"); !slices.Contains(got[1:], ggufgen.BOSToken) {
+	if got := m.Vocab.Encode("a<s>b"); !slices.Contains(got[1:], randmodel.BOSToken) {
 		t.Errorf("Encode(a<s>b) = %v: the control token in the text was not recognized", got)
 	}
 }
 
 func TestEncodeMergesWordsByScore(t *testing.T) {
-	c := ggufgen.Tiny()
+	c := randmodel.Tiny()
 	c.Words = []string{"▁the", "he", "▁t", "th"}
 	m := load(t, c)
 	got := m.Vocab.Encode("the then")
@@ -96,7 +96,7 @@ func patch(t *testing.T, path string, old, new []byte) string {
 }
 
 func TestLoadNamesWhatItCannotRun(t *testing.T) {
-	path := fixture(t, ggufgen.TinyDense())
+	path := fixture(t, randmodel.TinyDense())
 	arch := []byte("general.architecture\x08\x00\x00\x00\x05\x00\x00\x00\x00\x00\x00\x00llama")
 	gemma := []byte("general.architecture\x08\x00\x00\x00\x05\x00\x00\x00\x00\x00\x00\x00gemma")
 	_, err := Load(patch(t, path, arch, gemma))
@@ -116,7 +116,7 @@ func TestLoadNamesWhatItCannotRun(t *testing.T) {
 // TestPrefillEqualsStepwise: running a prompt in one batch or token by token
 // gives the same logits.
 func TestPrefillEqualsStepwise(t *testing.T) {
-	for _, c := range []ggufgen.Config{ggufgen.Tiny(), ggufgen.TinyDense()} {
+	for _, c := range []randmodel.Config{randmodel.Tiny(), randmodel.TinyDense()} {
 		m := load(t, c)
 		ids := m.Vocab.Encode("The quick brown fox jumps over the lazy dog")
 		batch, err := m.NewState(0, nil).Forward(context.Background(), ids)
@@ -152,7 +152,7 @@ func (c *countingExperts) Apply(ctx context.Context, layer, expert int, in, out 
 // TestExpertsSeam: a MoE model asks its Experts for every expert it uses, and a
 // wrapper that forwards to the local experts changes nothing.
 func TestExpertsSeam(t *testing.T) {
-	m := load(t, ggufgen.Tiny())
+	m := load(t, randmodel.Tiny())
 	ce := &countingExperts{Experts: m.Local()}
 	gen := func(e Experts) []int {
 		var ids []int
@@ -175,7 +175,7 @@ func TestExpertsSeam(t *testing.T) {
 }
 
 func TestBackendServesModel(t *testing.T) {
-	b, err := NewBackend(fixture(t, ggufgen.Tiny()), BackendOptions{})
+	b, err := NewBackend(fixture(t, randmodel.Tiny()), BackendOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

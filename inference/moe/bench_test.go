@@ -5,16 +5,16 @@ import (
 	"testing"
 
 	"github.com/mwpeer/mwpeer/inference/llama"
-	"github.com/mwpeer/mwpeer/internal/ggufgen"
+	"github.com/mwpeer/mwpeer/inference/llama/randmodel"
 )
 
 // benchConfigs are the models of BenchmarkDistributed: the tiny MoE test
 // model with 8 experts, and a generated F16 MoE of about 220 MB.
-func benchConfigs() []ggufgen.Config {
+func benchConfigs() []randmodel.Config {
 	tiny := moeConfig()
-	big := ggufgen.Config{Name: "mwpeer-bench-moe-220mb", Embedding: 512, Layers: 8, FeedForward: 1024, Heads: 8, KVHeads: 4,
-		ContextLength: 512, Experts: 8, ExpertsUsed: 2, Type: ggufgen.F16, Seed: 7, Scale: 0.05, Printable: true}
-	return []ggufgen.Config{tiny, big}
+	big := randmodel.Config{Name: "mwpeer-bench-moe-220mb", Embedding: 512, Layers: 8, FeedForward: 1024, Heads: 8, KVHeads: 4,
+		ContextLength: 512, Experts: 8, ExpertsUsed: 2, Type: randmodel.F16, Seed: 7, Scale: 0.05, Printable: true}
+	return []randmodel.Config{tiny, big}
 }
 
 // BenchmarkDistributed prints decode tokens/s of a MoE model run whole in

@@ -14,16 +14,16 @@ import (
 
 	"github.com/mwpeer/mwpeer/inference"
 	"github.com/mwpeer/mwpeer/inference/llama"
-	"github.com/mwpeer/mwpeer/internal/ggufgen"
+	"github.com/mwpeer/mwpeer/inference/llama/randmodel"
 	"github.com/mwpeer/mwpeer/internal/p2ptest"
 )
 
 var testModel = ModelKey{1, 2, 3}
 
-func loadModel(t testing.TB, c ggufgen.Config) *llama.Model {
+func loadModel(t testing.TB, c randmodel.Config) *llama.Model {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), c.Name+".gguf")
-	if err := ggufgen.WriteFile(path, c); err != nil {
+	if err := randmodel.WriteFile(path, c); err != nil {
 		t.Fatal(err)
 	}
 	m, err := llama.Load(path)
@@ -117,8 +117,8 @@ func same(t *testing.T, got, want run) {
 	}
 }
 
-func moeConfig() ggufgen.Config {
-	c := ggufgen.Tiny()
+func moeConfig() randmodel.Config {
+	c := randmodel.Tiny()
 	c.Experts, c.ExpertsUsed, c.Layers = 8, 2, 3
 	return c
 }
@@ -127,7 +127,7 @@ func moeConfig() ggufgen.Config {
 // other peers, each holding some, gives exactly the tokens and
 // log-probabilities of local execution.
 func TestDistributedEqualsLocal(t *testing.T) {
-	for _, typ := range []ggufgen.TensorType{ggufgen.F32, ggufgen.F16} {
+	for _, typ := range []randmodel.TensorType{randmodel.F32, randmodel.F16} {
 		t.Run(typ.String(), func(t *testing.T) {
 			c := moeConfig()
 			c.Type = typ

@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/mwpeer/mwpeer/internal/ggufgen"
+	"github.com/mwpeer/mwpeer/inference/llama/randmodel"
 )
 
 func runCLI(args ...string) (code int, stdout, stderr string) {
@@ -20,7 +20,7 @@ func runCLI(args ...string) (code int, stdout, stderr string) {
 func TestShardSplitThenVerify(t *testing.T) {
 	dir := t.TempDir()
 	model := filepath.Join(dir, "tiny.gguf")
-	if err := ggufgen.WriteFile(model, ggufgen.Tiny()); err != nil {
+	if err := randmodel.WriteFile(model, randmodel.Tiny()); err != nil {
 		t.Fatal(err)
 	}
 	store := filepath.Join(dir, "shards")

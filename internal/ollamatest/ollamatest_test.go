@@ -9,7 +9,7 @@ import (
 
 	"github.com/ollama/ollama/api"
 
-	"github.com/mwpeer/mwpeer/internal/ggufgen"
+	"github.com/mwpeer/mwpeer/inference/llama/randmodel"
 	"github.com/mwpeer/mwpeer/internal/ollamatest"
 )
 
@@ -110,10 +110,10 @@ func tokensPerSecond(m api.Metrics) float64 {
 
 func TestOllamaRunsGeneratedModel(t *testing.T) {
 	s := ollamatest.Start(t)
-	for _, c := range []ggufgen.Config{ggufgen.Tiny(), ggufgen.TinyDense()} {
+	for _, c := range []randmodel.Config{randmodel.Tiny(), randmodel.TinyDense()} {
 		t.Run(c.Name, func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), c.Name+".gguf")
-			if err := ggufgen.WriteFile(path, c); err != nil {
+			if err := randmodel.WriteFile(path, c); err != nil {
 				t.Fatal(err)
 			}
 			s.CreateModel(t, c.Name, path)
@@ -128,10 +128,10 @@ func TestOllamaRunsGeneratedModel(t *testing.T) {
 
 func TestOllamaQuantizesF16Model(t *testing.T) {
 	s := ollamatest.Start(t)
-	c := ggufgen.Tiny()
-	c.Name, c.Type = "mwpeer-tiny-moe-f16", ggufgen.F16
+	c := randmodel.Tiny()
+	c.Name, c.Type = "mwpeer-tiny-moe-f16", randmodel.F16
 	path := filepath.Join(t.TempDir(), c.Name+".gguf")
-	if err := ggufgen.WriteFile(path, c); err != nil {
+	if err := randmodel.WriteFile(path, c); err != nil {
 		t.Fatal(err)
 	}
 	s.CreateQuantized(t, "tiny-q8", path, "q8_0")

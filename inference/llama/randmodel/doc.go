@@ -1,4 +1,5 @@
-// Package ggufgen writes small GGUF model files with seeded random weights, for tests.
+// Package randmodel writes llama-architecture GGUF files with seeded random
+// weights: the built-in model mwpeer-tiny-random and the fixtures tests use.
 //
 // The files follow the llama architecture as llama.cpp (and so Ollama) reads it: a
 // dense transformer, or a Mixtral-style Mixture-of-Experts when Config.Experts is
@@ -14,5 +15,7 @@
 // inference engines, and the comparison of their tokens and log-probabilities
 // with those of llama.cpp as run by Ollama.
 //
-// The package does not read GGUF files; tests use github.com/ollama/ollama/fs/ggml.
-package ggufgen
+// The package only writes: it does not read GGUF files (its tests use
+// github.com/ollama/ollama/fs/ggml) and does not import the engine in package
+// llama, so any package, test or not, may import it.
+package randmodel

@@ -1,4 +1,4 @@
-package ggufgen
+package randmodel
 
 import "github.com/x448/float16"
 

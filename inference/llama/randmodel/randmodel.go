@@ -1,4 +1,4 @@
-package ggufgen
+package randmodel
 
 import (
 	"bufio"
@@ -144,10 +144,10 @@ func (t Tensor) isNorm() bool { return len(t.Shape) == 1 }
 // withDefaults returns c with its zero fields filled, or an error if c cannot be written.
 func (c Config) withDefaults() (Config, error) {
 	if c.Embedding <= 0 || c.Layers <= 0 || c.FeedForward <= 0 || c.Heads <= 0 {
-		return c, errors.New("ggufgen: Embedding, Layers, FeedForward and Heads must be positive")
+		return c, errors.New("randmodel: Embedding, Layers, FeedForward and Heads must be positive")
 	}
 	if c.Embedding%c.Heads != 0 {
-		return c, fmt.Errorf("ggufgen: Heads (%d) must divide Embedding (%d)", c.Heads, c.Embedding)
+		return c, fmt.Errorf("randmodel: Heads (%d) must divide Embedding (%d)", c.Heads, c.Embedding)
 	}
 	if c.Name == "" {
 		c.Name = "mwpeer-test"
@@ -156,42 +156,42 @@ func (c Config) withDefaults() (Config, error) {
 		c.KVHeads = c.Heads
 	}
 	if c.KVHeads < 0 || c.Heads%c.KVHeads != 0 {
-		return c, fmt.Errorf("ggufgen: KVHeads (%d) must divide Heads (%d)", c.KVHeads, c.Heads)
+		return c, fmt.Errorf("randmodel: KVHeads (%d) must divide Heads (%d)", c.KVHeads, c.Heads)
 	}
 	headDim := c.Embedding / c.Heads
 	if c.RopeDim == 0 {
 		c.RopeDim = headDim
 	}
 	if c.RopeDim < 0 || c.RopeDim > headDim || c.RopeDim%2 != 0 {
-		return c, fmt.Errorf("ggufgen: RopeDim (%d) must be even and at most the head size %d", c.RopeDim, headDim)
+		return c, fmt.Errorf("randmodel: RopeDim (%d) must be even and at most the head size %d", c.RopeDim, headDim)
 	}
 	if c.ContextLength == 0 {
 		c.ContextLength = 512
 	}
 	if c.ContextLength < 0 {
-		return c, fmt.Errorf("ggufgen: negative ContextLength %d", c.ContextLength)
+		return c, fmt.Errorf("randmodel: negative ContextLength %d", c.ContextLength)
 	}
 	if c.Experts < 0 {
-		return c, fmt.Errorf("ggufgen: negative Experts %d", c.Experts)
+		return c, fmt.Errorf("randmodel: negative Experts %d", c.Experts)
 	}
 	if c.Experts > 0 {
 		if c.ExpertsUsed == 0 {
 			c.ExpertsUsed = min(2, c.Experts)
 		}
 		if c.ExpertsUsed < 1 || c.ExpertsUsed > c.Experts {
-			return c, fmt.Errorf("ggufgen: ExpertsUsed (%d) must be between 1 and Experts (%d)", c.ExpertsUsed, c.Experts)
+			return c, fmt.Errorf("randmodel: ExpertsUsed (%d) must be between 1 and Experts (%d)", c.ExpertsUsed, c.Experts)
 		}
 	} else if c.ExpertsUsed != 0 {
-		return c, errors.New("ggufgen: ExpertsUsed set on a dense model")
+		return c, errors.New("randmodel: ExpertsUsed set on a dense model")
 	}
 	if c.Type != F32 && c.Type != F16 {
-		return c, fmt.Errorf("ggufgen: unsupported tensor type %v", c.Type)
+		return c, fmt.Errorf("randmodel: unsupported tensor type %v", c.Type)
 	}
 	if c.Scale == 0 {
 		c.Scale = 0.5
 	}
 	if c.Scale < 0 {
-		return c, fmt.Errorf("ggufgen: negative Scale %g", c.Scale)
+		return c, fmt.Errorf("randmodel: negative Scale %g", c.Scale)
 	}
 	seen := make(map[string]bool)
 	for _, tok := range baseTokens() {
@@ -199,7 +199,7 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	for _, w := range c.Words {
 		if w == "" || seen[w] {
-			return c, fmt.Errorf("ggufgen: word %q is empty or already in the vocabulary", w)
+			return c, fmt.Errorf("randmodel: word %q is empty or already in the vocabulary", w)
 		}
 		seen[w] = true
 	}
@@ -359,10 +359,10 @@ func Write(w io.Writer, c Config) error {
 		e.pad()
 	}
 	if e.err != nil {
-		return fmt.Errorf("ggufgen: %w", e.err)
+		return fmt.Errorf("randmodel: %w", e.err)
 	}
 	if err := e.w.Flush(); err != nil {
-		return fmt.Errorf("ggufgen: %w", err)
+		return fmt.Errorf("randmodel: %w", err)
 	}
 	return nil
 }
