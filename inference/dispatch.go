@@ -9,11 +9,51 @@ import (
 	"time"
 )
 
-// Target is one expert a request can run on: a remote peer (see RemoteTarget)
-// or a local backend (see LocalTarget).
+// Target is one expert a request can run on: a remote peer or a local
+// backend (see LocalTarget).
 type Target struct {
 	Name string // peer ID, or "local"
 	Run  func(ctx context.Context, req Request, emit func(Chunk) error) (Final, error)
+	// Observe, when set, hears what this expert did in the dispatch; see
+	// ExpertEvent. It is called from dispatch's goroutines, one call at a
+	// time per call of Run, and must not block.
+	Observe func(ExpertEvent)
+}
+
+// EventKind is what happened to one expert during a dispatch.
+type EventKind int
+
+const (
+	// EventChosen: the expert was asked (a primary, a spare after failures,
+	// or a replacement that continues streamed text).
+	EventChosen EventKind = iota
+	// EventFirstToken: its first chunk arrived, TTFT after it was asked.
+	EventFirstToken
+	// EventDone: it finished its answer (Final, Tokens, Duration).
+	EventDone
+	// EventFailed: it failed by its own doing (Err).
+	EventFailed
+	// EventStalled: it stopped sending within the stall timeout.
+	EventStalled
+	// EventCancelled: dispatch cancelled it (a loser of the race, or the
+	// client went away). Not its fault.
+	EventCancelled
+	// EventAgreement: it finished and its text agreed Agreement (0..1, see
+	// Similarity) with the answer the client got (blend, confidence).
+	EventAgreement
+)
+
+// ExpertEvent is one thing dispatch observed of one expert. Times are
+// measured by the dispatching peer, never taken from the expert's report.
+type ExpertEvent struct {
+	Kind      EventKind
+	Continued bool          // EventChosen: it continues text another expert streamed
+	TTFT      time.Duration // EventFirstToken, EventDone: first chunk after it was asked
+	Tokens    int           // EventDone, EventFailed, EventStalled, EventCancelled: chunks it sent
+	Duration  time.Duration // EventDone: from asked to done
+	Final     Final         // EventDone: the expert's own summary (as it reports it)
+	Err       error         // EventFailed, EventStalled
+	Agreement float64       // EventAgreement
 }
 
 // Strategy says how the answers of several experts become one.
@@ -128,6 +168,12 @@ func (c DispatchConfig) Dispatch(ctx context.Context, primary, spares []Target, 
 	return Result{}, fmt.Errorf("%w: unknown strategy %q", ErrInvalidRequest, strategy)
 }
 
+func (t Target) observe(ev ExpertEvent) {
+	if t.Observe != nil {
+		t.Observe(ev)
+	}
+}
+
 type event struct {
 	r     *runner
 	chunk *Chunk
@@ -181,6 +227,10 @@ func (d *dispatch) launch(ctx context.Context, t Target, req Request, role int) 
 	go func() {
 		defer d.wg.Done()
 		defer cancel(nil)
+		asked := time.Now()
+		var ttft time.Duration
+		tokens := 0
+		t.observe(ExpertEvent{Kind: EventChosen, Continued: req.Continue != d.req.Continue})
 		stall := func() { cancel(ErrStalled) }
 		var watchdog *time.Timer
 		if d.cfg.FirstTokenTimeout > 0 {
@@ -195,6 +245,11 @@ func (d *dispatch) launch(ctx context.Context, t Target, req Request, role int) 
 			if rctx.Err() != nil {
 				return context.Cause(rctx)
 			}
+			if tokens == 0 {
+				ttft = time.Since(asked)
+				t.observe(ExpertEvent{Kind: EventFirstToken, TTFT: ttft})
+			}
+			tokens++
 			// Only this goroutine touches watchdog (Run calls emit in order).
 			if watchdog != nil {
 				watchdog.Stop()
@@ -215,6 +270,16 @@ func (d *dispatch) launch(ctx context.Context, t Target, req Request, role int) 
 		})
 		if err != nil && errors.Is(context.Cause(rctx), ErrStalled) {
 			err = fmt.Errorf("%s: %w", t.Name, ErrStalled)
+		}
+		switch {
+		case err == nil:
+			t.observe(ExpertEvent{Kind: EventDone, TTFT: ttft, Tokens: tokens, Duration: time.Since(asked), Final: f})
+		case errors.Is(err, ErrStalled):
+			t.observe(ExpertEvent{Kind: EventStalled, Tokens: tokens, Err: err})
+		case rctx.Err() != nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Cause(rctx))):
+			t.observe(ExpertEvent{Kind: EventCancelled, Tokens: tokens})
+		default:
+			t.observe(ExpertEvent{Kind: EventFailed, Tokens: tokens, Err: err})
 		}
 		select {
 		case d.events <- event{r: r, final: f, err: err}:
@@ -425,7 +490,9 @@ func (d *dispatch) stream(ctx context.Context, primary, spares []Target, blend b
 		res.Agreements = map[string]float64{}
 		for _, r := range runners {
 			if r.role == collecting && r.done && r.err == nil {
-				res.Agreements[r.t.Name] = Similarity(res.Text, r.text.String())
+				a := Similarity(res.Text, r.text.String())
+				res.Agreements[r.t.Name] = a
+				r.t.observe(ExpertEvent{Kind: EventAgreement, Agreement: a})
 			}
 		}
 		res.Agreement = meanOf(res.Agreements)
@@ -503,7 +570,9 @@ func (d *dispatch) confidence(ctx context.Context, primary, spares []Target) (Re
 	res.Agreements = map[string]float64{}
 	for _, r := range ok {
 		if r != best {
-			res.Agreements[r.t.Name] = Similarity(res.Text, r.text.String())
+			a := Similarity(res.Text, r.text.String())
+			res.Agreements[r.t.Name] = a
+			r.t.observe(ExpertEvent{Kind: EventAgreement, Agreement: a})
 		}
 	}
 	res.Agreement = meanOf(res.Agreements)
