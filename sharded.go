@@ -116,7 +116,7 @@ func (s *sharding) loadLocked(m *shard.Manifest) error {
 		if sh.Role != shard.RoleExpert || !s.store.Has(sh.Hash) || s.server.Get(key, sh.Layer, sh.Expert) != nil {
 			continue
 		}
-		x, err := s.store.LoadExpert(m.ID(), sh.Layer, sh.Expert)
+		x, err := moe.LoadExpert(s.store, m.ID(), sh.Layer, sh.Expert)
 		if err != nil {
 			errs = append(errs, err)
 			continue
@@ -128,7 +128,7 @@ func (s *sharding) loadLocked(m *shard.Manifest) error {
 	dense := sm.dense
 	s.mu.Unlock()
 	if !dense && s.store.Has(m.Dense().Hash) {
-		model, err := s.store.LoadDense(m.ID())
+		model, err := moe.LoadDense(s.store, m.ID())
 		if err != nil {
 			errs = append(errs, err)
 		} else {

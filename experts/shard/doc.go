@@ -7,7 +7,9 @@
 //
 // It does not decide which experts a peer hosts, advertise anything on the DHT
 // or run a model; callers give it the shards to fetch and a function that
-// names the peers holding a hash.
+// names the peers holding a hash. The store hands out verified bytes
+// (Store.OpenDense, Store.ReadExpert) and knows nothing of the engine: package
+// moe builds the engine's objects from them (moe.LoadDense, moe.LoadExpert).
 //
 // # Manifest and IDs
 //
@@ -20,11 +22,12 @@
 // sequence), and the model ID is the SHA-256 of those bytes.
 //
 // The dense shard is a GGUF file holding every key-value pair of the source
-// byte for byte and every tensor but the per-expert ones, so
-// llama.ReadWith(WithoutExperts) loads it. An expert shard is the raw bytes
-// of that expert's gate, up and down matrices, one after the other, as sliced
-// from the source's stacked ffn_*_exps tensors; the manifest names them
-// blk.L.ffn_gate.E.weight, blk.L.ffn_up.E.weight and blk.L.ffn_down.E.weight.
+// byte for byte and every tensor but the per-expert ones, so the engine loads
+// it as a model without experts (llama.ReadWith with WithoutExperts). An
+// expert shard is the raw bytes of that expert's gate, up and down matrices,
+// one after the other, as sliced from the source's stacked ffn_*_exps tensors;
+// the manifest names them blk.L.ffn_gate.E.weight, blk.L.ffn_up.E.weight and
+// blk.L.ffn_down.E.weight.
 //
 // # On-disk layout
 //

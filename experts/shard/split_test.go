@@ -2,13 +2,12 @@ package shard
 
 import (
 	"bytes"
-	"context"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -18,7 +17,6 @@ import (
 	"github.com/ollama/ollama/fs/ggml"
 	"github.com/x448/float16"
 
-	"github.com/mwpeer/mwpeer/inference/llama"
 	"github.com/mwpeer/mwpeer/inference/llama/randmodel"
 )
 
@@ -115,27 +113,22 @@ func q8(f32 []byte) []byte {
 	return out
 }
 
-func loadFull(t testing.TB, path string) *llama.Model {
+// tensorBytes returns the tensors of the GGUF file raw by name, with their bytes.
+func tensorBytes(t testing.TB, raw []byte) map[string]TensorData {
 	t.Helper()
-	m, err := llama.Load(path)
+	g, err := readGGUF(bytes.NewReader(raw), int64(len(raw)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	return m
-}
-
-// storeExperts runs experts loaded from a store.
-type storeExperts map[[2]int]*llama.Expert
-
-func (s storeExperts) Apply(_ context.Context, l, e int, in, out [][]float32) error {
-	x, ok := s[[2]int{l, e}]
-	if !ok {
-		return fmt.Errorf("no expert %d/%d", l, e)
+	ts := make(map[string]TensorData, len(g.tensors))
+	for _, tn := range g.tensors {
+		off := g.dataBase + int64(tn.offset)
+		ts[tn.name] = TensorData{Tensor: tensorOf(tn, off), Data: raw[off : off+tn.size]}
 	}
-	return x.Apply(in, out)
+	return ts
 }
 
-func TestSplitLoadsBitwiseEqual(t *testing.T) {
+func TestSplitKeepsEveryByte(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		typ  randmodel.TensorType
@@ -149,7 +142,11 @@ func TestSplitLoadsBitwiseEqual(t *testing.T) {
 			c := randmodel.Tiny()
 			c.Type = tc.typ
 			src := genModel(t, c, tc.q8)
-			full := loadFull(t, src)
+			raw, err := os.ReadFile(src)
+			if err != nil {
+				t.Fatal(err)
+			}
+			full := tensorBytes(t, raw)
 			dir := t.TempDir()
 			m, err := SplitWith(src, dir, SplitOptions{PieceSize: 16 << 10})
 			if err != nil {
@@ -162,92 +159,64 @@ func TestSplitLoadsBitwiseEqual(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			dense, err := s.LoadDense(m.ID())
+
+			// The dense shard holds every tensor of the source but the
+			// experts', byte for byte.
+			f, size, err := s.OpenDense(m.ID())
 			if err != nil {
 				t.Fatal(err)
 			}
-			if dense.Config != full.Config {
-				t.Errorf("dense config %+v, want %+v", dense.Config, full.Config)
+			defer f.Close()
+			denseRaw, err := io.ReadAll(f) // from the start
+			if err != nil {
+				t.Fatal(err)
 			}
-			if !reflect.DeepEqual(dense.Vocab, full.Vocab) {
-				t.Error("dense vocabulary differs from the source's")
+			if size != m.Dense().Size || int64(len(denseRaw)) != size {
+				t.Fatalf("dense shard: size %d, read %d bytes, manifest says %d", size, len(denseRaw), m.Dense().Size)
 			}
-			if _, err := dense.Expert(0, 0); !errors.Is(err, llama.ErrNoExpert) {
-				t.Errorf("dense shard holds experts: %v", err)
+			dense := tensorBytes(t, denseRaw)
+			if want := len(full) - 3*c.Layers; len(dense) != want {
+				t.Errorf("dense shard has %d tensors, want %d", len(dense), want)
+			}
+			for name, d := range dense {
+				w, ok := full[name]
+				if !ok || strings.Contains(name, "_exps.") {
+					t.Errorf("dense shard holds %s", name)
+					continue
+				}
+				if d.TypeID != w.TypeID || !reflect.DeepEqual(d.Shape, w.Shape) || !bytes.Equal(d.Data, w.Data) {
+					t.Errorf("dense %s differs from the source's", name)
+				}
 			}
 
-			rng := rand.New(rand.NewPCG(1, 2))
-			rows := func(n int) [][]float32 {
-				r := make([][]float32, n)
-				for i := range r {
-					r[i] = make([]float32, c.Embedding)
-					for j := range r[i] {
-						r[i][j] = float32(rng.NormFloat64())
-					}
-				}
-				return r
-			}
-			experts := make(storeExperts)
+			// Each expert shard holds its slice of the source's stacked
+			// gate, up and down tensors.
 			for l := range c.Layers {
 				for e := range c.Experts {
-					x, err := s.LoadExpert(m.ID(), l, e)
+					ts, shape, err := s.ReadExpert(m.ID(), l, e)
 					if err != nil {
 						t.Fatal(err)
 					}
-					experts[[2]int{l, e}] = x
-					want, err := full.Expert(l, e)
-					if err != nil {
-						t.Fatal(err)
+					if shape != m.Shape {
+						t.Errorf("layer %d expert %d: shape %+v, want the manifest's %+v", l, e, shape, m.Shape)
 					}
-					in := rows(5)
-					got, exp := rows(5), rows(5)
-					if err := x.Apply(in, got); err != nil {
-						t.Fatal(err)
+					for i, kind := range []string{"gate", "up", "down"} {
+						stacked := full[fmt.Sprintf("blk.%d.ffn_%s_exps.weight", l, kind)]
+						n := stacked.Size / int64(c.Experts)
+						got := ts[i]
+						if got.Name != expertTensorNames(l, e)[i] || got.TypeID != stacked.TypeID ||
+							!reflect.DeepEqual(got.Shape, stacked.Shape[:2]) {
+							t.Errorf("layer %d expert %d: tensor %d is %s %s %v, want a slice of %s",
+								l, e, i, got.Name, got.Type, got.Shape, stacked.Name)
+						}
+						if !bytes.Equal(got.Data, stacked.Data[int64(e)*n:int64(e+1)*n]) {
+							t.Fatalf("layer %d expert %d: %s bytes differ from the source's slice", l, e, kind)
+						}
 					}
-					if err := want.Apply(in, exp); err != nil {
-						t.Fatal(err)
-					}
-					if !bitsEqual(got, exp) {
-						t.Fatalf("layer %d expert %d: output differs from the full model's", l, e)
-					}
-				}
-			}
-
-			// The whole forward pass, dense shard plus expert shards, equals the full model's.
-			ctx := context.Background()
-			a, b := full.NewState(64, nil), dense.NewState(64, experts)
-			for _, toks := range [][]int{{1, 72, 101, 108}, {108, 111}} {
-				la, err := a.Forward(ctx, toks)
-				if err != nil {
-					t.Fatal(err)
-				}
-				lb, err := b.Forward(ctx, toks)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if !bitsEqual([][]float32{la}, [][]float32{lb}) {
-					t.Fatal("logits of dense shard + expert shards differ from the full model's")
 				}
 			}
 		})
 	}
-}
-
-func bitsEqual(a, b [][]float32) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if len(a[i]) != len(b[i]) {
-			return false
-		}
-		for j := range a[i] {
-			if math.Float32bits(a[i][j]) != math.Float32bits(b[i][j]) {
-				return false
-			}
-		}
-	}
-	return true
 }
 
 func TestDenseShardKeepsMetadata(t *testing.T) {
@@ -374,7 +343,7 @@ func TestVerifyFindsCorruptAndMissingShards(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.LoadExpert(m.ID(), 1, 2); err != nil { // cached as verified
+	if _, _, err := s.ReadExpert(m.ID(), 1, 2); err != nil { // cached as verified
 		t.Fatal(err)
 	}
 	flipped, _ := m.Expert(1, 2)
@@ -387,8 +356,8 @@ func TestVerifyFindsCorruptAndMissingShards(t *testing.T) {
 	gone, _ := m.Expert(0, 3)
 	os.Remove(filepath.Join(dir, blobsDir, blobPrefix+gone.Hash))
 
-	if _, err := s.LoadExpert(m.ID(), 1, 2); !errors.Is(err, ErrCorrupt) {
-		t.Errorf("loading a flipped expert: %v, want ErrCorrupt", err)
+	if _, _, err := s.ReadExpert(m.ID(), 1, 2); !errors.Is(err, ErrCorrupt) {
+		t.Errorf("reading a flipped expert: %v, want ErrCorrupt", err)
 	}
 	r, err = Verify(dir)
 	if err != nil {

@@ -17,8 +17,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-
-	"github.com/mwpeer/mwpeer/inference/llama"
 )
 
 // Errors a Store wraps.
@@ -427,77 +425,73 @@ func hashFile(h hash.Hash, path string) error {
 	return err
 }
 
-// LoadDense verifies the dense shard of model id and loads it.
-func (s *Store) LoadDense(id string) (*llama.Model, error) {
+// OpenDense verifies the dense shard of model id against its manifest (size
+// and SHA-256), checks its GGUF header within this package's limits, and
+// returns the file, positioned at its start, and its size. The caller closes
+// it. Building a model from it is the engine's business (moe.LoadDense).
+func (s *Store) OpenDense(id string) (*os.File, int64, error) {
 	m, ok := s.Manifest(id)
 	if !ok {
-		return nil, fmt.Errorf("model %s: %w", id, ErrNotFound)
+		return nil, 0, fmt.Errorf("model %s: %w", id, ErrNotFound)
 	}
 	sh := m.Dense()
 	path, err := s.path(sh.Hash)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	if err := s.check(path, sh, nil); err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
-	defer f.Close()
 	// The hash only proves the file is the manifest's; check its header
-	// within this package's limits before the engine reads it.
+	// within this package's limits before an engine reads it.
 	if _, err := readGGUF(f, sh.Size); err != nil {
-		return nil, fmt.Errorf("dense shard of %s: %w", id, err)
+		f.Close()
+		return nil, 0, fmt.Errorf("dense shard of %s: %w", id, err)
 	}
-	if _, err := f.Seek(0, io.SeekStart); err != nil {
-		return nil, err
-	}
-	md, err := llama.ReadWith(f, llama.ReadOptions{WithoutExperts: true})
-	if err != nil {
-		return nil, fmt.Errorf("load dense shard of %s: %w", id, err)
-	}
-	c, want := md.Config, m.Shape
-	if c.Embedding != want.Embedding || c.Layers != want.Layers || c.FeedForward != want.FeedForward ||
-		c.Experts != want.Experts || c.ExpertsUsed != want.ExpertsUsed {
-		return nil, fmt.Errorf("dense shard of %s: shape %d/%d/%d/%d/%d disagrees with its manifest: %w",
-			id, c.Embedding, c.Layers, c.FeedForward, c.Experts, c.ExpertsUsed, ErrCorrupt)
-	}
-	return md, nil
+	return f, sh.Size, nil
 }
 
-// LoadExpert verifies the shard of expert e of layer l of model id and loads it.
-func (s *Store) LoadExpert(id string, l, e int) (*llama.Expert, error) {
+// TensorData is a tensor of a shard with its bytes.
+type TensorData struct {
+	Tensor        // the manifest's entry: name, GGML type, GGUF shape, place in the shard
+	Data   []byte // its Size bytes
+}
+
+// ReadExpert verifies the shard of expert e of layer l of model id against
+// its manifest (size and SHA-256) and returns its gate, up and down tensors,
+// in that order, and the model's shape from the manifest. Building an expert
+// from them is the engine's business (moe.LoadExpert).
+func (s *Store) ReadExpert(id string, l, e int) ([3]TensorData, Shape, error) {
+	var ts [3]TensorData
 	m, ok := s.Manifest(id)
 	if !ok {
-		return nil, fmt.Errorf("model %s: %w", id, ErrNotFound)
+		return ts, Shape{}, fmt.Errorf("model %s: %w", id, ErrNotFound)
 	}
 	sh, ok := m.Expert(l, e)
 	if !ok {
-		return nil, fmt.Errorf("model %s has no expert %d in layer %d: %w", id, e, l, ErrNotFound)
+		return ts, Shape{}, fmt.Errorf("model %s has no expert %d in layer %d: %w", id, e, l, ErrNotFound)
 	}
 	path, err := s.path(sh.Hash)
 	if err != nil {
-		return nil, err
+		return ts, Shape{}, err
 	}
 	data, err := readFileMax(path, sh.Size)
 	if err != nil {
-		return nil, err
+		return ts, Shape{}, err
 	}
 	if err := s.check(path, sh, data); err != nil {
-		return nil, err
+		return ts, Shape{}, err
 	}
-	var ts [3]llama.ExpertTensor
+	// Parse checked that an expert shard holds gate, up and down, back to
+	// back, filling the file.
 	for i, t := range sh.Tensors {
-		ts[i] = llama.ExpertTensor{Type: t.TypeID, Data: data[t.Offset : t.Offset+t.Size]}
+		ts[i] = TensorData{Tensor: t, Data: data[t.Offset : t.Offset+t.Size]}
 	}
-	cfg := llama.Config{Embedding: m.Shape.Embedding, FeedForward: m.Shape.FeedForward}
-	x, err := llama.NewExpert(cfg, ts[0], ts[1], ts[2])
-	if err != nil {
-		return nil, fmt.Errorf("load %s of %s: %w", sh, id, err)
-	}
-	return x, nil
+	return ts, m.Shape, nil
 }
 
 // readFileMax reads the file at path, refusing one of another size than size.

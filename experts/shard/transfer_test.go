@@ -146,12 +146,14 @@ func TestFetchDropsCorruptSource(t *testing.T) {
 	if !r.OK() || r.Count(StatusOK) != len(m.Shards) {
 		t.Fatalf("fetched store: %d ok, %d corrupt, %d missing", r.Count(StatusOK), r.Count(StatusCorrupt), r.Count(StatusMissing))
 	}
-	if _, err := s.LoadExpert(m.ID(), 1, 3); err != nil {
+	if _, _, err := s.ReadExpert(m.ID(), 1, 3); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.LoadDense(m.ID()); err != nil {
+	dense, _, err := s.OpenDense(m.ID())
+	if err != nil {
 		t.Fatal(err)
 	}
+	dense.Close()
 	if ents, _ := os.ReadDir(filepath.Join(s.Dirs()[0], partialDir)); len(ents) != 0 {
 		t.Errorf("%d files left in partial/", len(ents))
 	}
@@ -239,9 +241,11 @@ func TestPartialPiecesAreRecheckedOnResume(t *testing.T) {
 	if got := src.srv.Sent(); got != m.PieceSize {
 		t.Errorf("fetched %d bytes, want the one bad piece (%d)", got, m.PieceSize)
 	}
-	if _, err := s.LoadDense(m.ID()); err != nil {
+	dense, _, err := s.OpenDense(m.ID())
+	if err != nil {
 		t.Fatal(err)
 	}
+	dense.Close()
 }
 
 // staller answers shard requests by never answering.

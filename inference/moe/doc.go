@@ -11,6 +11,8 @@
 // this process when the peer holds it, otherwise asks the best-ranked live
 // host and fails over to the next replica on error or timeout. A call that no
 // host can answer fails with ErrNoHost, never with a wrong answer.
+// LoadDense and LoadExpert build the engine's model and experts from the
+// shards a shard.Store verified.
 //
 // The wire format is binary: a fixed header naming the model (its 32-byte
 // ID), the layer, the expert, the row count and the row length, followed by
