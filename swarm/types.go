@@ -1,0 +1,32 @@
+package swarm
+
+import "github.com/mwpeer/mwpeer/inference"
+
+// AnyModel in a request lets routing pick among every model in the swarm.
+const AnyModel = "auto"
+
+// Model is one model the swarm serves and how many peers serve it.
+type Model struct {
+	ID      string   `json:"id"`
+	Peers   int      `json:"peers"`
+	Local   bool     `json:"local"`
+	Engines []string `json:"engines,omitempty"`
+}
+
+// Query is a request as the swarm sees it: the backend request plus
+// mwpeer's own options.
+type Query struct {
+	Request  inference.Request
+	Strategy string   // fastest, confidence or blend; "" for the default
+	K        int      // experts asked in parallel; 0 lets routing choose
+	Domains  []string // overrides the classifier when set
+}
+
+// Answer is the outcome of Complete.
+type Answer struct {
+	Text      string
+	Final     inference.Final
+	Experts   []string // every peer that contributed, in order
+	Agreement *float64 // blend: how far the others agreed with the answer
+	Failovers int
+}
