@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -13,6 +12,7 @@ import (
 
 	"github.com/mwpeer/mwpeer/inference"
 	"github.com/mwpeer/mwpeer/inference/llama"
+	"github.com/mwpeer/mwpeer/trust"
 )
 
 // ErrNoHost is wrapped when no peer could run an expert: none hosts it, or
@@ -34,12 +34,13 @@ type Experts struct {
 	RTT func(peer.ID) (time.Duration, bool)
 	// CallTimeout bounds one call to one host (0: 5 s).
 	CallTimeout time.Duration
-	// Cooldown is how long a host that failed is tried only after the others
-	// (0: 15 s); it doubles with each failure in a row, up to 16 times.
-	Cooldown time.Duration
+	// Trust is the peer's memory of other peers: every call's outcome is
+	// recorded there, and a host that failed recently is tried only after
+	// the others (its backoff doubles with each failure in a row). Nil: a
+	// store private to this Experts.
+	Trust *trust.Store
 
 	mu       sync.Mutex
-	failed   map[peer.ID]failure
 	inflight map[peer.ID]int
 
 	// LocalCalls, RemoteCalls and Failovers count Apply's work.
@@ -77,10 +78,11 @@ func (x *Experts) Apply(ctx context.Context, layer, expert int, in, out [][]floa
 		err := x.Client.Call(cctx, p, x.Model, layer, expert, in, out)
 		cancel()
 		if ctx.Err() != nil { // the caller gave up: not the host's fault
-			x.end(p, nil)
+			x.end(p)
 			return ctx.Err()
 		}
-		x.end(p, err)
+		x.end(p)
+		x.record(p, err)
 		if err == nil {
 			x.RemoteCalls.Add(1)
 			return nil
@@ -90,21 +92,17 @@ func (x *Experts) Apply(ctx context.Context, layer, expert int, in, out [][]floa
 	return fmt.Errorf("%w (layer %d expert %d: %d hosts failed: %w)", ErrNoHost, layer, expert, len(hosts), errors.Join(errs...))
 }
 
-// order sorts hosts: healthy before recently failed, then by RTT weighed by
-// calls in flight; unknown RTTs count as 50 ms.
+// order sorts hosts: those not in backoff in the trust store first, then by
+// RTT weighed by calls in flight; unknown RTTs count as 50 ms.
 func (x *Experts) order(hosts []peer.ID) []peer.ID {
-	cool := x.Cooldown
-	if cool <= 0 {
-		cool = 15 * time.Second
+	ids := make([]string, len(hosts))
+	byID := make(map[string]peer.ID, len(hosts))
+	for i, p := range hosts {
+		ids[i] = p.String()
+		byID[ids[i]] = p
 	}
-	type ranked struct {
-		p      peer.ID
-		failed bool
-		cost   float64
-	}
-	now := time.Now()
-	rs := make([]ranked, 0, len(hosts))
 	x.mu.Lock()
+	cost := make(map[string]float64, len(hosts))
 	for _, p := range hosts {
 		rtt := 50 * time.Millisecond
 		if x.RTT != nil {
@@ -112,31 +110,23 @@ func (x *Experts) order(hosts []peer.ID) []peer.ID {
 				rtt = d
 			}
 		}
-		f, bad := x.failed[p]
-		bad = bad && now.Sub(f.at) < cool<<min(f.n-1, 4)
-		rs = append(rs, ranked{p, bad, float64(rtt+100*time.Microsecond) * float64(1+x.inflight[p])})
+		cost[p.String()] = float64(rtt+100*time.Microsecond) * float64(1+x.inflight[p])
 	}
 	x.mu.Unlock()
-	slices.SortStableFunc(rs, func(a, b ranked) int {
-		if a.failed != b.failed {
-			if a.failed {
-				return 1
-			}
-			return -1
-		}
-		switch {
-		case a.cost < b.cost:
-			return -1
-		case a.cost > b.cost:
-			return 1
-		}
-		return 0
-	})
-	out := hosts[:0:0]
-	for _, r := range rs {
-		out = append(out, r.p)
+	out := make([]peer.ID, 0, len(hosts))
+	for _, id := range x.trust().Rank(ids, func(id string) float64 { return cost[id] }) {
+		out = append(out, byID[id])
 	}
 	return out
+}
+
+func (x *Experts) trust() *trust.Store {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if x.Trust == nil {
+		x.Trust = trust.New(trust.Config{})
+	}
+	return x.Trust
 }
 
 func (x *Experts) begin(p peer.ID) {
@@ -148,25 +138,24 @@ func (x *Experts) begin(p peer.ID) {
 	x.mu.Unlock()
 }
 
-func (x *Experts) end(p peer.ID, err error) {
+func (x *Experts) end(p peer.ID) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	if x.inflight[p]--; x.inflight[p] <= 0 {
 		delete(x.inflight, p)
 	}
-	if err == nil {
-		delete(x.failed, p)
-		return
-	}
-	if x.failed == nil {
-		x.failed = make(map[peer.ID]failure)
-	}
-	f := x.failed[p]
-	x.failed[p] = failure{at: time.Now(), n: f.n + 1}
 }
 
-// failure is a host's latest failure and how many came in a row.
-type failure struct {
-	at time.Time
-	n  int
+// record puts the outcome of a call to p in the trust store: busy is a
+// refusal, not a fault.
+func (x *Experts) record(p peer.ID, err error) {
+	var re *RemoteError
+	switch {
+	case err == nil:
+		x.trust().Observe(p.String(), trust.Event{Kind: trust.Success})
+	case errors.As(err, &re) && re.Status == statusBusy:
+		x.trust().Observe(p.String(), trust.Event{Kind: trust.Refused})
+	default:
+		x.trust().Observe(p.String(), trust.Event{Kind: trust.Failure})
+	}
 }
