@@ -7,13 +7,17 @@ import (
 )
 
 // Sentinel errors. They survive the wire: a remote peer's error carries a code
-// that Call maps back to the same sentinel, so errors.Is works end to end.
+// that infer.Call maps back to the same sentinel, so errors.Is works end to end.
 var (
 	// ErrUnknownModel: the backend does not serve the requested model.
 	ErrUnknownModel = errors.New("unknown model")
 	// ErrBusy: the backend's concurrency limit was reached and no slot freed
 	// up within its queue wait.
 	ErrBusy = errors.New("backend busy")
+	// ErrRefused: the serving peer's policy declined to serve this caller
+	// (consent, budget, membership). Like ErrBusy it says nothing about the
+	// request itself: dispatch asks another expert.
+	ErrRefused = errors.New("refused by the serving peer")
 	// ErrNoExpert: there was no target to run the request on, or every one of
 	// them failed before producing a token.
 	ErrNoExpert = errors.New("no expert available")

@@ -9,8 +9,8 @@ import (
 	"time"
 )
 
-// Target is one expert a request can run on: a remote peer or a local
-// backend (see LocalTarget).
+// Target is one expert a request can run on: a remote peer (see
+// infer.Target) or a local backend (see LocalTarget).
 type Target struct {
 	Name string // peer ID, or "local"
 	Run  func(ctx context.Context, req Request, emit func(Chunk) error) (Final, error)
@@ -18,6 +18,11 @@ type Target struct {
 	// ExpertEvent. It is called from dispatch's goroutines, one call at a
 	// time per call of Run, and must not block.
 	Observe func(ExpertEvent)
+}
+
+// LocalTarget is a dispatch Target that runs requests on a local backend.
+func LocalTarget(b Backend) Target {
+	return Target{Name: "local", Run: b.Generate}
 }
 
 // EventKind is what happened to one expert during a dispatch.

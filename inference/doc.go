@@ -1,13 +1,15 @@
-// Package inference owns running a prompt: the backends that generate tokens
-// (an Ollama client and a synthetic backend for measuring the overlay itself),
-// the /mwpeer/infer/1.0.0 protocol that carries a request to a remote peer and
-// streams its tokens back, and dispatch over several experts at once with the
-// fastest, confidence and blend strategies and mid-stream failover.
+// Package inference owns running a prompt: the API types of a request and its
+// answer, the backends that generate tokens (an Ollama client and a synthetic
+// backend for measuring the overlay itself), and dispatch over several experts
+// at once with the fastest, confidence and blend strategies and mid-stream
+// failover. The /mwpeer/infer/1.0.0 protocol that carries a request to a
+// remote peer lives in package infer below it, with its own wire schema.
 //
 // It does not choose experts (package routing does) and does not speak HTTP
 // (package api does); callers hand Dispatch the targets they picked, and map
-// the sentinel errors (ErrUnknownModel, ErrBusy, ErrNoExpert,
-// ErrInvalidRequest) to their edge.
+// the sentinel errors (ErrUnknownModel, ErrBusy, ErrRefused, ErrNoExpert,
+// ErrInvalidRequest) to their edge. Work that came from another peer carries
+// that peer's ID in its context (see Caller).
 //
 // # Continuation
 //

@@ -6,29 +6,7 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/libp2p/go-libp2p/core/host"
-
-	"github.com/mwpeer/mwpeer/internal/p2ptest"
 )
-
-// serving is a peer serving a synthetic backend.
-type serving struct {
-	h   host.Host
-	b   *Synthetic
-	svc *Service
-}
-
-// serve starts a peer with a synthetic backend and connects client to it.
-func serve(t testing.TB, client host.Host, cfg SyntheticConfig) *serving {
-	t.Helper()
-	h := newHost(t)
-	b := NewSynthetic(cfg)
-	svc := NewService(h, b, ServiceConfig{})
-	t.Cleanup(func() { svc.Close() })
-	connect(t, client, h)
-	return &serving{h: h, b: b, svc: svc}
-}
 
 // eventually polls cond until it holds or the deadline passes.
 func eventually(t testing.TB, d time.Duration, what string, cond func() bool) {
@@ -85,6 +63,3 @@ func collect(sb *strings.Builder) func(Chunk) error {
 }
 
 var testReq = Request{Model: SyntheticName, Prompt: "why is the sky blue?"}
-
-// Loopback hosts for these tests.
-var newHost, connect = p2ptest.NewHost, p2ptest.Connect

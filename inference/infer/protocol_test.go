@@ -1,4 +1,4 @@
-package inference
+package infer
 
 import (
 	"context"
@@ -9,17 +9,19 @@ import (
 	"time"
 
 	"github.com/libp2p/go-msgio"
+
+	"github.com/mwpeer/mwpeer/inference"
 )
 
 func TestCallRoundTrip(t *testing.T) {
 	client := newHost(t)
-	cfg := SyntheticConfig{Tokens: 20}
+	cfg := inference.SyntheticConfig{Tokens: 20}
 	srv := serve(t, client, cfg)
 	req := testReq
 	req.Logprobs, req.TopLogprobs = true, 3
 	var sb strings.Builder
 	var chunks int
-	f, err := Call(context.Background(), client, srv.h.ID(), req, func(c Chunk) error {
+	f, err := Call(context.Background(), client, srv.h.ID(), req, func(c inference.Chunk) error {
 		chunks++
 		if len(c.Logprobs) != 1 || len(c.Logprobs[0].Top) != 3 {
 			t.Errorf("chunk without logprobs: %+v", c)
@@ -33,31 +35,31 @@ func TestCallRoundTrip(t *testing.T) {
 	if want := fullText(t, cfg, req); sb.String() != want {
 		t.Errorf("text %q, want %q", sb.String(), want)
 	}
-	if chunks != 20 || f.CompletionTokens != 20 || f.FinishReason != FinishStop || !f.HasLogprob {
+	if chunks != 20 || f.CompletionTokens != 20 || f.FinishReason != inference.FinishStop || !f.HasLogprob {
 		t.Errorf("chunks %d, final %+v", chunks, f)
 	}
 }
 
 func TestCallMapsRemoteErrors(t *testing.T) {
 	client := newHost(t)
-	srv := serve(t, client, SyntheticConfig{})
+	srv := serve(t, client, inference.SyntheticConfig{})
 	huge := 1 << 20
 	for _, tc := range []struct {
 		name string
-		req  Request
+		req  inference.Request
 		want error
 	}{
-		{"unknown model", Request{Model: "nope", Prompt: "x"}, ErrUnknownModel},
-		{"no model", Request{Prompt: "x"}, ErrInvalidRequest},
-		{"long model name", Request{Model: strings.Repeat("m", 300), Prompt: "x"}, ErrInvalidRequest},
-		{"no prompt", Request{Model: SyntheticName}, ErrInvalidRequest},
-		{"max tokens", Request{Model: SyntheticName, Prompt: "x", MaxTokens: huge}, ErrInvalidRequest},
-		{"negative max tokens", Request{Model: SyntheticName, Prompt: "x", MaxTokens: -1}, ErrInvalidRequest},
-		{"bad role", Request{Model: SyntheticName, Messages: []Message{{Role: "root", Content: "x"}}}, ErrInvalidRequest},
-		{"too many messages", Request{Model: SyntheticName, Messages: make([]Message, 2000)}, ErrInvalidRequest},
+		{"unknown model", inference.Request{Model: "nope", Prompt: "x"}, inference.ErrUnknownModel},
+		{"no model", inference.Request{Prompt: "x"}, inference.ErrInvalidRequest},
+		{"long model name", inference.Request{Model: strings.Repeat("m", 300), Prompt: "x"}, inference.ErrInvalidRequest},
+		{"no prompt", inference.Request{Model: inference.SyntheticName}, inference.ErrInvalidRequest},
+		{"max tokens", inference.Request{Model: inference.SyntheticName, Prompt: "x", MaxTokens: huge}, inference.ErrInvalidRequest},
+		{"negative max tokens", inference.Request{Model: inference.SyntheticName, Prompt: "x", MaxTokens: -1}, inference.ErrInvalidRequest},
+		{"bad role", inference.Request{Model: inference.SyntheticName, Messages: []inference.Message{{Role: "root", Content: "x"}}}, inference.ErrInvalidRequest},
+		{"too many messages", inference.Request{Model: inference.SyntheticName, Messages: make([]inference.Message, 2000)}, inference.ErrInvalidRequest},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := Call(context.Background(), client, srv.h.ID(), tc.req, func(Chunk) error { return nil })
+			_, err := Call(context.Background(), client, srv.h.ID(), tc.req, func(inference.Chunk) error { return nil })
 			if !errors.Is(err, tc.want) {
 				t.Fatalf("err %v, want %v", err, tc.want)
 			}
@@ -74,18 +76,18 @@ func TestCallMapsRemoteErrors(t *testing.T) {
 
 func TestOversizedRequestRejected(t *testing.T) {
 	client := newHost(t)
-	srv := serve(t, client, SyntheticConfig{})
+	srv := serve(t, client, inference.SyntheticConfig{})
 
 	// The client refuses to send it.
-	big := Request{Model: SyntheticName, Prompt: strings.Repeat("x", MaxRequestSize)}
-	if _, err := Call(context.Background(), client, srv.h.ID(), big, func(Chunk) error { return nil }); !errors.Is(err, ErrInvalidRequest) {
+	big := inference.Request{Model: inference.SyntheticName, Prompt: strings.Repeat("x", MaxRequestSize)}
+	if _, err := Call(context.Background(), client, srv.h.ID(), big, func(inference.Chunk) error { return nil }); !errors.Is(err, inference.ErrInvalidRequest) {
 		t.Fatalf("client side: %v", err)
 	}
 
 	// A peer that sends it anyway gets an error frame, and the server lives.
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	s, err := client.NewStream(ctx, srv.h.ID(), ProtocolID)
+	s, err := client.NewStream(ctx, srv.h.ID(), ID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,7 +103,7 @@ func TestOversizedRequestRejected(t *testing.T) {
 	}
 
 	// Garbage that fits is rejected too.
-	s2, err := client.NewStream(ctx, srv.h.ID(), ProtocolID)
+	s2, err := client.NewStream(ctx, srv.h.ID(), ID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -125,9 +127,9 @@ func TestOversizedRequestRejected(t *testing.T) {
 
 func TestCallCancelCancelsRemoteBackend(t *testing.T) {
 	client := newHost(t)
-	srv := serve(t, client, SyntheticConfig{Tokens: 10000, Rate: 50})
+	srv := serve(t, client, inference.SyntheticConfig{Tokens: 10000, Rate: 50})
 	ctx, cancel := context.WithCancel(context.Background())
-	_, err := Call(ctx, client, srv.h.ID(), testReq, func(Chunk) error {
+	_, err := Call(ctx, client, srv.h.ID(), testReq, func(inference.Chunk) error {
 		cancel() // after the first token
 		return nil
 	})
@@ -141,13 +143,13 @@ func TestCallCancelCancelsRemoteBackend(t *testing.T) {
 
 func TestCallCancelBeforeFirstToken(t *testing.T) {
 	client := newHost(t)
-	srv := serve(t, client, SyntheticConfig{TTFT: time.Minute})
+	srv := serve(t, client, inference.SyntheticConfig{TTFT: time.Minute})
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() {
 		eventually(t, 5*time.Second, "call to start", func() bool { return srv.b.Active() == 1 })
 		cancel()
 	}()
-	if _, err := Call(ctx, client, srv.h.ID(), testReq, func(Chunk) error { return nil }); !errors.Is(err, context.Canceled) {
+	if _, err := Call(ctx, client, srv.h.ID(), testReq, func(inference.Chunk) error { return nil }); !errors.Is(err, context.Canceled) {
 		t.Fatalf("err %v", err)
 	}
 	eventually(t, 5*time.Second, "server backend to see the cancel", func() bool { return srv.b.Cancellations() == 1 })
@@ -155,18 +157,18 @@ func TestCallCancelBeforeFirstToken(t *testing.T) {
 
 func TestBusyOverTheWire(t *testing.T) {
 	client := newHost(t)
-	srv := serve(t, client, SyntheticConfig{Tokens: 10000, Rate: 50, Capacity: 1})
+	srv := serve(t, client, inference.SyntheticConfig{Tokens: 10000, Rate: 50, Capacity: 1})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	first := make(chan error, 1)
 	go func() {
-		_, err := Call(ctx, client, srv.h.ID(), testReq, func(Chunk) error { return nil })
+		_, err := Call(ctx, client, srv.h.ID(), testReq, func(inference.Chunk) error { return nil })
 		first <- err
 	}()
 	eventually(t, 5*time.Second, "first call active", func() bool { return srv.b.Active() == 1 })
-	_, err := Call(context.Background(), client, srv.h.ID(), testReq, func(Chunk) error { return nil })
-	if !errors.Is(err, ErrBusy) {
-		t.Fatalf("second call: %v, want ErrBusy", err)
+	_, err := Call(context.Background(), client, srv.h.ID(), testReq, func(inference.Chunk) error { return nil })
+	if !errors.Is(err, inference.ErrBusy) {
+		t.Fatalf("second call: %v, want inference.ErrBusy", err)
 	}
 	cancel()
 	<-first
@@ -174,11 +176,11 @@ func TestBusyOverTheWire(t *testing.T) {
 
 func TestRequestTimeoutTravels(t *testing.T) {
 	client := newHost(t)
-	srv := serve(t, client, SyntheticConfig{TTFT: time.Minute})
+	srv := serve(t, client, inference.SyntheticConfig{TTFT: time.Minute})
 	req := testReq
 	req.Deadline = time.Now().Add(300 * time.Millisecond)
 	start := time.Now()
-	_, err := Call(context.Background(), client, srv.h.ID(), req, func(Chunk) error { return nil })
+	_, err := Call(context.Background(), client, srv.h.ID(), req, func(inference.Chunk) error { return nil })
 	if !errors.Is(err, context.DeadlineExceeded) || time.Since(start) > 5*time.Second {
 		t.Fatalf("err %v after %v", err, time.Since(start))
 	}
@@ -186,9 +188,9 @@ func TestRequestTimeoutTravels(t *testing.T) {
 
 func TestClosedServiceRefuses(t *testing.T) {
 	client := newHost(t)
-	srv := serve(t, client, SyntheticConfig{})
+	srv := serve(t, client, inference.SyntheticConfig{})
 	srv.svc.Close()
-	if _, err := Call(context.Background(), client, srv.h.ID(), testReq, func(Chunk) error { return nil }); err == nil {
+	if _, err := Call(context.Background(), client, srv.h.ID(), testReq, func(inference.Chunk) error { return nil }); err == nil {
 		t.Fatal("call to a closed service succeeded")
 	}
 }

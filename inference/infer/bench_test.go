@@ -1,10 +1,12 @@
-package inference
+package infer
 
 import (
 	"context"
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/mwpeer/mwpeer/inference"
 )
 
 // latencies records per-operation durations and reports their percentiles.
@@ -21,11 +23,11 @@ func (l latencies) report(b *testing.B, prefix string) time.Duration {
 	return p(0.50)
 }
 
-func directMedian(b *testing.B, be Backend, req Request) time.Duration {
+func directMedian(b *testing.B, be inference.Backend, req inference.Request) time.Duration {
 	var l latencies
 	for range 2000 {
 		start := time.Now()
-		if _, err := be.Generate(context.Background(), req, func(Chunk) error { return nil }); err != nil {
+		if _, err := be.Generate(context.Background(), req, func(inference.Chunk) error { return nil }); err != nil {
 			b.Fatal(err)
 		}
 		l = append(l, time.Since(start))
@@ -37,12 +39,12 @@ func directMedian(b *testing.B, be Backend, req Request) time.Duration {
 // BenchmarkDirectOneToken is the baseline: a synthetic backend called in
 // process, one token.
 func BenchmarkDirectOneToken(b *testing.B) {
-	be := NewSynthetic(SyntheticConfig{Tokens: 1})
+	be := inference.NewSynthetic(inference.SyntheticConfig{Tokens: 1})
 	l := make(latencies, 0, b.N)
 	b.ResetTimer()
 	for range b.N {
 		start := time.Now()
-		if _, err := be.Generate(context.Background(), testReq, func(Chunk) error { return nil }); err != nil {
+		if _, err := be.Generate(context.Background(), testReq, func(inference.Chunk) error { return nil }); err != nil {
 			b.Fatal(err)
 		}
 		l = append(l, time.Since(start))
@@ -55,13 +57,13 @@ func BenchmarkDirectOneToken(b *testing.B) {
 // answered with one token by a synthetic backend: the overlay's own cost.
 func BenchmarkCallOneToken(b *testing.B) {
 	client := newHost(b)
-	srv := serve(b, client, SyntheticConfig{Tokens: 1})
+	srv := serve(b, client, inference.SyntheticConfig{Tokens: 1})
 	base := directMedian(b, srv.b, testReq)
 	l := make(latencies, 0, b.N)
 	b.ResetTimer()
 	for range b.N {
 		start := time.Now()
-		if _, err := Call(context.Background(), client, srv.h.ID(), testReq, func(Chunk) error { return nil }); err != nil {
+		if _, err := Call(context.Background(), client, srv.h.ID(), testReq, func(inference.Chunk) error { return nil }); err != nil {
 			b.Fatal(err)
 		}
 		l = append(l, time.Since(start))
@@ -76,14 +78,14 @@ func BenchmarkCallOneToken(b *testing.B) {
 func BenchmarkCallStreamTTFT(b *testing.B) {
 	const tokens = 64
 	client := newHost(b)
-	srv := serve(b, client, SyntheticConfig{Tokens: tokens})
+	srv := serve(b, client, inference.SyntheticConfig{Tokens: tokens})
 	ttft := make(latencies, 0, b.N)
 	var total time.Duration
 	b.ResetTimer()
 	for range b.N {
 		start := time.Now()
 		first := true
-		if _, err := Call(context.Background(), client, srv.h.ID(), testReq, func(Chunk) error {
+		if _, err := Call(context.Background(), client, srv.h.ID(), testReq, func(inference.Chunk) error {
 			if first {
 				ttft = append(ttft, time.Since(start))
 				first = false
@@ -102,14 +104,14 @@ func BenchmarkCallStreamTTFT(b *testing.B) {
 // BenchmarkDispatchFastestOneToken races two remote peers for one token.
 func BenchmarkDispatchFastestOneToken(b *testing.B) {
 	client := newHost(b)
-	p1 := serve(b, client, SyntheticConfig{Tokens: 1})
-	p2 := serve(b, client, SyntheticConfig{Tokens: 1})
-	targets := []Target{RemoteTarget(client, p1.h.ID()), RemoteTarget(client, p2.h.ID())}
+	p1 := serve(b, client, inference.SyntheticConfig{Tokens: 1})
+	p2 := serve(b, client, inference.SyntheticConfig{Tokens: 1})
+	targets := []inference.Target{Target(client, p1.h.ID()), Target(client, p2.h.ID())}
 	l := make(latencies, 0, b.N)
 	b.ResetTimer()
 	for range b.N {
 		start := time.Now()
-		if _, err := Dispatch(context.Background(), targets, nil, Fastest, testReq, func(string, Chunk) error { return nil }); err != nil {
+		if _, err := inference.Dispatch(context.Background(), targets, nil, inference.Fastest, testReq, func(string, inference.Chunk) error { return nil }); err != nil {
 			b.Fatal(err)
 		}
 		l = append(l, time.Since(start))

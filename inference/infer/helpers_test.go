@@ -1,0 +1,94 @@
+package infer
+
+import (
+	"context"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/host"
+
+	"github.com/mwpeer/mwpeer/inference"
+	"github.com/mwpeer/mwpeer/internal/p2ptest"
+)
+
+// serving is a peer serving a synthetic backend.
+type serving struct {
+	h   host.Host
+	b   *inference.Synthetic
+	svc *Service
+}
+
+// serve starts a peer with a synthetic backend and connects client to it.
+func serve(t testing.TB, client host.Host, cfg inference.SyntheticConfig) *serving {
+	t.Helper()
+	return serveWith(t, client, cfg, ServiceConfig{})
+}
+
+// serveWith is serve with a service configuration.
+func serveWith(t testing.TB, client host.Host, cfg inference.SyntheticConfig, sc ServiceConfig) *serving {
+	t.Helper()
+	h := newHost(t)
+	b := inference.NewSynthetic(cfg)
+	svc := NewService(h, b, sc)
+	t.Cleanup(func() { svc.Close() })
+	connect(t, client, h)
+	return &serving{h: h, b: b, svc: svc}
+}
+
+// eventually polls cond until it holds or the deadline passes.
+func eventually(t testing.TB, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// fullText runs req directly on a fresh synthetic backend with cfg.
+func fullText(t testing.TB, cfg inference.SyntheticConfig, req inference.Request) string {
+	t.Helper()
+	cfg.TTFT, cfg.Rate = 0, 0
+	var sb strings.Builder
+	if _, err := inference.NewSynthetic(cfg).Generate(context.Background(), req, collect(&sb)); err != nil {
+		t.Fatal(err)
+	}
+	return sb.String()
+}
+
+// checkNoLeak fails if goroutines started during the test outlive it.
+func checkNoLeak(t *testing.T) {
+	before := runtime.NumGoroutine()
+	t.Cleanup(func() {
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			n := runtime.NumGoroutine()
+			if n <= before {
+				return
+			}
+			if time.Now().After(deadline) {
+				buf := make([]byte, 1<<20)
+				buf = buf[:runtime.Stack(buf, true)]
+				t.Errorf("goroutines: %d before, %d after\n%s", before, n, buf)
+				return
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	})
+}
+
+func collect(sb *strings.Builder) func(inference.Chunk) error {
+	return func(c inference.Chunk) error {
+		sb.WriteString(c.Text)
+		return nil
+	}
+}
+
+var testReq = inference.Request{Model: inference.SyntheticName, Prompt: "why is the sky blue?"}
+
+// Loopback hosts for these tests.
+var newHost, connect = p2ptest.NewHost, p2ptest.Connect

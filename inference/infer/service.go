@@ -1,0 +1,324 @@
+package infer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/mwpeer/mwpeer/inference"
+	"github.com/mwpeer/mwpeer/internal/wire"
+)
+
+const (
+	// ID is the protocol ID.
+	ID = "/mwpeer/infer/1.0.0"
+	// ServiceName is the resource-manager service of its streams.
+	ServiceName = "mwpeer.infer"
+
+	MaxRequestSize = 1 << 20
+	MaxFrameSize   = 256 << 10
+
+	// StreamIdleTimeout is the longest a client waits between two frames
+	// (the first one included: a model may have to load).
+	StreamIdleTimeout = 2 * time.Minute
+)
+
+// ServiceConfig bounds what a Service accepts from strangers and hooks the
+// serving path.
+type ServiceConfig struct {
+	// IdleTimeout bounds reading the request and writing each frame.
+	IdleTimeout time.Duration
+	// MaxDuration bounds a whole call, whatever timeout the client asks for.
+	MaxDuration time.Duration
+	// Validation limits for untrusted requests.
+	MaxModelName int
+	MaxMessages  int
+	MaxTokens    int
+	MaxStop      int
+	Logger       *slog.Logger
+
+	// Admit, if set, decides whether to serve a valid request, before the
+	// backend sees it. caller comes from the secure channel. An error is
+	// sent to the caller as an error frame: its code is that of the
+	// inference sentinel it wraps (ErrBusy: busy), and refused for any
+	// other error, so the caller's dispatch asks another expert.
+	Admit func(ctx context.Context, caller peer.ID, req inference.Request) error
+	// Complete, if set, hears about every call once it ended, whatever the
+	// outcome. It runs on the handler's goroutine after the stream is done
+	// with; it should not block for long.
+	Complete func(ctx context.Context, c Completion)
+}
+
+// Outcomes of a Completion, besides the error codes.
+const (
+	OutcomeOK        = "ok"
+	OutcomeCancelled = "cancelled" // the caller went away (reset or lost connection)
+)
+
+// Completion is what a Service did for one call.
+type Completion struct {
+	Caller peer.ID // from the secure channel
+	// Model and Request are as the caller asked (zero when the request
+	// frame could not be read or decoded); RequestSize is its frame's size
+	// in bytes.
+	Model       string
+	Request     inference.Request
+	RequestSize int
+	Start       time.Time     // when the stream arrived
+	TTFT        time.Duration // from Start to the first chunk sent (0: none sent)
+	Duration    time.Duration // from Start to the end
+	// PromptTokens and CompletionTokens are the backend's counts when the
+	// call finished; otherwise CompletionTokens counts the chunks sent.
+	PromptTokens, CompletionTokens int
+	// Outcome is OutcomeOK, OutcomeCancelled or the code of the error frame
+	// sent (CodeBusy, CodeRefused, CodeInvalidRequest, ...).
+	Outcome string
+	Err     error // why, when Outcome is not OutcomeOK
+}
+
+// DefaultServiceConfig returns the defaults.
+func DefaultServiceConfig() ServiceConfig {
+	return ServiceConfig{
+		IdleTimeout:  30 * time.Second,
+		MaxDuration:  10 * time.Minute,
+		MaxModelName: 256,
+		MaxMessages:  1024,
+		MaxTokens:    32768,
+		MaxStop:      16,
+	}
+}
+
+// Service serves ID on a host from an inference.Backend. Each stream is
+// attached to the ServiceName resource scope and reserves its request's size
+// from the resource manager before the request is read; concurrency is the
+// backend's to limit (inference.ErrBusy reaches the client as CodeBusy).
+type Service struct {
+	h      host.Host
+	b      inference.Backend
+	cfg    ServiceConfig
+	log    *slog.Logger
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	mu     sync.Mutex
+	closed bool
+	wg     sync.WaitGroup // handlers in flight
+}
+
+// NewService registers the stream handler for ID on h. Zero fields of cfg
+// take their DefaultServiceConfig values.
+func NewService(h host.Host, b inference.Backend, cfg ServiceConfig) *Service {
+	def := DefaultServiceConfig()
+	wire.Default(&cfg.IdleTimeout, def.IdleTimeout)
+	wire.Default(&cfg.MaxDuration, def.MaxDuration)
+	wire.Default(&cfg.MaxModelName, def.MaxModelName)
+	wire.Default(&cfg.MaxMessages, def.MaxMessages)
+	wire.Default(&cfg.MaxTokens, def.MaxTokens)
+	wire.Default(&cfg.MaxStop, def.MaxStop)
+	s := &Service{h: h, b: b, cfg: cfg, log: cfg.Logger}
+	if s.log == nil {
+		s.log = slog.Default()
+	}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	h.SetStreamHandler(ID, s.handle)
+	return s
+}
+
+// Close removes the stream handler, cancels calls in flight and waits for
+// their handlers to return.
+func (s *Service) Close() error {
+	s.h.RemoveStreamHandler(ID)
+	s.mu.Lock()
+	s.closed = true
+	s.mu.Unlock()
+	s.cancel()
+	s.wg.Wait()
+	return nil
+}
+
+func (s *Service) validate(r *request) error {
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("%w: %s", inference.ErrInvalidRequest, fmt.Sprintf(format, args...))
+	}
+	switch {
+	case r.Model == "":
+		return bad("model is required")
+	case len(r.Model) > s.cfg.MaxModelName:
+		return bad("model name longer than %d bytes", s.cfg.MaxModelName)
+	case len(r.Messages) > s.cfg.MaxMessages:
+		return bad("more than %d messages", s.cfg.MaxMessages)
+	case len(r.Messages) == 0 && r.Prompt == "":
+		return bad("neither messages nor prompt")
+	case r.MaxTokens < 0 || r.MaxTokens > s.cfg.MaxTokens:
+		return bad("max_tokens must be within 0..%d", s.cfg.MaxTokens)
+	case len(r.Stop) > s.cfg.MaxStop:
+		return bad("more than %d stop sequences", s.cfg.MaxStop)
+	case r.TopLogprobs < 0 || r.TopLogprobs > 20:
+		return bad("top_logprobs must be within 0..20")
+	case r.TimeoutMS < 0:
+		return bad("negative timeout_ms")
+	case r.Temperature != nil && !(*r.Temperature >= 0 && *r.Temperature <= 10):
+		return bad("temperature out of range")
+	case r.TopP != nil && !(*r.TopP >= 0 && *r.TopP <= 1):
+		return bad("top_p out of range")
+	}
+	for _, m := range r.Messages {
+		switch m.Role {
+		case "system", "user", "assistant", "tool":
+		default:
+			return bad("unknown role %.32q", m.Role)
+		}
+	}
+	return nil
+}
+
+func (s *Service) handle(str network.Stream) {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		str.Reset()
+		return
+	}
+	s.wg.Add(1)
+	s.mu.Unlock()
+	defer s.wg.Done()
+	caller := str.Conn().RemotePeer()
+	log := s.log.With("peer", caller.ShortString())
+
+	if err := wire.Attach(str, ServiceName, 0, 0); err != nil {
+		log.Debug("infer: attach stream", "err", err)
+		return
+	}
+	c := Completion{Caller: caller, Start: time.Now()}
+	called := false // a request arrived: Complete hears of it
+	defer func() {
+		if called && s.cfg.Complete != nil {
+			c.Duration = time.Since(c.Start)
+			s.cfg.Complete(inference.WithCaller(s.ctx, caller), c)
+		}
+	}()
+	// fail answers with an error frame and records the outcome.
+	fail := func(err error, code string) {
+		c.Outcome, c.Err = code, err
+		_ = str.SetWriteDeadline(time.Now().Add(s.cfg.IdleTimeout))
+		_ = wire.WriteJSON(str, frame{Error: &errorFrame{Code: code, Message: wire.Truncate(err.Error())}}, MaxFrameSize)
+		_ = str.Close()
+	}
+	// gone records a caller that went away and resets the stream.
+	gone := func(err error) {
+		c.Outcome, c.Err = OutcomeCancelled, err
+		str.Reset()
+	}
+
+	// Read the request, reserving its exact size before reading the body.
+	_ = str.SetReadDeadline(time.Now().Add(s.cfg.IdleTimeout))
+	r := wire.NewReader(str, MaxRequestSize)
+	n, err := r.NextMsgLen()
+	if err != nil {
+		log.Debug("infer: read request length", "err", err)
+		str.Reset()
+		return
+	}
+	called, c.RequestSize = true, n
+	if n > MaxRequestSize {
+		fail(fmt.Errorf("%w: request of %d bytes exceeds the %d-byte cap", inference.ErrInvalidRequest, n, MaxRequestSize), CodeInvalidRequest)
+		return
+	}
+	if err := str.Scope().ReserveMemory(n, network.ReservationPriorityMedium); err != nil {
+		log.Debug("infer: reserve memory", "bytes", n, "err", err)
+		fail(fmt.Errorf("%w: resource limit", inference.ErrBusy), CodeBusy)
+		return
+	}
+	defer str.Scope().ReleaseMemory(n)
+	var wr request
+	if err := wire.ReadJSON(r, &wr); err != nil {
+		if !errors.Is(err, wire.ErrMalformed) {
+			log.Debug("infer: read request", "err", err)
+			gone(err)
+			return
+		}
+		fail(fmt.Errorf("%w: malformed request", inference.ErrInvalidRequest), CodeInvalidRequest)
+		return
+	}
+	c.Model, c.Request = wr.Model, wr.request()
+	if err := s.validate(&wr); err != nil {
+		fail(err, CodeInvalidRequest)
+		return
+	}
+	_ = str.SetReadDeadline(time.Time{})
+
+	timeout := s.cfg.MaxDuration
+	if wr.TimeoutMS > 0 && time.Duration(wr.TimeoutMS) < timeout/time.Millisecond {
+		timeout = time.Duration(wr.TimeoutMS) * time.Millisecond
+	}
+	ctx, cancel := context.WithTimeout(inference.WithCaller(s.ctx, caller), timeout)
+	defer cancel()
+
+	if s.cfg.Admit != nil {
+		if err := s.cfg.Admit(ctx, caller, c.Request); err != nil {
+			code := codes.CodeOf(err)
+			if code == CodeInternal {
+				code, err = CodeRefused, fmt.Errorf("%w: %w", inference.ErrRefused, err)
+			}
+			log.Debug("infer: not admitted", "model", wr.Model, "err", err)
+			fail(err, code)
+			return
+		}
+	}
+
+	// The client never writes after its request; a read returning means the
+	// stream was reset (client cancelled) or the connection died.
+	watch := make(chan struct{})
+	go func() {
+		defer close(watch)
+		var b [1]byte
+		if _, err := str.Read(b[:]); err != io.EOF {
+			cancel()
+		}
+	}()
+	defer func() { <-watch }()
+
+	log.Debug("infer: request", "model", wr.Model, "max_tokens", wr.MaxTokens)
+	var lost error // a chunk could not be written: nobody is listening
+	f, err := s.b.Generate(ctx, c.Request, func(ch inference.Chunk) error {
+		if c.CompletionTokens == 0 {
+			c.TTFT = time.Since(c.Start)
+		}
+		_ = str.SetWriteDeadline(time.Now().Add(s.cfg.IdleTimeout))
+		if err := wire.WriteJSON(str, frame{Chunk: toWireChunk(ch)}, MaxFrameSize); err != nil {
+			if !errors.Is(err, wire.ErrTooLarge) {
+				lost = err
+			}
+			return err
+		}
+		c.CompletionTokens++
+		return nil
+	})
+	if err != nil {
+		if lost != nil || ctx.Err() != nil && s.ctx.Err() == nil && !errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			// The client went away; nobody is listening.
+			log.Debug("infer: cancelled by client", "model", wr.Model)
+			gone(err)
+			return
+		}
+		log.Debug("infer: backend error", "model", wr.Model, "err", err)
+		fail(err, codes.CodeOf(err))
+		return
+	}
+	_ = str.SetWriteDeadline(time.Now().Add(s.cfg.IdleTimeout))
+	if err := wire.WriteJSON(str, frame{Final: toWireFinal(f)}, MaxFrameSize); err != nil {
+		log.Debug("infer: write final", "err", err)
+		gone(err)
+		return
+	}
+	c.Outcome, c.PromptTokens, c.CompletionTokens = OutcomeOK, f.PromptTokens, f.CompletionTokens
+	_ = str.Close()
+}

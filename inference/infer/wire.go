@@ -1,0 +1,170 @@
+package infer
+
+import (
+	"context"
+	"time"
+
+	"github.com/mwpeer/mwpeer/inference"
+	"github.com/mwpeer/mwpeer/internal/wire"
+)
+
+// Error codes of error frames.
+const (
+	CodeUnknownModel   = "unknown_model"   // inference.ErrUnknownModel
+	CodeBusy           = "busy"            // inference.ErrBusy
+	CodeRefused        = "refused"         // inference.ErrRefused
+	CodeInvalidRequest = "invalid_request" // inference.ErrInvalidRequest
+	CodeTimeout        = "timeout"         // context.DeadlineExceeded
+	CodeInternal       = wire.CodeInternal // anything else
+)
+
+// codes maps error codes to the sentinels they stand for.
+var codes = wire.Codes{
+	CodeUnknownModel:   inference.ErrUnknownModel,
+	CodeBusy:           inference.ErrBusy,
+	CodeRefused:        inference.ErrRefused,
+	CodeInvalidRequest: inference.ErrInvalidRequest,
+	CodeTimeout:        context.DeadlineExceeded,
+}
+
+// request is the request frame.
+type request struct {
+	Model       string    `json:"model"`
+	Messages    []message `json:"messages,omitempty"`
+	Prompt      string    `json:"prompt,omitempty"`
+	Raw         bool      `json:"raw,omitempty"`
+	MaxTokens   int       `json:"max_tokens,omitempty"`
+	Temperature *float64  `json:"temperature,omitempty"`
+	TopP        *float64  `json:"top_p,omitempty"`
+	Stop        []string  `json:"stop,omitempty"`
+	Seed        *int64    `json:"seed,omitempty"`
+	Logprobs    bool      `json:"logprobs,omitempty"`
+	TopLogprobs int       `json:"top_logprobs,omitempty"`
+	Continue    string    `json:"continue,omitempty"`
+	// TimeoutMS is what is left of the caller's deadline (0: none).
+	TimeoutMS int64 `json:"timeout_ms,omitempty"`
+}
+
+type message struct {
+	Role    string `json:"role"`
+	Content string `json:"content"`
+}
+
+// frame is a server frame: exactly one field is set.
+type frame struct {
+	Chunk *chunk      `json:"chunk,omitempty"`
+	Final *final      `json:"final,omitempty"`
+	Error *errorFrame `json:"error,omitempty"`
+}
+
+type chunk struct {
+	Text     string         `json:"text"`
+	Logprobs []tokenLogprob `json:"logprobs,omitempty"`
+}
+
+type tokenLogprob struct {
+	Token   string       `json:"token"`
+	Logprob float64      `json:"logprob"`
+	Top     []topLogprob `json:"top,omitempty"`
+}
+
+type topLogprob struct {
+	Token   string  `json:"token"`
+	Logprob float64 `json:"logprob"`
+}
+
+// final closes an answer. Durations are nanoseconds.
+type final struct {
+	FinishReason     string  `json:"finish_reason"`
+	PromptTokens     int     `json:"prompt_tokens"`
+	CompletionTokens int     `json:"completion_tokens"`
+	TTFTNS           int64   `json:"ttft_ns"`
+	DurationNS       int64   `json:"duration_ns"`
+	MeanLogprob      float64 `json:"mean_logprob,omitempty"`
+	HasLogprob       bool    `json:"has_logprob,omitempty"`
+}
+
+type errorFrame struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+func toWireRequest(r inference.Request) request {
+	w := request{
+		Model: r.Model, Prompt: r.Prompt, Raw: r.Raw,
+		MaxTokens: r.MaxTokens, Temperature: r.Temperature, TopP: r.TopP, Stop: r.Stop, Seed: r.Seed,
+		Logprobs: r.Logprobs, TopLogprobs: r.TopLogprobs, Continue: r.Continue,
+	}
+	if r.Messages != nil {
+		w.Messages = make([]message, len(r.Messages))
+		for i, m := range r.Messages {
+			w.Messages[i] = message{Role: m.Role, Content: m.Content}
+		}
+	}
+	return w
+}
+
+// request returns w as an inference.Request (without a deadline: the
+// service sets its own from TimeoutMS and its limits).
+func (w *request) request() inference.Request {
+	r := inference.Request{
+		Model: w.Model, Prompt: w.Prompt, Raw: w.Raw,
+		MaxTokens: w.MaxTokens, Temperature: w.Temperature, TopP: w.TopP, Stop: w.Stop, Seed: w.Seed,
+		Logprobs: w.Logprobs, TopLogprobs: w.TopLogprobs, Continue: w.Continue,
+	}
+	if w.Messages != nil {
+		r.Messages = make([]inference.Message, len(w.Messages))
+		for i, m := range w.Messages {
+			r.Messages[i] = inference.Message{Role: m.Role, Content: m.Content}
+		}
+	}
+	return r
+}
+
+func toWireChunk(c inference.Chunk) *chunk {
+	w := &chunk{Text: c.Text}
+	if c.Logprobs != nil {
+		w.Logprobs = make([]tokenLogprob, len(c.Logprobs))
+		for i, lp := range c.Logprobs {
+			w.Logprobs[i] = tokenLogprob{Token: lp.Token, Logprob: lp.Logprob}
+			if lp.Top != nil {
+				w.Logprobs[i].Top = make([]topLogprob, len(lp.Top))
+				for j, t := range lp.Top {
+					w.Logprobs[i].Top[j] = topLogprob{Token: t.Token, Logprob: t.Logprob}
+				}
+			}
+		}
+	}
+	return w
+}
+
+func (w *chunk) chunk() inference.Chunk {
+	c := inference.Chunk{Text: w.Text}
+	if w.Logprobs != nil {
+		c.Logprobs = make([]inference.TokenLogprob, len(w.Logprobs))
+		for i, lp := range w.Logprobs {
+			c.Logprobs[i] = inference.TokenLogprob{Token: lp.Token, Logprob: lp.Logprob}
+			if lp.Top != nil {
+				c.Logprobs[i].Top = make([]inference.TopLogprob, len(lp.Top))
+				for j, t := range lp.Top {
+					c.Logprobs[i].Top[j] = inference.TopLogprob{Token: t.Token, Logprob: t.Logprob}
+				}
+			}
+		}
+	}
+	return c
+}
+
+func toWireFinal(f inference.Final) *final {
+	return &final{
+		FinishReason: f.FinishReason, PromptTokens: f.PromptTokens, CompletionTokens: f.CompletionTokens,
+		TTFTNS: int64(f.TTFT), DurationNS: int64(f.Duration), MeanLogprob: f.MeanLogprob, HasLogprob: f.HasLogprob,
+	}
+}
+
+func (w *final) final() inference.Final {
+	return inference.Final{
+		FinishReason: w.FinishReason, PromptTokens: w.PromptTokens, CompletionTokens: w.CompletionTokens,
+		TTFT: time.Duration(w.TTFTNS), Duration: time.Duration(w.DurationNS), MeanLogprob: w.MeanLogprob, HasLogprob: w.HasLogprob,
+	}
+}
