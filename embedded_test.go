@@ -11,6 +11,7 @@ import (
 
 	"github.com/mwpeer/mwpeer/inference"
 	"github.com/mwpeer/mwpeer/inference/llama"
+	"github.com/mwpeer/mwpeer/internal/wait"
 )
 
 // TestEmbeddedEngineServesTheSwarm starts a peer on the pure-Go engine with
@@ -26,7 +27,7 @@ func TestEmbeddedEngineServesTheSwarm(t *testing.T) {
 			c.Engine = EngineNone
 		}
 	})
-	eventually(t, slow(10*time.Second), "peer B learns of the built-in model", func() error {
+	wait.For(t, slow(10*time.Second), "peer B learns of the built-in model", func() error {
 		for _, m := range peers[1].SwarmModels() {
 			if m.ID == BuiltinModel {
 				return nil

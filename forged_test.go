@@ -14,6 +14,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/mwpeer/mwpeer/experts"
+	"github.com/mwpeer/mwpeer/internal/wait"
 )
 
 // TestForgedAnnouncementsAreRejectedAndCounted has a hostile peer, a plain
@@ -22,7 +23,7 @@ import (
 // the peer that received it and that none reaches a catalog.
 func TestForgedAnnouncementsAreRejectedAndCounted(t *testing.T) {
 	peers := startSwarm(t, 3, nil)
-	eventually(t, slow(10*time.Second), "catalogs complete", func() error { return catalogsHoldAll(peers, nil) })
+	wait.For(t, slow(10*time.Second), "catalogs complete", func() error { return catalogsHoldAll(peers, nil) })
 
 	attackerKey, _, _ := crypto.GenerateEd25519Key(nil)
 	h, err := libp2p.New(libp2p.Identity(attackerKey), libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"))
@@ -46,7 +47,7 @@ func TestForgedAnnouncementsAreRejectedAndCounted(t *testing.T) {
 	if err := h.Connect(ctx, peer.AddrInfo{ID: victim.ID(), Addrs: victim.Host.Addrs()}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, slow(10*time.Second), "attacker and victim see each other on the topic", func() error {
+	wait.For(t, slow(10*time.Second), "attacker and victim see each other on the topic", func() error {
 		if len(topic.ListPeers()) == 0 {
 			return fmt.Errorf("no topic peers yet")
 		}
@@ -115,7 +116,7 @@ func TestForgedAnnouncementsAreRejectedAndCounted(t *testing.T) {
 		// GossipSub may drop a message sent while the mesh is still
 		// forming, so send again (as a new message) until it arrives.
 		var sent time.Time
-		eventually(t, slow(5*time.Second), c.name+" counted as "+c.reason, func() error {
+		wait.For(t, slow(5*time.Second), c.name+" counted as "+c.reason, func() error {
 			if time.Since(sent) > 500*time.Millisecond {
 				if err := topic.Publish(ctx, c.data); err != nil {
 					t.Fatalf("%s: publish: %v", c.name, err)
@@ -141,7 +142,7 @@ func TestForgedAnnouncementsAreRejectedAndCounted(t *testing.T) {
 	good := base(attacker)
 	good.Seq = 2
 	var sent time.Time
-	eventually(t, slow(5*time.Second), "valid announcement accepted", func() error {
+	wait.For(t, slow(5*time.Second), "valid announcement accepted", func() error {
 		if time.Since(sent) > time.Second {
 			good.Seq++
 			good.Time = time.Now().UnixMilli()

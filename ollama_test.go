@@ -12,6 +12,7 @@ import (
 
 	"github.com/mwpeer/mwpeer/inference/llama/randmodel"
 	"github.com/mwpeer/mwpeer/internal/ollamatest"
+	"github.com/mwpeer/mwpeer/internal/wait"
 )
 
 // TestPromptThroughTwoPeersGivesOllamasAnswer runs a real Ollama serving a
@@ -37,7 +38,7 @@ func TestPromptThroughTwoPeersGivesOllamasAnswer(t *testing.T) {
 			c.Engine = EngineNone
 		}
 	})
-	eventually(t, slow(15*time.Second), "peer B learns that A serves the model", func() error {
+	wait.For(t, slow(15*time.Second), "peer B learns that A serves the model", func() error {
 		for _, m := range peers[1].SwarmModels() {
 			if m.ID == model {
 				return nil

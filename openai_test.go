@@ -18,6 +18,7 @@ import (
 	"github.com/openai/openai-go/option"
 
 	"github.com/mwpeer/mwpeer/inference"
+	"github.com/mwpeer/mwpeer/internal/wait"
 )
 
 // apiSwarm starts n peers with HTTP APIs; serve[i] lists the synthetic
@@ -38,7 +39,7 @@ func apiSwarm(t *testing.T, serve [][]string, mod func(i int, c *Config)) []*Pee
 			mod(i, c)
 		}
 	})
-	eventually(t, slow(10*time.Second), "every peer knows every other", func() error {
+	wait.For(t, slow(10*time.Second), "every peer knows every other", func() error {
 		for i, p := range peers {
 			if p.Catalog.Len() != len(peers)-1 {
 				return fmt.Errorf("peer %d knows %d", i, p.Catalog.Len())
@@ -447,7 +448,7 @@ func TestFastestAnswersAtTheFastSpeedAndCancelsTheSlow(t *testing.T) {
 	if text == "" || info == nil {
 		t.Fatalf("text %q info %v", text, info)
 	}
-	eventually(t, slow(3*time.Second), "slow expert's backend sees the cancel", func() error {
+	wait.For(t, slow(3*time.Second), "slow expert's backend sees the cancel", func() error {
 		if synthetic(slowPeer).Cancellations() == 0 {
 			return fmt.Errorf("no cancellation yet (calls %d)", synthetic(slowPeer).Calls())
 		}

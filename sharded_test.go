@@ -19,6 +19,7 @@ import (
 	"github.com/mwpeer/mwpeer/inference/llama"
 	"github.com/mwpeer/mwpeer/inference/llama/randmodel"
 	"github.com/mwpeer/mwpeer/internal/ollamatest"
+	"github.com/mwpeer/mwpeer/internal/wait"
 )
 
 // shardedFixture is a generated MoE model, its GGUF file and its split.
@@ -116,7 +117,7 @@ func shardedSwarm(t *testing.T, f shardedFixture) (runner, client *Peer, hosts [
 		}
 	})
 	runner, client, hosts = peers[0], peers[4], peers[1:4]
-	eventually(t, slow(15*time.Second), "the runner sees two live hosts of every expert", func() error {
+	wait.For(t, slow(15*time.Second), "the runner sees two live hosts of every expert", func() error {
 		v := runner.Experts()
 		if len(v.Models) != 1 {
 			return fmt.Errorf("%d sharded models", len(v.Models))
@@ -126,7 +127,7 @@ func shardedSwarm(t *testing.T, f shardedFixture) (runner, client *Peer, hosts [
 		}
 		return nil
 	})
-	eventually(t, slow(15*time.Second), "the client hears of the sharded model", func() error {
+	wait.For(t, slow(15*time.Second), "the client hears of the sharded model", func() error {
 		for _, m := range client.SwarmModels() {
 			if m.ID == f.man.Name {
 				return nil
@@ -171,7 +172,7 @@ func TestShardedModelAcrossPeers(t *testing.T) {
 		}
 	}
 	// Any peer's /api/experts shows who hosts what, from announcements.
-	eventually(t, slow(10*time.Second), "the client's /api/experts shows every host", func() error {
+	wait.For(t, slow(10*time.Second), "the client's /api/experts shows every host", func() error {
 		var v api.Experts
 		getJSON(t, client, "/api/experts", &v)
 		if len(v.Models) != 1 || v.Models[0].ID != f.man.ID() || v.Models[0].MinReplicas != 2 || v.Models[0].Missing != 0 ||
@@ -286,7 +287,7 @@ func TestShardedHostKilledMidGeneration(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "no live host") {
 		t.Fatalf("with experts unhosted: %v, want a no-live-host error", err)
 	}
-	eventually(t, slow(30*time.Second), "the runner warns of experts without a host", func() error {
+	wait.For(t, slow(30*time.Second), "the runner warns of experts without a host", func() error {
 		m := runner.Experts().Models[0]
 		if m.Missing == 0 || len(m.Warnings) == 0 {
 			return fmt.Errorf("missing %d, warnings %v", m.Missing, m.Warnings)
@@ -314,7 +315,7 @@ func TestHostExpertsFetchesFromTheSwarm(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { p.Close() })
-	eventually(t, slow(30*time.Second), "the new peer runs the model", func() error {
+	wait.For(t, slow(30*time.Second), "the new peer runs the model", func() error {
 		v := p.Experts()
 		for _, m := range v.Models {
 			if m.ID == f.man.ID() && m.Local != nil && m.Local.Dense {

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/mwpeer/mwpeer/experts"
+	"github.com/mwpeer/mwpeer/internal/wait"
 )
 
 // testLogger is quiet unless MWPEER_TEST_LOG is set.
@@ -105,21 +106,6 @@ func slow(d time.Duration) time.Duration {
 	return d
 }
 
-// eventually polls cond until it holds or the deadline passes.
-func eventually(t testing.TB, within time.Duration, what string, cond func() error) time.Duration {
-	t.Helper()
-	start := time.Now()
-	var err error
-	for time.Since(start) < within {
-		if err = cond(); err == nil {
-			return time.Since(start)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatalf("%s: not within %s: %v", what, within, err)
-	return 0
-}
-
 func catalogsHoldAll(peers []*Peer, except map[string]bool) error {
 	for i, p := range peers {
 		if p == nil || except[p.ID().String()] {
@@ -144,7 +130,7 @@ func catalogsHoldAll(peers []*Peer, except map[string]bool) error {
 func TestSwarmCatalogsConverge(t *testing.T) {
 	const n = 20
 	peers := startSwarm(t, n, nil)
-	took := eventually(t, slow(10*time.Second), "every catalog holds the other 19", func() error {
+	took := wait.For(t, slow(10*time.Second), "every catalog holds the other 19", func() error {
 		return catalogsHoldAll(peers, nil)
 	})
 	t.Logf("20 catalogs complete after %s", took)
@@ -163,7 +149,7 @@ func TestSwarmCatalogsConverge(t *testing.T) {
 			}
 		}
 		asker := peers[7]
-		eventually(t, slow(20*time.Second), "providers of domain/"+d, func() error {
+		wait.For(t, slow(20*time.Second), "providers of domain/"+d, func() error {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
 			found, err := experts.FindProviders(ctx, asker.Host.DHT, experts.KindDomain, d, 100)
@@ -211,13 +197,13 @@ func (p *Peer) crash() {
 
 func TestDeadPeerLeavesEveryCatalog(t *testing.T) {
 	peers := startSwarm(t, 8, nil)
-	eventually(t, slow(10*time.Second), "catalogs complete", func() error { return catalogsHoldAll(peers, nil) })
+	wait.For(t, slow(10*time.Second), "catalogs complete", func() error { return catalogsHoldAll(peers, nil) })
 
 	// A clean stop: the leave announcement removes it at once.
 	left := peers[3]
 	left.Close()
 	gone := map[string]bool{left.ID().String(): true}
-	took := eventually(t, slow(3*time.Second), "left peer removed", func() error { return absentEverywhere(peers, gone) })
+	took := wait.For(t, slow(3*time.Second), "left peer removed", func() error { return absentEverywhere(peers, gone) })
 	t.Logf("peer that left was removed everywhere after %s", took)
 
 	// A crash: silence, then expiry after the TTL.
@@ -225,7 +211,7 @@ func TestDeadPeerLeavesEveryCatalog(t *testing.T) {
 	ttl := experts.TTL(dead.Gossip.Interval())
 	dead.crash()
 	gone[dead.ID().String()] = true
-	took = eventually(t, ttl+slow(3*time.Second), "crashed peer expired", func() error { return absentEverywhere(peers, gone) })
+	took = wait.For(t, ttl+slow(3*time.Second), "crashed peer expired", func() error { return absentEverywhere(peers, gone) })
 	t.Logf("crashed peer expired everywhere after %s (TTL %s)", took, ttl)
 	if took > ttl+slow(2*time.Second) {
 		t.Fatalf("expiry took %s, TTL is %s", took, ttl)
@@ -294,12 +280,12 @@ func TestCorruptIdentityIsAnError(t *testing.T) {
 // instead of waiting for the next full announcement.
 func TestMissedPeerIsFetchedOnItsNextBeat(t *testing.T) {
 	peers := startSwarm(t, 4, nil)
-	eventually(t, slow(10*time.Second), "catalogs complete", func() error { return catalogsHoldAll(peers, nil) })
+	wait.For(t, slow(10*time.Second), "catalogs complete", func() error { return catalogsHoldAll(peers, nil) })
 	forgetful, forgotten := peers[3], peers[2].ID().String()
 	// One in FullEvery heartbeats is a full announcement, which would bring
 	// the peer back without a fetch; try until a beat comes first.
 	for attempt := 1; attempt <= 6; attempt++ {
-		eventually(t, slow(3*forgetful.Gossip.Interval()), "a beat from the peer", func() error {
+		wait.For(t, slow(3*forgetful.Gossip.Interval()), "a beat from the peer", func() error {
 			if e, _ := forgetful.Catalog.Get(forgotten); e.LastSeq <= e.Seq {
 				return fmt.Errorf("no beat applied since the last full announcement")
 			}
@@ -307,7 +293,7 @@ func TestMissedPeerIsFetchedOnItsNextBeat(t *testing.T) {
 		})
 		before := forgetful.Gossip.Recovered()
 		forgetful.Catalog.Remove(forgotten)
-		took := eventually(t, slow(3*forgetful.Gossip.Interval()), "forgotten peer back", func() error {
+		took := wait.For(t, slow(3*forgetful.Gossip.Interval()), "forgotten peer back", func() error {
 			if _, ok := forgetful.Catalog.Get(forgotten); !ok {
 				return fmt.Errorf("still unknown")
 			}

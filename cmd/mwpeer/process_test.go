@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/mwpeer/mwpeer/internal/wait"
 )
 
 // proc is one `mwpeer run` process.
@@ -143,20 +145,6 @@ func getPeers(addr string) (peersBody, error) {
 	return b, json.NewDecoder(resp.Body).Decode(&b)
 }
 
-func waitFor(t *testing.T, within time.Duration, what string, cond func() error) time.Duration {
-	t.Helper()
-	start := time.Now()
-	var err error
-	for time.Since(start) < within {
-		if err = cond(); err == nil {
-			return time.Since(start)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	t.Fatalf("%s: not within %s: %v", what, within, err)
-	return 0
-}
-
 // everyoneSees checks each live process's /api/peers lists exactly the
 // other live processes, with their domain and model.
 func everyoneSees(live []*proc) error {
@@ -207,7 +195,7 @@ func TestTenProcessesOnLoopback(t *testing.T) {
 		}(i)
 	}
 	wg.Wait()
-	took := waitFor(t, 15*time.Second, "every /api/peers lists the other 9", func() error { return everyoneSees(procs) })
+	took := wait.For(t, 15*time.Second, "every /api/peers lists the other 9", func() error { return everyoneSees(procs) })
 	t.Logf("10 processes see each other after %s", took)
 	var rss []string
 	for _, p := range procs {
@@ -226,7 +214,7 @@ func TestTenProcessesOnLoopback(t *testing.T) {
 	victim.cmd.Process.Signal(syscall.SIGKILL)
 	<-victim.done
 	live := append(append([]*proc{}, procs[:4]...), procs[5:]...)
-	took = waitFor(t, 20*time.Second, "killed peer ages out", func() error { return everyoneSees(live) })
+	took = wait.For(t, 20*time.Second, "killed peer ages out", func() error { return everyoneSees(live) })
 	t.Logf("killed peer aged out of every catalog after %s", took)
 
 	// Stop one cleanly: SIGTERM exits 0 within 5 s; restarted, it keeps its ID.
@@ -249,7 +237,7 @@ func TestTenProcessesOnLoopback(t *testing.T) {
 	live = append(append([]*proc{}, procs[:4]...), procs[5:7]...)
 	live = append(live, again)
 	live = append(live, procs[8:]...)
-	waitFor(t, 15*time.Second, "restarted peer seen by all", func() error { return everyoneSees(live) })
+	wait.For(t, 15*time.Second, "restarted peer seen by all", func() error { return everyoneSees(live) })
 }
 
 func TestBadFlagsExit2(t *testing.T) {

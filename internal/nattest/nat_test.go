@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -20,6 +21,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/mwpeer/mwpeer/internal/wait"
 )
 
 // runsEnv sets how many hole punches TestNATTraversal measures per
@@ -155,9 +158,9 @@ func startNode(t *testing.T, topo *Topology, name, ns string, args ...string) *n
 		},
 		DisableKeepAlives: true,
 	}}
-	waitFor(t, 10*time.Second, name+"'s HTTP proxy", func() bool {
+	wait.For(t, 10*time.Second, name+"'s HTTP proxy", func() error {
 		var st status
-		return n.get("/api/status", &st) == nil
+		return n.get("/api/status", &st)
 	})
 	return n
 }
@@ -336,18 +339,7 @@ func readFile(path string) string {
 	return string(data)
 }
 
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
-
-// poll is waitFor that reports instead of failing.
+// poll waits for cond like wait.For but reports instead of failing.
 func poll(d time.Duration, cond func() bool) bool {
 	deadline := time.Now().Add(d)
 	for !cond() {
@@ -416,7 +408,12 @@ func startSwarm(t *testing.T, mode, transport string) *swarm {
 	}
 	s.a = startNode(t, topo, "a", topo.PeerA, "--listen", s.listen(4001), "--bootstrap", strings.Join(boot, ","),
 		"--engine", "synthetic", "--models", model, "--reachability", "private")
-	waitFor(t, 30*time.Second, "A's relay reservation", s.a.ready)
+	wait.For(t, 30*time.Second, "A's relay reservation", func() error {
+		if !s.a.ready() {
+			return errors.New("no relay reservation or no hole punching yet")
+		}
+		return nil
+	})
 	s.bootArgs = strings.Join(boot, ",")
 	return s
 }
@@ -610,7 +607,12 @@ func TestNATTraversal(t *testing.T) {
 		// the relay, is no longer the only expert, so it steps aside.
 		c := startNode(t, s.topo, "c", s.topo.Outsider, "--listen", s.listen(4001), "--bootstrap", s.bootArgs,
 			"--engine", "synthetic", "--models", model, "--reachability", "public")
-		waitFor(t, 30*time.Second, "B to learn that C serves "+model, func() bool { return b.knowsModel(c.id) })
+		wait.For(t, 30*time.Second, "B to learn that C serves "+model, func() error {
+			if !b.knowsModel(c.id) {
+				return errors.New("not in B's /api/peers")
+			}
+			return nil
+		})
 		relayedBefore := strings.Count(readFile(b.logPath), "answering over the relayed connection")
 		for i := 0; i < 3; i++ {
 			a := b.prompt(t)

@@ -1,0 +1,36 @@
+package wait
+
+import (
+	"testing"
+	"time"
+)
+
+// Polling starts at firstPause between tries and doubles up to maxPause: a
+// condition that holds almost at once is seen almost at once, and one that
+// takes seconds (a gossip round, a process starting) is not polled hundreds
+// of times.
+const (
+	firstPause = time.Millisecond
+	maxPause   = 100 * time.Millisecond
+)
+
+// For calls cond until it returns nil and returns how long that took. If
+// within passes first it fails t with what and cond's last error.
+func For(t testing.TB, within time.Duration, what string, cond func() error) time.Duration {
+	t.Helper()
+	start := time.Now()
+	pause := firstPause
+	for {
+		err := cond()
+		took := time.Since(start)
+		if err == nil {
+			return took
+		}
+		if took >= within {
+			t.Fatalf("%s: not within %s: %v", what, within, err)
+			return took
+		}
+		time.Sleep(min(pause, within-took))
+		pause = min(2*pause, maxPause)
+	}
+}
