@@ -1,0 +1,78 @@
+// Package lifecycle starts the parts of a peer in order and stops them in
+// reverse, in one place: a failed start and Close unwind through the same
+// Stack, so exactly what started is stopped, once.
+package lifecycle
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+)
+
+// Stack holds what must be undone, last started first. The zero value is
+// ready to use; it is safe for concurrent use.
+type Stack struct {
+	mu     sync.Mutex
+	parts  []part
+	closed bool
+	err    error
+}
+
+type part struct {
+	name  string
+	close func() error
+}
+
+// Defer pushes close, to be run by Close after every part pushed later has
+// stopped. On a closed Stack it runs close at once.
+func (s *Stack) Defer(name string, close func() error) {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		_ = close()
+		return
+	}
+	s.parts = append(s.parts, part{name, close})
+	s.mu.Unlock()
+}
+
+// Go runs run in a goroutine until its context is cancelled, which Close
+// does when it unwinds to this point, then waits for run to return. An error
+// run returns other than the cancellation is reported by Close.
+func (s *Stack) Go(name string, run func(ctx context.Context) error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- run(ctx) }()
+	s.Defer(name, func() error {
+		cancel()
+		if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
+			return err
+		}
+		return nil
+	})
+}
+
+// Close stops every part in reverse order and returns their errors joined,
+// each named. Later calls return the same result.
+func (s *Stack) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return s.err
+	}
+	s.closed = true
+	parts := s.parts
+	s.parts = nil
+	s.mu.Unlock()
+	var errs []error
+	for i := len(parts) - 1; i >= 0; i-- {
+		if err := parts[i].close(); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", parts[i].name, err))
+		}
+	}
+	s.mu.Lock()
+	s.err = errors.Join(errs...)
+	s.mu.Unlock()
+	return s.err
+}
