@@ -50,12 +50,13 @@ type GossipConfig struct {
 // Gossip publishes this peer's announcements, validates and applies
 // everyone else's, expires the silent, and hands newcomers the catalog.
 type Gossip struct {
-	cfg   GossipConfig
-	h     host.Host
-	topic *pubsub.Topic
-	sub   *pubsub.Subscription
-	self  peer.ID
-	log   *slog.Logger
+	cfg       GossipConfig
+	h         host.Host
+	topic     *pubsub.Topic
+	sub       *pubsub.Subscription
+	self      peer.ID
+	log       *slog.Logger
+	closeOnce sync.Once
 
 	seq       atomic.Uint64
 	changed   chan struct{}
@@ -342,8 +343,13 @@ func (g *Gossip) Leave(ctx context.Context) error {
 	return err
 }
 
-// Close stops what Start started, leaves the topic and removes the catch-up handler.
+// Close stops what Start started, leaves the topic and removes the catch-up
+// handler. Calls after the first do nothing.
 func (g *Gossip) Close() {
+	g.closeOnce.Do(g.close)
+}
+
+func (g *Gossip) close() {
 	g.mu.Lock()
 	cancel := g.cancel
 	g.mu.Unlock()
