@@ -8,18 +8,6 @@ import (
 	"time"
 )
 
-// eventually polls cond until it holds or the deadline passes.
-func eventually(t testing.TB, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 // fullText runs req directly on a fresh synthetic backend with cfg.
 func fullText(t testing.TB, cfg SyntheticConfig, req Request) string {
 	t.Helper()

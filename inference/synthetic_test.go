@@ -3,9 +3,12 @@ package inference
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/mwpeer/mwpeer/internal/wait"
 )
 
 func TestSyntheticIsDeterministic(t *testing.T) {
@@ -74,7 +77,12 @@ func TestSyntheticBusyAndUnknownModel(t *testing.T) {
 		defer close(done)
 		b.Generate(ctx, testReq, func(Chunk) error { return nil })
 	}()
-	eventually(t, 5*time.Second, "first call active", func() bool { return b.Active() == 1 })
+	wait.For(t, 5*time.Second, "first call active", func() error {
+		if n := b.Active(); n != 1 {
+			return fmt.Errorf("%d calls active", n)
+		}
+		return nil
+	})
 	if _, err := b.Generate(context.Background(), testReq, func(Chunk) error { return nil }); !errors.Is(err, ErrBusy) {
 		t.Errorf("second call: %v, want ErrBusy", err)
 	}

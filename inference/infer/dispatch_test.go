@@ -3,11 +3,13 @@ package infer
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/mwpeer/mwpeer/inference"
+	"github.com/mwpeer/mwpeer/internal/wait"
 )
 
 // Dispatch over real remote calls: losers cancelled across the wire,
@@ -38,8 +40,11 @@ func TestFastestCancelsLosers(t *testing.T) {
 	if want := fullText(t, inference.SyntheticConfig{Tokens: 8}, testReq); res.Text != want || sb.String() != want {
 		t.Fatalf("text %q / emitted %q, want %q", res.Text, sb.String(), want)
 	}
-	eventually(t, 5*time.Second, "slow expert to be cancelled", func() bool {
-		return slow.b.Cancellations() == 1 && slow.b.Active() == 0
+	wait.For(t, 5*time.Second, "slow expert to be cancelled", func() error {
+		if c, n := slow.b.Cancellations(), slow.b.Active(); c != 1 || n != 0 {
+			return fmt.Errorf("%d cancellations, %d calls active", c, n)
+		}
+		return nil
 	})
 }
 
@@ -116,7 +121,10 @@ func TestDispatchCancelStopsEverything(t *testing.T) {
 			t.Fatalf("%s: err %v", s, err)
 		}
 	}
-	eventually(t, 5*time.Second, "remote calls to end", func() bool {
-		return a.b.Active() == 0 && b.b.Active() == 0
+	wait.For(t, 5*time.Second, "remote calls to end", func() error {
+		if na, nb := a.b.Active(), b.b.Active(); na != 0 || nb != 0 {
+			return fmt.Errorf("%d and %d calls active", na, nb)
+		}
+		return nil
 	})
 }

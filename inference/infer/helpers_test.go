@@ -37,18 +37,6 @@ func serveWith(t testing.TB, client host.Host, cfg inference.SyntheticConfig, sc
 	return &serving{h: h, b: b, svc: svc}
 }
 
-// eventually polls cond until it holds or the deadline passes.
-func eventually(t testing.TB, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 // fullText runs req directly on a fresh synthetic backend with cfg.
 func fullText(t testing.TB, cfg inference.SyntheticConfig, req inference.Request) string {
 	t.Helper()

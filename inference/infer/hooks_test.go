@@ -13,6 +13,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/mwpeer/mwpeer/inference"
+	"github.com/mwpeer/mwpeer/internal/wait"
 )
 
 // recording is a backend that notes who each call came from and can fail
@@ -169,10 +170,13 @@ func (c *completions) add(_ context.Context, x Completion) {
 
 func (c *completions) wait(t *testing.T, n int) []Completion {
 	t.Helper()
-	eventually(t, 5*time.Second, fmt.Sprintf("%d completions", n), func() bool {
+	wait.For(t, 5*time.Second, fmt.Sprintf("%d completions", n), func() error {
 		c.mu.Lock()
 		defer c.mu.Unlock()
-		return len(c.list) >= n
+		if len(c.list) < n {
+			return fmt.Errorf("%d completions", len(c.list))
+		}
+		return nil
 	})
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -11,6 +12,7 @@ import (
 	"github.com/libp2p/go-msgio"
 
 	"github.com/mwpeer/mwpeer/inference"
+	"github.com/mwpeer/mwpeer/internal/wait"
 )
 
 func TestCallRoundTrip(t *testing.T) {
@@ -136,8 +138,11 @@ func TestCallCancelCancelsRemoteBackend(t *testing.T) {
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("err %v", err)
 	}
-	eventually(t, 5*time.Second, "server backend to see the cancel", func() bool {
-		return srv.b.Cancellations() == 1 && srv.b.Active() == 0
+	wait.For(t, 5*time.Second, "server backend to see the cancel", func() error {
+		if c, n := srv.b.Cancellations(), srv.b.Active(); c != 1 || n != 0 {
+			return fmt.Errorf("%d cancellations, %d calls active", c, n)
+		}
+		return nil
 	})
 }
 
@@ -146,13 +151,23 @@ func TestCallCancelBeforeFirstToken(t *testing.T) {
 	srv := serve(t, client, inference.SyntheticConfig{TTFT: time.Minute})
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() {
-		eventually(t, 5*time.Second, "call to start", func() bool { return srv.b.Active() == 1 })
+		wait.For(t, 5*time.Second, "call to start", func() error {
+			if n := srv.b.Active(); n != 1 {
+				return fmt.Errorf("%d calls active", n)
+			}
+			return nil
+		})
 		cancel()
 	}()
 	if _, err := Call(ctx, client, srv.h.ID(), testReq, func(inference.Chunk) error { return nil }); !errors.Is(err, context.Canceled) {
 		t.Fatalf("err %v", err)
 	}
-	eventually(t, 5*time.Second, "server backend to see the cancel", func() bool { return srv.b.Cancellations() == 1 })
+	wait.For(t, 5*time.Second, "server backend to see the cancel", func() error {
+		if c := srv.b.Cancellations(); c != 1 {
+			return fmt.Errorf("%d cancellations", c)
+		}
+		return nil
+	})
 }
 
 func TestBusyOverTheWire(t *testing.T) {
@@ -165,7 +180,12 @@ func TestBusyOverTheWire(t *testing.T) {
 		_, err := Call(ctx, client, srv.h.ID(), testReq, func(inference.Chunk) error { return nil })
 		first <- err
 	}()
-	eventually(t, 5*time.Second, "first call active", func() bool { return srv.b.Active() == 1 })
+	wait.For(t, 5*time.Second, "first call active", func() error {
+		if n := srv.b.Active(); n != 1 {
+			return fmt.Errorf("%d calls active", n)
+		}
+		return nil
+	})
 	_, err := Call(context.Background(), client, srv.h.ID(), testReq, func(inference.Chunk) error { return nil })
 	if !errors.Is(err, inference.ErrBusy) {
 		t.Fatalf("second call: %v, want inference.ErrBusy", err)
