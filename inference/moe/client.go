@@ -12,9 +12,14 @@ import (
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/mwpeer/mwpeer/inference"
+	"github.com/mwpeer/mwpeer/internal/wire"
 )
 
-// RemoteError is an expert call the remote peer answered with an error.
+// RemoteError is an expert call the remote peer answered with an error. A
+// busy answer unwraps to inference.ErrBusy and a bad request to
+// inference.ErrInvalidRequest.
 type RemoteError struct {
 	Status byte
 	Msg    string
@@ -23,6 +28,17 @@ type RemoteError struct {
 func (e *RemoteError) Error() string {
 	names := map[byte]string{statusNotFound: "not hosted", statusBad: "bad request", statusBusy: "busy", statusFailed: "failed"}
 	return fmt.Sprintf("remote expert %s: %s", names[e.Status], e.Msg)
+}
+
+// Unwrap returns the sentinel of e's status, or nil.
+func (e *RemoteError) Unwrap() error {
+	switch e.Status {
+	case statusBusy:
+		return inference.ErrBusy
+	case statusBad:
+		return inference.ErrInvalidRequest
+	}
+	return nil
 }
 
 // conn is an expert-call stream with its buffers.
@@ -37,6 +53,14 @@ type conn struct {
 // Client makes expert calls, reusing streams: a stream carries one call at
 // a time, and after a clean answer it goes back to a small per-peer pool.
 type Client struct {
+	// Prepare, if set, is called before a new stream is opened to p, with
+	// the call's context. It applies the relay policy prompts obey: it may
+	// wait for a direct connection, refuse (its error ends the call), or
+	// return ctx, or a context derived from it that allows a limited
+	// (relayed) connection. With Prepare nil, calls never go over a limited
+	// connection.
+	Prepare func(ctx context.Context, p peer.ID) (context.Context, error)
+
 	h       host.Host
 	maxIdle int
 	idleFor time.Duration
@@ -127,11 +151,18 @@ func (c *Client) Call(ctx context.Context, p peer.ID, model ModelKey, layer, exp
 		}
 		// A pooled stream the remote end closed: try a fresh one.
 	}
-	str, err := c.h.NewStream(network.WithAllowLimitedConn(ctx, "expert"), p, Protocol)
-	if err != nil {
-		return fmt.Errorf("open expert stream: %w", err)
+	sctx := ctx
+	if c.Prepare != nil {
+		var err error
+		if sctx, err = c.Prepare(ctx, p); err != nil {
+			return fmt.Errorf("expert call to %s: %w", p.ShortString(), err)
+		}
 	}
-	cn := &conn{str: str, r: bufio.NewReaderSize(str, 64<<10), w: bufio.NewWriterSize(str, 64<<10), hdr: make([]byte, headerSize)}
+	str, err := wire.Open(sctx, c.h, p, ID, ServiceName)
+	if err != nil {
+		return err
+	}
+	cn := &conn{str: str, r: bufio.NewReaderSize(str, bufferSize), w: bufio.NewWriterSize(str, bufferSize), hdr: make([]byte, headerSize)}
 	err = c.call(ctx, cn, h, in, out)
 	if err == nil || reusable(err) {
 		c.put(p, cn)

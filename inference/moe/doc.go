@@ -14,8 +14,13 @@
 // LoadDense and LoadExpert build the engine's model and experts from the
 // shards a shard.Store verified.
 //
-// The wire format is binary: a fixed header naming the model (its 32-byte
-// ID), the layer, the expert, the row count and the row length, followed by
-// the rows as little-endian float32; the answer is a status byte, an optional
-// message, and the rows. Both sides cap sizes, and every call has a deadline.
+// The wire format of /mwpeer/expert/1.0.0 (ID) is binary: a fixed header
+// naming the model (its 32-byte ID), the layer, the expert, the row count and
+// the row length, followed by the rows as little-endian float32; the answer
+// is a status byte, an optional message, and the rows. Both sides cap sizes,
+// and every call has a deadline. The server puts each stream in the
+// ServiceName resource scope and reserves a call's rows, in and out, before
+// reading them; a call the resource manager will not budget is answered busy.
+// A Client opens streams only over direct connections unless its Prepare
+// hook (the relay policy) allows a limited one.
 package moe

@@ -287,7 +287,7 @@ func TestServerRejects(t *testing.T) {
 			return b
 		}(),
 	} {
-		str, err := s.req.NewStream(ctx, p, Protocol)
+		str, err := s.req.NewStream(ctx, p, ID)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -14,6 +14,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 
 	"github.com/mwpeer/mwpeer/inference/llama"
+	"github.com/mwpeer/mwpeer/internal/wire"
 )
 
 // ServerConfig bounds what a Server accepts.
@@ -37,7 +38,8 @@ type key struct {
 	layer, expert int
 }
 
-// Server answers /mwpeer/expert/1.0.0 calls for the experts it hosts.
+// Server answers /mwpeer/expert/1.0.0 calls for the experts it hosts: the
+// protocol's service, registered on a host by NewServer.
 type Server struct {
 	h     host.Host
 	cfg   ServerConfig
@@ -56,27 +58,17 @@ type Server struct {
 
 // NewServer registers the protocol handler on h.
 func NewServer(h host.Host, cfg ServerConfig) *Server {
-	if cfg.Concurrency <= 0 {
-		cfg.Concurrency = 4
-	}
-	if cfg.QueueWait <= 0 {
-		cfg.QueueWait = time.Second
-	}
-	if cfg.Idle <= 0 {
-		cfg.Idle = 2 * time.Minute
-	}
-	if cfg.ReadTimeout <= 0 {
-		cfg.ReadTimeout = 10 * time.Second
-	}
-	if cfg.WriteTimeout <= 0 {
-		cfg.WriteTimeout = 10 * time.Second
-	}
+	wire.Default(&cfg.Concurrency, 4)
+	wire.Default(&cfg.QueueWait, time.Second)
+	wire.Default(&cfg.Idle, 2*time.Minute)
+	wire.Default(&cfg.ReadTimeout, 10*time.Second)
+	wire.Default(&cfg.WriteTimeout, 10*time.Second)
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{h: h, cfg: cfg, slots: make(chan struct{}, cfg.Concurrency),
 		experts: make(map[key]*llama.Expert), streams: make(map[network.Stream]struct{})}
-	h.SetStreamHandler(Protocol, s.handle)
+	h.SetStreamHandler(ID, s.handle)
 	return s
 }
 
@@ -110,7 +102,7 @@ func (s *Server) Hosted(model ModelKey) [][2]int {
 // Close removes the handler, resets the open streams and waits for their
 // handlers to return.
 func (s *Server) Close() error {
-	s.h.RemoveStreamHandler(Protocol)
+	s.h.RemoveStreamHandler(ID)
 	s.mu.Lock()
 	s.closing = true
 	for str := range s.streams {
@@ -141,25 +133,33 @@ func (s *Server) untrack(str network.Stream) {
 }
 
 // handle serves calls on one stream until the caller closes it, it idles,
-// or a call is malformed.
+// or a call is malformed. The stream joins the ServiceName scope and
+// reserves its buffers before allocating them, and each call's rows (in and
+// out) before reading them: a call whose reservation the resource manager
+// refuses is answered busy, so the caller goes to another replica.
 func (s *Server) handle(str network.Stream) {
 	if !s.track(str) {
 		str.Reset()
 		return
 	}
 	defer s.untrack(str)
+	log := s.cfg.Log.With("peer", str.Conn().RemotePeer().ShortString())
+	if err := wire.Attach(str, ServiceName, 2*bufferSize+headerSize, network.ReservationPriorityMedium); err != nil {
+		log.Debug("expert stream refused", "err", err)
+		return
+	}
 	defer str.Close()
-	r := bufio.NewReaderSize(str, 64<<10)
-	w := bufio.NewWriterSize(str, 64<<10)
+	r := bufio.NewReaderSize(str, bufferSize)
+	w := bufio.NewWriterSize(str, bufferSize)
 	hbuf := make([]byte, headerSize)
 	var in, out [][]float32
-	var back []float32
+	var back []float32 // rows in and out; its bytes are reserved (the stream's scope frees them when it ends)
 	for {
 		str.SetReadDeadline(time.Now().Add(s.cfg.Idle))
 		h, err := readHeader(r, hbuf)
 		if err != nil {
 			if !errors.Is(err, io.EOF) {
-				s.cfg.Log.Debug("expert call rejected", "peer", str.Conn().RemotePeer(), "err", err)
+				log.Debug("expert call rejected", "err", err)
 				if errors.Is(err, errBad) {
 					// Say why, then close: the rest of the stream is out of step.
 					str.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout))
@@ -187,6 +187,22 @@ func (s *Server) handle(str network.Stream) {
 		}
 		str.SetReadDeadline(time.Now().Add(s.cfg.ReadTimeout))
 		if n := h.rows * h.dim; cap(back) < 2*n {
+			// Reserve what the larger buffer adds before allocating it.
+			if err := str.Scope().ReserveMemory(4*(2*n-cap(back)), network.ReservationPriorityMedium); err != nil {
+				log.Debug("expert call over the memory budget", "bytes", 4*2*n, "err", err)
+				// Take the rows off the stream without keeping them, so the
+				// stream stays in step, then say busy.
+				if _, err := io.CopyN(io.Discard, r, int64(h.payload())); err != nil {
+					str.Reset()
+					return
+				}
+				str.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout))
+				if writeStatus(w, statusBusy, "memory limit") != nil || w.Flush() != nil {
+					str.Reset()
+					return
+				}
+				continue
+			}
 			back = make([]float32, 2*n)
 		}
 		in, out = split(back[:h.rows*h.dim], in, h.rows, h.dim), split(back[h.rows*h.dim:2*h.rows*h.dim], out, h.rows, h.dim)

@@ -10,8 +10,13 @@ import (
 	"unsafe"
 )
 
-// Protocol is the libp2p protocol of remote expert calls.
-const Protocol = "/mwpeer/expert/1.0.0"
+const (
+	// ID is the libp2p protocol of remote expert calls.
+	ID = "/mwpeer/expert/1.0.0"
+	// ServiceName is the resource-manager service of its streams. A server
+	// reserves each call's rows, in and out, in it before reading them.
+	ServiceName = "mwpeer.expert"
+)
 
 // Limits of one call, checked by both ends.
 const (
@@ -28,6 +33,9 @@ const (
 
 // headerSize is the request header: magic, model ID, layer, expert, rows, dim.
 const headerSize = 4 + 32 + 4 + 4 + 4 + 4
+
+// bufferSize is the size of each of a stream's read and write buffers.
+const bufferSize = 64 << 10
 
 var magic = [4]byte{'m', 'w', 'x', '1'}
 
