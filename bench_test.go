@@ -118,7 +118,7 @@ func gossipIn(peers []*Peer) []int64 {
 	out := make([]int64, len(peers))
 	for i, p := range peers {
 		for proto, st := range p.Host.Bandwidth.GetBandwidthByProtocol() {
-			if strings.HasPrefix(string(proto), "/meshsub/") || proto == experts.CatchUpProtocol {
+			if strings.HasPrefix(string(proto), "/meshsub/") || proto == experts.CatchUpID {
 				out[i] += st.TotalIn
 			}
 		}

@@ -2,7 +2,6 @@ package experts
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"io"
 	"slices"
@@ -12,20 +11,26 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/p2p/host/eventbus"
-	"github.com/libp2p/go-msgio"
+
+	"github.com/mwpeer/mwpeer/internal/wire"
 )
 
-// CatchUpProtocol hands a newcomer the signed announcements its neighbour
-// holds, so it sees the swarm at once instead of after a heartbeat. The
-// requester opens the stream, sends one frame, {"peers":[...]} (empty for
+// The catalog catch-up protocol hands a newcomer the signed announcements its
+// neighbour holds, so it sees the swarm at once instead of after a heartbeat.
+// The requester opens the stream, sends one frame, {"peers":[...]} (empty for
 // everything, or up to 64 peer IDs it lacks), and closes its write side; the
 // responder sends its own announcement and then the catalog's (or just the
 // peers asked for), each as one varint-prefixed frame, and closes. Every
-// announcement is verified like a gossiped one.
-const CatchUpProtocol = "/mwpeer/catalog/1.0.0"
+// announcement is verified like a gossiped one. Gossip serves it (JoinGossip
+// registers the handler) and asks for it (CatchUp).
+const (
+	// CatchUpID is the protocol ID.
+	CatchUpID = "/mwpeer/catalog/1.0.0"
+	// CatchUpServiceName is the resource-manager service of its streams.
+	CatchUpServiceName = "mwpeer.catalog"
+)
 
 const (
-	catchUpService     = "mwpeer.catalog"
 	catchUpDeadline    = 10 * time.Second
 	catchUpPerPeer     = 10 * time.Second // a requester is served at most this often
 	catchUpPerMinute   = 3                // catch-ups this peer starts per minute
@@ -42,24 +47,16 @@ type catchUpRequest struct {
 
 func (g *Gossip) serveCatchUp(s network.Stream) {
 	defer s.Close()
-	if err := s.Scope().SetService(catchUpService); err != nil {
-		s.Reset()
-		return
-	}
 	// The reply is streamed frame by frame; one frame is the most it buffers.
-	if err := s.Scope().ReserveMemory(MaxAnnouncementSize, network.ReservationPriorityLow); err != nil {
-		s.Reset()
+	if err := wire.Attach(s, CatchUpServiceName, MaxAnnouncementSize, network.ReservationPriorityLow); err != nil {
+		g.log.Debug("catch-up stream refused", "peer", s.Conn().RemotePeer().ShortString(), "err", err)
 		return
 	}
-	defer s.Scope().ReleaseMemory(MaxAnnouncementSize)
 	_ = s.SetDeadline(time.Now().Add(catchUpDeadline))
 
 	var req catchUpRequest
-	rd := msgio.NewVarintReaderSize(s, catchUpRequestMax)
-	if msg, err := rd.ReadMsg(); err == nil {
-		err = json.Unmarshal(msg, &req)
-		rd.ReleaseMsg(msg)
-		if err != nil || len(req.Peers) > catchUpMaxWanted {
+	if err := wire.ReadJSON(wire.NewReader(s, catchUpRequestMax), &req); err == nil {
+		if len(req.Peers) > catchUpMaxWanted {
 			s.Reset()
 			return
 		}
@@ -95,21 +92,11 @@ func (g *Gossip) serveCatchUp(s network.Stream) {
 		envs = g.cfg.Catalog.Envelopes(g.cfg.CatchUpMax)
 	}
 
-	w := msgio.NewVarintWriter(s)
-	for _, env := range [][]byte{own, ownBeat} {
+	for _, env := range append([][]byte{own, ownBeat}, envs...) {
 		if env == nil {
 			continue
 		}
-		if err := w.WriteMsg(env); err != nil {
-			s.Reset()
-			return
-		}
-	}
-	for _, env := range envs {
-		if env == nil {
-			continue
-		}
-		if err := w.WriteMsg(env); err != nil {
+		if err := wire.Write(s, env, MaxAnnouncementSize); err != nil {
 			s.Reset()
 			return
 		}
@@ -126,24 +113,20 @@ func (g *Gossip) CatchUp(ctx context.Context, p peer.ID) (int, error) {
 func (g *Gossip) catchUp(ctx context.Context, p peer.ID, wanted []string) (int, error) {
 	ctx, cancel := context.WithTimeout(ctx, catchUpDeadline)
 	defer cancel()
-	s, err := g.h.NewStream(network.WithNoDial(ctx, "catalog catch-up"), p, CatchUpProtocol)
+	s, err := wire.Open(network.WithNoDial(ctx, "catalog catch-up"), g.h, p, CatchUpID, CatchUpServiceName)
 	if err != nil {
 		return 0, err
 	}
 	defer s.Close()
-	if err := s.Scope().SetService(catchUpService); err != nil {
+	release, err := wire.Reserve(s, MaxAnnouncementSize, network.ReservationPriorityLow)
+	if err != nil {
 		s.Reset()
 		return 0, err
 	}
-	if err := s.Scope().ReserveMemory(MaxAnnouncementSize, network.ReservationPriorityLow); err != nil {
-		s.Reset()
-		return 0, err
-	}
-	defer s.Scope().ReleaseMemory(MaxAnnouncementSize)
+	defer release()
 	deadline, _ := ctx.Deadline()
 	_ = s.SetDeadline(deadline)
-	req, _ := json.Marshal(catchUpRequest{Peers: wanted})
-	if err := msgio.NewVarintWriter(s).WriteMsg(req); err != nil {
+	if err := wire.WriteJSON(s, catchUpRequest{Peers: wanted}, catchUpRequestMax); err != nil {
 		s.Reset()
 		return 0, err
 	}
@@ -151,7 +134,7 @@ func (g *Gossip) catchUp(ctx context.Context, p peer.ID, wanted []string) (int, 
 		s.Reset()
 		return 0, err
 	}
-	r := msgio.NewVarintReaderSize(s, MaxAnnouncementSize)
+	r := wire.NewReader(s, MaxAnnouncementSize)
 	applied := 0
 	for n := 0; n <= 2*g.cfg.CatchUpMax+1; n++ { // a full and a beat per peer, the responder's own on top
 		data, err := r.ReadMsg()
@@ -200,7 +183,7 @@ func (g *Gossip) catchUpNewcomers(ctx context.Context) {
 			}
 			ev = e.(event.EvtPeerIdentificationCompleted)
 		}
-		if !supports(ev.Protocols, CatchUpProtocol) {
+		if !supports(ev.Protocols, CatchUpID) {
 			continue
 		}
 		now := time.Now()

@@ -14,6 +14,8 @@ import (
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/mwpeer/mwpeer/internal/wire"
 )
 
 // Topic is the GossipSub topic that carries announcements.
@@ -88,18 +90,12 @@ func JoinGossip(ps *pubsub.PubSub, h host.Host, cfg GossipConfig) (*Gossip, erro
 	if cfg.Key == nil || cfg.Catalog == nil || cfg.Local == nil {
 		return nil, errors.New("experts: gossip needs a key, a catalog and a Local function")
 	}
-	if cfg.MinInterval <= 0 {
-		cfg.MinInterval = 5 * time.Second
-	}
+	wire.Default(&cfg.MinInterval, 5*time.Second)
 	if cfg.MaxInterval < cfg.MinInterval {
 		cfg.MaxInterval = max(60*time.Second, cfg.MinInterval)
 	}
-	if cfg.TargetRate <= 0 {
-		cfg.TargetRate = 20
-	}
-	if cfg.CatchUpMax <= 0 {
-		cfg.CatchUpMax = 2048
-	}
+	wire.Default(&cfg.TargetRate, 20)
+	wire.Default(&cfg.CatchUpMax, 2048)
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -138,7 +134,7 @@ func JoinGossip(ps *pubsub.PubSub, h host.Host, cfg GossipConfig) (*Gossip, erro
 		return nil, fmt.Errorf("experts: subscribe %s: %w", Topic, err)
 	}
 	g.topic, g.sub = t, sub
-	h.SetStreamHandler(CatchUpProtocol, g.serveCatchUp)
+	h.SetStreamHandler(CatchUpID, g.serveCatchUp)
 	return g, nil
 }
 
@@ -358,7 +354,7 @@ func (g *Gossip) close() {
 	}
 	g.sub.Cancel()
 	g.wg.Wait()
-	g.h.RemoveStreamHandler(CatchUpProtocol)
+	g.h.RemoveStreamHandler(CatchUpID)
 	g.topic.Close()
 }
 

@@ -1,11 +1,9 @@
 package shard
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -18,8 +16,9 @@ import (
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
-	"github.com/libp2p/go-msgio"
 	"golang.org/x/sync/errgroup"
+
+	"github.com/mwpeer/mwpeer/internal/wire"
 )
 
 // Fetcher downloads manifests and shards from peers into a Store. Pieces of
@@ -386,7 +385,7 @@ func (ft *fetch) worker(ctx context.Context, sh Shard, p *partial, k, n int, src
 					return nil
 				}
 			}
-			if errors.As(err, &re) && re.Code == CodeNotFound {
+			if errors.Is(err, ErrNotFound) {
 				return &sourceError{err} // it lacks this shard; other shards may still come from it
 			}
 			ft.drop(sh, p.sc.doneBytes(ft.m, sh), src, fmt.Errorf("%s: %w", sh, err))
@@ -605,19 +604,15 @@ func (p *partial) finish(s *Store, sh Shard) error {
 type conn struct {
 	p peer.ID
 	s network.Stream
-	r msgio.Reader
+	r wire.Reader
 }
 
 func dial(ctx context.Context, h host.Host, p peer.ID) (*conn, error) {
-	s, err := h.NewStream(ctx, p, ProtocolID)
+	s, err := wire.Open(ctx, h, p, ID, ServiceName)
 	if err != nil {
-		return nil, fmt.Errorf("open shard stream to %s: %w", p.ShortString(), err)
+		return nil, err
 	}
-	if err := s.Scope().SetService(ServiceName); err != nil {
-		s.Reset()
-		return nil, fmt.Errorf("attach shard stream: %w", err)
-	}
-	return &conn{p: p, s: s, r: msgio.NewVarintReaderSize(s, MaxHeaderSize)}, nil
+	return &conn{p: p, s: s, r: wire.NewReader(s, MaxHeaderSize)}, nil
 }
 
 func (c *conn) close() { _ = c.s.Close() }
@@ -636,30 +631,15 @@ func (c *conn) get(ctx context.Context, hash string, off, n int64, timeout time.
 		}
 		return nil, 0, fmt.Errorf("peer %s: %w", c.p.ShortString(), err)
 	}
-	req, err := json.Marshal(request{Hash: hash, Offset: off, Length: n})
-	if err != nil {
-		return fail(err)
-	}
-	if err := msgio.NewVarintWriter(c.s).WriteMsg(req); err != nil {
+	if err := wire.WriteJSON(c.s, request{Hash: hash, Offset: off, Length: n}, MaxRequestSize); err != nil {
 		return fail(fmt.Errorf("send request: %w", err))
 	}
-	msg, err := c.r.ReadMsg()
-	if err != nil {
+	var hd header
+	if err := wire.ReadJSON(c.r, &hd); err != nil {
 		return fail(fmt.Errorf("read header: %w", err))
 	}
-	var hd header
-	dec := json.NewDecoder(bytes.NewReader(msg))
-	err = dec.Decode(&hd)
-	c.r.ReleaseMsg(msg)
-	if err != nil {
-		return fail(fmt.Errorf("decode header: %w", err))
-	}
 	if hd.Error != nil {
-		hd.Error.Peer = c.p
-		if len(hd.Error.Message) > 256 {
-			hd.Error.Message = hd.Error.Message[:256]
-		}
-		return nil, 0, hd.Error
+		return nil, 0, codes.Remote(c.p, hd.Error.Code, hd.Error.Message)
 	}
 	if hd.Length < 0 || hd.Length > n || hd.Size < 0 || off+hd.Length > hd.Size {
 		return fail(fmt.Errorf("header promises %d bytes at %d of %d, asked %d", hd.Length, off, hd.Size, n))

@@ -1,7 +1,6 @@
 package shard
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -12,8 +11,8 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
-	"github.com/libp2p/go-libp2p/core/peer"
-	"github.com/libp2p/go-msgio"
+
+	"github.com/mwpeer/mwpeer/internal/wire"
 )
 
 // The /mwpeer/shard/1.0.0 protocol. A stream carries requests one after the
@@ -31,7 +30,9 @@ import (
 // not_found the client may ask again. The client closes its write side when
 // done.
 const (
-	ProtocolID  = "/mwpeer/shard/1.0.0"
+	// ID is the protocol ID.
+	ID = "/mwpeer/shard/1.0.0"
+	// ServiceName is the resource-manager service of its streams.
 	ServiceName = "mwpeer.shard"
 
 	MaxRequestSize = 512
@@ -41,31 +42,18 @@ const (
 
 // Error codes of header frames.
 const (
-	CodeNotFound   = "not_found"
+	CodeNotFound   = "not_found" // ErrNotFound
 	CodeBadRequest = "bad_request"
 	CodeBusy       = "busy"
-	CodeInternal   = "internal"
+	CodeInternal   = wire.CodeInternal
 )
+
+// codes maps error codes to the sentinels they stand for.
+var codes = wire.Codes{CodeNotFound: ErrNotFound}
 
 // RemoteError is an error frame from a serving peer. A not_found unwraps to
 // ErrNotFound.
-type RemoteError struct {
-	Peer    peer.ID `json:"-"`
-	Code    string  `json:"code"`
-	Message string  `json:"message"`
-}
-
-func (e *RemoteError) Error() string {
-	return fmt.Sprintf("peer %s: %s: %s", e.Peer.ShortString(), e.Code, e.Message)
-}
-
-// Unwrap returns ErrNotFound for CodeNotFound.
-func (e *RemoteError) Unwrap() error {
-	if e.Code == CodeNotFound {
-		return ErrNotFound
-	}
-	return nil
-}
+type RemoteError = wire.RemoteError
 
 type request struct {
 	Hash   string `json:"hash"`
@@ -74,9 +62,14 @@ type request struct {
 }
 
 type header struct {
-	Size   int64        `json:"size,omitempty"`
-	Length int64        `json:"length,omitempty"`
-	Error  *RemoteError `json:"error,omitempty"`
+	Size   int64       `json:"size,omitempty"`
+	Length int64       `json:"length,omitempty"`
+	Error  *errorFrame `json:"error,omitempty"`
+}
+
+type errorFrame struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
 }
 
 // ServerConfig bounds what a Server gives strangers.
@@ -95,7 +88,8 @@ func DefaultServerConfig() ServerConfig {
 	return ServerConfig{MaxStreams: 32, RequestTimeout: 10 * time.Second, WriteTimeout: 20 * time.Second}
 }
 
-// Server serves a Store's shards and manifests over ProtocolID.
+// Server serves a Store's shards and manifests over ID: the protocol's
+// service, registered on a host by NewServer.
 type Server struct {
 	h     host.Host
 	s     *Store
@@ -116,20 +110,14 @@ func Serve(h host.Host, s *Store) *Server { return NewServer(h, s, DefaultServer
 // NewServer serves s on h. Zero fields of cfg take their defaults.
 func NewServer(h host.Host, s *Store, cfg ServerConfig) *Server {
 	def := DefaultServerConfig()
-	if cfg.MaxStreams <= 0 {
-		cfg.MaxStreams = def.MaxStreams
-	}
-	if cfg.RequestTimeout <= 0 {
-		cfg.RequestTimeout = def.RequestTimeout
-	}
-	if cfg.WriteTimeout <= 0 {
-		cfg.WriteTimeout = def.WriteTimeout
-	}
+	wire.Default(&cfg.MaxStreams, def.MaxStreams)
+	wire.Default(&cfg.RequestTimeout, def.RequestTimeout)
+	wire.Default(&cfg.WriteTimeout, def.WriteTimeout)
 	srv := &Server{h: h, s: s, cfg: cfg, log: cfg.Logger, slots: make(chan struct{}, cfg.MaxStreams), active: make(map[network.Stream]struct{})}
 	if srv.log == nil {
 		srv.log = slog.Default()
 	}
-	h.SetStreamHandler(ProtocolID, srv.handle)
+	h.SetStreamHandler(ID, srv.handle)
 	return srv
 }
 
@@ -139,7 +127,7 @@ func (srv *Server) Sent() int64 { return srv.sent.Load() }
 // Close removes the stream handler, resets the streams being served and
 // waits for their handlers to return.
 func (srv *Server) Close() error {
-	srv.h.RemoveStreamHandler(ProtocolID)
+	srv.h.RemoveStreamHandler(ID)
 	srv.mu.Lock()
 	srv.closed = true
 	for s := range srv.active {
@@ -170,21 +158,16 @@ func (srv *Server) handle(str network.Stream) {
 	}()
 	log := srv.log.With("peer", str.Conn().RemotePeer().ShortString())
 
-	if err := str.Scope().SetService(ServiceName); err != nil {
-		log.Debug("shard: attach stream to service", "err", err)
-		str.Reset()
+	if err := wire.Attach(str, ServiceName, 0, 0); err != nil {
+		log.Debug("shard: attach stream", "err", err)
 		return
 	}
 	reply := func(h header) error {
-		data, err := json.Marshal(h)
-		if err != nil {
-			return err
-		}
 		_ = str.SetWriteDeadline(time.Now().Add(srv.cfg.WriteTimeout))
-		return msgio.NewVarintWriter(str).WriteMsg(data)
+		return wire.WriteJSON(str, h, MaxHeaderSize)
 	}
 	refuse := func(code, msg string) {
-		_ = reply(header{Error: &RemoteError{Code: code, Message: msg}})
+		_ = reply(header{Error: &errorFrame{Code: code, Message: msg}})
 		_ = str.Close()
 	}
 	select {
@@ -194,12 +177,13 @@ func (srv *Server) handle(str network.Stream) {
 		refuse(CodeBusy, "too many streams")
 		return
 	}
-	if err := str.Scope().ReserveMemory(copyBuffer+MaxRequestSize, network.ReservationPriorityLow); err != nil {
+	release, err := wire.Reserve(str, copyBuffer+MaxRequestSize, network.ReservationPriorityLow)
+	if err != nil {
 		log.Debug("shard: reserve memory", "err", err)
 		refuse(CodeBusy, "resource limit")
 		return
 	}
-	defer str.Scope().ReleaseMemory(copyBuffer + MaxRequestSize)
+	defer release()
 	buf := make([]byte, copyBuffer)
 
 	var (
@@ -212,29 +196,24 @@ func (srv *Server) handle(str network.Stream) {
 			open.Close()
 		}
 	}()
-	r := msgio.NewVarintReaderSize(str, MaxRequestSize)
+	r := wire.NewReader(str, MaxRequestSize)
 	for {
 		_ = str.SetReadDeadline(time.Now().Add(srv.cfg.RequestTimeout))
-		msg, err := r.ReadMsg()
-		if errors.Is(err, io.EOF) {
+		var req request
+		err := wire.ReadJSON(r, &req)
+		switch {
+		case errors.Is(err, io.EOF):
 			_ = str.Close()
 			return
-		}
-		if errors.Is(err, msgio.ErrMsgTooLarge) {
+		case errors.Is(err, wire.ErrTooLarge):
 			refuse(CodeBadRequest, fmt.Sprintf("request exceeds %d bytes", MaxRequestSize))
 			return
-		}
-		if err != nil {
+		case errors.Is(err, wire.ErrMalformed):
+			refuse(CodeBadRequest, "malformed request")
+			return
+		case err != nil:
 			log.Debug("shard: read request", "err", err)
 			str.Reset()
-			return
-		}
-		var req request
-		err = json.Unmarshal(msg, &req)
-		r.ReleaseMsg(msg)
-		switch {
-		case err != nil:
-			refuse(CodeBadRequest, "malformed request")
 			return
 		case !ValidHash(req.Hash):
 			refuse(CodeBadRequest, "hash is not a lowercase hex SHA-256")
@@ -250,13 +229,11 @@ func (srv *Server) handle(str network.Stream) {
 			}
 			f, size, err := srv.s.Open(req.Hash)
 			if err != nil {
-				code := CodeInternal
-				if errors.Is(err, ErrNotFound) {
-					code = CodeNotFound
-				} else {
+				code := codes.CodeOf(err)
+				if code != CodeNotFound {
 					log.Debug("shard: open", "hash", req.Hash, "err", err)
 				}
-				if reply(header{Error: &RemoteError{Code: code, Message: req.Hash}}) != nil {
+				if reply(header{Error: &errorFrame{Code: code, Message: req.Hash}}) != nil {
 					str.Reset()
 					return
 				}

@@ -251,7 +251,7 @@ func TestPartialPiecesAreRecheckedOnResume(t *testing.T) {
 // staller answers shard requests by never answering.
 func staller(t testing.TB) host.Host {
 	h := newHost(t)
-	h.SetStreamHandler(ProtocolID, func(s network.Stream) {
+	h.SetStreamHandler(ID, func(s network.Stream) {
 		defer s.Reset()
 		io.Copy(io.Discard, s) // returns when the client resets
 	})
@@ -324,7 +324,7 @@ func ask(t *testing.T, c host.Host, p peer.ID, frames ...[]byte) []header {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	s, err := c.NewStream(ctx, p, ProtocolID)
+	s, err := c.NewStream(ctx, p, ID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -403,7 +403,7 @@ func TestServerDropsSilentClients(t *testing.T) {
 	connect(t, c, h)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	st, err := c.NewStream(ctx, h.ID(), ProtocolID)
+	st, err := c.NewStream(ctx, h.ID(), ID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -430,7 +430,7 @@ func TestServerRefusesStreamsBeyondItsLimit(t *testing.T) {
 	connect(t, c, h)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	held, err := c.NewStream(ctx, h.ID(), ProtocolID)
+	held, err := c.NewStream(ctx, h.ID(), ID)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,73 @@
+package experts
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	"github.com/libp2p/go-libp2p/core/host"
+
+	"github.com/mwpeer/mwpeer/internal/p2ptest"
+)
+
+// gossiper joins gossip on a loopback host with an empty catalog.
+func gossiper(t *testing.T) (host.Host, *Gossip, *Catalog) {
+	t.Helper()
+	h := p2ptest.NewHost(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	ps, err := pubsub.NewGossipSub(ctx, h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cat := NewCatalog(h.ID().String(), 0)
+	g, err := JoinGossip(ps, h, GossipConfig{Key: h.Peerstore().PrivKey(h.ID()), Catalog: cat, Local: func() Announcement { return Announcement{} }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(g.Close)
+	return h, g, cat
+}
+
+// TestCatchUpHandsOverTheCatalog: a newcomer asks a neighbour over the
+// catch-up protocol and gets the announcements it holds, all of them or just
+// the peers asked for, verified and applied.
+func TestCatchUpHandsOverTheCatalog(t *testing.T) {
+	a, _, aCat := gossiper(t)
+	now := time.Now()
+	var ids []string
+	for range 3 {
+		key, id := newKey(t)
+		ann := sample(id, now)
+		env, err := Seal(&ann, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		opened, err := Open(env, now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		aCat.Apply(opened, env, now)
+		ids = append(ids, id)
+	}
+	b, bg, bCat := gossiper(t)
+	p2ptest.Connect(t, b, a)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+
+	// Targeted: just the peer asked for.
+	n, err := bg.catchUp(ctx, a.ID(), ids[1:2])
+	if err != nil || n != 1 || !bCat.Has(ids[1]) || bCat.Has(ids[0]) {
+		t.Fatalf("targeted catch-up applied %d (%v); has asked-for %v, other %v", n, err, bCat.Has(ids[1]), bCat.Has(ids[0]))
+	}
+	// Everything: the rest arrives.
+	n, err = bg.CatchUp(ctx, a.ID())
+	if err != nil || n != 2 || bCat.Len() != 3 {
+		t.Fatalf("catch-up applied %d (%v), catalog holds %d", n, err, bCat.Len())
+	}
+	// A requester is served at most every catchUpPerPeer.
+	if n, err := bg.CatchUp(ctx, a.ID()); n != 0 || err == nil {
+		t.Fatalf("a second catch-up at once applied %d (%v); want it refused", n, err)
+	}
+}
