@@ -33,7 +33,7 @@ func benchSwarm(b *testing.B, tokens int) (*Peer, *http.Client) {
 		}
 	})
 	deadline := time.Now().Add(10 * time.Second)
-	for len(peers[1].SwarmModels()) == 0 {
+	for len(peers[1].Router().Models()) == 0 {
 		if time.Now().After(deadline) {
 			b.Fatal("peer B never learnt of A's model")
 		}

@@ -1,7 +1,6 @@
 package mwpeer
 
 import (
-	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -9,12 +8,10 @@ import (
 	"strings"
 	"time"
 
-	"github.com/libp2p/go-libp2p/core/peer"
-	ma "github.com/multiformats/go-multiaddr"
-
 	"github.com/mwpeer/mwpeer/experts"
 	"github.com/mwpeer/mwpeer/geo"
 	"github.com/mwpeer/mwpeer/inference"
+	"github.com/mwpeer/mwpeer/inference/sharding"
 	"github.com/mwpeer/mwpeer/p2p"
 	"github.com/mwpeer/mwpeer/routing"
 )
@@ -47,7 +44,7 @@ type Config struct {
 	// fetched shards); HostExperts asks for parts of sharded models, fetched
 	// from the swarm when missing.
 	Shards      []string
-	HostExperts []HostSpec
+	HostExperts []sharding.HostSpec
 	// Synthetic configures the synthetic engine (its Models default to Models).
 	Synthetic inference.SyntheticConfig
 	Capacity  int // concurrent requests served; 0 means the number of CPUs
@@ -90,7 +87,7 @@ func DefaultConfig() Config {
 	// OLLAMA_HOST is the documented exception to "nothing below cmd reads the
 	// environment": it is Ollama's own variable and only a default here.
 	if h := os.Getenv("OLLAMA_HOST"); h != "" {
-		ollama = OllamaURL(h)
+		ollama = inference.OllamaURL(h)
 	}
 	return Config{
 		DataDir: filepath.Join(home, ".mwpeer"),
@@ -115,101 +112,68 @@ func DefaultConfig() Config {
 	}
 }
 
-// OllamaURL turns an OLLAMA_HOST-style value (host, host:port or URL) into a base URL.
-func OllamaURL(h string) string {
-	if strings.Contains(h, "://") {
-		return strings.TrimRight(h, "/")
-	}
-	if !strings.Contains(h, ":") {
-		h += ":11434"
-	}
-	return "http://" + h
+// FieldError is a bad Config value: Field names the Config field (the
+// command maps it to its flag).
+type FieldError struct {
+	Field string
+	Err   error
 }
 
-// ParseMultiaddrs parses each value, naming the first bad one in the error.
-func ParseMultiaddrs(vals []string) ([]ma.Multiaddr, error) {
-	out := make([]ma.Multiaddr, 0, len(vals))
-	for _, v := range vals {
-		v = strings.TrimSpace(v)
-		if v == "" {
-			continue
-		}
-		a, err := ma.NewMultiaddr(v)
-		if err != nil {
-			return nil, fmt.Errorf("bad multiaddr %q: %v", v, err)
-		}
-		out = append(out, a)
-	}
-	return out, nil
-}
+func (e *FieldError) Error() string { return e.Field + ": " + e.Err.Error() }
+func (e *FieldError) Unwrap() error { return e.Err }
 
-// ParseBootstrap parses bootstrap multiaddrs, each of which must end in
-// /p2p/<peer ID>. Addresses of one peer are merged.
-func ParseBootstrap(vals []string) ([]peer.AddrInfo, error) {
-	addrs, err := ParseMultiaddrs(vals)
-	if err != nil {
-		return nil, err
-	}
-	for i, a := range addrs {
-		if _, err := peer.AddrInfoFromP2pAddr(a); err != nil {
-			return nil, fmt.Errorf("bad bootstrap address %q: it must end in /p2p/<peer ID> (%v)", vals[i], err)
-		}
-	}
-	infos, err := peer.AddrInfosFromP2pAddrs(addrs...)
-	if err != nil {
-		return nil, fmt.Errorf("bad bootstrap address: %v", err)
-	}
-	return infos, nil
+func bad(field, format string, args ...any) error {
+	return &FieldError{Field: field, Err: fmt.Errorf(format, args...)}
 }
 
 // Validate checks the configuration and returns an error naming the first
 // bad value.
 func (c *Config) Validate() error {
 	if len(c.Listen) == 0 {
-		return errors.New("no listen address")
+		return bad("Listen", "no listen address")
 	}
-	if _, err := ParseMultiaddrs(c.Listen); err != nil {
-		return fmt.Errorf("--listen: %w", err)
+	if _, err := p2p.ParseAddrs(c.Listen); err != nil {
+		return &FieldError{"Listen", err}
 	}
-	if _, err := ParseMultiaddrs(c.Announce); err != nil {
-		return fmt.Errorf("--announce: %w", err)
+	if _, err := p2p.ParseAddrs(c.Announce); err != nil {
+		return &FieldError{"Announce", err}
 	}
-	if _, err := ParseBootstrap(c.Bootstrap); err != nil {
-		return fmt.Errorf("--bootstrap: %w", err)
+	if _, err := p2p.ParseBootstrap(c.Bootstrap); err != nil {
+		return &FieldError{"Bootstrap", err}
 	}
 	for _, d := range c.Domains {
 		if !experts.ValidDomain(d) {
-			return fmt.Errorf("--domains: unknown domain %q (want some of %s)", d, strings.Join(experts.Domains, ", "))
+			return bad("Domains", "unknown domain %q (want some of %s)", d, strings.Join(experts.Domains, ", "))
 		}
 	}
 	switch c.Engine {
 	case EngineOllama, EngineSynthetic, EngineEmbedded, EngineNone:
 	default:
-		return fmt.Errorf("--engine: unknown engine %q (want ollama, embedded, synthetic or none)", c.Engine)
+		return bad("Engine", "unknown engine %q (want ollama, embedded, synthetic or none)", c.Engine)
 	}
 	if c.Location != nil {
 		if err := c.Location.Validate(); err != nil {
-			return fmt.Errorf("--lat/--lon: %w", err)
+			return &FieldError{"Location", err}
 		}
 	}
 	switch c.DHTMode {
 	case p2p.DHTAuto, p2p.DHTServer, p2p.DHTClient:
 	default:
-		return fmt.Errorf("--dht-mode: unknown mode %q (want auto, server or client)", c.DHTMode)
+		return bad("DHTMode", "unknown mode %q (want auto, server or client)", c.DHTMode)
 	}
 	switch c.Reachability {
 	case "", p2p.ReachabilityAuto, p2p.ReachabilityPublic, p2p.ReachabilityPrivate:
 	default:
-		return fmt.Errorf("--reachability: unknown value %q (want auto, public or private)", c.Reachability)
+		return bad("Reachability", "unknown value %q (want auto, public or private)", c.Reachability)
 	}
 	if c.DataDir == "" {
-		return errors.New("--data-dir: empty")
+		return bad("DataDir", "empty")
 	}
 	if c.MaxK < 1 || c.MaxK > 8 {
-		return fmt.Errorf("--max-k: %d is outside 1..8", c.MaxK)
+		return bad("MaxK", "%d is outside 1..8", c.MaxK)
 	}
 	if c.Capacity < 0 {
-		return fmt.Errorf("--capacity: %d is negative", c.Capacity)
+		return bad("Capacity", "%d is negative", c.Capacity)
 	}
 	return nil
 }

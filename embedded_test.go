@@ -28,7 +28,7 @@ func TestEmbeddedEngineServesTheSwarm(t *testing.T) {
 		}
 	})
 	wait.For(t, slow(10*time.Second), "peer B learns of the built-in model", func() error {
-		for _, m := range peers[1].SwarmModels() {
+		for _, m := range peers[1].Router().Models() {
 			if m.ID == BuiltinModel {
 				return nil
 			}

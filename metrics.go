@@ -24,15 +24,14 @@ func (p *Peer) registerMetrics(reg prometheus.Registerer) {
 			}
 		}},
 	)
-	if p.sharding != nil {
-		s := p.sharding
+	if s := p.sharding; s != nil {
+		counter := func(i int) func() float64 {
+			return func() float64 { c := [3]uint64{}; c[0], c[1], c[2] = s.Counters(); return float64(c[i]) }
+		}
 		reg.MustRegister(
-			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "mwpeer_expert_calls_served_total", Help: "Remote expert calls this peer answered."},
-				func() float64 { return float64(s.server.Calls.Load()) }),
-			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "mwpeer_expert_calls_made_total", Help: "Expert calls this peer's generations sent to other peers."},
-				func() float64 { return float64(s.client.Calls.Load()) }),
-			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "mwpeer_expert_wire_bytes_total", Help: "Header and row bytes of expert calls sent and received."},
-				func() float64 { return float64(s.client.BytesOut.Load() + s.client.BytesIn.Load()) }),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "mwpeer_expert_calls_served_total", Help: "Remote expert calls this peer answered."}, counter(0)),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "mwpeer_expert_calls_made_total", Help: "Expert calls this peer's generations sent to other peers."}, counter(1)),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "mwpeer_expert_wire_bytes_total", Help: "Header and row bytes of expert calls sent and received."}, counter(2)),
 		)
 	}
 }

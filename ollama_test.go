@@ -39,7 +39,7 @@ func TestPromptThroughTwoPeersGivesOllamasAnswer(t *testing.T) {
 		}
 	})
 	wait.For(t, slow(15*time.Second), "peer B learns that A serves the model", func() error {
-		for _, m := range peers[1].SwarmModels() {
+		for _, m := range peers[1].Router().Models() {
 			if m.ID == model {
 				return nil
 			}

@@ -2,7 +2,6 @@ package mwpeer
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -10,21 +9,23 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
-	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/serf/coordinate"
-	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/mwpeer/mwpeer/api"
 	"github.com/mwpeer/mwpeer/experts"
-	"github.com/mwpeer/mwpeer/geo"
 	"github.com/mwpeer/mwpeer/inference"
+	"github.com/mwpeer/mwpeer/inference/infer"
+	"github.com/mwpeer/mwpeer/inference/sharding"
+	"github.com/mwpeer/mwpeer/internal/lifecycle"
 	"github.com/mwpeer/mwpeer/p2p"
+	"github.com/mwpeer/mwpeer/swarm"
+	"github.com/mwpeer/mwpeer/trust"
 )
 
 // Version is reported in /api/status.
@@ -32,38 +33,28 @@ const Version = "0.1.0-dev"
 
 // Peer is a running member of the swarm.
 type Peer struct {
-	cfg     Config
-	log     *slog.Logger
-	key     crypto.PrivKey
-	started time.Time
-
 	Host      *p2p.Host
 	Catalog   *experts.Catalog
-	Matrix    *geo.Matrix
+	Latency   *swarm.Latency
 	Gossip    *experts.Gossip
 	Advertise *experts.Advertiser
-	pinger    *p2p.Pinger
-	vivaldi   *coordinate.Client
-	registry  *prometheus.Registry
 
+	cfg      Config // cfg.Logger names this peer
+	started  time.Time
+	parts    lifecycle.Stack
 	models   atomic.Pointer[[]experts.Model]
 	load     atomic.Int64
-	backend  inference.Backend // nil when this peer serves nothing
-	sharding *sharding         // nil when it takes no part in sharded models
-	service  *inference.Service
-	dispatch inference.DispatchConfig
-	stats    *expertStats
-	httpSrv  *http.Server
+	backend  inference.Backend  // nil when this peer serves nothing
+	sharding *sharding.Sharding // nil when it takes no part in sharded models
+	router   *swarm.Router
+	registry *prometheus.Registry
 	httpAddr net.Addr
-
-	cancel    context.CancelFunc
-	wg        sync.WaitGroup
-	closeOnce sync.Once
-	closeErr  error
 }
 
-// Start brings a peer up: identity, host, DHT, gossip, RTT measurement and
-// the HTTP API. The peer runs until Close; ctx bounds only the start-up.
+// Start brings a peer up: identity, host, DHT, gossip, RTT measurement, the
+// backend, the infer service and the HTTP API, in that order; Close, or a
+// failed start, stops them in reverse. The peer runs until Close; ctx bounds
+// only the start-up.
 func Start(ctx context.Context, cfg Config) (*Peer, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -77,128 +68,152 @@ func Start(ctx context.Context, cfg Config) (*Peer, error) {
 			cfg.Capacity = 1 // each generation already uses every core
 		}
 	}
-	listen, _ := ParseMultiaddrs(cfg.Listen)
-	announce, _ := ParseMultiaddrs(cfg.Announce)
-	boot, _ := ParseBootstrap(cfg.Bootstrap)
+	p := &Peer{started: time.Now(), registry: prometheus.NewRegistry()}
+	if err := p.start(ctx, cfg); err != nil {
+		p.parts.Close()
+		return nil, err
+	}
+	return p, nil
+}
 
+func (p *Peer) start(ctx context.Context, cfg Config) error {
+	listen, _ := p2p.ParseAddrs(cfg.Listen)
+	announce, _ := p2p.ParseAddrs(cfg.Announce)
+	boot, _ := p2p.ParseBootstrap(cfg.Bootstrap)
 	key, err := p2p.LoadOrCreateIdentity(filepath.Join(cfg.DataDir, p2p.IdentityFile))
 	if err != nil {
-		return nil, err
+		return err
 	}
-	reg := prometheus.NewRegistry()
 	h, err := p2p.New(p2p.Config{
-		Identity:      key,
-		ListenAddrs:   listen,
-		AnnounceAddrs: announce,
-		Bootstrap:     boot,
-		DHTMode:       cfg.DHTMode,
-		RelayService:  cfg.RelayService,
-		Reachability:  cfg.Reachability,
-		Registerer:    reg,
-		Logger:        cfg.Logger,
+		Identity: key, ListenAddrs: listen, AnnounceAddrs: announce, Bootstrap: boot,
+		DHTMode: cfg.DHTMode, RelayService: cfg.RelayService, Reachability: cfg.Reachability,
+		Registerer: p.registry, Logger: cfg.Logger,
 	})
 	if err != nil {
-		return nil, err
+		return err
 	}
-	log := cfg.Logger.With("peer", h.ID().ShortString())
-	p := &Peer{
-		cfg:      cfg,
-		log:      log,
-		key:      key,
-		started:  time.Now(),
-		Host:     h,
-		Catalog:  experts.NewCatalog(h.ID().String(), 0),
-		Matrix:   geo.NewMatrix(),
-		vivaldi:  geo.NewCoordinateClient(),
-		registry: reg,
-	}
+	p.parts.Defer("host", h.Close)
+	cfg.Logger = cfg.Logger.With("peer", h.ID().ShortString())
+	log := cfg.Logger
+	p.cfg, p.Host = cfg, h
+	p.Catalog = experts.NewCatalog(h.ID().String(), 0)
+	p.Latency = swarm.NewLatency(h, cfg.Ping, cfg.Location, func(id string) *coordinate.Coordinate {
+		e, _ := p.Catalog.Get(id)
+		return e.Coord
+	}, log)
 	empty := []experts.Model{}
 	p.models.Store(&empty)
-	p.stats = newExpertStats()
-	p.dispatch = inference.DefaultDispatchConfig()
+	store := trust.New(trust.Config{})
+	policy := &p2p.RelayPolicy{Links: p2p.HostLinks(h), Log: log}
+	providers := func(ctx context.Context, kind, name string, n int) ([]peer.AddrInfo, error) {
+		return experts.FindProviders(ctx, h.DHT, kind, name, n)
+	}
+
 	b, err := newBackend(cfg)
 	if err != nil {
 		log.Warn("serving nothing locally: "+err.Error(), "engine", cfg.Engine)
 		b = nil
 	}
-	if p.sharding, err = startSharding(p, b); err != nil {
-		h.Close()
-		return nil, err
-	}
-	if p.sharding != nil {
-		b = p.sharding.multi
+	if len(cfg.Shards) > 0 || len(cfg.HostExperts) > 0 {
+		dirs := cfg.Shards
+		if len(dirs) == 0 {
+			dirs = []string{filepath.Join(cfg.DataDir, "shards")}
+		}
+		p.sharding, err = sharding.Open(sharding.Config{
+			Host: h, Dirs: dirs, Specs: cfg.HostExperts, Engine: b, Capacity: cfg.Capacity,
+			Catalog: p.Catalog, Providers: providers, RTT: p.Latency.To, Trust: store, Log: log,
+			Prepare: func(ctx context.Context, id peer.ID) (context.Context, error) {
+				c, _, err := policy.Prepare(ctx, id, false)
+				return c, err
+			},
+			Changed: func(ctx context.Context) { p.refreshModels(ctx, false); p.Gossip.Changed() },
+		})
+		if err != nil {
+			return &FieldError{Field: "Shards", Err: err}
+		}
+		p.parts.Defer("sharding", p.sharding.Close)
+		b = p.sharding.Backend()
 	}
 	if b != nil {
 		p.backend = counted{Backend: b, load: &p.load}
-		sc := inference.DefaultServiceConfig()
+		sc := infer.DefaultServiceConfig()
 		sc.Logger = log
-		p.service = inference.NewService(h, p.backend, sc)
+		svc := infer.NewService(h, p.backend, sc)
+		p.parts.Defer("infer service", svc.Close)
 	}
-	p.Matrix.SetLocation(h.ID().String(), cfg.Location)
+	p.router = swarm.New(swarm.Config{
+		Self: h.ID(), Catalog: p.Catalog, RTT: p.Latency.Estimate, Providers: providers,
+		Remote: swarm.HostRemote{Host: h, Policy: policy, Infer: infer.Call},
+		Local: swarm.Local{Backend: p.backend, Models: p.Models, Domains: cfg.Domains, Capacity: cfg.Capacity,
+			Load: func() int { return int(p.load.Load()) }, Location: cfg.Location},
+		Trust: store, Weights: cfg.Weights, MaxK: cfg.MaxK, Log: log,
+	})
 	p.Catalog.Watch(p.onCatalogChange)
-	p.pinger = p2p.NewPinger(h, p2p.PingerConfig{Interval: cfg.Ping, OnSample: p.onRTTSample})
-
 	p.Gossip, err = experts.JoinGossip(h.PubSub, h, experts.GossipConfig{
-		Key:         key,
-		Catalog:     p.Catalog,
-		Local:       p.announcement,
-		MinInterval: cfg.AnnounceMin,
-		MaxInterval: cfg.AnnounceMax,
-		TargetRate:  cfg.AnnounceRate,
-		Logger:      log,
+		Key: key, Catalog: p.Catalog, Local: p.announcement, Logger: log,
+		MinInterval: cfg.AnnounceMin, MaxInterval: cfg.AnnounceMax, TargetRate: cfg.AnnounceRate,
 	})
 	if err != nil {
-		h.Close()
-		return nil, err
+		return err
 	}
+	p.parts.Defer("gossip", func() error { p.Gossip.Close(); return nil })
 	p.Advertise = experts.NewAdvertiser(h.DHT, log)
-	p.registerMetrics(reg)
+	p.registerMetrics(p.registry)
 
-	if cfg.HTTPAddr != "" {
-		ln, err := net.Listen("tcp", cfg.HTTPAddr)
-		if err != nil {
-			p.Gossip.Close()
-			h.Close()
-			return nil, fmt.Errorf("--http %s: %w", cfg.HTTPAddr, err)
-		}
-		p.httpAddr = ln.Addr()
-		p.httpSrv = api.NewHTTPServer(p.Handler())
-		p.wg.Add(1)
-		go func() {
-			defer p.wg.Done()
-			if err := p.httpSrv.Serve(ln); err != nil && !api.IsClosed(err) {
-				log.Error("HTTP server stopped", "err", err)
-			}
-		}()
-	}
-
-	runCtx, cancel := context.WithCancel(context.Background())
-	p.cancel = cancel
 	// Read the engine's models before the first announcement, briefly, so
 	// the swarm hears what this peer serves from its very first message.
 	p.refreshModels(ctx, true)
-	p.Gossip.Start(runCtx)
-	p.wg.Add(3)
-	go func() { defer p.wg.Done(); p.Advertise.Run(runCtx) }()
-	go func() { defer p.wg.Done(); p.pinger.Run(runCtx) }()
-	go func() { defer p.wg.Done(); p.watchModels(runCtx) }()
+	p.parts.Go("gossip loops", func(ctx context.Context) error { p.Gossip.Start(ctx); <-ctx.Done(); p.Gossip.Close(); return nil })
+	p.parts.Go("dht advertiser", func(ctx context.Context) error { p.Advertise.Run(ctx); return nil })
+	p.parts.Go("pinger", p.Latency.Run)
+	p.parts.Go("model watch", p.watchModels)
 	if p.sharding != nil {
-		for _, spec := range cfg.HostExperts {
-			p.wg.Add(1)
-			go func() { defer p.wg.Done(); p.sharding.host(runCtx, spec) }()
-		}
+		p.parts.Go("shard hosting", p.sharding.Run)
 	}
-
+	// The API last, so it is the first to stop.
+	if cfg.HTTPAddr != "" {
+		ln, err := net.Listen("tcp", cfg.HTTPAddr)
+		if err != nil {
+			return &FieldError{Field: "HTTPAddr", Err: err}
+		}
+		p.httpAddr = ln.Addr()
+		srv := api.NewHTTPServer(p.Handler())
+		p.parts.Go("http", func(ctx context.Context) error { return serveHTTP(ctx, srv, ln) })
+	}
 	log.Info("peer started", "id", h.ID().String(), "listen", fmt.Sprint(h.Addrs()), "http", p.HTTPAddr(), "bootstrap_peers", len(boot))
-	return p, nil
+	return nil
+}
+
+// serveHTTP serves srv on ln until ctx ends, then shuts it down, giving
+// requests in flight a second.
+func serveHTTP(ctx context.Context, srv *http.Server, ln net.Listener) error {
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		srv.Close()
+	}
+	if err := <-errc; err != nil && !api.IsClosed(err) {
+		return err
+	}
+	return nil
 }
 
 // Handler is the peer's HTTP API.
 func (p *Peer) Handler() http.Handler {
-	s := api.NewServer(p, p, p.log)
+	s := api.NewServer(p, p.router, p.cfg.Logger)
 	s.Handle("GET /metrics", promHandler(p.registry))
 	return s
 }
+
+// Router is the peer's router: what its HTTP API asks the swarm through.
+func (p *Peer) Router() *swarm.Router { return p.router }
 
 // ID is the peer's libp2p ID.
 func (p *Peer) ID() peer.ID { return p.Host.ID() }
@@ -222,55 +237,23 @@ func (p *Peer) Addrs() []ma.Multiaddr {
 // Models returns what this peer serves now.
 func (p *Peer) Models() []experts.Model { return *p.models.Load() }
 
-// Close leaves the swarm (a leave announcement), then stops gossip, the
-// API, the DHT and the host. It returns within a few seconds.
+// Close leaves the swarm (a leave announcement), then stops every part in
+// the reverse order of Start. It returns within a few seconds.
 func (p *Peer) Close() error {
-	p.closeOnce.Do(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		if err := p.Gossip.Leave(ctx); err != nil {
-			p.log.Debug("leave announcement", "err", err)
-		}
-		p.cancel()
-		var errs []error
-		if p.httpSrv != nil {
-			sctx, scancel := context.WithTimeout(context.Background(), time.Second)
-			if err := p.httpSrv.Shutdown(sctx); err != nil {
-				p.httpSrv.Close()
-			}
-			scancel()
-		}
-		p.Gossip.Close()
-		p.wg.Wait()
-		if p.service != nil {
-			p.service.Close()
-		}
-		if p.sharding != nil {
-			p.sharding.close()
-		}
-		errs = append(errs, p.Host.Close())
-		p.closeErr = errors.Join(errs...)
-		p.log.Info("peer stopped")
-	})
-	return p.closeErr
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	if err := p.Gossip.Leave(ctx); err != nil {
+		p.cfg.Logger.Debug("leave announcement", "err", err)
+	}
+	cancel()
+	err := p.parts.Close()
+	p.cfg.Logger.Info("peer stopped")
+	return err
 }
 
 // announcement is what this peer says about itself now.
 func (p *Peer) announcement() experts.Announcement {
 	models := p.Models()
-	row := p.pinger.Row(experts.MaxRTTRow)
-	rtt := make(map[string]float64, len(row))
-	mrow := make(map[string]time.Duration, len(row))
-	for id, d := range row {
-		rtt[id.String()] = float64(d.Microseconds()) / 1000
-		mrow[id.String()] = d
-	}
-	self := p.ID().String()
-	p.Matrix.SetRow(self, mrow)
-	// Shared even untrained, so others can train against it; the matrix
-	// trusts a coordinate only once its error estimate has come down.
-	coord := p.vivaldi.GetCoordinate()
-	p.Matrix.SetCoordinate(self, coord)
+	rtt, coord := p.Latency.Own(experts.MaxRTTRow)
 	addrs := p.Host.Addrs()
 	if len(addrs) > experts.MaxAddrs {
 		addrs = addrs[:experts.MaxAddrs]
@@ -280,71 +263,44 @@ func (p *Peer) announcement() experts.Announcement {
 		strs[i] = a.String()
 	}
 	a := experts.Announcement{
-		Addrs:    strs,
-		Models:   models,
-		Domains:  p.cfg.Domains,
-		Hardware: hardware(),
-		Capacity: p.cfg.Capacity,
-		Load:     int(p.load.Load()),
-		Location: p.cfg.Location,
-		Region:   p.cfg.Region,
-		RTT:      rtt,
-		Coord:    coord,
+		Addrs: strs, Models: models, Domains: p.cfg.Domains, Hardware: experts.LocalHardware(),
+		Capacity: p.cfg.Capacity, Load: int(p.load.Load()), Location: p.cfg.Location, Region: p.cfg.Region,
+		RTT: rtt, Coord: coord,
 	}
 	if len(models) == 0 {
 		a.Capacity = 0
 	}
 	if p.sharding != nil {
-		a.Shards = p.sharding.summaries()
+		a.Shards = p.sharding.Summaries()
 	}
 	return a
 }
 
-// onCatalogChange keeps the RTT matrix in step with the catalog.
+// onCatalogChange keeps the RTT matrix and the shard host index in step with
+// the catalog.
 func (p *Peer) onCatalogChange(c experts.Change) {
 	if p.sharding != nil {
-		p.sharding.gen.Add(1)
+		p.sharding.CatalogChanged()
 	}
 	if c.Removed {
-		p.Matrix.Forget(c.Peer)
+		p.Latency.Forget(c.Peer)
 		return
 	}
-	e, ok := p.Catalog.Get(c.Peer)
-	if !ok {
-		return
+	if e, ok := p.Catalog.Get(c.Peer); ok {
+		p.Latency.Heard(e)
 	}
-	row := make(map[string]time.Duration, len(e.RTT))
-	for id, ms := range e.RTT {
-		row[id] = time.Duration(ms * float64(time.Millisecond))
-	}
-	p.Matrix.SetRow(c.Peer, row)
-	p.Matrix.SetCoordinate(c.Peer, e.Coord)
-	p.Matrix.SetLocation(c.Peer, e.Location)
 	if c.Reason == "joined" {
-		p.log.Debug("peer joined", "other", c.Peer)
+		p.cfg.Logger.Debug("peer joined", "other", c.Peer)
 	}
 }
 
-// onRTTSample trains this peer's network coordinate on a ping result.
-func (p *Peer) onRTTSample(id peer.ID, rtt time.Duration) {
-	e, ok := p.Catalog.Get(id.String())
-	if !ok || e.Coord == nil {
-		return
-	}
-	if _, err := p.vivaldi.Update(id.String(), e.Coord, rtt); err != nil {
-		p.log.Debug("coordinate update", "other", id.ShortString(), "err", err)
-		return
-	}
-
-}
-
-func (p *Peer) watchModels(ctx context.Context) {
+func (p *Peer) watchModels(ctx context.Context) error {
 	t := time.NewTicker(p.cfg.ModelRefresh)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
-			return
+			return nil
 		case <-t.C:
 			p.refreshModels(ctx, false)
 		}
@@ -354,16 +310,17 @@ func (p *Peer) watchModels(ctx context.Context) {
 // refreshModels re-reads the engine's models and, when they changed,
 // re-announces and re-advertises.
 func (p *Peer) refreshModels(ctx context.Context, first bool) {
+	log := p.cfg.Logger
 	lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	models, err := listModels(lctx, p.backend, p.cfg.Engine)
+	models, err := swarm.ListModels(lctx, p.backend, p.cfg.Engine)
 	cancel()
 	if err != nil {
 		if first {
-			p.log.Warn("serving nothing locally: "+err.Error(), "engine", p.cfg.Engine)
+			log.Warn("serving nothing locally: "+err.Error(), "engine", p.cfg.Engine)
 		}
 		models = nil
 	} else if first && len(models) == 0 {
-		p.log.Warn("serving nothing locally: the engine lists no models", "engine", p.cfg.Engine)
+		log.Warn("serving nothing locally: the engine lists no models", "engine", p.cfg.Engine)
 	}
 	if len(p.cfg.Models) > 0 {
 		models = slices.DeleteFunc(models, func(m experts.Model) bool { return !slices.Contains(p.cfg.Models, m.Name) })
@@ -371,8 +328,7 @@ func (p *Peer) refreshModels(ctx context.Context, first bool) {
 	if len(models) > experts.MaxModels {
 		models = models[:experts.MaxModels]
 	}
-	old := p.Models()
-	if !first && slices.EqualFunc(old, models, func(a, b experts.Model) bool { return a == b }) {
+	if !first && slices.Equal(p.Models(), models) {
 		return
 	}
 	if models == nil {
@@ -384,7 +340,7 @@ func (p *Peer) refreshModels(ctx context.Context, first bool) {
 		for i, m := range models {
 			names[i] = m.Name
 		}
-		p.log.Info("serving", "models", names, "domains", p.cfg.Domains, "engine", p.cfg.Engine)
+		log.Info("serving", "models", names, "domains", p.cfg.Domains, "engine", p.cfg.Engine)
 	}
 	var keys []string
 	if len(models) > 0 {
@@ -396,7 +352,7 @@ func (p *Peer) refreshModels(ctx context.Context, first bool) {
 		}
 	}
 	if p.sharding != nil {
-		keys = append(keys, p.sharding.dhtKeys()...)
+		keys = append(keys, p.sharding.DHTKeys()...)
 	}
 	p.Advertise.Set(keys)
 	if !first {

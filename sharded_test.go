@@ -18,6 +18,7 @@ import (
 	"github.com/mwpeer/mwpeer/inference"
 	"github.com/mwpeer/mwpeer/inference/llama"
 	"github.com/mwpeer/mwpeer/inference/llama/randmodel"
+	"github.com/mwpeer/mwpeer/inference/sharding"
 	"github.com/mwpeer/mwpeer/internal/ollamatest"
 	"github.com/mwpeer/mwpeer/internal/wait"
 )
@@ -128,7 +129,7 @@ func shardedSwarm(t *testing.T, f shardedFixture) (runner, client *Peer, hosts [
 		return nil
 	})
 	wait.For(t, slow(15*time.Second), "the client hears of the sharded model", func() error {
-		for _, m := range client.SwarmModels() {
+		for _, m := range client.Router().Models() {
 			if m.ID == f.man.Name {
 				return nil
 			}
@@ -309,7 +310,7 @@ func TestHostExpertsFetchesFromTheSwarm(t *testing.T) {
 	cfg.Engine = EngineNone
 	cfg.Models = nil
 	cfg.Bootstrap = []string{runner.Addrs()[0].String()}
-	cfg.HostExperts = []HostSpec{{Model: f.man.ID()[:12], Dense: true}}
+	cfg.HostExperts = []sharding.HostSpec{{Model: f.man.ID()[:12], Dense: true}}
 	p, err := Start(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)

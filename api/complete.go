@@ -10,11 +10,12 @@ import (
 	"time"
 
 	"github.com/mwpeer/mwpeer/inference"
+	"github.com/mwpeer/mwpeer/swarm"
 )
 
 // openAIRequest is a decoded /v1 request body.
 type openAIRequest interface {
-	toQuery() (Query, error)
+	toQuery() (swarm.Query, error)
 	common() *commonRequest
 }
 
@@ -44,6 +45,9 @@ func (s *Server) handleCompletions(w http.ResponseWriter, r *http.Request) {
 	s.handleOpenAI(w, r, &completionRequest{}, false)
 }
 
+// RouteTimeout bounds POST /api/route (a DHT lookup may be part of it).
+const RouteTimeout = 3 * time.Second
+
 func (s *Server) handleRoute(w http.ResponseWriter, r *http.Request) {
 	var req struct {
 		chatRequest
@@ -67,7 +71,9 @@ func (s *Server) handleRoute(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, err)
 		return
 	}
-	d, err := s.swarm.Route(q)
+	ctx, cancel := context.WithTimeout(r.Context(), RouteTimeout)
+	defer cancel()
+	d, err := s.swarm.Route(ctx, q)
 	if err != nil {
 		writeErr(w, err)
 		return
@@ -152,7 +158,7 @@ func finishReason(f inference.Final) string {
 	return f.FinishReason
 }
 
-func info(a Answer) mwpeerInfo {
+func info(a swarm.Answer) mwpeerInfo {
 	ex := a.Experts
 	if ex == nil {
 		ex = []string{}
@@ -160,7 +166,7 @@ func info(a Answer) mwpeerInfo {
 	return mwpeerInfo{Experts: ex, Failovers: a.Failovers, Agreement: a.Agreement, TTFTMs: float64(a.Final.TTFT.Microseconds()) / 1000}
 }
 
-func (s *Server) serveCompletion(w http.ResponseWriter, r *http.Request, q Query, stream, includeUsage, chat bool) {
+func (s *Server) serveCompletion(w http.ResponseWriter, r *http.Request, q swarm.Query, stream, includeUsage, chat bool) {
 	ctx, cancel := context.WithDeadline(r.Context(), q.Request.Deadline)
 	defer cancel()
 	id := newID("chatcmpl")

@@ -13,43 +13,19 @@ import (
 	"time"
 
 	"github.com/mwpeer/mwpeer/inference"
+	"github.com/mwpeer/mwpeer/routing"
+	"github.com/mwpeer/mwpeer/swarm"
 )
 
-// Swarm is what the OpenAI-compatible API asks of the peer.
+// Swarm is what the OpenAI-compatible API asks of the peer (swarm.Router).
 type Swarm interface {
-	// SwarmModels lists every model the swarm serves.
-	SwarmModels() []SwarmModel
+	// Models lists every model the swarm serves.
+	Models() []swarm.Model
 	// Complete routes q and runs it, calling emit for each streamed chunk
 	// (expert is the peer that produced it).
-	Complete(ctx context.Context, q Query, emit func(expert string, c inference.Chunk) error) (Answer, error)
+	Complete(ctx context.Context, q swarm.Query, emit func(expert string, c inference.Chunk) error) (swarm.Answer, error)
 	// Route answers the routing question for q without running it.
-	Route(q Query) (any, error)
-}
-
-// SwarmModel is one model and how many peers serve it.
-type SwarmModel struct {
-	ID      string   `json:"id"`
-	Peers   int      `json:"peers"`
-	Local   bool     `json:"local"`
-	Engines []string `json:"engines,omitempty"`
-}
-
-// Query is a request as the swarm sees it: the backend request plus
-// mwpeer's own options.
-type Query struct {
-	Request  inference.Request
-	Strategy string   // fastest, confidence or blend; "" for the default
-	K        int      // experts asked in parallel; 0 lets routing choose
-	Domains  []string // overrides the classifier when set
-}
-
-// Answer is the outcome of Complete.
-type Answer struct {
-	Text      string
-	Final     inference.Final
-	Experts   []string // every peer that contributed, in order
-	Agreement *float64 // blend: how far the others agreed with the answer
-	Failovers int
+	Route(ctx context.Context, q swarm.Query) (routing.Decision, error)
 }
 
 // Limits on OpenAI requests.
@@ -168,8 +144,8 @@ func bad(param, format string, args ...any) error {
 	return &badRequest{param: param, msg: fmt.Sprintf(format, args...)}
 }
 
-func (c *commonRequest) toQuery() (Query, error) {
-	var q Query
+func (c *commonRequest) toQuery() (swarm.Query, error) {
+	var q swarm.Query
 	if strings.TrimSpace(c.Model) == "" {
 		return q, bad("model", "model is required")
 	}
@@ -240,7 +216,7 @@ func (c *commonRequest) toQuery() (Query, error) {
 	return q, nil
 }
 
-func (req *chatRequest) toQuery() (Query, error) {
+func (req *chatRequest) toQuery() (swarm.Query, error) {
 	q, err := req.commonRequest.toQuery()
 	if err != nil {
 		return q, err
@@ -274,7 +250,7 @@ func (req *chatRequest) toQuery() (Query, error) {
 	return q, nil
 }
 
-func (req *completionRequest) toQuery() (Query, error) {
+func (req *completionRequest) toQuery() (swarm.Query, error) {
 	q, err := req.commonRequest.toQuery()
 	if err != nil {
 		return q, err
@@ -359,17 +335,17 @@ func newID(prefix string) string {
 
 func (s *Server) handleModels(w http.ResponseWriter, r *http.Request) {
 	type model struct {
-		ID      string     `json:"id"`
-		Object  string     `json:"object"`
-		Created int64      `json:"created"`
-		OwnedBy string     `json:"owned_by"`
-		Mwpeer  SwarmModel `json:"mwpeer"`
+		ID      string      `json:"id"`
+		Object  string      `json:"object"`
+		Created int64       `json:"created"`
+		OwnedBy string      `json:"owned_by"`
+		Mwpeer  swarm.Model `json:"mwpeer"`
 	}
 	out := struct {
 		Object string  `json:"object"`
 		Data   []model `json:"data"`
 	}{Object: "list", Data: []model{}}
-	for _, m := range s.swarm.SwarmModels() {
+	for _, m := range s.swarm.Models() {
 		out.Data = append(out.Data, model{ID: m.ID, Object: "model", OwnedBy: "mwpeer", Mwpeer: m})
 	}
 	writeJSON(w, http.StatusOK, out)
@@ -377,7 +353,7 @@ func (s *Server) handleModels(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) handleModel(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("model")
-	for _, m := range s.swarm.SwarmModels() {
+	for _, m := range s.swarm.Models() {
 		if m.ID == id {
 			writeJSON(w, http.StatusOK, map[string]any{"id": m.ID, "object": "model", "created": 0, "owned_by": "mwpeer", "mwpeer": m})
 			return

@@ -1,10 +1,15 @@
 package experts
 
 import (
+	"bufio"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/serf/coordinate"
@@ -307,4 +312,27 @@ func trunc(s string) string {
 		return s[:40] + "…"
 	}
 	return s
+}
+
+// LocalHardware describes this machine: CPUs, memory (from /proc/meminfo,
+// 0 where there is none), OS and architecture.
+func LocalHardware() Hardware {
+	return Hardware{CPUs: runtime.NumCPU(), MemoryMB: memTotalMB(), OS: runtime.GOOS, Arch: runtime.GOARCH}
+}
+
+func memTotalMB() int64 {
+	f, err := os.Open("/proc/meminfo")
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) >= 2 && fields[0] == "MemTotal:" {
+			kb, _ := strconv.ParseInt(fields[1], 10, 64)
+			return kb / 1024
+		}
+	}
+	return 0
 }

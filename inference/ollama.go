@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"strings"
 	"time"
 
 	"github.com/ollama/ollama/api"
@@ -253,4 +254,16 @@ func ollamaError(ctx context.Context, req Request, err error) error {
 		return fmt.Errorf("ollama: %w (%v)", ctx.Err(), err)
 	}
 	return fmt.Errorf("ollama: %w", err)
+}
+
+// OllamaURL turns an OLLAMA_HOST-style value (host, host:port or URL) into a
+// base URL.
+func OllamaURL(h string) string {
+	if strings.Contains(h, "://") {
+		return strings.TrimRight(h, "/")
+	}
+	if !strings.Contains(h, ":") {
+		h += ":11434"
+	}
+	return "http://" + h
 }

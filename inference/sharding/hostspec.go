@@ -1,4 +1,4 @@
-package mwpeer
+package sharding
 
 import (
 	"fmt"

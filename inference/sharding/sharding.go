@@ -1,34 +1,72 @@
-package mwpeer
+package sharding
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"path/filepath"
+	"log/slog"
 	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 
-	"github.com/mwpeer/mwpeer/api"
 	"github.com/mwpeer/mwpeer/experts"
 	"github.com/mwpeer/mwpeer/experts/shard"
 	"github.com/mwpeer/mwpeer/inference"
 	"github.com/mwpeer/mwpeer/inference/llama"
 	"github.com/mwpeer/mwpeer/inference/moe"
+	"github.com/mwpeer/mwpeer/trust"
 )
 
 // EngineSharded is the engine name announced for sharded MoE models.
 const EngineSharded = "sharded"
 
-// sharding is a peer's part in sharded Mixture-of-Experts models: the shard
+// Catalog is what sharding reads of the catalog (experts.Catalog).
+type Catalog interface {
+	Select(keep func(*experts.Entry) bool) []experts.Entry
+}
+
+// Providers finds up to max peers providing kind/name on the DHT
+// (experts.FindProviders over the host's DHT).
+type Providers func(ctx context.Context, kind, name string, max int) ([]peer.AddrInfo, error)
+
+// Config is what a peer's part in sharded models depends on.
+type Config struct {
+	// Host carries the shard and expert protocols.
+	Host host.Host
+	// Dirs are the shard directories to serve; the first takes fetched
+	// shards.
+	Dirs []string
+	// Specs are the parts of sharded models to hold, fetched when missing.
+	Specs []HostSpec
+	// Engine is the peer's own backend (nil: none); the models whose dense
+	// shard is here are served next to it.
+	Engine   inference.Backend
+	Capacity int // generations at once per model, and expert calls served (at least 2)
+
+	Catalog   Catalog
+	Providers Providers                           // nil: no DHT lookups
+	RTT       func(peer.ID) (time.Duration, bool) // round-trip estimate to a peer
+	Trust     *trust.Store                        // expert hosts and shard sources are ranked and judged here
+	// Prepare applies the relay policy to expert calls (see moe.Client).
+	Prepare func(ctx context.Context, p peer.ID) (context.Context, error)
+	// Changed is called when what this peer holds changed (after a fetch),
+	// so the peer re-reads its models and re-announces.
+	Changed func(ctx context.Context)
+	Log     *slog.Logger
+}
+
+// Sharding is a peer's part in sharded Mixture-of-Experts models: the shard
 // store and its transfer protocol, the experts it serves to others, and a
 // backend for each model whose dense shard it holds.
-type sharding struct {
-	p      *Peer
+type Sharding struct {
+	cfg    Config
+	self   peer.ID
+	log    *slog.Logger
 	store  *shard.Store
 	shards interface{ Close() error }
 	server *moe.Server
@@ -60,51 +98,68 @@ type shardedModel struct {
 	hosts  [][]peer.ID // layer*experts+expert → remote hosts
 }
 
-// startSharding opens the shard store and serves what it holds. It returns
-// nil when the peer takes no part in sharded models.
-func startSharding(p *Peer, engine inference.Backend) (*sharding, error) {
-	cfg := p.cfg
-	if len(cfg.Shards) == 0 && len(cfg.HostExperts) == 0 {
-		return nil, nil
+// Open opens the shard store, registers the shard and expert protocols on
+// the host and serves what the store holds. Run fetches what the specs ask
+// for; Close undoes Open.
+func Open(cfg Config) (*Sharding, error) {
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
 	}
-	dirs := cfg.Shards
-	if len(dirs) == 0 {
-		dirs = []string{filepath.Join(cfg.DataDir, "shards")}
+	if cfg.Trust == nil {
+		cfg.Trust = trust.New(trust.Config{})
 	}
-	store, err := shard.OpenStore(dirs...)
+	store, err := shard.OpenStore(cfg.Dirs...)
 	if err != nil {
-		return nil, fmt.Errorf("--shards: %w", err)
+		return nil, err
 	}
-	s := &sharding{p: p, store: store, models: make(map[string]*shardedModel)}
-	s.server = moe.NewServer(p.Host, moe.ServerConfig{Concurrency: max(2, cfg.Capacity), Log: p.log})
-	s.client = moe.NewClient(p.Host)
-	s.shards = shard.Serve(p.Host, store)
-	s.multi = inference.NewMulti(engine)
+	s := &Sharding{cfg: cfg, self: cfg.Host.ID(), log: cfg.Log, store: store, models: make(map[string]*shardedModel)}
+	s.server = moe.NewServer(cfg.Host, moe.ServerConfig{Concurrency: max(2, cfg.Capacity), Log: cfg.Log})
+	s.client = moe.NewClient(cfg.Host)
+	s.client.Prepare = cfg.Prepare
+	s.shards = shard.Serve(cfg.Host, store)
+	s.multi = inference.NewMulti(cfg.Engine)
 	for _, m := range store.Models() {
 		if err := s.load(m); err != nil {
-			p.log.Warn("sharded model not served", "model", m.Name, "id", m.ID(), "err", err)
+			s.log.Warn("sharded model not served", "model", m.Name, "id", m.ID(), "err", err)
 		}
 	}
 	return s, nil
 }
 
-// close stops serving shards and experts.
-func (s *sharding) close() {
-	s.shards.Close()
-	s.server.Close()
-	s.client.Close()
+// Backend serves the peer's own engine and every sharded model whose dense
+// shard is here.
+func (s *Sharding) Backend() inference.Backend { return s.multi }
+
+// CatalogChanged tells sharding the catalog changed, so the index of who
+// hosts which expert is rebuilt on its next use.
+func (s *Sharding) CatalogChanged() { s.gen.Add(1) }
+
+// Run keeps every spec satisfied until ctx ends.
+func (s *Sharding) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	for _, spec := range s.cfg.Specs {
+		wg.Add(1)
+		go func() { defer wg.Done(); s.host(ctx, spec) }()
+	}
+	wg.Wait()
+	return nil
+}
+
+// Close stops serving shards and experts.
+func (s *Sharding) Close() error {
+	return errors.Join(s.shards.Close(), s.server.Close(), s.client.Close())
 }
 
 // load serves every shard of m the store holds: the experts to other peers,
 // and the model itself when the dense shard is here. Shards already served
 // are skipped, so load can run again after a fetch.
-func (s *sharding) load(m *shard.Manifest) error {
+func (s *Sharding) load(m *shard.Manifest) error {
 	s.loadMu.Lock()
 	defer s.loadMu.Unlock()
 	return s.loadLocked(m)
 }
 
-func (s *sharding) loadLocked(m *shard.Manifest) error {
+func (s *Sharding) loadLocked(m *shard.Manifest) error {
 	sm, err := s.track(m)
 	if err != nil {
 		return err
@@ -137,10 +192,11 @@ func (s *sharding) loadLocked(m *shard.Manifest) error {
 				Local:  s.server,
 				Client: s.client,
 				Hosts:  func(l, e int) []peer.ID { return s.hostsOf(sm, l, e) },
-				RTT:    s.p.rttTo,
+				RTT:    s.cfg.RTT,
+				Trust:  s.cfg.Trust,
 			}
 			b := shardedBackend{llama.NewModelBackend(model, llama.BackendOptions{
-				Name: m.Name, Capacity: max(1, s.p.cfg.Capacity), QueueWait: 5 * time.Second, Experts: x,
+				Name: m.Name, Capacity: max(1, s.cfg.Capacity), QueueWait: 5 * time.Second, Experts: x,
 			})}
 			s.mu.Lock()
 			sm.dense, sm.experts = true, x
@@ -149,13 +205,13 @@ func (s *sharding) loadLocked(m *shard.Manifest) error {
 		}
 	}
 	if held > 0 || dense != sm.dense {
-		s.p.log.Info("serving shards", "model", m.Name, "id", m.ID()[:12], "experts", len(s.server.Hosted(key)), "runs_model", sm.dense)
+		s.log.Info("serving shards", "model", m.Name, "id", m.ID()[:12], "experts", len(s.server.Hosted(key)), "runs_model", sm.dense)
 	}
 	return errors.Join(errs...)
 }
 
 // track returns the entry of m, making it if needed.
-func (s *sharding) track(m *shard.Manifest) (*shardedModel, error) {
+func (s *Sharding) track(m *shard.Manifest) (*shardedModel, error) {
 	key, err := moe.ParseModelKey(m.ID())
 	if err != nil {
 		return nil, err
@@ -172,14 +228,14 @@ func (s *sharding) track(m *shard.Manifest) (*shardedModel, error) {
 
 // hostsOf returns the remote peers that announce expert (l, e) of sm. The
 // index is rebuilt when the catalog changed, at most every 250 ms.
-func (s *sharding) hostsOf(sm *shardedModel, l, e int) []peer.ID {
+func (s *Sharding) hostsOf(sm *shardedModel, l, e int) []peer.ID {
 	sh := sm.man.Shape
 	sm.idxMu.Lock()
 	defer sm.idxMu.Unlock()
 	if gen := s.gen.Load(); sm.hosts == nil || (gen != sm.idxGen && time.Since(sm.idxAt) > 250*time.Millisecond) {
 		hosts := make([][]peer.ID, sh.Layers*sh.Experts)
 		id := sm.man.ID()
-		for _, en := range s.p.Catalog.Select(func(en *experts.Entry) bool { _, ok := en.ShardsOf(id); return ok }) {
+		for _, en := range s.cfg.Catalog.Select(func(en *experts.Entry) bool { _, ok := en.ShardsOf(id); return ok }) {
 			sum, _ := en.ShardsOf(id)
 			pid, err := peer.Decode(en.Peer)
 			if err != nil {
@@ -199,8 +255,8 @@ func (s *sharding) hostsOf(sm *shardedModel, l, e int) []peer.ID {
 	return sm.hosts[l*sh.Experts+e]
 }
 
-// summaries are this peer's shard summaries for its announcements.
-func (s *sharding) summaries() []experts.ShardSummary {
+// Summaries are this peer's shard summaries for its announcements.
+func (s *Sharding) Summaries() []experts.ShardSummary {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	out := make([]experts.ShardSummary, 0, len(s.models))
@@ -222,9 +278,9 @@ func (s *sharding) summaries() []experts.ShardSummary {
 	return out
 }
 
-// dhtKeys are the content keys this peer provides for its shards: every
+// DHTKeys are the content keys this peer provides for its shards: every
 // shard it holds, and the manifests (fetchable by model ID).
-func (s *sharding) dhtKeys() []string {
+func (s *Sharding) DHTKeys() []string {
 	var keys []string
 	for _, h := range s.store.Hashes() {
 		keys = append(keys, experts.KindShard+"/"+h)
@@ -237,9 +293,9 @@ func (s *sharding) dhtKeys() []string {
 
 // sources finds peers to fetch hash from: the DHT's providers, then peers
 // whose announcements say they hold it.
-func (s *sharding) sources(ctx context.Context, hash string) []peer.ID {
+func (s *Sharding) sources(ctx context.Context, hash string) []peer.ID {
 	var out []peer.ID
-	seen := map[peer.ID]bool{s.p.ID(): true}
+	seen := map[peer.ID]bool{s.self: true}
 	add := func(id peer.ID) {
 		if !seen[id] {
 			seen[id] = true
@@ -247,7 +303,7 @@ func (s *sharding) sources(ctx context.Context, hash string) []peer.ID {
 		}
 	}
 	// Catalog first: those peers are live and usually connected.
-	for _, en := range s.p.Catalog.Select(func(en *experts.Entry) bool { return len(en.Shards) > 0 }) {
+	for _, en := range s.cfg.Catalog.Select(func(en *experts.Entry) bool { return len(en.Shards) > 0 }) {
 		pid, err := peer.Decode(en.Peer)
 		if err != nil {
 			continue
@@ -258,25 +314,43 @@ func (s *sharding) sources(ctx context.Context, hash string) []peer.ID {
 			}
 		}
 	}
-	fctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	kind := experts.KindShard
-	if s.isModelID(hash) {
-		kind = experts.KindModel
-	}
-	if ais, err := experts.FindProviders(fctx, s.p.Host.DHT, kind, hash, 20); err == nil {
-		for _, ai := range ais {
-			if len(ai.Addrs) > 0 {
-				s.p.Host.Peerstore().AddAddrs(ai.ID, ai.Addrs, 10*time.Minute)
-			}
-			add(ai.ID)
+	if s.cfg.Providers != nil {
+		fctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		kind := experts.KindShard
+		if s.isModelID(hash) {
+			kind = experts.KindModel
 		}
+		if ais, err := s.cfg.Providers(fctx, kind, hash, 20); err == nil {
+			for _, ai := range ais {
+				if len(ai.Addrs) > 0 {
+					s.cfg.Host.Peerstore().AddAddrs(ai.ID, ai.Addrs, 10*time.Minute)
+				}
+				add(ai.ID)
+			}
+		}
+	}
+	return s.rank(out)
+}
+
+// rank orders sources by what the trust store remembers of them: a source
+// that recently sent a bad piece or failed goes last.
+func (s *Sharding) rank(ids []peer.ID) []peer.ID {
+	strs := make([]string, len(ids))
+	byStr := make(map[string]peer.ID, len(ids))
+	for i, id := range ids {
+		strs[i] = id.String()
+		byStr[strs[i]] = id
+	}
+	out := make([]peer.ID, 0, len(ids))
+	for _, id := range s.cfg.Trust.Rank(strs, nil) {
+		out = append(out, byStr[id])
 	}
 	return out
 }
 
 // summaryHolds reports whether a peer with summary sum holds shard hash.
-func (s *sharding) summaryHolds(sum experts.ShardSummary, hash string) bool {
+func (s *Sharding) summaryHolds(sum experts.ShardSummary, hash string) bool {
 	m, ok := s.store.Manifest(sum.Model)
 	if !ok {
 		return false
@@ -292,18 +366,18 @@ func (s *sharding) summaryHolds(sum experts.ShardSummary, hash string) bool {
 	return false
 }
 
-func (s *sharding) isModelID(h string) bool {
+func (s *Sharding) isModelID(h string) bool {
 	if _, ok := s.store.Manifest(h); ok {
 		return true
 	}
-	return len(s.p.Catalog.Select(func(en *experts.Entry) bool { _, ok := en.ShardsOf(h); return ok })) > 0
+	return len(s.cfg.Catalog.Select(func(en *experts.Entry) bool { _, ok := en.ShardsOf(h); return ok })) > 0
 }
 
 var errNotHeard = errors.New("no sharded model of that name or ID heard of yet")
 
 // resolve turns a spec's MODEL (ID, ID prefix or name) into a model ID,
 // looking in the store and in the swarm's announcements.
-func (s *sharding) resolve(model string) (string, error) {
+func (s *Sharding) resolve(model string) (string, error) {
 	var ids []string
 	match := func(id, name string) {
 		if (id == model || (len(model) >= 8 && strings.HasPrefix(id, model)) || name == model) && !slices.Contains(ids, id) {
@@ -313,7 +387,7 @@ func (s *sharding) resolve(model string) (string, error) {
 	for _, m := range s.store.Models() {
 		match(m.ID(), m.Name)
 	}
-	for _, en := range s.p.Catalog.Select(func(en *experts.Entry) bool { return len(en.Shards) > 0 }) {
+	for _, en := range s.cfg.Catalog.Select(func(en *experts.Entry) bool { return len(en.Shards) > 0 }) {
 		for _, sum := range en.Shards {
 			match(sum.Model, sum.Name)
 		}
@@ -332,7 +406,7 @@ func (s *sharding) resolve(model string) (string, error) {
 // host keeps spec satisfied: it finds the manifest, fetches the shards the
 // spec asks for that the store lacks, and serves them. It retries until
 // everything is here or ctx ends.
-func (s *sharding) host(ctx context.Context, spec HostSpec) {
+func (s *Sharding) host(ctx context.Context, spec HostSpec) {
 	backoff := time.Second
 	for {
 		err := s.hostOnce(ctx, spec)
@@ -340,9 +414,9 @@ func (s *sharding) host(ctx context.Context, spec HostSpec) {
 			return
 		}
 		if errors.Is(err, errNotHeard) && backoff < 8*time.Second {
-			s.p.log.Info("waiting to hear of the model", "spec", spec.String())
+			s.log.Info("waiting to hear of the model", "spec", spec.String())
 		} else {
-			s.p.log.Warn("hosting shards", "spec", spec.String(), "err", err, "retry_in", backoff)
+			s.log.Warn("hosting shards", "spec", spec.String(), "err", err, "retry_in", backoff)
 		}
 		select {
 		case <-ctx.Done():
@@ -353,14 +427,14 @@ func (s *sharding) host(ctx context.Context, spec HostSpec) {
 	}
 }
 
-func (s *sharding) hostOnce(ctx context.Context, spec HostSpec) error {
+func (s *Sharding) hostOnce(ctx context.Context, spec HostSpec) error {
 	id, err := s.resolve(spec.Model)
 	if err != nil {
 		return err
 	}
 	s.loadMu.Lock()
 	defer s.loadMu.Unlock()
-	f := &shard.Fetcher{Host: s.p.Host, Store: s.store, Sources: s.sources, Progress: func(pr shard.Progress) { s.progress(id, pr) }}
+	f := &shard.Fetcher{Host: s.cfg.Host, Store: s.store, Sources: s.sources, Progress: func(pr shard.Progress) { s.progress(id, pr) }}
 	m, ok := s.store.Manifest(id)
 	if !ok {
 		if m, err = f.FetchManifest(ctx, id); err != nil {
@@ -380,7 +454,7 @@ func (s *sharding) hostOnce(ctx context.Context, spec HostSpec) error {
 		}
 	}
 	if len(want) > 0 {
-		s.p.log.Info("fetching shards", "model", m.Name, "id", id[:12], "shards", len(want))
+		s.log.Info("fetching shards", "model", m.Name, "id", id[:12], "shards", len(want))
 		if err := f.Fetch(ctx, m, want); err != nil {
 			return err
 		}
@@ -389,17 +463,23 @@ func (s *sharding) hostOnce(ctx context.Context, spec HostSpec) error {
 		return err
 	}
 	s.setFetch(id, "")
-	s.p.refreshModels(ctx, false)
-	s.p.Gossip.Changed()
+	if s.cfg.Changed != nil {
+		s.cfg.Changed(ctx)
+	}
 	return nil
 }
 
 // progress shows a fetch in /api/experts and logs dropped sources and, at
 // most every few seconds, how far it got.
-func (s *sharding) progress(id string, pr shard.Progress) {
+func (s *Sharding) progress(id string, pr shard.Progress) {
 	text := fmt.Sprintf("%.1f of %.1f MB verified", float64(pr.TotalDone)/1e6, float64(pr.Total)/1e6)
 	if pr.Dropped != "" {
-		s.p.log.Warn("shard source dropped", "model", id[:12], "shard", pr.Shard.String(), "source", pr.Dropped.ShortString(), "err", pr.Err)
+		kind := trust.Failure
+		if errors.Is(pr.Err, shard.ErrCorrupt) {
+			kind = trust.BadData
+		}
+		s.cfg.Trust.Observe(pr.Dropped.String(), trust.Event{Kind: kind})
+		s.log.Warn("shard source dropped", "model", id[:12], "shard", pr.Shard.String(), "source", pr.Dropped.ShortString(), "err", pr.Err)
 	}
 	s.mu.Lock()
 	sm := s.models[id]
@@ -410,12 +490,12 @@ func (s *sharding) progress(id string, pr shard.Progress) {
 	}
 	s.mu.Unlock()
 	if logIt {
-		s.p.log.Info("fetching shards", "model", id[:12], "progress", text)
+		s.log.Info("fetching shards", "model", id[:12], "progress", text)
 	}
 	s.setFetch(id, text)
 }
 
-func (s *sharding) setFetch(id, text string) {
+func (s *Sharding) setFetch(id, text string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if sm := s.models[id]; sm != nil {
@@ -423,99 +503,49 @@ func (s *sharding) setFetch(id, text string) {
 	}
 }
 
-// shardView is GET /api/experts: every sharded model this peer holds (s, if
-// not nil) or hears of in announcements.
-func shardView(p *Peer, s *sharding) api.Experts {
-	byID := map[string]*api.ShardedModel{}
-	get := func(id, name string, layers, nexperts int) *api.ShardedModel {
-		m := byID[id]
-		if m == nil {
-			m = &api.ShardedModel{ID: id, Name: name, Layers: layers, Experts: nexperts, Hosts: map[string]int{}, Runners: []string{}}
-			m.Replicas = make([][]int, layers)
-			for l := range m.Replicas {
-				m.Replicas[l] = make([]int, nexperts)
-			}
-			byID[id] = m
-		}
-		return m
-	}
-	count := func(m *api.ShardedModel, who string, sum experts.ShardSummary) {
-		if sum.Layers != m.Layers || sum.Experts != m.Experts {
-			return
-		}
-		if sum.Dense {
-			m.Runners = append(m.Runners, who)
-		}
-		if n := sum.Count(); n > 0 {
-			m.Hosts[who] = n
-		}
-		for l := range m.Layers {
-			for e := range m.Experts {
-				if sum.Has(l, e) {
-					m.Replicas[l][e]++
-				}
-			}
-		}
-	}
-	if s != nil {
-		self := p.ID().String()
-		for _, sum := range s.summaries() {
-			count(get(sum.Model, sum.Name, sum.Layers, sum.Experts), self, sum)
-		}
-		s.mu.Lock()
-		for id, sm := range s.models {
-			sh := sm.man.Shape
-			m := get(id, sm.man.Name, sh.Layers, sh.Experts)
-			m.ExpertsUsed = sh.ExpertsUsed
-			loc := &api.LocalShards{Dense: sm.dense, Experts: len(s.server.Hosted(sm.key)), Fetch: sm.fetch, Served: s.server.Calls.Load()}
-			if x := sm.experts; x != nil {
-				loc.LocalCalls, loc.RemoteCalls, loc.Failovers = x.LocalCalls.Load(), x.RemoteCalls.Load(), x.Failovers.Load()
-			}
-			m.Local = loc
-		}
-		s.mu.Unlock()
-	}
-	for _, en := range p.Catalog.Select(func(en *experts.Entry) bool { return len(en.Shards) > 0 }) {
-		for _, sum := range en.Shards {
-			count(get(sum.Model, sum.Name, sum.Layers, sum.Experts), en.Peer, sum)
-		}
-	}
-	out := api.Experts{Models: []api.ShardedModel{}}
-	for _, m := range byID {
-		m.MinReplicas = -1
-		for l := range m.Replicas {
-			for _, n := range m.Replicas[l] {
-				if n == 0 {
-					m.Missing++
-				}
-				if m.MinReplicas < 0 || n < m.MinReplicas {
-					m.MinReplicas = n
-				}
-			}
-		}
-		if m.Missing > 0 {
-			m.Warnings = append(m.Warnings, fmt.Sprintf("%d of %d experts have no live host: prompts routed to them fail", m.Missing, m.Layers*m.Experts))
-		}
-		if len(m.Runners) == 0 {
-			m.Warnings = append(m.Warnings, "no peer holds the dense shard: nobody runs this model")
-		}
-		slices.Sort(m.Runners)
-		out.Models = append(out.Models, *m)
-	}
-	slices.SortFunc(out.Models, func(a, b api.ShardedModel) int { return strings.Compare(a.Name+a.ID, b.Name+b.ID) })
-	return out
-}
-
 // shardedBackend is the engine of a sharded model, named as such.
 type shardedBackend struct{ *llama.Backend }
 
 func (shardedBackend) Name() string { return EngineSharded }
 
-// rttTo estimates the round trip to id from the RTT matrix.
-func (p *Peer) rttTo(id peer.ID) (time.Duration, bool) {
-	r := p.Matrix.Estimate(p.ID().String(), id.String())
-	return r.Value, r.Known()
+// LocalModel is this peer's share of one sharded model, as /api/experts
+// shows it.
+type LocalModel struct {
+	ID, Name                           string
+	Layers, Experts, ExpertsUsed       int
+	Dense                              bool                 // holds the dense shard: runs the model
+	Hosted                             int                  // experts it serves
+	Summary                            experts.ShardSummary // as announced
+	Announced                          bool                 // Summary is in this peer's announcements
+	Fetch                              string               // fetch progress or error
+	LocalCalls, RemoteCalls, Failovers uint64               // the model's expert calls (when Dense)
 }
 
-// Experts implements api.Node: the sharded models this peer knows of.
-func (p *Peer) Experts() api.Experts { return shardView(p, p.sharding) }
+// Local is this peer's share of every sharded model it holds some of.
+func (s *Sharding) Local() []LocalModel {
+	announced := map[string]experts.ShardSummary{}
+	for _, sum := range s.Summaries() {
+		announced[sum.Model] = sum
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]LocalModel, 0, len(s.models))
+	for id, sm := range s.models {
+		sh := sm.man.Shape
+		lm := LocalModel{ID: id, Name: sm.man.Name, Layers: sh.Layers, Experts: sh.Experts, ExpertsUsed: sh.ExpertsUsed,
+			Dense: sm.dense, Hosted: len(s.server.Hosted(sm.key)), Fetch: sm.fetch}
+		lm.Summary, lm.Announced = announced[id]
+		if x := sm.experts; x != nil {
+			lm.LocalCalls, lm.RemoteCalls, lm.Failovers = x.LocalCalls.Load(), x.RemoteCalls.Load(), x.Failovers.Load()
+		}
+		out = append(out, lm)
+	}
+	slices.SortFunc(out, func(a, b LocalModel) int { return strings.Compare(a.ID, b.ID) })
+	return out
+}
+
+// Counters of the expert protocol: calls this peer served, calls its
+// generations made, and the header and row bytes of those calls.
+func (s *Sharding) Counters() (served, made, wireBytes uint64) {
+	return s.server.Calls.Load(), s.client.Calls.Load(), s.client.BytesOut.Load() + s.client.BytesIn.Load()
+}

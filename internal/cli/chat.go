@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/mwpeer/mwpeer"
+	"github.com/mwpeer/mwpeer/swarm"
 )
 
 // chatFlags parses the flags shared by chat and route; the prompt is the
@@ -32,7 +33,7 @@ func parseChat(name string, args []string, stderr io.Writer) (chatArgs, int) {
 	fs := flag.NewFlagSet("mwpeer "+name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&a.http, "http", env("HTTP", mwpeer.DefaultConfig().HTTPAddr), "HTTP address of the running peer (MWPEER_HTTP)")
-	fs.StringVar(&a.model, "model", env("MODEL", mwpeer.AnyModel), "model to ask; \"auto\" lets routing pick among every model (MWPEER_MODEL)")
+	fs.StringVar(&a.model, "model", env("MODEL", swarm.AnyModel), "model to ask; \"auto\" lets routing pick among every model (MWPEER_MODEL)")
 	fs.StringVar(&a.strategy, "strategy", "fastest", "fastest, confidence or blend")
 	fs.StringVar(&a.domains, "domains", "", "comma-separated domains, overriding the classifier")
 	fs.IntVar(&a.k, "k", 0, "experts asked in parallel; 0 lets routing choose")

@@ -18,6 +18,8 @@ import (
 
 	"github.com/mwpeer/mwpeer"
 	"github.com/mwpeer/mwpeer/geo"
+	"github.com/mwpeer/mwpeer/inference"
+	"github.com/mwpeer/mwpeer/inference/sharding"
 )
 
 // Exit codes.
@@ -146,12 +148,12 @@ func peerFlags(fs *flag.FlagSet) func() (mwpeer.Config, error) {
 		c.Engine = *engine
 		c.ModelFile = *modelFile
 		c.Shards = splitList(*shards)
-		specs, err := mwpeer.ParseHostSpecs(*hostExperts)
+		specs, err := sharding.ParseHostSpecs(*hostExperts)
 		if err != nil {
 			return c, fmt.Errorf("--host-experts: %w", err)
 		}
 		c.HostExperts = specs
-		c.Ollama = mwpeer.OllamaURL(*ollama)
+		c.Ollama = inference.OllamaURL(*ollama)
 		c.Capacity = *capacity
 		c.Region = *region
 		c.Announce = splitList(*announce)
@@ -175,8 +177,28 @@ func peerFlags(fs *flag.FlagSet) func() (mwpeer.Config, error) {
 			}
 			c.Location = &geo.Point{Lat: la, Lon: lo}
 		}
-		return c, c.Validate()
+		return c, flagError(c.Validate())
 	}
+}
+
+// flags names, for each Config field, the flag that sets it.
+var flags = map[string]string{
+	"Listen": "--listen", "Announce": "--announce", "Bootstrap": "--bootstrap", "HTTPAddr": "--http",
+	"DataDir": "--data-dir", "Domains": "--domains", "Engine": "--engine", "Location": "--lat/--lon",
+	"DHTMode": "--dht-mode", "Reachability": "--reachability", "MaxK": "--max-k", "Capacity": "--capacity",
+	"Shards": "--shards", "HostExperts": "--host-experts",
+}
+
+// flagError names the flag behind a Config error: the library speaks of
+// Config fields, the command of its flags.
+func flagError(err error) error {
+	var fe *mwpeer.FieldError
+	if errors.As(err, &fe) {
+		if f, ok := flags[fe.Field]; ok {
+			return fmt.Errorf("%s: %w", f, fe.Err)
+		}
+	}
+	return err
 }
 
 func runPeer(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -217,7 +239,7 @@ func runPeer(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	p, err := mwpeer.Start(startCtx, cfg)
 	cancel()
 	if err != nil {
-		fmt.Fprintf(stderr, "mwpeer: %v\n", err)
+		fmt.Fprintf(stderr, "mwpeer: %v\n", flagError(err))
 		return exitError
 	}
 	fmt.Fprintf(stdout, "peer %s\nbootstrap %s\nhttp %s\n", p.ID(), p.BootstrapAddr(), p.HTTPAddr())

@@ -72,9 +72,9 @@ func runID(args []string, stdout, stderr io.Writer) int {
 // machine's interfaces, public before private before loopback.
 func dialableAddrs(cfg mwpeer.Config) []ma.Multiaddr {
 	var out []ma.Multiaddr
-	announce, _ := mwpeer.ParseMultiaddrs(cfg.Announce)
+	announce, _ := p2p.ParseAddrs(cfg.Announce)
 	out = append(out, announce...)
-	listen, _ := mwpeer.ParseMultiaddrs(cfg.Listen)
+	listen, _ := p2p.ParseAddrs(cfg.Listen)
 	ifaces, _ := manet.InterfaceMultiaddrs()
 	resolved, err := manet.ResolveUnspecifiedAddresses(listen, ifaces)
 	if err != nil {

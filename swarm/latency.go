@@ -1,0 +1,99 @@
+package swarm
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/hashicorp/serf/coordinate"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/mwpeer/mwpeer/experts"
+	"github.com/mwpeer/mwpeer/geo"
+	"github.com/mwpeer/mwpeer/p2p"
+)
+
+// Latency is what this peer knows of round trips: its own pings (EWMA per
+// connected peer), its Vivaldi coordinate trained on them, and the matrix
+// that merges its row with the rows and coordinates other peers announce.
+// Estimate prefers a measurement, then coordinates, then distance.
+type Latency struct {
+	Matrix *geo.Matrix
+
+	self    string
+	vivaldi *coordinate.Client
+	pinger  *p2p.Pinger
+	coordOf func(id string) *coordinate.Coordinate
+	log     *slog.Logger
+}
+
+// NewLatency measures round trips from h, pinging every interval (0: the
+// pinger's default). coordOf gives the coordinate another peer announced
+// (nil when none), which a ping to it trains this peer's coordinate against.
+func NewLatency(h host.Host, interval time.Duration, location *geo.Point, coordOf func(id string) *coordinate.Coordinate, log *slog.Logger) *Latency {
+	l := &Latency{Matrix: geo.NewMatrix(), self: h.ID().String(), vivaldi: geo.NewCoordinateClient(), coordOf: coordOf, log: log}
+	l.Matrix.SetLocation(l.self, location)
+	l.pinger = p2p.NewPinger(h, p2p.PingerConfig{Interval: interval, OnSample: l.onSample})
+	return l
+}
+
+// Run pings connected peers until ctx ends.
+func (l *Latency) Run(ctx context.Context) error {
+	l.pinger.Run(ctx)
+	return nil
+}
+
+// onSample trains this peer's network coordinate on a ping result.
+func (l *Latency) onSample(id peer.ID, rtt time.Duration) {
+	c := l.coordOf(id.String())
+	if c == nil {
+		return
+	}
+	if _, err := l.vivaldi.Update(id.String(), c, rtt); err != nil {
+		l.log.Debug("coordinate update", "other", id.ShortString(), "err", err)
+	}
+}
+
+// Own is what this peer announces of its round trips: its row of up to max
+// measured RTTs in milliseconds and its coordinate, both also put in the
+// matrix. The coordinate is shared even untrained, so others can train
+// against it; the matrix trusts a coordinate only once its error estimate
+// has come down.
+func (l *Latency) Own(max int) (map[string]float64, *coordinate.Coordinate) {
+	row := l.pinger.Row(max)
+	ms := make(map[string]float64, len(row))
+	mrow := make(map[string]time.Duration, len(row))
+	for id, d := range row {
+		ms[id.String()] = float64(d.Microseconds()) / 1000
+		mrow[id.String()] = d
+	}
+	l.Matrix.SetRow(l.self, mrow)
+	coord := l.vivaldi.GetCoordinate()
+	l.Matrix.SetCoordinate(l.self, coord)
+	return ms, coord
+}
+
+// Heard puts what a catalog entry announces (its RTT row, coordinate and
+// location) in the matrix.
+func (l *Latency) Heard(e experts.Entry) {
+	row := make(map[string]time.Duration, len(e.RTT))
+	for id, ms := range e.RTT {
+		row[id] = time.Duration(ms * float64(time.Millisecond))
+	}
+	l.Matrix.SetRow(e.Peer, row)
+	l.Matrix.SetCoordinate(e.Peer, e.Coord)
+	l.Matrix.SetLocation(e.Peer, e.Location)
+}
+
+// Forget drops a peer that left the catalog.
+func (l *Latency) Forget(id string) { l.Matrix.Forget(id) }
+
+// Estimate is the best RTT estimate from this peer to id.
+func (l *Latency) Estimate(id string) geo.RTT { return l.Matrix.Estimate(l.self, id) }
+
+// To is Estimate for a peer ID, as moe and sharding take it.
+func (l *Latency) To(id peer.ID) (time.Duration, bool) {
+	r := l.Estimate(id.String())
+	return r.Value, r.Known()
+}
