@@ -196,11 +196,13 @@ type fetch struct {
 	received  int64
 }
 
-func (ft *fetch) isDropped(p peer.ID) bool {
+func (ft *fetch) isDropped(p peer.ID) bool { return ft.whyDropped(p) != nil }
+
+// whyDropped returns the error p was dropped for, or nil.
+func (ft *fetch) whyDropped(p peer.ID) error {
 	ft.mu.Lock()
 	defer ft.mu.Unlock()
-	_, ok := ft.dropped[p]
-	return ok
+	return ft.dropped[p]
 }
 
 func (ft *fetch) drop(sh Shard, done int64, p peer.ID, err error) {
@@ -331,8 +333,9 @@ func (ft *fetch) worker(ctx context.Context, sh Shard, p *partial, k, n int, src
 	buf := make([]byte, ft.m.PieceSize)
 	busy := 0
 	for {
-		if ft.isDropped(src) {
-			return &sourceError{errors.New("dropped")}
+		if why := ft.whyDropped(src); why != nil {
+			// Another worker dropped src: give its reason, not just "dropped".
+			return &sourceError{why}
 		}
 		i, wait := p.sc.take(k, n)
 		if i < 0 {
