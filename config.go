@@ -1,6 +1,7 @@
 package mwpeer
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"os"
@@ -8,9 +9,13 @@ import (
 	"strings"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/peer"
+
 	"github.com/mwpeer/mwpeer/experts"
 	"github.com/mwpeer/mwpeer/geo"
 	"github.com/mwpeer/mwpeer/inference"
+	"github.com/mwpeer/mwpeer/inference/infer"
+	"github.com/mwpeer/mwpeer/inference/moe"
 	"github.com/mwpeer/mwpeer/inference/sharding"
 	"github.com/mwpeer/mwpeer/p2p"
 	"github.com/mwpeer/mwpeer/routing"
@@ -72,7 +77,27 @@ type Config struct {
 	// Ping is how often connected peers are pinged for RTT.
 	Ping time.Duration
 
+	// Serving holds the hooks of the serving path: every request this peer
+	// serves for another passes through them.
+	Serving Serving
+
 	Logger *slog.Logger
+}
+
+// Serving are the hooks of the serving path, where budgets, consent and
+// receipts plug in. Each knows the caller by the peer ID of the secure
+// channel (the backend finds it with inference.Caller). Nil hooks admit
+// everyone.
+type Serving struct {
+	// AdmitInfer runs before a prompt from another peer reaches the
+	// backend; an error refuses it (the asking peer tries another expert).
+	AdmitInfer func(ctx context.Context, caller peer.ID, req inference.Request) error
+	// CompleteInfer runs after every prompt served ends, with its token
+	// counts and outcome.
+	CompleteInfer func(ctx context.Context, c infer.Completion)
+	// AdmitExpert runs before an expert call from another peer is computed;
+	// an error answers it busy (the asking peer tries another replica).
+	AdmitExpert func(ctx context.Context, caller peer.ID, c moe.Call) error
 }
 
 // DefaultConfig returns the configuration of a peer on the public swarm:

@@ -120,7 +120,7 @@ func (p *Peer) start(ctx context.Context, cfg Config) error {
 			dirs = []string{filepath.Join(cfg.DataDir, "shards")}
 		}
 		p.sharding, err = sharding.Open(sharding.Config{
-			Host: h, Dirs: dirs, Specs: cfg.HostExperts, Engine: b, Capacity: cfg.Capacity,
+			Host: h, Dirs: dirs, Specs: cfg.HostExperts, Engine: b, Capacity: cfg.Capacity, Admit: cfg.Serving.AdmitExpert,
 			Catalog: p.Catalog, Providers: providers, RTT: p.Latency.To, Trust: store, Log: log,
 			Prepare: func(ctx context.Context, id peer.ID) (context.Context, error) {
 				c, _, err := policy.Prepare(ctx, id, false)
@@ -137,7 +137,7 @@ func (p *Peer) start(ctx context.Context, cfg Config) error {
 	if b != nil {
 		p.backend = counted{Backend: b, load: &p.load}
 		sc := infer.DefaultServiceConfig()
-		sc.Logger = log
+		sc.Logger, sc.Admit, sc.Complete = log, cfg.Serving.AdmitInfer, cfg.Serving.CompleteInfer
 		svc := infer.NewService(h, p.backend, sc)
 		p.parts.Defer("infer service", svc.Close)
 	}

@@ -7,9 +7,11 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/peer"
 	ollamaapi "github.com/ollama/ollama/api"
 	"github.com/openai/openai-go"
 
@@ -18,6 +20,7 @@ import (
 	"github.com/mwpeer/mwpeer/inference"
 	"github.com/mwpeer/mwpeer/inference/llama"
 	"github.com/mwpeer/mwpeer/inference/llama/randmodel"
+	"github.com/mwpeer/mwpeer/inference/moe"
 	"github.com/mwpeer/mwpeer/inference/sharding"
 	"github.com/mwpeer/mwpeer/internal/ollamatest"
 	"github.com/mwpeer/mwpeer/internal/wait"
@@ -100,6 +103,13 @@ func (f shardedFixture) localRun(t *testing.T, prompt string, n int) (string, []
 // and a client peer with no engine.
 func shardedSwarm(t *testing.T, f shardedFixture) (runner, client *Peer, hosts []*Peer) {
 	t.Helper()
+	return shardedSwarmWith(t, f, nil)
+}
+
+// shardedSwarmWith is shardedSwarm with more configuration for peer i
+// (0 runner, 1-3 hosts, 4 client).
+func shardedSwarmWith(t *testing.T, f shardedFixture, more func(i int, c *Config)) (runner, client *Peer, hosts []*Peer) {
+	t.Helper()
 	owners := func(l, e int) [2]int { k := l*f.cfg.Experts + e; return [2]int{k % 3, (k + 1) % 3} }
 	peers := startSwarm(t, 5, func(i int, c *Config) {
 		c.HTTPAddr = "127.0.0.1:0"
@@ -115,6 +125,9 @@ func shardedSwarm(t *testing.T, f shardedFixture) (runner, client *Peer, hosts [
 				o := owners(sh.Layer, sh.Expert)
 				return sh.Role == shard.RoleExpert && (o[0] == h || o[1] == h)
 			})}
+		}
+		if more != nil {
+			more(i, c)
 		}
 	})
 	runner, client, hosts = peers[0], peers[4], peers[1:4]
@@ -252,39 +265,56 @@ func TestShardedModelAcrossPeers(t *testing.T) {
 // clear error, never a wrong one, and /api/experts warns.
 func TestShardedHostKilledMidGeneration(t *testing.T) {
 	f := newShardedFixture(t)
-	runner, client, hosts := shardedSwarm(t, f)
+	// The kill happens inside an expert call, while the runner waits for
+	// its answer and tokens are still owed: the 40th call any host gets once
+	// armed crashes that host (a whole answer takes a few hundred calls).
+	var armed atomic.Bool
+	var calls atomic.Int64
+	crashed := make(chan *Peer, 1)
+	var peers [5]*Peer
+	admit := func(i int) func(ctx context.Context, _ peer.ID, _ moe.Call) error {
+		return func(ctx context.Context, _ peer.ID, _ moe.Call) error {
+			if !armed.Load() || calls.Add(1) != 40 {
+				return nil
+			}
+			crashed <- peers[i]
+			go peers[i].crash()
+			<-ctx.Done() // the host's expert server closes
+			return ctx.Err()
+		}
+	}
+	runner, client, hosts := shardedSwarmWith(t, f, func(i int, c *Config) { c.Serving.AdmitExpert = admit(i) })
+	peers[0], peers[4] = runner, client
+	copy(peers[1:4], hosts)
 	const n = 48
 	prompt := "the quick brown fox"
 	want, _ := f.localRun(t, prompt, n)
-	ctx, cancel := context.WithTimeout(context.Background(), slow(time.Minute))
-	defer cancel()
-	cl := sdk(client)
-	stream := cl.Completions.NewStreaming(ctx, openai.CompletionNewParams{
-		Model:       openai.CompletionNewParamsModel(f.man.Name),
-		Prompt:      openai.CompletionNewParamsPromptUnion{OfString: openai.String(prompt)},
-		Temperature: openai.Float(0),
-		MaxTokens:   openai.Int(n),
-	})
-	var got strings.Builder
-	chunks := 0
-	for stream.Next() {
-		got.WriteString(stream.Current().Choices[0].Text)
-		if chunks++; chunks == 8 {
-			hosts[0].crash()
-		}
-	}
-	if err := stream.Err(); err != nil {
+	armed.Store(true)
+	got, _, err := completion(t, client, f.man.Name, prompt, n)
+	if err != nil {
 		t.Fatal(err)
 	}
-	if got.String() != want {
-		t.Fatalf("after a host died: %q, local %q", got.String(), want)
+	var dead *Peer
+	select {
+	case dead = <-crashed:
+	default:
+		t.Fatalf("only %d expert calls reached the hosts: none was killed", calls.Load())
+	}
+	if got != want {
+		t.Fatalf("after a host died: %q, local %q", got, want)
 	}
 	if fo := runner.Experts().Models[0].Local.Failovers; fo == 0 {
 		t.Fatal("no failover recorded")
 	}
 
-	hosts[1].crash()
-	_, _, err := completion(t, client, f.man.Name, prompt, n)
+	// A second host gone: some experts are held by neither of the two.
+	for _, h := range hosts {
+		if h != dead {
+			h.crash()
+			break
+		}
+	}
+	_, _, err = completion(t, client, f.man.Name, prompt, n)
 	if err == nil || !strings.Contains(err.Error(), "no live host") {
 		t.Fatalf("with experts unhosted: %v, want a no-live-host error", err)
 	}

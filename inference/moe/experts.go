@@ -149,11 +149,10 @@ func (x *Experts) end(p peer.ID) {
 // record puts the outcome of a call to p in the trust store: busy is a
 // refusal, not a fault.
 func (x *Experts) record(p peer.ID, err error) {
-	var re *RemoteError
 	switch {
 	case err == nil:
 		x.trust().Observe(p.String(), trust.Event{Kind: trust.Success})
-	case errors.As(err, &re) && re.Status == statusBusy:
+	case errors.Is(err, inference.ErrBusy):
 		x.trust().Observe(p.String(), trust.Event{Kind: trust.Refused})
 	default:
 		x.trust().Observe(p.String(), trust.Event{Kind: trust.Failure})

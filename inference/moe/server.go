@@ -2,6 +2,7 @@ package moe
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/mwpeer/mwpeer/inference/llama"
 	"github.com/mwpeer/mwpeer/internal/wire"
@@ -29,7 +31,20 @@ type ServerConfig struct {
 	// ReadTimeout bounds reading one call's rows once its header arrived,
 	// and WriteTimeout writing one answer (0: 10 s each).
 	ReadTimeout, WriteTimeout time.Duration
-	Log                       *slog.Logger
+	// Admit, if set, decides whether to compute a call, after its rows are
+	// read and before a compute slot is taken; caller is the peer on the
+	// secure channel. An error answers the call busy, so the caller asks
+	// another replica. ctx ends when the Server closes. Budgets and consent
+	// for expert calls plug in here.
+	Admit func(ctx context.Context, caller peer.ID, c Call) error
+	Log   *slog.Logger
+}
+
+// Call is one expert call as the serving side sees it.
+type Call struct {
+	Model         ModelKey
+	Layer, Expert int
+	Rows          int
 }
 
 // key names one hosted expert.
@@ -47,6 +62,9 @@ type Server struct {
 
 	mu      sync.RWMutex
 	experts map[key]*llama.Expert
+
+	ctx    context.Context // ends when the Server closes
+	cancel context.CancelFunc
 
 	wg      sync.WaitGroup
 	closing bool
@@ -68,6 +86,7 @@ func NewServer(h host.Host, cfg ServerConfig) *Server {
 	}
 	s := &Server{h: h, cfg: cfg, slots: make(chan struct{}, cfg.Concurrency),
 		experts: make(map[key]*llama.Expert), streams: make(map[network.Stream]struct{})}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
 	h.SetStreamHandler(ID, s.handle)
 	return s
 }
@@ -103,6 +122,7 @@ func (s *Server) Hosted(model ModelKey) [][2]int {
 // handlers to return.
 func (s *Server) Close() error {
 	s.h.RemoveStreamHandler(ID)
+	s.cancel()
 	s.mu.Lock()
 	s.closing = true
 	for str := range s.streams {
@@ -210,7 +230,15 @@ func (s *Server) handle(str network.Stream) {
 			str.Reset()
 			return
 		}
-		status, msg := s.compute(x, h, in, out)
+		status, msg := byte(statusOK), ""
+		if s.cfg.Admit != nil {
+			if err := s.cfg.Admit(s.ctx, str.Conn().RemotePeer(), Call{Model: h.model, Layer: h.layer, Expert: h.expert, Rows: h.rows}); err != nil {
+				status, msg = statusBusy, trunc(err.Error())
+			}
+		}
+		if status == statusOK {
+			status, msg = s.compute(x, h, in, out)
+		}
 		str.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout))
 		if err := writeStatus(w, status, msg); err != nil {
 			str.Reset()

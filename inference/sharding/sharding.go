@@ -52,6 +52,9 @@ type Config struct {
 	Providers Providers                           // nil: no DHT lookups
 	RTT       func(peer.ID) (time.Duration, bool) // round-trip estimate to a peer
 	Trust     *trust.Store                        // expert hosts and shard sources are ranked and judged here
+	// Admit, if set, decides whether to compute an expert call for another
+	// peer (see moe.ServerConfig.Admit).
+	Admit func(ctx context.Context, caller peer.ID, c moe.Call) error
 	// Prepare applies the relay policy to expert calls (see moe.Client).
 	Prepare func(ctx context.Context, p peer.ID) (context.Context, error)
 	// Changed is called when what this peer holds changed (after a fetch),
@@ -113,7 +116,7 @@ func Open(cfg Config) (*Sharding, error) {
 		return nil, err
 	}
 	s := &Sharding{cfg: cfg, self: cfg.Host.ID(), log: cfg.Log, store: store, models: make(map[string]*shardedModel)}
-	s.server = moe.NewServer(cfg.Host, moe.ServerConfig{Concurrency: max(2, cfg.Capacity), Log: cfg.Log})
+	s.server = moe.NewServer(cfg.Host, moe.ServerConfig{Concurrency: max(2, cfg.Capacity), Admit: cfg.Admit, Log: cfg.Log})
 	s.client = moe.NewClient(cfg.Host)
 	s.client.Prepare = cfg.Prepare
 	s.shards = shard.Serve(cfg.Host, store)
