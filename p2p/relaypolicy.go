@@ -156,15 +156,15 @@ func (rp *RelayPolicy) Prepare(ctx context.Context, id peer.ID, only bool) (out 
 	}
 	switch {
 	case rp.waitDirect(ctx, id, wait):
-		log.Debug("relayed connection became direct before sending work", "peer", id.ShortString(), "after", now().Sub(start).String())
+		log.Debug("relayed connection became direct before dispatch", "expert", id.ShortString(), "after", now().Sub(start).String())
 		return ctx, false, nil
 	case ctx.Err() != nil:
 		return ctx, false, ctx.Err()
 	case !only:
-		log.Info("peer reachable only through a relay; asking another", "peer", id.ShortString(), "waited", now().Sub(start).Round(time.Millisecond).String())
+		log.Info("expert reachable only through a relay; routing to another expert", "expert", id.ShortString(), "waited", now().Sub(start).Round(time.Millisecond).String())
 		return ctx, false, fmt.Errorf("%w: %s", ErrRelayOnly, id.ShortString())
 	}
-	log.Warn("only peer for the work is reachable only through a relay; using the relayed connection under the relay's limits", "peer", id.ShortString(), "waited", now().Sub(start).Round(time.Millisecond).String())
+	log.Warn("only expert reachable only through a relay; answering over the relayed connection under the relay's limits", "expert", id.ShortString(), "waited", now().Sub(start).Round(time.Millisecond).String())
 	return network.WithAllowLimitedConn(ctx, "mwpeer: only peer"), true, nil
 }
 
