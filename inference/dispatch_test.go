@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/mwpeer/mwpeer/internal/wait"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -21,7 +22,7 @@ func named(name string, b Backend) Target {
 }
 
 func TestFastFailingExpertDoesNotWin(t *testing.T) {
-	checkNoLeak(t)
+	wait.NoLeak(t)
 	b := NewSynthetic(SyntheticConfig{Tokens: 5, TTFT: 50 * time.Millisecond})
 	res, err := Dispatch(context.Background(),
 		[]Target{failing("broken", errors.New("boom")), named("good", b)}, nil,
@@ -35,7 +36,7 @@ func TestFastFailingExpertDoesNotWin(t *testing.T) {
 }
 
 func TestAllExpertsFailIsNoExpert(t *testing.T) {
-	checkNoLeak(t)
+	wait.NoLeak(t)
 	spareUsed := atomic.Bool{}
 	spare := Target{Name: "spare", Run: func(ctx context.Context, req Request, emit func(Chunk) error) (Final, error) {
 		spareUsed.Store(true)
@@ -73,7 +74,7 @@ func stallAfter(name string, b Backend, n int) Target {
 }
 
 func TestStalledExpertIsReplaced(t *testing.T) {
-	checkNoLeak(t)
+	wait.NoLeak(t)
 	cfg := SyntheticConfig{Tokens: 12}
 	cfgd := DispatchConfig{StallTimeout: 100 * time.Millisecond}
 	var sb strings.Builder
@@ -92,7 +93,7 @@ func TestStalledExpertIsReplaced(t *testing.T) {
 }
 
 func TestFailoverWithoutSpareReportsError(t *testing.T) {
-	checkNoLeak(t)
+	wait.NoLeak(t)
 	cfgd := DispatchConfig{StallTimeout: 50 * time.Millisecond}
 	res, err := cfgd.Dispatch(context.Background(),
 		[]Target{stallAfter("staller", NewSynthetic(SyntheticConfig{}), 2)}, nil,
@@ -103,7 +104,7 @@ func TestFailoverWithoutSpareReportsError(t *testing.T) {
 }
 
 func TestBlendReportsAgreement(t *testing.T) {
-	checkNoLeak(t)
+	wait.NoLeak(t)
 	cfg := SyntheticConfig{Tokens: 10}
 	seed := int64(42)
 	differ := Target{Name: "differ", Run: func(ctx context.Context, req Request, emit func(Chunk) error) (Final, error) {
@@ -129,7 +130,7 @@ func TestBlendReportsAgreement(t *testing.T) {
 }
 
 func TestEmitErrorAbortsDispatch(t *testing.T) {
-	checkNoLeak(t)
+	wait.NoLeak(t)
 	stop := errors.New("client gone")
 	_, err := Dispatch(context.Background(), []Target{named("a", NewSynthetic(SyntheticConfig{}))}, nil,
 		Fastest, testReq, func(string, Chunk) error { return stop })

@@ -312,20 +312,26 @@ func (s *Store) Len() int {
 // group by cost (lower first; nil cost: by Score.Value, higher first), ties
 // in the given order. It returns a new slice.
 func (s *Store) Rank(peers []string, cost func(peer string) float64) []string {
+	return RankBy(s, peers, func(p string) string { return p }, cost)
+}
+
+// RankBy is Rank over any peer type; id names a peer as the store knows it
+// (peer.ID.String for libp2p's IDs).
+func RankBy[P any](s *Store, peers []P, id func(P) string, cost func(P) float64) []P {
 	type ranked struct {
-		id   string
+		p    P
 		back bool
 		cost float64
 	}
 	now := s.cfg.Now()
 	rs := make([]ranked, len(peers))
-	for i, id := range peers {
-		sc := s.Score(id)
+	for i, p := range peers {
+		sc := s.Score(id(p))
 		c := -sc.Value
 		if cost != nil {
-			c = cost(id)
+			c = cost(p)
 		}
-		rs[i] = ranked{id, sc.InBackoff(now), c}
+		rs[i] = ranked{p, sc.InBackoff(now), c}
 	}
 	slices.SortStableFunc(rs, func(a, b ranked) int {
 		if a.back != b.back {
@@ -336,9 +342,9 @@ func (s *Store) Rank(peers []string, cost func(peer string) float64) []string {
 		}
 		return cmp.Compare(a.cost, b.cost)
 	})
-	out := make([]string, len(rs))
+	out := make([]P, len(rs))
 	for i, r := range rs {
-		out[i] = r.id
+		out[i] = r.p
 	}
 	return out
 }

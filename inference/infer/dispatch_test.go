@@ -16,7 +16,7 @@ import (
 // failover when a serving peer dies, strategies over remote answers.
 
 func TestFastestCancelsLosers(t *testing.T) {
-	checkNoLeak(t)
+	wait.NoLeak(t)
 	client := newHost(t)
 	slow := serve(t, client, inference.SyntheticConfig{Tokens: 8, TTFT: 2 * time.Second})
 	// The fast one takes a little while, so that the slow call surely
@@ -49,7 +49,7 @@ func TestFastestCancelsLosers(t *testing.T) {
 }
 
 func TestFailoverMidStreamKeepsText(t *testing.T) {
-	checkNoLeak(t)
+	wait.NoLeak(t)
 	client := newHost(t)
 	cfg := inference.SyntheticConfig{Tokens: 30, Rate: 200}
 	first := serve(t, client, cfg)
@@ -83,7 +83,7 @@ func TestFailoverMidStreamKeepsText(t *testing.T) {
 }
 
 func TestConfidencePicksBestLogprob(t *testing.T) {
-	checkNoLeak(t)
+	wait.NoLeak(t)
 	client := newHost(t)
 	unsure := serve(t, client, inference.SyntheticConfig{Tokens: 10, LogprobShift: -1})
 	sure := serve(t, client, inference.SyntheticConfig{Tokens: 10, TTFT: 100 * time.Millisecond})
@@ -108,7 +108,7 @@ func TestConfidencePicksBestLogprob(t *testing.T) {
 }
 
 func TestDispatchCancelStopsEverything(t *testing.T) {
-	checkNoLeak(t)
+	wait.NoLeak(t)
 	client := newHost(t)
 	a := serve(t, client, inference.SyntheticConfig{Tokens: 10000, Rate: 100})
 	b := serve(t, client, inference.SyntheticConfig{Tokens: 10000, Rate: 100})

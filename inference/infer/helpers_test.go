@@ -2,10 +2,8 @@ package infer
 
 import (
 	"context"
-	"runtime"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/libp2p/go-libp2p/core/host"
 
@@ -46,27 +44,6 @@ func fullText(t testing.TB, cfg inference.SyntheticConfig, req inference.Request
 		t.Fatal(err)
 	}
 	return sb.String()
-}
-
-// checkNoLeak fails if goroutines started during the test outlive it.
-func checkNoLeak(t *testing.T) {
-	before := runtime.NumGoroutine()
-	t.Cleanup(func() {
-		deadline := time.Now().Add(5 * time.Second)
-		for {
-			n := runtime.NumGoroutine()
-			if n <= before {
-				return
-			}
-			if time.Now().After(deadline) {
-				buf := make([]byte, 1<<20)
-				buf = buf[:runtime.Stack(buf, true)]
-				t.Errorf("goroutines: %d before, %d after\n%s", before, n, buf)
-				return
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-	})
 }
 
 func collect(sb *strings.Builder) func(inference.Chunk) error {

@@ -95,14 +95,8 @@ func (x *Experts) Apply(ctx context.Context, layer, expert int, in, out [][]floa
 // order sorts hosts: those not in backoff in the trust store first, then by
 // RTT weighed by calls in flight; unknown RTTs count as 50 ms.
 func (x *Experts) order(hosts []peer.ID) []peer.ID {
-	ids := make([]string, len(hosts))
-	byID := make(map[string]peer.ID, len(hosts))
-	for i, p := range hosts {
-		ids[i] = p.String()
-		byID[ids[i]] = p
-	}
 	x.mu.Lock()
-	cost := make(map[string]float64, len(hosts))
+	cost := make(map[peer.ID]float64, len(hosts))
 	for _, p := range hosts {
 		rtt := 50 * time.Millisecond
 		if x.RTT != nil {
@@ -110,14 +104,10 @@ func (x *Experts) order(hosts []peer.ID) []peer.ID {
 				rtt = d
 			}
 		}
-		cost[p.String()] = float64(rtt+100*time.Microsecond) * float64(1+x.inflight[p])
+		cost[p] = float64(rtt+100*time.Microsecond) * float64(1+x.inflight[p])
 	}
 	x.mu.Unlock()
-	out := make([]peer.ID, 0, len(hosts))
-	for _, id := range x.trust().Rank(ids, func(id string) float64 { return cost[id] }) {
-		out = append(out, byID[id])
-	}
-	return out
+	return trust.RankBy(x.trust(), hosts, peer.ID.String, func(p peer.ID) float64 { return cost[p] })
 }
 
 func (x *Experts) trust() *trust.Store {

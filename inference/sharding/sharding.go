@@ -339,17 +339,7 @@ func (s *Sharding) sources(ctx context.Context, hash string) []peer.ID {
 // rank orders sources by what the trust store remembers of them: a source
 // that recently sent a bad piece or failed goes last.
 func (s *Sharding) rank(ids []peer.ID) []peer.ID {
-	strs := make([]string, len(ids))
-	byStr := make(map[string]peer.ID, len(ids))
-	for i, id := range ids {
-		strs[i] = id.String()
-		byStr[strs[i]] = id
-	}
-	out := make([]peer.ID, 0, len(ids))
-	for _, id := range s.cfg.Trust.Rank(strs, nil) {
-		out = append(out, byStr[id])
-	}
-	return out
+	return trust.RankBy(s.cfg.Trust, ids, peer.ID.String, nil)
 }
 
 // summaryHolds reports whether a peer with summary sum holds shard hash.

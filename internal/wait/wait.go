@@ -1,6 +1,7 @@
 package wait
 
 import (
+	"runtime"
 	"testing"
 	"time"
 )
@@ -33,4 +34,28 @@ func For(t testing.TB, within time.Duration, what string, cond func() error) tim
 		time.Sleep(min(pause, within-took))
 		pause = min(2*pause, maxPause)
 	}
+}
+
+// NoLeak fails t at cleanup if goroutines started during the test are still
+// running 5 s after it ended, listing every goroutine's stack.
+func NoLeak(t *testing.T) {
+	before := runtime.NumGoroutine()
+	t.Cleanup(func() {
+		deadline := time.Now().Add(5 * time.Second)
+		pause := firstPause
+		for {
+			n := runtime.NumGoroutine()
+			if n <= before {
+				return
+			}
+			if time.Now().After(deadline) {
+				buf := make([]byte, 1<<20)
+				buf = buf[:runtime.Stack(buf, true)]
+				t.Errorf("goroutines: %d before, %d after\n%s", before, n, buf)
+				return
+			}
+			time.Sleep(pause)
+			pause = min(2*pause, maxPause)
+		}
+	})
 }
