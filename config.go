@@ -14,8 +14,8 @@ import (
 	"github.com/mwpeer/mwpeer/experts"
 	"github.com/mwpeer/mwpeer/geo"
 	"github.com/mwpeer/mwpeer/inference"
+	"github.com/mwpeer/mwpeer/inference/expert"
 	"github.com/mwpeer/mwpeer/inference/infer"
-	"github.com/mwpeer/mwpeer/inference/moe"
 	"github.com/mwpeer/mwpeer/inference/sharding"
 	"github.com/mwpeer/mwpeer/p2p"
 	"github.com/mwpeer/mwpeer/routing"
@@ -97,7 +97,7 @@ type Serving struct {
 	CompleteInfer func(ctx context.Context, c infer.Completion)
 	// AdmitExpert runs before an expert call from another peer is computed;
 	// an error answers it busy (the asking peer tries another replica).
-	AdmitExpert func(ctx context.Context, caller peer.ID, c moe.Call) error
+	AdmitExpert func(ctx context.Context, caller peer.ID, c expert.Call) error
 }
 
 // DefaultConfig returns the configuration of a peer on the public swarm:

@@ -18,9 +18,9 @@ import (
 	"github.com/mwpeer/mwpeer/api"
 	"github.com/mwpeer/mwpeer/experts/shard"
 	"github.com/mwpeer/mwpeer/inference"
+	"github.com/mwpeer/mwpeer/inference/expert"
 	"github.com/mwpeer/mwpeer/inference/llama"
 	"github.com/mwpeer/mwpeer/inference/llama/randmodel"
-	"github.com/mwpeer/mwpeer/inference/moe"
 	"github.com/mwpeer/mwpeer/inference/sharding"
 	"github.com/mwpeer/mwpeer/internal/ollamatest"
 	"github.com/mwpeer/mwpeer/internal/wait"
@@ -272,8 +272,8 @@ func TestShardedHostKilledMidGeneration(t *testing.T) {
 	var calls atomic.Int64
 	crashed := make(chan *Peer, 1)
 	var peers [5]*Peer
-	admit := func(i int) func(ctx context.Context, _ peer.ID, _ moe.Call) error {
-		return func(ctx context.Context, _ peer.ID, _ moe.Call) error {
+	admit := func(i int) func(ctx context.Context, _ peer.ID, _ expert.Call) error {
+		return func(ctx context.Context, _ peer.ID, _ expert.Call) error {
 			if !armed.Load() || calls.Add(1) != 40 {
 				return nil
 			}

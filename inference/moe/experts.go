@@ -11,6 +11,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/mwpeer/mwpeer/inference"
+	"github.com/mwpeer/mwpeer/inference/expert"
 	"github.com/mwpeer/mwpeer/inference/llama"
 	"github.com/mwpeer/mwpeer/trust"
 )
@@ -23,9 +24,9 @@ var ErrNoHost = fmt.Errorf("no live host for an expert: %w", inference.ErrNoExpe
 // llama.Experts): in this process when Local holds the expert, otherwise on
 // the best remote host, failing over to the next on error or timeout.
 type Experts struct {
-	Model  ModelKey
-	Local  *Server // this peer's hosted experts (may be nil)
-	Client *Client
+	Model  expert.ModelKey
+	Local  *expert.Server // this peer's hosted experts (may be nil)
+	Client *expert.Client
 	// Hosts returns the remote peers believed to host (layer, expert).
 	Hosts func(layer, expert int) []peer.ID
 	// RTT estimates the round trip to a peer (ok false: unknown). Hosts are

@@ -1,10 +1,8 @@
 package moe
 
 import (
-	"bytes"
 	"context"
 	"errors"
-	"math/rand/v2"
 	"path/filepath"
 	"testing"
 	"time"
@@ -13,12 +11,13 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/mwpeer/mwpeer/inference"
+	"github.com/mwpeer/mwpeer/inference/expert"
 	"github.com/mwpeer/mwpeer/inference/llama"
 	"github.com/mwpeer/mwpeer/inference/llama/randmodel"
 	"github.com/mwpeer/mwpeer/internal/p2ptest"
 )
 
-var testModel = ModelKey{1, 2, 3}
+var testModel = expert.ModelKey{1, 2, 3}
 
 func loadModel(t testing.TB, c randmodel.Config) *llama.Model {
 	t.Helper()
@@ -38,7 +37,7 @@ func loadModel(t testing.TB, c randmodel.Config) *llama.Model {
 type swarm struct {
 	req     host.Host
 	hosts   []host.Host
-	servers []*Server
+	servers []*expert.Server
 	owners  func(layer, expert int) []int
 	alive   []bool
 }
@@ -48,7 +47,7 @@ func newSwarm(t testing.TB, m *llama.Model, n int, owners func(layer, expert int
 	for i := range n {
 		h := newHost(t)
 		connect(t, s.req, h)
-		srv := NewServer(h, ServerConfig{})
+		srv := expert.NewServer(h, expert.ServerConfig{})
 		t.Cleanup(func() { srv.Close() })
 		s.hosts = append(s.hosts, h)
 		s.servers = append(s.servers, srv)
@@ -71,7 +70,7 @@ func newSwarm(t testing.TB, m *llama.Model, n int, owners func(layer, expert int
 }
 
 func (s *swarm) experts(t testing.TB) *Experts {
-	c := NewClient(s.req)
+	c := expert.NewClient(s.req)
 	t.Cleanup(func() { c.Close() })
 	return &Experts{Model: testModel, Client: c, CallTimeout: 2 * time.Second, Hosts: func(l, e int) []peer.ID {
 		var out []peer.ID
@@ -152,7 +151,7 @@ func TestDistributedEqualsLocal(t *testing.T) {
 				t.Fatalf("remote %d local %d failovers %d", x.RemoteCalls.Load(), x.LocalCalls.Load(), x.Failovers.Load())
 			}
 			// Holding some experts itself, the requester runs those locally.
-			x.Local = NewServer(s.req, ServerConfig{})
+			x.Local = expert.NewServer(s.req, expert.ServerConfig{})
 			defer x.Local.Close()
 			for e := range c.Experts / 2 {
 				ex, _ := m.Expert(0, e)
@@ -220,93 +219,6 @@ func TestNoReplicaLeft(t *testing.T) {
 	x.Hosts = func(int, int) []peer.ID { return nil }
 	if _, err := generate(t, m, x, 4, nil); !errors.Is(err, ErrNoHost) {
 		t.Fatalf("err %v, want ErrNoHost", err)
-	}
-}
-
-// TestServerRejects: calls the server cannot answer get an error status or
-// a reset at once, never a hang or a wrong answer.
-func TestServerRejects(t *testing.T) {
-	c := moeConfig()
-	m := loadModel(t, c)
-	s := newSwarm(t, m, 1, func(l, e int) []int { return []int{0} })
-	cl := NewClient(s.req)
-	defer cl.Close()
-	p := s.hosts[0].ID()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	rows := func(n, dim int) [][]float32 {
-		r := make([][]float32, n)
-		for i := range r {
-			r[i] = make([]float32, dim)
-			for j := range r[i] {
-				r[i][j] = rand.Float32()
-			}
-		}
-		return r
-	}
-	var re *RemoteError
-	// Unknown expert and unknown model: not hosted.
-	if err := cl.Call(ctx, p, testModel, 0, c.Experts, rows(2, c.Embedding), rows(2, c.Embedding)); !errors.As(err, &re) || re.Status != statusNotFound {
-		t.Fatalf("unknown expert: %v", err)
-	}
-	if err := cl.Call(ctx, p, ModelKey{9}, 0, 0, rows(2, c.Embedding), rows(2, c.Embedding)); !errors.As(err, &re) || re.Status != statusNotFound {
-		t.Fatalf("unknown model: %v", err)
-	}
-	// Wrong row length: refused before the rows are read.
-	if err := cl.Call(ctx, p, testModel, 0, 0, rows(2, c.Embedding+1), rows(2, c.Embedding+1)); !errors.As(err, &re) || re.Status != statusBad {
-		t.Fatalf("wrong row length: %v", err)
-	}
-	// Too many rows never leave the client.
-	if err := cl.Call(ctx, p, testModel, 0, 0, rows(MaxRows+1, 1), rows(MaxRows+1, 1)); err == nil {
-		t.Fatal("oversized call accepted")
-	}
-	// A good call on the same (pooled) stream still works, and matches local.
-	in, out := rows(3, c.Embedding), rows(3, c.Embedding)
-	if err := cl.Call(ctx, p, testModel, 1, 2, in, out); err != nil {
-		t.Fatal(err)
-	}
-	want := rows(3, c.Embedding)
-	ex, _ := m.Expert(1, 2)
-	if err := ex.Apply(in, want); err != nil {
-		t.Fatal(err)
-	}
-	for i := range want {
-		for j := range want[i] {
-			if want[i][j] != out[i][j] {
-				t.Fatalf("row %d col %d: %v, want %v", i, j, out[i][j], want[i][j])
-			}
-		}
-	}
-	// Garbage and a header announcing a huge payload: an error status and a
-	// closed stream, at once.
-	for name, raw := range map[string][]byte{
-		"garbage": bytes.Repeat([]byte("x"), headerSize),
-		"huge": func() []byte {
-			b := make([]byte, headerSize)
-			header{model: testModel, rows: MaxRows, dim: MaxDim}.marshal(b)
-			return b
-		}(),
-	} {
-		str, err := s.req.NewStream(ctx, p, ID)
-		if err != nil {
-			t.Fatal(err)
-		}
-		str.SetDeadline(time.Now().Add(3 * time.Second))
-		if _, err := str.Write(raw); err != nil {
-			t.Fatal(err)
-		}
-		status, msg, err := readStatus(str)
-		if err != nil || status != statusBad {
-			t.Fatalf("%s: status %d %q %v", name, status, msg, err)
-		}
-		str.Reset()
-	}
-	// A call that gets no answer in time ends at its deadline.
-	short, cancel2 := context.WithTimeout(context.Background(), time.Nanosecond)
-	defer cancel2()
-	time.Sleep(time.Millisecond)
-	if err := cl.Call(short, p, testModel, 0, 0, rows(1, c.Embedding), rows(1, c.Embedding)); err == nil {
-		t.Fatal("expired call succeeded")
 	}
 }
 

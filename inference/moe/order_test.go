@@ -7,6 +7,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	"github.com/mwpeer/mwpeer/inference/expert"
 	"github.com/mwpeer/mwpeer/trust"
 )
 
@@ -31,14 +32,14 @@ func TestReplicaOrder(t *testing.T) {
 	for range 5 {
 		x.end(c)
 	}
-	x.record(c, &RemoteError{Status: statusFailed, Msg: "boom"})
+	x.record(c, &expert.RemoteError{Status: expert.StatusFailed, Msg: "boom"})
 	if got, want := x.order([]peer.ID{a, b, c}), []peer.ID{b, a, c}; !slices.Equal(got, want) {
 		t.Fatalf("after c failed: %v, want %v", got, want)
 	}
 	if st.Score(c.String()).Failures == 0 {
 		t.Fatal("the failure did not reach the trust store")
 	}
-	x.record(a, &RemoteError{Status: statusBusy, Msg: "busy"})
+	x.record(a, &expert.RemoteError{Status: expert.StatusBusy, Msg: "busy"})
 	if sc := st.Score(a.String()); sc.Failures != 0 {
 		t.Fatalf("busy is not a fault: %+v", sc)
 	}

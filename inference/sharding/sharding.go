@@ -17,6 +17,7 @@ import (
 	"github.com/mwpeer/mwpeer/experts"
 	"github.com/mwpeer/mwpeer/experts/shard"
 	"github.com/mwpeer/mwpeer/inference"
+	"github.com/mwpeer/mwpeer/inference/expert"
 	"github.com/mwpeer/mwpeer/inference/llama"
 	"github.com/mwpeer/mwpeer/inference/moe"
 	"github.com/mwpeer/mwpeer/trust"
@@ -53,9 +54,9 @@ type Config struct {
 	RTT       func(peer.ID) (time.Duration, bool) // round-trip estimate to a peer
 	Trust     *trust.Store                        // expert hosts and shard sources are ranked and judged here
 	// Admit, if set, decides whether to compute an expert call for another
-	// peer (see moe.ServerConfig.Admit).
-	Admit func(ctx context.Context, caller peer.ID, c moe.Call) error
-	// Prepare applies the relay policy to expert calls (see moe.Client).
+	// peer (see expert.ServerConfig.Admit).
+	Admit func(ctx context.Context, caller peer.ID, c expert.Call) error
+	// Prepare applies the relay policy to expert calls (see expert.Client).
 	Prepare func(ctx context.Context, p peer.ID) (context.Context, error)
 	// Changed is called when what this peer holds changed (after a fetch),
 	// so the peer re-reads its models and re-announces.
@@ -72,8 +73,8 @@ type Sharding struct {
 	log    *slog.Logger
 	store  *shard.Store
 	shards interface{ Close() error }
-	server *moe.Server
-	client *moe.Client
+	server *expert.Server
+	client *expert.Client
 	multi  *inference.Multi
 
 	gen atomic.Uint64 // bumped on every catalog change
@@ -89,7 +90,7 @@ type Sharding struct {
 // shardedModel is one model this peer holds some of.
 type shardedModel struct {
 	man     *shard.Manifest
-	key     moe.ModelKey
+	key     expert.ModelKey
 	dense   bool
 	experts *moe.Experts // set when dense
 	fetch   string       // fetch progress or error, for /api/experts
@@ -116,8 +117,8 @@ func Open(cfg Config) (*Sharding, error) {
 		return nil, err
 	}
 	s := &Sharding{cfg: cfg, self: cfg.Host.ID(), log: cfg.Log, store: store, models: make(map[string]*shardedModel)}
-	s.server = moe.NewServer(cfg.Host, moe.ServerConfig{Concurrency: max(2, cfg.Capacity), Admit: cfg.Admit, Log: cfg.Log})
-	s.client = moe.NewClient(cfg.Host)
+	s.server = expert.NewServer(cfg.Host, expert.ServerConfig{Concurrency: max(2, cfg.Capacity), Admit: cfg.Admit, Log: cfg.Log})
+	s.client = expert.NewClient(cfg.Host)
 	s.client.Prepare = cfg.Prepare
 	s.shards = shard.Serve(cfg.Host, store)
 	s.multi = inference.NewMulti(cfg.Engine)
@@ -215,7 +216,7 @@ func (s *Sharding) loadLocked(m *shard.Manifest) error {
 
 // track returns the entry of m, making it if needed.
 func (s *Sharding) track(m *shard.Manifest) (*shardedModel, error) {
-	key, err := moe.ParseModelKey(m.ID())
+	key, err := expert.ParseModelKey(m.ID())
 	if err != nil {
 		return nil, err
 	}

@@ -29,6 +29,7 @@ var order = []string{
 	"swarm",
 	"inference/sharding",
 	"inference/moe",
+	"inference/expert",
 	"inference/infer",
 	"inference/llama",
 	"inference",

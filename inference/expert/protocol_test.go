@@ -1,6 +1,7 @@
-package moe
+package expert
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"math/rand/v2"
@@ -94,7 +95,7 @@ func TestCallOverMemoryBudgetIsBusy(t *testing.T) {
 	big := randRows(MaxRows, c.Embedding)
 	err = cl.Call(ctx, h.ID(), testModel, 0, 1, big, randRows(MaxRows, c.Embedding))
 	var re *RemoteError
-	if !errors.As(err, &re) || re.Status != statusBusy || re.Msg != "memory limit" || !errors.Is(err, inference.ErrBusy) {
+	if !errors.As(err, &re) || re.Status != StatusBusy || re.Msg != "memory limit" || !errors.Is(err, inference.ErrBusy) {
 		t.Fatalf("call over the budget: %v, want busy", err)
 	}
 	if srv.Calls.Load() != 1 {
@@ -238,5 +239,92 @@ func TestLimitedConnectionOnlyThroughPrepare(t *testing.T) {
 	}
 	if srv.Calls.Load() != 1 {
 		t.Fatalf("expert host computed %d calls, want 1", srv.Calls.Load())
+	}
+}
+
+// TestServerRejects: calls the server cannot answer get an error status or
+// a reset at once, never a hang or a wrong answer.
+func TestServerRejects(t *testing.T) {
+	c := moeConfig()
+	m := loadModel(t, c)
+	s := newSwarm(t, m, 1, func(l, e int) []int { return []int{0} })
+	cl := NewClient(s.req)
+	defer cl.Close()
+	p := s.hosts[0].ID()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	rows := func(n, dim int) [][]float32 {
+		r := make([][]float32, n)
+		for i := range r {
+			r[i] = make([]float32, dim)
+			for j := range r[i] {
+				r[i][j] = rand.Float32()
+			}
+		}
+		return r
+	}
+	var re *RemoteError
+	// Unknown expert and unknown model: not hosted.
+	if err := cl.Call(ctx, p, testModel, 0, c.Experts, rows(2, c.Embedding), rows(2, c.Embedding)); !errors.As(err, &re) || re.Status != StatusNotFound {
+		t.Fatalf("unknown expert: %v", err)
+	}
+	if err := cl.Call(ctx, p, ModelKey{9}, 0, 0, rows(2, c.Embedding), rows(2, c.Embedding)); !errors.As(err, &re) || re.Status != StatusNotFound {
+		t.Fatalf("unknown model: %v", err)
+	}
+	// Wrong row length: refused before the rows are read.
+	if err := cl.Call(ctx, p, testModel, 0, 0, rows(2, c.Embedding+1), rows(2, c.Embedding+1)); !errors.As(err, &re) || re.Status != StatusBad {
+		t.Fatalf("wrong row length: %v", err)
+	}
+	// Too many rows never leave the client.
+	if err := cl.Call(ctx, p, testModel, 0, 0, rows(MaxRows+1, 1), rows(MaxRows+1, 1)); err == nil {
+		t.Fatal("oversized call accepted")
+	}
+	// A good call on the same (pooled) stream still works, and matches local.
+	in, out := rows(3, c.Embedding), rows(3, c.Embedding)
+	if err := cl.Call(ctx, p, testModel, 1, 2, in, out); err != nil {
+		t.Fatal(err)
+	}
+	want := rows(3, c.Embedding)
+	ex, _ := m.Expert(1, 2)
+	if err := ex.Apply(in, want); err != nil {
+		t.Fatal(err)
+	}
+	for i := range want {
+		for j := range want[i] {
+			if want[i][j] != out[i][j] {
+				t.Fatalf("row %d col %d: %v, want %v", i, j, out[i][j], want[i][j])
+			}
+		}
+	}
+	// Garbage and a header announcing a huge payload: an error status and a
+	// closed stream, at once.
+	for name, raw := range map[string][]byte{
+		"garbage": bytes.Repeat([]byte("x"), headerSize),
+		"huge": func() []byte {
+			b := make([]byte, headerSize)
+			header{model: testModel, rows: MaxRows, dim: MaxDim}.marshal(b)
+			return b
+		}(),
+	} {
+		str, err := s.req.NewStream(ctx, p, ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		str.SetDeadline(time.Now().Add(3 * time.Second))
+		if _, err := str.Write(raw); err != nil {
+			t.Fatal(err)
+		}
+		status, msg, err := readStatus(str)
+		if err != nil || status != StatusBad {
+			t.Fatalf("%s: status %d %q %v", name, status, msg, err)
+		}
+		str.Reset()
+	}
+	// A call that gets no answer in time ends at its deadline.
+	short, cancel2 := context.WithTimeout(context.Background(), time.Nanosecond)
+	defer cancel2()
+	time.Sleep(time.Millisecond)
+	if err := cl.Call(short, p, testModel, 0, 0, rows(1, c.Embedding), rows(1, c.Embedding)); err == nil {
+		t.Fatal("expired call succeeded")
 	}
 }

@@ -1,4 +1,4 @@
-package moe
+package expert
 
 import (
 	"bufio"
@@ -183,7 +183,7 @@ func (s *Server) handle(str network.Stream) {
 				if errors.Is(err, errBad) {
 					// Say why, then close: the rest of the stream is out of step.
 					str.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout))
-					if writeStatus(w, statusBad, err.Error()) == nil && w.Flush() == nil {
+					if writeStatus(w, StatusBad, err.Error()) == nil && w.Flush() == nil {
 						return
 					}
 				}
@@ -195,9 +195,9 @@ func (s *Server) handle(str network.Stream) {
 		// is allocated for a call this peer would not compute.
 		x := s.Get(h.model, h.layer, h.expert)
 		if x == nil || x.Embedding() != h.dim {
-			status, msg := byte(statusNotFound), "expert not hosted here"
+			status, msg := byte(StatusNotFound), "expert not hosted here"
 			if x != nil {
-				status, msg = statusBad, fmt.Sprintf("rows of %d values, the expert takes %d", h.dim, x.Embedding())
+				status, msg = StatusBad, fmt.Sprintf("rows of %d values, the expert takes %d", h.dim, x.Embedding())
 			}
 			str.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout))
 			if writeStatus(w, status, msg) != nil || w.Flush() != nil {
@@ -207,8 +207,9 @@ func (s *Server) handle(str network.Stream) {
 		}
 		str.SetReadDeadline(time.Now().Add(s.cfg.ReadTimeout))
 		if n := h.rows * h.dim; cap(back) < 2*n {
-			// Reserve what the larger buffer adds before allocating it.
-			if err := str.Scope().ReserveMemory(4*(2*n-cap(back)), network.ReservationPriorityMedium); err != nil {
+			// Reserve what the larger buffer adds before allocating it. It
+			// stays reserved, with the buffer, until the stream ends.
+			if _, err := wire.Reserve(str, 4*(2*n-cap(back)), network.ReservationPriorityMedium); err != nil {
 				log.Debug("expert call over the memory budget", "bytes", 4*2*n, "err", err)
 				// Take the rows off the stream without keeping them, so the
 				// stream stays in step, then say busy.
@@ -217,7 +218,7 @@ func (s *Server) handle(str network.Stream) {
 					return
 				}
 				str.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout))
-				if writeStatus(w, statusBusy, "memory limit") != nil || w.Flush() != nil {
+				if writeStatus(w, StatusBusy, "memory limit") != nil || w.Flush() != nil {
 					str.Reset()
 					return
 				}
@@ -230,13 +231,13 @@ func (s *Server) handle(str network.Stream) {
 			str.Reset()
 			return
 		}
-		status, msg := byte(statusOK), ""
+		status, msg := byte(StatusOK), ""
 		if s.cfg.Admit != nil {
 			if err := s.cfg.Admit(s.ctx, str.Conn().RemotePeer(), Call{Model: h.model, Layer: h.layer, Expert: h.expert, Rows: h.rows}); err != nil {
-				status, msg = statusBusy, trunc(err.Error())
+				status, msg = StatusBusy, trunc(err.Error())
 			}
 		}
-		if status == statusOK {
+		if status == StatusOK {
 			status, msg = s.compute(x, h, in, out)
 		}
 		str.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout))
@@ -244,7 +245,7 @@ func (s *Server) handle(str network.Stream) {
 			str.Reset()
 			return
 		}
-		if status == statusOK {
+		if status == StatusOK {
 			if err := writeRows(w, out, nil); err != nil {
 				str.Reset()
 				return
@@ -267,16 +268,16 @@ func (s *Server) compute(x *llama.Expert, h header, in, out [][]float32) (byte, 
 		select {
 		case s.slots <- struct{}{}:
 		case <-t.C:
-			return statusBusy, "busy"
+			return StatusBusy, "busy"
 		}
 	}
 	defer func() { <-s.slots }()
 	if err := x.Apply(in, out); err != nil {
-		return statusFailed, err.Error()
+		return StatusFailed, err.Error()
 	}
 	s.Calls.Add(1)
 	s.Rows.Add(uint64(h.rows))
-	return statusOK, ""
+	return StatusOK, ""
 }
 
 // split cuts back into n rows of length dim, reusing rows' backing array.

@@ -1,4 +1,4 @@
-package moe
+package expert
 
 import (
 	"encoding/binary"
@@ -39,13 +39,13 @@ const bufferSize = 64 << 10
 
 var magic = [4]byte{'m', 'w', 'x', '1'}
 
-// Answer statuses.
+// Statuses of an answer (RemoteError.Status for all but StatusOK).
 const (
-	statusOK       = 0
-	statusNotFound = 1 // the peer does not host this expert
-	statusBad      = 2 // malformed request
-	statusBusy     = 3 // too many calls in progress
-	statusFailed   = 4 // the expert failed
+	StatusOK       = 0
+	StatusNotFound = 1 // the peer does not host this expert
+	StatusBad      = 2 // malformed request
+	StatusBusy     = 3 // too many calls in progress
+	StatusFailed   = 4 // the expert failed
 )
 
 // ModelKey is a model ID (64 hex digits, a SHA-256) as 32 bytes.

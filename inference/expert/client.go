@@ -1,4 +1,4 @@
-package moe
+package expert
 
 import (
 	"bufio"
@@ -26,16 +26,16 @@ type RemoteError struct {
 }
 
 func (e *RemoteError) Error() string {
-	names := map[byte]string{statusNotFound: "not hosted", statusBad: "bad request", statusBusy: "busy", statusFailed: "failed"}
+	names := map[byte]string{StatusNotFound: "not hosted", StatusBad: "bad request", StatusBusy: "busy", StatusFailed: "failed"}
 	return fmt.Sprintf("remote expert %s: %s", names[e.Status], e.Msg)
 }
 
 // Unwrap returns the sentinel of e's status, or nil.
 func (e *RemoteError) Unwrap() error {
 	switch e.Status {
-	case statusBusy:
+	case StatusBusy:
 		return inference.ErrBusy
-	case statusBad:
+	case StatusBad:
 		return inference.ErrInvalidRequest
 	}
 	return nil
@@ -175,7 +175,7 @@ func (c *Client) Call(ctx context.Context, p peer.ID, model ModelKey, layer, exp
 // after refusing a call it closes the stream.
 func reusable(err error) bool {
 	var re *RemoteError
-	return errors.As(err, &re) && (re.Status == statusBusy || re.Status == statusFailed)
+	return errors.As(err, &re) && (re.Status == StatusBusy || re.Status == StatusFailed)
 }
 
 // call runs one call on cn; on any error but a remote one the stream is reset.
@@ -209,7 +209,7 @@ func (c *Client) call(ctx context.Context, cn *conn, h header, in, out [][]float
 		return err
 	}
 	c.BytesIn.Add(uint64(3 + len(msg)))
-	if status != statusOK {
+	if status != StatusOK {
 		return &RemoteError{Status: status, Msg: msg}
 	}
 	if err := readRows(cn.r, out, nil); err != nil {
