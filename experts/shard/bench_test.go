@@ -1,11 +1,7 @@
 package shard
 
 import (
-	"context"
 	"testing"
-	"time"
-
-	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/mwpeer/mwpeer/inference/llama/randmodel"
 )
@@ -33,33 +29,4 @@ func BenchmarkSplit(b *testing.B) {
 		size = m.Size()
 	}
 	b.SetBytes(size)
-}
-
-// BenchmarkFetch measures a fresh peer fetching every shard of the
-// benchmark model from two peers over loopback TCP.
-func BenchmarkFetch(b *testing.B) {
-	dir := b.TempDir()
-	m, err := Split(genModel(b, benchModel(), false), dir)
-	if err != nil {
-		b.Fatal(err)
-	}
-	s1, s2 := seed(b, dir), seed(b, dir)
-	c := newHost(b)
-	connect(b, c, s1.h)
-	connect(b, c, s2.h)
-	b.SetBytes(m.Size())
-	var took time.Duration
-	for b.Loop() {
-		s, err := OpenStore(b.TempDir())
-		if err != nil {
-			b.Fatal(err)
-		}
-		f := &Fetcher{Host: c, Store: s, Sources: func(context.Context, string) []peer.ID { return []peer.ID{s1.h.ID(), s2.h.ID()} }}
-		start := time.Now()
-		if err := f.Fetch(context.Background(), m, m.Shards); err != nil {
-			b.Fatal(err)
-		}
-		took += time.Since(start)
-	}
-	b.Logf("%d shards, %d bytes; %.0f MB/s", len(m.Shards), m.Size(), float64(m.Size())*float64(b.N)/took.Seconds()/1e6)
 }

@@ -1,15 +1,16 @@
 // Package shard owns the pieces a Mixture-of-Experts model is cut into so that
 // peers can host parts of it: the manifest that describes them, the split of
 // a llama-architecture MoE GGUF into a dense shard and one shard per (layer,
-// expert), the on-disk store that holds shards by content, and the
-// /mwpeer/shard/1.0.0 protocol that moves shards between peers, verified piece
-// by piece.
+// expert), and the on-disk store that holds shards by content, including the
+// partial files of shards being fetched (Store.OpenPartial), whose pieces it
+// checks against the manifest before it keeps them.
 //
-// It does not decide which experts a peer hosts, advertise anything on the DHT
-// or run a model; callers give it the shards to fetch and a function that
-// names the peers holding a hash. The store hands out verified bytes
-// (Store.OpenDense, Store.ReadExpert) and knows nothing of the engine: package
-// moe builds the engine's objects from them (moe.LoadDense, moe.LoadExpert).
+// It speaks no protocol, decides nothing about which experts a peer hosts,
+// advertises nothing on the DHT and runs no model. Package transfer moves
+// shards between peers (/mwpeer/shard/1.0.0). The store hands out verified
+// bytes (Store.OpenDense, Store.ReadExpert) and knows nothing of the engine:
+// package moe builds the engine's objects from them (moe.LoadDense,
+// moe.LoadExpert).
 //
 // # Manifest and IDs
 //

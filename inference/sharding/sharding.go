@@ -16,6 +16,7 @@ import (
 
 	"github.com/mwpeer/mwpeer/experts"
 	"github.com/mwpeer/mwpeer/experts/shard"
+	"github.com/mwpeer/mwpeer/experts/shard/transfer"
 	"github.com/mwpeer/mwpeer/inference"
 	"github.com/mwpeer/mwpeer/inference/expert"
 	"github.com/mwpeer/mwpeer/inference/llama"
@@ -120,7 +121,7 @@ func Open(cfg Config) (*Sharding, error) {
 	s.server = expert.NewServer(cfg.Host, expert.ServerConfig{Concurrency: max(2, cfg.Capacity), Admit: cfg.Admit, Log: cfg.Log})
 	s.client = expert.NewClient(cfg.Host)
 	s.client.Prepare = cfg.Prepare
-	s.shards = shard.Serve(cfg.Host, store)
+	s.shards = transfer.Serve(cfg.Host, store)
 	s.multi = inference.NewMulti(cfg.Engine)
 	for _, m := range store.Models() {
 		if err := s.load(m); err != nil {
@@ -428,7 +429,7 @@ func (s *Sharding) hostOnce(ctx context.Context, spec HostSpec) error {
 	}
 	s.loadMu.Lock()
 	defer s.loadMu.Unlock()
-	f := &shard.Fetcher{Host: s.cfg.Host, Store: s.store, Sources: s.sources, Progress: func(pr shard.Progress) { s.progress(id, pr) }}
+	f := &transfer.Fetcher{Host: s.cfg.Host, Store: s.store, Sources: s.sources, Progress: func(pr transfer.Progress) { s.progress(id, pr) }}
 	m, ok := s.store.Manifest(id)
 	if !ok {
 		if m, err = f.FetchManifest(ctx, id); err != nil {
@@ -465,7 +466,7 @@ func (s *Sharding) hostOnce(ctx context.Context, spec HostSpec) error {
 
 // progress shows a fetch in /api/experts and logs dropped sources and, at
 // most every few seconds, how far it got.
-func (s *Sharding) progress(id string, pr shard.Progress) {
+func (s *Sharding) progress(id string, pr transfer.Progress) {
 	text := fmt.Sprintf("%.1f of %.1f MB verified", float64(pr.TotalDone)/1e6, float64(pr.Total)/1e6)
 	if pr.Dropped != "" {
 		kind := trust.Failure

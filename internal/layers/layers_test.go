@@ -34,6 +34,7 @@ var order = []string{
 	"inference/llama",
 	"inference",
 	"routing",
+	"experts/shard/transfer",
 	"experts/shard",
 	"experts",
 	"trust",

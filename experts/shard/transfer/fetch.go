@@ -1,4 +1,4 @@
-package shard
+package transfer
 
 import (
 	"context"
@@ -8,8 +8,6 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"os"
-	"path/filepath"
 	"sync"
 	"time"
 
@@ -18,6 +16,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/mwpeer/mwpeer/experts/shard"
 	"github.com/mwpeer/mwpeer/internal/wire"
 )
 
@@ -26,14 +25,15 @@ import (
 // i goes to source i mod n) and then whatever is left; every piece is checked
 // against the manifest as it arrives. A source that sends a bad piece, fails
 // or stalls is dropped for the rest of the Fetch and its pieces are fetched
-// from the others. Verified pieces are recorded under partial/, so a fetch
-// that is interrupted resumes where it stopped.
+// from the others. Verified pieces are kept in the store's partial files
+// (shard.Store.OpenPartial), so a fetch that is interrupted resumes where it
+// stopped.
 //
 // Set Host, Store and Sources; the other fields are optional. A Fetcher may
 // be used for several fetches at once.
 type Fetcher struct {
 	Host  host.Host
-	Store *Store
+	Store *shard.Store
 	// Sources returns peers that may hold hash (a shard hash or a model ID).
 	// The host must be able to dial them (addresses in its peerstore).
 	Sources func(ctx context.Context, hash string) []peer.ID
@@ -52,12 +52,12 @@ type Fetcher struct {
 
 // Progress reports how a Fetch goes.
 type Progress struct {
-	Model     string // model ID
-	Shard     Shard  // the shard this report is about
-	Done      int64  // bytes of Shard verified so far (Shard.Size when complete)
-	TotalDone int64  // bytes verified over every shard of the Fetch
-	Total     int64  // bytes of every shard of the Fetch
-	Received  int64  // bytes received from peers by this Fetch, rejected ones included
+	Model     string      // model ID
+	Shard     shard.Shard // the shard this report is about
+	Done      int64       // bytes of Shard verified so far (Shard.Size when complete)
+	TotalDone int64       // bytes verified over every shard of the Fetch
+	Total     int64       // bytes of every shard of the Fetch
+	Received  int64       // bytes received from peers by this Fetch, rejected ones included
 
 	// Dropped, when set, is a source dropped for the rest of the Fetch, and
 	// Err says why.
@@ -92,8 +92,8 @@ func (f *Fetcher) sources(ctx context.Context, h string) []peer.ID {
 
 // FetchManifest returns the manifest of model id, from the store or else from
 // the first source that sends bytes hashing to id.
-func (f *Fetcher) FetchManifest(ctx context.Context, id string) (*Manifest, error) {
-	if !ValidHash(id) {
+func (f *Fetcher) FetchManifest(ctx context.Context, id string) (*shard.Manifest, error) {
+	if !shard.ValidHash(id) {
 		return nil, fmt.Errorf("model ID %.80q is not a lowercase hex SHA-256", id)
 	}
 	if m, ok := f.Store.Manifest(id); ok {
@@ -130,8 +130,8 @@ func (f *Fetcher) getManifest(ctx context.Context, p peer.ID, id string) ([]byte
 		if err != nil {
 			return nil, err
 		}
-		if size > MaxManifestSize {
-			return nil, fmt.Errorf("peer %s: manifest of %d bytes exceeds the %d-byte cap", p.ShortString(), size, MaxManifestSize)
+		if size > shard.MaxManifestSize {
+			return nil, fmt.Errorf("peer %s: manifest of %d bytes exceeds the %d-byte cap", p.ShortString(), size, shard.MaxManifestSize)
 		}
 		raw = append(raw, data...)
 		if int64(len(raw)) >= size {
@@ -146,14 +146,14 @@ func (f *Fetcher) getManifest(ctx context.Context, p peer.ID, id string) ([]byte
 // Fetch downloads the shards of m that the store lacks. It returns when every
 // one is stored and verified, or with the first error; what was verified is
 // kept for the next attempt.
-func (f *Fetcher) Fetch(ctx context.Context, m *Manifest, shards []Shard) error {
+func (f *Fetcher) Fetch(ctx context.Context, m *shard.Manifest, shards []shard.Shard) error {
 	ft := &fetch{f: f, m: m, dropped: make(map[peer.ID]error)}
-	known := make(map[string]Shard, len(m.Shards))
+	known := make(map[string]shard.Shard, len(m.Shards))
 	for _, sh := range m.Shards {
 		known[sh.Hash] = sh
 	}
 	seen := make(map[string]bool)
-	var todo []Shard
+	var todo []shard.Shard
 	for _, sh := range shards {
 		if seen[sh.Hash] {
 			continue
@@ -173,7 +173,7 @@ func (f *Fetcher) Fetch(ctx context.Context, m *Manifest, shards []Shard) error 
 	}
 	g.SetLimit(parallel)
 	for _, sh := range todo {
-		g.Go(func() error { return ft.shard(gctx, sh) })
+		g.Go(func() error { return ft.fetchShard(gctx, sh) })
 	}
 	if err := g.Wait(); err != nil {
 		if ctx.Err() != nil {
@@ -187,7 +187,7 @@ func (f *Fetcher) Fetch(ctx context.Context, m *Manifest, shards []Shard) error 
 // fetch is the state of one Fetch call.
 type fetch struct {
 	f     *Fetcher
-	m     *Manifest
+	m     *shard.Manifest
 	total int64
 
 	mu        sync.Mutex // guards the fields below and serializes Progress calls
@@ -205,7 +205,7 @@ func (ft *fetch) whyDropped(p peer.ID) error {
 	return ft.dropped[p]
 }
 
-func (ft *fetch) drop(sh Shard, done int64, p peer.ID, err error) {
+func (ft *fetch) drop(sh shard.Shard, done int64, p peer.ID, err error) {
 	ft.mu.Lock()
 	defer ft.mu.Unlock()
 	if _, ok := ft.dropped[p]; ok {
@@ -216,7 +216,7 @@ func (ft *fetch) drop(sh Shard, done int64, p peer.ID, err error) {
 }
 
 // advance records n more bytes of sh verified (done in all) and reports it.
-func (ft *fetch) advance(sh Shard, done, n int64) {
+func (ft *fetch) advance(sh shard.Shard, done, n int64) {
 	ft.mu.Lock()
 	defer ft.mu.Unlock()
 	ft.totalDone += n
@@ -238,35 +238,37 @@ func (ft *fetch) report(p Progress) {
 	ft.f.Progress(p)
 }
 
-// shard fetches one shard into partial/ and moves it into the store.
-func (ft *fetch) shard(ctx context.Context, sh Shard) error {
-	s := ft.f.Store
-	unlock, err := s.lock(ctx, sh.Hash)
-	if err != nil {
-		return err
-	}
-	defer unlock()
-	if s.Has(sh.Hash) {
-		ft.advance(sh, sh.Size, sh.Size)
-		return nil
-	}
-	p, err := openPartial(s, ft.m, sh)
+// fetchShard fetches one shard into the store's partial/ and moves it into the
+// store.
+func (ft *fetch) fetchShard(ctx context.Context, sh shard.Shard) error {
+	part, err := ft.f.Store.OpenPartial(ctx, ft.m, sh)
 	if err != nil {
 		return fmt.Errorf("fetch %s: %w", sh, err)
 	}
-	defer p.close()
-	ft.advance(sh, p.done, p.done)
-
+	defer part.Close()
+	have, done := part.Verified()
+	ft.advance(sh, done, done)
+	p := &target{Partial: part, sc: newScheduler(have)}
 	if p.sc.remaining > 0 {
 		if err := ft.download(ctx, sh, p); err != nil {
 			return err
 		}
 	}
-	return p.finish(s, sh)
+	if err := p.Commit(); err != nil {
+		return fmt.Errorf("fetch %s: %w", sh, err)
+	}
+	return nil
+}
+
+// target is a shard being fetched: the store's partial file of it, and the
+// scheduler that hands its missing pieces to the workers.
+type target struct {
+	*shard.Partial
+	sc *scheduler
 }
 
 // download fetches the pieces p lacks from the shard's sources.
-func (ft *fetch) download(ctx context.Context, sh Shard, p *partial) error {
+func (ft *fetch) download(ctx context.Context, sh shard.Shard, p *target) error {
 	var srcs []peer.ID
 	for _, src := range ft.f.sources(ctx, sh.Hash) {
 		if !ft.isDropped(src) {
@@ -323,7 +325,7 @@ func (e *sourceError) Error() string { return e.err.Error() }
 
 // worker fetches pieces of sh from src (the k-th of n sources) until none is
 // left, src is dropped, or a local error occurs (returned as is).
-func (ft *fetch) worker(ctx context.Context, sh Shard, p *partial, k, n int, src peer.ID) error {
+func (ft *fetch) worker(ctx context.Context, sh shard.Shard, p *target, k, n int, src peer.ID) error {
 	var c *conn
 	defer func() {
 		if c != nil {
@@ -359,14 +361,17 @@ func (ft *fetch) worker(ctx context.Context, sh Shard, p *partial, k, n int, src
 			var total int64
 			data, total, err = c.get(ctx, sh.Hash, off, size, ft.f.timeout(), buf)
 			ft.receive(int64(len(data)))
-			switch {
-			case err != nil:
-			case total != sh.Size || int64(len(data)) != size:
+			if err == nil && (total != sh.Size || int64(len(data)) != size) {
 				err = fmt.Errorf("sent %d bytes of a %d-byte file for piece %d (%d bytes of %d)", len(data), total, i, size, sh.Size)
-			default:
-				if sum := sha256.Sum256(data); hex.EncodeToString(sum[:]) != sh.Pieces[i] {
-					err = fmt.Errorf("piece %d of %s hashes to %x, want %s: %w", i, sh.Hash, sum, sh.Pieces[i], ErrCorrupt)
-				}
+			}
+		}
+		if err == nil {
+			// The store checks the piece against the manifest before it
+			// keeps it: a mismatch (shard.ErrCorrupt) is the source's fault,
+			// anything else this peer's.
+			if err = p.WritePiece(i, data); err != nil && !errors.Is(err, shard.ErrCorrupt) {
+				p.sc.put(i, false)
+				return fmt.Errorf("fetch %s: %w", sh, err)
 			}
 		}
 		if err != nil {
@@ -388,17 +393,13 @@ func (ft *fetch) worker(ctx context.Context, sh Shard, p *partial, k, n int, src
 					return nil
 				}
 			}
-			if errors.Is(err, ErrNotFound) {
+			if errors.Is(err, shard.ErrNotFound) {
 				return &sourceError{err} // it lacks this shard; other shards may still come from it
 			}
 			ft.drop(sh, p.sc.doneBytes(ft.m, sh), src, fmt.Errorf("%s: %w", sh, err))
 			return &sourceError{err}
 		}
 		busy = 0
-		if err := p.write(i, off, data); err != nil {
-			p.sc.put(i, false)
-			return fmt.Errorf("fetch %s: %w", sh, err)
-		}
 		p.sc.put(i, true)
 		ft.advance(sh, p.sc.doneBytes(ft.m, sh), size)
 	}
@@ -481,7 +482,7 @@ func (sc *scheduler) left() int {
 	return sc.remaining
 }
 
-func (sc *scheduler) doneBytes(m *Manifest, sh Shard) int64 {
+func (sc *scheduler) doneBytes(m *shard.Manifest, sh shard.Shard) int64 {
 	sc.mu.Lock()
 	defer sc.mu.Unlock()
 	var n int64
@@ -492,115 +493,6 @@ func (sc *scheduler) doneBytes(m *Manifest, sh Shard) int64 {
 		}
 	}
 	return n
-}
-
-// partial is a shard being fetched: partial/<hash> and its record of
-// verified pieces, partial/<hash>.pieces (one byte per piece).
-type partial struct {
-	f, rec *os.File
-	sc     *scheduler
-	done   int64 // bytes verified when opened
-}
-
-// openPartial opens or creates the partial file of sh, keeping each piece the
-// record says was verified if it still hashes right.
-func openPartial(s *Store, m *Manifest, sh Shard) (*partial, error) {
-	path := filepath.Join(s.dirs[0], partialDir, sh.Hash)
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
-	if err != nil {
-		return nil, err
-	}
-	rec, err := os.OpenFile(path+".pieces", os.O_RDWR|os.O_CREATE, 0o644)
-	if err != nil {
-		f.Close()
-		return nil, err
-	}
-	p := &partial{f: f, rec: rec}
-	fail := func(err error) (*partial, error) {
-		p.close()
-		return nil, err
-	}
-	marks := make([]byte, len(sh.Pieces))
-	fi, err := f.Stat()
-	if err != nil {
-		return fail(err)
-	}
-	if fi.Size() == sh.Size {
-		if _, err := io.ReadFull(rec, marks); err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) {
-			return fail(err)
-		}
-	} else if err := f.Truncate(sh.Size); err != nil {
-		return fail(err)
-	}
-	done := make([]bool, len(sh.Pieces))
-	buf := make([]byte, m.PieceSize)
-	for i, mark := range marks {
-		if mark != 1 {
-			marks[i] = 0
-			continue
-		}
-		off, n := m.Piece(sh, i)
-		if _, err := f.ReadAt(buf[:n], off); err != nil {
-			marks[i] = 0
-			continue
-		}
-		if sum := sha256.Sum256(buf[:n]); hex.EncodeToString(sum[:]) == sh.Pieces[i] {
-			done[i] = true
-			p.done += n
-		} else {
-			marks[i] = 0
-		}
-	}
-	if err := rec.Truncate(0); err != nil {
-		return fail(err)
-	}
-	if _, err := rec.WriteAt(marks, 0); err != nil {
-		return fail(err)
-	}
-	p.sc = newScheduler(done)
-	return p, nil
-}
-
-func (p *partial) write(i int, off int64, data []byte) error {
-	if _, err := p.f.WriteAt(data, off); err != nil {
-		return err
-	}
-	_, err := p.rec.WriteAt([]byte{1}, int64(i))
-	return err
-}
-
-func (p *partial) close() {
-	if p.f != nil {
-		p.f.Close()
-	}
-	if p.rec != nil {
-		p.rec.Close()
-	}
-}
-
-// finish checks the whole file's hash and moves it into the store.
-func (p *partial) finish(s *Store, sh Shard) error {
-	if err := p.f.Sync(); err != nil {
-		return err
-	}
-	h := sha256.New()
-	if _, err := io.Copy(h, io.NewSectionReader(p.f, 0, sh.Size)); err != nil {
-		return err
-	}
-	if sum := hex.EncodeToString(h.Sum(nil)); sum != sh.Hash {
-		// Every piece matched yet the whole does not: the manifest's piece
-		// hashes disagree with its shard hash. Start over next time.
-		_ = p.rec.Truncate(0)
-		return fmt.Errorf("fetch %s: whole file hashes to %s, want %s: %w", sh, sum, sh.Hash, ErrCorrupt)
-	}
-	p.close()
-	path := p.f.Name()
-	p.f, p.rec = nil, nil
-	if err := s.place(path, sh.Hash); err != nil {
-		return fmt.Errorf("fetch %s: %w", sh, err)
-	}
-	os.Remove(path + ".pieces")
-	return nil
 }
 
 // conn is one stream to a source, carrying requests one after the other.

@@ -1,4 +1,4 @@
-package shard
+package transfer
 
 import (
 	"errors"
@@ -12,65 +12,9 @@ import (
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 
+	"github.com/mwpeer/mwpeer/experts/shard"
 	"github.com/mwpeer/mwpeer/internal/wire"
 )
-
-// The /mwpeer/shard/1.0.0 protocol. A stream carries requests one after the
-// other:
-//
-//	client -> server: request frame {"hash","offset","length"}
-//	server -> client: header frame {"size","length"} then exactly length raw bytes,
-//	                  or header frame {"error":{"code","message"}}
-//
-// Frames are a varint length and a JSON object; requests are at most
-// MaxRequestSize bytes, headers MaxHeaderSize. The hash is a shard's SHA-256
-// or a model ID (the manifest's bytes are served). The server sends
-// min(length, size-offset) bytes; length must be 1..MaxLength. After an error
-// frame of code bad_request or busy the server closes the stream; after
-// not_found the client may ask again. The client closes its write side when
-// done.
-const (
-	// ID is the protocol ID.
-	ID = "/mwpeer/shard/1.0.0"
-	// ServiceName is the resource-manager service of its streams.
-	ServiceName = "mwpeer.shard"
-
-	MaxRequestSize = 512
-	MaxHeaderSize  = 1024
-	MaxLength      = 4 << 20 // bytes served per request
-)
-
-// Error codes of header frames.
-const (
-	CodeNotFound   = "not_found" // ErrNotFound
-	CodeBadRequest = "bad_request"
-	CodeBusy       = "busy"
-	CodeInternal   = wire.CodeInternal
-)
-
-// codes maps error codes to the sentinels they stand for.
-var codes = wire.Codes{CodeNotFound: ErrNotFound}
-
-// RemoteError is an error frame from a serving peer. A not_found unwraps to
-// ErrNotFound.
-type RemoteError = wire.RemoteError
-
-type request struct {
-	Hash   string `json:"hash"`
-	Offset int64  `json:"offset"`
-	Length int64  `json:"length"`
-}
-
-type header struct {
-	Size   int64       `json:"size,omitempty"`
-	Length int64       `json:"length,omitempty"`
-	Error  *errorFrame `json:"error,omitempty"`
-}
-
-type errorFrame struct {
-	Code    string `json:"code"`
-	Message string `json:"message"`
-}
 
 // ServerConfig bounds what a Server gives strangers.
 type ServerConfig struct {
@@ -92,7 +36,7 @@ func DefaultServerConfig() ServerConfig {
 // service, registered on a host by NewServer.
 type Server struct {
 	h     host.Host
-	s     *Store
+	s     *shard.Store
 	cfg   ServerConfig
 	log   *slog.Logger
 	slots chan struct{}
@@ -105,10 +49,10 @@ type Server struct {
 }
 
 // Serve serves s on h with DefaultServerConfig.
-func Serve(h host.Host, s *Store) *Server { return NewServer(h, s, DefaultServerConfig()) }
+func Serve(h host.Host, s *shard.Store) *Server { return NewServer(h, s, DefaultServerConfig()) }
 
 // NewServer serves s on h. Zero fields of cfg take their defaults.
-func NewServer(h host.Host, s *Store, cfg ServerConfig) *Server {
+func NewServer(h host.Host, s *shard.Store, cfg ServerConfig) *Server {
 	def := DefaultServerConfig()
 	wire.Default(&cfg.MaxStreams, def.MaxStreams)
 	wire.Default(&cfg.RequestTimeout, def.RequestTimeout)
@@ -215,7 +159,7 @@ func (srv *Server) handle(str network.Stream) {
 			log.Debug("shard: read request", "err", err)
 			str.Reset()
 			return
-		case !ValidHash(req.Hash):
+		case !shard.ValidHash(req.Hash):
 			refuse(CodeBadRequest, "hash is not a lowercase hex SHA-256")
 			return
 		case req.Length <= 0 || req.Length > MaxLength || req.Offset < 0:

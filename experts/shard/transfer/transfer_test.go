@@ -1,4 +1,4 @@
-package shard
+package transfer
 
 import (
 	"context"
@@ -17,6 +17,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-msgio"
 
+	"github.com/mwpeer/mwpeer/experts/shard"
 	"github.com/mwpeer/mwpeer/inference/llama/randmodel"
 	"github.com/mwpeer/mwpeer/internal/p2ptest"
 )
@@ -24,7 +25,7 @@ import (
 // seeder is a peer serving a full copy of a split model.
 type seeder struct {
 	h   host.Host
-	s   *Store
+	s   *shard.Store
 	srv *Server
 	dir string
 }
@@ -36,7 +37,7 @@ func seed(t testing.TB, dir string) *seeder {
 	if err := os.CopyFS(own, os.DirFS(dir)); err != nil {
 		t.Fatal(err)
 	}
-	s, err := OpenStore(own)
+	s, err := shard.OpenStore(own)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -68,10 +69,10 @@ func (sd *seeder) corrupt(t testing.TB, pieceSize int64) {
 
 // splitTiny splits the tiny generated model into a store directory with
 // 16 KiB pieces (so every shard has several).
-func splitTiny(t testing.TB) (*Manifest, string) {
+func splitTiny(t testing.TB) (*shard.Manifest, string) {
 	t.Helper()
 	dir := t.TempDir()
-	m, err := SplitWith(genModel(t, randmodel.Tiny(), false), dir, SplitOptions{PieceSize: 16 << 10})
+	m, err := shard.SplitWith(genModel(t, randmodel.Tiny()), dir, shard.SplitOptions{PieceSize: 16 << 10})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -108,7 +109,7 @@ func TestFetchDropsCorruptSource(t *testing.T) {
 	c := newHost(t)
 	connect(t, c, good.h)
 	connect(t, c, bad.h)
-	s, err := OpenStore(t.TempDir())
+	s, err := shard.OpenStore(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -127,7 +128,7 @@ func TestFetchDropsCorruptSource(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	if err := log.dropped[bad.h.ID()]; !errors.Is(err, ErrCorrupt) {
+	if err := log.dropped[bad.h.ID()]; !errors.Is(err, shard.ErrCorrupt) {
 		t.Errorf("the corrupt source was not dropped for corruption: %v", err)
 	}
 	if _, ok := log.dropped[good.h.ID()]; ok {
@@ -143,8 +144,8 @@ func TestFetchDropsCorruptSource(t *testing.T) {
 		t.Errorf("progress ends at %d of %d bytes, want %d", log.last.TotalDone, log.last.Total, m.Size())
 	}
 	r := s.Verify()
-	if !r.OK() || r.Count(StatusOK) != len(m.Shards) {
-		t.Fatalf("fetched store: %d ok, %d corrupt, %d missing", r.Count(StatusOK), r.Count(StatusCorrupt), r.Count(StatusMissing))
+	if !r.OK() || r.Count(shard.StatusOK) != len(m.Shards) {
+		t.Fatalf("fetched store: %d ok, %d corrupt, %d missing", r.Count(shard.StatusOK), r.Count(shard.StatusCorrupt), r.Count(shard.StatusMissing))
 	}
 	if _, _, err := s.ReadExpert(m.ID(), 1, 3); err != nil {
 		t.Fatal(err)
@@ -164,7 +165,7 @@ func TestFetchResumesAfterInterruption(t *testing.T) {
 	src := seed(t, dir)
 	c := newHost(t)
 	connect(t, c, src.h)
-	s, err := OpenStore(t.TempDir())
+	s, err := shard.OpenStore(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -203,8 +204,8 @@ func TestFetchResumesAfterInterruption(t *testing.T) {
 	if again > m.Size()-at.last.TotalDone {
 		t.Errorf("resumed fetch took %d bytes, more than the %d left", again, m.Size()-at.last.TotalDone)
 	}
-	if r := s.Verify(); !r.OK() || r.Count(StatusOK) != len(m.Shards) {
-		t.Fatalf("after resuming: %d of %d shards ok", r.Count(StatusOK), len(m.Shards))
+	if r := s.Verify(); !r.OK() || r.Count(shard.StatusOK) != len(m.Shards) {
+		t.Fatalf("after resuming: %d of %d shards ok", r.Count(shard.StatusOK), len(m.Shards))
 	}
 }
 
@@ -213,7 +214,7 @@ func TestPartialPiecesAreRecheckedOnResume(t *testing.T) {
 	src := seed(t, dir)
 	c := newHost(t)
 	connect(t, c, src.h)
-	s, err := OpenStore(t.TempDir())
+	s, err := shard.OpenStore(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -235,7 +236,7 @@ func TestPartialPiecesAreRecheckedOnResume(t *testing.T) {
 	f := &Fetcher{Host: c, Store: s, Sources: func(context.Context, string) []peer.ID { return []peer.ID{src.h.ID()} }}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := f.Fetch(ctx, m, []Shard{sh}); err != nil {
+	if err := f.Fetch(ctx, m, []shard.Shard{sh}); err != nil {
 		t.Fatal(err)
 	}
 	if got := src.srv.Sent(); got != m.PieceSize {
@@ -265,7 +266,7 @@ func TestFetchDropsStalledSource(t *testing.T) {
 	c := newHost(t)
 	connect(t, c, good.h)
 	connect(t, c, stuck)
-	s, err := OpenStore(t.TempDir())
+	s, err := shard.OpenStore(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -289,8 +290,8 @@ func TestFetchDropsStalledSource(t *testing.T) {
 	if d := time.Since(start); d > 10*time.Second {
 		t.Errorf("fetch took %v", d)
 	}
-	if r := s.Verify(); !r.OK() || r.Count(StatusOK) != len(m.Shards) {
-		t.Fatalf("%d of %d shards ok", r.Count(StatusOK), len(m.Shards))
+	if r := s.Verify(); !r.OK() || r.Count(shard.StatusOK) != len(m.Shards) {
+		t.Fatalf("%d of %d shards ok", r.Count(shard.StatusOK), len(m.Shards))
 	}
 }
 
@@ -300,7 +301,7 @@ func TestFetchFailsClearlyWithoutSources(t *testing.T) {
 	bad.corrupt(t, m.PieceSize)
 	c := newHost(t)
 	connect(t, c, bad.h)
-	s, _ := OpenStore(t.TempDir())
+	s, _ := shard.OpenStore(t.TempDir())
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 
@@ -395,7 +396,7 @@ func TestServerAnswersBadRequestsWithErrors(t *testing.T) {
 
 func TestServerDropsSilentClients(t *testing.T) {
 	_, dir := splitTiny(t)
-	s, _ := OpenStore(dir)
+	s, _ := shard.OpenStore(dir)
 	h := newHost(t)
 	srv := NewServer(h, s, ServerConfig{RequestTimeout: 200 * time.Millisecond})
 	t.Cleanup(func() { srv.Close() })
@@ -422,7 +423,7 @@ func TestServerDropsSilentClients(t *testing.T) {
 
 func TestServerRefusesStreamsBeyondItsLimit(t *testing.T) {
 	_, dir := splitTiny(t)
-	s, _ := OpenStore(dir)
+	s, _ := shard.OpenStore(dir)
 	h := newHost(t)
 	srv := NewServer(h, s, ServerConfig{MaxStreams: 1})
 	t.Cleanup(func() { srv.Close() })
@@ -452,3 +453,21 @@ func TestServerRefusesStreamsBeyondItsLimit(t *testing.T) {
 
 // Loopback hosts for these tests.
 var newHost, connect = p2ptest.NewHost, p2ptest.Connect
+
+// Directories and names inside a store directory (package shard's on-disk
+// layout), which these tests corrupt and inspect.
+const (
+	blobsDir   = "blobs"
+	partialDir = "partial"
+	blobPrefix = "sha256-"
+)
+
+// genModel writes the generated model c to a file in a temporary directory.
+func genModel(t testing.TB, c randmodel.Config) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "model.gguf")
+	if err := randmodel.WriteFile(path, c); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}

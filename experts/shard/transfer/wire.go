@@ -1,0 +1,52 @@
+package transfer
+
+import (
+	"github.com/mwpeer/mwpeer/experts/shard"
+	"github.com/mwpeer/mwpeer/internal/wire"
+)
+
+const (
+	// ID is the protocol ID.
+	ID = "/mwpeer/shard/1.0.0"
+	// ServiceName is the resource-manager service of its streams.
+	ServiceName = "mwpeer.shard"
+
+	MaxRequestSize = 512
+	MaxHeaderSize  = 1024
+	MaxLength      = 4 << 20 // bytes served per request
+)
+
+// Error codes of header frames.
+const (
+	CodeNotFound   = "not_found" // shard.ErrNotFound
+	CodeBadRequest = "bad_request"
+	CodeBusy       = "busy"
+	CodeInternal   = wire.CodeInternal
+)
+
+// codes maps error codes to the sentinels they stand for.
+var codes = wire.Codes{CodeNotFound: shard.ErrNotFound}
+
+// RemoteError is an error frame from a serving peer. A not_found unwraps to
+// shard.ErrNotFound.
+type RemoteError = wire.RemoteError
+
+// request is a client's frame.
+type request struct {
+	Hash   string `json:"hash"`
+	Offset int64  `json:"offset"`
+	Length int64  `json:"length"`
+}
+
+// header is the server's frame before the bytes it promises, or instead of
+// them (Error set).
+type header struct {
+	Size   int64       `json:"size,omitempty"`
+	Length int64       `json:"length,omitempty"`
+	Error  *errorFrame `json:"error,omitempty"`
+}
+
+type errorFrame struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
