@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mwpeer/mwpeer/experts"
+	"github.com/mwpeer/mwpeer/experts/catchup"
 )
 
 // These benchmarks measure the swarm itself (the synthetic engine, real
@@ -118,7 +118,7 @@ func gossipIn(peers []*Peer) []int64 {
 	out := make([]int64, len(peers))
 	for i, p := range peers {
 		for proto, st := range p.Host.Bandwidth.GetBandwidthByProtocol() {
-			if strings.HasPrefix(string(proto), "/meshsub/") || proto == experts.CatchUpID {
+			if strings.HasPrefix(string(proto), "/meshsub/") || proto == catchup.ID {
 				out[i] += st.TotalIn
 			}
 		}

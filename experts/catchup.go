@@ -3,78 +3,49 @@ package experts
 import (
 	"context"
 	"errors"
-	"io"
 	"slices"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/event"
-	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/p2p/host/eventbus"
 
-	"github.com/mwpeer/mwpeer/internal/wire"
+	"github.com/mwpeer/mwpeer/experts/catchup"
 )
 
-// The catalog catch-up protocol hands a newcomer the signed announcements its
-// neighbour holds, so it sees the swarm at once instead of after a heartbeat.
-// The requester opens the stream, sends one frame, {"peers":[...]} (empty for
-// everything, or up to 64 peer IDs it lacks), and closes its write side; the
-// responder sends its own announcement and then the catalog's (or just the
-// peers asked for), each as one varint-prefixed frame, and closes. Every
-// announcement is verified like a gossiped one. Gossip serves it (JoinGossip
-// registers the handler) and asks for it (CatchUp).
+// The catalog catch-up protocol (package catchup) hands a newcomer the
+// signed announcements its neighbour holds, so it sees the swarm at once
+// instead of after a heartbeat, and fetches the announcements of peers heard
+// of only through beats. Gossip serves it (JoinGossip registers the service,
+// which answers with this peer's own announcement and then the catalog's) and
+// asks for it (CatchUp); here are the decisions: whom to answer and how
+// often, whom to ask, and every announcement received verified like a
+// gossiped one before it reaches the catalog.
 const (
-	// CatchUpID is the protocol ID.
-	CatchUpID = "/mwpeer/catalog/1.0.0"
-	// CatchUpServiceName is the resource-manager service of its streams.
-	CatchUpServiceName = "mwpeer.catalog"
-)
-
-const (
-	catchUpDeadline    = 10 * time.Second
 	catchUpPerPeer     = 10 * time.Second // a requester is served at most this often
 	catchUpPerMinute   = 3                // catch-ups this peer starts per minute
 	catchUpRepeatAfter = 5 * time.Minute  // before asking the same peer again
-	catchUpRequestMax  = 8 << 10          // bytes of a request frame
-	catchUpMaxWanted   = 64               // peer IDs one request may name
 	fetchPerPeer       = time.Second      // targeted requests served per requester, and sent per source
 )
 
-// catchUpRequest is the requester's frame.
-type catchUpRequest struct {
-	Peers []string `json:"peers,omitempty"`
-}
+// A catch-up frame carries any announcement gossip accepts (this fails to
+// compile otherwise).
+const _ = uint(catchup.MaxFrameSize - MaxAnnouncementSize)
 
-func (g *Gossip) serveCatchUp(s network.Stream) {
-	defer s.Close()
-	// The reply is streamed frame by frame; one frame is the most it buffers.
-	if err := wire.Attach(s, CatchUpServiceName, MaxAnnouncementSize, network.ReservationPriorityLow); err != nil {
-		g.log.Debug("catch-up stream refused", "peer", s.Conn().RemotePeer().ShortString(), "err", err)
-		return
-	}
-	_ = s.SetDeadline(time.Now().Add(catchUpDeadline))
+// errTooSoon refuses a requester served less than its limit ago.
+var errTooSoon = errors.New("catch-up asked again too soon")
 
-	var req catchUpRequest
-	if err := wire.ReadJSON(wire.NewReader(s, catchUpRequestMax), &req); err == nil {
-		if len(req.Peers) > catchUpMaxWanted {
-			s.Reset()
-			return
-		}
-	} else if !errors.Is(err, io.EOF) {
-		s.Reset()
-		return
-	}
-	targeted := len(req.Peers) > 0
-	from := s.Conn().RemotePeer()
+// admitCatchUp serves a requester at most every catchUpPerPeer, or every
+// fetchPerPeer for a targeted request (wanted not empty).
+func (g *Gossip) admitCatchUp(from peer.ID, wanted []string) error {
 	limit, served := catchUpPerPeer, g.served
-	if targeted {
+	if len(wanted) > 0 {
 		limit, served = fetchPerPeer, g.fetched
 	}
 	g.mu.Lock()
+	defer g.mu.Unlock()
 	if last, ok := served[from]; ok && time.Since(last) < limit {
-		g.mu.Unlock()
-		s.Reset()
-		return
+		return errTooSoon
 	}
 	served[from] = time.Now()
 	for id, at := range served { // keep the map bounded
@@ -82,25 +53,36 @@ func (g *Gossip) serveCatchUp(s network.Stream) {
 			delete(served, id)
 		}
 	}
-	own, ownBeat := g.lastFull, g.lastBeat
-	g.mu.Unlock()
-	if targeted && !slices.Contains(req.Peers, g.self.String()) {
-		own, ownBeat = nil, nil
-	}
-	envs := g.cfg.Catalog.EnvelopesOf(req.Peers)
-	if !targeted {
-		envs = g.cfg.Catalog.Envelopes(g.cfg.CatchUpMax)
-	}
+	return nil
+}
 
-	for _, env := range append([][]byte{own, ownBeat}, envs...) {
-		if env == nil {
-			continue
-		}
-		if err := wire.Write(s, env, MaxAnnouncementSize); err != nil {
-			s.Reset()
-			return
+// catchUpSource is what this peer hands out over catch-up: its own latest
+// announcement (full, then beat) and then the catalog's.
+type catchUpSource struct{ g *Gossip }
+
+func (s catchUpSource) own() [][]byte {
+	s.g.mu.Lock()
+	full, beat := s.g.lastFull, s.g.lastBeat
+	s.g.mu.Unlock()
+	var out [][]byte
+	for _, env := range [][]byte{full, beat} {
+		if env != nil {
+			out = append(out, env)
 		}
 	}
+	return out
+}
+
+func (s catchUpSource) Envelopes(max int) [][]byte {
+	return append(s.own(), s.g.cfg.Catalog.Envelopes(max)...)
+}
+
+func (s catchUpSource) EnvelopesOf(ids []string) [][]byte {
+	var own [][]byte
+	if slices.Contains(ids, s.g.self.String()) {
+		own = s.own()
+	}
+	return append(own, s.g.cfg.Catalog.EnvelopesOf(ids)...)
 }
 
 // CatchUp asks p for the announcements it holds, verifies and applies them,
@@ -109,56 +91,22 @@ func (g *Gossip) CatchUp(ctx context.Context, p peer.ID) (int, error) {
 	return g.catchUp(ctx, p, nil)
 }
 
-// catchUp asks p for the announcements of the given peers (all when nil).
+// catchUp asks p for the announcements of the given peers (all when nil),
+// and applies those that verify, even when the exchange ended in an error.
 func (g *Gossip) catchUp(ctx context.Context, p peer.ID, wanted []string) (int, error) {
-	ctx, cancel := context.WithTimeout(ctx, catchUpDeadline)
-	defer cancel()
-	s, err := wire.Open(network.WithNoDial(ctx, "catalog catch-up"), g.h, p, CatchUpID, CatchUpServiceName)
-	if err != nil {
-		return 0, err
-	}
-	defer s.Close()
-	release, err := wire.Reserve(s, MaxAnnouncementSize, network.ReservationPriorityLow)
-	if err != nil {
-		s.Reset()
-		return 0, err
-	}
-	defer release()
-	deadline, _ := ctx.Deadline()
-	_ = s.SetDeadline(deadline)
-	if err := wire.WriteJSON(s, catchUpRequest{Peers: wanted}, catchUpRequestMax); err != nil {
-		s.Reset()
-		return 0, err
-	}
-	if err := s.CloseWrite(); err != nil {
-		s.Reset()
-		return 0, err
-	}
-	r := wire.NewReader(s, MaxAnnouncementSize)
+	envs, err := catchup.Fetch(ctx, g.h, p, wanted, g.cfg.CatchUpMax)
 	applied := 0
-	for n := 0; n <= 2*g.cfg.CatchUpMax+1; n++ { // a full and a beat per peer, the responder's own on top
-		data, err := r.ReadMsg()
-		if errors.Is(err, io.EOF) {
-			return applied, nil
-		}
-		if err != nil {
-			s.Reset()
-			return applied, err
-		}
-		a, err := OpenRelayed(data, time.Now())
+	for _, env := range envs {
+		a, err := OpenRelayed(env, time.Now())
 		if err != nil {
 			g.count(ReasonOf(err))
-			r.ReleaseMsg(data)
 			continue
 		}
-		env := append([]byte(nil), data...)
-		r.ReleaseMsg(data)
 		if g.cfg.Catalog.Apply(a, env, time.Now()) {
 			applied++
 		}
 	}
-	s.Reset() // more than promised: stop reading
-	return applied, nil
+	return applied, err
 }
 
 // catchUpNewcomers catches up from peers as they are identified, a few per
@@ -183,7 +131,7 @@ func (g *Gossip) catchUpNewcomers(ctx context.Context) {
 			}
 			ev = e.(event.EvtPeerIdentificationCompleted)
 		}
-		if !supports(ev.Protocols, CatchUpID) {
+		if !supports(ev.Protocols, catchup.ID) {
 			continue
 		}
 		now := time.Now()
@@ -245,7 +193,7 @@ func (g *Gossip) want(author string, via peer.ID) {
 		set = make(map[string]bool)
 		g.wanted[via] = set
 	}
-	if len(set) < catchUpMaxWanted {
+	if len(set) < catchup.MaxWanted {
 		set[author] = true
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	"github.com/mwpeer/mwpeer/experts/catchup"
 	"github.com/mwpeer/mwpeer/internal/wire"
 )
 
@@ -80,6 +81,8 @@ type Gossip struct {
 	fetched  map[peer.ID]time.Time       // targeted catch-ups served, per requester
 	wanted   map[peer.ID]map[string]bool // unknown authors of beats, by the neighbour that relayed them
 
+	catchUpService *catchup.Service
+
 	wg     sync.WaitGroup
 	cancel context.CancelFunc
 }
@@ -134,7 +137,7 @@ func JoinGossip(ps *pubsub.PubSub, h host.Host, cfg GossipConfig) (*Gossip, erro
 		return nil, fmt.Errorf("experts: subscribe %s: %w", Topic, err)
 	}
 	g.topic, g.sub = t, sub
-	h.SetStreamHandler(CatchUpID, g.serveCatchUp)
+	g.catchUpService = catchup.NewService(h, catchUpSource{g}, catchup.ServiceConfig{Max: cfg.CatchUpMax, Admit: g.admitCatchUp, Logger: cfg.Logger})
 	return g, nil
 }
 
@@ -354,7 +357,7 @@ func (g *Gossip) close() {
 	}
 	g.sub.Cancel()
 	g.wg.Wait()
-	g.h.RemoveStreamHandler(CatchUpID)
+	g.catchUpService.Close()
 	g.topic.Close()
 }
 

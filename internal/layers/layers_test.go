@@ -37,6 +37,7 @@ var order = []string{
 	"experts/shard/transfer",
 	"experts/shard",
 	"experts",
+	"experts/catchup",
 	"trust",
 	"p2p",
 	"geo",
