@@ -167,6 +167,7 @@ func info(a swarm.Answer) mwpeerInfo {
 }
 
 func (s *Server) serveCompletion(w http.ResponseWriter, r *http.Request, q swarm.Query, stream, includeUsage, chat bool) {
+	capToBudget(r, &q)
 	ctx, cancel := context.WithDeadline(r.Context(), q.Request.Deadline)
 	defer cancel()
 	id := newID("chatcmpl")
@@ -181,6 +182,7 @@ func (s *Server) serveCompletion(w http.ResponseWriter, r *http.Request, q swarm
 			lps = append(lps, c.Logprobs...)
 			return nil
 		})
+		s.charge(r, ans)
 		if err != nil {
 			writeErr(w, err)
 			return
@@ -247,6 +249,7 @@ func (s *Server) serveCompletion(w http.ResponseWriter, r *http.Request, q swarm
 		return sw.err
 	}
 	ans, err := s.swarm.Complete(ctx, q, emit)
+	s.charge(r, ans)
 	if err != nil {
 		if !sw.started {
 			writeErr(w, err)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"sync/atomic"
 	"time"
 )
 
@@ -22,6 +23,7 @@ type Server struct {
 	swarm Swarm
 	log   *slog.Logger
 	mux   *http.ServeMux
+	keys  atomic.Pointer[Keys] // nil: /v1 is open (see SetKeys)
 }
 
 // MaxBodyBytes caps every request body.
@@ -71,6 +73,10 @@ func (s *Server) Handle(pattern string, h http.Handler) { s.mux.Handle(pattern, 
 
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	r.Body = http.MaxBytesReader(w, r.Body, MaxBodyBytes)
+	r, ok := s.authorize(w, r)
+	if !ok {
+		return
+	}
 	s.mux.ServeHTTP(w, r)
 }
 
