@@ -108,7 +108,8 @@ func BenchmarkSwarmGossipBytes(b *testing.B) {
 	}
 }
 
-// defaultIntervals undoes testConfig's fast announce and ping intervals.
+// defaultIntervals sets the production announce and ping intervals (testConfig
+// slows them under the race detector).
 func defaultIntervals(_ int, c *Config) {
 	d := DefaultConfig()
 	c.AnnounceMin, c.Ping = d.AnnounceMin, d.Ping

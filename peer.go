@@ -177,31 +177,10 @@ func (p *Peer) start(ctx context.Context, cfg Config) error {
 			return &FieldError{Field: "HTTPAddr", Err: err}
 		}
 		p.httpAddr = ln.Addr()
-		srv := api.NewHTTPServer(p.Handler())
-		p.parts.Go("http", func(ctx context.Context) error { return serveHTTP(ctx, srv, ln) })
+		h := p.Handler()
+		p.parts.Go("http", func(ctx context.Context) error { return api.Serve(ctx, h, ln) })
 	}
 	log.Info("peer started", "id", h.ID().String(), "listen", fmt.Sprint(h.Addrs()), "http", p.HTTPAddr(), "bootstrap_peers", len(boot))
-	return nil
-}
-
-// serveHTTP serves srv on ln until ctx ends, then shuts it down, giving
-// requests in flight a second.
-func serveHTTP(ctx context.Context, srv *http.Server, ln net.Listener) error {
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
-	select {
-	case err := <-errc:
-		return err
-	case <-ctx.Done():
-	}
-	sctx, cancel := context.WithTimeout(context.Background(), time.Second)
-	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil {
-		srv.Close()
-	}
-	if err := <-errc; err != nil && !api.IsClosed(err) {
-		return err
-	}
 	return nil
 }
 
