@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/mwpeer/mwpeer/inference"
+	"github.com/mwpeer/mwpeer/receipt"
 )
 
 // latencies records per-operation durations and reports their percentiles.
@@ -71,6 +72,41 @@ func BenchmarkCallOneToken(b *testing.B) {
 	b.StopTimer()
 	p50 := l.report(b, "")
 	b.ReportMetric(float64(p50-base)/1e3, "added-p50-µs")
+}
+
+// BenchmarkCallOneTokenReceipts is BenchmarkCallOneToken with receipts off
+// and on, call for call interleaved: what the receipt exchange (the server
+// signs, the client checks, verifies and countersigns, one frame each way)
+// adds to a call as its caller sees it. The server checks the countersign
+// after the caller has its answer.
+func BenchmarkCallOneTokenReceipts(b *testing.B) {
+	client := newHost(b)
+	off := serve(b, client, inference.SyntheticConfig{Tokens: 1})
+	h := newHost(b)
+	nop := func(*receipt.Signed) error { return nil }
+	svc := NewService(h, inference.NewSynthetic(inference.SyntheticConfig{Tokens: 1}), ServiceConfig{
+		Receipts: &ServerReceipts{Key: keyOf(b, h), ActiveParams: params, Store: nop},
+	})
+	b.Cleanup(func() { svc.Close() })
+	connect(b, client, h)
+	opts := CallOptions{Key: keyOf(b, client), ActiveParams: params, Store: nop}
+	lOff, lOn := make(latencies, 0, b.N), make(latencies, 0, b.N)
+	b.ResetTimer()
+	for range b.N {
+		start := time.Now()
+		if _, err := Call(context.Background(), client, off.h.ID(), testReq, func(inference.Chunk) error { return nil }); err != nil {
+			b.Fatal(err)
+		}
+		lOff = append(lOff, time.Since(start))
+		start = time.Now()
+		if _, err := CallWith(context.Background(), client, h.ID(), testReq, func(inference.Chunk) error { return nil }, opts); err != nil {
+			b.Fatal(err)
+		}
+		lOn = append(lOn, time.Since(start))
+	}
+	b.StopTimer()
+	p50off, p50on := lOff.report(b, "off-"), lOn.report(b, "on-")
+	b.ReportMetric(float64(p50on-p50off)/1e3, "added-p50-µs")
 }
 
 // BenchmarkCallStreamTTFT measures time to first token and streaming rate of

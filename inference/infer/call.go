@@ -2,8 +2,11 @@ package infer
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"fmt"
+	"hash"
+	"io"
 	"math"
 	"time"
 
@@ -12,6 +15,7 @@ import (
 
 	"github.com/mwpeer/mwpeer/inference"
 	"github.com/mwpeer/mwpeer/internal/wire"
+	"github.com/mwpeer/mwpeer/receipt"
 )
 
 // RemoteError is what Call returns for an error frame: it unwraps to the
@@ -25,7 +29,26 @@ type RemoteError = wire.RemoteError
 //
 // Call opens the stream with ctx as it is: a caller that accepts a limited
 // (relayed) connection says so with network.WithAllowLimitedConn.
+//
+// Call takes part in no receipt exchange: it closes the stream after the
+// final frame, and a server that keeps receipts stores its receipt unsigned.
 func Call(ctx context.Context, h host.Host, p peer.ID, req inference.Request, emit func(inference.Chunk) error) (inference.Final, error) {
+	return CallWith(ctx, h, p, req, emit, CallOptions{})
+}
+
+// CallWith is Call with options. With opts.Key set, it reads the receipt
+// that may follow the final frame (waiting at most ReceiptTimeout), checks
+// it against what it sent and received, and countersigns it (storing it
+// with opts.Store first) or refuses it. A receipt never fails the call: once
+// the final frame arrived, CallWith returns it, whatever became of the
+// receipt. opts.Key must be h's key.
+func CallWith(ctx context.Context, h host.Host, p peer.ID, req inference.Request, emit func(inference.Chunk) error, opts CallOptions) (inference.Final, error) {
+	if opts.Key != nil {
+		if id, err := peer.IDFromPrivateKey(opts.Key); err != nil || id != h.ID() {
+			return inference.Final{}, fmt.Errorf("infer: the receipt key is not the key of host %s", h.ID().ShortString())
+		}
+	}
+	begin := time.Now()
 	wr := toWireRequest(req)
 	deadline, ok := ctx.Deadline()
 	if !req.Deadline.IsZero() && (!ok || req.Deadline.Before(deadline)) {
@@ -71,6 +94,10 @@ func Call(ctx context.Context, h host.Host, p peer.ID, req inference.Request, em
 	// with an error frame before reading it all.
 	werr := wire.Write(s, data, MaxRequestSize)
 
+	var answer hash.Hash // of the text received, for the receipt
+	if opts.Key != nil {
+		answer = sha256.New()
+	}
 	r := wire.NewReader(s, MaxFrameSize)
 	for {
 		_ = s.SetReadDeadline(time.Now().Add(StreamIdleTimeout))
@@ -83,12 +110,28 @@ func Call(ctx context.Context, h host.Host, p peer.ID, req inference.Request, em
 		}
 		switch {
 		case fr.Chunk != nil:
+			if answer != nil {
+				_, _ = io.WriteString(answer, fr.Chunk.Text)
+			}
 			if err := emit(fr.Chunk.chunk()); err != nil {
 				return fail(err)
 			}
 		case fr.Final != nil:
-			_ = s.Close()
-			return fr.Final.final(), nil
+			f := fr.Final.final()
+			if opts.Key == nil {
+				_ = s.Close()
+				return f, nil
+			}
+			e := &expected{
+				self: h.ID(), server: p, model: req.Model, final: f,
+				request: receipt.Sum(data), begin: begin, elapsed: time.Since(begin),
+			}
+			copy(e.answer[:], answer.Sum(nil))
+			if opts.ActiveParams != nil {
+				e.params = opts.ActiveParams(req.Model)
+			}
+			opts.settle(s, r, e)
+			return f, nil
 		case fr.Error != nil:
 			_ = s.Close()
 			return inference.Final{}, codes.Remote(p, fr.Error.Code, fr.Error.Message)

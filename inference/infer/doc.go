@@ -7,6 +7,8 @@
 //
 //	client -> server: request frame
 //	server -> client: chunk frame*, then one final or error frame
+//	server -> client: receipt frame                (after a final, if the server keeps receipts)
+//	client -> server: countersign or refuse frame  (if the client keeps receipts)
 //
 // Every frame is a varint length prefix and a JSON object. A request frame
 // holds the request's fields and "timeout_ms" (the remaining deadline,
@@ -18,8 +20,34 @@
 // codes unwrap to inference's sentinels on the client (see the Code
 // constants), so errors.Is(err, inference.ErrBusy) holds across peers.
 //
-// The schema is this package's own structs (request, chunk, final and
-// errorFrame in wire.go), converted to and from inference's API types field
+// Receipts. A server configured with ServiceConfig.Receipts follows every
+// final frame with {"receipt":"<base64>"}: a receipt.Signed in its binary
+// form, signed by the server only, at most MaxReceiptFrameSize bytes. It
+// holds a random ID the server picks, the caller's peer ID from the secure
+// channel, the server's, the model as asked and its digest, the final's
+// token counts, the stream's arrival time and the server's time to first
+// token, the SHA-256 of the request frame as read and of the concatenated
+// text of the chunks sent, and the cost by receipt.Cost, halved when the
+// answer ended after the request's timeout_ms. A client calling CallWith
+// with a key reads it within ReceiptTimeout and checks it against what it
+// sent and received (requester, server, model, counts, both hashes, time to
+// first token no longer than the whole call, start within MaxClockSkew of
+// its own clock, cost no more than the rule gives for its own view of the
+// model's size, an ID it has not countersigned lately, the server's
+// signature), then answers {"countersign":"<base64 signature>"} having
+// stored the both-signed receipt, or {"refuse":"<reason>"} and stores
+// nothing; either way it then closes its side. The server waits at most
+// ServerReceipts.Wait for that answer, checks the signature and stores the
+// receipt with both signatures, or with its own only when the requester
+// refused, signed wrongly, closed its side without answering (as Call and
+// clients older than receipts do) or did not answer in time. Failed and
+// cancelled calls get no receipt. The answer is the client's once the final
+// arrived: nothing in this exchange fails the call. A server without
+// receipts closes its side after the final, which a client waiting for a
+// receipt reads as "none".
+//
+// The schema is this package's own structs (request, frame with chunk,
+// final, errorFrame and the receipt, and answer in wire.go), converted to and from inference's API types field
 // by field. Those types are free to grow; the protocol is not. New content on
 // the wire comes as a new frame type or a new protocol version, never as a
 // new field on an inference type that happens to be serialized.

@@ -267,6 +267,9 @@ func TestWireSchemaIsOneZero(t *testing.T) {
 		{frame{Chunk: ch}, `{"chunk":{"text":"t","logprobs":[{"token":"t","logprob":-1,"top":[{"token":"u","logprob":-2}]}]}}`},
 		{frame{Final: fin}, `{"final":{"finish_reason":"stop","prompt_tokens":1,"completion_tokens":2,"ttft_ns":3,"duration_ns":4,"mean_logprob":-0.5,"has_logprob":true}}`},
 		{frame{Error: &errorFrame{Code: CodeBusy, Message: "m"}}, `{"error":{"code":"busy","message":"m"}}`},
+		{frame{Receipt: []byte{1, 2, 3}}, `{"receipt":"AQID"}`},
+		{answer{Countersign: []byte{1, 2, 3}}, `{"countersign":"AQID"}`},
+		{answer{Refuse: "no"}, `{"refuse":"no"}`},
 	} {
 		got, err := json.Marshal(tc.v)
 		if err != nil || string(got) != tc.want {

@@ -2,8 +2,11 @@ package infer
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"log/slog"
 	"sync"
@@ -15,6 +18,7 @@ import (
 
 	"github.com/mwpeer/mwpeer/inference"
 	"github.com/mwpeer/mwpeer/internal/wire"
+	"github.com/mwpeer/mwpeer/receipt"
 )
 
 const (
@@ -55,6 +59,10 @@ type ServiceConfig struct {
 	// outcome. It runs on the handler's goroutine after the stream is done
 	// with; it should not block for long.
 	Complete func(ctx context.Context, c Completion)
+
+	// Receipts, if set, makes every successful answer end with a signed
+	// receipt that the requester may countersign (nil: no receipts).
+	Receipts *ServerReceipts
 }
 
 // Outcomes of a Completion, besides the error codes.
@@ -82,6 +90,10 @@ type Completion struct {
 	// sent (CodeBusy, CodeRefused, CodeInvalidRequest, ...).
 	Outcome string
 	Err     error // why, when Outcome is not OutcomeOK
+	// Receipt is the receipt issued for the answer as it was stored (with
+	// the requester's signature only if it countersigned), or nil: receipts
+	// are off, the call did not succeed, or signing failed.
+	Receipt *receipt.Signed
 }
 
 // DefaultServiceConfig returns the defaults.
@@ -126,6 +138,12 @@ func NewService(h host.Host, b inference.Backend, cfg ServiceConfig) *Service {
 	s := &Service{h: h, b: b, cfg: cfg, log: cfg.Logger}
 	if s.log == nil {
 		s.log = slog.Default()
+	}
+	if rc := cfg.Receipts; rc != nil {
+		if id, err := peer.IDFromPrivateKey(rc.Key); rc.Key == nil || err != nil || id != h.ID() {
+			s.log.Error("infer: receipts off: their key is not the host's", "peer", h.ID().ShortString())
+			s.cfg.Receipts = nil
+		}
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	h.SetStreamHandler(ID, s.handle)
@@ -238,13 +256,21 @@ func (s *Service) handle(str network.Stream) {
 		return
 	}
 	defer str.Scope().ReleaseMemory(n)
+	msg, err := r.ReadMsg()
+	if err != nil {
+		log.Debug("infer: read request", "err", err)
+		gone(err)
+		return
+	}
+	receipts := s.cfg.Receipts
+	var requestHash receipt.Hash
+	if receipts != nil {
+		requestHash = receipt.Sum(msg)
+	}
 	var wr request
-	if err := wire.ReadJSON(r, &wr); err != nil {
-		if !errors.Is(err, wire.ErrMalformed) {
-			log.Debug("infer: read request", "err", err)
-			gone(err)
-			return
-		}
+	err = json.Unmarshal(msg, &wr)
+	r.ReleaseMsg(msg)
+	if err != nil {
 		fail(fmt.Errorf("%w: malformed request", inference.ErrInvalidRequest), CodeInvalidRequest)
 		return
 	}
@@ -274,30 +300,44 @@ func (s *Service) handle(str network.Stream) {
 		}
 	}
 
-	// The client never writes after its request; a read returning means the
-	// stream was reset (client cancelled) or the connection died.
+	// The client writes nothing more before the answer ended; a read
+	// returning early means the stream was reset (client cancelled) or the
+	// connection died, or the client broke the protocol: the backend call
+	// is cancelled. After the final, the frame whose header the watcher
+	// reads is the client's answer to a receipt; closing its side (EOF) is
+	// what an old client or one without receipts does.
 	watch := make(chan struct{})
+	next := make(chan header, 1)
 	go func() {
 		defer close(watch)
-		var b [1]byte
-		if _, err := str.Read(b[:]); err != io.EOF {
+		n, err := r.NextMsgLen()
+		if err != io.EOF {
 			cancel()
 		}
+		next <- header{n, err}
 	}()
 	defer func() { <-watch }()
 
 	log.Debug("infer: request", "model", wr.Model, "max_tokens", wr.MaxTokens)
-	var lost error // a chunk could not be written: nobody is listening
+	var lost error       // a chunk could not be written: nobody is listening
+	var answer hash.Hash // of the text sent, for the receipt
+	if receipts != nil {
+		answer = sha256.New()
+	}
 	f, err := s.b.Generate(ctx, c.Request, func(ch inference.Chunk) error {
 		if c.CompletionTokens == 0 {
 			c.TTFT = time.Since(c.Start)
 		}
+		w := toWireChunk(ch)
 		_ = str.SetWriteDeadline(time.Now().Add(s.cfg.IdleTimeout))
-		if err := wire.WriteJSON(str, frame{Chunk: toWireChunk(ch)}, MaxFrameSize); err != nil {
+		if err := wire.WriteJSON(str, frame{Chunk: w}, MaxFrameSize); err != nil {
 			if !errors.Is(err, wire.ErrTooLarge) {
 				lost = err
 			}
 			return err
+		}
+		if answer != nil {
+			_, _ = io.WriteString(answer, w.Text)
 		}
 		c.CompletionTokens++
 		return nil
@@ -319,6 +359,15 @@ func (s *Service) handle(str network.Stream) {
 		gone(err)
 		return
 	}
+	ended := time.Since(c.Start)
 	c.Outcome, c.PromptTokens, c.CompletionTokens = OutcomeOK, f.PromptTokens, f.CompletionTokens
+	if receipts != nil {
+		p := pending{
+			caller: caller, model: wr.Model, final: f, start: c.Start, ttft: c.TTFT, request: requestHash,
+			missDeadline: missed(wr.TimeoutMS, ended),
+		}
+		copy(p.answer[:], answer.Sum(nil))
+		c.Receipt = s.issue(str, r, next, p, log)
+	}
 	_ = str.Close()
 }

@@ -2,10 +2,13 @@ package infer
 
 import (
 	"context"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/mwpeer/mwpeer/inference"
 	"github.com/mwpeer/mwpeer/internal/wire"
+	"github.com/mwpeer/mwpeer/receipt"
 )
 
 // Error codes of error frames.
@@ -55,7 +58,31 @@ type frame struct {
 	Chunk *chunk      `json:"chunk,omitempty"`
 	Final *final      `json:"final,omitempty"`
 	Error *errorFrame `json:"error,omitempty"`
+	// Receipt is a receipt.Signed in its binary form with the server's
+	// signature only (base64 in JSON). It follows a final, never anything
+	// else.
+	Receipt []byte `json:"receipt,omitempty"`
 }
+
+// answer is the requester's reply to a receipt frame: exactly one field is
+// set.
+type answer struct {
+	// Countersign is the requester's signature of the receipt (base64 in
+	// JSON): it accepted it.
+	Countersign []byte `json:"countersign,omitempty"`
+	// Refuse says why the requester did not sign.
+	Refuse string `json:"refuse,omitempty"`
+}
+
+// Size caps of the receipt exchange. A receipt frame holds at most
+// receipt.MaxSize bytes in base64; an answer holds a signature (receipt's
+// cap is 1 KiB) or a reason of at most MaxRefuseReason bytes, which JSON may
+// escape to six times that.
+const (
+	MaxReceiptFrameSize = len(`{"receipt":""}`) + (receipt.MaxSize+2)/3*4
+	MaxAnswerFrameSize  = 4 << 10
+	MaxRefuseReason     = 256
+)
 
 type chunk struct {
 	Text     string         `json:"text"`
@@ -122,7 +149,7 @@ func (w *request) request() inference.Request {
 }
 
 func toWireChunk(c inference.Chunk) *chunk {
-	w := &chunk{Text: c.Text}
+	w := &chunk{Text: jsonText(c.Text)}
 	if c.Logprobs != nil {
 		w.Logprobs = make([]tokenLogprob, len(c.Logprobs))
 		for i, lp := range c.Logprobs {
@@ -167,4 +194,25 @@ func (w *final) final() inference.Final {
 		FinishReason: w.FinishReason, PromptTokens: w.PromptTokens, CompletionTokens: w.CompletionTokens,
 		TTFT: time.Duration(w.TTFTNS), Duration: time.Duration(w.DurationNS), MeanLogprob: w.MeanLogprob, HasLogprob: w.HasLogprob,
 	}
+}
+
+// jsonText is s as a JSON frame carries it: encoding/json replaces each byte
+// that is not valid UTF-8 by U+FFFD. The server sends and hashes this text,
+// so its answer hash is that of the text the client reads.
+func jsonText(s string) string {
+	if utf8.ValidString(s) {
+		return s
+	}
+	var b strings.Builder
+	b.Grow(len(s) + 8)
+	for i := 0; i < len(s); {
+		r, n := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && n == 1 {
+			b.WriteString("\uFFFD")
+		} else {
+			b.WriteString(s[i : i+n])
+		}
+		i += n
+	}
+	return b.String()
 }
