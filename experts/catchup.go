@@ -163,10 +163,10 @@ func (g *Gossip) catchUpNewcomers(ctx context.Context) {
 			defer g.wg.Done()
 			n, err := g.CatchUp(ctx, p)
 			if err != nil {
-				g.log.Debug("catch-up failed", "peer", p.ShortString(), "err", err)
+				g.log.Debug("catch-up failed", "other", p.ShortString(), "err", err)
 				return
 			}
-			g.log.Debug("caught up", "peer", p.ShortString(), "applied", n)
+			g.log.Debug("caught up", "other", p.ShortString(), "applied", n)
 		}(ev.Peer)
 	}
 }

@@ -13,6 +13,7 @@ import (
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/mwpeer/mwpeer/experts/catchup"
@@ -373,9 +374,16 @@ func (g *Gossip) receive(ctx context.Context) {
 			continue
 		}
 		g.accepted.Add(1)
-		if a.Beat {
-			if !g.cfg.Catalog.Has(a.Peer) && msg.ReceivedFrom != "" {
+		if a.Beat && !g.cfg.Catalog.Has(a.Peer) {
+			// A beat from a peer whose full announcement was missed: ask the
+			// neighbour that relayed it, and the author itself when connected
+			// (the neighbour may only have relayed the beat).
+			if msg.ReceivedFrom != "" {
 				g.want(a.Peer, msg.ReceivedFrom)
+			}
+			if author, err := peer.Decode(a.Peer); err == nil && author != msg.ReceivedFrom &&
+				g.h.Network().Connectedness(author) == network.Connected {
+				g.want(a.Peer, author)
 			}
 		}
 		g.cfg.Catalog.Apply(a, msg.Data, time.Now())
@@ -392,7 +400,7 @@ func (g *Gossip) expire(ctx context.Context) {
 			return
 		case now := <-t.C:
 			for _, id := range g.cfg.Catalog.Expire(now) {
-				g.log.Debug("peer expired", "peer", id)
+				g.log.Debug("peer expired", "other", id)
 			}
 		}
 	}
