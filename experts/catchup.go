@@ -9,6 +9,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/event"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/p2p/host/eventbus"
+	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/mwpeer/mwpeer/experts/catchup"
 )
@@ -251,6 +252,100 @@ func (g *Gossip) fetchWanted(ctx context.Context) {
 		}
 	}
 }
+
+// mend repairs, once a heartbeat interval, what a loaded process loses:
+//   - a connected mwpeer peer missing from the catalog (its announcements
+//     went astray) is asked for its own announcement directly;
+//   - GossipSub gives up on a peer whose stream fails to open (under load,
+//     say) until a new connection to it appears. A peer with fewer than
+//     minTopicPeers peers on the announce topic hears almost nothing, so it
+//     connects to catalog peers it is not connected to, and reconnects one
+//     connected mwpeer peer that stayed outside the topic for two rounds.
+func (g *Gossip) mend(ctx context.Context) {
+	defer g.wg.Done()
+	outside := map[peer.ID]int{} // rounds a connected peer was not in the topic
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(g.Interval()):
+		}
+		topicPeers := g.topic.ListPeers()
+		inTopic := map[peer.ID]bool{}
+		for _, p := range topicPeers {
+			inTopic[p] = true
+		}
+		seen := map[peer.ID]bool{}
+		var stuck []peer.ID
+		for _, p := range g.h.Network().Peers() {
+			if ok, err := g.h.Peerstore().SupportsProtocols(p, catchup.ID); err != nil || len(ok) == 0 {
+				continue
+			}
+			seen[p] = true
+			if !g.cfg.Catalog.Has(p.String()) {
+				g.want(p.String(), p)
+			}
+			if inTopic[p] {
+				delete(outside, p)
+			} else if outside[p]++; outside[p] >= 2 {
+				stuck = append(stuck, p)
+			}
+		}
+		for p := range outside {
+			if !seen[p] {
+				delete(outside, p)
+			}
+		}
+		if len(topicPeers) >= minTopicPeers {
+			continue
+		}
+		var dial []peer.AddrInfo
+		if len(stuck) > 0 {
+			p := stuck[0]
+			delete(outside, p)
+			g.log.Info("peer connected but outside the announce topic; reconnecting it", "other", p.ShortString(), "topic_peers", len(topicPeers))
+			_ = g.h.Network().ClosePeer(p) // GossipSub retries on the new connection
+			dial = append(dial, peer.AddrInfo{ID: p})
+		}
+		for _, e := range g.cfg.Catalog.Select(func(e *Entry) bool { return len(e.Addrs) > 0 }) {
+			if len(dial) >= mendDials {
+				break
+			}
+			id, err := peer.Decode(e.Peer)
+			if err != nil || seen[id] {
+				continue
+			}
+			ai := peer.AddrInfo{ID: id}
+			for _, a := range e.Addrs {
+				if m, err := ma.NewMultiaddr(a); err == nil {
+					ai.Addrs = append(ai.Addrs, m)
+				}
+			}
+			dial = append(dial, ai)
+		}
+		if len(dial) > 0 {
+			g.log.Debug("few peers on the announce topic; connecting to more", "topic_peers", len(topicPeers), "dialing", len(dial))
+		}
+		for _, ai := range dial {
+			g.wg.Add(1)
+			go func() {
+				defer g.wg.Done()
+				dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+				defer cancel()
+				if err := g.h.Connect(dctx, ai); err != nil {
+					g.log.Debug("connection for gossip failed", "other", ai.ID.ShortString(), "err", err)
+				}
+			}()
+		}
+	}
+}
+
+// A peer with fewer than minTopicPeers on the announce topic widens its
+// connections, mendDials at a time.
+const (
+	minTopicPeers = 3
+	mendDials     = 3
+)
 
 // Recovered counts announcements recovered by fetching after a beat from an
 // unknown peer.

@@ -216,7 +216,8 @@ func (g *Gossip) Start(ctx context.Context) {
 	g.mu.Lock()
 	g.cancel = cancel
 	g.mu.Unlock()
-	g.wg.Add(5)
+	g.wg.Add(6)
+	go g.mend(ctx)
 	go g.receive(ctx)
 	go g.expire(ctx)
 	go g.catchUpNewcomers(ctx)
