@@ -40,6 +40,9 @@ type Model struct {
 	Size   int64  `json:"size,omitempty"`   // bytes on disk
 	Family string `json:"family,omitempty"`
 	Engine string `json:"engine,omitempty"` // "ollama", "embedded" or "synthetic"
+	// Params is what one token uses, known for this peer's own models and
+	// never announced (it prices receipts; requesters bound it by Size).
+	Params int64 `json:"-"`
 }
 
 // Hardware describes what a peer runs on.

@@ -104,6 +104,10 @@ type ModelInfo struct {
 	Digest string `json:"digest"`
 	Size   int64  `json:"size"`
 	Family string `json:"family"`
+	// Params is the parameters one token uses (for a Mixture-of-Experts
+	// model the active ones, where the engine knows them); 0 when unknown.
+	// Receipts price work by it.
+	Params int64 `json:"params,omitempty"`
 }
 
 // Backend generates tokens. Generate calls emit for each chunk in order and

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -96,7 +97,7 @@ func (o *Ollama) Models(ctx context.Context) ([]ModelInfo, error) {
 	}
 	out := make([]ModelInfo, 0, len(resp.Models))
 	for _, m := range resp.Models {
-		out = append(out, ModelInfo{Name: m.Name, Digest: m.Digest, Size: m.Size, Family: m.Details.Family})
+		out = append(out, ModelInfo{Name: m.Name, Digest: m.Digest, Size: m.Size, Family: m.Details.Family, Params: ParseParams(m.Details.ParameterSize)})
 	}
 	return out, nil
 }
@@ -266,4 +267,29 @@ func OllamaURL(h string) string {
 		h += ":11434"
 	}
 	return "http://" + h
+}
+
+// ParseParams reads Ollama's parameter size ("270M", "3.2B", "1.5T") as a
+// count; 0 when it cannot.
+func ParseParams(s string) int64 {
+	s = strings.TrimSpace(strings.ToUpper(s))
+	mult := 1.0
+	switch {
+	case strings.HasSuffix(s, "K"):
+		mult = 1e3
+	case strings.HasSuffix(s, "M"):
+		mult = 1e6
+	case strings.HasSuffix(s, "B"):
+		mult = 1e9
+	case strings.HasSuffix(s, "T"):
+		mult = 1e12
+	}
+	if mult > 1 {
+		s = s[:len(s)-1]
+	}
+	v, err := strconv.ParseFloat(s, 64)
+	if err != nil || v < 0 || v*mult > 1e15 {
+		return 0
+	}
+	return int64(v * mult)
 }

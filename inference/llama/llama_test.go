@@ -251,3 +251,17 @@ func TestLoadRejectsLyingHeaders(t *testing.T) {
 		}
 	}
 }
+
+func TestActiveParamsCountOnlyTheExpertsUsed(t *testing.T) {
+	dense := Config{Embedding: 64, Layers: 2, FeedForward: 128, Heads: 4, KVHeads: 4, HeadDim: 16, Vocab: 259}
+	moe := dense
+	moe.Experts, moe.ExpertsUsed = 8, 2
+	ffn := int64(3 * 64 * 128 * 2) // one expert's FFN, per layer and used expert
+	if got, want := moe.ActiveParams()-dense.ActiveParams(), int64(2)*(ffn/2+64*8); got != want {
+		t.Fatalf("MoE with 2 of 8 experts uses %d more than dense, want %d (one more expert's FFN and the router, per layer)", got, want)
+	}
+	// embeddings, output, attention, norms: 2·259·64 + 2·(4·64·64 + 2·64) + 64
+	if got, want := dense.ActiveParams(), int64(2*259*64+2*(4*64*64+3*64*128+2*64)+64); got != want {
+		t.Fatalf("dense %d, want %d", got, want)
+	}
+}

@@ -27,6 +27,17 @@ type Config struct {
 	Vocab         int
 }
 
+// ActiveParams is the number of weights one token uses: embeddings and
+// output, attention, the router, and the feed-forward of the experts it is
+// routed to (all of it for a dense model).
+func (c Config) ActiveParams() int64 {
+	e, ff, hd := int64(c.Embedding), int64(c.FeedForward), int64(c.HeadDim)
+	attn := e*int64(c.Heads)*hd*2 + e*int64(c.KVHeads)*hd*2
+	ffn := 3 * e * ff * int64(max(c.ExpertsUsed, 1))
+	router := e * int64(c.Experts)
+	return 2*int64(c.Vocab)*e + int64(c.Layers)*(attn+ffn+router+2*e) + e
+}
+
 // layer holds the weights of one transformer block.
 type layer struct {
 	attnNorm, ffnNorm      []float32
