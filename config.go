@@ -53,6 +53,13 @@ type Config struct {
 	// Synthetic configures the synthetic engine (its Models default to Models).
 	Synthetic inference.SyntheticConfig
 	Capacity  int // concurrent requests served; 0 means the number of CPUs
+	// QueueWait is how long a request waits for a serving slot when all
+	// Capacity are taken before it is refused as busy (503; another expert
+	// is asked).
+	QueueWait time.Duration
+	// FreeAllowance is the tokens a day this peer serves a peer that has no
+	// credit with it before it ranks last (see ledger.Accounting).
+	FreeAllowance int64
 
 	// Routing: score weights and the most experts asked in parallel.
 	Weights routing.Weights
@@ -120,20 +127,22 @@ func DefaultConfig() Config {
 			"/ip4/0.0.0.0/tcp/4001", "/ip4/0.0.0.0/udp/4001/quic-v1",
 			"/ip6/::/tcp/4001", "/ip6/::/udp/4001/quic-v1",
 		},
-		HTTPAddr:     "127.0.0.1:8080",
-		Domains:      []string{"general"},
-		Engine:       EngineOllama,
-		Ollama:       ollama,
-		DHTMode:      p2p.DHTAuto,
-		RelayService: true,
-		Reachability: p2p.ReachabilityAuto,
-		AnnounceMin:  5 * time.Second,
-		AnnounceMax:  60 * time.Second,
-		AnnounceRate: 20,
-		ModelRefresh: 30 * time.Second,
-		Weights:      routing.DefaultWeights(),
-		MaxK:         3,
-		Ping:         10 * time.Second,
+		HTTPAddr:      "127.0.0.1:8080",
+		Domains:       []string{"general"},
+		Engine:        EngineOllama,
+		Ollama:        ollama,
+		DHTMode:       p2p.DHTAuto,
+		RelayService:  true,
+		Reachability:  p2p.ReachabilityAuto,
+		AnnounceMin:   5 * time.Second,
+		AnnounceMax:   60 * time.Second,
+		AnnounceRate:  20,
+		ModelRefresh:  30 * time.Second,
+		Weights:       routing.DefaultWeights(),
+		MaxK:          3,
+		FreeAllowance: 20000,
+		QueueWait:     5 * time.Second,
+		Ping:          10 * time.Second,
 	}
 }
 
@@ -196,6 +205,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxK < 1 || c.MaxK > 8 {
 		return bad("MaxK", "%d is outside 1..8", c.MaxK)
+	}
+	if c.FreeAllowance < 0 {
+		return bad("FreeAllowance", "%d is negative", c.FreeAllowance)
 	}
 	if c.Capacity < 0 {
 		return bad("Capacity", "%d is negative", c.Capacity)

@@ -22,9 +22,6 @@ func newBackend(cfg Config) (inference.Backend, error) {
 		if len(sc.Models) == 0 {
 			sc.Models = cfg.Models
 		}
-		if sc.Capacity == 0 {
-			sc.Capacity = cfg.Capacity
-		}
 		if sc.QueueWait == 0 {
 			sc.QueueWait = 5 * time.Second
 		}
@@ -42,7 +39,7 @@ func newBackend(cfg Config) (inference.Backend, error) {
 	case EngineOllama:
 		oc := inference.DefaultOllamaConfig()
 		oc.URL = cfg.Ollama
-		oc.Concurrency = cfg.Capacity
+		oc.Concurrency = 0 // the peer's priority queue bounds calls
 		return inference.NewOllama(oc)
 	}
 	return nil, nil

@@ -68,7 +68,7 @@ func syntheticAnswer(t *testing.T, model string, tokens int, req inference.Reque
 }
 
 func synthetic(p *Peer) *inference.Synthetic {
-	return p.backend.(counted).Backend.(*inference.Synthetic)
+	return p.backend.(counted).Backend.(*inference.Prioritized).Unwrap().(*inference.Synthetic)
 }
 
 func TestOpenAISDKAgainstSwarm(t *testing.T) {
@@ -291,7 +291,7 @@ func TestAPIFloodBeyondCapacity(t *testing.T) {
 	peers := apiSwarm(t, [][]string{{"syn-a"}, {}}, func(i int, c *Config) {
 		c.Capacity = 1
 		c.Synthetic.TTFT = 100 * time.Millisecond
-		c.Synthetic.QueueWait = 150 * time.Millisecond
+		c.QueueWait = 150 * time.Millisecond
 	})
 	const n = 40
 	var wg sync.WaitGroup

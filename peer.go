@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/serf/coordinate"
+	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
 	"github.com/prometheus/client_golang/prometheus"
@@ -23,6 +24,7 @@ import (
 	"github.com/mwpeer/mwpeer/inference/infer"
 	"github.com/mwpeer/mwpeer/inference/sharding"
 	"github.com/mwpeer/mwpeer/internal/lifecycle"
+	"github.com/mwpeer/mwpeer/ledger"
 	"github.com/mwpeer/mwpeer/p2p"
 	"github.com/mwpeer/mwpeer/swarm"
 	"github.com/mwpeer/mwpeer/trust"
@@ -47,6 +49,7 @@ type Peer struct {
 	backend  inference.Backend  // nil when this peer serves nothing
 	sharding *sharding.Sharding // nil when it takes no part in sharded models
 	router   *swarm.Router
+	ledger   *ledger.Ledger
 	registry *prometheus.Registry
 	httpAddr net.Addr
 }
@@ -103,6 +106,18 @@ func (p *Peer) start(ctx context.Context, cfg Config) error {
 	}, log)
 	empty := []experts.Model{}
 	p.models.Store(&empty)
+	led, err := ledger.Open(filepath.Join(cfg.DataDir, ledger.File))
+	if err != nil {
+		return &FieldError{Field: "DataDir", Err: err}
+	}
+	p.parts.Defer("ledger", led.Close)
+	if api.RequiresKeys(cfg.HTTPAddr) {
+		if has, err := led.HasKeys(); err != nil || !has {
+			return &FieldError{Field: "HTTPAddr", Err: fmt.Errorf("%s is not loopback: serving the API there needs API keys (mwpeer keys add NAME --budget TOKENS)", cfg.HTTPAddr)}
+		}
+	}
+	acct := &ledger.Accounting{Ledger: led, Self: h.ID(), Key: key, FreeAllowance: cfg.FreeAllowance, Log: log}
+	p.ledger = led
 	store := trust.New(trust.Config{})
 	policy := &p2p.RelayPolicy{Links: p2p.HostLinks(h), Log: log}
 	providers := func(ctx context.Context, kind, name string, n int) ([]peer.AddrInfo, error) {
@@ -135,15 +150,19 @@ func (p *Peer) start(ctx context.Context, cfg Config) error {
 		b = p.sharding.Backend()
 	}
 	if b != nil {
+		b = inference.NewPrioritized(b, inference.PriorityConfig{Capacity: cfg.Capacity, QueueWait: cfg.QueueWait, Aging: 5 * time.Second, Class: acct.Class})
 		p.backend = counted{Backend: b, load: &p.load}
 		sc := infer.DefaultServiceConfig()
 		sc.Logger, sc.Admit, sc.Complete = log, cfg.Serving.AdmitInfer, cfg.Serving.CompleteInfer
+		sc.Receipts = acct.Server(p.Models)
 		svc := infer.NewService(h, p.backend, sc)
 		p.parts.Defer("infer service", svc.Close)
 	}
 	p.router = swarm.New(swarm.Config{
 		Self: h.ID(), Catalog: p.Catalog, RTT: p.Latency.Estimate, Providers: providers,
-		Remote: swarm.HostRemote{Host: h, Policy: policy, Infer: infer.Call},
+		Remote: swarm.HostRemote{Host: h, Policy: policy, Infer: func(ctx context.Context, h host.Host, id peer.ID, req inference.Request, emit func(inference.Chunk) error) (inference.Final, error) {
+			return infer.CallWith(ctx, h, id, req, emit, acct.Client(p.modelSize))
+		}},
 		Local: swarm.Local{Backend: p.backend, Models: p.Models, Domains: cfg.Domains, Capacity: cfg.Capacity,
 			Load: func() int { return int(p.load.Load()) }, Location: cfg.Location},
 		Trust: store, Weights: cfg.Weights, MaxK: cfg.MaxK, Log: log,
@@ -188,7 +207,23 @@ func (p *Peer) start(ctx context.Context, cfg Config) error {
 func (p *Peer) Handler() http.Handler {
 	s := api.NewServer(p, p.router, p.cfg.Logger)
 	s.Handle("GET /metrics", promHandler(p.registry))
+	s.SetLedger(p.ledger)
+	s.SetKeys(api.LedgerKeys(p.ledger))
 	return s
+}
+
+// modelSize is the largest size the catalog announces for model (0: none),
+// which bounds what a server may charge for it.
+func (p *Peer) modelSize(model string) int64 {
+	var size int64
+	for _, e := range p.Catalog.Select(func(e *experts.Entry) bool { return e.Serves(model) }) {
+		for _, m := range e.Models {
+			if m.Name == model {
+				size = max(size, m.Size)
+			}
+		}
+	}
+	return size
 }
 
 // Router is the peer's router: what its HTTP API asks the swarm through.
