@@ -161,7 +161,7 @@ func (p *Peer) start(ctx context.Context, cfg Config) error {
 	p.router = swarm.New(swarm.Config{
 		Self: h.ID(), Catalog: p.Catalog, RTT: p.Latency.Estimate, Providers: providers,
 		Remote: swarm.HostRemote{Host: h, Policy: policy, Infer: func(ctx context.Context, h host.Host, id peer.ID, req inference.Request, emit func(inference.Chunk) error) (inference.Final, error) {
-			return infer.CallWith(ctx, h, id, req, emit, acct.Client(p.modelSize))
+			return infer.CallWith(ctx, h, id, req, emit, acct.Client(p.router.ModelSize))
 		}},
 		Local: swarm.Local{Backend: p.backend, Models: p.Models, Domains: cfg.Domains, Capacity: cfg.Capacity,
 			Load: func() int { return int(p.load.Load()) }, Location: cfg.Location},
@@ -210,20 +210,6 @@ func (p *Peer) Handler() http.Handler {
 	s.SetLedger(p.ledger)
 	s.SetKeys(api.LedgerKeys(p.ledger))
 	return s
-}
-
-// modelSize is the largest size the catalog announces for model (0: none),
-// which bounds what a server may charge for it.
-func (p *Peer) modelSize(model string) int64 {
-	var size int64
-	for _, e := range p.Catalog.Select(func(e *experts.Entry) bool { return e.Serves(model) }) {
-		for _, m := range e.Models {
-			if m.Name == model {
-				size = max(size, m.Size)
-			}
-		}
-	}
-	return size
 }
 
 // Router is the peer's router: what its HTTP API asks the swarm through.
@@ -356,15 +342,7 @@ func (p *Peer) refreshModels(ctx context.Context, first bool) {
 		}
 		log.Info("serving", "models", names, "domains", p.cfg.Domains, "engine", p.cfg.Engine)
 	}
-	var keys []string
-	if len(models) > 0 {
-		for _, d := range p.cfg.Domains {
-			keys = append(keys, experts.KindDomain+"/"+d)
-		}
-		for _, m := range models {
-			keys = append(keys, experts.KindModel+"/"+m.Name)
-		}
-	}
+	keys := experts.ServingKeys(p.cfg.Domains, models)
 	if p.sharding != nil {
 		keys = append(keys, p.sharding.DHTKeys()...)
 	}

@@ -6,7 +6,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -35,7 +34,7 @@ func (p *Peer) Status() api.Status {
 	var relays []string
 	conns := make([]api.Connection, 0)
 	for _, c := range h.Network().Conns() {
-		conns = append(conns, connInfo(c))
+		conns = append(conns, api.ConnectionOf(c))
 	}
 	sort.Slice(conns, func(i, j int) bool { return conns[i].Peer < conns[j].Peer })
 	for _, a := range h.Addrs() {
@@ -104,17 +103,6 @@ func (p *Peer) Experts() api.Experts {
 	}
 	return api.ExpertsView(p.ID().String(), local, served,
 		p.Catalog.Select(func(en *experts.Entry) bool { return len(en.Shards) > 0 }))
-}
-
-func connInfo(c network.Conn) api.Connection {
-	a := c.RemoteMultiaddr()
-	return api.Connection{
-		Peer:      c.RemotePeer().String(),
-		Addr:      a.String(),
-		Transport: p2p.TransportName(a),
-		Relayed:   p2p.IsRelayed(a) || c.Stat().Limited,
-		Direction: strings.ToLower(c.Stat().Direction.String()),
-	}
 }
 
 func promHandler(reg *prometheus.Registry) http.Handler {

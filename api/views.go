@@ -6,9 +6,12 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/libp2p/go-libp2p/core/network"
+
 	"github.com/mwpeer/mwpeer/experts"
 	"github.com/mwpeer/mwpeer/geo"
 	"github.com/mwpeer/mwpeer/inference/sharding"
+	"github.com/mwpeer/mwpeer/p2p"
 )
 
 // The views of GET /api/peers, /api/rtt and /api/experts, built from the
@@ -79,6 +82,18 @@ func RTTView(self string, entries []experts.Entry, m *geo.Matrix) RTTMatrix {
 		out.RTT[from] = r
 	}
 	return out
+}
+
+// ConnectionOf describes a live libp2p connection for /api/status.
+func ConnectionOf(c network.Conn) Connection {
+	a := c.RemoteMultiaddr()
+	return Connection{
+		Peer:      c.RemotePeer().String(),
+		Addr:      a.String(),
+		Transport: p2p.TransportName(a),
+		Relayed:   p2p.IsRelayed(a) || c.Stat().Limited,
+		Direction: strings.ToLower(c.Stat().Direction.String()),
+	}
 }
 
 func nonNil[T any](s []T) []T {

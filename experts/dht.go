@@ -144,3 +144,19 @@ func cut(k string) (kind, name string, ok bool) {
 	}
 	return k, "", false
 }
+
+// ServingKeys are the content keys a peer serving models provides: each
+// domain it declares and each model (none when it serves no model).
+func ServingKeys(domains []string, models []Model) []string {
+	if len(models) == 0 {
+		return nil
+	}
+	keys := make([]string, 0, len(domains)+len(models))
+	for _, d := range domains {
+		keys = append(keys, KindDomain+"/"+d)
+	}
+	for _, m := range models {
+		keys = append(keys, KindModel+"/"+m.Name)
+	}
+	return keys
+}

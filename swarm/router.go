@@ -138,6 +138,20 @@ func (r *Router) Models() []Model {
 	return out
 }
 
+// ModelSize is the largest size the catalog announces for model (0: none),
+// which bounds what a server may charge for it.
+func (r *Router) ModelSize(model string) int64 {
+	var size int64
+	for _, e := range r.cfg.Catalog.Select(func(e *experts.Entry) bool { return e.Serves(model) }) {
+		for _, m := range e.Models {
+			if m.Name == model {
+				size = max(size, m.Size)
+			}
+		}
+	}
+	return size
+}
+
 // PromptText is what the classifier reads: the user's words.
 func PromptText(req inference.Request) string {
 	if len(req.Messages) == 0 {
