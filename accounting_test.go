@@ -5,8 +5,10 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -107,6 +109,15 @@ func TestReceiptsMatchAcrossTheSwarm(t *testing.T) {
 	}
 	var view struct {
 		Peers []ledger.Balance `json:"peers"`
+	}
+	resp, err := http.Get("http://" + a.HTTPAddr() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(body), "\nmwpeer_receipts_signed 5\n") {
+		t.Fatalf("/metrics does not count 5 signed receipts:\n%s", body)
 	}
 	getJSON(t, a, "/api/ledger", &view)
 	if len(view.Peers) != 1 || view.Peers[0].Peer != b.ID() || view.Peers[0].Receipts != 5 {

@@ -24,6 +24,7 @@ func (p *Peer) registerMetrics(reg prometheus.Registerer) {
 			}
 		}},
 	)
+	reg.MustRegister(p.ledger.Collectors()...)
 	if s := p.sharding; s != nil {
 		counter := func(i int) func() float64 {
 			return func() float64 { c := [3]uint64{}; c[0], c[1], c[2] = s.Counters(); return float64(c[i]) }
