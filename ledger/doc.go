@@ -1,0 +1,36 @@
+// Package ledger is a peer's book of accounts: the embedded database in the
+// data dir (File, ledger.db) that keeps every receipt this peer is a party
+// to, the balance of credit with each counterpart, and the API keys of the
+// local HTTP API with their token budgets.
+//
+// The store is SQLite through the pure-Go driver modernc.org/sqlite, in WAL
+// mode with synchronous=FULL: a receipt Put has returned for survives the
+// process being killed and the machine losing power, and a crash at any
+// moment leaves no half-written receipt (a transaction is all or nothing).
+// A second process (the mwpeer ledger and keys commands) may open the same
+// file while the peer runs. The schema is versioned; Open applies missing
+// migrations in one transaction and refuses a file newer than it knows.
+//
+// Receipts are verified before they are stored: the server's signature
+// always, the requester's when present. A receipt without the requester's
+// signature is kept as unsigned and counts for nothing; when the same receipt
+// later arrives countersigned it is upgraded. Each receipt is stored once,
+// by its ID: the same receipt again changes nothing, a different receipt
+// under a stored ID is ErrConflict. The signed bytes are kept as they came,
+// so a Statement can be checked by anyone with VerifyStatement.
+//
+// Per counterpart, an aggregate row is updated in the same transaction as
+// each receipt, so a Balance is one indexed row read however many receipts
+// there are. Amounts are micro-credits (receipt.Micro to a credit).
+//
+// API keys are stored as the SHA-256 of their secret; the secret is shown
+// once, by AddKey. A key has a budget of tokens per period, the period
+// starting when the key was made; the unused part of a period's budget
+// carries into the next period and no further.
+//
+// Accounting connects a Ledger to a running peer: the infer protocol's
+// receipt hooks, and the scheduling class of a remote caller (the rule
+// itself is inference.ClassOf). The package does not price receipts
+// (package receipt) or answer HTTP requests (package api); it keeps the
+// books they read and write.
+package ledger
