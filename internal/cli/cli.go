@@ -41,6 +41,9 @@ Usage:
   mwpeer shard split MODEL.gguf --out DIR
                               cut a MoE model into content-addressed shards and a manifest
   mwpeer shard verify DIR     check every shard in a shard directory against its manifests
+  mwpeer ledger [--data-dir DIR]
+                              earned, spent and balance per peer; 'mwpeer ledger help' for export and verify
+  mwpeer keys add|list|rm     API keys with token budgets for the HTTP API; 'mwpeer keys help' for more
   mwpeer help                 this text
 
 Every flag can also be set with the MWPEER_* variable named next to it; a flag wins over its variable.
@@ -68,6 +71,10 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return runRoute(ctx, args, stdout, stderr)
 	case "shard":
 		return runShard(args, stdout, stderr)
+	case "ledger":
+		return runLedger(args, stdout, stderr)
+	case "keys":
+		return runKeys(args, stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usageText)
 		return exitOK
