@@ -7,16 +7,20 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/openai/openai-go"
 	"github.com/openai/openai-go/option"
 
+	"github.com/mwpeer/mwpeer/inference"
 	"github.com/mwpeer/mwpeer/internal/wait"
 	"github.com/mwpeer/mwpeer/ledger"
+	"github.com/mwpeer/mwpeer/p2p"
 	"github.com/mwpeer/mwpeer/receipt"
 )
 
@@ -171,5 +175,96 @@ func TestHTTPBeyondLoopbackNeedsKeys(t *testing.T) {
 	var fe *FieldError
 	if !errors.As(err, &fe) || fe.Field != "HTTPAddr" {
 		t.Fatalf("Start: %v, want a FieldError on HTTPAddr", err)
+	}
+}
+
+// signedReceipt is a both-signed receipt of work server did for requester,
+// made with the keys in the peers' data dirs.
+func signedReceipt(t *testing.T, server, requester *Peer, tokens uint32) *receipt.Signed {
+	t.Helper()
+	key := func(p *Peer) crypto.PrivKey {
+		k, err := p2p.LoadOrCreateIdentity(filepath.Join(p.cfg.DataDir, p2p.IdentityFile))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return k
+	}
+	r := receipt.Receipt{ID: receipt.NewID(), Requester: requester.ID(), Server: server.ID(), Model: "syn-a",
+		PromptTokens: 1, CompletionTokens: tokens, Start: time.Now(), Cost: receipt.Cost(1, int(tokens), 0, false)}
+	s, err := receipt.SignServer(r, key(server))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Countersign(key(requester)); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// TestContributorsAreServedFirst: A serves one request at a time. B owes A
+// and used up its free allowance, C has served A; while A is busy, B, then
+// C, then A's own user ask. A serves its user, then C, then B; alone, B is
+// still served.
+func TestContributorsAreServedFirst(t *testing.T) {
+	peers := apiSwarm(t, [][]string{{"syn-a"}, {}, {}}, func(i int, c *Config) {
+		c.Capacity = 1
+		c.QueueWait = time.Minute
+		c.FreeAllowance = 10
+		c.Synthetic.TTFT = 300 * time.Millisecond
+	})
+	a, b, c := peers[0], peers[1], peers[2]
+	for _, s := range []*receipt.Signed{signedReceipt(t, a, b, 100), signedReceipt(t, c, a, 100)} {
+		if _, err := a.ledger.Put(a.ID(), s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	queue := a.backend.(counted).Backend.(*inference.Prioritized)
+	type done struct {
+		who string
+		err error
+	}
+	finished := make(chan done, 4)
+	ask := func(who string, via *Peer) {
+		ctx, cancel := context.WithTimeout(context.Background(), slow(time.Minute))
+		defer cancel()
+		cl := sdk(via)
+		_, err := cl.Chat.Completions.New(ctx, openai.ChatCompletionNewParams{
+			Model: "syn-a", Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage(who)},
+		})
+		finished <- done{who, err}
+	}
+	go ask("first", a)
+	wait.For(t, slow(10*time.Second), "the first request holds A's slot", func() error {
+		if queue.Active() != 1 {
+			return fmt.Errorf("%d active", queue.Active())
+		}
+		return nil
+	})
+	for i, q := range []struct {
+		who string
+		via *Peer
+	}{{"B", b}, {"C", c}, {"local", a}} {
+		go ask(q.who, q.via)
+		wait.For(t, slow(10*time.Second), q.who+" waits for A", func() error {
+			if queue.Waiting() != i+1 {
+				return fmt.Errorf("%d waiting", queue.Waiting())
+			}
+			return nil
+		})
+	}
+	var order []string
+	for range 4 {
+		d := <-finished
+		if d.err != nil {
+			t.Fatalf("%s: %v", d.who, d.err)
+		}
+		order = append(order, d.who)
+	}
+	if want := []string{"first", "local", "C", "B"}; !slices.Equal(order, want) {
+		t.Fatalf("served %v, want %v", order, want)
+	}
+	go ask("B alone", b)
+	if d := <-finished; d.err != nil {
+		t.Fatalf("B on an idle peer: %v", d.err)
 	}
 }
