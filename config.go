@@ -206,6 +206,9 @@ func (c *Config) Validate() error {
 	if c.MaxK < 1 || c.MaxK > 8 {
 		return bad("MaxK", "%d is outside 1..8", c.MaxK)
 	}
+	if c.QueueWait < 0 {
+		return bad("QueueWait", "%s is negative", c.QueueWait)
+	}
 	if c.FreeAllowance < 0 {
 		return bad("FreeAllowance", "%d is negative", c.FreeAllowance)
 	}

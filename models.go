@@ -22,9 +22,6 @@ func newBackend(cfg Config) (inference.Backend, error) {
 		if len(sc.Models) == 0 {
 			sc.Models = cfg.Models
 		}
-		if sc.QueueWait == 0 {
-			sc.QueueWait = 5 * time.Second
-		}
 		return inference.NewSynthetic(sc), nil
 	case EngineEmbedded:
 		path := cfg.ModelFile

@@ -139,6 +139,8 @@ func peerFlags(fs *flag.FlagSet) func() (mwpeer.Config, error) {
 	synTokens := fs.Int("synthetic-tokens", envInt("SYNTHETIC_TOKENS", 16), "tokens in every answer of --engine synthetic (MWPEER_SYNTHETIC_TOKENS)")
 	synRate := fs.Float64("synthetic-rate", envFloat("SYNTHETIC_RATE", 0), "tokens per second of --engine synthetic; 0 is as fast as possible (MWPEER_SYNTHETIC_RATE)")
 	synTTFT := fs.Duration("synthetic-ttft", envDuration("SYNTHETIC_TTFT", 0), "delay before the first token of --engine synthetic (MWPEER_SYNTHETIC_TTFT)")
+	queueWait := fs.Duration("queue-wait", envDuration("QUEUE_WAIT", d.QueueWait), "how long a request waits for a serving slot when all --capacity are taken before it is refused as busy (MWPEER_QUEUE_WAIT)")
+	freeAllowance := fs.Int("free-allowance", envInt("FREE_ALLOWANCE", int(d.FreeAllowance)), "tokens a day served to a peer with no credit here before it ranks last in the queue (MWPEER_FREE_ALLOWANCE)")
 	maxK := fs.Int("max-k", envInt("MAX_K", d.MaxK), "most experts a prompt is sent to in parallel (MWPEER_MAX_K)")
 	announceMin := fs.Duration("announce-interval", envDuration("ANNOUNCE_INTERVAL", d.AnnounceMin), "shortest heartbeat between announcements; it grows with the swarm (MWPEER_ANNOUNCE_INTERVAL)")
 	return func() (mwpeer.Config, error) {
@@ -169,6 +171,8 @@ func peerFlags(fs *flag.FlagSet) func() (mwpeer.Config, error) {
 		c.Reachability = *reach
 		c.AnnounceMin = *announceMin
 		c.MaxK = *maxK
+		c.QueueWait = *queueWait
+		c.FreeAllowance = int64(*freeAllowance)
 		if *synTokens < 1 || *synRate < 0 || *synTTFT < 0 {
 			return c, fmt.Errorf("--synthetic-tokens must be at least 1, --synthetic-rate and --synthetic-ttft not negative")
 		}
@@ -192,6 +196,7 @@ func peerFlags(fs *flag.FlagSet) func() (mwpeer.Config, error) {
 var flags = map[string]string{
 	"Listen": "--listen", "Announce": "--announce", "Bootstrap": "--bootstrap", "HTTPAddr": "--http",
 	"DataDir": "--data-dir", "Domains": "--domains", "Engine": "--engine", "Location": "--lat/--lon",
+	"QueueWait": "--queue-wait", "FreeAllowance": "--free-allowance",
 	"DHTMode": "--dht-mode", "Reachability": "--reachability", "MaxK": "--max-k", "Capacity": "--capacity",
 	"Shards": "--shards", "HostExperts": "--host-experts",
 }
