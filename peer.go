@@ -116,7 +116,11 @@ func (p *Peer) start(ctx context.Context, cfg Config) error {
 			return &FieldError{Field: "HTTPAddr", Err: fmt.Errorf("%s is not loopback: serving the API there needs API keys (mwpeer keys add NAME --budget TOKENS)", cfg.HTTPAddr)}
 		}
 	}
-	acct := &ledger.Accounting{Ledger: led, Self: h.ID(), Key: key, FreeAllowance: cfg.FreeAllowance, Log: log}
+	writer := ledger.NewWriter(led, h.ID(), log)
+	p.parts.Defer("receipt writer", writer.Close)
+	exchanges := &lifecycle.Tasks{}
+	p.parts.Defer("receipt exchanges", exchanges.Close)
+	acct := &ledger.Accounting{Ledger: led, Writer: writer, Self: h.ID(), Key: key, FreeAllowance: cfg.FreeAllowance, Log: log}
 	p.ledger = led
 	store := trust.New(trust.Config{})
 	policy := &p2p.RelayPolicy{Links: p2p.HostLinks(h), Log: log}
@@ -161,7 +165,9 @@ func (p *Peer) start(ctx context.Context, cfg Config) error {
 	p.router = swarm.New(swarm.Config{
 		Self: h.ID(), Catalog: p.Catalog, RTT: p.Latency.Estimate, Providers: providers,
 		Remote: swarm.HostRemote{Host: h, Policy: policy, Infer: func(ctx context.Context, h host.Host, id peer.ID, req inference.Request, emit func(inference.Chunk) error) (inference.Final, error) {
-			return infer.CallWith(ctx, h, id, req, emit, acct.Client(p.router.ModelSize))
+			opts := acct.Client(p.router.ModelSize)
+			opts.Settle = exchanges.Go
+			return infer.CallWith(ctx, h, id, req, emit, opts)
 		}},
 		Local: swarm.Local{Backend: p.backend, Models: p.Models, Domains: cfg.Domains, Capacity: cfg.Capacity,
 			Load: func() int { return int(p.load.Load()) }, Location: cfg.Location},

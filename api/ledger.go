@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"sync"
+	"time"
 
 	"github.com/mwpeer/mwpeer/ledger"
 )
@@ -36,14 +38,36 @@ func (s *Server) SetLedger(a Accounts) {
 	})
 }
 
-// LedgerKeys adapts a ledger's API keys to Keys.
-func LedgerKeys(l *ledger.Ledger) Keys { return ledgerKeys{l} }
+// LedgerKeys adapts a ledger's API keys to Keys. Whether any key exists is
+// asked of the ledger at most once a second (keys are added by the CLI, in
+// another process, and take effect within that second).
+func LedgerKeys(l *ledger.Ledger) Keys { return &ledgerKeys{l: l} }
 
-type ledgerKeys struct{ l *ledger.Ledger }
+type ledgerKeys struct {
+	l *ledger.Ledger
 
-func (k ledgerKeys) HasKeys() (bool, error) { return k.l.HasKeys() }
+	mu    sync.Mutex
+	has   bool
+	asked time.Time
+}
 
-func (k ledgerKeys) Authorize(secret string) (KeyInfo, error) {
+const hasKeysFor = time.Second
+
+func (k *ledgerKeys) HasKeys() (bool, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if time.Since(k.asked) < hasKeysFor {
+		return k.has, nil
+	}
+	has, err := k.l.HasKeys()
+	if err != nil {
+		return false, err
+	}
+	k.has, k.asked = has, time.Now()
+	return has, nil
+}
+
+func (k *ledgerKeys) Authorize(secret string) (KeyInfo, error) {
 	info, err := k.l.Authorize(secret)
 	switch {
 	case errors.Is(err, ledger.ErrUnknownKey):
@@ -56,4 +80,4 @@ func (k ledgerKeys) Authorize(secret string) (KeyInfo, error) {
 	return KeyInfo{Name: info.Name, Remaining: info.Remaining}, nil
 }
 
-func (k ledgerKeys) Charge(name string, tokens int64) error { return k.l.Charge(name, tokens) }
+func (k *ledgerKeys) Charge(name string, tokens int64) error { return k.l.Charge(name, tokens) }

@@ -167,12 +167,35 @@ func (p *Prioritized) Generate(ctx context.Context, req Request, emit func(Chunk
 	if p.cfg.Capacity <= 0 {
 		return p.b.Generate(ctx, req, emit)
 	}
-	c := p.classify(ctx, req)
-	if err := p.acquire(ctx, c); err != nil {
-		return Final{}, err
+	// Whether a slot fits a call depends only on it being local or remote,
+	// so the Class hook (a ledger lookup) is asked only when the call must
+	// wait.
+	c := ClassLocal
+	if _, remote := Caller(ctx); remote {
+		c = ClassOther
+	}
+	if !p.tryTake(ctx, c) {
+		c = p.classify(ctx, req)
+		if err := p.acquire(ctx, c); err != nil {
+			return Final{}, err
+		}
 	}
 	defer p.release(c)
 	return p.b.Generate(ctx, req, emit)
+}
+
+// tryTake takes a slot for a call of class c if one fits now.
+func (p *Prioritized) tryTake(ctx context.Context, c Class) bool {
+	if ctx.Err() != nil {
+		return false
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.fits(c) {
+		p.take(c)
+		return true
+	}
+	return false
 }
 
 // classify decides the class of a call: local without a caller, else what

@@ -20,6 +20,9 @@ import (
 // slots are scarce (contributors first; see inference.Prioritized).
 type Accounting struct {
 	Ledger *Ledger
+	// Writer, when set, stores receipts off the request path; otherwise
+	// each is stored before the call it records returns.
+	Writer *Writer
 	Self   peer.ID
 	Key    crypto.PrivKey // the host's key
 	// FreeAllowance is the tokens a day a peer without credit with us is
@@ -30,6 +33,9 @@ type Accounting struct {
 }
 
 func (a *Accounting) store(s *receipt.Signed) error {
+	if a.Writer != nil {
+		return a.Writer.Queue(s)
+	}
 	_, err := a.Ledger.Put(a.Self, s)
 	if err != nil && a.Log != nil {
 		a.Log.Warn("receipt not stored", "id", s.ID.String(), "err", err)

@@ -130,6 +130,13 @@ func CallWith(ctx context.Context, h host.Host, p peer.ID, req inference.Request
 			if opts.ActiveParams != nil {
 				e.params = opts.ActiveParams(req.Model)
 			}
+			if opts.Settle != nil {
+				// The caller's context ends with the answer; the exchange
+				// keeps the stream under its own deadlines.
+				stop()
+				opts.Settle(func() { opts.settle(s, r, e) })
+				return f, nil
+			}
 			opts.settle(s, r, e)
 			return f, nil
 		case fr.Error != nil:

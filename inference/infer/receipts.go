@@ -74,6 +74,11 @@ type CallOptions struct {
 	// Logger hears, at Debug, why a receipt was refused (nil:
 	// slog.Default()).
 	Logger *slog.Logger
+	// Settle, when set, runs the receipt exchange after CallWith has
+	// returned the Final, so the answer does not wait for it: it must run
+	// the function it is given (in a goroutine its owner waits for on
+	// shutdown). Nil: CallWith settles before it returns.
+	Settle func(func())
 }
 
 // Server side.

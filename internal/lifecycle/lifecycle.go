@@ -76,3 +76,37 @@ func (s *Stack) Close() error {
 	s.mu.Unlock()
 	return s.err
 }
+
+// Tasks runs short jobs that outlive the call that started them (a receipt
+// exchange after its answer) and waits for them on Close. After Close a job
+// runs in the caller's goroutine.
+type Tasks struct {
+	mu     sync.Mutex
+	wg     sync.WaitGroup
+	closed bool
+}
+
+// Go runs f in a goroutine that Close waits for.
+func (t *Tasks) Go(f func()) {
+	t.mu.Lock()
+	if t.closed {
+		t.mu.Unlock()
+		f()
+		return
+	}
+	t.wg.Add(1)
+	t.mu.Unlock()
+	go func() {
+		defer t.wg.Done()
+		f()
+	}()
+}
+
+// Close waits for every job started by Go.
+func (t *Tasks) Close() error {
+	t.mu.Lock()
+	t.closed = true
+	t.mu.Unlock()
+	t.wg.Wait()
+	return nil
+}

@@ -53,3 +53,28 @@ func TestCloseReportsEveryErrorByName(t *testing.T) {
 		t.Fatalf("err %v", err)
 	}
 }
+
+func TestTasksCloseWaitsForEveryJob(t *testing.T) {
+	var tasks Tasks
+	release := make(chan struct{})
+	var done sync.WaitGroup
+	done.Add(2)
+	for range 2 {
+		tasks.Go(func() { <-release; done.Done() })
+	}
+	closed := make(chan struct{})
+	go func() { tasks.Close(); close(closed) }()
+	select {
+	case <-closed:
+		t.Fatal("Close returned while jobs ran")
+	default:
+	}
+	close(release)
+	<-closed
+	done.Wait()
+	ran := false
+	tasks.Go(func() { ran = true }) // after Close: in the caller's goroutine
+	if !ran {
+		t.Fatal("a job after Close did not run at once")
+	}
+}
