@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/hashicorp/serf/coordinate"
-	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
 	"github.com/prometheus/client_golang/prometheus"
@@ -98,6 +97,7 @@ func (p *Peer) start(ctx context.Context, cfg Config) error {
 	p.parts.Defer("host", h.Close)
 	cfg.Logger = cfg.Logger.With("peer", h.ID().ShortString())
 	log := cfg.Logger
+	p.parts.Log = log
 	p.cfg, p.Host = cfg, h
 	p.Catalog = experts.NewCatalog(h.ID().String(), 0)
 	p.Latency = swarm.NewLatency(h, cfg.Ping, cfg.Location, func(id string) *coordinate.Coordinate {
@@ -106,22 +106,17 @@ func (p *Peer) start(ctx context.Context, cfg Config) error {
 	}, log)
 	empty := []experts.Model{}
 	p.models.Store(&empty)
-	led, err := ledger.Open(filepath.Join(cfg.DataDir, ledger.File))
+	acct, err := ledger.OpenAccounting(cfg.DataDir, h.ID(), key, cfg.FreeAllowance, log)
 	if err != nil {
 		return &FieldError{Field: "DataDir", Err: err}
 	}
-	p.parts.Defer("ledger", led.Close)
+	p.parts.Defer("accounting", acct.Close)
+	p.ledger = acct.Ledger
 	if api.RequiresKeys(cfg.HTTPAddr) {
-		if has, err := led.HasKeys(); err != nil || !has {
+		if has, err := p.ledger.HasKeys(); err != nil || !has {
 			return &FieldError{Field: "HTTPAddr", Err: fmt.Errorf("%s is not loopback: serving the API there needs API keys (mwpeer keys add NAME --budget TOKENS)", cfg.HTTPAddr)}
 		}
 	}
-	writer := ledger.NewWriter(led, h.ID(), log)
-	p.parts.Defer("receipt writer", writer.Close)
-	exchanges := &lifecycle.Tasks{}
-	p.parts.Defer("receipt exchanges", exchanges.Close)
-	acct := &ledger.Accounting{Ledger: led, Writer: writer, Self: h.ID(), Key: key, FreeAllowance: cfg.FreeAllowance, Log: log}
-	p.ledger = led
 	store := trust.New(trust.Config{})
 	policy := &p2p.RelayPolicy{Links: p2p.HostLinks(h), Log: log}
 	providers := func(ctx context.Context, kind, name string, n int) ([]peer.AddrInfo, error) {
@@ -164,11 +159,7 @@ func (p *Peer) start(ctx context.Context, cfg Config) error {
 	}
 	p.router = swarm.New(swarm.Config{
 		Self: h.ID(), Catalog: p.Catalog, RTT: p.Latency.Estimate, Providers: providers,
-		Remote: swarm.HostRemote{Host: h, Policy: policy, Infer: func(ctx context.Context, h host.Host, id peer.ID, req inference.Request, emit func(inference.Chunk) error) (inference.Final, error) {
-			opts := acct.Client(p.router.ModelSize)
-			opts.Settle = exchanges.Go
-			return infer.CallWith(ctx, h, id, req, emit, opts)
-		}},
+		Remote: swarm.HostRemote{Host: h, Policy: policy, Infer: acct.Call(func(m string) int64 { return p.router.ModelSize(m) })},
 		Local: swarm.Local{Backend: p.backend, Models: p.Models, Domains: cfg.Domains, Capacity: cfg.Capacity,
 			Load: func() int { return int(p.load.Load()) }, Location: cfg.Location},
 		Trust: store, Weights: cfg.Weights, MaxK: cfg.MaxK, Log: log,
@@ -205,6 +196,14 @@ func (p *Peer) start(ctx context.Context, cfg Config) error {
 		h := p.Handler()
 		p.parts.Go("http", func(ctx context.Context) error { return api.Serve(ctx, h, ln) })
 	}
+	p.parts.Defer("leave announcement", func() error { // the first to run on Close
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		if err := p.Gossip.Leave(ctx); err != nil {
+			log.Debug("leave announcement", "err", err)
+		}
+		return nil
+	})
 	log.Info("peer started", "id", h.ID().String(), "listen", fmt.Sprint(h.Addrs()), "http", p.HTTPAddr(), "bootstrap_peers", len(boot))
 	return nil
 }
@@ -246,11 +245,6 @@ func (p *Peer) Models() []experts.Model { return *p.models.Load() }
 // Close leaves the swarm (a leave announcement), then stops every part in
 // the reverse order of Start. It returns within a few seconds.
 func (p *Peer) Close() error {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	if err := p.Gossip.Leave(ctx); err != nil {
-		p.cfg.Logger.Debug("leave announcement", "err", err)
-	}
-	cancel()
 	err := p.parts.Close()
 	p.cfg.Logger.Info("peer stopped")
 	return err

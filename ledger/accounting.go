@@ -3,25 +3,32 @@ package ledger
 import (
 	"context"
 	"log/slog"
+	"path/filepath"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/mwpeer/mwpeer/experts"
 	"github.com/mwpeer/mwpeer/inference"
 	"github.com/mwpeer/mwpeer/inference/infer"
+	"github.com/mwpeer/mwpeer/internal/lifecycle"
 	"github.com/mwpeer/mwpeer/receipt"
 )
 
 // Accounting ties a ledger to a peer's two paths: the receipts its infer
 // service signs for the work it serves and those it countersigns for the
-// work it asks of others, and the class of a remote caller when serving
-// slots are scarce (contributors first; see inference.Prioritized).
+// work it asks of others (and the tallies of expert calls and shard bytes,
+// StoreTally), and the class of a remote caller when serving slots are
+// scarce (contributors first; see inference.Prioritized).
 type Accounting struct {
 	Ledger *Ledger
-	// Writer, when set, stores receipts off the request path; otherwise
-	// each is stored before the call it records returns.
+	// Exchanges, when set, runs receipt exchanges after the answers they
+	// record have been returned (see infer.CallOptions.Settle).
+	Exchanges *lifecycle.Tasks
+	// Writer, when set, stores receipts and tallies off the request path;
+	// otherwise each is stored before the call it records returns.
 	Writer *Writer
 	Self   peer.ID
 	Key    crypto.PrivKey // the host's key
@@ -32,6 +39,42 @@ type Accounting struct {
 	Now           func() time.Time // nil: time.Now
 }
 
+// OpenAccounting opens the ledger in dataDir for the peer self (whose key
+// is key) with an async Writer and a Tasks for receipt exchanges; Close
+// undoes it.
+func OpenAccounting(dataDir string, self peer.ID, key crypto.PrivKey, allowance int64, log *slog.Logger) (*Accounting, error) {
+	l, err := Open(filepath.Join(dataDir, File))
+	if err != nil {
+		return nil, err
+	}
+	return &Accounting{Ledger: l, Exchanges: &lifecycle.Tasks{}, Writer: NewWriter(l, self, log),
+		Self: self, Key: key, FreeAllowance: allowance, Log: log}, nil
+}
+
+// Close waits for receipt exchanges, commits what the Writer holds, and
+// closes the ledger.
+func (a *Accounting) Close() error {
+	if a.Exchanges != nil {
+		a.Exchanges.Close()
+	}
+	if a.Writer != nil {
+		a.Writer.Close()
+	}
+	return a.Ledger.Close()
+}
+
+// Call is infer.CallWith with this peer's receipt options: the client side
+// of every request to another peer.
+func (a *Accounting) Call(sizes func(model string) int64) func(ctx context.Context, h host.Host, p peer.ID, req inference.Request, emit func(inference.Chunk) error) (inference.Final, error) {
+	return func(ctx context.Context, h host.Host, p peer.ID, req inference.Request, emit func(inference.Chunk) error) (inference.Final, error) {
+		opts := a.Client(sizes)
+		if a.Exchanges != nil {
+			opts.Settle = a.Exchanges.Go
+		}
+		return infer.CallWith(ctx, h, p, req, emit, opts)
+	}
+}
+
 func (a *Accounting) store(s *receipt.Signed) error {
 	if a.Writer != nil {
 		return a.Writer.Queue(s)
@@ -39,6 +82,21 @@ func (a *Accounting) store(s *receipt.Signed) error {
 	_, err := a.Ledger.Put(a.Self, s)
 	if err != nil && a.Log != nil {
 		a.Log.Warn("receipt not stored", "id", s.ID.String(), "err", err)
+	}
+	return err
+}
+
+// StoreTally stores a tally this peer settled, as payer or worker: the
+// Store hook of the tally protocol (tally.Payer.Store,
+// tally.ServiceConfig.Store), which verifies the signatures before it
+// stores. Off the request path when a Writer is set.
+func (a *Accounting) StoreTally(st *receipt.SignedTally) error {
+	if a.Writer != nil {
+		return a.Writer.QueueTally(st)
+	}
+	_, err := a.Ledger.PutTally(a.Self, st)
+	if err != nil && a.Log != nil {
+		a.Log.Warn("tally not stored", "id", tallyID(st), "err", err)
 	}
 	return err
 }

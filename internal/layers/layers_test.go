@@ -39,6 +39,7 @@ var order = []string{
 	"experts/shard",
 	"experts",
 	"experts/catchup",
+	"inference/tally",
 	"receipt",
 	"trust",
 	"p2p",

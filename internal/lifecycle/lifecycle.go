@@ -7,12 +7,21 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
+	"time"
 )
+
+// SlowStop is how long a part may take to stop before the Stack's Log hears
+// of it.
+const SlowStop = 500 * time.Millisecond
 
 // Stack holds what must be undone, last started first. The zero value is
 // ready to use; it is safe for concurrent use.
 type Stack struct {
+	// Log, when set, hears of each part that takes over SlowStop to stop.
+	Log *slog.Logger
+
 	mu     sync.Mutex
 	parts  []part
 	closed bool
@@ -67,8 +76,12 @@ func (s *Stack) Close() error {
 	s.mu.Unlock()
 	var errs []error
 	for i := len(parts) - 1; i >= 0; i-- {
+		start := time.Now()
 		if err := parts[i].close(); err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", parts[i].name, err))
+		}
+		if took := time.Since(start); took > SlowStop && s.Log != nil {
+			s.Log.Info("slow to stop", "part", parts[i].name, "took", took.Round(time.Millisecond).String())
 		}
 	}
 	s.mu.Lock()
