@@ -213,6 +213,10 @@ func flagError(err error) error {
 	return err
 }
 
+// shutdownGrace bounds a clean stop, so that the process exits within 5 s
+// of SIGINT or SIGTERM as documented, with room to exit after it.
+const shutdownGrace = 4 * time.Second
+
 func runPeer(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("mwpeer run", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -264,8 +268,8 @@ func runPeer(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		if err != nil {
 			cfg.Logger.Warn("shutdown", "err", err)
 		}
-	case <-time.After(5 * time.Second):
-		cfg.Logger.Error("shutdown took longer than 5s; exiting anyway")
+	case <-time.After(shutdownGrace):
+		cfg.Logger.Error("shutdown took longer than " + shutdownGrace.String() + "; exiting anyway")
 	}
 	return exitOK
 }
