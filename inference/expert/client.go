@@ -14,6 +14,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/mwpeer/mwpeer/inference"
+	"github.com/mwpeer/mwpeer/inference/tally"
 	"github.com/mwpeer/mwpeer/internal/wire"
 )
 
@@ -72,11 +73,16 @@ type Client struct {
 	// Calls counts calls answered; BytesOut and BytesIn count the header and
 	// row bytes written and read (libp2p's own framing not included).
 	Calls, BytesOut, BytesIn atomic.Uint64
+	// Meter counts the calls answered with rows, per host and model ID
+	// (ModelKey.String), for settling with each host: a call, its rows and
+	// rows × row length values. NewClient makes it; a caller that settles
+	// takes the counts from it (moe.Experts.Settle).
+	Meter *tally.Meter
 }
 
 // NewClient returns a Client that opens streams from h.
 func NewClient(h host.Host) *Client {
-	return &Client{h: h, maxIdle: 8, idleFor: time.Minute, idle: make(map[peer.ID][]*conn)}
+	return &Client{h: h, maxIdle: 8, idleFor: time.Minute, idle: make(map[peer.ID][]*conn), Meter: tally.NewMeter(0)}
 }
 
 // Close resets the pooled streams; calls in progress finish or fail on
@@ -217,6 +223,9 @@ func (c *Client) call(ctx context.Context, cn *conn, h header, in, out [][]float
 	}
 	c.BytesIn.Add(uint64(h.payload()))
 	c.Calls.Add(1)
+	if c.Meter != nil {
+		c.Meter.Add(cn.str.Conn().RemotePeer(), h.model.String(), h.work())
+	}
 	cn.str.SetDeadline(time.Time{})
 	return nil
 }

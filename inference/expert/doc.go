@@ -27,4 +27,10 @@
 // caller from the secure channel, whether to compute a call. A Client opens
 // streams only over direct connections unless its Prepare hook (the relay
 // policy) allows a limited one.
+//
+// Both ends count the calls answered with rows in a tally.Meter, per peer
+// and model ID: the Server once it has sent the answer, per caller; the
+// Client once it has read it, per host. Each call counts one call, its rows
+// and rows × row length values (receipt.ExpertFlops turns values into flops
+// with the experts' hidden size). Package tally settles the two counts.
 package expert

@@ -16,6 +16,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/mwpeer/mwpeer/inference/llama"
+	"github.com/mwpeer/mwpeer/inference/tally"
 	"github.com/mwpeer/mwpeer/internal/wire"
 )
 
@@ -72,6 +73,11 @@ type Server struct {
 
 	// Calls and Rows count the calls answered with rows.
 	Calls, Rows atomic.Uint64
+	// Meter counts the calls answered with rows, per caller (from the
+	// secure channel) and model ID (ModelKey.String), once the answer is
+	// sent: a call, its rows and rows × row length values. A tally.Service
+	// settles from it.
+	Meter *tally.Meter
 }
 
 // NewServer registers the protocol handler on h.
@@ -85,7 +91,7 @@ func NewServer(h host.Host, cfg ServerConfig) *Server {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{h: h, cfg: cfg, slots: make(chan struct{}, cfg.Concurrency),
-		experts: make(map[key]*llama.Expert), streams: make(map[network.Stream]struct{})}
+		experts: make(map[key]*llama.Expert), streams: make(map[network.Stream]struct{}), Meter: tally.NewMeter(0)}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	h.SetStreamHandler(ID, s.handle)
 	return s
@@ -254,6 +260,9 @@ func (s *Server) handle(str network.Stream) {
 		if err := w.Flush(); err != nil {
 			str.Reset()
 			return
+		}
+		if status == StatusOK {
+			s.Meter.Add(str.Conn().RemotePeer(), h.model.String(), h.work())
 		}
 	}
 }

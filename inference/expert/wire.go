@@ -8,6 +8,8 @@ import (
 	"io"
 	"math"
 	"unsafe"
+
+	"github.com/mwpeer/mwpeer/inference/tally"
 )
 
 const (
@@ -71,6 +73,11 @@ type header struct {
 }
 
 func (h header) payload() int { return h.rows * h.dim * 4 }
+
+// work is one call as a tally counts it.
+func (h header) work() tally.Work {
+	return tally.Work{Calls: 1, Rows: uint64(h.rows), Values: uint64(h.rows) * uint64(h.dim)}
+}
 
 func (h header) check() error {
 	switch {

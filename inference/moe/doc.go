@@ -11,4 +11,9 @@
 // replica on error or timeout. A call that no host can answer fails with
 // ErrNoHost, never with a wrong answer. LoadDense and LoadExpert build the
 // engine's model and experts from the shards a shard.Store verified.
+//
+// The runner pays for its remote calls: when a generation ends (and every
+// FlushEvery of a long one) Settle proposes to each host a signed tally of
+// the calls it answered since the last settlement (package tally), holding
+// back new calls to that host meanwhile so both sides count the same calls.
 package moe

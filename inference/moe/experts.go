@@ -13,6 +13,7 @@ import (
 	"github.com/mwpeer/mwpeer/inference"
 	"github.com/mwpeer/mwpeer/inference/expert"
 	"github.com/mwpeer/mwpeer/inference/llama"
+	"github.com/mwpeer/mwpeer/inference/tally"
 	"github.com/mwpeer/mwpeer/trust"
 )
 
@@ -40,15 +41,29 @@ type Experts struct {
 	// the others (its backoff doubles with each failure in a row). Nil: a
 	// store private to this Experts.
 	Trust *trust.Store
+	// FeedForward is the hidden size of the model's experts; it turns the
+	// values Client.Meter counted into a tally's flops.
+	FeedForward int
+	// Payer settles this model's calls with each host (Settle). Nil: they
+	// are counted in Client.Meter and never settled.
+	Payer *tally.Payer
 
 	mu       sync.Mutex
 	inflight map[peer.ID]int
+	paused   map[peer.ID]chan struct{} // hosts being settled with: closed when done
+	idle     map[peer.ID]chan struct{} // closed when a paused host's last call ends
 
 	// LocalCalls, RemoteCalls and Failovers count Apply's work.
 	LocalCalls, RemoteCalls, Failovers atomic.Uint64
 }
 
 var _ llama.Experts = (*Experts)(nil)
+
+// pausedCost is added to the cost of a host while this model settles with
+// it: a call to it waits for the settlement (a round trip, at most the
+// Payer's timeout), so a replica that answers at once is worth more unless
+// it is that much farther.
+const pausedCost = time.Second
 
 // Apply runs expert (layer, expert) on in, into out.
 func (x *Experts) Apply(ctx context.Context, layer, expert int, in, out [][]float32) error {
@@ -74,8 +89,10 @@ func (x *Experts) Apply(ctx context.Context, layer, expert int, in, out [][]floa
 		if i > 0 {
 			x.Failovers.Add(1)
 		}
+		if err := x.begin(ctx, p); err != nil {
+			return err
+		}
 		cctx, cancel := context.WithTimeout(ctx, timeout)
-		x.begin(p)
 		err := x.Client.Call(cctx, p, x.Model, layer, expert, in, out)
 		cancel()
 		if ctx.Err() != nil { // the caller gave up: not the host's fault
@@ -94,7 +111,8 @@ func (x *Experts) Apply(ctx context.Context, layer, expert int, in, out [][]floa
 }
 
 // order sorts hosts: those not in backoff in the trust store first, then by
-// RTT weighed by calls in flight; unknown RTTs count as 50 ms.
+// RTT weighed by calls in flight; unknown RTTs count as 50 ms, and a host
+// this model is settling with counts pausedCost more.
 func (x *Experts) order(hosts []peer.ID) []peer.ID {
 	x.mu.Lock()
 	cost := make(map[peer.ID]float64, len(hosts))
@@ -106,6 +124,9 @@ func (x *Experts) order(hosts []peer.ID) []peer.ID {
 			}
 		}
 		cost[p] = float64(rtt+100*time.Microsecond) * float64(1+x.inflight[p])
+		if x.paused[p] != nil {
+			cost[p] += float64(pausedCost) // its calls wait for a settlement: try others first
+		}
 	}
 	x.mu.Unlock()
 	return trust.RankBy(x.trust(), hosts, peer.ID.String, func(p peer.ID) float64 { return cost[p] })
@@ -120,13 +141,28 @@ func (x *Experts) trust() *trust.Store {
 	return x.Trust
 }
 
-func (x *Experts) begin(p peer.ID) {
-	x.mu.Lock()
-	if x.inflight == nil {
-		x.inflight = make(map[peer.ID]int)
+// begin counts a call to p in flight. While this model settles with p it
+// waits for the settlement to end (at most the Payer's timeout), so that
+// both sides' counts hold still.
+func (x *Experts) begin(ctx context.Context, p peer.ID) error {
+	for {
+		x.mu.Lock()
+		wait := x.paused[p]
+		if wait == nil {
+			if x.inflight == nil {
+				x.inflight = make(map[peer.ID]int)
+			}
+			x.inflight[p]++
+			x.mu.Unlock()
+			return nil
+		}
+		x.mu.Unlock()
+		select {
+		case <-wait:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	}
-	x.inflight[p]++
-	x.mu.Unlock()
 }
 
 func (x *Experts) end(p peer.ID) {
@@ -134,6 +170,10 @@ func (x *Experts) end(p peer.ID) {
 	defer x.mu.Unlock()
 	if x.inflight[p]--; x.inflight[p] <= 0 {
 		delete(x.inflight, p)
+		if idle := x.idle[p]; idle != nil {
+			close(idle)
+			delete(x.idle, p)
+		}
 	}
 }
 

@@ -1,6 +1,7 @@
 package moe
 
 import (
+	"context"
 	"slices"
 	"testing"
 	"time"
@@ -24,7 +25,7 @@ func TestReplicaOrder(t *testing.T) {
 	}
 	// Five calls in flight to c make it cost 6 × 1.1 ms, more than b's 5.1 ms.
 	for range 5 {
-		x.begin(c)
+		x.begin(context.Background(), c)
 	}
 	if got, want := x.order([]peer.ID{a, b, c}), []peer.ID{b, c, a}; !slices.Equal(got, want) {
 		t.Fatalf("with c loaded: %v, want %v", got, want)
@@ -47,5 +48,24 @@ func TestReplicaOrder(t *testing.T) {
 	d := peer.ID("host-d")
 	if got := x.order([]peer.ID{d, a}); got[0] != a {
 		t.Fatalf("unknown RTT should rank after 10 ms: %v", got)
+	}
+}
+
+// TestHostBeingSettledWithIsTriedLast: while the runner settles with a host,
+// calls to it wait, so a replica that answers at once goes first.
+func TestHostBeingSettledWithIsTriedLast(t *testing.T) {
+	a, b := peer.ID("host-a"), peer.ID("host-b")
+	rtt := map[peer.ID]time.Duration{a: 20 * time.Millisecond, b: time.Millisecond}
+	x := &Experts{RTT: func(p peer.ID) (time.Duration, bool) { d, ok := rtt[p]; return d, ok }}
+	resume, err := x.pause(context.Background(), b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := x.order([]peer.ID{a, b}), []peer.ID{a, b}; !slices.Equal(got, want) {
+		t.Fatalf("b paused: %v, want %v", got, want)
+	}
+	resume()
+	if got, want := x.order([]peer.ID{a, b}), []peer.ID{b, a}; !slices.Equal(got, want) {
+		t.Fatalf("b resumed: %v, want %v", got, want)
 	}
 }
