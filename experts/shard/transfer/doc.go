@@ -28,4 +28,12 @@
 // The server puts each stream in the ServiceName resource scope and reserves
 // its copy buffer before reading a request; it serves at most
 // ServerConfig.MaxStreams streams at once and refuses the rest busy.
+//
+// Seeding earns credit. The Server counts the bytes of every full answer
+// per requester (Server.Meter), the Fetcher the bytes it verified per source
+// (Fetcher.Meter); at the end of a Fetch or FetchManifest, a Fetcher with a
+// Payer settles with each source it used that no other of its fetches is
+// using: it proposes a signed tally of those bytes (package tally), which
+// the source countersigns when its own count agrees. Bytes that fail
+// verification are counted by the source only, so its tally is disputed.
 package transfer

@@ -17,7 +17,9 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/mwpeer/mwpeer/experts/shard"
+	"github.com/mwpeer/mwpeer/inference/tally"
 	"github.com/mwpeer/mwpeer/internal/wire"
+	"github.com/mwpeer/mwpeer/receipt"
 )
 
 // Fetcher downloads manifests and shards from peers into a Store. Pieces of
@@ -48,6 +50,78 @@ type Fetcher struct {
 	// Timeout bounds each request: a source that has not sent a whole piece
 	// by then is dropped as stalled (default 30s).
 	Timeout time.Duration
+
+	// Meter counts the verified bytes received, per source, model "": a
+	// verified piece, or a request of a manifest that hashed right, is a
+	// call. Nil: the Fetcher makes one on first use.
+	Meter *tally.Meter
+	// Payer, if set, settles with the sources (see Settle). Nil: bytes are
+	// counted, never settled.
+	Payer *tally.Payer
+
+	once  sync.Once
+	mu    sync.Mutex
+	using map[peer.ID]int // fetches (and manifest fetches) using each source
+}
+
+func (f *Fetcher) meter() *tally.Meter {
+	f.once.Do(func() {
+		if f.Meter == nil {
+			f.Meter = tally.NewMeter(0)
+		}
+	})
+	return f.Meter
+}
+
+// use notes that one more operation fetches from p.
+func (f *Fetcher) use(p peer.ID) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.using == nil {
+		f.using = make(map[peer.ID]int)
+	}
+	f.using[p]++
+}
+
+// done notes that an operation stopped fetching from the sources it used
+// and settles with each that no other operation uses, so that neither side
+// has bytes in flight: what the fetcher verified from it since the last
+// settlement, proposed by Payer. A source dropped for what it sent is
+// proposed what was verified from it, if only zero bytes: its own count of
+// the bad bytes makes the tally disputed rather than left for later. It
+// waits for the settlements, each bounded by the Payer's timeout, even when
+// ctx has ended: the bytes were received.
+func (f *Fetcher) done(ctx context.Context, used map[peer.ID]bool, dropped map[peer.ID]error) {
+	var idle []peer.ID
+	f.mu.Lock()
+	for p := range used {
+		if f.using[p]--; f.using[p] <= 0 {
+			delete(f.using, p)
+			idle = append(idle, p)
+		}
+	}
+	f.mu.Unlock()
+	if f.Payer == nil {
+		return
+	}
+	ctx = context.WithoutCancel(ctx)
+	var wg sync.WaitGroup
+	for _, p := range idle {
+		w, start, ok := f.meter().Take(p, "")
+		if !ok && dropped[p] != nil {
+			w, start, ok = tally.Work{}, time.Now(), true
+		}
+		if !ok {
+			continue
+		}
+		wg.Go(func() {
+			_, err := f.Payer.Settle(ctx, receipt.Tally{Kind: receipt.KindShard, Worker: p, Calls: w.Calls, Bytes: w.Bytes, Start: start, End: time.Now()})
+			if errors.Is(err, tally.ErrNotProposed) && !w.IsZero() {
+				f.meter().Add(p, "", w) // still owed: next time
+			}
+		})
+	}
+	wg.Wait()
 }
 
 // Progress reports how a Fetch goes.
@@ -99,15 +173,21 @@ func (f *Fetcher) FetchManifest(ctx context.Context, id string) (*shard.Manifest
 	if m, ok := f.Store.Manifest(id); ok {
 		return m, nil
 	}
+	used, bad := make(map[peer.ID]bool), make(map[peer.ID]error)
+	defer func() { f.done(ctx, used, bad) }()
 	var errs []error
 	for _, p := range f.sources(ctx, id) {
-		raw, err := f.getManifest(ctx, p, id)
+		used[p] = true
+		f.use(p)
+		raw, requests, err := f.getManifest(ctx, p, id)
 		if err == nil {
 			if sum := sha256.Sum256(raw); hex.EncodeToString(sum[:]) != id {
 				err = fmt.Errorf("peer %s sent a manifest that hashes to %x", p.ShortString(), sum)
+				bad[p] = err
 			}
 		}
 		if err == nil {
+			f.meter().Add(p, "", tally.Work{Calls: uint64(requests), Bytes: uint64(len(raw))})
 			return f.Store.AddManifest(raw)
 		}
 		if ctx.Err() != nil {
@@ -118,36 +198,45 @@ func (f *Fetcher) FetchManifest(ctx context.Context, id string) (*shard.Manifest
 	return nil, fmt.Errorf("fetch manifest %s: %w", id, errors.Join(append([]error{ErrNoSource}, errs...)...))
 }
 
-func (f *Fetcher) getManifest(ctx context.Context, p peer.ID, id string) ([]byte, error) {
+// getManifest returns the bytes p sends for manifest id, and the requests
+// that brought some.
+func (f *Fetcher) getManifest(ctx context.Context, p peer.ID, id string) ([]byte, int, error) {
 	c, err := dial(ctx, f.Host, p)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	defer c.close()
 	var raw []byte
+	requests := 0
 	for {
 		data, size, err := c.get(ctx, id, int64(len(raw)), MaxLength, f.timeout(), nil)
 		if err != nil {
-			return nil, err
+			return nil, 0, err
 		}
 		if size > shard.MaxManifestSize {
-			return nil, fmt.Errorf("peer %s: manifest of %d bytes exceeds the %d-byte cap", p.ShortString(), size, shard.MaxManifestSize)
+			return nil, 0, fmt.Errorf("peer %s: manifest of %d bytes exceeds the %d-byte cap", p.ShortString(), size, shard.MaxManifestSize)
+		}
+		if len(data) > 0 {
+			requests++
 		}
 		raw = append(raw, data...)
 		if int64(len(raw)) >= size {
-			return raw, nil
+			return raw, requests, nil
 		}
 		if len(data) == 0 {
-			return nil, fmt.Errorf("peer %s: empty answer at offset %d of %d", p.ShortString(), len(raw), size)
+			return nil, 0, fmt.Errorf("peer %s: empty answer at offset %d of %d", p.ShortString(), len(raw), size)
 		}
 	}
 }
 
 // Fetch downloads the shards of m that the store lacks. It returns when every
 // one is stored and verified, or with the first error; what was verified is
-// kept for the next attempt.
+// kept for the next attempt. At its end, with a Payer, it settles with each
+// source it used that no other fetch of f is using the verified bytes
+// received from it (see Payer).
 func (f *Fetcher) Fetch(ctx context.Context, m *shard.Manifest, shards []shard.Shard) error {
-	ft := &fetch{f: f, m: m, dropped: make(map[peer.ID]error)}
+	ft := &fetch{f: f, m: m, dropped: make(map[peer.ID]error), used: make(map[peer.ID]bool)}
+	defer func() { f.done(ctx, ft.used, ft.dropped) }()
 	known := make(map[string]shard.Shard, len(m.Shards))
 	for _, sh := range m.Shards {
 		known[sh.Hash] = sh
@@ -192,11 +281,22 @@ type fetch struct {
 
 	mu        sync.Mutex // guards the fields below and serializes Progress calls
 	dropped   map[peer.ID]error
+	used      map[peer.ID]bool // sources a worker started on
 	totalDone int64
 	received  int64
 }
 
 func (ft *fetch) isDropped(p peer.ID) bool { return ft.whyDropped(p) != nil }
+
+// use notes that a worker fetches from p.
+func (ft *fetch) use(p peer.ID) {
+	ft.mu.Lock()
+	defer ft.mu.Unlock()
+	if !ft.used[p] {
+		ft.used[p] = true
+		ft.f.use(p)
+	}
+}
 
 // whyDropped returns the error p was dropped for, or nil.
 func (ft *fetch) whyDropped(p peer.ID) error {
@@ -334,6 +434,7 @@ func (ft *fetch) worker(ctx context.Context, sh shard.Shard, p *target, k, n int
 	}()
 	buf := make([]byte, ft.m.PieceSize)
 	busy := 0
+	ft.use(src)
 	for {
 		if why := ft.whyDropped(src); why != nil {
 			// Another worker dropped src: give its reason, not just "dropped".
@@ -400,6 +501,7 @@ func (ft *fetch) worker(ctx context.Context, sh shard.Shard, p *target, k, n int
 			return &sourceError{err}
 		}
 		busy = 0
+		ft.f.meter().Add(src, "", tally.Work{Calls: 1, Bytes: uint64(size)})
 		p.sc.put(i, true)
 		ft.advance(sh, p.sc.doneBytes(ft.m, sh), size)
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 
 	"github.com/mwpeer/mwpeer/experts/shard"
+	"github.com/mwpeer/mwpeer/inference/tally"
 	"github.com/mwpeer/mwpeer/internal/wire"
 )
 
@@ -42,6 +43,11 @@ type Server struct {
 	slots chan struct{}
 	sent  atomic.Int64
 
+	// Meter counts the bytes sent in full answers, per requester (from the
+	// secure channel), model "": an answer is a call. A tally.Service
+	// settles from it.
+	Meter *tally.Meter
+
 	mu     sync.Mutex
 	closed bool
 	wg     sync.WaitGroup
@@ -57,7 +63,8 @@ func NewServer(h host.Host, s *shard.Store, cfg ServerConfig) *Server {
 	wire.Default(&cfg.MaxStreams, def.MaxStreams)
 	wire.Default(&cfg.RequestTimeout, def.RequestTimeout)
 	wire.Default(&cfg.WriteTimeout, def.WriteTimeout)
-	srv := &Server{h: h, s: s, cfg: cfg, log: cfg.Logger, slots: make(chan struct{}, cfg.MaxStreams), active: make(map[network.Stream]struct{})}
+	srv := &Server{h: h, s: s, cfg: cfg, log: cfg.Logger, slots: make(chan struct{}, cfg.MaxStreams), active: make(map[network.Stream]struct{}),
+		Meter: tally.NewMeter(0)}
 	if srv.log == nil {
 		srv.log = slog.Default()
 	}
@@ -202,6 +209,9 @@ func (srv *Server) handle(str network.Stream) {
 			log.Debug("shard: send", "hash", req.Hash, "err", err)
 			str.Reset()
 			return
+		}
+		if n > 0 {
+			srv.Meter.Add(str.Conn().RemotePeer(), "", tally.Work{Calls: 1, Bytes: uint64(n)})
 		}
 	}
 }
