@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 
@@ -21,6 +22,8 @@ import (
 	"github.com/mwpeer/mwpeer/inference/expert"
 	"github.com/mwpeer/mwpeer/inference/llama"
 	"github.com/mwpeer/mwpeer/inference/moe"
+	"github.com/mwpeer/mwpeer/inference/tally"
+	"github.com/mwpeer/mwpeer/receipt"
 	"github.com/mwpeer/mwpeer/trust"
 )
 
@@ -62,7 +65,15 @@ type Config struct {
 	// Changed is called when what this peer holds changed (after a fetch),
 	// so the peer re-reads its models and re-announces.
 	Changed func(ctx context.Context)
-	Log     *slog.Logger
+	// Key is the host's private key. It signs the tallies of expert calls
+	// and shard bytes this peer settles (package tally); nil: nothing is
+	// settled, the work is only counted.
+	Key crypto.PrivKey
+	// StoreTally keeps every tally settled, as payer or as worker:
+	// signed by both, or by the payer only when disputed (see
+	// tally.Payer.Store and tally.ServiceConfig.Store).
+	StoreTally func(*receipt.SignedTally) error
+	Log        *slog.Logger
 }
 
 // Sharding is a peer's part in sharded Mixture-of-Experts models: the shard
@@ -73,10 +84,13 @@ type Sharding struct {
 	self   peer.ID
 	log    *slog.Logger
 	store  *shard.Store
-	shards interface{ Close() error }
+	shards *transfer.Server
 	server *expert.Server
 	client *expert.Client
 	multi  *inference.Multi
+	payer  *tally.Payer   // nil without a key
+	tally  *tally.Service // nil without a key
+	due    chan struct{}  // a generation ended: its expert calls are due
 
 	gen atomic.Uint64 // bumped on every catalog change
 
@@ -117,11 +131,19 @@ func Open(cfg Config) (*Sharding, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Sharding{cfg: cfg, self: cfg.Host.ID(), log: cfg.Log, store: store, models: make(map[string]*shardedModel)}
+	s := &Sharding{cfg: cfg, self: cfg.Host.ID(), log: cfg.Log, store: store, models: make(map[string]*shardedModel),
+		due: make(chan struct{}, 1)}
 	s.server = expert.NewServer(cfg.Host, expert.ServerConfig{Concurrency: max(2, cfg.Capacity), Admit: cfg.Admit, Log: cfg.Log})
 	s.client = expert.NewClient(cfg.Host)
 	s.client.Prepare = cfg.Prepare
 	s.shards = transfer.Serve(cfg.Host, store)
+	if cfg.Key != nil {
+		s.payer = &tally.Payer{Host: cfg.Host, Key: cfg.Key, Store: cfg.StoreTally, Log: cfg.Log}
+		s.tally = tally.NewService(cfg.Host, tally.ServiceConfig{
+			Key: cfg.Key, Experts: s.server.Meter, Shards: s.shards.Meter, FeedForward: s.feedForward,
+			Store: cfg.StoreTally, Log: cfg.Log,
+		})
+	}
 	s.multi = inference.NewMulti(cfg.Engine)
 	for _, m := range store.Models() {
 		if err := s.load(m); err != nil {
@@ -139,20 +161,93 @@ func (s *Sharding) Backend() inference.Backend { return s.multi }
 // hosts which expert is rebuilt on its next use.
 func (s *Sharding) CatalogChanged() { s.gen.Add(1) }
 
-// Run keeps every spec satisfied until ctx ends.
+// Run keeps every spec satisfied and settles the expert calls of this
+// peer's generations until ctx ends.
 func (s *Sharding) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	for _, spec := range s.cfg.Specs {
-		wg.Add(1)
-		go func() { defer wg.Done(); s.host(ctx, spec) }()
+		wg.Go(func() { s.host(ctx, spec) })
+	}
+	if s.payer != nil {
+		wg.Go(func() { s.settle(ctx) })
 	}
 	wg.Wait()
 	return nil
 }
 
-// Close stops serving shards and experts.
+// settle settles the expert calls of every model this peer runs with their
+// hosts: all of them when a generation ended, and every FlushEvery/3 those
+// of hosts whose window began moe.FlushEvery ago or more (long
+// generations). When ctx ends it settles what is left, for at most
+// settleAtExit.
+func (s *Sharding) settle(ctx context.Context) {
+	tick := time.NewTicker(moe.FlushEvery / 3)
+	defer tick.Stop()
+	each := func(ctx context.Context, age time.Duration) {
+		for _, x := range s.runners() {
+			if err := x.SettleOlder(ctx, age); err != nil {
+				s.log.Debug("expert tallies", "model", x.Model.String()[:12], "err", err)
+			}
+		}
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), settleAtExit)
+			each(ctx, 0)
+			cancel()
+			return
+		case <-s.due:
+			each(ctx, 0)
+		case <-tick.C:
+			each(ctx, moe.FlushEvery)
+		}
+	}
+}
+
+// settleAtExit bounds the last settlements when Run ends.
+const settleAtExit = 2 * time.Second
+
+// generationEnded marks the expert calls of this peer's generations due for
+// settling.
+func (s *Sharding) generationEnded() {
+	select {
+	case s.due <- struct{}{}:
+	default:
+	}
+}
+
+// runners returns the Experts of every model this peer runs.
+func (s *Sharding) runners() []*moe.Experts {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []*moe.Experts
+	for _, sm := range s.models {
+		if sm.experts != nil {
+			out = append(out, sm.experts)
+		}
+	}
+	return out
+}
+
+// feedForward returns the experts' hidden size of model (an ID), 0 when
+// this peer holds none of it.
+func (s *Sharding) feedForward(model string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if sm := s.models[model]; sm != nil {
+		return sm.man.Shape.FeedForward
+	}
+	return 0
+}
+
+// Close stops serving shards, experts and tallies.
 func (s *Sharding) Close() error {
-	return errors.Join(s.shards.Close(), s.server.Close(), s.client.Close())
+	errs := []error{s.shards.Close(), s.server.Close(), s.client.Close()}
+	if s.tally != nil {
+		errs = append(errs, s.tally.Close())
+	}
+	return errors.Join(errs...)
 }
 
 // load serves every shard of m the store holds: the experts to other peers,
@@ -199,10 +294,13 @@ func (s *Sharding) loadLocked(m *shard.Manifest) error {
 				Hosts:  func(l, e int) []peer.ID { return s.hostsOf(sm, l, e) },
 				RTT:    s.cfg.RTT,
 				Trust:  s.cfg.Trust,
+
+				FeedForward: m.Shape.FeedForward,
+				Payer:       s.payer,
 			}
 			b := shardedBackend{llama.NewModelBackend(model, llama.BackendOptions{
 				Name: m.Name, Capacity: max(1, s.cfg.Capacity), QueueWait: 5 * time.Second, Experts: x,
-			})}
+			}), s.generationEnded}
 			s.mu.Lock()
 			sm.dense, sm.experts = true, x
 			s.mu.Unlock()
@@ -429,7 +527,8 @@ func (s *Sharding) hostOnce(ctx context.Context, spec HostSpec) error {
 	}
 	s.loadMu.Lock()
 	defer s.loadMu.Unlock()
-	f := &transfer.Fetcher{Host: s.cfg.Host, Store: s.store, Sources: s.sources, Progress: func(pr transfer.Progress) { s.progress(id, pr) }}
+	f := &transfer.Fetcher{Host: s.cfg.Host, Store: s.store, Sources: s.sources, Progress: func(pr transfer.Progress) { s.progress(id, pr) },
+		Payer: s.payer}
 	m, ok := s.store.Manifest(id)
 	if !ok {
 		if m, err = f.FetchManifest(ctx, id); err != nil {
@@ -498,10 +597,20 @@ func (s *Sharding) setFetch(id, text string) {
 	}
 }
 
-// shardedBackend is the engine of a sharded model, named as such.
-type shardedBackend struct{ *llama.Backend }
+// shardedBackend is the engine of a sharded model, named as such. When a
+// generation ends it says so (ended), so its expert calls are settled.
+type shardedBackend struct {
+	*llama.Backend
+	ended func()
+}
 
 func (shardedBackend) Name() string { return EngineSharded }
+
+func (b shardedBackend) Generate(ctx context.Context, req inference.Request, emit func(inference.Chunk) error) (inference.Final, error) {
+	f, err := b.Backend.Generate(ctx, req, emit)
+	b.ended()
+	return f, err
+}
 
 // LocalModel is this peer's share of one sharded model, as /api/experts
 // shows it.
