@@ -135,7 +135,7 @@ func (p *Peer) start(ctx context.Context, cfg Config) error {
 		}
 		p.sharding, err = sharding.Open(sharding.Config{
 			Host: h, Dirs: dirs, Specs: cfg.HostExperts, Engine: b, Capacity: cfg.Capacity, Admit: cfg.Serving.AdmitExpert,
-			Catalog: p.Catalog, Providers: providers, RTT: p.Latency.To, Trust: store, Log: log,
+			Catalog: p.Catalog, Providers: providers, RTT: p.Latency.To, Trust: store, Log: log, Key: key, StoreTally: acct.StoreTally,
 			Prepare: func(ctx context.Context, id peer.ID) (context.Context, error) {
 				c, _, err := policy.Prepare(ctx, id, false)
 				return c, err
