@@ -67,9 +67,7 @@ type Server struct {
 	ctx    context.Context // ends when the Server closes
 	cancel context.CancelFunc
 
-	wg      sync.WaitGroup
-	closing bool
-	streams map[network.Stream]struct{}
+	streams wire.Streams
 
 	// Calls and Rows count the calls answered with rows.
 	Calls, Rows atomic.Uint64
@@ -91,7 +89,7 @@ func NewServer(h host.Host, cfg ServerConfig) *Server {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{h: h, cfg: cfg, slots: make(chan struct{}, cfg.Concurrency),
-		experts: make(map[key]*llama.Expert), streams: make(map[network.Stream]struct{}), Meter: tally.NewMeter(0)}
+		experts: make(map[key]*llama.Expert), Meter: tally.NewMeter(0)}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	h.SetStreamHandler(ID, s.handle)
 	return s
@@ -129,33 +127,8 @@ func (s *Server) Hosted(model ModelKey) [][2]int {
 func (s *Server) Close() error {
 	s.h.RemoveStreamHandler(ID)
 	s.cancel()
-	s.mu.Lock()
-	s.closing = true
-	for str := range s.streams {
-		str.Reset()
-	}
-	s.mu.Unlock()
-	s.wg.Wait()
+	s.streams.Close()
 	return nil
-}
-
-// track registers a stream; false when the server is closing.
-func (s *Server) track(str network.Stream) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closing {
-		return false
-	}
-	s.streams[str] = struct{}{}
-	s.wg.Add(1)
-	return true
-}
-
-func (s *Server) untrack(str network.Stream) {
-	s.mu.Lock()
-	delete(s.streams, str)
-	s.mu.Unlock()
-	s.wg.Done()
 }
 
 // handle serves calls on one stream until the caller closes it, it idles,
@@ -164,11 +137,11 @@ func (s *Server) untrack(str network.Stream) {
 // out) before reading them: a call whose reservation the resource manager
 // refuses is answered busy, so the caller goes to another replica.
 func (s *Server) handle(str network.Stream) {
-	if !s.track(str) {
+	if !s.streams.Track(str) {
 		str.Reset()
 		return
 	}
-	defer s.untrack(str)
+	defer s.streams.Untrack(str)
 	log := s.cfg.Log.With("peer", str.Conn().RemotePeer().ShortString())
 	if err := wire.Attach(str, ServiceName, 2*bufferSize+headerSize, network.ReservationPriorityMedium); err != nil {
 		log.Debug("expert stream refused", "err", err)

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"sync"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
@@ -322,11 +321,11 @@ func (o *CallOptions) countersign(fr frame, e *expected) ([]byte, error) {
 	if o.Refuse != nil && o.Refuse(&sr.Receipt) {
 		return nil, errors.New("declined")
 	}
-	if !countersigned.add(sr.ID) {
+	if !countersigned.Add(sr.ID) {
 		return nil, fmt.Errorf("receipt %s was countersigned already", sr.ID)
 	}
 	if err := sr.Countersign(o.Key); err != nil { // checks the server's signature first
-		countersigned.forget(sr.ID)
+		countersigned.Forget(sr.ID)
 		return nil, err
 	}
 	if o.Store != nil {
@@ -350,61 +349,4 @@ const RecentReceipts = 1 << 14
 
 // countersigned holds the IDs of the receipts this process countersigned
 // most recently.
-var countersigned = newRecentIDs(RecentReceipts)
-
-// recentIDs is a set of the last n IDs added.
-type recentIDs struct {
-	mu   sync.Mutex
-	ids  map[receipt.ID]struct{}
-	ring []receipt.ID // in order of addition, from next
-	next int
-}
-
-func newRecentIDs(n int) *recentIDs {
-	return &recentIDs{ids: make(map[receipt.ID]struct{}, n), ring: make([]receipt.ID, 0, n)}
-}
-
-// add adds id and reports whether it was absent.
-func (s *recentIDs) add(id receipt.ID) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if _, ok := s.ids[id]; ok {
-		return false
-	}
-	if len(s.ring) < cap(s.ring) {
-		s.ring = append(s.ring, id)
-	} else {
-		delete(s.ids, s.ring[s.next])
-		s.ring[s.next] = id
-		s.next = (s.next + 1) % len(s.ring)
-	}
-	s.ids[id] = struct{}{}
-	return true
-}
-
-// forget removes id, added lately.
-func (s *recentIDs) forget(id receipt.ID) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if _, ok := s.ids[id]; !ok {
-		return
-	}
-	delete(s.ids, id)
-	// Clear its slot, looking from the newest, so that evicting the slot
-	// later cannot remove the ID if it is added again.
-	for i := range len(s.ring) {
-		j := (s.next - 1 - i + 2*len(s.ring)) % len(s.ring)
-		if s.ring[j] == id {
-			s.ring[j] = receipt.ID{}
-			return
-		}
-	}
-}
-
-// contains reports whether id is in the set.
-func (s *recentIDs) contains(id receipt.ID) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	_, ok := s.ids[id]
-	return ok
-}
+var countersigned = receipt.NewRecent(RecentReceipts)

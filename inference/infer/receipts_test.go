@@ -577,37 +577,6 @@ func TestReceiptKeysMustBeTheHosts(t *testing.T) {
 	}
 }
 
-func TestRecentIDsAreBounded(t *testing.T) {
-	s := newRecentIDs(3)
-	id := func(b byte) receipt.ID { return receipt.ID{b} }
-	for _, b := range []byte{1, 2, 3} {
-		if !s.add(id(b)) {
-			t.Fatalf("%d: present before it was added", b)
-		}
-	}
-	if s.add(id(1)) {
-		t.Fatal("1 added twice")
-	}
-	s.add(id(4)) // evicts 1
-	if s.contains(id(1)) || !s.contains(id(4)) || !s.add(id(1)) {
-		t.Fatal("the oldest ID was not evicted")
-	}
-	s.forget(id(1))
-	if s.contains(id(1)) || !s.add(id(1)) {
-		t.Fatal("a forgotten ID is still there")
-	}
-	// Forgetting cleared 1's old slot: evicting it does not drop the 1
-	// added again.
-	s.add(id(5))
-	s.add(id(6))
-	if !s.contains(id(1)) {
-		t.Fatal("re-added ID lost to the eviction of its old slot")
-	}
-	if len(s.ids) > 3 || len(s.ring) > 3 {
-		t.Fatalf("%d IDs, %d slots", len(s.ids), len(s.ring))
-	}
-}
-
 func TestLargestReceiptFitsItsFrame(t *testing.T) {
 	data, err := json.Marshal(frame{Receipt: make([]byte, receipt.MaxSize)})
 	if err != nil || len(data) > MaxReceiptFrameSize {

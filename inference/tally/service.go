@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"sync"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
@@ -53,15 +52,12 @@ type Service struct {
 	h      host.Host
 	cfg    ServiceConfig
 	slots  chan struct{}
-	recent *recentIDs
+	recent *receipt.Recent
 
 	ctx    context.Context // ends when the Service closes
 	cancel context.CancelFunc
 
-	mu      sync.Mutex
-	closing bool
-	streams map[network.Stream]struct{}
-	wg      sync.WaitGroup
+	streams wire.Streams
 }
 
 // RecentTallies is how many tally IDs a Service remembers having settled,
@@ -76,8 +72,7 @@ func NewService(h host.Host, cfg ServiceConfig) *Service {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	s := &Service{h: h, cfg: cfg, slots: make(chan struct{}, cfg.MaxStreams), recent: newRecentIDs(RecentTallies),
-		streams: make(map[network.Stream]struct{})}
+	s := &Service{h: h, cfg: cfg, slots: make(chan struct{}, cfg.MaxStreams), recent: receipt.NewRecent(RecentTallies)}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	h.SetStreamHandler(ID, s.handle)
 	return s
@@ -88,42 +83,18 @@ func NewService(h host.Host, cfg ServiceConfig) *Service {
 func (s *Service) Close() error {
 	s.h.RemoveStreamHandler(ID)
 	s.cancel()
-	s.mu.Lock()
-	s.closing = true
-	for str := range s.streams {
-		str.Reset()
-	}
-	s.mu.Unlock()
-	s.wg.Wait()
+	s.streams.Close()
 	return nil
-}
-
-func (s *Service) track(str network.Stream) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closing {
-		return false
-	}
-	s.streams[str] = struct{}{}
-	s.wg.Add(1)
-	return true
-}
-
-func (s *Service) untrack(str network.Stream) {
-	s.mu.Lock()
-	delete(s.streams, str)
-	s.mu.Unlock()
-	s.wg.Done()
 }
 
 // handle reads one proposal, judges it and answers. The stream joins the
 // ServiceName scope and reserves the proposal and the answer first.
 func (s *Service) handle(str network.Stream) {
-	if !s.track(str) {
+	if !s.streams.Track(str) {
 		str.Reset()
 		return
 	}
-	defer s.untrack(str)
+	defer s.streams.Untrack(str)
 	payer := str.Conn().RemotePeer()
 	log := s.cfg.Log.With("peer", payer.ShortString())
 	if err := wire.Attach(str, ServiceName, MaxProposal+MaxAnswer, network.ReservationPriorityLow); err != nil {
@@ -208,7 +179,7 @@ func (s *Service) judge(ctx context.Context, payer peer.ID, st *receipt.SignedTa
 			return nil, fmt.Sprintf("model %s is not hosted here", st.Model)
 		}
 	}
-	if !s.recent.add(st.ID) {
+	if !s.recent.Add(st.ID) {
 		return nil, fmt.Sprintf("tally %s settled already", st.ID)
 	}
 	// The payer counts a call when it has read the answer, this peer once
@@ -255,34 +226,4 @@ func counts(t *receipt.Tally) string {
 		return fmt.Sprintf("%d calls, %d bytes", t.Calls, t.Bytes)
 	}
 	return fmt.Sprintf("%d calls, %d rows, %d flops", t.Calls, t.Rows, t.Flops)
-}
-
-// recentIDs is a set of the last n IDs added.
-type recentIDs struct {
-	mu   sync.Mutex
-	ids  map[receipt.ID]struct{}
-	ring []receipt.ID
-	next int
-}
-
-func newRecentIDs(n int) *recentIDs {
-	return &recentIDs{ids: make(map[receipt.ID]struct{}), ring: make([]receipt.ID, 0, n)}
-}
-
-// add adds id and reports whether it was absent.
-func (s *recentIDs) add(id receipt.ID) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if _, ok := s.ids[id]; ok {
-		return false
-	}
-	if len(s.ring) < cap(s.ring) {
-		s.ring = append(s.ring, id)
-	} else {
-		delete(s.ids, s.ring[s.next])
-		s.ring[s.next] = id
-		s.next = (s.next + 1) % len(s.ring)
-	}
-	s.ids[id] = struct{}{}
-	return true
 }
