@@ -24,7 +24,8 @@ const crashReceipts = 1000
 // as a child process, it stores crashReceipts receipts one Put at a time,
 // printing "stored N" after each returned, then waits to be killed.
 // Every fourth receipt is stored unsigned first and countersigned with the
-// next one, so upgrades are in flight too.
+// next one, so upgrades are in flight too; with every fifth receipt a tally
+// is stored (every other one disputed).
 func TestHelperProcess(t *testing.T) {
 	path := os.Getenv(crashEnv)
 	if path == "" {
@@ -65,6 +66,19 @@ func TestHelperProcess(t *testing.T) {
 		}
 		if i%4 == 0 {
 			pending, pendingReq = s, req
+		}
+		if i%5 == 0 {
+			st := propose(t, req, srv, func(tl *receipt.Tally) {
+				tl.Start = epoch.Add(time.Duration(i) * time.Second)
+				tl.End = tl.Start.Add(time.Second)
+			})
+			if i%10 == 0 {
+				st = countersigned(t, st, srv)
+			}
+			if _, err := l.PutTally(me.id, st); err != nil {
+				fmt.Println("put tally:", err)
+				os.Exit(3)
+			}
 		}
 		fmt.Printf("stored %d\n", i+1)
 	}
@@ -135,5 +149,11 @@ func TestKilledWhileWritingLosesNothing(t *testing.T) {
 	if n < int64(stored) || n > int64(stored)+1 {
 		t.Fatalf("the child reported %d receipts stored; the ledger holds %d", stored, n)
 	}
-	t.Logf("killed after %d receipts reported stored; the ledger holds %d (%d signed, %d unsigned)", stored, n, tot.Receipts, tot.Unsigned)
+	// A tally went with every fifth receipt, after it.
+	nt, wantT := tot.Tallies+tot.Disputed, int64(stored+4)/5
+	if nt < wantT || nt > wantT+1 {
+		t.Fatalf("the child stored %d tallies with its %d receipts; the ledger holds %d", wantT, stored, nt)
+	}
+	t.Logf("killed after %d receipts reported stored; the ledger holds %d (%d signed, %d unsigned) and %d tallies (%d disputed)",
+		stored, n, tot.Receipts, tot.Unsigned, nt, tot.Disputed)
 }

@@ -78,6 +78,51 @@ func both(t testing.TB, srv, req party, change func(*receipt.Receipt)) *receipt.
 	return signedBy(t, serve(t, srv, req, change), req)
 }
 
+// propose is a tally of expert calls worker answered for payer, signed by
+// payer only (disputed until countersigned); change, if not nil, edits it
+// before signing, and the cost follows the rule unless change set one.
+func propose(t testing.TB, payer, worker party, change func(*receipt.Tally)) *receipt.SignedTally {
+	t.Helper()
+	tl := receipt.Tally{
+		ID: receipt.NewID(), Kind: receipt.KindExpert, Payer: payer.id, Worker: worker.id, Model: "qwen3:30b-a3b",
+		Calls: 96, Rows: 384, Flops: receipt.ExpertFlops(384*2048, 768), Start: epoch, End: epoch.Add(30 * time.Second),
+	}
+	if change != nil {
+		change(&tl)
+	}
+	if tl.Cost == 0 {
+		tl.Cost = tl.Price()
+	}
+	st, err := receipt.SignPayer(tl, payer.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+// shardTally is a change to propose: a shard tally of n bytes.
+func shardTally(n uint64) func(*receipt.Tally) {
+	return func(tl *receipt.Tally) {
+		tl.Kind, tl.Model, tl.Calls, tl.Rows, tl.Flops, tl.Bytes = receipt.KindShard, "", 4, 0, 0, n
+	}
+}
+
+// countersigned is st countersigned by worker, as a new value.
+func countersigned(t testing.TB, st *receipt.SignedTally, worker party) *receipt.SignedTally {
+	t.Helper()
+	c := *st
+	if err := c.Countersign(worker.key); err != nil {
+		t.Fatal(err)
+	}
+	return &c
+}
+
+// agreed is a tally of worker's work for payer, signed by both.
+func agreed(t testing.TB, payer, worker party, change func(*receipt.Tally)) *receipt.SignedTally {
+	t.Helper()
+	return countersigned(t, propose(t, payer, worker, change), worker)
+}
+
 func open(t testing.TB) *Ledger {
 	t.Helper()
 	return openAt(t, filepath.Join(t.TempDir(), File))
@@ -93,10 +138,10 @@ func openAt(t testing.TB, path string) *Ledger {
 	return l
 }
 
-// audit checks the ledger against its receipts: the file's integrity,
-// every receipt's signatures and columns against its bytes, and every
-// aggregate against the sum over receipts; and that the counters equal the
-// totals. It is what a crash must not break.
+// audit checks the ledger against its receipts and tallies: the file's
+// integrity, every receipt's and tally's signatures and columns against its
+// bytes, and every aggregate against the sum over receipts and tallies; and
+// that the counters equal the totals. It is what a crash must not break.
 func audit(t testing.TB, l *Ledger) {
 	t.Helper()
 	ctx := context.Background()
@@ -108,8 +153,16 @@ func audit(t testing.TB, l *Ledger) {
 	l.r.QueryRowContext(ctx, "SELECT value FROM meta WHERE key = 'owner'").Scan(&owner)
 	self := peer.ID(owner)
 
-	type sum struct{ earned, spent, signed, unsigned int64 }
+	type sum struct{ earned, spent, signed, unsigned, tallies, disputed int64 }
 	want := map[peer.ID]*sum{}
+	of := func(p peer.ID) *sum {
+		w := want[p]
+		if w == nil {
+			w = &sum{}
+			want[p] = w
+		}
+		return w
+	}
 	rows, err := l.r.QueryContext(ctx, `SELECT r.id, c.peer, r.served, r.signed, r.start, r.tokens, r.cost, r.raw
 		FROM receipts r JOIN counterparts c ON c.id = r.peer`)
 	if err != nil {
@@ -146,11 +199,7 @@ func audit(t testing.TB, l *Ledger) {
 			start != s.Start.UnixMilli() || tokens != int64(s.PromptTokens)+int64(s.CompletionTokens) || cost != int64(s.Cost) {
 			t.Errorf("receipt %x: columns differ from its bytes", id)
 		}
-		w := want[peer.ID(cp)]
-		if w == nil {
-			w = &sum{}
-			want[peer.ID(cp)] = w
-		}
+		w := of(peer.ID(cp))
 		switch {
 		case !signed:
 			w.unsigned++
@@ -167,6 +216,59 @@ func audit(t testing.TB, l *Ledger) {
 	}
 	rows.Close()
 
+	rows, err = l.r.QueryContext(ctx, `SELECT t.id, c.peer, t.worked, t.signed, t.kind, t.start, t.end, t.cost, t.raw
+		FROM tallies t JOIN counterparts c ON c.id = t.peer`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nt := 0
+	for rows.Next() {
+		var (
+			id, cp, raw            []byte
+			worked, signed         bool
+			kind, start, end, cost int64
+		)
+		if err := rows.Scan(&id, &cp, &worked, &signed, &kind, &start, &end, &cost, &raw); err != nil {
+			t.Fatal(err)
+		}
+		nt++
+		st, err := receipt.UnmarshalSignedTally(raw)
+		if err != nil {
+			t.Fatalf("tally %x: %v", id, err)
+		}
+		if signed {
+			err = st.Verify()
+		} else if err = st.VerifyPayer(); err == nil && st.WorkerSig != nil {
+			t.Errorf("tally %x stored disputed with a worker signature", id)
+		}
+		if err != nil {
+			t.Errorf("tally %x does not verify: %v", id, err)
+		}
+		other := st.Worker
+		if worked {
+			other = st.Payer
+		}
+		if string(id) != string(st.ID[:]) || peer.ID(cp) != other || (st.Worker == self) != worked || kind != int64(st.Kind) ||
+			start != st.Start.UnixMilli() || end != st.End.UnixMilli() || cost != int64(st.Cost) {
+			t.Errorf("tally %x: columns differ from its bytes", id)
+		}
+		w := of(peer.ID(cp))
+		switch {
+		case !signed:
+			w.disputed++
+		case worked:
+			w.tallies++
+			w.earned += cost
+		default:
+			w.tallies++
+			w.spent += cost
+		}
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	rows.Close()
+
 	bs, tot, err := l.Balances()
 	if err != nil {
 		t.Fatal(err)
@@ -174,17 +276,21 @@ func audit(t testing.TB, l *Ledger) {
 	if len(bs) != len(want) {
 		t.Errorf("%d counterparts, receipts name %d", len(bs), len(want))
 	}
-	var count int64
+	var count, countT int64
 	for _, b := range bs {
 		w := want[b.Peer]
 		if w == nil || b.Earned != w.earned || b.Spent != w.spent || b.Receipts != w.signed || b.Unsigned != w.unsigned ||
-			b.Balance != b.Spent-b.Earned {
-			t.Errorf("aggregate of %s is %+v; its receipts sum to %+v", b.Peer.ShortString(), b, w)
+			b.Tallies != w.tallies || b.Disputed != w.disputed || b.Balance != b.Spent-b.Earned {
+			t.Errorf("aggregate of %s is %+v; its receipts and tallies sum to %+v", b.Peer.ShortString(), b, w)
 		}
 		count += b.Receipts + b.Unsigned
+		countT += b.Tallies + b.Disputed
 	}
 	if count != int64(n) || tot.Receipts+tot.Unsigned != int64(n) {
 		t.Errorf("aggregates count %d receipts (totals %d), the table holds %d", count, tot.Receipts+tot.Unsigned, n)
+	}
+	if countT != int64(nt) || tot.Tallies+tot.Disputed != int64(nt) {
+		t.Errorf("aggregates count %d tallies (totals %d), the table holds %d", countT, tot.Tallies+tot.Disputed, nt)
 	}
 	if c := l.Counters(); c != tot {
 		t.Errorf("counters %+v, totals %+v", c, tot)

@@ -134,7 +134,7 @@ func (l *Ledger) prepare() error {
 		return err
 	}
 	var err error
-	l.balance, err = l.r.Prepare("SELECT earned, spent, signed, unsigned FROM counterparts WHERE peer = ?")
+	l.balance, err = l.r.Prepare("SELECT earned, spent, signed, unsigned, tallies, disputed FROM counterparts WHERE peer = ?")
 	return err
 }
 

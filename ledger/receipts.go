@@ -16,25 +16,27 @@ import (
 	"github.com/mwpeer/mwpeer/receipt"
 )
 
-// Errors of storing receipts.
+// Errors of storing receipts and tallies.
 var (
-	// ErrConflict: a different receipt is already stored under the ID, as
-	// when a request ID is replayed with other content.
-	ErrConflict = errors.New("a different receipt is stored under this ID")
+	// ErrConflict: a different receipt (or tally) is already stored under
+	// the ID, as when a request ID is replayed with other content.
+	ErrConflict = errors.New("a different record is stored under this ID")
 	// ErrNotParty: the receipt is neither served by nor for the peer
-	// storing it.
-	ErrNotParty = errors.New("receipt between other peers")
+	// storing it; or the tally names it neither payer nor worker.
+	ErrNotParty = errors.New("between other peers")
 )
 
 // Balance is the account of one counterpart. Amounts are micro-credits, and
-// only receipts both peers signed count.
+// only receipts and tallies both peers signed count.
 type Balance struct {
 	Peer     peer.ID `json:"id"`
-	Earned   int64   `json:"earned"`   // for work we did for Peer
+	Earned   int64   `json:"earned"`   // for work we did for Peer: answers, expert calls, shard bytes
 	Spent    int64   `json:"spent"`    // for work Peer did for us
 	Balance  int64   `json:"balance"`  // Spent - Earned: the credit Peer holds with us, positive when it gave us more than it took
 	Receipts int64   `json:"receipts"` // signed by both
 	Unsigned int64   `json:"unsigned"` // the requester's signature missing; they count for nothing
+	Tallies  int64   `json:"tallies"`  // signed by both
+	Disputed int64   `json:"disputed"` // tallies the worker did not countersign; they count for nothing
 }
 
 // Totals sums balances over counterparts.
@@ -44,6 +46,8 @@ type Totals struct {
 	Balance  int64 `json:"balance"`
 	Receipts int64 `json:"receipts"`
 	Unsigned int64 `json:"unsigned"`
+	Tallies  int64 `json:"tallies"`
+	Disputed int64 `json:"disputed"`
 	Peers    int64 `json:"peers"`
 }
 
@@ -53,12 +57,26 @@ func (t *Totals) add(b Balance) {
 	t.Balance += b.Balance
 	t.Receipts += b.Receipts
 	t.Unsigned += b.Unsigned
+	t.Tallies += b.Tallies
+	t.Disputed += b.Disputed
 }
 
 // merge adds o to t.
 func (t *Totals) merge(o Totals) {
-	t.add(Balance{Earned: o.Earned, Spent: o.Spent, Balance: o.Balance, Receipts: o.Receipts, Unsigned: o.Unsigned})
+	t.add(Balance{Earned: o.Earned, Spent: o.Spent, Balance: o.Balance, Receipts: o.Receipts, Unsigned: o.Unsigned,
+		Tallies: o.Tallies, Disputed: o.Disputed})
 	t.Peers += o.Peers
+}
+
+// addBalance adds b to the balance a counts.
+func (a *Balance) addBalance(b Balance) {
+	a.Earned += b.Earned
+	a.Spent += b.Spent
+	a.Balance += b.Balance
+	a.Receipts += b.Receipts
+	a.Unsigned += b.Unsigned
+	a.Tallies += b.Tallies
+	a.Disputed += b.Disputed
 }
 
 // MaxCost bounds a receipt's cost: 2^53 micro-credits, about 9 billion
@@ -67,27 +85,44 @@ func (t *Totals) merge(o Totals) {
 // sum that would is an error, never a wrapped number).
 const MaxCost = 1 << 53
 
-// entry is a verified receipt as it is stored.
+// entry is a verified receipt or tally as it is stored.
 type entry struct {
 	id      receipt.ID
-	other   peer.ID // the counterpart
-	served  bool    // we served it (the counterpart is the requester)
-	signed  bool    // both signatures present and valid
-	start   int64   // Unix milliseconds
-	tokens  int64
+	tally   receipt.Kind // the kind of a tally; 0 for a receipt
+	other   peer.ID      // the counterpart
+	served  bool         // we did the work: served the answer, or were the tally's worker
+	signed  bool         // both signatures present and valid
+	start   int64        // Unix milliseconds
+	end     int64        // a tally's window end, Unix milliseconds
+	tokens  int64        // a receipt's
 	cost    int64
-	content []byte // the receipt's signed form, which decides "the same receipt"
-	raw     []byte // receipt.Signed.Marshal as received
+	content []byte // the signed form without signatures, which decides "the same receipt"
+	raw     []byte // receipt.Signed.Marshal or receipt.SignedTally.Marshal as received
+}
+
+// what names the entry in errors.
+func (e *entry) what() string {
+	if e.tally != 0 {
+		return "tally " + e.id.String()
+	}
+	return "receipt " + e.id.String()
 }
 
 // balance is what the entry adds to its counterpart's balance.
 func (e *entry) balance() Balance {
 	b := Balance{Peer: e.other}
-	if !e.signed {
+	switch {
+	case !e.signed && e.tally != 0:
+		b.Disputed = 1
+		return b
+	case !e.signed:
 		b.Unsigned = 1
 		return b
+	case e.tally != 0:
+		b.Tallies = 1
+	default:
+		b.Receipts = 1
 	}
-	b.Receipts = 1
 	if e.served {
 		b.Earned = e.cost
 	} else {
@@ -97,8 +132,9 @@ func (e *entry) balance() Balance {
 	return b
 }
 
-// check verifies s for the ledger of self and builds its entry.
-func check(self peer.ID, s *receipt.Signed, verified bool) (*entry, error) {
+// checkReceipt verifies s for the ledger of self and builds its entry;
+// verified says its signatures were checked already, so only its form is.
+func checkReceipt(self peer.ID, s *receipt.Signed, verified bool) (*entry, error) {
 	if s == nil {
 		return nil, errors.New("no receipt")
 	}
@@ -151,7 +187,7 @@ func check(self peer.ID, s *receipt.Signed, verified bool) (*entry, error) {
 // a different receipt under a stored ID is ErrConflict. When Put returns
 // nil the receipt is on disk.
 func (l *Ledger) Put(self peer.ID, s *receipt.Signed) (added bool, err error) {
-	e, err := check(self, s, false)
+	e, err := checkReceipt(self, s, false)
 	if err != nil {
 		return false, fmt.Errorf("receipt %s: %w", receiptID(s), err)
 	}
@@ -169,12 +205,25 @@ func (l *Ledger) PutBatch(self peer.ID, batch []*receipt.Signed) (added int, err
 // putBatch is PutBatch; verified says the signatures were checked already
 // (by the infer protocol, for the Writer), so only the form is.
 func (l *Ledger) putBatch(self peer.ID, batch []*receipt.Signed, verified bool) (added int, err error) {
-	if len(batch) == 0 {
+	return l.putChecked(self, len(batch), func(i int) (*entry, error) {
+		e, err := checkReceipt(self, batch[i], verified)
+		if err != nil {
+			return nil, fmt.Errorf("receipt %d (%s): %w", i, receiptID(batch[i]), err)
+		}
+		return e, nil
+	})
+}
+
+// putChecked stores n receipts or tallies in one transaction: all of them
+// or, on any error, none. check(i) verifies the i-th and builds its entry;
+// it runs on every CPU, chunks ahead of the inserts.
+func (l *Ledger) putChecked(self peer.ID, n int, check func(i int) (*entry, error)) (added int, err error) {
+	if n == 0 {
 		return 0, nil
 	}
 	const chunk = 128
-	chunks := (len(batch) + chunk - 1) / chunk
-	entries := make([]*entry, len(batch))
+	chunks := (n + chunk - 1) / chunk
+	entries := make([]*entry, n)
 	errs := make([]error, chunks)
 	ready := make([]chan struct{}, chunks) // closed when a chunk is checked
 	for c := range ready {
@@ -192,10 +241,10 @@ func (l *Ledger) putBatch(self peer.ID, batch []*receipt.Signed, verified bool) 
 				if c >= chunks {
 					return
 				}
-				for i := c * chunk; i < min((c+1)*chunk, len(batch)) && !stop.Load(); i++ {
-					e, err := check(self, batch[i], verified)
+				for i := c * chunk; i < min((c+1)*chunk, n) && !stop.Load(); i++ {
+					e, err := check(i)
 					if err != nil {
-						errs[c] = fmt.Errorf("receipt %d (%s): %w", i, receiptID(batch[i]), err)
+						errs[c] = err
 						break
 					}
 					entries[i] = e
@@ -208,7 +257,7 @@ func (l *Ledger) putBatch(self peer.ID, batch []*receipt.Signed, verified bool) 
 		stop.Store(true)
 		wg.Wait()
 	}()
-	return l.store(self, len(batch), func(i int) (*entry, error) {
+	return l.store(self, n, func(i int) (*entry, error) {
 		c := i / chunk
 		if i%chunk == 0 {
 			<-ready[c]
@@ -251,7 +300,7 @@ func (l *Ledger) store(self peer.ID, n int, entry func(i int) (*entry, error)) (
 			}
 			ok, d, err := p.put(ctx, e)
 			if err != nil {
-				return fmt.Errorf("receipt %s: %w", e.id, err)
+				return fmt.Errorf("%s: %w", e.what(), err)
 			}
 			if ok {
 				added++
@@ -274,8 +323,8 @@ func (l *Ledger) store(self peer.ID, n int, entry func(i int) (*entry, error)) (
 }
 
 // claim checks that self owns the ledger, making it the owner of a ledger
-// that had none. A ledger holds one peer's receipts: its statements say
-// whose they are.
+// that had none. A ledger holds one peer's receipts and tallies: its
+// statements say whose they are.
 func (l *Ledger) claim(ctx context.Context, tx *sql.Tx, self peer.ID) (claimed bool, err error) {
 	l.mu.Lock()
 	owner := l.owner
@@ -298,11 +347,11 @@ func (l *Ledger) claim(ctx context.Context, tx *sql.Tx, self peer.ID) (claimed b
 	return false, nil
 }
 
-// putStmts are the prepared statements of storing a receipt, which is
-// done often enough that parsing them each time would cost as much as the
-// rest of the insert.
+// putStmts are the prepared statements of storing a receipt or a tally,
+// which is done often enough that parsing them each time would cost as much
+// as the rest of the insert.
 type putStmts struct {
-	find, insert, add *sql.Stmt
+	find, insert, findTally, insertTally, add *sql.Stmt
 }
 
 // maxKnown bounds the cache of counterpart rows.
@@ -317,8 +366,11 @@ func (ps *putStmts) prepare(db *sql.DB) error {
 		{&ps.find, "SELECT signed, raw FROM receipts WHERE id = ?"},
 		{&ps.insert, `INSERT INTO receipts (id, peer, served, signed, start, tokens, cost, raw)
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING`},
+		{&ps.findTally, "SELECT signed, raw FROM tallies WHERE id = ?"},
+		{&ps.insertTally, `INSERT INTO tallies (id, peer, worked, signed, kind, start, end, cost, raw)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING`},
 		{&ps.add, `UPDATE counterparts SET earned = earned + ?, spent = spent + ?,
-			signed = signed + ?, unsigned = unsigned + ? WHERE id = ?`},
+			signed = signed + ?, unsigned = unsigned + ?, tallies = tallies + ?, disputed = disputed + ? WHERE id = ?`},
 	} {
 		if *s.stmt, err = db.Prepare(s.sql); err != nil {
 			return fmt.Errorf("prepare: %w", err)
@@ -328,21 +380,23 @@ func (ps *putStmts) prepare(db *sql.DB) error {
 }
 
 func (ps *putStmts) close() {
-	for _, s := range []*sql.Stmt{ps.find, ps.insert, ps.add} {
+	for _, s := range []*sql.Stmt{ps.find, ps.insert, ps.findTally, ps.insertTally, ps.add} {
 		if s != nil {
 			s.Close()
 		}
 	}
 }
 
-// putTx stores receipts in one transaction.
+// putTx stores receipts and tallies in one transaction.
 type putTx struct {
-	l                 *Ledger
-	tx                *sql.Tx
-	find, insert, add *sql.Stmt
-	rows              map[peer.ID]int64 // counterpart rows this transaction looked up or made
+	l                                         *Ledger
+	tx                                        *sql.Tx
+	find, insert, findTally, insertTally, add *sql.Stmt
+	rows                                      map[peer.ID]int64 // counterpart rows this transaction looked up or made
 }
 
+// putTx binds the prepared statements to tx. Those of tallies are bound on
+// first use: most transactions store receipts only.
 func (l *Ledger) putTx(ctx context.Context, tx *sql.Tx) *putTx {
 	return &putTx{l: l, tx: tx, find: tx.StmtContext(ctx, l.put.find), insert: tx.StmtContext(ctx, l.put.insert),
 		add: tx.StmtContext(ctx, l.put.add), rows: make(map[peer.ID]int64)}
@@ -362,7 +416,7 @@ func (p *putTx) committed() {
 }
 
 // counterpart is the row of other, made if missing; fresh reports that it
-// has no receipts yet.
+// has no receipts or tallies yet.
 func (p *putTx) counterpart(ctx context.Context, other peer.ID) (id int64, fresh bool, err error) {
 	if id, ok := p.rows[other]; ok {
 		return id, false, nil
@@ -377,7 +431,8 @@ func (p *putTx) counterpart(ctx context.Context, other peer.ID) (id int64, fresh
 		return 0, false, fmt.Errorf("counterpart %s: %w", other.ShortString(), err)
 	}
 	var n int64
-	if err := p.tx.QueryRowContext(ctx, "SELECT id, signed + unsigned FROM counterparts WHERE peer = ?", []byte(other)).Scan(&id, &n); err != nil {
+	if err := p.tx.QueryRowContext(ctx, "SELECT id, signed + unsigned + tallies + disputed FROM counterparts WHERE peer = ?",
+		[]byte(other)).Scan(&id, &n); err != nil {
 		return 0, false, fmt.Errorf("counterpart %s: %w", other.ShortString(), err)
 	}
 	p.rows[other] = id
@@ -391,7 +446,15 @@ func (p *putTx) put(ctx context.Context, e *entry) (added bool, d Totals, err er
 	if err != nil {
 		return false, d, err
 	}
-	res, err := p.insert.ExecContext(ctx, e.id[:], pid, e.served, e.signed, e.start, e.tokens, e.cost, e.raw)
+	var res sql.Result
+	if e.tally != 0 {
+		if p.insertTally == nil {
+			p.findTally, p.insertTally = p.tx.StmtContext(ctx, p.l.put.findTally), p.tx.StmtContext(ctx, p.l.put.insertTally)
+		}
+		res, err = p.insertTally.ExecContext(ctx, e.id[:], pid, e.served, e.signed, int64(e.tally), e.start, e.end, e.cost, e.raw)
+	} else {
+		res, err = p.insert.ExecContext(ctx, e.id[:], pid, e.served, e.signed, e.start, e.tokens, e.cost, e.raw)
+	}
 	if err != nil {
 		return false, d, err
 	}
@@ -399,8 +462,8 @@ func (p *putTx) put(ctx context.Context, e *entry) (added bool, d Totals, err er
 	if n, err := res.RowsAffected(); err != nil {
 		return false, d, err
 	} else if n == 1 {
-		if _, err := p.add.ExecContext(ctx, b.Earned, b.Spent, b.Receipts, b.Unsigned, pid); err != nil {
-			return false, d, fmt.Errorf("counterpart %s: %w", e.other.ShortString(), err)
+		if err := p.addTo(ctx, pid, e.other, b); err != nil {
+			return false, d, err
 		}
 		d.add(b)
 		if fresh {
@@ -409,41 +472,71 @@ func (p *putTx) put(ctx context.Context, e *entry) (added bool, d Totals, err er
 		return true, d, nil
 	}
 
-	// The ID is stored: the same receipt, maybe now countersigned, or a
-	// conflict.
+	// The ID is stored: the same receipt (or tally), maybe now
+	// countersigned, or a conflict.
 	var (
 		signed bool
 		raw    []byte
+		same   bool
 	)
-	if err := p.find.QueryRowContext(ctx, e.id[:]).Scan(&signed, &raw); err != nil {
-		return false, d, err
+	if e.tally != 0 {
+		if err := p.findTally.QueryRowContext(ctx, e.id[:]).Scan(&signed, &raw); err != nil {
+			return false, d, err
+		}
+		stored, err := receipt.UnmarshalSignedTally(raw)
+		if err != nil {
+			return false, d, fmt.Errorf("stored tally unreadable: %w", err)
+		}
+		same = bytes.Equal(stored.Tally.Marshal(), e.content)
+	} else {
+		if err := p.find.QueryRowContext(ctx, e.id[:]).Scan(&signed, &raw); err != nil {
+			return false, d, err
+		}
+		stored, err := receipt.UnmarshalSigned(raw)
+		if err != nil {
+			return false, d, fmt.Errorf("stored receipt unreadable: %w", err)
+		}
+		same = bytes.Equal(stored.Receipt.Marshal(), e.content)
 	}
-	stored, err := receipt.UnmarshalSigned(raw)
-	if err != nil {
-		return false, d, fmt.Errorf("stored receipt unreadable: %w", err)
-	}
-	if !bytes.Equal(stored.Receipt.Marshal(), e.content) {
+	if !same {
 		return false, d, ErrConflict
 	}
 	if signed || !e.signed {
 		return false, d, nil
 	}
-	// It was unsigned and now comes countersigned.
-	if _, err := p.tx.ExecContext(ctx, "UPDATE receipts SET signed = 1, raw = ? WHERE id = ?", e.raw, e.id[:]); err != nil {
+	// It was unsigned (disputed) and now comes countersigned: it counts,
+	// and no longer as unsigned.
+	upgrade := "UPDATE receipts SET signed = 1, raw = ? WHERE id = ?"
+	if e.tally != 0 {
+		upgrade = "UPDATE tallies SET signed = 1, raw = ? WHERE id = ?"
+		b.Disputed = -1
+	} else {
+		b.Unsigned = -1
+	}
+	if _, err := p.tx.ExecContext(ctx, upgrade, e.raw, e.id[:]); err != nil {
 		return false, d, err
 	}
-	if _, err := p.add.ExecContext(ctx, b.Earned, b.Spent, 1, -1, pid); err != nil {
-		return false, d, fmt.Errorf("counterpart %s: %w", e.other.ShortString(), err)
+	if err := p.addTo(ctx, pid, e.other, b); err != nil {
+		return false, d, err
 	}
 	d.add(b)
-	d.Unsigned = -1
 	return true, d, nil
 }
 
-// Balance is the account of p; a peer without receipts has a zero one.
+// addTo adds b to the aggregates of the counterpart row pid (of other).
+func (p *putTx) addTo(ctx context.Context, pid int64, other peer.ID, b Balance) error {
+	if _, err := p.add.ExecContext(ctx, b.Earned, b.Spent, b.Receipts, b.Unsigned, b.Tallies, b.Disputed, pid); err != nil {
+		return fmt.Errorf("counterpart %s: %w", other.ShortString(), err)
+	}
+	return nil
+}
+
+// Balance is the account of p; a peer without receipts or tallies has a
+// zero one.
 func (l *Ledger) Balance(p peer.ID) (Balance, error) {
 	b := Balance{Peer: p}
-	err := l.balance.QueryRowContext(context.Background(), []byte(p)).Scan(&b.Earned, &b.Spent, &b.Receipts, &b.Unsigned)
+	err := l.balance.QueryRowContext(context.Background(), []byte(p)).Scan(&b.Earned, &b.Spent, &b.Receipts, &b.Unsigned,
+		&b.Tallies, &b.Disputed)
 	if err != nil && !errors.Is(err, sql.ErrNoRows) {
 		return b, fmt.Errorf("balance of %s: %w", p.ShortString(), err)
 	}
@@ -455,8 +548,8 @@ func (l *Ledger) Balance(p peer.ID) (Balance, error) {
 // (then by peer ID), and their totals.
 func (l *Ledger) Balances() ([]Balance, Totals, error) {
 	var t Totals
-	rows, err := l.r.QueryContext(context.Background(), `SELECT peer, earned, spent, signed, unsigned FROM counterparts
-		ORDER BY spent - earned DESC, peer`)
+	rows, err := l.r.QueryContext(context.Background(), `SELECT peer, earned, spent, signed, unsigned, tallies, disputed
+		FROM counterparts ORDER BY spent - earned DESC, peer`)
 	if err != nil {
 		return nil, t, fmt.Errorf("balances: %w", err)
 	}
@@ -467,7 +560,7 @@ func (l *Ledger) Balances() ([]Balance, Totals, error) {
 			b  Balance
 			id []byte
 		)
-		if err := rows.Scan(&id, &b.Earned, &b.Spent, &b.Receipts, &b.Unsigned); err != nil {
+		if err := rows.Scan(&id, &b.Earned, &b.Spent, &b.Receipts, &b.Unsigned, &b.Tallies, &b.Disputed); err != nil {
 			return nil, t, fmt.Errorf("balances: %w", err)
 		}
 		b.Peer = peer.ID(id)
@@ -486,16 +579,18 @@ func (l *Ledger) Balances() ([]Balance, Totals, error) {
 func totals(ctx context.Context, q querier) (Totals, error) {
 	var t Totals
 	err := q.QueryRowContext(ctx, `SELECT count(*), coalesce(sum(earned), 0), coalesce(sum(spent), 0),
-		coalesce(sum(signed), 0), coalesce(sum(unsigned), 0) FROM counterparts`).
-		Scan(&t.Peers, &t.Earned, &t.Spent, &t.Receipts, &t.Unsigned)
+		coalesce(sum(signed), 0), coalesce(sum(unsigned), 0), coalesce(sum(tallies), 0), coalesce(sum(disputed), 0)
+		FROM counterparts`).
+		Scan(&t.Peers, &t.Earned, &t.Spent, &t.Receipts, &t.Unsigned, &t.Tallies, &t.Disputed)
 	t.Balance = t.Spent - t.Earned
 	return t, err
 }
 
 // Counters are the ledger's totals as this process knows them, without a
-// query: read at Open, then moved by every receipt stored through this
-// Ledger. Receipts, Earned and Spent only grow (Prometheus counters);
-// Unsigned falls when a receipt is upgraded and Peers only grows (gauges).
+// query: read at Open, then moved by every receipt and tally stored through
+// this Ledger. Receipts, Tallies, Earned and Spent only grow (Prometheus
+// counters); Unsigned and Disputed fall when one is upgraded and Peers only
+// grows (gauges).
 func (l *Ledger) Counters() Totals {
 	l.mu.Lock()
 	defer l.mu.Unlock()

@@ -15,6 +15,7 @@ import (
 // copying rows); it runs inside the one transaction that also records it.
 var migrations = []func(ctx context.Context, tx *sql.Tx) error{
 	schemaV1,
+	schemaV2,
 }
 
 // schemaV1 is the first schema.
@@ -74,6 +75,42 @@ CREATE TABLE api_keys (
 	used    INTEGER NOT NULL DEFAULT 0 CHECK (used >= 0),
 	carry   INTEGER NOT NULL DEFAULT 0 CHECK (carry >= 0)
 ) STRICT;
+`)
+	return err
+}
+
+// schemaV2 adds signed tallies (receipt.SignedTally): expert calls and
+// shard bytes one peer did for another over a window, settled in one
+// record. They count in the same counterparts aggregates as receipts.
+//
+//	tallies       every tally once: its ID, counterpart, whether we did the
+//	              work (1, we were the worker) or paid for it (0), whether
+//	              both signed it (a disputed one has the payer's signature
+//	              only), its kind, window and cost, and the signed bytes as
+//	              received
+//	counterparts  gains the count of signed tallies and of disputed ones;
+//	              earned and spent now sum signed tallies too
+func schemaV2(ctx context.Context, tx *sql.Tx) error {
+	_, err := tx.ExecContext(ctx, `
+CREATE TABLE tallies (
+	id     BLOB NOT NULL UNIQUE CHECK (length(id) = 16),
+	peer   INTEGER NOT NULL REFERENCES counterparts (id),
+	worked INTEGER NOT NULL CHECK (worked IN (0, 1)),
+	signed INTEGER NOT NULL CHECK (signed IN (0, 1)),
+	kind   INTEGER NOT NULL CHECK (kind BETWEEN 1 AND 255),
+	start  INTEGER NOT NULL,
+	end    INTEGER NOT NULL CHECK (end >= start),
+	cost   INTEGER NOT NULL CHECK (cost >= 0),
+	raw    BLOB NOT NULL
+) STRICT;
+
+-- Sums per counterpart (an audit, a recount) from the index alone.
+CREATE INDEX tallies_by_peer ON tallies (peer, worked, signed, cost);
+-- Statement: tallies of a period in order.
+CREATE INDEX tallies_by_start ON tallies (start);
+
+ALTER TABLE counterparts ADD COLUMN tallies INTEGER NOT NULL DEFAULT 0 CHECK (tallies >= 0);
+ALTER TABLE counterparts ADD COLUMN disputed INTEGER NOT NULL DEFAULT 0 CHECK (disputed >= 0);
 `)
 	return err
 }

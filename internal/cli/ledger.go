@@ -20,7 +20,7 @@ import (
 const ledgerUsage = `Usage:
   mwpeer ledger [--data-dir DIR]         earned, spent and balance per peer, and totals, in credits
   mwpeer ledger export --from DATE --to DATE [--out FILE] [--data-dir DIR]
-                                         write the JSON statement of every receipt of the period
+                                         write the JSON statement of every receipt and tally of the period
   mwpeer ledger verify FILE              check every signature and sum of a statement
 
 DATE is 2006-01-02, a whole UTC day (--from takes its start, --to its end), or an RFC 3339 time
@@ -104,13 +104,16 @@ func writeBalances(w io.Writer, bs []ledger.Balance, t ledger.Totals) {
 		return
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "peer\tearned\tspent\tbalance\treceipts\tunsigned\t")
+	fmt.Fprintln(tw, "peer\tearned\tspent\tbalance\treceipts\tunsigned\ttallies\tdisputed\t")
 	for _, b := range bs {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t\n", b.Peer, credits(b.Earned), credits(b.Spent), credits(b.Balance), b.Receipts, b.Unsigned)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t\n", b.Peer, credits(b.Earned), credits(b.Spent), credits(b.Balance),
+			b.Receipts, b.Unsigned, b.Tallies, b.Disputed)
 	}
-	fmt.Fprintf(tw, "total (%d peers)\t%s\t%s\t%s\t%d\t%d\t\n", t.Peers, credits(t.Earned), credits(t.Spent), credits(t.Balance), t.Receipts, t.Unsigned)
+	fmt.Fprintf(tw, "total (%d peers)\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t\n", t.Peers, credits(t.Earned), credits(t.Spent), credits(t.Balance),
+		t.Receipts, t.Unsigned, t.Tallies, t.Disputed)
 	tw.Flush()
 	fmt.Fprintln(w, "credits; earned: for work this peer did; spent: for work done for it; balance = spent - earned, the credit a peer holds here")
+	fmt.Fprintln(w, "tallies: expert calls and shard bytes settled in batches; unsigned receipts and disputed tallies count for nothing")
 }
 
 // credits writes micro-credits as credits, exactly.
@@ -201,7 +204,7 @@ func runLedgerExport(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "mwpeer ledger export: %v\n", err)
 		return exitError
 	}
-	fmt.Fprintf(stderr, "statement of %d receipts from %s to %s written to %s\n", len(st.Receipts),
+	fmt.Fprintf(stderr, "statement of %d receipts and %d tallies from %s to %s written to %s\n", len(st.Receipts), len(st.Tallies),
 		st.From.Format(time.RFC3339), st.To.Format(time.RFC3339), *out)
 	return exitOK
 }
@@ -233,7 +236,7 @@ func runLedgerVerify(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), "Usage: mwpeer ledger verify FILE\n\n"+
-			"Checks every receipt's signatures and every sum of a statement from mwpeer ledger export.\n"+
+			"Checks every receipt's and tally's signatures and every sum of a statement from mwpeer ledger export.\n"+
 			"Exit 0: it checks; 1: it does not (the reason is printed); 2: bad arguments.\n")
 	}
 	if err := fs.Parse(args); err != nil {
@@ -261,8 +264,9 @@ func runLedgerVerify(args []string, stdout, stderr io.Writer) int {
 		return exitError
 	}
 	t := st.Totals
-	fmt.Fprintf(stdout, "%s: ok: %d receipts (%d signed, %d unsigned) with %d peers from %s to %s\n", name,
-		len(st.Receipts), t.Receipts, t.Unsigned, t.Peers, st.From.Format(time.RFC3339), st.To.Format(time.RFC3339))
+	fmt.Fprintf(stdout, "%s: ok: %d receipts (%d signed, %d unsigned), %d tallies (%d signed, %d disputed) with %d peers from %s to %s\n",
+		name, len(st.Receipts), t.Receipts, t.Unsigned, len(st.Tallies), t.Tallies, t.Disputed, t.Peers,
+		st.From.Format(time.RFC3339), st.To.Format(time.RFC3339))
 	if st.Peer != "" {
 		fmt.Fprintf(stdout, "ledger of %s: earned %s, spent %s, balance %s credits\n", st.Peer, credits(t.Earned), credits(t.Spent), credits(t.Balance))
 	}
