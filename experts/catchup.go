@@ -12,6 +12,7 @@ import (
 	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/mwpeer/mwpeer/experts/catchup"
+	"github.com/mwpeer/mwpeer/p2p"
 )
 
 // The catalog catch-up protocol (package catchup) hands a newcomer the
@@ -282,12 +283,20 @@ func (g *Gossip) mend(ctx context.Context) {
 				continue
 			}
 			seen[p] = true
+			if p2p.ConnKind(g.h.Network().ConnsToPeer(p)) != "direct" {
+				// Over a relay (limited) GossipSub opens no stream and
+				// catch-up is not asked: such a peer is outside the topic
+				// by design, and closing its connection would cut hole
+				// punching short.
+				delete(outside, p)
+				continue
+			}
 			if !g.cfg.Catalog.Has(p.String()) {
 				g.want(p.String(), p)
 			}
 			if inTopic[p] {
 				delete(outside, p)
-			} else if outside[p]++; outside[p] >= 2 {
+			} else if outside[p]++; outside[p] >= 3 {
 				stuck = append(stuck, p)
 			}
 		}

@@ -49,11 +49,12 @@ type Link struct {
 	Opened time.Time // when it opened
 }
 
-// Links is what the relay policy needs of a host: the connections to a peer
-// and a way to make one.
+// Links is what the relay policy needs of a host: the connections to a peer,
+// a way to make one, and a way to replace the relayed ones with a new one.
 type Links interface {
 	Links(id peer.ID) []Link
 	Connect(ctx context.Context, id peer.ID) error
+	Reconnect(ctx context.Context, id peer.ID) error
 }
 
 // HostLinks adapts a libp2p host to Links.
@@ -71,6 +72,13 @@ func (l hostLinks) Links(id peer.ID) []Link {
 }
 
 func (l hostLinks) Connect(ctx context.Context, id peer.ID) error {
+	return l.h.Connect(ctx, peer.AddrInfo{ID: id})
+}
+
+// Reconnect closes the connections to id and makes a new one: over a relay,
+// that is a new relayed connection, on which DCUtR tries again.
+func (l hostLinks) Reconnect(ctx context.Context, id peer.ID) error {
+	_ = l.h.Network().ClosePeer(id)
 	return l.h.Connect(ctx, peer.AddrInfo{ID: id})
 }
 
@@ -179,7 +187,11 @@ func hasDirect(links []Link) bool {
 
 // waitDirect polls until id has a direct connection, for at most d; it
 // reports whether one came. It gives up at once when id has no connection
-// left.
+// left. DCUtR tries once, when a relayed connection opens, and that try can
+// fail for passing reasons (the other side not yet knowing its public
+// address, say): when half the wait has gone by without a direct
+// connection, the relayed connection is replaced once, which makes the
+// other side try again.
 func (rp *RelayPolicy) waitDirect(ctx context.Context, id peer.ID, d time.Duration) bool {
 	if d <= 0 {
 		return hasDirect(rp.Links.Links(id))
@@ -188,8 +200,9 @@ func (rp *RelayPolicy) waitDirect(ctx context.Context, id peer.ID, d time.Durati
 	if poll <= 0 {
 		poll = 20 * time.Millisecond
 	}
-	t := time.NewTimer(d)
+	t := time.NewTimer(d / 2) // then the rest, after the one reconnect
 	defer t.Stop()
+	retried := false
 	tick := time.NewTicker(poll)
 	defer tick.Stop()
 	for {
@@ -204,7 +217,14 @@ func (rp *RelayPolicy) waitDirect(ctx context.Context, id peer.ID, d time.Durati
 		case <-ctx.Done():
 			return false
 		case <-t.C:
-			return hasDirect(rp.Links.Links(id))
+			if retried {
+				return hasDirect(rp.Links.Links(id))
+			}
+			retried = true
+			if err := rp.Links.Reconnect(ctx, id); err != nil {
+				return false
+			}
+			t.Reset(d - d/2)
 		case <-tick.C:
 		}
 	}

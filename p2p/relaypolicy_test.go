@@ -17,6 +17,7 @@ type fakeLinks struct {
 	links    []Link
 	connect  func() ([]Link, error) // what Connect makes
 	dials    int
+	redials  int
 	polls    int
 	directAt int // after this many Links calls the link turns direct (0: never)
 }
@@ -43,6 +44,13 @@ func (f *fakeLinks) Connect(context.Context, peer.ID) error {
 	ls, err := f.connect()
 	f.links = ls
 	return err
+}
+
+func (f *fakeLinks) Reconnect(ctx context.Context, id peer.ID) error {
+	f.mu.Lock()
+	f.redials++
+	f.mu.Unlock()
+	return nil
 }
 
 const expert = peer.ID("expert")
@@ -125,5 +133,18 @@ func TestRelayPolicyWaitEndsWithTheCaller(t *testing.T) {
 	}()
 	if _, _, err := rp.Prepare(ctx, expert, true); !errors.Is(err, context.Canceled) {
 		t.Fatalf("err %v, want context.Canceled", err)
+	}
+}
+
+func TestRelayPolicyReconnectsOnceWhenHolePunchingIsLate(t *testing.T) {
+	// A fresh relayed connection that never turns direct: half way through
+	// the wait the policy replaces it once, so the other side punches again.
+	f := &fakeLinks{links: []Link{{Opened: time.Now()}}}
+	rp := &RelayPolicy{Links: f, Wait: 40 * time.Millisecond, Poll: time.Millisecond}
+	if _, _, err := rp.Prepare(context.Background(), expert, false); !errors.Is(err, ErrRelayOnly) {
+		t.Fatalf("err %v, want ErrRelayOnly", err)
+	}
+	if f.redials != 1 {
+		t.Fatalf("%d reconnects, want 1", f.redials)
 	}
 }
