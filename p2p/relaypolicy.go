@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/host"
@@ -117,6 +118,37 @@ type RelayPolicy struct {
 	Log *slog.Logger
 	// Now is the clock (time.Now when nil).
 	Now func() time.Time
+
+	mu      sync.Mutex
+	retried map[peer.ID]time.Time // peers whose relayed connection was replaced lately
+}
+
+// retryAgainAfter is how long a peer whose relayed connection was replaced
+// counts as having had its second chance: work for it meanwhile does not
+// wait for hole punching again.
+const retryAgainAfter = time.Minute
+
+// hadSecondChance reports whether id's relayed connection was replaced
+// within retryAgainAfter.
+func (rp *RelayPolicy) hadSecondChance(id peer.ID, now time.Time) bool {
+	rp.mu.Lock()
+	defer rp.mu.Unlock()
+	at, ok := rp.retried[id]
+	return ok && now.Sub(at) < retryAgainAfter
+}
+
+func (rp *RelayPolicy) noteRetry(id peer.ID, now time.Time) {
+	rp.mu.Lock()
+	defer rp.mu.Unlock()
+	if rp.retried == nil {
+		rp.retried = make(map[peer.ID]time.Time)
+	}
+	for p, at := range rp.retried { // bounded by the peers retried in a minute
+		if now.Sub(at) >= retryAgainAfter {
+			delete(rp.retried, p)
+		}
+	}
+	rp.retried[id] = now
 }
 
 // Prepare makes id ready for work: it connects when there is no connection
@@ -161,6 +193,9 @@ func (rp *RelayPolicy) Prepare(ctx context.Context, id peer.ID, only bool) (out 
 	}
 	if !oldest.IsZero() {
 		wait -= start.Sub(oldest)
+	}
+	if rp.hadSecondChance(id, start) {
+		wait = 0
 	}
 	switch {
 	case rp.waitDirect(ctx, id, wait):
@@ -221,6 +256,7 @@ func (rp *RelayPolicy) waitDirect(ctx context.Context, id peer.ID, d time.Durati
 				return hasDirect(rp.Links.Links(id))
 			}
 			retried = true
+			rp.noteRetry(id, time.Now())
 			if err := rp.Links.Reconnect(ctx, id); err != nil {
 				return false
 			}

@@ -147,4 +147,11 @@ func TestRelayPolicyReconnectsOnceWhenHolePunchingIsLate(t *testing.T) {
 	if f.redials != 1 {
 		t.Fatalf("%d reconnects, want 1", f.redials)
 	}
+	// The peer had its second chance: work for it now neither waits nor
+	// reconnects again, though its relayed connection is young.
+	f.links = []Link{{Opened: time.Now()}}
+	rp.Wait = time.Hour
+	if _, _, err := rp.Prepare(context.Background(), expert, false); !errors.Is(err, ErrRelayOnly) || f.redials != 1 {
+		t.Fatalf("after the second chance: err %v, %d reconnects", err, f.redials)
+	}
 }
