@@ -3,6 +3,7 @@ package inference
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 )
 
@@ -18,6 +19,12 @@ var (
 	// (consent, budget, membership). Like ErrBusy it says nothing about the
 	// request itself: dispatch asks another expert.
 	ErrRefused = errors.New("refused by the serving peer")
+	// ErrConsentRefused: the serving peer's consent policy does not serve
+	// this caller or this model (it wraps ErrRefused).
+	ErrConsentRefused = fmt.Errorf("consent refused: %w", ErrRefused)
+	// ErrQuotaExceeded: the caller used up what the serving peer's policy
+	// or its consent token allows it for now (it wraps ErrRefused).
+	ErrQuotaExceeded = fmt.Errorf("quota exceeded: %w", ErrRefused)
 	// ErrNoExpert: there was no target to run the request on, or every one of
 	// them failed before producing a token.
 	ErrNoExpert = errors.New("no expert available")

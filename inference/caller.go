@@ -22,3 +22,30 @@ func Caller(ctx context.Context) (p peer.ID, ok bool) {
 	p, ok = ctx.Value(callerKey{}).(peer.ID)
 	return p, ok && p != ""
 }
+
+type credentialsKey struct{}
+
+// Credentials are what a caller presents to be served beyond what the
+// serving peer's policy gives anyone: a consent token the serving peer
+// signed for it (Grant) and a membership certificate from an issuer both
+// trust (Cert). Both are checked against the caller's peer ID by the
+// serving peer; they are opaque bytes here.
+type Credentials struct {
+	Grant []byte
+	Cert  []byte
+}
+
+// MaxCredential caps each credential on the wire.
+const MaxCredential = 2048
+
+// WithCredentials returns ctx carrying the credentials a caller presented.
+func WithCredentials(ctx context.Context, c Credentials) context.Context {
+	return context.WithValue(ctx, credentialsKey{}, c)
+}
+
+// CredentialsOf returns the credentials set by WithCredentials (zero when
+// none were presented).
+func CredentialsOf(ctx context.Context) Credentials {
+	c, _ := ctx.Value(credentialsKey{}).(Credentials)
+	return c
+}

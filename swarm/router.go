@@ -380,5 +380,5 @@ func (r *Router) observe(expert, model string, ev inference.ExpertEvent) {
 // reached the way policy wants, rather than that it failed: busy, refused,
 // or reachable only through a relay.
 func NotAFault(err error) bool {
-	return errors.Is(err, inference.ErrBusy) || errors.Is(err, p2p.ErrRelayOnly)
+	return errors.Is(err, inference.ErrBusy) || errors.Is(err, inference.ErrRefused) || errors.Is(err, p2p.ErrRelayOnly)
 }

@@ -50,6 +50,10 @@ func CallWith(ctx context.Context, h host.Host, p peer.ID, req inference.Request
 	}
 	begin := time.Now()
 	wr := toWireRequest(req)
+	if opts.Credentials != nil {
+		c := opts.Credentials(p, req.Model)
+		wr.Grant, wr.Cert = c.Grant, c.Cert
+	}
 	deadline, ok := ctx.Deadline()
 	if !req.Deadline.IsZero() && (!ok || req.Deadline.Before(deadline)) {
 		deadline, ok = req.Deadline, true

@@ -78,6 +78,9 @@ type CallOptions struct {
 	// the function it is given (in a goroutine its owner waits for on
 	// shutdown). Nil: CallWith settles before it returns.
 	Settle func(func())
+	// Credentials, when set, gives what to present to the serving peer p
+	// for model (a consent token, a membership certificate).
+	Credentials func(p peer.ID, model string) inference.Credentials
 }
 
 // Server side.

@@ -183,6 +183,8 @@ func (s *Service) validate(r *request) error {
 		return bad("top_logprobs must be within 0..20")
 	case r.TimeoutMS < 0:
 		return bad("negative timeout_ms")
+	case len(r.Grant) > inference.MaxCredential || len(r.Cert) > inference.MaxCredential:
+		return bad("a credential is longer than %d bytes", inference.MaxCredential)
 	case r.Temperature != nil && !(*r.Temperature >= 0 && *r.Temperature <= 10):
 		return bad("temperature out of range")
 	case r.TopP != nil && !(*r.TopP >= 0 && *r.TopP <= 1):
@@ -287,6 +289,9 @@ func (s *Service) handle(str network.Stream) {
 	}
 	ctx, cancel := context.WithTimeout(inference.WithCaller(s.ctx, caller), timeout)
 	defer cancel()
+	if wr.Grant != nil || wr.Cert != nil {
+		ctx = inference.WithCredentials(ctx, inference.Credentials{Grant: wr.Grant, Cert: wr.Cert})
+	}
 
 	if s.cfg.Admit != nil {
 		if err := s.cfg.Admit(ctx, caller, c.Request); err != nil {

@@ -16,6 +16,8 @@ const (
 	CodeUnknownModel   = "unknown_model"   // inference.ErrUnknownModel
 	CodeBusy           = "busy"            // inference.ErrBusy
 	CodeRefused        = "refused"         // inference.ErrRefused
+	CodeConsent        = "consent_refused" // inference.ErrConsentRefused
+	CodeQuota          = "quota_exceeded"  // inference.ErrQuotaExceeded
 	CodeInvalidRequest = "invalid_request" // inference.ErrInvalidRequest
 	CodeTimeout        = "timeout"         // context.DeadlineExceeded
 	CodeInternal       = wire.CodeInternal // anything else
@@ -26,6 +28,8 @@ var codes = wire.Codes{
 	CodeUnknownModel:   inference.ErrUnknownModel,
 	CodeBusy:           inference.ErrBusy,
 	CodeRefused:        inference.ErrRefused,
+	CodeConsent:        inference.ErrConsentRefused,
+	CodeQuota:          inference.ErrQuotaExceeded,
 	CodeInvalidRequest: inference.ErrInvalidRequest,
 	CodeTimeout:        context.DeadlineExceeded,
 }
@@ -46,6 +50,10 @@ type request struct {
 	Continue    string    `json:"continue,omitempty"`
 	// TimeoutMS is what is left of the caller's deadline (0: none).
 	TimeoutMS int64 `json:"timeout_ms,omitempty"`
+	// Grant and Cert are the caller's credentials (inference.Credentials),
+	// base64 in JSON, at most inference.MaxCredential bytes each.
+	Grant []byte `json:"grant,omitempty"`
+	Cert  []byte `json:"cert,omitempty"`
 }
 
 type message struct {
