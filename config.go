@@ -98,7 +98,8 @@ type Config struct {
 type Serving struct {
 	// AdmitInfer runs before a prompt from another peer reaches the
 	// backend; an error refuses it (the asking peer tries another expert).
-	AdmitInfer func(ctx context.Context, caller peer.ID, req inference.Request) error
+	// It may lower req.MaxTokens (see infer.ServiceConfig.Admit).
+	AdmitInfer func(ctx context.Context, caller peer.ID, req *inference.Request) error
 	// CompleteInfer runs after every prompt served ends, with its token
 	// counts and outcome.
 	CompleteInfer func(ctx context.Context, c infer.Completion)

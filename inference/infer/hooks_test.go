@@ -83,7 +83,7 @@ func TestAdmitRefusesBeforeTheBackend(t *testing.T) {
 	client := newHost(t)
 	var asked []peer.ID
 	var mu sync.Mutex
-	admit := func(ctx context.Context, caller peer.ID, req inference.Request) error {
+	admit := func(ctx context.Context, caller peer.ID, req *inference.Request) error {
 		mu.Lock()
 		asked = append(asked, caller)
 		mu.Unlock()
@@ -93,7 +93,17 @@ func TestAdmitRefusesBeforeTheBackend(t *testing.T) {
 		switch req.Prompt {
 		case "busy":
 			return fmt.Errorf("budget spent for now: %w", inference.ErrBusy)
+		case "consent":
+			return fmt.Errorf("not on the allowlist: %w", inference.ErrConsentRefused)
+		case "quota":
+			return fmt.Errorf("tokens per hour used up: %w", inference.ErrQuotaExceeded)
 		case "ok":
+			return nil
+		case "cap":
+			if c := inference.CredentialsOf(ctx); string(c.Grant) != "g" || string(c.Cert) != "c" {
+				return fmt.Errorf("credentials %q %q did not arrive", c.Grant, c.Cert)
+			}
+			req.MaxTokens = 2
 			return nil
 		}
 		return errors.New("not in the policy")
@@ -107,6 +117,8 @@ func TestAdmitRefusesBeforeTheBackend(t *testing.T) {
 	}{
 		{"anything", inference.ErrRefused, CodeRefused},
 		{"busy", inference.ErrBusy, CodeBusy},
+		{"consent", inference.ErrConsentRefused, CodeConsent},
+		{"quota", inference.ErrQuotaExceeded, CodeQuota},
 	} {
 		req := testReq
 		req.Prompt = tc.prompt
@@ -128,10 +140,19 @@ func TestAdmitRefusesBeforeTheBackend(t *testing.T) {
 	if _, err := Call(context.Background(), client, srv.h.ID(), req, func(inference.Chunk) error { return nil }); err != nil || srv.b.Calls() != 1 {
 		t.Fatalf("admitted call: %v, backend calls %d", err, srv.b.Calls())
 	}
+	// Admit may lower max_tokens; credentials reach it.
+	req.Prompt = "cap"
+	creds := CallOptions{Credentials: func(p peer.ID, model string) inference.Credentials {
+		return inference.Credentials{Grant: []byte("g"), Cert: []byte("c")}
+	}}
+	f, err := CallWith(context.Background(), client, srv.h.ID(), req, func(inference.Chunk) error { return nil }, creds)
+	if err != nil || f.CompletionTokens != 2 {
+		t.Fatalf("capped call: %v, %d tokens, want 2", err, f.CompletionTokens)
+	}
 	mu.Lock()
 	defer mu.Unlock()
-	if len(asked) != 3 {
-		t.Fatalf("admit asked %d times, want 3", len(asked))
+	if len(asked) != 6 {
+		t.Fatalf("admit asked %d times, want 6", len(asked))
 	}
 	for _, p := range asked {
 		if p != client.ID() {
@@ -142,7 +163,7 @@ func TestAdmitRefusesBeforeTheBackend(t *testing.T) {
 
 func TestRefusedExpertIsReplaced(t *testing.T) {
 	client := newHost(t)
-	refuse := func(context.Context, peer.ID, inference.Request) error { return errors.New("no") }
+	refuse := func(context.Context, peer.ID, *inference.Request) error { return errors.New("no") }
 	refuser := serveWith(t, client, inference.SyntheticConfig{Tokens: 5}, ServiceConfig{Admit: refuse})
 	spare := serve(t, client, inference.SyntheticConfig{Tokens: 5})
 	res, err := inference.Dispatch(context.Background(),

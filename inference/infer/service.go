@@ -50,11 +50,13 @@ type ServiceConfig struct {
 	Logger       *slog.Logger
 
 	// Admit, if set, decides whether to serve a valid request, before the
-	// backend sees it. caller comes from the secure channel. An error is
+	// backend sees it, and may lower its MaxTokens (set it when 0) to what
+	// the caller is allowed. caller comes from the secure channel; the
+	// caller's credentials are in ctx (inference.CredentialsOf). An error is
 	// sent to the caller as an error frame: its code is that of the
 	// inference sentinel it wraps (ErrBusy: busy), and refused for any
 	// other error, so the caller's dispatch asks another expert.
-	Admit func(ctx context.Context, caller peer.ID, req inference.Request) error
+	Admit func(ctx context.Context, caller peer.ID, req *inference.Request) error
 	// Complete, if set, hears about every call once it ended, whatever the
 	// outcome. It runs on the handler's goroutine after the stream is done
 	// with; it should not block for long.
@@ -80,6 +82,9 @@ type Completion struct {
 	Model       string
 	Request     inference.Request
 	RequestSize int
+	// Admitted: the request was valid and Admit (if any) let it through,
+	// so the backend was asked (Request then holds what Admit left of it).
+	Admitted bool
 	Start       time.Time     // when the stream arrived
 	TTFT        time.Duration // from Start to the first chunk sent (0: none sent)
 	Duration    time.Duration // from Start to the end
@@ -294,7 +299,7 @@ func (s *Service) handle(str network.Stream) {
 	}
 
 	if s.cfg.Admit != nil {
-		if err := s.cfg.Admit(ctx, caller, c.Request); err != nil {
+		if err := s.cfg.Admit(ctx, caller, &c.Request); err != nil {
 			code := codes.CodeOf(err)
 			if code == CodeInternal {
 				code, err = CodeRefused, fmt.Errorf("%w: %w", inference.ErrRefused, err)
@@ -303,7 +308,13 @@ func (s *Service) handle(str network.Stream) {
 			fail(err, code)
 			return
 		}
+		if c.Request.Model != wr.Model || c.Request.MaxTokens < 0 || (wr.MaxTokens > 0 && c.Request.MaxTokens > wr.MaxTokens) {
+			// Admit may only lower max_tokens.
+			fail(fmt.Errorf("infer: admission changed the request"), CodeInternal)
+			return
+		}
 	}
+	c.Admitted = true
 
 	// The client writes nothing more before the answer ended; a read
 	// returning early means the stream was reset (client cancelled) or the
