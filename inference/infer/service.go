@@ -82,6 +82,8 @@ type Completion struct {
 	Model       string
 	Request     inference.Request
 	RequestSize int
+	// Credentials are what the caller presented with the request.
+	Credentials inference.Credentials
 	// Admitted: the request was valid and Admit (if any) let it through,
 	// so the backend was asked (Request then holds what Admit left of it).
 	Admitted bool
@@ -295,7 +297,8 @@ func (s *Service) handle(str network.Stream) {
 	ctx, cancel := context.WithTimeout(inference.WithCaller(s.ctx, caller), timeout)
 	defer cancel()
 	if wr.Grant != nil || wr.Cert != nil {
-		ctx = inference.WithCredentials(ctx, inference.Credentials{Grant: wr.Grant, Cert: wr.Cert})
+		c.Credentials = inference.Credentials{Grant: wr.Grant, Cert: wr.Cert}
+		ctx = inference.WithCredentials(ctx, c.Credentials)
 	}
 
 	if s.cfg.Admit != nil {
@@ -308,6 +311,7 @@ func (s *Service) handle(str network.Stream) {
 			fail(err, code)
 			return
 		}
+		c.Admitted = true // from here Complete must hear of it, whatever happens
 		if c.Request.Model != wr.Model || c.Request.MaxTokens < 0 || (wr.MaxTokens > 0 && c.Request.MaxTokens > wr.MaxTokens) {
 			// Admit may only lower max_tokens.
 			fail(fmt.Errorf("infer: admission changed the request"), CodeInternal)
