@@ -42,6 +42,7 @@ var order = []string{
 	"inference/tally",
 	"receipt",
 	"trust",
+	"membership",
 	"p2p",
 	"geo",
 	// Leaf utilities: anything above may import them; they import none of
