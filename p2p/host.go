@@ -17,6 +17,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/metrics"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/pnet"
 	drouting "github.com/libp2p/go-libp2p/p2p/discovery/routing"
 	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
 	"github.com/libp2p/go-libp2p/p2p/protocol/holepunch"
@@ -55,6 +56,10 @@ type Config struct {
 	Logger       *slog.Logger
 	// GossipOptions are appended to mwpeer's GossipSub options.
 	GossipOptions []pubsub.Option
+	// PSK, when set, makes the swarm private (see ReadSwarmKey): peers
+	// without the same key cannot connect. It runs over TCP only, so QUIC
+	// listen and announce addresses are dropped.
+	PSK pnet.PSK
 }
 
 // Host is a running libp2p host with its DHT and GossipSub router.
@@ -111,12 +116,22 @@ func New(cfg Config) (*Host, error) {
 	if err != nil {
 		return nil, err
 	}
+	transports := libp2p.ChainOptions(libp2p.Transport(tcp.NewTCPTransport), libp2p.Transport(quic.NewTransport))
+	if len(cfg.PSK) > 0 {
+		var dropped, d int
+		cfg.ListenAddrs, dropped = privateAddrs(cfg.ListenAddrs)
+		cfg.AnnounceAddrs, d = privateAddrs(cfg.AnnounceAddrs)
+		if len(cfg.ListenAddrs) == 0 {
+			return nil, errors.New("p2p: a private swarm runs over TCP only, and no listen address is TCP")
+		}
+		logPrivate(cfg.Logger, dropped+d)
+		transports = libp2p.ChainOptions(libp2p.Transport(tcp.NewTCPTransport), libp2p.PrivateNetwork(cfg.PSK))
+	}
 	bw := metrics.NewBandwidthCounter()
 	opts := []libp2p.Option{
 		libp2p.Identity(cfg.Identity),
 		libp2p.ListenAddrs(cfg.ListenAddrs...),
-		libp2p.Transport(tcp.NewTCPTransport),
-		libp2p.Transport(quic.NewTransport),
+		transports,
 		libp2p.ConnectionManager(cm),
 		libp2p.BandwidthReporter(bw),
 		libp2p.UserAgent("mwpeer"),
