@@ -18,6 +18,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/record"
 
 	"github.com/mwpeer/mwpeer/geo"
+	"github.com/mwpeer/mwpeer/membership"
 )
 
 // Domains every peer understands. A peer may declare any of them.
@@ -81,6 +82,10 @@ type Announcement struct {
 	RTT      map[string]float64     `json:"rtt_ms,omitempty"` // EWMA ping RTTs to peers it measures, ms
 	Coord    *coordinate.Coordinate `json:"coord,omitempty"`  // Vivaldi network coordinate
 	Shards   []ShardSummary         `json:"shards,omitempty"` // shards of MoE models it holds
+	// Cert is the author's membership certificate (membership.Issue), for
+	// peers that serve and route to certified members only. It must name
+	// the author; whether its issuer is trusted is each reader's question.
+	Cert []byte `json:"cert,omitempty"`
 }
 
 // Limits on an announcement. They keep one peer from making every other peer
@@ -245,7 +250,7 @@ func (a *Announcement) validate() error {
 	if iv < MinInterval || iv > MaxInterval {
 		return fmt.Errorf("interval %s outside [%s, %s]", iv, MinInterval, MaxInterval)
 	}
-	if a.Beat && (len(a.Addrs)+len(a.Models)+len(a.Domains)+len(a.RTT)+len(a.Shards) > 0 || a.Coord != nil || a.Location != nil || a.Leave || a.State == 0) {
+	if a.Beat && (len(a.Addrs)+len(a.Models)+len(a.Domains)+len(a.RTT)+len(a.Shards)+len(a.Cert) > 0 || a.Coord != nil || a.Location != nil || a.Leave || a.State == 0) {
 		return errors.New("a beat carries only liveness, load and state")
 	}
 	if len(a.Addrs) > MaxAddrs {
@@ -305,6 +310,15 @@ func (a *Announcement) validate() error {
 	if a.Coord != nil {
 		if !a.Coord.IsValid() || len(a.Coord.Vec) > 16 {
 			return errors.New("invalid network coordinate")
+		}
+	}
+	if len(a.Cert) > 0 {
+		c, err := membership.Parse(a.Cert)
+		if err != nil {
+			return err
+		}
+		if c.Subject.String() != a.Peer {
+			return fmt.Errorf("%w: it names %s", membership.ErrWrongSubject, trunc(c.Subject.String()))
 		}
 	}
 	return nil
