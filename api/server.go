@@ -23,7 +23,8 @@ type Server struct {
 	swarm Swarm
 	log   *slog.Logger
 	mux   *http.ServeMux
-	keys  atomic.Pointer[Keys] // nil: /v1 is open (see SetKeys)
+	keys  atomic.Pointer[Keys]  // nil: /v1 is open (see SetKeys)
+	guard atomic.Pointer[guard] // who may call (see SetGuard)
 }
 
 // MaxBodyBytes caps every request body.
@@ -36,6 +37,8 @@ func NewServer(node Node, swarm Swarm, log *slog.Logger) *Server {
 		log = slog.Default()
 	}
 	s := &Server{node: node, swarm: swarm, log: log, mux: http.NewServeMux()}
+	g, _ := Guard{}.compile() // the zero Guard has no origin to refuse
+	s.guard.Store(g)
 	if swarm != nil {
 		s.mux.HandleFunc("GET /v1/models", s.handleModels)
 		s.mux.HandleFunc("GET /v1/models/{model...}", s.handleModel)
@@ -72,6 +75,10 @@ func NewServer(node Node, swarm Swarm, log *slog.Logger) *Server {
 func (s *Server) Handle(pattern string, h http.Handler) { s.mux.Handle(pattern, h) }
 
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	secure(w.Header())
+	if !s.guard.Load().admit(w, r) {
+		return
+	}
 	r.Body = http.MaxBytesReader(w, r.Body, MaxBodyBytes)
 	r, ok := s.authorize(w, r)
 	if !ok {
