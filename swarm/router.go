@@ -67,7 +67,12 @@ type Config struct {
 	// Observe, when set, also hears every expert event of every dispatch,
 	// after the trust store did (the seam for receipts and verification).
 	Observe func(expert, model string, ev inference.ExpertEvent)
-	Log     *slog.Logger
+	// Member, when set, says whether another peer may be asked at all (in
+	// a certified swarm, whether it holds a valid membership certificate);
+	// a peer it refuses is no candidate, from the catalog or the DHT. Nil
+	// admits every peer.
+	Member func(peerID string) bool
+	Log    *slog.Logger
 }
 
 // Router answers prompts for this peer's user with the swarm's experts.
@@ -213,7 +218,11 @@ func (r *Router) Candidates(ctx context.Context, q Query) ([]Candidate, error) {
 		want = "" // Entry.Serves: any model
 	}
 	// Unordered: routing ranks them, ties broken by peer ID.
-	for _, e := range r.cfg.Catalog.Select(func(e *experts.Entry) bool { return e.Serves(want) }) {
+	member := r.cfg.Member
+	if member == nil {
+		member = func(string) bool { return true }
+	}
+	for _, e := range r.cfg.Catalog.Select(func(e *experts.Entry) bool { return e.Serves(want) && member(e.Peer) }) {
 		for _, m := range e.Models {
 			if anyModel || m.Name == model {
 				add(e.Peer, false, m.Name, e.Domains, e.Capacity, e.Load, e.Location, parseAddrs(e.Addrs))
@@ -227,7 +236,7 @@ func (r *Router) Candidates(ctx context.Context, q Query) ([]Candidate, error) {
 		found, _ := r.cfg.Providers(lctx, experts.KindModel, model, 8)
 		cancel()
 		for _, ai := range found {
-			if ai.ID != r.cfg.Self {
+			if ai.ID != r.cfg.Self && member(ai.ID.String()) {
 				add(ai.ID.String(), false, model, nil, 1, 0, nil, ai.Addrs)
 			}
 		}
