@@ -37,6 +37,9 @@ type Accounting struct {
 	FreeAllowance int64
 	Log           *slog.Logger
 	Now           func() time.Time // nil: time.Now
+	// Credentials, when set, is what this peer presents to the peers it
+	// asks (infer.CallOptions.Credentials: its membership certificate).
+	Credentials func(p peer.ID, model string) inference.Credentials
 }
 
 // OpenAccounting opens the ledger in dataDir for the peer self (whose key
@@ -130,7 +133,7 @@ const paramsPerByte = 4
 // checked, countersigned and stored; the price is bounded by the largest
 // size the catalog announces for the model (sizes, nil for none).
 func (a *Accounting) Client(sizes func(model string) int64) infer.CallOptions {
-	opts := infer.CallOptions{Key: a.Key, Store: a.store, Logger: a.Log}
+	opts := infer.CallOptions{Key: a.Key, Store: a.store, Logger: a.Log, Credentials: a.Credentials}
 	if sizes != nil {
 		opts.ActiveParams = func(model string) int64 { return paramsPerByte * sizes(model) }
 	}
