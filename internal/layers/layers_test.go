@@ -28,6 +28,7 @@ var order = []string{
 	"api",
 	"swarm",
 	"ledger",
+	"consent",
 	"inference/sharding",
 	"inference/moe",
 	"inference/expert",
