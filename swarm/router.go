@@ -69,8 +69,8 @@ type Config struct {
 	Observe func(expert, model string, ev inference.ExpertEvent)
 	// Member, when set, says whether another peer may be asked at all (in
 	// a certified swarm, whether it holds a valid membership certificate);
-	// a peer it refuses is no candidate, from the catalog or the DHT. Nil
-	// admits every peer.
+	// a peer it refuses is no candidate, from the catalog or the DHT. It is
+	// not called under the catalog's lock. Nil admits every peer.
 	Member func(peerID string) bool
 	Log    *slog.Logger
 }
@@ -222,7 +222,10 @@ func (r *Router) Candidates(ctx context.Context, q Query) ([]Candidate, error) {
 	if member == nil {
 		member = func(string) bool { return true }
 	}
-	for _, e := range r.cfg.Catalog.Select(func(e *experts.Entry) bool { return e.Serves(want) && member(e.Peer) }) {
+	for _, e := range r.cfg.Catalog.Select(func(e *experts.Entry) bool { return e.Serves(want) }) {
+		if !member(e.Peer) { // outside Select: Member may read the catalog
+			continue
+		}
 		for _, m := range e.Models {
 			if anyModel || m.Name == model {
 				add(e.Peer, false, m.Name, e.Domains, e.Capacity, e.Load, e.Location, parseAddrs(e.Addrs))
