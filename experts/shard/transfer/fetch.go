@@ -494,8 +494,8 @@ func (ft *fetch) worker(ctx context.Context, sh shard.Shard, p *target, k, n int
 					return nil
 				}
 			}
-			if errors.Is(err, shard.ErrNotFound) {
-				return &sourceError{err} // it lacks this shard; other shards may still come from it
+			if errors.Is(err, shard.ErrNotFound) || errors.Is(err, ErrRefused) {
+				return &sourceError{err} // it lacks this shard (or will not seed it): no fault of the source
 			}
 			ft.drop(sh, p.sc.doneBytes(ft.m, sh), src, fmt.Errorf("%s: %w", sh, err))
 			return &sourceError{err}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/mwpeer/mwpeer/experts/shard"
 	"github.com/mwpeer/mwpeer/inference/tally"
@@ -26,6 +27,9 @@ type ServerConfig struct {
 	// WriteTimeout bounds each write of a response (an idle deadline).
 	WriteTimeout time.Duration
 	Logger       *slog.Logger
+	// Admit, if set, decides whether to serve another peer at all (a
+	// consent policy); an error refuses the stream (CodeRefused).
+	Admit func(caller peer.ID) error
 }
 
 // DefaultServerConfig returns the defaults.
@@ -120,6 +124,12 @@ func (srv *Server) handle(str network.Stream) {
 	refuse := func(code, msg string) {
 		_ = reply(header{Error: &errorFrame{Code: code, Message: msg}})
 		_ = str.Close()
+	}
+	if srv.cfg.Admit != nil {
+		if err := srv.cfg.Admit(str.Conn().RemotePeer()); err != nil {
+			refuse(CodeRefused, wire.Truncate(err.Error()))
+			return
+		}
 	}
 	select {
 	case srv.slots <- struct{}{}:

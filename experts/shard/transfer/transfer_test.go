@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -470,4 +471,47 @@ func genModel(t testing.TB, c randmodel.Config) string {
 		t.Fatal(err)
 	}
 	return path
+}
+
+func TestFetchSkipsSourceThatRefuses(t *testing.T) {
+	m, dir := splitTiny(t)
+	good := seed(t, dir)
+	// The refuser is a seeder whose policy serves nobody.
+	refuser := seed(t, dir)
+	refuser.srv.Close()
+	var asked atomic.Int32
+	refuser.srv = NewServer(refuser.h, refuser.s, ServerConfig{Admit: func(peer.ID) error {
+		asked.Add(1)
+		return errors.New("this peer seeds no shards")
+	}})
+	t.Cleanup(func() { refuser.srv.Close() })
+
+	c := newHost(t)
+	connect(t, c, good.h)
+	connect(t, c, refuser.h)
+	s, err := shard.OpenStore(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &Fetcher{Host: c, Store: s, Sources: func(context.Context, string) []peer.ID { return []peer.ID{refuser.h.ID(), good.h.ID()} }}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	got, err := f.FetchManifest(ctx, m.ID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Fetch(ctx, got, got.Shards); err != nil {
+		t.Fatal(err)
+	}
+	if asked.Load() == 0 || refuser.srv.Sent() != 0 {
+		t.Fatalf("refuser asked %d times, sent %d bytes; want asked and nothing sent", asked.Load(), refuser.srv.Sent())
+	}
+	if r := s.Verify(); !r.OK() || r.Count(shard.StatusOK) != len(m.Shards) {
+		t.Fatal("the fetched store is incomplete")
+	}
+	// A direct request gets the refused code, which unwraps to ErrRefused.
+	hs := ask(t, c, refuser.h.ID(), []byte(`{"hash":"x"}`))
+	if len(hs) != 1 || hs[0].Error == nil || hs[0].Error.Code != CodeRefused || !errors.Is(codes.Remote(refuser.h.ID(), hs[0].Error.Code, hs[0].Error.Message), ErrRefused) {
+		t.Fatalf("direct request: %+v", hs)
+	}
 }

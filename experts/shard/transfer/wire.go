@@ -1,6 +1,7 @@
 package transfer
 
 import (
+	"errors"
 	"github.com/mwpeer/mwpeer/experts/shard"
 	"github.com/mwpeer/mwpeer/internal/wire"
 )
@@ -21,11 +22,15 @@ const (
 	CodeNotFound   = "not_found" // shard.ErrNotFound
 	CodeBadRequest = "bad_request"
 	CodeBusy       = "busy"
+	CodeRefused    = "refused" // ErrRefused
 	CodeInternal   = wire.CodeInternal
 )
 
 // codes maps error codes to the sentinels they stand for.
-var codes = wire.Codes{CodeNotFound: shard.ErrNotFound}
+var codes = wire.Codes{CodeNotFound: shard.ErrNotFound, CodeRefused: ErrRefused}
+
+// ErrRefused: the seeding peer's policy does not upload shards to this peer.
+var ErrRefused = errors.New("refused by the seeding peer")
 
 // RemoteError is an error frame from a serving peer. A not_found unwraps to
 // shard.ErrNotFound.
