@@ -60,6 +60,9 @@ type Config struct {
 	// Admit, if set, decides whether to compute an expert call for another
 	// peer (see expert.ServerConfig.Admit).
 	Admit func(ctx context.Context, caller peer.ID, c expert.Call) error
+	// AdmitShard, if set, decides whether to upload shards to another peer
+	// (see transfer.ServerConfig.Admit).
+	AdmitShard func(caller peer.ID) error
 	// Prepare applies the relay policy to expert calls (see expert.Client).
 	Prepare func(ctx context.Context, p peer.ID) (context.Context, error)
 	// Changed is called when what this peer holds changed (after a fetch),
@@ -136,7 +139,7 @@ func Open(cfg Config) (*Sharding, error) {
 	s.server = expert.NewServer(cfg.Host, expert.ServerConfig{Concurrency: max(2, cfg.Capacity), Admit: cfg.Admit, Log: cfg.Log})
 	s.client = expert.NewClient(cfg.Host)
 	s.client.Prepare = cfg.Prepare
-	s.shards = transfer.Serve(cfg.Host, store)
+	s.shards = transfer.NewServer(cfg.Host, store, transfer.ServerConfig{Admit: cfg.AdmitShard, Logger: cfg.Log})
 	if cfg.Key != nil {
 		s.payer = &tally.Payer{Host: cfg.Host, Key: cfg.Key, Store: cfg.StoreTally, Log: cfg.Log}
 		s.tally = tally.NewService(cfg.Host, tally.ServiceConfig{
