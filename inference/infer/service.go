@@ -6,9 +6,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -65,6 +65,9 @@ type ServiceConfig struct {
 	// Receipts, if set, makes every successful answer end with a signed
 	// receipt that the requester may countersign (nil: no receipts).
 	Receipts *ServerReceipts
+	// KeepAnswer puts the text sent into Completion.Answer (an audit that
+	// keeps answers, not only their hashes).
+	KeepAnswer bool
 }
 
 // Outcomes of a Completion, besides the error codes.
@@ -87,9 +90,9 @@ type Completion struct {
 	// Admitted: the request was valid and Admit (if any) let it through,
 	// so the backend was asked (Request then holds what Admit left of it).
 	Admitted bool
-	Start       time.Time     // when the stream arrived
-	TTFT        time.Duration // from Start to the first chunk sent (0: none sent)
-	Duration    time.Duration // from Start to the end
+	Start    time.Time     // when the stream arrived
+	TTFT     time.Duration // from Start to the first chunk sent (0: none sent)
+	Duration time.Duration // from Start to the end
 	// PromptTokens and CompletionTokens are the backend's counts when the
 	// call finished; otherwise CompletionTokens counts the chunks sent.
 	PromptTokens, CompletionTokens int
@@ -101,6 +104,11 @@ type Completion struct {
 	// the requester's signature only if it countersigned), or nil: receipts
 	// are off, the call did not succeed, or signing failed.
 	Receipt *receipt.Signed
+	// AnswerHash is the SHA-256 of the text sent, as a receipt's (zero when
+	// the backend was not asked); Answer is that text when
+	// ServiceConfig.KeepAnswer is set.
+	AnswerHash receipt.Hash
+	Answer     string
 }
 
 // DefaultServiceConfig returns the defaults.
@@ -339,11 +347,9 @@ func (s *Service) handle(str network.Stream) {
 	defer func() { <-watch }()
 
 	log.Debug("infer: request", "model", wr.Model, "max_tokens", wr.MaxTokens)
-	var lost error       // a chunk could not be written: nobody is listening
-	var answer hash.Hash // of the text sent, for the receipt
-	if receipts != nil {
-		answer = sha256.New()
-	}
+	var lost error         // a chunk could not be written: nobody is listening
+	answer := sha256.New() // of the text sent, for the receipt and Completion
+	var text strings.Builder
 	f, err := s.b.Generate(ctx, c.Request, func(ch inference.Chunk) error {
 		if c.CompletionTokens == 0 {
 			c.TTFT = time.Since(c.Start)
@@ -356,12 +362,15 @@ func (s *Service) handle(str network.Stream) {
 			}
 			return err
 		}
-		if answer != nil {
-			_, _ = io.WriteString(answer, w.Text)
+		_, _ = io.WriteString(answer, w.Text)
+		if s.cfg.KeepAnswer {
+			text.WriteString(w.Text)
 		}
 		c.CompletionTokens++
 		return nil
 	})
+	copy(c.AnswerHash[:], answer.Sum(nil))
+	c.Answer = text.String()
 	if err != nil {
 		if lost != nil || ctx.Err() != nil && s.ctx.Err() == nil && !errors.Is(ctx.Err(), context.DeadlineExceeded) {
 			// The client went away; nobody is listening.
@@ -386,7 +395,7 @@ func (s *Service) handle(str network.Stream) {
 			caller: caller, model: wr.Model, final: f, start: c.Start, ttft: c.TTFT, request: requestHash,
 			missDeadline: missed(wr.TimeoutMS, ended),
 		}
-		copy(p.answer[:], answer.Sum(nil))
+		p.answer = c.AnswerHash
 		c.Receipt = s.issue(str, r, next, p, log)
 	}
 	_ = str.Close()
