@@ -151,6 +151,8 @@ func startNode(t *testing.T, topo *Topology, name, ns string, args ...string) *n
 	pxDone := make(chan struct{})
 	go func() { px.Wait(); close(pxDone) }()
 	t.Cleanup(func() { px.Process.Kill(); <-pxDone })
+	// Every request goes to the proxy; its URL names localhost because the
+	// API refuses Host headers that do not name loopback.
 	n.http = &http.Client{Transport: &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			var d net.Dialer
@@ -184,7 +186,7 @@ func (n *node) stop() {
 func (n *node) get(path string, v any) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+n.name+path, nil)
+	req, _ := http.NewRequestWithContext(ctx, "GET", "http://localhost"+path, nil)
 	resp, err := n.http.Do(req)
 	if err != nil {
 		return err
@@ -270,7 +272,7 @@ func (n *node) prompt(t *testing.T) answer {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	body := `{"model":"` + model + `","stream":true,"max_tokens":16,"messages":[{"role":"user","content":"say hello"}]}`
-	req, _ := http.NewRequestWithContext(ctx, "POST", "http://"+n.name+"/v1/chat/completions", strings.NewReader(body))
+	req, _ := http.NewRequestWithContext(ctx, "POST", "http://localhost/v1/chat/completions", strings.NewReader(body))
 	req.Header.Set("Content-Type", "application/json")
 	start := time.Now()
 	resp, err := n.http.Do(req)
