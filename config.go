@@ -11,6 +11,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	"github.com/mwpeer/mwpeer/api"
 	"github.com/mwpeer/mwpeer/experts"
 	"github.com/mwpeer/mwpeer/geo"
 	"github.com/mwpeer/mwpeer/inference"
@@ -37,6 +38,15 @@ type Config struct {
 	Announce  []string // extra multiaddrs to advertise (public addresses behind port forwarding)
 	Bootstrap []string // multiaddrs with /p2p/<id> of peers to join through
 	HTTPAddr  string   // where the HTTP API listens; "" for none
+	// AllowedHosts are names the HTTP API answers to in the Host header
+	// besides loopback and HTTPAddr's host; AllowedOrigins are the browser
+	// origins (scheme://host[:port], or "*" for every one) that may call it
+	// besides its own dashboard (see api.Guard).
+	AllowedHosts   []string
+	AllowedOrigins []string
+	// HTTPInsecure lets the HTTP API listen on a non-loopback HTTPAddr
+	// without API keys.
+	HTTPInsecure bool
 
 	Domains []string // domains this peer declares it is good at
 	Models  []string // models to serve; empty means every model the engine has
@@ -200,6 +210,11 @@ func (c *Config) Validate() error {
 	case "", p2p.ReachabilityAuto, p2p.ReachabilityPublic, p2p.ReachabilityPrivate:
 	default:
 		return bad("Reachability", "unknown value %q (want auto, public or private)", c.Reachability)
+	}
+	for _, o := range c.AllowedOrigins {
+		if _, err := api.ParseOrigin(o); err != nil {
+			return &FieldError{"AllowedOrigins", err}
+		}
 	}
 	if c.DataDir == "" {
 		return bad("DataDir", "empty")

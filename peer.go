@@ -113,8 +113,10 @@ func (p *Peer) start(ctx context.Context, cfg Config) error {
 	p.parts.Defer("accounting", acct.Close)
 	p.ledger = acct.Ledger
 	if api.RequiresKeys(cfg.HTTPAddr) {
-		if has, err := p.ledger.HasKeys(); err != nil || !has {
-			return &FieldError{Field: "HTTPAddr", Err: fmt.Errorf("%s is not loopback: serving the API there needs API keys (mwpeer keys add NAME --budget TOKENS)", cfg.HTTPAddr)}
+		if has, err := p.ledger.HasKeys(); (err != nil || !has) && !cfg.HTTPInsecure {
+			return &FieldError{Field: "HTTPAddr", Err: fmt.Errorf("%s is not loopback: serving the API there needs API keys (mwpeer keys add NAME --budget TOKENS); --http-insecure (HTTPInsecure) serves it open", cfg.HTTPAddr)}
+		} else if err != nil || !has {
+			log.Warn("HTTP API open to the network without API keys (HTTPInsecure): anyone who reaches it can use it", "http", cfg.HTTPAddr)
 		}
 	}
 	store := trust.New(trust.Config{})
@@ -214,6 +216,7 @@ func (p *Peer) Handler() http.Handler {
 	s.Handle("GET /metrics", promHandler(p.registry))
 	s.SetLedger(p.ledger)
 	s.SetKeys(api.LedgerKeys(p.ledger))
+	_ = s.SetGuard(api.Guard{Listen: p.HTTPAddr(), Hosts: p.cfg.AllowedHosts, Origins: p.cfg.AllowedOrigins}) // Validate checked the origins
 	return s
 }
 

@@ -106,9 +106,9 @@ func post(ctx context.Context, addr, path string, body any) (*http.Response, err
 			Error struct{ Message string } `json:"error"`
 		}
 		if json.Unmarshal(raw, &e) == nil && e.Error.Message != "" {
-			return nil, fmt.Errorf("%s: %s", resp.Status, e.Error.Message)
+			return nil, fmt.Errorf("%s: %s", resp.Status, clean(e.Error.Message))
 		}
-		return nil, fmt.Errorf("%s: %s", resp.Status, strings.TrimSpace(string(raw)))
+		return nil, fmt.Errorf("%s: %s", resp.Status, clean(strings.TrimSpace(string(raw))))
 	}
 	return resp, nil
 }
@@ -128,7 +128,12 @@ func runChat(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	defer resp.Body.Close()
 	if a.json {
-		io.Copy(stdout, resp.Body)
+		raw, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+		stdout.Write(cleanJSON(raw))
+		if err != nil {
+			fmt.Fprintf(stderr, "mwpeer: %v\n", err)
+			return exitError
+		}
 		return exitOK
 	}
 	sc := bufio.NewScanner(resp.Body)
@@ -160,11 +165,11 @@ func runChat(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			continue
 		}
 		if ev.Error != nil {
-			fmt.Fprintf(stderr, "\nmwpeer: %s\n", ev.Error.Message)
+			fmt.Fprintf(stderr, "\nmwpeer: %s\n", clean(ev.Error.Message))
 			return exitError
 		}
 		for _, c := range ev.Choices {
-			fmt.Fprint(stdout, c.Delta.Content)
+			fmt.Fprint(stdout, cleanText(c.Delta.Content))
 		}
 		if ev.Mwpeer != nil {
 			experts = ev.Mwpeer.Experts
@@ -202,7 +207,7 @@ func runRoute(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		return exitError
 	}
 	if a.json {
-		stdout.Write(raw)
+		stdout.Write(cleanJSON(raw))
 		return exitOK
 	}
 	var d struct {
@@ -228,7 +233,7 @@ func runRoute(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	}
 	var doms []string
 	for _, x := range d.Domains {
-		doms = append(doms, fmt.Sprintf("%s %.2f", x.Domain, x.Score))
+		doms = append(doms, fmt.Sprintf("%s %.2f", clean(x.Domain), x.Score))
 	}
 	fmt.Fprintf(stdout, "domains: %s\nK: %d\n", strings.Join(doms, ", "), d.K)
 	chosen := map[string]bool{}
@@ -248,9 +253,9 @@ func runRoute(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		}
 		var parts []string
 		for _, k := range sortedKeys(c.Parts) {
-			parts = append(parts, fmt.Sprintf("%s=%.3f", k, c.Parts[k]))
+			parts = append(parts, fmt.Sprintf("%s=%.3f", clean(k), c.Parts[k]))
 		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%.3f\t%s\n", mark, who, c.Model, c.Score, strings.Join(parts, " "))
+		fmt.Fprintf(w, "%s\t%s\t%s\t%.3f\t%s\n", mark, who, clean(c.Model), c.Score, strings.Join(parts, " "))
 	}
 	w.Flush()
 	return exitOK

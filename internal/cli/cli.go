@@ -120,6 +120,9 @@ func peerFlags(fs *flag.FlagSet) func() (mwpeer.Config, error) {
 	listen := fs.String("listen", env("LISTEN", strings.Join(d.Listen, ",")), "comma-separated libp2p listen multiaddrs; port 0 picks a free port (MWPEER_LISTEN)")
 	boot := fs.String("bootstrap", env("BOOTSTRAP", ""), "comma-separated multiaddrs, each ending in /p2p/<peer ID>, of peers to join through (MWPEER_BOOTSTRAP)")
 	httpAddr := fs.String("http", env("HTTP", d.HTTPAddr), "address of the HTTP API (OpenAI-compatible /v1, /api, /metrics); empty to disable (MWPEER_HTTP)")
+	allowedHosts := fs.String("allowed-hosts", env("ALLOWED_HOSTS", ""), "comma-separated names the HTTP API answers to besides loopback and the --http host, e.g. a LAN name or a reverse proxy's (MWPEER_ALLOWED_HOSTS)")
+	allowedOrigins := fs.String("allowed-origins", env("ALLOWED_ORIGINS", ""), "comma-separated browser origins (scheme://host[:port]) whose pages may call the HTTP API besides its own dashboard; * allows every web page (MWPEER_ALLOWED_ORIGINS)")
+	httpInsecure := fs.Bool("http-insecure", envBool("HTTP_INSECURE", false), "allow --http on a non-loopback address without API keys: anyone who reaches it can use it (MWPEER_HTTP_INSECURE)")
 	dataDir := fs.String("data-dir", env("DATA_DIR", d.DataDir), "directory for the identity key and state (MWPEER_DATA_DIR)")
 	domains := fs.String("domains", env("DOMAINS", strings.Join(d.Domains, ",")), "comma-separated domains this peer is good at: general, code, math, creative, science, reasoning (MWPEER_DOMAINS)")
 	models := fs.String("models", env("MODELS", ""), "comma-separated models to serve; default every model the engine has (MWPEER_MODELS)")
@@ -151,6 +154,9 @@ func peerFlags(fs *flag.FlagSet) func() (mwpeer.Config, error) {
 		c.Listen = splitList(*listen)
 		c.Bootstrap = splitList(*boot)
 		c.HTTPAddr = *httpAddr
+		c.AllowedHosts = splitList(*allowedHosts)
+		c.AllowedOrigins = splitList(*allowedOrigins)
+		c.HTTPInsecure = *httpInsecure
 		c.DataDir = *dataDir
 		c.Domains = splitList(*domains)
 		c.Models = splitList(*models)
@@ -194,7 +200,7 @@ func peerFlags(fs *flag.FlagSet) func() (mwpeer.Config, error) {
 
 // flags names, for each Config field, the flag that sets it.
 var flags = map[string]string{
-	"Listen": "--listen", "Announce": "--announce", "Bootstrap": "--bootstrap", "HTTPAddr": "--http",
+	"Listen": "--listen", "Announce": "--announce", "Bootstrap": "--bootstrap", "HTTPAddr": "--http", "AllowedOrigins": "--allowed-origins",
 	"DataDir": "--data-dir", "Domains": "--domains", "Engine": "--engine", "Location": "--lat/--lon",
 	"QueueWait": "--queue-wait", "FreeAllowance": "--free-allowance",
 	"DHTMode": "--dht-mode", "Reachability": "--reachability", "MaxK": "--max-k", "Capacity": "--capacity",

@@ -150,7 +150,7 @@ func getJSON(ctx context.Context, addr, path string, v any) ([]byte, error) {
 		return nil, err
 	}
 	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("%s answered %s: %s", addr, resp.Status, strings.TrimSpace(string(body)))
+		return nil, fmt.Errorf("%s answered %s: %s", addr, resp.Status, clean(strings.TrimSpace(string(body))))
 	}
 	return body, json.Unmarshal(body, v)
 }
@@ -170,7 +170,7 @@ func query(ctx context.Context, name, path string, v any, args []string, stdout,
 		return exitError
 	}
 	if asJSON {
-		stdout.Write(raw)
+		stdout.Write(cleanJSON(raw))
 		return exitOK
 	}
 	return -1
@@ -182,23 +182,23 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		return code
 	}
 	w := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintf(w, "peer\t%s\n", st.ID)
-	fmt.Fprintf(w, "version\t%s\n", st.Version)
+	fmt.Fprintf(w, "peer\t%s\n", clean(st.ID))
+	fmt.Fprintf(w, "version\t%s\n", clean(st.Version))
 	fmt.Fprintf(w, "uptime\t%s\n", (time.Duration(st.Uptime) * time.Second).String())
-	fmt.Fprintf(w, "bootstrap\t%s\n", st.Bootstrap)
-	fmt.Fprintf(w, "reachability\t%s\n", st.Reachability)
+	fmt.Fprintf(w, "bootstrap\t%s\n", clean(st.Bootstrap))
+	fmt.Fprintf(w, "reachability\t%s\n", clean(st.Reachability))
 	fmt.Fprintf(w, "hole punching\t%s\n", map[bool]string{true: "ready", false: "not ready (no public address of its own known yet)"}[st.HolePunching])
-	fmt.Fprintf(w, "engine\t%s\n", st.Engine)
-	fmt.Fprintf(w, "models\t%s\n", strings.Join(st.Models, ", "))
-	fmt.Fprintf(w, "domains\t%s\n", strings.Join(st.Domains, ", "))
+	fmt.Fprintf(w, "engine\t%s\n", clean(st.Engine))
+	fmt.Fprintf(w, "models\t%s\n", clean(strings.Join(st.Models, ", ")))
+	fmt.Fprintf(w, "domains\t%s\n", clean(strings.Join(st.Domains, ", ")))
 	fmt.Fprintf(w, "connected peers\t%d\n", st.ConnectedPeers)
 	fmt.Fprintf(w, "catalog\t%d peers\n", st.CatalogSize)
-	fmt.Fprintf(w, "DHT\t%s, %d in routing table\n", st.DHTMode, st.DHTPeers)
+	fmt.Fprintf(w, "DHT\t%s, %d in routing table\n", clean(st.DHTMode), st.DHTPeers)
 	fmt.Fprintf(w, "announce\tevery %.1fs, TTL %.1fs, %d accepted\n", st.Announce.IntervalS, st.Announce.TTLS, st.Announce.Accepted)
 	var rej []string
 	for _, k := range sortedKeys(st.Rejected) {
 		if st.Rejected[k] > 0 {
-			rej = append(rej, fmt.Sprintf("%s=%d", k, st.Rejected[k]))
+			rej = append(rej, fmt.Sprintf("%s=%d", clean(k), st.Rejected[k]))
 		}
 	}
 	if len(rej) == 0 {
@@ -206,17 +206,17 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	}
 	fmt.Fprintf(w, "rejected announcements\t%s\n", strings.Join(rej, " "))
 	for _, a := range st.ListenAddrs {
-		fmt.Fprintf(w, "listening\t%s\n", a)
+		fmt.Fprintf(w, "listening\t%s\n", clean(a))
 	}
 	for _, r := range st.Relays {
-		fmt.Fprintf(w, "relay reservation\t%s\n", r)
+		fmt.Fprintf(w, "relay reservation\t%s\n", clean(r))
 	}
 	for _, c := range st.Connections {
 		kind := "direct"
 		if c.Relayed {
 			kind = "relayed"
 		}
-		fmt.Fprintf(w, "connection\t%s %s %s %s\n", short(c.Peer), kind, c.Transport, c.Direction)
+		fmt.Fprintf(w, "connection\t%s %s %s %s\n", short(c.Peer), kind, clean(c.Transport), clean(c.Direction))
 	}
 	w.Flush()
 	return exitOK
@@ -242,19 +242,21 @@ func runPeers(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		if region == "" {
 			region = "-"
 		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%d/%d\t%s ago\n", short(p.ID), strings.Join(p.Domains, ","), strings.Join(models, ","),
-			region, rtt, p.Conn, p.Load, p.Capacity, time.Since(p.LastSeen).Round(time.Second))
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%d/%d\t%s ago\n", short(p.ID), clean(strings.Join(p.Domains, ",")), clean(strings.Join(models, ",")),
+			clean(region), clean(rtt), clean(p.Conn), p.Load, p.Capacity, time.Since(p.LastSeen).Round(time.Second))
 	}
 	w.Flush()
 	fmt.Fprintf(stdout, "%d peers\n", len(ps.Peers))
 	return exitOK
 }
 
+// short abbreviates a peer ID for a table, cleaned of controls first.
 func short(id string) string {
-	if len(id) > 12 {
-		return id[:4] + "…" + id[len(id)-6:]
+	r := []rune(clean(id))
+	if len(r) > 12 {
+		return string(r[:4]) + "…" + string(r[len(r)-6:])
 	}
-	return id
+	return string(r)
 }
 
 func sortedKeys[V any](m map[string]V) []string {

@@ -259,7 +259,7 @@ func runLedgerVerify(args []string, stdout, stderr io.Writer) int {
 	defer f.Close()
 	st, err := ledger.VerifyStatement(f)
 	if err != nil {
-		fmt.Fprintf(stderr, "mwpeer ledger verify: %s: %v\n", name, err)
+		fmt.Fprintf(stderr, "mwpeer ledger verify: %s: %s\n", name, clean(err.Error()))
 		fmt.Fprintf(stdout, "%s: FAILED\n", name)
 		return exitError
 	}
