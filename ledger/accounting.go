@@ -2,8 +2,12 @@ package ledger
 
 import (
 	"context"
+	"crypto/sha256"
+	"errors"
+	"io"
 	"log/slog"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
@@ -40,6 +44,14 @@ type Accounting struct {
 	// Credentials, when set, is what this peer presents to the peers it
 	// asks (infer.CallOptions.Credentials: its membership certificate).
 	Credentials func(p peer.ID, model string) inference.Credentials
+
+	// Chain, when set, is the audit chain that Served, Call, StoreTally and
+	// Audit append to: through the Writer when it is set (never waiting),
+	// otherwise directly.
+	Chain *Chain
+	// AuditPrompts keeps the request and the answer text in audit entries,
+	// not only their hashes. Set it before the Accounting is used.
+	AuditPrompts bool
 }
 
 // OpenAccounting opens the ledger in dataDir for the peer self (whose key
@@ -50,8 +62,13 @@ func OpenAccounting(dataDir string, self peer.ID, key crypto.PrivKey, allowance 
 	if err != nil {
 		return nil, err
 	}
-	return &Accounting{Ledger: l, Exchanges: &lifecycle.Tasks{}, Writer: NewWriter(l, self, log),
-		Self: self, Key: key, FreeAllowance: allowance, Log: log}, nil
+	chain, err := NewChain(l, key)
+	if err != nil {
+		l.Close()
+		return nil, err
+	}
+	return &Accounting{Ledger: l, Exchanges: &lifecycle.Tasks{}, Writer: NewAuditWriter(l, self, chain, log),
+		Self: self, Key: key, FreeAllowance: allowance, Log: log, Chain: chain}, nil
 }
 
 // Close waits for receipt exchanges, commits what the Writer holds, and
@@ -74,7 +91,106 @@ func (a *Accounting) Call(sizes func(model string) int64) func(ctx context.Conte
 		if a.Exchanges != nil {
 			opts.Settle = a.Exchanges.Go
 		}
-		return infer.CallWith(ctx, h, p, req, emit, opts)
+		if a.Chain == nil {
+			return infer.CallWith(ctx, h, p, req, emit, opts)
+		}
+		answer := sha256.New()
+		var text strings.Builder
+		f, err := infer.CallWith(ctx, h, p, req, func(c inference.Chunk) error {
+			_, _ = io.WriteString(answer, c.Text)
+			if a.AuditPrompts {
+				text.WriteString(c.Text)
+			}
+			return emit(c)
+		}, opts)
+		e := AuditEntry{Kind: AuditRequested, Peer: p, Model: req.Model, Tokens: int64(f.PromptTokens) + int64(f.CompletionTokens),
+			Outcome: outcomeOf(err)}
+		var raw []byte
+		e.RequestHash, raw = RequestHash(req)
+		copy(e.AnswerHash[:], answer.Sum(nil))
+		if a.AuditPrompts {
+			e.Prompt, e.HasPrompt, e.Answer, e.HasAnswer = string(raw), true, text.String(), true
+		}
+		a.Audit(e)
+		return f, err
+	}
+}
+
+// outcomeOf is the outcome of a call to another peer as the audit chain
+// records it: ok, or the error code the error stands for.
+func outcomeOf(err error) string {
+	switch {
+	case err == nil:
+		return infer.OutcomeOK
+	case errors.Is(err, context.Canceled):
+		return infer.OutcomeCancelled
+	case errors.Is(err, context.DeadlineExceeded):
+		return infer.CodeTimeout
+	case errors.Is(err, inference.ErrConsentRefused):
+		return infer.CodeConsent
+	case errors.Is(err, inference.ErrQuotaExceeded):
+		return infer.CodeQuota
+	case errors.Is(err, inference.ErrRefused):
+		return infer.CodeRefused
+	case errors.Is(err, inference.ErrBusy):
+		return infer.CodeBusy
+	case errors.Is(err, inference.ErrUnknownModel):
+		return infer.CodeUnknownModel
+	case errors.Is(err, inference.ErrInvalidRequest):
+		return infer.CodeInvalidRequest
+	}
+	return "error"
+}
+
+// Audit appends e to the audit chain: the hook for what other parts of the
+// peer must record (a refusal by the consent policy: Kind AuditRefused,
+// Peer the caller, Model, Outcome the error code). It never blocks on the
+// disk and never fails the caller: with a Writer the entry is handed over
+// (see Writer.Audit); without one it is appended at once and an error is
+// logged. Without a Chain it does nothing.
+func (a *Accounting) Audit(e AuditEntry) {
+	switch {
+	case a.Chain == nil:
+	case a.Writer != nil:
+		a.Writer.Audit(e)
+	default:
+		if err := a.Chain.Append(e); err != nil && a.Log != nil {
+			a.Log.Warn("audit entry not stored", "kind", e.Kind, "err", err)
+		}
+	}
+}
+
+// Served wraps the infer service's completion hook (next, which may be
+// nil): every call served is appended to the audit chain, as AuditServed
+// with its outcome, or as AuditRefused when this peer refused it by policy
+// (refused, consent_refused, quota_exceeded). Calls refused as busy or
+// invalid are not: they are neither served nor a decision about the caller,
+// and any stranger could fill the chain with them.
+func (a *Accounting) Served(next func(ctx context.Context, c infer.Completion)) func(ctx context.Context, c infer.Completion) {
+	return func(ctx context.Context, c infer.Completion) {
+		kind := AuditServed
+		switch c.Outcome {
+		case infer.CodeBusy, infer.CodeInvalidRequest:
+			kind = ""
+		case infer.CodeRefused, infer.CodeConsent, infer.CodeQuota:
+			kind = AuditRefused
+		}
+		if kind != "" && a.Chain != nil {
+			e := AuditEntry{Kind: kind, Peer: c.Caller, Model: c.Model, Tokens: int64(c.PromptTokens) + int64(c.CompletionTokens),
+				Outcome: c.Outcome, AnswerHash: c.AnswerHash}
+			var raw []byte
+			e.RequestHash, raw = RequestHash(c.Request)
+			if a.AuditPrompts {
+				e.Prompt, e.HasPrompt = string(raw), true
+				if kind == AuditServed {
+					e.Answer, e.HasAnswer = c.Answer, true
+				}
+			}
+			a.Audit(e)
+		}
+		if next != nil {
+			next(ctx, c)
+		}
 	}
 }
 
@@ -93,13 +209,28 @@ func (a *Accounting) store(s *receipt.Signed) error {
 // Store hook of the tally protocol (tally.Payer.Store,
 // tally.ServiceConfig.Store), which verifies the signatures before it
 // stores. Off the request path when a Writer is set.
+//
+// Each tally stored is appended to the audit chain too: Peer the other
+// party, Tokens its expert calls or shard bytes, Outcome its kind and
+// whether this peer did the work ("expert/worked", "shard/paid"),
+// RequestHash receipt.Sum of its content.
 func (a *Accounting) StoreTally(st *receipt.SignedTally) error {
+	var err error
 	if a.Writer != nil {
-		return a.Writer.QueueTally(st)
-	}
-	_, err := a.Ledger.PutTally(a.Self, st)
-	if err != nil && a.Log != nil {
+		err = a.Writer.QueueTally(st)
+	} else if _, err = a.Ledger.PutTally(a.Self, st); err != nil && a.Log != nil {
 		a.Log.Warn("tally not stored", "id", tallyID(st), "err", err)
+	}
+	if err == nil && st != nil && a.Chain != nil {
+		e := AuditEntry{Kind: AuditTally, Peer: st.Worker, Model: st.Model, Tokens: int64(min(st.Calls, MaxCost)),
+			Outcome: st.Kind.String() + "/paid", RequestHash: receipt.Sum(st.Tally.Marshal())}
+		if st.Worker == a.Self {
+			e.Peer, e.Outcome = st.Payer, st.Kind.String()+"/worked"
+		}
+		if st.Kind == receipt.KindShard {
+			e.Tokens = int64(min(st.Bytes, MaxCost))
+		}
+		a.Audit(e)
 	}
 	return err
 }

@@ -16,6 +16,7 @@ import (
 var migrations = []func(ctx context.Context, tx *sql.Tx) error{
 	schemaV1,
 	schemaV2,
+	schemaV3,
 }
 
 // schemaV1 is the first schema.
@@ -111,6 +112,59 @@ CREATE INDEX tallies_by_start ON tallies (start);
 
 ALTER TABLE counterparts ADD COLUMN tallies INTEGER NOT NULL DEFAULT 0 CHECK (tallies >= 0);
 ALTER TABLE counterparts ADD COLUMN disputed INTEGER NOT NULL DEFAULT 0 CHECK (disputed >= 0);
+`)
+	return err
+}
+
+// schemaV3 adds the audit chain (see audit.go): what this peer served,
+// asked for, settled and refused, hash-chained, with signed checkpoints.
+//
+//	audit              one row per entry, seq from 1 with no gaps: its time,
+//	                   kind, counterpart (peer ID bytes, empty for none),
+//	                   model, tokens, outcome, the SHA-256 of the request and
+//	                   of the answer (NULL: none), the request and answer
+//	                   themselves only when prompts are audited (else NULL),
+//	                   the previous entry's hash and its own
+//	audit_checkpoints  a signed (seq, time, hash of entry seq, digest of the
+//	                   previous checkpoint) every 1,000 entries or minute
+//	audit_head         one row: the signed (seq, hash) of the last entry and
+//	                   the last checkpoint's digest, rewritten with each batch
+func schemaV3(ctx context.Context, tx *sql.Tx) error {
+	_, err := tx.ExecContext(ctx, `
+CREATE TABLE audit (
+	seq     INTEGER PRIMARY KEY CHECK (seq > 0),
+	time    INTEGER NOT NULL,
+	kind    TEXT NOT NULL,
+	peer    BLOB NOT NULL,
+	model   TEXT NOT NULL,
+	tokens  INTEGER NOT NULL,
+	outcome TEXT NOT NULL,
+	request BLOB CHECK (request IS NULL OR length(request) = 32),
+	answer  BLOB CHECK (answer IS NULL OR length(answer) = 32),
+	prompt  TEXT,
+	text    TEXT,
+	prev    BLOB NOT NULL CHECK (length(prev) = 32),
+	hash    BLOB NOT NULL CHECK (length(hash) = 32)
+) STRICT;
+
+CREATE TABLE audit_checkpoints (
+	seq    INTEGER PRIMARY KEY,
+	time   INTEGER NOT NULL,
+	hash   BLOB NOT NULL CHECK (length(hash) = 32),
+	prev   BLOB NOT NULL CHECK (length(prev) = 32),
+	signer BLOB NOT NULL,
+	sig    BLOB NOT NULL
+) STRICT;
+
+CREATE TABLE audit_head (
+	id     INTEGER PRIMARY KEY CHECK (id = 1),
+	seq    INTEGER NOT NULL,
+	time   INTEGER NOT NULL,
+	hash   BLOB NOT NULL CHECK (length(hash) = 32),
+	cp     BLOB NOT NULL CHECK (length(cp) = 32),
+	signer BLOB NOT NULL,
+	sig    BLOB NOT NULL
+) STRICT;
 `)
 	return err
 }
