@@ -10,14 +10,17 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/pnet"
 
 	"github.com/mwpeer/mwpeer/api"
+	"github.com/mwpeer/mwpeer/consent"
 	"github.com/mwpeer/mwpeer/experts"
 	"github.com/mwpeer/mwpeer/geo"
 	"github.com/mwpeer/mwpeer/inference"
 	"github.com/mwpeer/mwpeer/inference/expert"
 	"github.com/mwpeer/mwpeer/inference/infer"
 	"github.com/mwpeer/mwpeer/inference/sharding"
+	"github.com/mwpeer/mwpeer/membership"
 	"github.com/mwpeer/mwpeer/p2p"
 	"github.com/mwpeer/mwpeer/routing"
 )
@@ -93,6 +96,26 @@ type Config struct {
 	ModelRefresh time.Duration
 	// Ping is how often connected peers are pinged for RTT.
 	Ping time.Duration
+
+	// SwarmKey makes the swarm private: only peers holding the same
+	// pre-shared key can connect (p2p.ReadSwarmKey reads the file). A
+	// private swarm runs over TCP only; QUIC listen addresses are dropped.
+	SwarmKey pnet.PSK
+	// TrustIssuers, operator public keys in membership.FormatIssuer's form,
+	// make the swarm certified: this peer serves and asks only peers with a
+	// valid certificate from one of them. Cert is this peer's own
+	// (membership.Issue's binary form), announced and sent with requests.
+	TrustIssuers []string
+	Cert         []byte
+
+	// PolicyFile is the consent policy (TOML, or YAML by its extension;
+	// see package consent): what this peer shares with whom. Empty: every
+	// model it serves, to anyone. It is re-read when it changes and on
+	// Peer.ReloadPolicy.
+	PolicyFile string
+	// Grants are consent tokens other peers signed for this one; each is
+	// presented to the peer that signed it.
+	Grants []string
 
 	// Serving holds the hooks of the serving path: every request this peer
 	// serves for another passes through them.
@@ -215,6 +238,22 @@ func (c *Config) Validate() error {
 		if _, err := api.ParseOrigin(o); err != nil {
 			return &FieldError{"AllowedOrigins", err}
 		}
+	}
+	if len(c.SwarmKey) != 0 && len(c.SwarmKey) != 32 {
+		return bad("SwarmKey", "%d bytes, want 32", len(c.SwarmKey))
+	}
+	for _, s := range c.TrustIssuers {
+		if _, err := membership.ParseIssuer(s); err != nil {
+			return &FieldError{"TrustIssuers", err}
+		}
+	}
+	if len(c.Cert) > 0 {
+		if _, err := membership.Parse(c.Cert); err != nil {
+			return &FieldError{"Cert", err}
+		}
+	}
+	if _, err := consent.NewWallet(c.Grants); err != nil {
+		return &FieldError{"Grants", err}
 	}
 	if c.DataDir == "" {
 		return bad("DataDir", "empty")

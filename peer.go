@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/mwpeer/mwpeer/api"
+	"github.com/mwpeer/mwpeer/consent"
 	"github.com/mwpeer/mwpeer/experts"
 	"github.com/mwpeer/mwpeer/inference"
 	"github.com/mwpeer/mwpeer/inference/infer"
@@ -49,6 +50,8 @@ type Peer struct {
 	sharding *sharding.Sharding // nil when it takes no part in sharded models
 	router   *swarm.Router
 	ledger   *ledger.Ledger
+	consent  *consent.Enforcer
+	policy   *consent.File // nil without a policy file
 	registry *prometheus.Registry
 	httpAddr net.Addr
 }
@@ -86,10 +89,21 @@ func (p *Peer) start(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
+	// A certified swarm: membership is checked before any other admission.
+	mem, err := newMembers(cfg, key, func() *experts.Catalog { return p.Catalog }, cfg.Logger)
+	if err != nil {
+		return err
+	}
+	cfg.Serving = mem.serving(cfg.Serving)
+	if err := p.openConsent(cfg, key, mem); err != nil {
+		return err
+	}
+	cfg.Serving = withConsent(cfg.Serving, p.consent)
+	_, _, relay := p.Policy().Offers() // read at start only
 	h, err := p2p.New(p2p.Config{
 		Identity: key, ListenAddrs: listen, AnnounceAddrs: announce, Bootstrap: boot,
-		DHTMode: cfg.DHTMode, RelayService: cfg.RelayService, Reachability: cfg.Reachability,
-		Registerer: p.registry, Logger: cfg.Logger,
+		DHTMode: cfg.DHTMode, RelayService: cfg.RelayService && relay, Reachability: cfg.Reachability,
+		Registerer: p.registry, Logger: cfg.Logger, PSK: cfg.SwarmKey,
 	})
 	if err != nil {
 		return err
@@ -111,7 +125,11 @@ func (p *Peer) start(ctx context.Context, cfg Config) error {
 		return &FieldError{Field: "DataDir", Err: err}
 	}
 	p.parts.Defer("accounting", acct.Close)
-	p.ledger = acct.Ledger
+	p.ledger, acct.Credentials = acct.Ledger, mem.credentials()
+	if len(cfg.Grants) > 0 {
+		w, _ := consent.NewWallet(cfg.Grants) // Validate read them
+		acct.Credentials = grants(w, acct.Credentials)
+	}
 	if api.RequiresKeys(cfg.HTTPAddr) {
 		if has, err := p.ledger.HasKeys(); (err != nil || !has) && !cfg.HTTPInsecure {
 			return &FieldError{Field: "HTTPAddr", Err: fmt.Errorf("%s is not loopback: serving the API there needs API keys (mwpeer keys add NAME --budget TOKENS); --http-insecure (HTTPInsecure) serves it open", cfg.HTTPAddr)}
@@ -136,8 +154,8 @@ func (p *Peer) start(ctx context.Context, cfg Config) error {
 			dirs = []string{filepath.Join(cfg.DataDir, "shards")}
 		}
 		p.sharding, err = sharding.Open(sharding.Config{
-			Host: h, Dirs: dirs, Specs: cfg.HostExperts, Engine: b, Capacity: cfg.Capacity, Admit: cfg.Serving.AdmitExpert,
-			Catalog: p.Catalog, Providers: providers, RTT: p.Latency.To, Trust: store, Log: log, Key: key, StoreTally: acct.StoreTally,
+			Host: h, Dirs: dirs, Specs: cfg.HostExperts, Engine: b, Capacity: cfg.Capacity, Admit: cfg.Serving.AdmitExpert, AdmitShard: p.consent.AdmitShard,
+			Catalog: mem.hosts(p.Catalog), Providers: providers, RTT: p.Latency.To, Trust: store, Log: log, Key: key, StoreTally: acct.StoreTally,
 			Prepare: func(ctx context.Context, id peer.ID) (context.Context, error) {
 				c, _, err := policy.Prepare(ctx, id, false)
 				return c, err
@@ -164,7 +182,7 @@ func (p *Peer) start(ctx context.Context, cfg Config) error {
 		Remote: swarm.HostRemote{Host: h, Policy: policy, Infer: acct.Call(func(m string) int64 { return p.router.ModelSize(m) })},
 		Local: swarm.Local{Backend: p.backend, Models: p.Models, Domains: cfg.Domains, Capacity: cfg.Capacity,
 			Load: func() int { return int(p.load.Load()) }, Location: cfg.Location},
-		Trust: store, Weights: cfg.Weights, MaxK: cfg.MaxK, Log: log,
+		Trust: store, Weights: cfg.Weights, MaxK: cfg.MaxK, Log: log, Member: mem.member(),
 	})
 	p.Catalog.Watch(p.onCatalogChange)
 	p.Gossip, err = experts.JoinGossip(h.PubSub, h, experts.GossipConfig{
@@ -185,6 +203,9 @@ func (p *Peer) start(ctx context.Context, cfg Config) error {
 	p.parts.Go("dht advertiser", func(ctx context.Context) error { p.Advertise.Run(ctx); return nil })
 	p.parts.Go("pinger", p.Latency.Run)
 	p.parts.Go("model watch", p.watchModels)
+	if p.policy != nil {
+		p.parts.Go("policy watch", p.policy.Run)
+	}
 	if p.sharding != nil {
 		p.parts.Go("shard hosting", p.sharding.Run)
 	}
@@ -255,7 +276,7 @@ func (p *Peer) Close() error {
 
 // announcement is what this peer says about itself now.
 func (p *Peer) announcement() experts.Announcement {
-	models := p.Models()
+	models := p.shared(p.Models())
 	rtt, coord := p.Latency.Own(experts.MaxRTTRow)
 	addrs := p.Host.Addrs()
 	if len(addrs) > experts.MaxAddrs {
@@ -268,7 +289,7 @@ func (p *Peer) announcement() experts.Announcement {
 	a := experts.Announcement{
 		Addrs: strs, Models: models, Domains: p.cfg.Domains, Hardware: experts.LocalHardware(),
 		Capacity: p.cfg.Capacity, Load: int(p.load.Load()), Location: p.cfg.Location, Region: p.cfg.Region,
-		RTT: rtt, Coord: coord,
+		RTT: rtt, Coord: coord, Cert: p.cfg.Cert,
 	}
 	if len(models) == 0 {
 		a.Capacity = 0
@@ -345,12 +366,17 @@ func (p *Peer) refreshModels(ctx context.Context, first bool) {
 		}
 		log.Info("serving", "models", names, "domains", p.cfg.Domains, "engine", p.cfg.Engine)
 	}
-	keys := experts.ServingKeys(p.cfg.Domains, models)
+	p.advertise(models)
+	if !first {
+		p.Gossip.Changed()
+	}
+}
+
+// advertise puts this peer in the DHT under what it shares of models.
+func (p *Peer) advertise(models []experts.Model) {
+	keys := experts.ServingKeys(p.cfg.Domains, p.shared(models))
 	if p.sharding != nil {
 		keys = append(keys, p.sharding.DHTKeys()...)
 	}
 	p.Advertise.Set(keys)
-	if !first {
-		p.Gossip.Changed()
-	}
 }

@@ -12,8 +12,10 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/signal"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/mwpeer/mwpeer"
@@ -44,6 +46,12 @@ Usage:
   mwpeer ledger [--data-dir DIR]
                               earned, spent and balance per peer; 'mwpeer ledger help' for export and verify
   mwpeer keys add|list|rm     API keys with token budgets for the HTTP API; 'mwpeer keys help' for more
+  mwpeer policy check FILE    check a consent policy file and print what it allows
+  mwpeer grant PEERID --model M --tokens N --until DATE
+                              sign a consent token that lets another peer use a model here
+  mwpeer swarm-key new        a private swarm's key, for --swarm-key
+  mwpeer cert operator-key|issue|pubkey|show
+                              membership certificates for --trust-issuer and --cert; 'mwpeer cert help' for more
   mwpeer help                 this text
 
 Every flag can also be set with the MWPEER_* variable named next to it; a flag wins over its variable.
@@ -73,8 +81,16 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return runShard(args, stdout, stderr)
 	case "ledger":
 		return runLedger(args, stdout, stderr)
+	case "swarm-key":
+		return runSwarmKey(args, stdout, stderr)
+	case "cert":
+		return runCert(args, stdout, stderr)
 	case "keys":
 		return runKeys(args, stdout, stderr)
+	case "policy":
+		return runPolicy(args, stdout, stderr)
+	case "grant":
+		return runGrant(args, stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usageText)
 		return exitOK
@@ -123,6 +139,8 @@ func peerFlags(fs *flag.FlagSet) func() (mwpeer.Config, error) {
 	allowedHosts := fs.String("allowed-hosts", env("ALLOWED_HOSTS", ""), "comma-separated names the HTTP API answers to besides loopback and the --http host, e.g. a LAN name or a reverse proxy's (MWPEER_ALLOWED_HOSTS)")
 	allowedOrigins := fs.String("allowed-origins", env("ALLOWED_ORIGINS", ""), "comma-separated browser origins (scheme://host[:port]) whose pages may call the HTTP API besides its own dashboard; * allows every web page (MWPEER_ALLOWED_ORIGINS)")
 	httpInsecure := fs.Bool("http-insecure", envBool("HTTP_INSECURE", false), "allow --http on a non-loopback address without API keys: anyone who reaches it can use it (MWPEER_HTTP_INSECURE)")
+	policy := fs.String("policy", env("POLICY", ""), "consent policy file (TOML, or YAML by extension): what this peer shares with whom; re-read on change and SIGHUP (MWPEER_POLICY)")
+	grant := fs.String("grant", env("GRANT", ""), "comma-separated consent tokens other peers signed for this one (mwpeer grant), each presented to its signer (MWPEER_GRANT)")
 	dataDir := fs.String("data-dir", env("DATA_DIR", d.DataDir), "directory for the identity key and state (MWPEER_DATA_DIR)")
 	domains := fs.String("domains", env("DOMAINS", strings.Join(d.Domains, ",")), "comma-separated domains this peer is good at: general, code, math, creative, science, reasoning (MWPEER_DOMAINS)")
 	models := fs.String("models", env("MODELS", ""), "comma-separated models to serve; default every model the engine has (MWPEER_MODELS)")
@@ -146,6 +164,7 @@ func peerFlags(fs *flag.FlagSet) func() (mwpeer.Config, error) {
 	freeAllowance := fs.Int("free-allowance", envInt("FREE_ALLOWANCE", int(d.FreeAllowance)), "tokens a day served to a peer with no credit here before it ranks last in the queue (MWPEER_FREE_ALLOWANCE)")
 	maxK := fs.Int("max-k", envInt("MAX_K", d.MaxK), "most experts a prompt is sent to in parallel (MWPEER_MAX_K)")
 	announceMin := fs.Duration("announce-interval", envDuration("ANNOUNCE_INTERVAL", d.AnnounceMin), "shortest heartbeat between announcements; it grows with the swarm (MWPEER_ANNOUNCE_INTERVAL)")
+	member := memberFlags(fs)
 	return func() (mwpeer.Config, error) {
 		c := d
 		if err := errors.Join(envErrs...); err != nil {
@@ -158,6 +177,8 @@ func peerFlags(fs *flag.FlagSet) func() (mwpeer.Config, error) {
 		c.AllowedOrigins = splitList(*allowedOrigins)
 		c.HTTPInsecure = *httpInsecure
 		c.DataDir = *dataDir
+		c.PolicyFile = *policy
+		c.Grants = splitList(*grant)
 		c.Domains = splitList(*domains)
 		c.Models = splitList(*models)
 		c.Engine = *engine
@@ -179,6 +200,9 @@ func peerFlags(fs *flag.FlagSet) func() (mwpeer.Config, error) {
 		c.MaxK = *maxK
 		c.QueueWait = *queueWait
 		c.FreeAllowance = int64(*freeAllowance)
+		if err := member(&c); err != nil {
+			return c, err
+		}
 		if *synTokens < 1 || *synRate < 0 || *synTTFT < 0 {
 			return c, fmt.Errorf("--synthetic-tokens must be at least 1, --synthetic-rate and --synthetic-ttft not negative")
 		}
@@ -201,10 +225,11 @@ func peerFlags(fs *flag.FlagSet) func() (mwpeer.Config, error) {
 // flags names, for each Config field, the flag that sets it.
 var flags = map[string]string{
 	"Listen": "--listen", "Announce": "--announce", "Bootstrap": "--bootstrap", "HTTPAddr": "--http", "AllowedOrigins": "--allowed-origins",
-	"DataDir": "--data-dir", "Domains": "--domains", "Engine": "--engine", "Location": "--lat/--lon",
+	"DataDir": "--data-dir", "PolicyFile": "--policy", "Grants": "--grant", "Domains": "--domains", "Engine": "--engine", "Location": "--lat/--lon",
 	"QueueWait": "--queue-wait", "FreeAllowance": "--free-allowance",
 	"DHTMode": "--dht-mode", "Reachability": "--reachability", "MaxK": "--max-k", "Capacity": "--capacity",
 	"Shards": "--shards", "HostExperts": "--host-experts",
+	"SwarmKey": "--swarm-key", "TrustIssuers": "--trust-issuer", "Cert": "--cert",
 }
 
 // flagError names the flag behind a Config error: the library speaks of
@@ -265,7 +290,20 @@ func runPeer(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return exitError
 	}
 	fmt.Fprintf(stdout, "peer %s\nbootstrap %s\nhttp %s\n", p.ID(), p.BootstrapAddr(), p.HTTPAddr())
-	<-ctx.Done()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+wait:
+	for {
+		select {
+		case <-ctx.Done():
+			break wait
+		case <-hup:
+			if err := p.ReloadPolicy(); err != nil {
+				cfg.Logger.Warn("SIGHUP: policy not reloaded", "err", err)
+			}
+		}
+	}
 	cfg.Logger.Info("shutting down")
 	done := make(chan error, 1)
 	go func() { done <- p.Close() }()
