@@ -73,6 +73,9 @@ type Config struct {
 	// FreeAllowance is the tokens a day this peer serves a peer that has no
 	// credit with it before it ranks last (see ledger.Accounting).
 	FreeAllowance int64
+	// AuditPrompts keeps the text of prompts and answers in the audit chain
+	// (ledger.AuditEntry), not only their hashes.
+	AuditPrompts bool
 
 	// Routing: score weights and the most experts asked in parallel.
 	Weights routing.Weights

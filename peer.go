@@ -125,6 +125,7 @@ func (p *Peer) start(ctx context.Context, cfg Config) error {
 		return &FieldError{Field: "DataDir", Err: err}
 	}
 	p.parts.Defer("accounting", acct.Close)
+	acct.AuditPrompts = cfg.AuditPrompts
 	p.ledger, acct.Credentials = acct.Ledger, mem.credentials()
 	if len(cfg.Grants) > 0 {
 		w, _ := consent.NewWallet(cfg.Grants) // Validate read them
@@ -172,7 +173,8 @@ func (p *Peer) start(ctx context.Context, cfg Config) error {
 		b = inference.NewPrioritized(b, inference.PriorityConfig{Capacity: cfg.Capacity, QueueWait: cfg.QueueWait, Aging: 5 * time.Second, Class: acct.Class})
 		p.backend = counted{Backend: b, load: &p.load}
 		sc := infer.DefaultServiceConfig()
-		sc.Logger, sc.Admit, sc.Complete = log, cfg.Serving.AdmitInfer, cfg.Serving.CompleteInfer
+		sc.Logger, sc.Admit, sc.Complete = log, cfg.Serving.AdmitInfer, acct.Served(cfg.Serving.CompleteInfer)
+		sc.KeepAnswer = cfg.AuditPrompts
 		sc.Receipts = acct.Server(p.Models)
 		svc := infer.NewService(h, p.backend, sc)
 		p.parts.Defer("infer service", svc.Close)

@@ -46,6 +46,8 @@ Usage:
   mwpeer ledger [--data-dir DIR]
                               earned, spent and balance per peer; 'mwpeer ledger help' for export and verify
   mwpeer keys add|list|rm     API keys with token budgets for the HTTP API; 'mwpeer keys help' for more
+  mwpeer audit verify|tail|export [--data-dir DIR]
+                              check, follow or export the signed audit chain; 'mwpeer audit help' for more
   mwpeer policy check FILE    check a consent policy file and print what it allows
   mwpeer grant PEERID --model M --tokens N --until DATE
                               sign a consent token that lets another peer use a model here
@@ -85,6 +87,8 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return runSwarmKey(args, stdout, stderr)
 	case "cert":
 		return runCert(args, stdout, stderr)
+	case "audit":
+		return runAudit(ctx, args, stdout, stderr)
 	case "keys":
 		return runKeys(args, stdout, stderr)
 	case "policy":
@@ -161,6 +165,7 @@ func peerFlags(fs *flag.FlagSet) func() (mwpeer.Config, error) {
 	synRate := fs.Float64("synthetic-rate", envFloat("SYNTHETIC_RATE", 0), "tokens per second of --engine synthetic; 0 is as fast as possible (MWPEER_SYNTHETIC_RATE)")
 	synTTFT := fs.Duration("synthetic-ttft", envDuration("SYNTHETIC_TTFT", 0), "delay before the first token of --engine synthetic (MWPEER_SYNTHETIC_TTFT)")
 	queueWait := fs.Duration("queue-wait", envDuration("QUEUE_WAIT", d.QueueWait), "how long a request waits for a serving slot when all --capacity are taken before it is refused as busy (MWPEER_QUEUE_WAIT)")
+	auditPrompts := fs.Bool("audit-prompts", envBool("AUDIT_PROMPTS", d.AuditPrompts), "keep prompts and answers in the audit chain, not only their hashes (MWPEER_AUDIT_PROMPTS)")
 	freeAllowance := fs.Int("free-allowance", envInt("FREE_ALLOWANCE", int(d.FreeAllowance)), "tokens a day served to a peer with no credit here before it ranks last in the queue (MWPEER_FREE_ALLOWANCE)")
 	maxK := fs.Int("max-k", envInt("MAX_K", d.MaxK), "most experts a prompt is sent to in parallel (MWPEER_MAX_K)")
 	announceMin := fs.Duration("announce-interval", envDuration("ANNOUNCE_INTERVAL", d.AnnounceMin), "shortest heartbeat between announcements; it grows with the swarm (MWPEER_ANNOUNCE_INTERVAL)")
@@ -200,6 +205,7 @@ func peerFlags(fs *flag.FlagSet) func() (mwpeer.Config, error) {
 		c.MaxK = *maxK
 		c.QueueWait = *queueWait
 		c.FreeAllowance = int64(*freeAllowance)
+		c.AuditPrompts = *auditPrompts
 		if err := member(&c); err != nil {
 			return c, err
 		}
