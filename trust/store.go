@@ -3,6 +3,7 @@ package trust
 import (
 	"cmp"
 	"fmt"
+	"log/slog"
 	"math"
 	"slices"
 	"sync"
@@ -31,9 +32,15 @@ const (
 	// Refused: the peer declined the call (busy, not consented). Not a
 	// fault: it is counted but costs nothing.
 	Refused
+	// Wrong: the peer computed wrongly: it sent rows that are not finite
+	// numbers, or a spot-check outvoted it (its answer differed from the one
+	// two other replicas agreed on). Worth WrongWeight failures, forgiven
+	// only slowly (Forgiveness), and it excludes the peer for a while
+	// (Exclusion, growing with repeat offences): see Convict.
+	Wrong
 )
 
-var kindNames = [...]string{"chosen", "success", "failure", "stalled", "bad_data", "refused"}
+var kindNames = [...]string{"chosen", "success", "failure", "stalled", "bad_data", "refused", "wrong"}
 
 func (k Kind) String() string {
 	if k < 0 || int(k) >= len(kindNames) {
@@ -53,6 +60,9 @@ type Event struct {
 	TTFT     time.Duration
 	Tokens   int
 	Duration time.Duration
+	// Detail says in words what was wrong (for Wrong and BadData); the
+	// last one shows in the peer's score's reasons.
+	Detail string
 }
 
 // Config tunes a Store. Zero fields take DefaultConfig's values.
@@ -65,18 +75,43 @@ type Config struct {
 	Cooldown time.Duration
 	// BadDataWeight is how many failures one BadData event counts as.
 	BadDataWeight float64
+	// WrongWeight is how many failures one Wrong event counts as.
+	WrongWeight float64
+	// Forgiveness is the half-life of Wrong events: a wrong answer counts
+	// half after one Forgiveness. It is slow on purpose: a failure can be
+	// bad luck, a wrong answer is not.
+	Forgiveness time.Duration
+	// Exclusion is how long a peer convicted of a wrong answer is left out
+	// of replica choice: times 4 for each earlier wrong answer still
+	// remembered (their decayed count, rounded), up to MaxExclusion.
+	Exclusion, MaxExclusion time.Duration
 	// MaxPeers bounds the peers remembered; the least recently observed is
 	// forgotten first.
 	MaxPeers int
+	// Path, if set, is the file the store is kept in across restarts: Open
+	// reads it, Save, Run and Close write it (atomically).
+	Path string
+	// SaveEvery is how often Run saves a changed store (0: one minute).
+	SaveEvery time.Duration
+	// Log hears of failed saves (nil: slog.Default).
+	Log *slog.Logger
 	// Now is the clock (time.Now when nil); tests set it.
 	Now func() time.Time
 }
 
 // DefaultConfig returns the defaults: failures halve every minute, a failed
 // peer waits 15 s (doubling per failure in a row), bad data counts as five
-// failures, 4,096 peers remembered.
+// failures; a wrong answer counts as 20 failures, halves every day and
+// excludes the peer for 10 minutes (40 after a second offence, 2 h 40 min
+// after a third, at most a day); 4,096 peers remembered, saved every minute.
+//
+// Why a day: a peer caught once is back near a clean record (Value 0.87
+// after a week of good behaviour, 0.93 after eight days), and a second
+// offence within a day or so still counts as a repeat.
 func DefaultConfig() Config {
-	return Config{HalfLife: time.Minute, Cooldown: 15 * time.Second, BadDataWeight: 5, MaxPeers: 4096}
+	return Config{HalfLife: time.Minute, Cooldown: 15 * time.Second, BadDataWeight: 5,
+		WrongWeight: 20, Forgiveness: 24 * time.Hour, Exclusion: 10 * time.Minute, MaxExclusion: 24 * time.Hour,
+		MaxPeers: 4096, SaveEvery: time.Minute}
 }
 
 // Store holds what this peer observed of every other peer. It is safe for
@@ -86,13 +121,18 @@ type Store struct {
 
 	mu    sync.Mutex
 	peers map[string]*record
+	dirty bool // changed since the last save
 }
 
 // record is one peer's history.
 type record struct {
 	failures  float64 // decayed weighted count as of failedAt
 	failedAt  time.Time
-	streak    int // failures in a row since the last success
+	streak    int       // failures in a row since the last success
+	wrongs    float64   // decayed count of Wrong events as of wrongAt
+	wrongAt   time.Time //
+	excluded  time.Time // left out of replica choice until then
+	detail    string    // the last Wrong or BadData event's Detail
 	counts    [len(kindNames)]uint64
 	perf      map[string]*perf // by model
 	lastEvent time.Time
@@ -119,8 +159,26 @@ func New(cfg Config) *Store {
 	if cfg.BadDataWeight <= 0 {
 		cfg.BadDataWeight = def.BadDataWeight
 	}
+	if cfg.WrongWeight <= 0 {
+		cfg.WrongWeight = def.WrongWeight
+	}
+	if cfg.Forgiveness <= 0 {
+		cfg.Forgiveness = def.Forgiveness
+	}
+	if cfg.Exclusion <= 0 {
+		cfg.Exclusion = def.Exclusion
+	}
+	if cfg.MaxExclusion <= 0 {
+		cfg.MaxExclusion = def.MaxExclusion
+	}
 	if cfg.MaxPeers <= 0 {
 		cfg.MaxPeers = def.MaxPeers
+	}
+	if cfg.SaveEvery <= 0 {
+		cfg.SaveEvery = def.SaveEvery
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -129,16 +187,43 @@ func New(cfg Config) *Store {
 }
 
 // Observe records ev for peer.
-func (s *Store) Observe(peer string, ev Event) {
+func (s *Store) Observe(peer string, ev Event) { s.observe(peer, ev) }
+
+// Convict records that peer answered wrongly (a Wrong event for model, with
+// detail in words) and excludes it (see Config.Exclusion). It reports
+// whether this is a new offence: false when the peer was already excluded,
+// in which case the event is counted but neither lengthens nor escalates the
+// exclusion, so one lie caught by several calls in flight at once is one
+// offence.
+func (s *Store) Convict(peer, model, detail string) bool {
+	return s.observe(peer, Event{Kind: Wrong, Model: model, Detail: detail})
+}
+
+// observe records ev; for Wrong it reports whether it was a new offence.
+func (s *Store) observe(peer string, ev Event) bool {
 	if peer == "" || ev.Kind < 0 || int(ev.Kind) >= len(kindNames) {
-		return
+		return false
 	}
 	now := s.cfg.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.dirty = true
 	r := s.get(peer, now)
 	r.counts[ev.Kind]++
+	if ev.Detail != "" && (ev.Kind == Wrong || ev.Kind == BadData) {
+		r.detail = trunc(ev.Detail, maxDetail)
+	}
 	switch ev.Kind {
+	case Wrong:
+		if now.Before(r.excluded) {
+			return false
+		}
+		prior := decay(r.wrongs, r.wrongAt, now, s.cfg.Forgiveness)
+		repeats := min(int(prior+0.5), 8)
+		r.excluded = now.Add(min(s.cfg.Exclusion<<(2*repeats), s.cfg.MaxExclusion))
+		r.wrongs, r.wrongAt = prior+1, now
+		r.streak = 0 // the exclusion replaces the backoff
+		return true
 	case Success:
 		r.streak = 0
 		if ev.Model != "" {
@@ -153,6 +238,17 @@ func (s *Store) Observe(peer string, ev Event) {
 		r.failedAt = now
 		r.streak++
 	}
+	return false
+}
+
+// maxDetail bounds a remembered Detail.
+const maxDetail = 200
+
+func trunc(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
 }
 
 func (s *Store) get(peer string, now time.Time) *record {
@@ -203,11 +299,17 @@ func (r *record) addPerf(ev Event) {
 
 // decayed is r's failure count now.
 func (s *Store) decayed(r *record, now time.Time) float64 {
-	if r.failures == 0 {
+	return decay(r.failures, r.failedAt, now, s.cfg.HalfLife)
+}
+
+// decay is n, counted at t, halved for every halfLife since, and 0 once
+// below 0.01.
+func decay(n float64, t, now time.Time, halfLife time.Duration) float64 {
+	if n == 0 {
 		return 0
 	}
-	halves := now.Sub(r.failedAt).Seconds() / s.cfg.HalfLife.Seconds()
-	f := r.failures * math.Exp2(-max(halves, 0))
+	halves := now.Sub(t).Seconds() / halfLife.Seconds()
+	f := n * math.Exp2(-max(halves, 0))
 	if f < 0.01 {
 		return 0
 	}
@@ -219,8 +321,14 @@ type Score struct {
 	// Value is in (0, 1]: 1 for a peer with a clean record (or none), lower
 	// the more it failed recently: 1 / (1 + Failures).
 	Value float64 `json:"value"`
-	// Failures is the decayed, weighted count of recent failures.
+	// Failures is the decayed, weighted count of recent failures, wrong
+	// answers included (each WrongWeight, decaying with Forgiveness).
 	Failures float64 `json:"failures"`
+	// Wrong is the decayed count of wrong answers alone.
+	Wrong float64 `json:"wrong,omitempty"`
+	// Excluded is when the peer's exclusion from replica choice ends (zero
+	// when it is not excluded).
+	Excluded time.Time `json:"excluded,omitzero"`
 	// Streak is the failures in a row since its last success.
 	Streak int `json:"streak"`
 	// Backoff is when the peer stops being tried after the others (zero when
@@ -233,6 +341,15 @@ type Score struct {
 // InBackoff reports whether the peer should be tried after the others now.
 func (sc Score) InBackoff(now time.Time) bool { return !sc.Backoff.IsZero() && now.Before(sc.Backoff) }
 
+// IsExcluded reports whether the peer, caught answering wrongly, is to be
+// left out of replica choice now.
+func (sc Score) IsExcluded(now time.Time) bool {
+	return !sc.Excluded.IsZero() && now.Before(sc.Excluded)
+}
+
+// Excluded reports whether peer is excluded now (see Convict).
+func (s *Store) Excluded(peer string) bool { return s.Score(peer).IsExcluded(s.cfg.Now()) }
+
 // Score returns peer's score now.
 func (s *Store) Score(peer string) Score {
 	now := s.cfg.Now()
@@ -242,22 +359,32 @@ func (s *Store) Score(peer string) Score {
 	if !ok {
 		return Score{Value: 1}
 	}
-	f := s.decayed(r, now)
-	sc := Score{Value: 1 / (1 + f), Failures: f, Streak: r.streak}
+	w := decay(r.wrongs, r.wrongAt, now, s.cfg.Forgiveness)
+	f := s.decayed(r, now) + s.cfg.WrongWeight*w
+	sc := Score{Value: 1 / (1 + f), Failures: f, Wrong: w, Streak: r.streak}
 	if r.streak > 0 {
 		if until := r.failedAt.Add(s.cfg.Cooldown << min(r.streak-1, 4)); now.Before(until) {
 			sc.Backoff = until
 		}
 	}
+	if now.Before(r.excluded) {
+		sc.Excluded = r.excluded
+	}
 	if f > 0 {
-		for _, k := range []Kind{Failure, Stalled, BadData} {
+		for _, k := range []Kind{Failure, Stalled, BadData, Wrong} {
 			if n := r.counts[k]; n > 0 {
 				sc.Reasons = append(sc.Reasons, fmt.Sprintf("%d %s", n, k))
 			}
 		}
+		if r.detail != "" {
+			sc.Reasons = append(sc.Reasons, "last: "+r.detail)
+		}
 	}
 	if sc.InBackoff(now) {
 		sc.Reasons = append(sc.Reasons, fmt.Sprintf("%d failures in a row", r.streak))
+	}
+	if sc.IsExcluded(now) {
+		sc.Reasons = append(sc.Reasons, "excluded until "+sc.Excluded.UTC().Format(time.RFC3339)+" for wrong answers")
 	}
 	return sc
 }
@@ -308,9 +435,10 @@ func (s *Store) Len() int {
 	return len(s.peers)
 }
 
-// Rank orders peers for trying in turn: those not in backoff first, each
-// group by cost (lower first; nil cost: by Score.Value, higher first), ties
-// in the given order. It returns a new slice.
+// Rank orders peers for trying in turn: those not in backoff first, then
+// those in backoff, then excluded ones, each group by cost (lower first; nil
+// cost: by Score.Value, higher first), ties in the given order. It returns a
+// new slice. Replica choice leaves excluded peers out altogether.
 func (s *Store) Rank(peers []string, cost func(peer string) float64) []string {
 	return RankBy(s, peers, func(p string) string { return p }, cost)
 }
@@ -320,7 +448,7 @@ func (s *Store) Rank(peers []string, cost func(peer string) float64) []string {
 func RankBy[P any](s *Store, peers []P, id func(P) string, cost func(P) float64) []P {
 	type ranked struct {
 		p    P
-		back bool
+		back int // 0 fine, 1 in backoff, 2 excluded
 		cost float64
 	}
 	now := s.cfg.Now()
@@ -331,14 +459,18 @@ func RankBy[P any](s *Store, peers []P, id func(P) string, cost func(P) float64)
 		if cost != nil {
 			c = cost(p)
 		}
-		rs[i] = ranked{p, sc.InBackoff(now), c}
+		back := 0
+		switch {
+		case sc.IsExcluded(now):
+			back = 2
+		case sc.InBackoff(now):
+			back = 1
+		}
+		rs[i] = ranked{p, back, c}
 	}
 	slices.SortStableFunc(rs, func(a, b ranked) int {
 		if a.back != b.back {
-			if a.back {
-				return 1
-			}
-			return -1
+			return cmp.Compare(a.back, b.back)
 		}
 		return cmp.Compare(a.cost, b.cost)
 	})

@@ -124,3 +124,77 @@ func TestStoreIsBounded(t *testing.T) {
 		t.Fatalf("the least recently observed peer should be forgotten: %+v", sc)
 	}
 }
+
+func TestConvictionExcludesAndExpires(t *testing.T) {
+	c := &clock{t: time.Unix(1000, 0)}
+	s := newStore(c, Config{Exclusion: 10 * time.Minute})
+	if !s.Convict("liar", "m", "layer 1 expert 2: NaN in row 0") {
+		t.Fatal("a first conviction is a new offence")
+	}
+	sc := s.Score("liar")
+	if !sc.IsExcluded(c.now()) || !s.Excluded("liar") || sc.Wrong != 1 || sc.Failures != 20 {
+		t.Fatalf("after a conviction: %+v", sc)
+	}
+	if !slices.Contains(sc.Reasons, "1 wrong") || !slices.Contains(sc.Reasons, "last: layer 1 expert 2: NaN in row 0") {
+		t.Fatalf("reasons %q", sc.Reasons)
+	}
+	// Calls in flight caught at the same moment are the same offence.
+	if s.Convict("liar", "m", "again") {
+		t.Fatal("a conviction while excluded is a new offence")
+	}
+	if got := s.Score("liar").Excluded; !got.Equal(c.now().Add(10 * time.Minute)) {
+		t.Fatalf("exclusion lengthened to %v", got)
+	}
+	c.add(10*time.Minute + time.Second)
+	if s.Excluded("liar") {
+		t.Fatal("still excluded after the exclusion")
+	}
+	// A second offence while the first is remembered: four times as long.
+	if !s.Convict("liar", "m", "outvoted") {
+		t.Fatal("a conviction after the exclusion is a new offence")
+	}
+	if got, want := s.Score("liar").Excluded.Sub(c.now()), 40*time.Minute; got != want {
+		t.Fatalf("second exclusion %v, want %v", got, want)
+	}
+	c.add(41 * time.Minute)
+	s.Convict("liar", "m", "outvoted")
+	if got, want := s.Score("liar").Excluded.Sub(c.now()), 160*time.Minute; got != want {
+		t.Fatalf("third exclusion %v, want %v", got, want)
+	}
+}
+
+func TestExclusionIsCappedAndForgiven(t *testing.T) {
+	c := &clock{t: time.Unix(1000, 0)}
+	s := newStore(c, Config{Exclusion: 10 * time.Minute, MaxExclusion: time.Hour, Forgiveness: 24 * time.Hour})
+	for range 5 {
+		s.Convict("liar", "m", "")
+		c.add(2 * time.Hour)
+	}
+	if got := s.Score("liar").Excluded; !got.IsZero() {
+		t.Fatalf("excluded until %v after the capped exclusions", got)
+	}
+	s.Convict("liar", "m", "")
+	if got := s.Score("liar").Excluded.Sub(c.now()); got != time.Hour {
+		t.Fatalf("exclusion %v, want the cap", got)
+	}
+	// Forgiveness: the weight halves every day, so after a week the peer
+	// is near a clean record and a new offence is a first one again.
+	c.add(7 * 24 * time.Hour)
+	if sc := s.Score("liar"); sc.Value < 0.5 || sc.Wrong > 0.1 {
+		t.Fatalf("a week later: %+v", sc)
+	}
+	s.Convict("liar", "m", "")
+	if got := s.Score("liar").Excluded.Sub(c.now()); got != 10*time.Minute {
+		t.Fatalf("exclusion after a week of good behaviour %v, want the first one's", got)
+	}
+}
+
+func TestRankPutsExcludedPeersAfterBackoff(t *testing.T) {
+	s := New(Config{})
+	s.Observe("flaky", Event{Kind: Failure})
+	s.Convict("liar", "m", "")
+	got := s.Rank([]string{"liar", "flaky", "fine"}, func(string) float64 { return 0 })
+	if want := []string{"fine", "flaky", "liar"}; !slices.Equal(got, want) {
+		t.Fatalf("rank %v, want %v", got, want)
+	}
+}
