@@ -101,7 +101,7 @@ func runAuditVerify(ctx context.Context, args []string, stdout, stderr io.Writer
 			fmt.Fprintf(stdout, "ok: the audit chain is empty (%s)\n", took)
 			return exitOK
 		}
-		fmt.Fprintf(stdout, "ok: %d entries (%d-%d), %d signed checkpoints, head at %d, signed by %s (%s)\n",
+		fmt.Fprintf(stdout, "ok: %d entries (%d-%d), signed checkpoints: %d, head at %d, signed by %s (%s)\n",
 			rep.Entries, rep.First, rep.Last, rep.Checkpoints, rep.HeadSeq, rep.Signer, took)
 		return exitOK
 	}
