@@ -42,6 +42,11 @@ func (e *RemoteError) Unwrap() error {
 	return nil
 }
 
+// ErrNotFinite is wrapped when a host answered with rows holding a NaN or
+// an infinity: no expert of a working model computes those, so the host is
+// computing wrongly (or lying). The stream is dropped.
+var ErrNotFinite = errors.New("expert answer is not finite")
+
 // conn is an expert-call stream with its buffers.
 type conn struct {
 	str  network.Stream
@@ -130,7 +135,10 @@ func (c *Client) put(p peer.ID, cn *conn) {
 
 // Call asks p for expert (layer, expert) of model on the rows in, into out
 // (rows of the same length). ctx bounds the call; a stream taken from the
-// pool that turns out dead is replaced once.
+// pool that turns out dead is replaced once. The answer is read into out
+// exactly: rows × row length values of the request, never more; an answer
+// holding a NaN or an infinity fails with ErrNotFinite (out is then
+// garbage).
 func (c *Client) Call(ctx context.Context, p peer.ID, model ModelKey, layer, expert int, in, out [][]float32) error {
 	if len(in) != len(out) || len(in) == 0 {
 		return fmt.Errorf("%d rows in, %d out", len(in), len(out))
@@ -222,10 +230,27 @@ func (c *Client) call(ctx context.Context, cn *conn, h header, in, out [][]float
 		return err
 	}
 	c.BytesIn.Add(uint64(h.payload()))
+	if err := finite(out); err != nil {
+		return err
+	}
 	c.Calls.Add(1)
 	if c.Meter != nil {
 		c.Meter.Add(cn.str.Conn().RemotePeer(), h.model.String(), h.work())
 	}
 	cn.str.SetDeadline(time.Time{})
+	return nil
+}
+
+// finite fails with ErrNotFinite, naming the first offending value, when a
+// row holds a NaN or an infinity.
+func finite(rows [][]float32) error {
+	for i, r := range rows {
+		for j, v := range r {
+			// v-v is 0 for every finite v, NaN for NaN and ±Inf.
+			if v-v != 0 {
+				return fmt.Errorf("%w: row %d value %d is %v", ErrNotFinite, i, j, v)
+			}
+		}
+	}
 	return nil
 }

@@ -1,9 +1,11 @@
 // Package expert is the /mwpeer/expert/1.0.0 protocol: it carries the rows a
 // forward pass routed to one expert of a Mixture-of-Experts model to a peer
 // hosting that expert and brings the expert's output back. Server answers
-// expert calls for the experts this peer hosts; Client keeps a few reusable
-// streams per remote peer and makes one call per stream at a time. Which
-// host to ask, and failing over to another, is package moe's business.
+// expert calls for the experts this peer hosts (each computed by an Engine,
+// the engine's *llama.Expert); Client keeps a few reusable streams per
+// remote peer and makes one call per stream at a time. Which host to ask,
+// failing over to another and checking one host's answer against another's
+// are package moe's business.
 //
 // The wire format of /mwpeer/expert/1.0.0 (ID) is binary. A stream carries
 // calls one after the other:
@@ -15,7 +17,10 @@
 // The header is 52 bytes: the magic "mwx1", the model (its 32-byte ID, a
 // ModelKey), then layer, expert, row count and row length as uint32 LE.
 // Both sides cap sizes (MaxRows, MaxDim, MaxPayload, a 1 KiB message), and
-// every call has a deadline. After a busy or failed answer the stream stays
+// every call has a deadline. The client reads an answer into the rows the
+// request had, exactly rows × dim values, and rejects one holding a NaN or
+// an infinity (ErrNotFinite: the stream is dropped and the call is neither
+// counted nor metered). After a busy or failed answer the stream stays
 // in step and carries the next call; after refusing a call (not hosted, bad
 // request) the server closes it. A RemoteError (a status other than
 // StatusOK) unwraps to inference.ErrBusy for busy and to

@@ -48,6 +48,15 @@ type Call struct {
 	Rows          int
 }
 
+// Engine computes one expert: *llama.Expert is the real one. Apply sets
+// out[i] = expert(in[i]) for every row, each row of Embedding values.
+type Engine interface {
+	Apply(in, out [][]float32) error
+	Embedding() int
+}
+
+var _ Engine = (*llama.Expert)(nil)
+
 // key names one hosted expert.
 type key struct {
 	model         ModelKey
@@ -62,7 +71,7 @@ type Server struct {
 	slots chan struct{}
 
 	mu      sync.RWMutex
-	experts map[key]*llama.Expert
+	experts map[key]Engine
 
 	ctx    context.Context // ends when the Server closes
 	cancel context.CancelFunc
@@ -89,21 +98,21 @@ func NewServer(h host.Host, cfg ServerConfig) *Server {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{h: h, cfg: cfg, slots: make(chan struct{}, cfg.Concurrency),
-		experts: make(map[key]*llama.Expert), Meter: tally.NewMeter(0)}
+		experts: make(map[key]Engine), Meter: tally.NewMeter(0)}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	h.SetStreamHandler(ID, s.handle)
 	return s
 }
 
-// Add hosts expert (layer, e) of model.
-func (s *Server) Add(model ModelKey, layer, e int, x *llama.Expert) {
+// Add hosts expert (layer, e) of model, computed by x.
+func (s *Server) Add(model ModelKey, layer, e int, x Engine) {
 	s.mu.Lock()
 	s.experts[key{model, layer, e}] = x
 	s.mu.Unlock()
 }
 
 // Get returns a hosted expert, or nil.
-func (s *Server) Get(model ModelKey, layer, e int) *llama.Expert {
+func (s *Server) Get(model ModelKey, layer, e int) Engine {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	return s.experts[key{model, layer, e}]
@@ -241,7 +250,7 @@ func (s *Server) handle(str network.Stream) {
 }
 
 // compute runs one call if a slot is free.
-func (s *Server) compute(x *llama.Expert, h header, in, out [][]float32) (byte, string) {
+func (s *Server) compute(x Engine, h header, in, out [][]float32) (byte, string) {
 	select {
 	case s.slots <- struct{}{}:
 	default:
