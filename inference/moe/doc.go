@@ -12,6 +12,15 @@
 // ErrNoHost, never with a wrong answer. LoadDense and LoadExpert build the
 // engine's model and experts from the shards a shard.Store verified.
 //
+// Answers are checked. One holding a NaN or an infinity is rejected (the
+// call fails over) and its host convicted. A share Verify of remote calls
+// (DefaultVerify, 2%) goes to two replicas at once and their answers must
+// agree bit for bit, since the engine's kernels are deterministic; on a
+// disagreement more replicas are asked until two agree, that answer is
+// used, and the host outvoted is convicted. A convicted host is excluded
+// from replica choice by the trust store (trust.Store.Convict) and reported
+// to OnBadHost once per offence.
+//
 // The runner pays for its remote calls: when a generation ends (and every
 // FlushEvery of a long one) Settle proposes to each host a signed tally of
 // the calls it answered since the last settlement (package tally), holding

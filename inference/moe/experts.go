@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -47,6 +50,15 @@ type Experts struct {
 	// Payer settles this model's calls with each host (Settle). Nil: they
 	// are counted in Client.Meter and never settled.
 	Payer *tally.Payer
+	// Verify is the share of remote calls that are spot-checked (0: none;
+	// the swarm's default is DefaultVerify): see checked.
+	Verify float64
+	// OnBadHost, if set, hears of each host caught answering wrongly, once
+	// per offence (trust.Store.Convict), with the reason in words. The
+	// audit chain plugs in here.
+	OnBadHost func(host peer.ID, model, reason string)
+	// Log hears of hosts caught answering wrongly (nil: slog.Default).
+	Log *slog.Logger
 
 	mu       sync.Mutex
 	inflight map[peer.ID]int
@@ -55,6 +67,10 @@ type Experts struct {
 
 	// LocalCalls, RemoteCalls and Failovers count Apply's work.
 	LocalCalls, RemoteCalls, Failovers atomic.Uint64
+	// Checks counts spot-checks made (two replicas answered and were
+	// compared), Caught the hosts convicted of a wrong answer (outvoted or
+	// not finite), Undecided the spot-checks where no two replicas agreed.
+	Checks, Caught, Undecided atomic.Uint64
 }
 
 var _ llama.Experts = (*Experts)(nil)
@@ -65,7 +81,9 @@ var _ llama.Experts = (*Experts)(nil)
 // it is that much farther.
 const pausedCost = time.Second
 
-// Apply runs expert (layer, expert) on in, into out.
+// Apply runs expert (layer, expert) on in, into out. A share Verify of the
+// remote calls is spot-checked (checked); the others go to the first host
+// in replica order, failing over to the next.
 func (x *Experts) Apply(ctx context.Context, layer, expert int, in, out [][]float32) error {
 	if x.Local != nil {
 		if e := x.Local.Get(x.Model, layer, expert); e != nil {
@@ -74,46 +92,77 @@ func (x *Experts) Apply(ctx context.Context, layer, expert int, in, out [][]floa
 		}
 	}
 	var hosts []peer.ID
+	excluded := 0
 	if x.Hosts != nil {
-		hosts = x.order(x.Hosts(layer, expert))
+		all := x.Hosts(layer, expert)
+		hosts = x.order(all)
+		excluded = len(all) - len(hosts)
 	}
 	if len(hosts) == 0 {
+		if excluded > 0 {
+			return fmt.Errorf("%w (layer %d expert %d: its %d hosts are excluded for wrong answers)", ErrNoHost, layer, expert, excluded)
+		}
 		return fmt.Errorf("%w (layer %d expert %d: no peer hosts it)", ErrNoHost, layer, expert)
 	}
-	timeout := x.CallTimeout
-	if timeout <= 0 {
-		timeout = 5 * time.Second
+	if len(hosts) >= 2 && x.Verify > 0 && rand.Float64() < x.Verify {
+		return x.checked(ctx, layer, expert, hosts, in, out)
 	}
-	var errs []error
-	for i, p := range hosts {
-		if i > 0 {
+	return x.first(ctx, layer, expert, hosts, in, out, nil)
+}
+
+// first asks hosts in turn until one answers; errs are the failures met
+// before.
+func (x *Experts) first(ctx context.Context, layer, expert int, hosts []peer.ID, in, out [][]float32, errs []error) error {
+	for _, p := range hosts {
+		if len(errs) > 0 {
 			x.Failovers.Add(1)
 		}
-		if err := x.begin(ctx, p); err != nil {
-			return err
-		}
-		cctx, cancel := context.WithTimeout(ctx, timeout)
-		err := x.Client.Call(cctx, p, x.Model, layer, expert, in, out)
-		cancel()
+		err := x.call(ctx, p, layer, expert, in, out)
 		if ctx.Err() != nil { // the caller gave up: not the host's fault
-			x.end(p)
 			return ctx.Err()
 		}
-		x.end(p)
-		x.record(p, err)
 		if err == nil {
-			x.RemoteCalls.Add(1)
 			return nil
 		}
 		errs = append(errs, fmt.Errorf("%s: %w", p.ShortString(), err))
 	}
-	return fmt.Errorf("%w (layer %d expert %d: %d hosts failed: %w)", ErrNoHost, layer, expert, len(hosts), errors.Join(errs...))
+	return fmt.Errorf("%w (layer %d expert %d: %d hosts failed: %w)", ErrNoHost, layer, expert, len(errs), errors.Join(errs...))
+}
+
+// call makes one call to p and records its outcome (not when ctx ended).
+func (x *Experts) call(ctx context.Context, p peer.ID, layer, e int, in, out [][]float32) error {
+	timeout := x.CallTimeout
+	if timeout <= 0 {
+		timeout = 5 * time.Second
+	}
+	if err := x.begin(ctx, p); err != nil {
+		return err
+	}
+	cctx, cancel := context.WithTimeout(ctx, timeout)
+	err := x.Client.Call(cctx, p, x.Model, layer, e, in, out)
+	cancel()
+	x.end(p)
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if errors.Is(err, expert.ErrNotFinite) {
+		x.convict(p, layer, e, err.Error())
+		return err
+	}
+	x.record(p, err)
+	if err == nil {
+		x.RemoteCalls.Add(1)
+	}
+	return err
 }
 
 // order sorts hosts: those not in backoff in the trust store first, then by
 // RTT weighed by calls in flight; unknown RTTs count as 50 ms, and a host
-// this model is settling with counts pausedCost more.
+// this model is settling with counts pausedCost more. Hosts the trust store
+// excludes (caught answering wrongly) are left out.
 func (x *Experts) order(hosts []peer.ID) []peer.ID {
+	st := x.trust()
+	hosts = slices.DeleteFunc(slices.Clone(hosts), func(p peer.ID) bool { return st.Excluded(p.String()) })
 	x.mu.Lock()
 	cost := make(map[peer.ID]float64, len(hosts))
 	for _, p := range hosts {
@@ -129,7 +178,7 @@ func (x *Experts) order(hosts []peer.ID) []peer.ID {
 		}
 	}
 	x.mu.Unlock()
-	return trust.RankBy(x.trust(), hosts, peer.ID.String, func(p peer.ID) float64 { return cost[p] })
+	return trust.RankBy(st, hosts, peer.ID.String, func(p peer.ID) float64 { return cost[p] })
 }
 
 func (x *Experts) trust() *trust.Store {
