@@ -65,6 +65,12 @@ type Config struct {
 	AdmitShard func(caller peer.ID) error
 	// Prepare applies the relay policy to expert calls (see expert.Client).
 	Prepare func(ctx context.Context, p peer.ID) (context.Context, error)
+	// VerifyExperts is the share of remote expert calls spot-checked on a
+	// second replica (0: none; see moe.Experts.Verify and moe.DefaultVerify).
+	VerifyExperts float64
+	// OnBadHost, if set, hears of each expert host caught answering wrongly,
+	// once per offence (see moe.Experts.OnBadHost).
+	OnBadHost func(host peer.ID, model, reason string)
 	// Changed is called when what this peer holds changed (after a fetch),
 	// so the peer re-reads its models and re-announces.
 	Changed func(ctx context.Context)
@@ -300,6 +306,9 @@ func (s *Sharding) loadLocked(m *shard.Manifest) error {
 
 				FeedForward: m.Shape.FeedForward,
 				Payer:       s.payer,
+				Verify:      s.cfg.VerifyExperts,
+				OnBadHost:   s.cfg.OnBadHost,
+				Log:         s.log,
 			}
 			b := shardedBackend{llama.NewModelBackend(model, llama.BackendOptions{
 				Name: m.Name, Capacity: max(1, s.cfg.Capacity), QueueWait: 5 * time.Second, Experts: x,
@@ -626,6 +635,7 @@ type LocalModel struct {
 	Announced                          bool                 // Summary is in this peer's announcements
 	Fetch                              string               // fetch progress or error
 	LocalCalls, RemoteCalls, Failovers uint64               // the model's expert calls (when Dense)
+	Checks, Caught                     uint64               // spot-checks made, hosts caught answering wrongly
 }
 
 // Local is this peer's share of every sharded model it holds some of.
@@ -644,6 +654,7 @@ func (s *Sharding) Local() []LocalModel {
 		lm.Summary, lm.Announced = announced[id]
 		if x := sm.experts; x != nil {
 			lm.LocalCalls, lm.RemoteCalls, lm.Failovers = x.LocalCalls.Load(), x.RemoteCalls.Load(), x.Failovers.Load()
+			lm.Checks, lm.Caught = x.Checks.Load(), x.Caught.Load()
 		}
 		out = append(out, lm)
 	}
