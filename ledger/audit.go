@@ -871,7 +871,11 @@ func scanEntry(rows *sql.Rows) (AuditEntry, error) {
 // AuditEntries calls fn with every entry after seq, in order, until fn
 // returns an error (which it returns).
 func (l *Ledger) AuditEntries(ctx context.Context, after int64, fn func(AuditEntry) error) error {
-	rows, err := l.r.QueryContext(ctx, "SELECT "+auditColumns+" FROM audit WHERE seq > ? ORDER BY seq", after)
+	return auditEntries(ctx, l.r, after, fn)
+}
+
+func auditEntries(ctx context.Context, q querier, after int64, fn func(AuditEntry) error) error {
+	rows, err := q.QueryContext(ctx, "SELECT "+auditColumns+" FROM audit WHERE seq > ? ORDER BY seq", after)
 	if err != nil {
 		return fmt.Errorf("audit: %w", err)
 	}
@@ -940,14 +944,19 @@ func hexOrEmpty(h receipt.Hash) string {
 
 func rfc(ms int64) string { return time.UnixMilli(ms).UTC().Format(time.RFC3339Nano) }
 
-// WriteAudit writes the chain as JSON lines: every entry in order, then
-// every checkpoint, then the head; hashes and signatures in hex. A
-// checkpoint or head kept from it pins the chain: a later chain must hold
-// the same hash at its seq.
+// WriteAudit writes the chain as of one moment as JSON lines: every entry
+// in order, then every checkpoint, then the head; hashes and signatures in
+// hex. A checkpoint or head kept from it pins the chain: a later chain must
+// hold the same hash at its seq.
 func (l *Ledger) WriteAudit(ctx context.Context, w io.Writer) error {
+	tx, err := l.r.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return fmt.Errorf("audit: %w", err)
+	}
+	defer tx.Rollback()
 	enc := json.NewEncoder(w)
 	enc.SetEscapeHTML(false)
-	err := l.AuditEntries(ctx, 0, func(e AuditEntry) error {
+	err = auditEntries(ctx, tx, 0, func(e AuditEntry) error {
 		x := exported{Type: "entry", Seq: e.Seq, Time: rfc(e.Time.UnixMilli()), Kind: e.Kind, Model: e.Model, Tokens: &e.Tokens,
 			Outcome: e.Outcome, Request: hexOrEmpty(e.RequestHash), Answer: hexOrEmpty(e.AnswerHash),
 			Prev: hex.EncodeToString(e.Prev[:]), Hash: hex.EncodeToString(e.Hash[:])}
@@ -965,7 +974,7 @@ func (l *Ledger) WriteAudit(ctx context.Context, w io.Writer) error {
 	if err != nil {
 		return err
 	}
-	rows, err := l.r.QueryContext(ctx, "SELECT seq, time, hash, prev, signer, sig FROM audit_checkpoints ORDER BY seq")
+	rows, err := tx.QueryContext(ctx, "SELECT seq, time, hash, prev, signer, sig FROM audit_checkpoints ORDER BY seq")
 	if err != nil {
 		return fmt.Errorf("audit: %w", err)
 	}
@@ -984,7 +993,7 @@ func (l *Ledger) WriteAudit(ctx context.Context, w io.Writer) error {
 		return fmt.Errorf("audit: %w", err)
 	}
 	var h headRow
-	err = l.r.QueryRowContext(ctx, "SELECT seq, time, hash, cp, signer, sig FROM audit_head WHERE id = 1").
+	err = tx.QueryRowContext(ctx, "SELECT seq, time, hash, cp, signer, sig FROM audit_head WHERE id = 1").
 		Scan(&h.seq, &h.time, &h.hash, &h.cp, &h.signer, &h.sig)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
