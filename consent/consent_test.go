@@ -419,3 +419,13 @@ func BenchmarkAdmitInfer(b *testing.B) {
 }
 
 func b64(s string) string { return base64.RawURLEncoding.EncodeToString([]byte(s)) }
+
+func TestCodeOfRefusals(t *testing.T) {
+	for err, want := range map[error]string{
+		quotaErr("x"): "quota_exceeded", consentErr("y"): "consent_refused", errors.New("z"): "refused",
+	} {
+		if got := Code(err); got != want {
+			t.Errorf("Code(%v) = %s, want %s", err, got, want)
+		}
+	}
+}

@@ -3,6 +3,7 @@ package consent
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math"
@@ -104,6 +105,21 @@ func New(p *Policy, cfg Config) (*Enforcer, error) {
 		}
 	}
 	return e, nil
+}
+
+// OnRefused sets Config.Refused. Call it before the Enforcer is used.
+func (e *Enforcer) OnRefused(fn func(caller peer.ID, what, model string, err error)) { e.cfg.Refused = fn }
+
+// Code is the wire code of a refusal: consent_refused or quota_exceeded
+// (refused for any other error).
+func Code(err error) string {
+	switch {
+	case errors.Is(err, inference.ErrQuotaExceeded):
+		return "quota_exceeded"
+	case errors.Is(err, inference.ErrConsentRefused):
+		return "consent_refused"
+	}
+	return "refused"
 }
 
 // Policy is the policy in force.
