@@ -60,6 +60,9 @@ type Config struct {
 	// without the same key cannot connect. It runs over TCP only, so QUIC
 	// listen and announce addresses are dropped.
 	PSK pnet.PSK
+	// Limits bound the inbound streams of the protocols' services, in all
+	// and per peer, in the resource manager (see ServiceLimit).
+	Limits []ServiceLimit
 }
 
 // Host is a running libp2p host with its DHT and GossipSub router.
@@ -71,6 +74,7 @@ type Host struct {
 
 	cfg    Config
 	log    *slog.Logger
+	scores *scores
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
@@ -127,8 +131,13 @@ func New(cfg Config) (*Host, error) {
 		logPrivate(cfg.Logger, dropped+d)
 		transports = libp2p.ChainOptions(libp2p.Transport(tcp.NewTCPTransport), libp2p.PrivateNetwork(cfg.PSK))
 	}
+	rm, err := resourceManager(cfg.Limits)
+	if err != nil {
+		return nil, err
+	}
 	bw := metrics.NewBandwidthCounter()
 	opts := []libp2p.Option{
+		libp2p.ResourceManager(rm),
 		libp2p.Identity(cfg.Identity),
 		libp2p.ListenAddrs(cfg.ListenAddrs...),
 		transports,
@@ -186,8 +195,13 @@ func New(cfg Config) (*Host, error) {
 	gp := pubsub.DefaultGossipSubParams()
 	gp.D, gp.Dlo, gp.Dhi, gp.Dout, gp.Dlazy = 4, 3, 8, 1, 4
 	gp.IDontWantMessageThreshold = 512 // our full announcements are 1-3 KiB
+	sc := &scores{}
+	sc.register(cfg.Registerer)
 	gossipOpts := append([]pubsub.Option{
 		pubsub.WithGossipSubParams(gp),
+		// Peer scoring: see score.go. The inspector must come after it.
+		pubsub.WithPeerScore(ScoreParams(), ScoreThresholds()),
+		pubsub.WithPeerScoreInspect(pubsub.PeerScoreInspectFn(sc.inspect), ScoreInspectPeriod),
 		// A busy peer (a bootstrap peer hears everyone) must queue bursts
 		// rather than drop them: the defaults are 32 each.
 		pubsub.WithValidateQueueSize(256),
@@ -209,6 +223,7 @@ func New(cfg Config) (*Host, error) {
 		DHT:          kad,
 		PubSub:       ps,
 		Bandwidth:    bw,
+		scores:       sc,
 		cfg:          cfg,
 		log:          cfg.Logger,
 		cancel:       cancel,
