@@ -1,9 +1,15 @@
 package experts
 
 import (
+	"errors"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
+
+	ma "github.com/multiformats/go-multiaddr"
+
+	"github.com/mwpeer/mwpeer/p2p"
 )
 
 // Entry is one peer in the catalog: its latest announcement, the signed
@@ -16,6 +22,9 @@ type Entry struct {
 	Outdated     bool      // a beat named a newer full than this one, which was missed
 	Seen         time.Time // local time the latest full or beat arrived
 	Expires      time.Time
+	// Prefix is the network prefix the entry counts under (see prefixOf):
+	// where its author was connected from, else where it says it is.
+	Prefix string
 }
 
 // Serves reports whether the entry serves model (or any model when model is "").
@@ -45,19 +54,50 @@ type Change struct {
 	Reason  string // "joined", "updated", "left", "expired", "evicted"
 }
 
-// DefaultMaxEntries bounds the catalog. Past it, the peer heard from least
-// recently is dropped; the DHT still finds peers beyond the catalog.
-const DefaultMaxEntries = 10000
+// Bounds of the catalog, the one piece of state a stranger can make every
+// peer keep by announcing itself. Keys cost nothing, so none of these counts
+// identities: they count what is harder to fake.
+const (
+	// DefaultMaxEntries bounds the catalog; past it the DHT finds the rest.
+	DefaultMaxEntries = 10000
+	// DefaultPrefixCap bounds the entries one network prefix (a /24 of
+	// IPv4, a /48 of IPv6, or a relay's, see p2p.Prefix) may hold in the
+	// catalog, not counting kept ones (connected or measured, see
+	// SetKeep). 64 is more than the peers one rack or office runs, and
+	// makes a flood from one range fill at most 64 of 10,000 entries: to
+	// fill the catalog an attacker must announce from 157 ranges, where a
+	// flood of fresh keys from one address costs it nothing.
+	DefaultPrefixCap = 64
+	// MaxTombstones bounds the peers remembered as gone (see Apply). A
+	// tombstone only guards against an older announcement relayed after a
+	// leave; when full, the one expiring soonest makes room, and a leave of
+	// a peer the catalog never held leaves none.
+	MaxTombstones = 4096
+)
 
 // Catalog is the swarm as this peer sees it. It is safe for concurrent use.
+//
+// Whom it keeps: a peer this one is connected to or has measured (SetKeep)
+// is never evicted, nor refused, to make room for one it only heard of.
+// Among the rest, at most the prefix cap share one network prefix, and when
+// the catalog is full the least recently heard entry of the most crowded
+// prefix goes first, so a flood of identities from few places evicts
+// itself before anyone else.
 type Catalog struct {
 	self string
 	max  int
 
 	mu         sync.RWMutex
 	entries    map[string]*Entry
-	tombstones map[string]tombstone // peers that left, so an older announcement relayed later cannot revive them
+	prefixes   map[string]map[string]struct{} // prefix -> peers counted under it
+	tombstones map[string]tombstone           // peers that left, so an older announcement relayed later cannot revive them
 	watchers   []func(Change)
+	prefixCap  int
+	keep       func(id string) bool
+	remote     func(id string) ma.Multiaddr
+
+	refusedPrefix atomic.Uint64
+	refusedFull   atomic.Uint64
 }
 
 type tombstone struct {
@@ -70,7 +110,149 @@ func NewCatalog(self string, maxEntries int) *Catalog {
 	if maxEntries <= 0 {
 		maxEntries = DefaultMaxEntries
 	}
-	return &Catalog{self: self, max: maxEntries, entries: make(map[string]*Entry), tombstones: make(map[string]tombstone)}
+	return &Catalog{self: self, max: maxEntries, prefixCap: DefaultPrefixCap, entries: make(map[string]*Entry),
+		prefixes: make(map[string]map[string]struct{}), tombstones: make(map[string]tombstone)}
+}
+
+// SetKeep tells the catalog which peers this one vouches for: connected to
+// or measured (a ping answered). Such a peer is never evicted nor refused for
+// one that is not, and does not count against its prefix's cap. keep runs
+// under the catalog's lock and must not call the catalog.
+func (c *Catalog) SetKeep(keep func(id string) bool) {
+	c.mu.Lock()
+	c.keep = keep
+	c.mu.Unlock()
+}
+
+// SetRemote tells the catalog how to find the remote address of a direct
+// connection to a peer (nil when there is none). The prefix of that address,
+// which the peer cannot lie about, counts before the addresses it announces.
+// remote runs under the catalog's lock and must not call the catalog.
+func (c *Catalog) SetRemote(remote func(id string) ma.Multiaddr) {
+	c.mu.Lock()
+	c.remote = remote
+	c.mu.Unlock()
+}
+
+// SetPrefixCap sets how many entries that are not kept one network prefix
+// may hold (n <= 0: DefaultPrefixCap). Entries already held stay.
+func (c *Catalog) SetPrefixCap(n int) {
+	if n <= 0 {
+		n = DefaultPrefixCap
+	}
+	c.mu.Lock()
+	c.prefixCap = n
+	c.mu.Unlock()
+}
+
+// Refused counts full announcements of peers the catalog did not take: their
+// prefix was at its cap, or the catalog was full of entries it keeps.
+func (c *Catalog) Refused() (prefixFull, catalogFull uint64) {
+	return c.refusedPrefix.Load(), c.refusedFull.Load()
+}
+
+// errPrefixFull is Admits' answer for a peer whose prefix is at its cap.
+var errPrefixFull = errors.New("its network prefix holds its share of the catalog")
+
+// Admits reports whether a full announcement of a would enter the catalog,
+// without changing it, so gossip need not forward what no catalog takes.
+// Announcements of peers the catalog holds (updates, beats, leaves) are
+// always admitted.
+func (c *Catalog) Admits(a *Announcement) error {
+	if a.Beat || a.Leave || a.Peer == c.self {
+		return nil
+	}
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	if _, had := c.entries[a.Peer]; had {
+		return nil
+	}
+	return c.admitsLocked(a.Peer, c.prefixOf(a))
+}
+
+func (c *Catalog) admitsLocked(id, prefix string) error {
+	if c.kept(id) {
+		return nil
+	}
+	n := 0
+	for other := range c.prefixes[prefix] {
+		if !c.kept(other) {
+			if n++; n >= c.prefixCap {
+				return errPrefixFull
+			}
+		}
+	}
+	return nil
+}
+
+func (c *Catalog) kept(id string) bool { return c.keep != nil && c.keep(id) }
+
+// prefixOf is the network prefix a's author counts under: that of a direct
+// connection to it, which it cannot fake; else that of the first public
+// address it announces, else the first relayed one (by the relay's prefix),
+// else the first on a local range (a LAN, or loopback in tests), else "none"
+// (an announcement without a usable address shares one prefix with all such).
+// Call with c.mu held.
+func (c *Catalog) prefixOf(a *Announcement) string {
+	if c.remote != nil {
+		if addr := c.remote(a.Peer); addr != nil {
+			if p := p2p.Prefix(addr); p != "" {
+				return p
+			}
+		}
+	}
+	var relayed, local string
+	for _, s := range a.Addrs {
+		addr, err := ma.NewMultiaddr(s)
+		if err != nil {
+			continue
+		}
+		p := p2p.Prefix(addr)
+		switch {
+		case p == "":
+		case p2p.IsRelayed(addr):
+			if relayed == "" {
+				relayed = p
+			}
+		case p2p.IsLocal(addr):
+			if local == "" {
+				local = p
+			}
+		default:
+			return p
+		}
+	}
+	switch {
+	case relayed != "":
+		return relayed
+	case local != "":
+		return local
+	}
+	return "none"
+}
+
+func (c *Catalog) addLocked(e *Entry) {
+	set := c.prefixes[e.Prefix]
+	if set == nil {
+		set = make(map[string]struct{})
+		c.prefixes[e.Prefix] = set
+	}
+	set[e.Peer] = struct{}{}
+	c.entries[e.Peer] = e
+}
+
+func (c *Catalog) deleteLocked(id string) {
+	e, ok := c.entries[id]
+	if !ok {
+		return
+	}
+	delete(c.entries, id)
+	if set := c.prefixes[e.Prefix]; set != nil {
+		delete(set, id)
+		if len(set) == 0 {
+			delete(c.prefixes, e.Prefix)
+		}
+	}
 }
 
 // Watch registers fn to be called after each change, outside the catalog's
@@ -128,8 +310,8 @@ func (c *Catalog) Apply(a *Announcement, envelope []byte, now time.Time) bool {
 			c.mu.Unlock()
 			return false
 		}
-		delete(c.entries, a.Peer)
-		c.tombstones[a.Peer] = tombstone{seq: a.Seq, expires: now.Add(a.TTL())}
+		c.deleteLocked(a.Peer)
+		c.tombLocked(a.Peer, a.Seq, now.Add(a.TTL()), had)
 		if had {
 			changes = append(changes, Change{Peer: a.Peer, Removed: true, Reason: "left"})
 		}
@@ -142,18 +324,35 @@ func (c *Catalog) Apply(a *Announcement, envelope []byte, now time.Time) bool {
 			if old.Seen.After(e.Seen) {
 				e.Seen, e.Expires = old.Seen, old.Expires
 			}
+			e.Prefix = old.Prefix // counted where it first came from
+		} else {
+			e.Prefix = c.prefixOf(a)
+			if c.admitsLocked(a.Peer, e.Prefix) != nil {
+				c.mu.Unlock()
+				c.refusedPrefix.Add(1)
+				return false
+			}
 		}
-		c.entries[a.Peer] = e
+		var victim string
+		if !had && len(c.entries) >= c.max {
+			if victim = c.victimLocked(a.Peer); victim == "" {
+				c.mu.Unlock()
+				c.refusedFull.Add(1)
+				return false
+			}
+			c.deleteLocked(victim)
+		}
+		if had {
+			c.deleteLocked(a.Peer)
+		}
+		c.addLocked(e)
 		reason := "updated"
 		if !had {
 			reason = "joined"
 		}
 		changes = append(changes, Change{Peer: a.Peer, Reason: reason})
-		if len(c.entries) > c.max {
-			if victim := c.oldestLocked(); victim != "" {
-				delete(c.entries, victim)
-				changes = append(changes, Change{Peer: victim, Removed: true, Reason: "evicted"})
-			}
+		if victim != "" {
+			changes = append(changes, Change{Peer: victim, Removed: true, Reason: "evicted"})
 		}
 	}
 	watchers := c.watchers
@@ -166,7 +365,42 @@ func (c *Catalog) Apply(a *Announcement, envelope []byte, now time.Time) bool {
 	return len(changes) > 0
 }
 
-func (c *Catalog) oldestLocked() string {
+// victimLocked picks the entry to drop so that newcomer can enter a full
+// catalog: among the entries not kept, the least recently heard of the most
+// crowded prefix. A newcomer that is not kept never displaces a kept entry:
+// then there is no victim ("") and the newcomer is refused. A kept newcomer
+// in a catalog of kept entries displaces the least recently heard.
+func (c *Catalog) victimLocked(newcomer string) string {
+	// Prefix sizes from the most crowded down; a flood from few prefixes
+	// stops at the first. Among prefixes of one size, the least recently
+	// heard entry of any of them.
+	sizes := make([]int, 0, 8)
+	seen := make(map[int]bool)
+	for _, set := range c.prefixes {
+		if n := len(set); !seen[n] {
+			seen[n] = true
+			sizes = append(sizes, n)
+		}
+	}
+	sort.Sort(sort.Reverse(sort.IntSlice(sizes)))
+	for _, n := range sizes {
+		var victim string
+		var oldest time.Time
+		for _, set := range c.prefixes {
+			if len(set) != n {
+				continue
+			}
+			if id, at := c.oldestOf(set, true); id != "" && (victim == "" || at.Before(oldest)) {
+				victim, oldest = id, at
+			}
+		}
+		if victim != "" {
+			return victim
+		}
+	}
+	if !c.kept(newcomer) {
+		return ""
+	}
 	var victim string
 	var oldest time.Time
 	for id, e := range c.entries {
@@ -177,13 +411,56 @@ func (c *Catalog) oldestLocked() string {
 	return victim
 }
 
+// oldestOf is the least recently heard of ids (only among those not kept
+// when unkeptOnly) and when it was heard; "" if none. keep is asked only of
+// an entry older than the best so far.
+func (c *Catalog) oldestOf(ids map[string]struct{}, unkeptOnly bool) (string, time.Time) {
+	var victim string
+	var oldest time.Time
+	for id := range ids {
+		e := c.entries[id]
+		if e == nil || (victim != "" && !e.Seen.Before(oldest)) || (unkeptOnly && c.kept(id)) {
+			continue
+		}
+		victim, oldest = id, e.Seen
+	}
+	return victim, oldest
+}
+
+// tombLocked remembers that id left with seq, until expires. At
+// MaxTombstones the tombstone expiring soonest gives way, for a peer the
+// catalog held (had); a stranger's leave leaves no tombstone then.
+func (c *Catalog) tombLocked(id string, seq uint64, expires time.Time, had bool) {
+	if _, ok := c.tombstones[id]; !ok && len(c.tombstones) >= MaxTombstones {
+		if !had {
+			return
+		}
+		var soonest string
+		var at time.Time
+		for other, ts := range c.tombstones {
+			if soonest == "" || ts.expires.Before(at) {
+				soonest, at = other, ts.expires
+			}
+		}
+		delete(c.tombstones, soonest)
+	}
+	c.tombstones[id] = tombstone{seq: seq, expires: expires}
+}
+
+// Tombstones is the number of peers remembered as gone.
+func (c *Catalog) Tombstones() int {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return len(c.tombstones)
+}
+
 // Expire removes entries whose TTL has passed and returns their IDs.
 func (c *Catalog) Expire(now time.Time) []string {
 	var gone []string
 	c.mu.Lock()
 	for id, e := range c.entries {
 		if now.After(e.Expires) {
-			delete(c.entries, id)
+			c.deleteLocked(id)
 			gone = append(gone, id)
 		}
 	}
@@ -207,7 +484,7 @@ func (c *Catalog) Expire(now time.Time) []string {
 func (c *Catalog) Remove(id string) {
 	c.mu.Lock()
 	_, had := c.entries[id]
-	delete(c.entries, id)
+	c.deleteLocked(id)
 	watchers := c.watchers
 	c.mu.Unlock()
 	if had {

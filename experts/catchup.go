@@ -10,6 +10,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/p2p/host/eventbus"
 	ma "github.com/multiformats/go-multiaddr"
+	manet "github.com/multiformats/go-multiaddr/net"
 
 	"github.com/mwpeer/mwpeer/experts/catchup"
 	"github.com/mwpeer/mwpeer/p2p"
@@ -30,6 +31,15 @@ const (
 	fetchPerPeer       = time.Second      // targeted requests served per requester, and sent per source
 )
 
+// DefaultCatchUpPerPrefix bounds the catch-ups answered for the requesters
+// of one network prefix (p2p.Prefix: a /24, a /48, or a relay's): so many
+// full ones per catchUpPerPeer and so many targeted ones per fetchPerPeer.
+// A full answer is up to CatchUpMax envelopes (megabytes); per peer ID alone
+// a host with a thousand fresh keys could ask for it a thousand times every
+// 10 s. Eight newcomers from one /24 in 10 s is more than honest joins make;
+// loopback requesters (tests, the operator's own peers) are not limited.
+const DefaultCatchUpPerPrefix = 8
+
 // A catch-up frame carries any announcement gossip accepts (this fails to
 // compile otherwise).
 const _ = uint(catchup.MaxFrameSize - MaxAnnouncementSize)
@@ -37,21 +47,65 @@ const _ = uint(catchup.MaxFrameSize - MaxAnnouncementSize)
 // errTooSoon refuses a requester served less than its limit ago.
 var errTooSoon = errors.New("catch-up asked again too soon")
 
+// errPrefixBusy refuses a requester whose network prefix used its share.
+var errPrefixBusy = errors.New("catch-up asked too often from this network prefix")
+
 // admitCatchUp serves a requester at most every catchUpPerPeer, or every
-// fetchPerPeer for a targeted request (wanted not empty).
+// fetchPerPeer for a targeted request (wanted not empty), and the
+// requesters of one network prefix CatchUpPerPrefix times as often.
 func (g *Gossip) admitCatchUp(from peer.ID, wanted []string) error {
-	limit, served := catchUpPerPeer, g.served
-	if len(wanted) > 0 {
-		limit, served = fetchPerPeer, g.fetched
+	return g.admitCatchUpAt(from, g.remotePrefix(from), len(wanted) > 0, time.Now())
+}
+
+// remotePrefix is the network prefix of the connection from p ("" for
+// loopback or none, which are not limited by prefix).
+func (g *Gossip) remotePrefix(p peer.ID) string {
+	for _, c := range g.h.Network().ConnsToPeer(p) {
+		a := c.RemoteMultiaddr()
+		if manet.IsIPLoopback(a) {
+			return ""
+		}
+		if pre := p2p.Prefix(a); pre != "" {
+			return pre
+		}
+	}
+	return ""
+}
+
+func (g *Gossip) admitCatchUpAt(from peer.ID, prefix string, targeted bool, now time.Time) error {
+	limit, served, kind := catchUpPerPeer, g.served, "full/"
+	if targeted {
+		limit, served, kind = fetchPerPeer, g.fetched, "targeted/"
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if last, ok := served[from]; ok && time.Since(last) < limit {
+	if last, ok := served[from]; ok && now.Sub(last) < limit {
 		return errTooSoon
 	}
-	served[from] = time.Now()
+	if prefix != "" {
+		key := kind + prefix
+		recent := g.prefixes[key][:0]
+		for _, at := range g.prefixes[key] {
+			if now.Sub(at) < limit {
+				recent = append(recent, at)
+			}
+		}
+		if len(recent) >= g.cfg.CatchUpPerPrefix {
+			g.prefixes[key] = recent
+			return errPrefixBusy
+		}
+		g.prefixes[key] = append(recent, now)
+		if len(g.prefixes) > 1024 { // keep the map bounded
+			for k, times := range g.prefixes {
+				if len(times) == 0 || now.Sub(times[len(times)-1]) >= catchUpPerPeer {
+					delete(g.prefixes, k)
+				}
+			}
+		}
+	}
+	served[from] = now
 	for id, at := range served { // keep the map bounded
-		if time.Since(at) > limit {
+		if now.Sub(at) > limit {
 			delete(served, id)
 		}
 	}

@@ -16,8 +16,11 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	ma "github.com/multiformats/go-multiaddr"
+
 	"github.com/mwpeer/mwpeer/experts/catchup"
 	"github.com/mwpeer/mwpeer/internal/wire"
+	"github.com/mwpeer/mwpeer/p2p"
 )
 
 // Topic is the GossipSub topic that carries announcements.
@@ -27,8 +30,24 @@ const Topic = "/mwpeer/announce/1.0.0"
 // MinSpacing from one author: a peer cannot make the swarm forward a flood.
 const RejectTooFrequent = "too_frequent"
 
-// MinSpacing is the least time between two accepted announcements of one author.
+// MinSpacing is the least time between two accepted announcements of one
+// author, and between two of its leaves: a leave skips no limit, though it
+// has its own, so one sent right after a heartbeat still goes through.
 const MinSpacing = 500 * time.Millisecond
+
+// MaxAuthorsTracked bounds the authors whose last announcement time the
+// validator remembers for MinSpacing. An author is forgotten MinSpacing
+// after it was heard, so only a flood of more than this many distinct keys
+// within half a second fills it; past it, announcements of authors not
+// remembered are dropped (not forwarded, not counted against the forwarder)
+// until the oldest are forgotten.
+const MaxAuthorsTracked = 16384
+
+// RejectPrefixFull counts full announcements of new peers dropped, without
+// blame, because the author's network prefix holds its share of the catalog
+// (Catalog.Admits). They are not forwarded either: no catalog would take
+// them.
+const RejectPrefixFull = "prefix_full"
 
 // GossipConfig says how a peer announces itself.
 type GossipConfig struct {
@@ -48,7 +67,11 @@ type GossipConfig struct {
 	TargetRate  float64
 	// CatchUpMax bounds how many announcements a newcomer is handed.
 	CatchUpMax int
-	Logger     *slog.Logger
+	// CatchUpPerPrefix bounds the full catch-ups this peer answers per
+	// catch-up interval (10 s) for requesters of one network prefix
+	// (0: DefaultCatchUpPerPrefix); loopback requesters are not limited.
+	CatchUpPerPrefix int
+	Logger           *slog.Logger
 }
 
 // Gossip publishes this peer's announcements, validates and applies
@@ -71,15 +94,17 @@ type Gossip struct {
 	unheard   atomic.Bool // the last announcement went out with no topic peer
 
 	mu       sync.Mutex
-	lastFull []byte               // our latest signed full announcement
-	lastBeat []byte               // and the latest beat after it
-	fullSeq  uint64               // Seq of lastFull
-	beats    int                  // beats since lastFull
-	dirty    bool                 // something changed since lastFull
-	lastFrom map[string]time.Time // author -> when we last accepted one of theirs
+	lastFull []byte           // our latest signed full announcement
+	lastBeat []byte           // and the latest beat after it
+	fullSeq  uint64           // Seq of lastFull
+	beats    int              // beats since lastFull
+	dirty    bool             // something changed since lastFull
+	lastFrom map[string]heard // author -> when we last accepted one of theirs
+	pruned   time.Time        // when lastFrom was last pruned
 	syncedAt map[peer.ID]time.Time
 	served   map[peer.ID]time.Time
 	fetched  map[peer.ID]time.Time       // targeted catch-ups served, per requester
+	prefixes map[string][]time.Time      // full catch-ups served, per requester's network prefix
 	wanted   map[peer.ID]map[string]bool // unknown authors of beats, by the neighbour that relayed them
 
 	catchUpService *catchup.Service
@@ -100,6 +125,7 @@ func JoinGossip(ps *pubsub.PubSub, h host.Host, cfg GossipConfig) (*Gossip, erro
 	}
 	wire.Default(&cfg.TargetRate, 20)
 	wire.Default(&cfg.CatchUpMax, 2048)
+	wire.Default(&cfg.CatchUpPerPrefix, DefaultCatchUpPerPrefix)
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -110,13 +136,14 @@ func JoinGossip(ps *pubsub.PubSub, h host.Host, cfg GossipConfig) (*Gossip, erro
 		log:      cfg.Logger,
 		changed:  make(chan struct{}, 1),
 		rejected: make(map[string]*atomic.Uint64),
-		lastFrom: make(map[string]time.Time),
+		lastFrom: make(map[string]heard),
 		syncedAt: make(map[peer.ID]time.Time),
 		served:   make(map[peer.ID]time.Time),
 		fetched:  make(map[peer.ID]time.Time),
+		prefixes: make(map[string][]time.Time),
 		wanted:   make(map[peer.ID]map[string]bool),
 	}
-	for _, r := range append(RejectReasons, RejectTooFrequent) {
+	for _, r := range append(RejectReasons, RejectTooFrequent, RejectPrefixFull) {
 		g.rejected[r] = new(atomic.Uint64)
 	}
 	// Seq starts from the clock so a restarted peer (same ID) outranks
@@ -138,6 +165,11 @@ func JoinGossip(ps *pubsub.PubSub, h host.Host, cfg GossipConfig) (*Gossip, erro
 		return nil, fmt.Errorf("experts: subscribe %s: %w", Topic, err)
 	}
 	g.topic, g.sub = t, sub
+	if err := t.SetScoreParams(TopicScoreParams()); err != nil {
+		// A router without peer scoring (a test's bare GossipSub) still works.
+		g.log.Debug("announce topic unscored", "err", err)
+	}
+	cfg.Catalog.SetRemote(g.directAddr)
 	g.catchUpService = catchup.NewService(h, catchUpSource{g}, catchup.ServiceConfig{Max: cfg.CatchUpMax, Admit: g.admitCatchUp, Logger: cfg.Logger})
 	return g, nil
 }
@@ -162,19 +194,84 @@ func (g *Gossip) validate(_ context.Context, from peer.ID, msg *pubsub.Message) 
 		return pubsub.ValidationReject
 	}
 	if a.Peer != g.self.String() {
-		g.mu.Lock()
-		last, seen := g.lastFrom[a.Peer]
-		now := time.Now()
-		if seen && now.Sub(last) < MinSpacing && !a.Leave {
-			g.mu.Unlock()
+		if !g.spaced(a, time.Now()) {
 			g.count(RejectTooFrequent)
 			return pubsub.ValidationIgnore
 		}
-		g.lastFrom[a.Peer] = now
-		g.mu.Unlock()
+		if err := g.cfg.Catalog.Admits(a); err != nil {
+			g.count(RejectPrefixFull)
+			return pubsub.ValidationIgnore
+		}
 	}
 	msg.ValidatorData = a
 	return pubsub.ValidationAccept
+}
+
+// heard is when an author's latest announcement and leave were accepted.
+type heard struct{ any, leave time.Time }
+
+// spaced reports whether a comes at least MinSpacing after the author's
+// previous announcement (a leave: after its previous leave), and notes it.
+func (g *Gossip) spaced(a *Announcement, now time.Time) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	h, known := g.lastFrom[a.Peer]
+	last := h.any
+	if a.Leave {
+		last = h.leave
+	}
+	if now.Sub(last) < MinSpacing {
+		return false
+	}
+	if !known && len(g.lastFrom) >= MaxAuthorsTracked {
+		if now.Sub(g.pruned) < MinSpacing/4 {
+			return false
+		}
+		g.pruneAuthorsLocked(now)
+		if len(g.lastFrom) >= MaxAuthorsTracked {
+			return false
+		}
+	}
+	if a.Leave {
+		h.leave = now
+	} else {
+		h.any = now
+	}
+	g.lastFrom[a.Peer] = h
+	return true
+}
+
+// pruneAuthorsLocked forgets authors heard longer than MinSpacing ago: the
+// validator has no more use for them.
+func (g *Gossip) pruneAuthorsLocked(now time.Time) {
+	g.pruned = now
+	for id, h := range g.lastFrom {
+		if now.Sub(h.any) >= MinSpacing && now.Sub(h.leave) >= MinSpacing {
+			delete(g.lastFrom, id)
+		}
+	}
+}
+
+// Authors is how many authors the validator remembers.
+func (g *Gossip) Authors() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return len(g.lastFrom)
+}
+
+// directAddr is the remote address of a direct connection to id, nil when
+// there is none: where id is, as the catalog counts prefixes.
+func (g *Gossip) directAddr(id string) ma.Multiaddr {
+	pid, err := peer.Decode(id)
+	if err != nil {
+		return nil
+	}
+	for _, c := range g.h.Network().ConnsToPeer(pid) {
+		if a := c.RemoteMultiaddr(); !p2p.IsRelayed(a) && !c.Stat().Limited {
+			return a
+		}
+	}
+	return nil
 }
 
 func (g *Gossip) count(reason string) {
@@ -403,6 +500,9 @@ func (g *Gossip) expire(ctx context.Context) {
 			for _, id := range g.cfg.Catalog.Expire(now) {
 				g.log.Debug("peer expired", "other", id)
 			}
+			g.mu.Lock()
+			g.pruneAuthorsLocked(now)
+			g.mu.Unlock()
 		}
 	}
 }

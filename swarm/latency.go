@@ -92,6 +92,13 @@ func (l *Latency) Forget(id string) { l.Matrix.Forget(id) }
 // Estimate is the best RTT estimate from this peer to id.
 func (l *Latency) Estimate(id string) geo.RTT { return l.Matrix.Estimate(l.self, id) }
 
+// Measured reports whether this peer has pinged id itself: an RTT that
+// id, or anyone, claims in an announcement does not count.
+func (l *Latency) Measured(id peer.ID) bool {
+	_, ok := l.pinger.RTT(id)
+	return ok
+}
+
 // To is Estimate for a peer ID, as moe and sharding take it.
 func (l *Latency) To(id peer.ID) (time.Duration, bool) {
 	r := l.Estimate(id.String())
