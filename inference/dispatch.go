@@ -46,6 +46,10 @@ const (
 	// EventAgreement: it finished and its text agreed Agreement (0..1, see
 	// Similarity) with the answer the client got (blend, confidence).
 	EventAgreement
+	// EventOutvoted: in a verified dispatch (see Verify), its tokens
+	// differed from the answer two other experts agreed on (Err says where).
+	// It computed wrongly.
+	EventOutvoted
 )
 
 // ExpertEvent is one thing dispatch observed of one expert. Times are
