@@ -119,7 +119,7 @@ func TestCoordinatesPredictRTT(t *testing.T) {
 			}
 		}
 	}
-	m := NewMatrix()
+	m := NewMatrix("")
 	for id, c := range clients {
 		m.SetCoordinate(id, c.GetCoordinate())
 	}
@@ -133,7 +133,7 @@ func TestCoordinatesPredictRTT(t *testing.T) {
 }
 
 func TestMatrixTrustOrder(t *testing.T) {
-	m := NewMatrix()
+	m := NewMatrix("a")
 	if r := m.Estimate("a", "b"); r.Known() {
 		t.Fatalf("empty matrix knows %v", r)
 	}
@@ -156,12 +156,12 @@ func TestMatrixTrustOrder(t *testing.T) {
 		t.Fatalf("with coordinates: %+v", r)
 	}
 	m.SetRow("b", map[string]time.Duration{"a": 12 * time.Millisecond})
-	if r := m.Estimate("a", "b"); r.Source != SourceMeasured || r.Value != 12*time.Millisecond {
-		t.Fatalf("with one measurement: %+v", r)
+	if r := m.Estimate("a", "b"); r.Source != SourceCoordinates {
+		t.Fatalf("b's row about a (self) must not count: %+v", r)
 	}
 	m.SetRow("a", map[string]time.Duration{"b": 8 * time.Millisecond})
-	if r := m.Estimate("a", "b"); r.Value != 10*time.Millisecond {
-		t.Fatalf("both directions average: %+v", r)
+	if r := m.Estimate("a", "b"); r.Source != SourceMeasured || r.Value != 8*time.Millisecond {
+		t.Fatalf("with a's own measurement: %+v", r)
 	}
 	full := m.Full(nil)
 	if full["a"]["b"].Source != SourceMeasured || len(full) != 2 {
@@ -170,5 +170,88 @@ func TestMatrixTrustOrder(t *testing.T) {
 	m.Forget("b")
 	if r := m.Estimate("a", "b"); r.Known() {
 		t.Fatalf("forgotten peer still estimated: %+v", r)
+	}
+}
+
+func TestReportedRowsNeverEstimateSelf(t *testing.T) {
+	m := NewMatrix("self")
+	// The liar says it is 1 µs from everyone, us included.
+	m.SetRow("liar", map[string]time.Duration{"self": time.Microsecond, "x": time.Microsecond})
+	m.SetRow("x", map[string]time.Duration{"self": time.Microsecond})
+	for _, pair := range [][2]string{{"self", "liar"}, {"liar", "self"}, {"self", "x"}} {
+		if r := m.Estimate(pair[0], pair[1]); r.Known() {
+			t.Fatalf("%s-%s from reported rows: %+v", pair[0], pair[1], r)
+		}
+	}
+	// Between others, a row is all there is: used, and labelled reported.
+	if r := m.Estimate("liar", "x"); r.Source != SourceReported || r.Value != time.Microsecond {
+		t.Fatalf("liar-x = %+v, want reported", r)
+	}
+	m.SetRow("x", map[string]time.Duration{"liar": 3 * time.Microsecond})
+	if r := m.Estimate("x", "liar"); r.Source != SourceReported || r.Value != 2*time.Microsecond {
+		t.Fatalf("both reports average: %+v", r)
+	}
+	// Our own measurement is the one that counts.
+	m.SetRow("self", map[string]time.Duration{"liar": 150 * time.Millisecond})
+	if r := m.Estimate("liar", "self"); r.Source != SourceMeasured || r.Value != 150*time.Millisecond {
+		t.Fatalf("own measurement: %+v", r)
+	}
+	// Full labels the same way.
+	full := m.Full([]string{"self", "liar", "x"})
+	if full["self"]["liar"].Source != SourceMeasured || full["liar"]["x"].Source != SourceReported {
+		t.Fatalf("Full = %+v", full)
+	}
+	if _, ok := full["x"]["self"]; ok {
+		t.Fatalf("x-self known only from x's report: %+v", full["x"]["self"])
+	}
+}
+
+func TestCoordinateErrorFloor(t *testing.T) {
+	cfg := coordinate.DefaultConfig()
+	far := coordinate.NewCoordinate(cfg)
+	far.Vec[0] = 0.5 // 500 ms away in the model
+	far.Error = 0    // and perfectly sure of it
+	// pull is how far one sample against the liar moves a peer's coordinate,
+	// after it trained against an honest peer at the origin.
+	pull := func(update func(c *coordinate.Client) error) time.Duration {
+		c := NewCoordinateClient()
+		honest := coordinate.NewCoordinate(cfg)
+		honest.Error = 0.5
+		for i := 0; i < 20; i++ {
+			if _, err := c.Update("honest", honest, 20*time.Millisecond); err != nil {
+				t.Fatal(err)
+			}
+		}
+		before := c.GetCoordinate()
+		if err := update(c); err != nil {
+			t.Fatal(err)
+		}
+		return c.GetCoordinate().DistanceTo(before)
+	}
+	raw := pull(func(c *coordinate.Client) error {
+		_, err := c.Update("liar", far.Clone(), 10*time.Millisecond)
+		return err
+	})
+	floored := pull(func(c *coordinate.Client) error {
+		_, err := UpdateCoordinate(c, "liar", far, 10*time.Millisecond)
+		return err
+	})
+	if !(floored < raw) || floored <= 0 {
+		t.Fatalf("a perfect claim moved us %v raw, %v floored: the floor must weigh it less", raw, floored)
+	}
+	if far.Error != 0 {
+		t.Fatalf("UpdateCoordinate changed the caller's coordinate: %v", far.Error)
+	}
+	// Above the floor a claim is taken as given.
+	honest := coordinate.NewCoordinate(cfg)
+	honest.Error = 0.7
+	a, b := NewCoordinateClient(), NewCoordinateClient()
+	ca, _ := UpdateCoordinate(a, "h", honest, 20*time.Millisecond)
+	cb, _ := b.Update("h", honest, 20*time.Millisecond)
+	if ca.Error != cb.Error || ca.Height != cb.Height {
+		t.Fatalf("a claim above the floor was changed: %+v vs %+v", ca, cb)
+	}
+	if _, err := UpdateCoordinate(a, "nobody", nil, time.Millisecond); err == nil {
+		t.Fatal("nil coordinate accepted")
 	}
 }

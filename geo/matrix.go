@@ -1,6 +1,7 @@
 package geo
 
 import (
+	"fmt"
 	"sort"
 	"sync"
 	"time"
@@ -12,10 +13,19 @@ import (
 type Source string
 
 const (
-	SourceMeasured    Source = "measured"    // a ping round trip, averaged
-	SourceCoordinates Source = "coordinates" // predicted from Vivaldi network coordinates
-	SourceDistance    Source = "distance"    // guessed from great-circle distance
-	SourceUnknown     Source = "unknown"     // nothing to go on
+	// SourceMeasured: this peer's own pings, averaged. Only a pair with this
+	// peer at one end can be measured.
+	SourceMeasured Source = "measured"
+	// SourceReported: a row another peer announced, the average of both
+	// directions when both announced one. Used only for pairs without this
+	// peer: nobody's claim about its own distance to us is believed.
+	SourceReported Source = "reported"
+	// SourceCoordinates: predicted from Vivaldi network coordinates.
+	SourceCoordinates Source = "coordinates"
+	// SourceDistance: guessed from great-circle distance.
+	SourceDistance Source = "distance"
+	// SourceUnknown: nothing to go on.
+	SourceUnknown Source = "unknown"
 )
 
 // RTT is a round-trip time and its provenance.
@@ -29,6 +39,10 @@ func (r RTT) Known() bool { return r.Source != SourceUnknown && r.Source != "" }
 
 // Millis returns the value in (fractional) milliseconds.
 func (r RTT) Millis() float64 { return float64(r.Value) / float64(time.Millisecond) }
+
+// Predicted reports whether s is a prediction (coordinates or distance)
+// rather than a round trip somebody timed.
+func (s Source) Predicted() bool { return s == SourceCoordinates || s == SourceDistance }
 
 // NewCoordinateClient returns a Vivaldi client with serf's defaults, which
 // were tuned on real WAN latencies.
@@ -45,6 +59,34 @@ func NewCoordinateClient() *coordinate.Client {
 // the estimate falls as it is trained against measured RTTs.
 const MaxCoordinateError = 1.0
 
+// MinPeerCoordinateError is the least error estimate this peer believes of
+// another peer's coordinate when it trains its own against it (see
+// UpdateCoordinate).
+//
+// Vivaldi weighs each sample by ours/(ours+theirs): a peer that claims an
+// error of 0 gets a weight of 1 and drags our coordinate as far as one
+// sample can, and our own error estimate towards whatever that sample
+// says. Vivaldi on real Internet latencies settles at relative errors of
+// about 10 to 30 % (Dabek et al., "Vivaldi", SIGCOMM 2004; serf's estimates
+// hover around 0.1 to 0.3 on a settled WAN), so a claim below 0.2 is a claim
+// no honest node can back. At the floor a well-trained peer (error 0.2)
+// weighs a stranger's sample at most 1/2, a new one (1.5) at most 0.88.
+const MinPeerCoordinateError = 0.2
+
+// UpdateCoordinate trains c on one measured rtt to node, whose claimed
+// coordinate is other, with other's error estimate raised to
+// MinPeerCoordinateError. other is not modified.
+func UpdateCoordinate(c *coordinate.Client, node string, other *coordinate.Coordinate, rtt time.Duration) (*coordinate.Coordinate, error) {
+	if other == nil {
+		return nil, fmt.Errorf("no coordinate for %s", node)
+	}
+	o := other.Clone()
+	if !(o.Error >= MinPeerCoordinateError) { // NaN too
+		o.Error = MinPeerCoordinateError
+	}
+	return c.Update(node, o, rtt)
+}
+
 // CoordinateRTT predicts the RTT between two coordinates. It reports false
 // when either is missing, invalid, untrained (error above
 // MaxCoordinateError) or from an incompatible configuration.
@@ -58,26 +100,31 @@ func CoordinateRTT(a, b *coordinate.Coordinate) (time.Duration, bool) {
 	return a.DistanceTo(b), true
 }
 
-// Matrix merges what the swarm knows about round trips: rows of measured
-// EWMA RTTs (this peer's own and those gossiped by others), network
-// coordinates and locations. It is safe for concurrent use.
+// Matrix merges what the swarm knows about round trips: the row of EWMA RTTs
+// its owner (self) measured, rows other peers announce, network coordinates
+// and locations. Only self's row is a measurement; every other row is what
+// its author says, and is labelled SourceReported. It is safe for concurrent
+// use.
 type Matrix struct {
+	self   string
 	mu     sync.RWMutex
 	rows   map[string]map[string]time.Duration
 	coords map[string]*coordinate.Coordinate
 	points map[string]Point
 }
 
-// NewMatrix returns an empty matrix.
-func NewMatrix() *Matrix {
+// NewMatrix returns an empty matrix kept by the peer self.
+func NewMatrix(self string) *Matrix {
 	return &Matrix{
+		self:   self,
 		rows:   make(map[string]map[string]time.Duration),
 		coords: make(map[string]*coordinate.Coordinate),
 		points: make(map[string]Point),
 	}
 }
 
-// SetRow replaces the measured row of from. The map is copied.
+// SetRow replaces the row of from: self's own measurements when from is
+// self, else what from reports. The map is copied.
 func (m *Matrix) SetRow(from string, row map[string]time.Duration) {
 	cp := make(map[string]time.Duration, len(row))
 	for k, v := range row {
@@ -125,9 +172,15 @@ func (m *Matrix) Forget(id string) {
 	}
 }
 
-// Estimate returns the best RTT estimate between a and b: a measurement in
-// either direction (their mean when both exist), else a prediction from
-// network coordinates, else one from distance.
+// Estimate returns the best RTT estimate between a and b.
+//
+// When self is one of them, it is self's own measurement, else a prediction
+// from network coordinates, else one from distance: never a row the other
+// peer (or anyone) announced, which would let a peer place itself next to
+// us by saying so.
+//
+// For any other pair, it is what a and b report of each other (the mean
+// when both do), else a prediction from coordinates, else from distance.
 func (m *Matrix) Estimate(a, b string) RTT {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
@@ -138,15 +191,24 @@ func (m *Matrix) estimateLocked(a, b string) RTT {
 	if a == b {
 		return RTT{Source: SourceMeasured}
 	}
-	ab, okAB := m.rows[a][b]
-	ba, okBA := m.rows[b][a]
-	switch {
-	case okAB && okBA:
-		return RTT{Value: (ab + ba) / 2, Source: SourceMeasured}
-	case okAB:
-		return RTT{Value: ab, Source: SourceMeasured}
-	case okBA:
-		return RTT{Value: ba, Source: SourceMeasured}
+	if b == m.self {
+		a, b = b, a
+	}
+	if a == m.self {
+		if d, ok := m.rows[a][b]; ok {
+			return RTT{Value: d, Source: SourceMeasured}
+		}
+	} else {
+		ab, okAB := m.rows[a][b]
+		ba, okBA := m.rows[b][a]
+		switch {
+		case okAB && okBA:
+			return RTT{Value: (ab + ba) / 2, Source: SourceReported}
+		case okAB:
+			return RTT{Value: ab, Source: SourceReported}
+		case okBA:
+			return RTT{Value: ba, Source: SourceReported}
+		}
 	}
 	if d, ok := CoordinateRTT(m.coords[a], m.coords[b]); ok {
 		return RTT{Value: d, Source: SourceCoordinates}

@@ -17,7 +17,9 @@ import (
 // Latency is what this peer knows of round trips: its own pings (EWMA per
 // connected peer), its Vivaldi coordinate trained on them, and the matrix
 // that merges its row with the rows and coordinates other peers announce.
-// Estimate prefers a measurement, then coordinates, then distance.
+// Estimate, from this peer, is its own measurement, then coordinates, then
+// distance: rows others announce are reported, and only predict pairs this
+// peer is not part of.
 type Latency struct {
 	Matrix *geo.Matrix
 
@@ -32,7 +34,7 @@ type Latency struct {
 // pinger's default). coordOf gives the coordinate another peer announced
 // (nil when none), which a ping to it trains this peer's coordinate against.
 func NewLatency(h host.Host, interval time.Duration, location *geo.Point, coordOf func(id string) *coordinate.Coordinate, log *slog.Logger) *Latency {
-	l := &Latency{Matrix: geo.NewMatrix(), self: h.ID().String(), vivaldi: geo.NewCoordinateClient(), coordOf: coordOf, log: log}
+	l := &Latency{Matrix: geo.NewMatrix(h.ID().String()), self: h.ID().String(), vivaldi: geo.NewCoordinateClient(), coordOf: coordOf, log: log}
 	l.Matrix.SetLocation(l.self, location)
 	l.pinger = p2p.NewPinger(h, p2p.PingerConfig{Interval: interval, OnSample: l.onSample})
 	return l
@@ -44,13 +46,14 @@ func (l *Latency) Run(ctx context.Context) error {
 	return nil
 }
 
-// onSample trains this peer's network coordinate on a ping result.
+// onSample trains this peer's network coordinate on a ping result; the
+// other's claimed error counts as at least geo.MinPeerCoordinateError.
 func (l *Latency) onSample(id peer.ID, rtt time.Duration) {
 	c := l.coordOf(id.String())
 	if c == nil {
 		return
 	}
-	if _, err := l.vivaldi.Update(id.String(), c, rtt); err != nil {
+	if _, err := geo.UpdateCoordinate(l.vivaldi, id.String(), c, rtt); err != nil {
 		l.log.Debug("coordinate update", "other", id.ShortString(), "err", err)
 	}
 }
@@ -75,8 +78,12 @@ func (l *Latency) Own(max int) (map[string]float64, *coordinate.Coordinate) {
 }
 
 // Heard puts what a catalog entry announces (its RTT row, coordinate and
-// location) in the matrix.
+// location) in the matrix, as reported. An entry in this peer's own name is
+// ignored.
 func (l *Latency) Heard(e experts.Entry) {
+	if e.Peer == l.self {
+		return
+	}
 	row := make(map[string]time.Duration, len(e.RTT))
 	for id, ms := range e.RTT {
 		row[id] = time.Duration(ms * float64(time.Millisecond))
