@@ -109,8 +109,9 @@ type Result struct {
 	Failovers int
 	// Agreements maps each other expert that completed (blend and
 	// confidence) to its similarity with Text: 1 - the word-level edit
-	// distance divided by the longer answer's word count, so 1 is identical
-	// and 0 shares nothing. Agreement is their mean, 0 if there are none.
+	// distance divided by the longer answer's word count, over the first
+	// SimilarityWords words of each, so 1 is identical and 0 shares
+	// nothing. Agreement is their mean, 0 if there are none.
 	Agreements map[string]float64
 	Agreement  float64
 	// Errors holds why experts failed, by name.
@@ -447,7 +448,7 @@ func (d *dispatch) stream(ctx context.Context, primary, spares []Target, blend b
 					return d.result(chosen), err
 				}
 			case collecting:
-				r.text.WriteString(ev.chunk.Text)
+				keepPrefix(&r.text, ev.chunk.Text)
 			}
 			continue
 		}
@@ -540,7 +541,7 @@ func (d *dispatch) confidence(ctx context.Context, primary, spares []Target) (Re
 		}
 		if ev.chunk != nil {
 			r.chunks = append(r.chunks, *ev.chunk)
-			r.text.WriteString(ev.chunk.Text)
+			keepPrefix(&r.text, ev.chunk.Text)
 			continue
 		}
 		pending--
@@ -599,11 +600,22 @@ func meanOf(m map[string]float64) float64 {
 	return s / float64(len(m))
 }
 
-// Similarity is 1 minus the word-level Levenshtein distance between a and b
-// divided by the longer one's word count: 1 for identical texts, 0 for texts
-// with nothing in common. Two empty texts are identical.
+// Bounds of the texts Similarity compares: the first SimilarityBytes bytes
+// of each, and of those the first SimilarityWords words. The edit distance
+// costs their product, so an expert's answer of any length costs at most
+// 512×512 steps and 16 KiB kept per collected expert: a few hundred words
+// are enough to tell answers that agree from answers that do not.
+const (
+	SimilarityWords = 512
+	SimilarityBytes = 16 << 10
+)
+
+// Similarity is 1 minus the word-level Levenshtein distance between the
+// bounded prefixes of a and b (see SimilarityWords) divided by the longer
+// prefix's word count: 1 for identical texts, 0 for texts with nothing in
+// common. Two empty texts are identical.
 func Similarity(a, b string) float64 {
-	x, y := strings.Fields(a), strings.Fields(b)
+	x, y := prefixWords(a), prefixWords(b)
 	n := max(len(x), len(y))
 	if n == 0 {
 		return 1
@@ -625,4 +637,22 @@ func Similarity(a, b string) float64 {
 		prev, cur = cur, prev
 	}
 	return 1 - float64(prev[len(y)])/float64(n)
+}
+
+// prefixWords returns the first SimilarityWords words of the first
+// SimilarityBytes bytes of s.
+func prefixWords(s string) []string {
+	if len(s) > SimilarityBytes {
+		s = s[:SimilarityBytes]
+	}
+	w := strings.Fields(s)
+	return w[:min(len(w), SimilarityWords)]
+}
+
+// keepPrefix appends text to b while b holds fewer than SimilarityBytes
+// bytes: what an expert collected only for Similarity needs no more.
+func keepPrefix(b *strings.Builder, text string) {
+	if left := SimilarityBytes - b.Len(); left > 0 {
+		b.WriteString(text[:min(len(text), left)])
+	}
 }

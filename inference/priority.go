@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"sync"
 	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
 )
 
 // Class ranks a call to a serving peer that is at capacity: a lower class is
@@ -86,8 +88,19 @@ type PriorityConfig struct {
 	// (a stranger never gets the reserved slot), and one out of range as
 	// ClassOther. nil ranks every remote call ClassOther.
 	Class func(ctx context.Context, req Request) Class
+	// PerPeer is the most slots one remote caller holds at once; its
+	// further calls wait (within QueueWait) while others are served. 0: no
+	// limit but the remote share of Capacity. See PerPeerSlots.
+	PerPeer int
 	// Now is the clock aging reads (nil: time.Now).
 	Now func() time.Time
+}
+
+// PerPeerSlots is the PerPeer a peer with capacity slots gives each remote
+// caller: half the slots remote callers share (Capacity-1), at least one,
+// so that one stranger never holds them all while another waits.
+func PerPeerSlots(capacity int) int {
+	return max(1, (capacity-1)/2)
 }
 
 // DefaultPriorityConfig is two slots (one of them the local user's), a
@@ -111,9 +124,10 @@ type Prioritized struct {
 	cfg PriorityConfig
 
 	mu     sync.Mutex
-	busy   int       // slots in use
-	remote int       // of busy, held by remote callers
-	queue  []*waiter // in arrival order
+	busy   int             // slots in use
+	remote int             // of busy, held by remote callers
+	held   map[peer.ID]int // of remote, by caller (with PerPeer)
+	queue  []*waiter       // in arrival order
 
 	// queued, when set (by tests), is called after a call joins the queue.
 	queued func(Class)
@@ -122,6 +136,7 @@ type Prioritized struct {
 // waiter is a call waiting for a slot.
 type waiter struct {
 	class   Class
+	caller  peer.ID // "" for the local user
 	since   time.Time
 	ready   chan struct{} // closed when granted
 	granted bool
@@ -134,7 +149,7 @@ func NewPrioritized(b Backend, cfg PriorityConfig) *Prioritized {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Prioritized{b: b, cfg: cfg}
+	return &Prioritized{b: b, cfg: cfg, held: make(map[peer.ID]int)}
 }
 
 // Name is the name of the backend behind p.
@@ -171,28 +186,29 @@ func (p *Prioritized) Generate(ctx context.Context, req Request, emit func(Chunk
 	// so the Class hook (a ledger lookup) is asked only when the call must
 	// wait.
 	c := ClassLocal
-	if _, remote := Caller(ctx); remote {
+	caller, remote := Caller(ctx)
+	if remote {
 		c = ClassOther
 	}
-	if !p.tryTake(ctx, c) {
+	if !p.tryTake(ctx, c, caller) {
 		c = p.classify(ctx, req)
-		if err := p.acquire(ctx, c); err != nil {
+		if err := p.acquire(ctx, c, caller); err != nil {
 			return Final{}, err
 		}
 	}
-	defer p.release(c)
+	defer p.release(c, caller)
 	return p.b.Generate(ctx, req, emit)
 }
 
 // tryTake takes a slot for a call of class c if one fits now.
-func (p *Prioritized) tryTake(ctx context.Context, c Class) bool {
+func (p *Prioritized) tryTake(ctx context.Context, c Class, caller peer.ID) bool {
 	if ctx.Err() != nil {
 		return false
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.fits(c) {
-		p.take(c)
+	if p.fits(c, caller) {
+		p.take(c, caller)
 		return true
 	}
 	return false
@@ -217,19 +233,29 @@ func (p *Prioritized) classify(ctx context.Context, req Request) Class {
 	}
 }
 
-// fits says whether a call of class c may take a slot now. Called with mu held.
-func (p *Prioritized) fits(c Class) bool {
+// fits says whether a call of class c from caller may take a slot now.
+// Called with mu held.
+func (p *Prioritized) fits(c Class, caller peer.ID) bool {
 	if p.busy >= p.cfg.Capacity {
 		return false
 	}
-	return c == ClassLocal || p.cfg.Capacity < 2 || p.remote < p.cfg.Capacity-1
+	if c == ClassLocal {
+		return true
+	}
+	if p.cfg.PerPeer > 0 && p.held[caller] >= p.cfg.PerPeer {
+		return false
+	}
+	return p.cfg.Capacity < 2 || p.remote < p.cfg.Capacity-1
 }
 
-// take gives a call of class c a slot. Called with mu held.
-func (p *Prioritized) take(c Class) {
+// take gives a call of class c from caller a slot. Called with mu held.
+func (p *Prioritized) take(c Class, caller peer.ID) {
 	p.busy++
 	if c != ClassLocal {
 		p.remote++
+		if p.cfg.PerPeer > 0 {
+			p.held[caller]++
+		}
 	}
 }
 
@@ -245,16 +271,17 @@ func (p *Prioritized) rank(w *waiter, now time.Time) Class {
 	return w.class - Class(max(steps, 0))
 }
 
-func (p *Prioritized) acquire(ctx context.Context, c Class) error {
+func (p *Prioritized) acquire(ctx context.Context, c Class, caller peer.ID) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
 	p.mu.Lock()
 	// Waiters exist only while no slot fits them (every release hands free
 	// slots on), and a slot that fits this call would fit any waiter of the
-	// same kind: so a fitting slot is this call's without jumping the queue.
-	if p.fits(c) {
-		p.take(c)
+	// same kind from a caller under its PerPeer: so a fitting slot is this
+	// call's without jumping the queue.
+	if p.fits(c, caller) {
+		p.take(c, caller)
 		p.mu.Unlock()
 		return nil
 	}
@@ -262,7 +289,7 @@ func (p *Prioritized) acquire(ctx context.Context, c Class) error {
 		p.mu.Unlock()
 		return fmt.Errorf("%d of %d slots taken: %w", p.cfg.Capacity, p.cfg.Capacity, ErrBusy)
 	}
-	w := &waiter{class: c, since: p.cfg.Now(), ready: make(chan struct{})}
+	w := &waiter{class: c, caller: caller, since: p.cfg.Now(), ready: make(chan struct{})}
 	p.queue = append(p.queue, w)
 	queued := p.queued
 	p.mu.Unlock()
@@ -289,7 +316,7 @@ func (p *Prioritized) acquire(ctx context.Context, c Class) error {
 		if ctx.Err() == nil {
 			return nil
 		}
-		p.releaseLocked(c)
+		p.releaseLocked(c, caller)
 		return err
 	}
 	for i, q := range p.queue {
@@ -301,25 +328,30 @@ func (p *Prioritized) acquire(ctx context.Context, c Class) error {
 	return err
 }
 
-func (p *Prioritized) release(c Class) {
+func (p *Prioritized) release(c Class, caller peer.ID) {
 	p.mu.Lock()
-	p.releaseLocked(c)
+	p.releaseLocked(c, caller)
 	p.mu.Unlock()
 }
 
 // releaseLocked frees a slot of class c and hands free slots to the best
 // waiters that fit them: lowest rank after aging, earliest arrival among
 // equals. Called with mu held.
-func (p *Prioritized) releaseLocked(c Class) {
+func (p *Prioritized) releaseLocked(c Class, caller peer.ID) {
 	p.busy--
 	if c != ClassLocal {
 		p.remote--
+		if p.cfg.PerPeer > 0 {
+			if p.held[caller]--; p.held[caller] <= 0 {
+				delete(p.held, caller)
+			}
+		}
 	}
 	now := p.cfg.Now()
 	for {
 		best, bestRank := -1, Class(0)
 		for i, w := range p.queue {
-			if !p.fits(w.class) {
+			if !p.fits(w.class, w.caller) {
 				continue
 			}
 			if r := p.rank(w, now); best < 0 || r < bestRank {
@@ -331,7 +363,7 @@ func (p *Prioritized) releaseLocked(c Class) {
 		}
 		w := p.queue[best]
 		p.queue = append(p.queue[:best], p.queue[best+1:]...)
-		p.take(w.class)
+		p.take(w.class, w.caller)
 		w.granted = true
 		close(w.ready)
 	}
