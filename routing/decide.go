@@ -96,8 +96,9 @@ type Decision struct {
 // Decide routes one prompt. The domains are forcedDomains, each scored 1,
 // when any is given, else Classify(prompt). It ranks cands (Rank), chooses
 // K (ChooseK), caps K by the number of distinct peers, and takes the K best
-// candidates on distinct peers: asking one peer twice buys nothing. The
-// zero Weights means DefaultWeights. Slices in the Decision are never nil.
+// candidates on distinct peers (asking one peer twice buys nothing) and, where
+// the candidates allow it, in distinct networks (see Diverse). The zero
+// Weights means DefaultWeights. Slices in the Decision are never nil.
 func Decide(prompt string, cands []Candidate, w Weights, maxK, requestedK int, forcedDomains []string) Decision {
 	domains := forced(forcedDomains)
 	if len(domains) == 0 {
@@ -109,18 +110,47 @@ func Decide(prompt string, cands []Candidate, w Weights, maxK, requestedK int, f
 		peers[c.Peer] = true
 	}
 	d.K = min(ChooseK(prompt, domains, maxK, requestedK), len(peers))
-	d.Chosen = make([]Scored, 0, d.K)
-	chosen := make(map[string]bool, d.K)
-	for _, s := range d.Candidates {
-		if len(d.Chosen) == d.K {
-			break
-		}
-		if !chosen[s.Peer] {
-			chosen[s.Peer] = true
-			d.Chosen = append(d.Chosen, s)
+	d.Chosen = Diverse(d.Candidates, d.K)
+	return d
+}
+
+// Diverse takes k of ranked (best first) on distinct peers, spread over
+// network prefixes: first the best candidate of each prefix not yet taken,
+// in rank order; then, if fewer than k were found, the best of the rest.
+// Several peers in one /24 may be one operator, and K answers from one
+// operator are one answer asked K times: a Sybil with many identities on
+// one network must not take every slot. When every candidate shares a
+// prefix (a LAN, or a test swarm on loopback), the rule gives way and the
+// choice is by rank alone. An unknown prefix ("") counts as one prefix of
+// its own; the local peer counts in none. The result is in rank order and
+// never nil.
+func Diverse(ranked []Scored, k int) []Scored {
+	pick := make([]bool, len(ranked))
+	peers := make(map[string]bool, k)
+	nets := make(map[string]bool, k)
+	n := 0
+	for pass := 0; pass < 2 && n < k; pass++ {
+		for i, s := range ranked {
+			if n == k {
+				break
+			}
+			if pick[i] || peers[s.Peer] || (pass == 0 && !s.Local && nets[s.Prefix]) {
+				continue
+			}
+			pick[i], peers[s.Peer] = true, true
+			if !s.Local {
+				nets[s.Prefix] = true
+			}
+			n++
 		}
 	}
-	return d
+	out := make([]Scored, 0, n)
+	for i, s := range ranked {
+		if pick[i] {
+			out = append(out, s)
+		}
+	}
+	return out
 }
 
 // forced turns domain names into scores of 1: trimmed, lowercased, empty

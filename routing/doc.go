@@ -12,7 +12,11 @@
 //   - ChooseK: how many experts to ask in parallel, from the prompt's length
 //     and how many domains it spans.
 //
-// Decide ties the three together into a Decision.
+// Decide ties the three together into a Decision, choosing the K on distinct
+// peers spread over network prefixes where it can (Diverse). Every input of
+// a Candidate carries its source (Sources): measured by this peer, predicted,
+// or reported by the candidate itself; announced capacity and load are
+// capped (MaxCapacity, MaxLoad).
 //
 // The package does no I/O, keeps no state between calls, starts no
 // goroutines and imports nothing of mwpeer or libp2p: it does not measure

@@ -6,7 +6,8 @@ import (
 )
 
 // JSON: Candidate and Scored carry durations as milliseconds, rtt_ms and
-// ttft_ms (floats), next to the fields their tags name.
+// ttft_ms (floats), next to the fields their tags name, and the RTT once
+// more with its source as "rtt": {"ms", "source"}.
 
 // candidateFields is Candidate without its methods, for encoding/json.
 type candidateFields Candidate
@@ -15,10 +16,24 @@ type candidateJSON struct {
 	candidateFields
 	RTTMs  float64 `json:"rtt_ms"`
 	TTFTMs float64 `json:"ttft_ms"`
+	// RTTInput repeats the RTT with its source, {"ms": 1.2, "source":
+	// "measured"}; ms is null when the RTT is unknown. Decoding ignores it.
+	RTTInput rttJSON `json:"rtt"`
+}
+
+type rttJSON struct {
+	Ms     *float64 `json:"ms"`
+	Source string   `json:"source"`
 }
 
 func (c Candidate) toJSON() candidateJSON {
-	return candidateJSON{candidateFields: candidateFields(c), RTTMs: millis(c.RTT), TTFTMs: millis(c.TTFT)}
+	j := candidateJSON{candidateFields: candidateFields(c), RTTMs: millis(c.RTT), TTFTMs: millis(c.TTFT)}
+	j.RTTInput.Source = c.Sources.RTT
+	if c.RTTKnown || c.Local {
+		ms := j.RTTMs
+		j.RTTInput.Ms = &ms
+	}
+	return j
 }
 
 func (j candidateJSON) candidate() Candidate {

@@ -23,7 +23,56 @@ type Candidate struct {
 	Load       int           `json:"load"`        // requests it is running now
 	DistanceKm float64       `json:"distance_km"` // geographic distance; < 0 when unknown
 	Failures   int           `json:"failures"`    // recent failures (a decaying count kept by the caller)
+	// Prefix is the network the peer is reached in (an IPv4 /24 or IPv6
+	// /48, as the caller names it; "" when unknown): Decide spreads the K
+	// experts of a prompt over different prefixes where it can.
+	Prefix string `json:"prefix,omitempty"`
+	// Sources says where each input above came from (see Sources).
+	Sources Sources `json:"sources"`
 }
+
+// Where a candidate's input came from, from the most to the least
+// trustworthy. The caller fills them in; routing only shows them (POST
+// /api/route), it scores a value the same whatever its source, so the caller
+// must not hand in a claim where a measurement exists.
+const (
+	// SourceLocal: this peer about itself.
+	SourceLocal = "local"
+	// SourceMeasured: this peer observed it (its pings, the timings of its
+	// own calls, their failures, a busy answer).
+	SourceMeasured = "measured"
+	// SourceCoordinates, SourceDistance: an RTT predicted from network
+	// coordinates or from geographic distance.
+	SourceCoordinates = "coordinates"
+	SourceDistance    = "distance"
+	// SourceReported: the candidate says so of itself (its announcement).
+	SourceReported = "reported"
+	// SourceUnknown: nothing to go on; the input scores as neutral.
+	SourceUnknown = "unknown"
+)
+
+// Sources names the source of each of a Candidate's inputs.
+type Sources struct {
+	RTT       string `json:"rtt"`
+	TTFT      string `json:"ttft"`
+	DecodeTPS string `json:"decode_tps"`
+	Capacity  string `json:"capacity"`
+	Load      string `json:"load"`
+	Domains   string `json:"domains"`
+	Distance  string `json:"distance"`
+	Failures  string `json:"failures"`
+}
+
+// MaxCapacity caps the capacity a candidate can count for. What a peer
+// announces is its own say-so; a free slot is worth the same share of the
+// capacity reward whether 256 or 2^30 are claimed, but a cap keeps a claim
+// from hiding any load: at 256 concurrent requests one machine is already
+// a data centre. MaxLoad caps load alike (past twice the capacity the
+// overload penalty no longer grows).
+const (
+	MaxCapacity = 256
+	MaxLoad     = 2 * MaxCapacity
+)
 
 // Weights of a score's parts. Relevance, Speed and Capacity reward;
 // Load, Distance and Failures penalize. Every part before weighting lies in
@@ -168,7 +217,8 @@ func Speed(c Candidate) float64 {
 //
 // where relevance and speed are as in Relevance and Speed, and
 //
-//	free     = (capacity - load) / capacity, clamped to [0, 1]
+//	free     = (capacity - load) / capacity, clamped to [0, 1], with
+//	           capacity in [1, MaxCapacity] and load in [0, MaxLoad]
 //	overload = 0 below capacity, else 1 + (load - capacity)/capacity, at most 2
 //	far      = km / (km + 2000); 0.5 when unknown; 0 for the local peer
 //	failing  = failures / (failures + 1)
@@ -179,8 +229,8 @@ func Score(c Candidate, domains []DomainScore, w Weights) Scored {
 	if w == (Weights{}) {
 		w = DefaultWeights()
 	}
-	capacity := float64(max(c.Capacity, 1))
-	load := float64(max(c.Load, 0))
+	capacity := float64(min(max(c.Capacity, 1), MaxCapacity))
+	load := float64(min(max(c.Load, 0), MaxLoad))
 	free := min(max((capacity-load)/capacity, 0), 1)
 	overload := 0.0
 	if load >= capacity {
