@@ -19,6 +19,7 @@ import (
 	"github.com/mwpeer/mwpeer/inference"
 	"github.com/mwpeer/mwpeer/inference/expert"
 	"github.com/mwpeer/mwpeer/inference/infer"
+	"github.com/mwpeer/mwpeer/inference/moe"
 	"github.com/mwpeer/mwpeer/inference/sharding"
 	"github.com/mwpeer/mwpeer/membership"
 	"github.com/mwpeer/mwpeer/p2p"
@@ -63,6 +64,10 @@ type Config struct {
 	// from the swarm when missing.
 	Shards      []string
 	HostExperts []sharding.HostSpec
+	// VerifyExperts is the share (0 to 1) of this peer's remote expert calls
+	// spot-checked on a second replica, bit for bit; a host caught answering
+	// wrongly is excluded (see moe.Experts.Verify). Default 0.02.
+	VerifyExperts float64
 	// Synthetic configures the synthetic engine (its Models default to Models).
 	Synthetic inference.SyntheticConfig
 	Capacity  int // concurrent requests served; 0 means the number of CPUs
@@ -178,6 +183,7 @@ func DefaultConfig() Config {
 		Weights:       routing.DefaultWeights(),
 		MaxK:          3,
 		FreeAllowance: 20000,
+		VerifyExperts: moe.DefaultVerify,
 		QueueWait:     5 * time.Second,
 		Ping:          10 * time.Second,
 	}
@@ -272,6 +278,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Capacity < 0 {
 		return bad("Capacity", "%d is negative", c.Capacity)
+	}
+	if !(c.VerifyExperts >= 0 && c.VerifyExperts <= 1) {
+		return bad("VerifyExperts", "%v is outside 0..1", c.VerifyExperts)
 	}
 	return nil
 }

@@ -138,7 +138,11 @@ func (p *Peer) start(ctx context.Context, cfg Config) error {
 			log.Warn("HTTP API open to the network without API keys (HTTPInsecure): anyone who reaches it can use it", "http", cfg.HTTPAddr)
 		}
 	}
-	store := trust.New(trust.Config{})
+	store, err := trust.Open(trust.Config{Path: filepath.Join(cfg.DataDir, trust.File), Log: log})
+	if err != nil {
+		return &FieldError{Field: "DataDir", Err: err}
+	}
+	p.parts.Go("trust store", store.Run) // saves every minute and when the peer stops
 	policy := &p2p.RelayPolicy{Links: p2p.HostLinks(h), Log: log}
 	providers := func(ctx context.Context, kind, name string, n int) ([]peer.AddrInfo, error) {
 		return experts.FindProviders(ctx, h.DHT, kind, name, n)
@@ -157,6 +161,7 @@ func (p *Peer) start(ctx context.Context, cfg Config) error {
 		p.sharding, err = sharding.Open(sharding.Config{
 			Host: h, Dirs: dirs, Specs: cfg.HostExperts, Engine: b, Capacity: cfg.Capacity, Admit: cfg.Serving.AdmitExpert, AdmitShard: p.consent.AdmitShard,
 			Catalog: mem.hosts(p.Catalog), Providers: providers, RTT: p.Latency.To, Trust: store, Log: log, Key: key, StoreTally: acct.StoreTally,
+			VerifyExperts: cfg.VerifyExperts,
 			Prepare: func(ctx context.Context, id peer.ID) (context.Context, error) {
 				c, _, err := policy.Prepare(ctx, id, false)
 				return c, err
