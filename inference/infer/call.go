@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"hash"
 	"io"
@@ -103,17 +104,25 @@ func CallWith(ctx context.Context, h host.Host, p peer.ID, req inference.Request
 		answer = sha256.New()
 	}
 	r := wire.NewReader(s, MaxFrameSize)
+	lim := answerLimit{tokens: req.MaxTokens, bytes: opts.MaxBytes}
 	for {
 		_ = s.SetReadDeadline(time.Now().Add(StreamIdleTimeout))
 		var fr frame
-		if err := wire.ReadJSON(r, &fr); err != nil {
+		n, err := readFrame(r, &fr)
+		if err != nil {
 			if werr != nil {
 				err = werr
 			}
 			return fail(fmt.Errorf("infer %s: read: %w", p.ShortString(), err))
 		}
+		if err := lim.add(n, fr.Chunk != nil); err != nil {
+			return fail(fmt.Errorf("infer %s: %w", p.ShortString(), err))
+		}
 		switch {
 		case fr.Chunk != nil:
+			if lim.over() {
+				continue // within the slack: dropped
+			}
 			if answer != nil {
 				_, _ = io.WriteString(answer, fr.Chunk.Text)
 			}
@@ -122,6 +131,9 @@ func CallWith(ctx context.Context, h host.Host, p peer.ID, req inference.Request
 			}
 		case fr.Final != nil:
 			f := fr.Final.final()
+			if lim.over() {
+				f.FinishReason, f.CompletionTokens = inference.FinishLength, lim.tokens
+			}
 			if opts.Key == nil {
 				_ = s.Close()
 				return f, nil
@@ -157,4 +169,73 @@ func Target(h host.Host, p peer.ID) inference.Target {
 	return inference.Target{Name: p.String(), Run: func(ctx context.Context, req inference.Request, emit func(inference.Chunk) error) (inference.Final, error) {
 		return Call(ctx, h, p, req, emit)
 	}}
+}
+
+// Bounds of an answer on the asking side, whatever the server does.
+const (
+	// TokenSlack is how many chunks past the request's max_tokens an answer
+	// may carry before its final (a backend that sends an empty last chunk,
+	// or counts a token as two): they are read and dropped, so the text
+	// handed on ends at max_tokens.
+	TokenSlack = 8
+	// ChunkBytes and MaxAnswerBytes make the default cap on the frames of
+	// one answer (CallOptions.MaxBytes): ChunkBytes for each chunk it may
+	// hold (a token with 20 top log-probabilities is about 1.2 KiB of
+	// JSON), at most MaxAnswerBytes in all.
+	ChunkBytes     = 4 << 10
+	MaxAnswerBytes = 64 << 20
+)
+
+// ErrAnswerTooLong is returned when a server sends more than an answer may
+// hold: more chunks than the request's max_tokens (MaxTokens when it set
+// none) plus TokenSlack, or more than the byte cap. The call has handed on
+// the answer up to max_tokens and reset the stream, which cancels the
+// remote work; a dispatch ends the answer there (finish reason "length").
+var ErrAnswerTooLong = errors.New("answer longer than asked for")
+
+// answerLimit counts what a server sent against what was asked.
+type answerLimit struct {
+	tokens int // the request's max_tokens (0: MaxTokens)
+	bytes  int // the byte cap (0: ChunkBytes a chunk, at most MaxAnswerBytes)
+
+	chunks int
+	read   int
+}
+
+// add counts a frame of n bytes, a chunk or not.
+func (l *answerLimit) add(n int, chunk bool) error {
+	if l.tokens <= 0 {
+		l.tokens = MaxTokens
+	}
+	if l.bytes <= 0 {
+		l.bytes = min(MaxAnswerBytes, (l.tokens+TokenSlack)*ChunkBytes)
+	}
+	l.read += n
+	if chunk {
+		l.chunks++
+	}
+	switch {
+	case l.chunks > l.tokens+TokenSlack:
+		return fmt.Errorf("%w: more than %d chunks for max_tokens %d", ErrAnswerTooLong, l.tokens+TokenSlack, l.tokens)
+	case l.read > l.bytes:
+		return fmt.Errorf("%w: more than %d bytes", ErrAnswerTooLong, l.bytes)
+	}
+	return nil
+}
+
+// over reports whether the chunks counted went past max_tokens (within the
+// slack).
+func (l *answerLimit) over() bool { return l.chunks > l.tokens }
+
+// readFrame reads one frame into fr and returns its size.
+func readFrame(r wire.Reader, fr *frame) (int, error) {
+	data, err := r.ReadMsg()
+	if err != nil {
+		return 0, err
+	}
+	defer r.ReleaseMsg(data)
+	if err := json.Unmarshal(data, fr); err != nil {
+		return 0, fmt.Errorf("%w: %w", wire.ErrMalformed, err)
+	}
+	return len(data), nil
 }

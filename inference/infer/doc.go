@@ -52,6 +52,18 @@
 // the wire comes as a new frame type or a new protocol version, never as a
 // new field on an inference type that happens to be serialized.
 //
+// Bounds, whatever the other side does. A request from another peer runs
+// with at most ServiceConfig.TokensCap tokens (DefaultMaxTokens when it set
+// none) and for at most MaxDuration; a caller that keeps the server waiting
+// to take its frames for MaxWriteWait in all loses its call, and with it
+// its serving slot. A stream beyond the resource manager's stream limits
+// for the service is answered busy. On the asking side, CallWith hands on
+// at most max_tokens chunks (MaxTokens when the request set none): up to
+// TokenSlack more are read and dropped, and beyond them, or beyond a byte
+// cap (CallOptions.MaxBytes), it resets the stream, which cancels the
+// remote work, and returns ErrAnswerTooLong; a dispatch ends the answer
+// there with finish reason length.
+//
 // The serving side knows who asks: the caller's peer ID, from the secure
 // channel, travels to the backend in the context (inference.Caller), to an
 // admission hook before the backend runs (ServiceConfig.Admit) and to a

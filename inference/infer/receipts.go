@@ -81,6 +81,10 @@ type CallOptions struct {
 	// Credentials, when set, gives what to present to the serving peer p
 	// for model (a consent token, a membership certificate).
 	Credentials func(p peer.ID, model string) inference.Credentials
+	// MaxBytes caps the frames of the answer (0: ChunkBytes for each chunk
+	// the request's max_tokens allows, at most MaxAnswerBytes); beyond it
+	// the call ends with ErrAnswerTooLong.
+	MaxBytes int
 }
 
 // Server side.

@@ -33,6 +33,16 @@ const (
 	// StreamIdleTimeout is the longest a client waits between two frames
 	// (the first one included: a model may have to load).
 	StreamIdleTimeout = 2 * time.Minute
+
+	// MaxTokens is the most max_tokens a request may ask for: beyond it a
+	// request is malformed. No server sends more chunks than this.
+	MaxTokens = 32768
+	// DefaultMaxTokens and TokensCap are ServiceConfig's defaults: what a
+	// request from another peer that sets no max_tokens gets, and the most
+	// it gets whatever it asks. 1024 tokens is a long answer; 4096 is about
+	// seven minutes at the 10 tokens/s of a CPU, within MaxDuration.
+	DefaultMaxTokens = 1024
+	TokensCap        = 4096
 )
 
 // ServiceConfig bounds what a Service accepts from strangers and hooks the
@@ -42,12 +52,23 @@ type ServiceConfig struct {
 	IdleTimeout time.Duration
 	// MaxDuration bounds a whole call, whatever timeout the client asks for.
 	MaxDuration time.Duration
-	// Validation limits for untrusted requests.
+	// MaxWriteWait bounds the total time one call may wait for its caller
+	// to take its frames: a reader that stalls, or reads just fast enough to
+	// beat IdleTimeout frame by frame, loses its call (and its serving slot)
+	// once it has made the server wait this long in all.
+	MaxWriteWait time.Duration
+	// Validation limits for untrusted requests. A request asking for more
+	// than MaxTokens is malformed and refused.
 	MaxModelName int
 	MaxMessages  int
 	MaxTokens    int
 	MaxStop      int
-	Logger       *slog.Logger
+	// DefaultMaxTokens is the max_tokens of a request that sets none, and
+	// TokensCap lowers any larger max_tokens to itself: no request from
+	// another peer runs unbounded, whatever its backend would default to.
+	DefaultMaxTokens int
+	TokensCap        int
+	Logger           *slog.Logger
 
 	// Admit, if set, decides whether to serve a valid request, before the
 	// backend sees it, and may lower its MaxTokens (set it when 0) to what
@@ -114,12 +135,15 @@ type Completion struct {
 // DefaultServiceConfig returns the defaults.
 func DefaultServiceConfig() ServiceConfig {
 	return ServiceConfig{
-		IdleTimeout:  30 * time.Second,
-		MaxDuration:  10 * time.Minute,
-		MaxModelName: 256,
-		MaxMessages:  1024,
-		MaxTokens:    32768,
-		MaxStop:      16,
+		IdleTimeout:      30 * time.Second,
+		MaxDuration:      10 * time.Minute,
+		MaxWriteWait:     30 * time.Second,
+		MaxModelName:     256,
+		MaxMessages:      1024,
+		MaxTokens:        MaxTokens,
+		MaxStop:          16,
+		DefaultMaxTokens: DefaultMaxTokens,
+		TokensCap:        TokensCap,
 	}
 }
 
@@ -150,6 +174,11 @@ func NewService(h host.Host, b inference.Backend, cfg ServiceConfig) *Service {
 	wire.Default(&cfg.MaxMessages, def.MaxMessages)
 	wire.Default(&cfg.MaxTokens, def.MaxTokens)
 	wire.Default(&cfg.MaxStop, def.MaxStop)
+	wire.Default(&cfg.MaxWriteWait, def.MaxWriteWait)
+	wire.Default(&cfg.TokensCap, def.TokensCap)
+	wire.Default(&cfg.DefaultMaxTokens, def.DefaultMaxTokens)
+	cfg.TokensCap = min(cfg.TokensCap, cfg.MaxTokens)
+	cfg.DefaultMaxTokens = min(cfg.DefaultMaxTokens, cfg.TokensCap)
 	s := &Service{h: h, b: b, cfg: cfg, log: cfg.Logger}
 	if s.log == nil {
 		s.log = slog.Default()
@@ -175,6 +204,15 @@ func (s *Service) Close() error {
 	s.cancel()
 	s.wg.Wait()
 	return nil
+}
+
+// maxTokens is the max_tokens a valid request runs with: DefaultMaxTokens
+// when it set none, at most TokensCap.
+func (s *Service) maxTokens(asked int) int {
+	if asked <= 0 {
+		return s.cfg.DefaultMaxTokens
+	}
+	return min(asked, s.cfg.TokensCap)
 }
 
 func (s *Service) validate(r *request) error {
@@ -228,8 +266,13 @@ func (s *Service) handle(str network.Stream) {
 	caller := str.Conn().RemotePeer()
 	log := s.log.With("peer", caller.ShortString())
 
-	if err := wire.Attach(str, ServiceName, 0, 0); err != nil {
-		log.Debug("infer: attach stream", "err", err)
+	if err := str.Scope().SetService(ServiceName); err != nil {
+		// Over the resource manager's stream limit for the service or for
+		// this peer: say busy, so that the caller asks another expert.
+		log.Debug("infer: stream limit", "err", err)
+		_ = str.SetWriteDeadline(time.Now().Add(s.cfg.IdleTimeout))
+		_ = wire.WriteJSON(str, frame{Error: &errorFrame{Code: CodeBusy, Message: "too many streams"}}, MaxFrameSize)
+		_ = str.Close()
 		return
 	}
 	c := Completion{Caller: caller, Start: time.Now()}
@@ -296,6 +339,8 @@ func (s *Service) handle(str network.Stream) {
 		fail(err, CodeInvalidRequest)
 		return
 	}
+	c.Request.MaxTokens = s.maxTokens(wr.MaxTokens)
+	wr.MaxTokens = c.Request.MaxTokens
 	_ = str.SetReadDeadline(time.Time{})
 
 	timeout := s.cfg.MaxDuration
@@ -350,13 +395,19 @@ func (s *Service) handle(str network.Stream) {
 	var lost error         // a chunk could not be written: nobody is listening
 	answer := sha256.New() // of the text sent, for the receipt and Completion
 	var text strings.Builder
+	waited := time.Duration(0) // blocked writing frames, in all
 	f, err := s.b.Generate(ctx, c.Request, func(ch inference.Chunk) error {
 		if c.CompletionTokens == 0 {
 			c.TTFT = time.Since(c.Start)
 		}
 		w := toWireChunk(ch)
-		_ = str.SetWriteDeadline(time.Now().Add(s.cfg.IdleTimeout))
-		if err := wire.WriteJSON(str, frame{Chunk: w}, MaxFrameSize); err != nil {
+		begin := time.Now()
+		_ = str.SetWriteDeadline(begin.Add(min(s.cfg.IdleTimeout, s.cfg.MaxWriteWait-waited)))
+		err := wire.WriteJSON(str, frame{Chunk: w}, MaxFrameSize)
+		if waited += time.Since(begin); err == nil && waited >= s.cfg.MaxWriteWait {
+			err = fmt.Errorf("the caller kept the call waiting %s to take its frames", waited.Round(time.Millisecond))
+		}
+		if err != nil {
 			if !errors.Is(err, wire.ErrTooLarge) {
 				lost = err
 			}
