@@ -72,11 +72,19 @@ type Config struct {
 	// a peer it refuses is no candidate, from the catalog or the DHT. It is
 	// not called under the catalog's lock. Nil admits every peer.
 	Member func(peerID string) bool
-	Log    *slog.Logger
+	// ConnPrefix, when set, is the network prefix (p2p.Prefix) of a live
+	// connection to a peer, "" when there is none; Decide spreads a
+	// prompt's experts over prefixes. Without a connection, the prefix of
+	// the addresses a peer announces counts.
+	ConnPrefix func(peerID string) string
+	Log        *slog.Logger
 }
 
 // Router answers prompts for this peer's user with the swarm's experts.
-type Router struct{ cfg Config }
+type Router struct {
+	cfg  Config
+	busy *busyLog // peers that recently answered busy (see BusyMemory)
+}
 
 // New returns a Router. Zero Weights and MaxK take routing's defaults.
 func New(cfg Config) *Router {
@@ -104,7 +112,7 @@ func New(cfg Config) *Router {
 	if cfg.Local.Load == nil {
 		cfg.Local.Load = func() int { return 0 }
 	}
-	return &Router{cfg: cfg}
+	return &Router{cfg: cfg, busy: newBusyLog(nil)}
 }
 
 // Trust is the store the router records into and ranks by.
@@ -182,7 +190,8 @@ func isAny(model string) bool { return model == AnyModel || model == "*" }
 
 // Candidates lists every expert that could answer q: this peer, catalog
 // entries serving the model, and, when those are none, DHT providers of the
-// model. Measured speed and recent failures come from the trust store.
+// model. Measured speed and recent failures come from the trust store; every
+// input is labelled with its source, and claims are vetted (see vet).
 func (r *Router) Candidates(ctx context.Context, q Query) ([]Candidate, error) {
 	model := q.Request.Model
 	anyModel := isAny(model)
@@ -191,8 +200,8 @@ func (r *Router) Candidates(ctx context.Context, q Query) ([]Candidate, error) {
 		c := routing.Candidate{Peer: id, Local: local, Model: m, Domains: domains, Capacity: max(capacity, 1), Load: load, DistanceKm: -1}
 		if local {
 			c.RTT, c.RTTKnown = 0, true
-		} else if e := r.cfg.RTT(id); e.Known() {
-			c.RTT, c.RTTKnown = e.Value, true
+		} else if e := r.cfg.RTT(id); e.Known() && e.Source != geo.SourceReported {
+			c.RTT, c.RTTKnown, c.Sources.RTT = e.Value, true, string(e.Source)
 		}
 		if loc != nil && r.cfg.Local.Location != nil {
 			c.DistanceKm = geo.Haversine(*r.cfg.Local.Location, *loc)
@@ -200,6 +209,7 @@ func (r *Router) Candidates(ctx context.Context, q Query) ([]Candidate, error) {
 		perf := r.cfg.Trust.Perf(id, m)
 		c.TTFT, c.DecodeTPS = perf.TTFT, perf.DecodeTPS
 		c.Failures = int(r.cfg.Trust.Score(id).Failures + 0.5)
+		r.vet(&c, addrs)
 		out = append(out, Candidate{Candidate: c, Addrs: addrs})
 	}
 	if r.cfg.Local.Backend != nil {
@@ -380,6 +390,9 @@ func (r *Router) observe(expert, model string, ev inference.ExpertEvent) {
 		k := trust.Failure
 		if NotAFault(ev.Err) {
 			k = trust.Refused
+		}
+		if errors.Is(ev.Err, inference.ErrBusy) {
+			r.busy.mark(expert)
 		}
 		t.Observe(expert, trust.Event{Kind: k, Model: model})
 	}
