@@ -27,7 +27,15 @@
 //
 // The server puts each stream in the ServiceName resource scope and reserves
 // its copy buffer before reading a request; it serves at most
-// ServerConfig.MaxStreams streams at once and refuses the rest busy.
+// ServerConfig.MaxStreams streams at once, MaxPeerStreams to one peer, and
+// refuses the rest busy (as it does a stream over the resource manager's
+// limits). A stream lives MaxStreamLife at most: a later request is
+// answered busy, so that a peer asking a byte at a time, each request in
+// time, still gives its slot up. Uploads keep to UploadRate overall and
+// PeerUploadRate to each peer. A Fetcher waits out busy answers (BusyFor,
+// longer than a stream lives) before it gives a source up, and checks that
+// the disk can take the shards a manifest declares, keeping MinFree, before
+// it grows any file (shard.ErrNoSpace).
 //
 // Seeding earns credit. The Server counts the bytes of every full answer
 // per requester (Server.Meter), the Fetcher the bytes it verified per source

@@ -50,6 +50,17 @@ type Fetcher struct {
 	// Timeout bounds each request: a source that has not sent a whole piece
 	// by then is dropped as stalled (default 30s).
 	Timeout time.Duration
+	// BusyFor is how long a source may answer busy, with nothing served in
+	// between, before it is given up for the shard (default 2 min: longer
+	// than a stream lives on a seeder, ServerConfig.MaxStreamLife, so slots
+	// that strangers hold free up before a fetch gives up).
+	BusyFor time.Duration
+	// MinFree is the free disk a Fetch leaves in the store's first
+	// directory (default 256 MiB): a Fetch that would leave less fails with
+	// shard.ErrNoSpace before it grows any file. FreeSpace reads the free
+	// disk (nil: shard.FreeSpace).
+	MinFree   int64
+	FreeSpace func(dir string) (int64, error)
 
 	// Meter counts the verified bytes received, per source, model "": a
 	// verified piece, or a request of a manifest that hashed right, is a
@@ -147,6 +158,63 @@ func (f *Fetcher) timeout() time.Duration {
 		return f.Timeout
 	}
 	return 30 * time.Second
+}
+
+func (f *Fetcher) busyFor() time.Duration {
+	if f.BusyFor > 0 {
+		return f.BusyFor
+	}
+	return 2 * time.Minute
+}
+
+// DefaultMinFree is Fetcher.MinFree's default.
+const DefaultMinFree = 256 << 20
+
+// checkSpace fails with shard.ErrNoSpace when the store's disk cannot take
+// todo, shards of m, and keep MinFree free.
+func (f *Fetcher) checkSpace(m *shard.Manifest, todo []shard.Shard) error {
+	var need int64
+	for _, sh := range todo {
+		need += f.Store.Grow(sh)
+	}
+	if need == 0 {
+		return nil
+	}
+	free := f.FreeSpace
+	if free == nil {
+		free = shard.FreeSpace
+	}
+	dir := f.Store.Dirs()[0]
+	have, err := free(dir)
+	if errors.Is(err, errors.ErrUnsupported) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("fetch %s: %w", m.ID(), err)
+	}
+	keep := f.MinFree
+	if keep <= 0 {
+		keep = DefaultMinFree
+	}
+	if need > have-keep {
+		return fmt.Errorf("fetch %s (%s): %d shards need %s more in %s, which has %s free and keeps %s: %w",
+			m.Name, m.ID(), len(todo), bytesText(need), dir, bytesText(have), bytesText(keep), shard.ErrNoSpace)
+	}
+	return nil
+}
+
+// bytesText writes n in binary units.
+func bytesText(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit && exp < 4; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTP"[exp])
 }
 
 func (f *Fetcher) sources(ctx context.Context, h string) []peer.ID {
@@ -254,6 +322,9 @@ func (f *Fetcher) Fetch(ctx context.Context, m *shard.Manifest, shards []shard.S
 		seen[sh.Hash] = true
 		ft.total += k.Size
 		todo = append(todo, k)
+	}
+	if err := f.checkSpace(m, todo); err != nil {
+		return err
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	parallel := f.Parallel
@@ -434,6 +505,7 @@ func (ft *fetch) worker(ctx context.Context, sh shard.Shard, p *target, k, n int
 	}()
 	buf := make([]byte, ft.m.PieceSize)
 	busy := 0
+	var busySince time.Time // of the answers busy in a row
 	ft.use(src)
 	for {
 		if why := ft.whyDropped(src); why != nil {
@@ -485,13 +557,20 @@ func (ft *fetch) worker(ctx context.Context, sh shard.Shard, p *target, k, n int
 				return nil
 			}
 			var re *RemoteError
-			if errors.As(err, &re) && re.Code == CodeBusy && busy < 8 {
-				busy++
-				select {
-				case <-time.After(time.Duration(busy*busy)*50*time.Millisecond + rand.N(50*time.Millisecond)):
-					continue
-				case <-ctx.Done():
-					return nil
+			if errors.As(err, &re) && re.Code == CodeBusy {
+				if busy == 0 {
+					busySince = time.Now()
+				}
+				if time.Since(busySince) < ft.f.busyFor() {
+					// Back off 50 ms, 200 ms, 450 ms ... up to 2 s, with jitter.
+					busy++
+					wait := min(time.Duration(busy*busy)*50*time.Millisecond, 2*time.Second)
+					select {
+					case <-time.After(wait + rand.N(50*time.Millisecond)):
+						continue
+					case <-ctx.Done():
+						return nil
+					}
 				}
 			}
 			if errors.Is(err, shard.ErrNotFound) || errors.Is(err, ErrRefused) {

@@ -1,6 +1,7 @@
 package transfer
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -12,6 +13,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"golang.org/x/time/rate"
 
 	"github.com/mwpeer/mwpeer/experts/shard"
 	"github.com/mwpeer/mwpeer/inference/tally"
@@ -20,8 +22,19 @@ import (
 
 // ServerConfig bounds what a Server gives strangers.
 type ServerConfig struct {
-	// MaxStreams is the most streams served at once; more are refused busy.
-	MaxStreams int
+	// MaxStreams is the most streams served at once, and MaxPeerStreams the
+	// most served to one peer; more are refused busy.
+	MaxStreams     int
+	MaxPeerStreams int
+	// MaxStreamLife bounds a stream's life: a request that arrives later is
+	// answered busy and the stream closed (a Fetcher opens another and
+	// queues behind the other peers waiting), and no read or write goes on
+	// beyond it by more than WriteTimeout. A peer that asks one byte at a
+	// time, each within RequestTimeout, still gives up its slot.
+	MaxStreamLife time.Duration
+	// UploadRate and PeerUploadRate bound the bytes sent per second, in
+	// all and to one peer (0: no limit).
+	UploadRate, PeerUploadRate float64
 	// RequestTimeout bounds the wait for each request on a stream.
 	RequestTimeout time.Duration
 	// WriteTimeout bounds each write of a response (an idle deadline).
@@ -33,8 +46,14 @@ type ServerConfig struct {
 }
 
 // DefaultServerConfig returns the defaults.
+//
+// 8 streams a peer is what one Fetcher opens to a source (Window × Parallel),
+// so a stranger holds at most a quarter of the 32 slots. A minute moves
+// 60 MiB at 1 MiB/s before the stream is renewed; a Fetcher waits out busy
+// answers for longer than a stream lives (Fetcher.BusyFor).
 func DefaultServerConfig() ServerConfig {
-	return ServerConfig{MaxStreams: 32, RequestTimeout: 10 * time.Second, WriteTimeout: 20 * time.Second}
+	return ServerConfig{MaxStreams: 32, MaxPeerStreams: 8, MaxStreamLife: time.Minute,
+		RequestTimeout: 10 * time.Second, WriteTimeout: 20 * time.Second}
 }
 
 // Server serves a Store's shards and manifests over ID: the protocol's
@@ -52,10 +71,21 @@ type Server struct {
 	// settles from it.
 	Meter *tally.Meter
 
+	ctx    context.Context // ends with Close
+	cancel context.CancelFunc
+	rate   *rate.Limiter // nil: no overall limit
+
 	mu     sync.Mutex
 	closed bool
 	wg     sync.WaitGroup
 	active map[network.Stream]struct{}
+	peers  map[peer.ID]*peerState
+}
+
+// peerState is what a Server keeps of a peer it is serving.
+type peerState struct {
+	streams int
+	rate    *rate.Limiter // nil: no per-peer limit
 }
 
 // Serve serves s on h with DefaultServerConfig.
@@ -67,10 +97,16 @@ func NewServer(h host.Host, s *shard.Store, cfg ServerConfig) *Server {
 	wire.Default(&cfg.MaxStreams, def.MaxStreams)
 	wire.Default(&cfg.RequestTimeout, def.RequestTimeout)
 	wire.Default(&cfg.WriteTimeout, def.WriteTimeout)
+	wire.Default(&cfg.MaxPeerStreams, def.MaxPeerStreams)
+	wire.Default(&cfg.MaxStreamLife, def.MaxStreamLife)
 	srv := &Server{h: h, s: s, cfg: cfg, log: cfg.Logger, slots: make(chan struct{}, cfg.MaxStreams), active: make(map[network.Stream]struct{}),
-		Meter: tally.NewMeter(0)}
+		peers: make(map[peer.ID]*peerState), Meter: tally.NewMeter(0)}
 	if srv.log == nil {
 		srv.log = slog.Default()
+	}
+	srv.ctx, srv.cancel = context.WithCancel(context.Background())
+	if cfg.UploadRate > 0 {
+		srv.rate = rate.NewLimiter(rate.Limit(cfg.UploadRate), copyBuffer)
 	}
 	h.SetStreamHandler(ID, srv.handle)
 	return srv
@@ -83,6 +119,7 @@ func (srv *Server) Sent() int64 { return srv.sent.Load() }
 // waits for their handlers to return.
 func (srv *Server) Close() error {
 	srv.h.RemoveStreamHandler(ID)
+	srv.cancel()
 	srv.mu.Lock()
 	srv.closed = true
 	for s := range srv.active {
@@ -111,26 +148,45 @@ func (srv *Server) handle(str network.Stream) {
 		srv.mu.Unlock()
 		srv.wg.Done()
 	}()
-	log := srv.log.With("peer", str.Conn().RemotePeer().ShortString())
+	caller := str.Conn().RemotePeer()
+	log := srv.log.With("peer", caller.ShortString())
 
-	if err := wire.Attach(str, ServiceName, 0, 0); err != nil {
-		log.Debug("shard: attach stream", "err", err)
-		return
+	start := time.Now()
+	soft := start.Add(srv.cfg.MaxStreamLife)      // no request served after
+	hard := soft.Add(srv.cfg.WriteTimeout)        // no read or write after
+	deadline := func(d time.Duration) time.Time { // of one read or write
+		if t := time.Now().Add(d); t.Before(hard) {
+			return t
+		}
+		return hard
 	}
 	reply := func(h header) error {
-		_ = str.SetWriteDeadline(time.Now().Add(srv.cfg.WriteTimeout))
+		_ = str.SetWriteDeadline(deadline(srv.cfg.WriteTimeout))
 		return wire.WriteJSON(str, h, MaxHeaderSize)
 	}
 	refuse := func(code, msg string) {
 		_ = reply(header{Error: &errorFrame{Code: code, Message: msg}})
 		_ = str.Close()
 	}
+	if err := str.Scope().SetService(ServiceName); err != nil {
+		// Over the resource manager's stream limit for the service or for
+		// this peer: busy, so that the fetcher backs off, not drops us.
+		log.Debug("shard: stream limit", "err", err)
+		refuse(CodeBusy, "too many streams")
+		return
+	}
 	if srv.cfg.Admit != nil {
-		if err := srv.cfg.Admit(str.Conn().RemotePeer()); err != nil {
+		if err := srv.cfg.Admit(caller); err != nil {
 			refuse(CodeRefused, wire.Truncate(err.Error()))
 			return
 		}
 	}
+	ps, ok := srv.join(caller)
+	if !ok {
+		refuse(CodeBusy, fmt.Sprintf("more than %d streams from one peer", srv.cfg.MaxPeerStreams))
+		return
+	}
+	defer srv.leave(caller)
 	select {
 	case srv.slots <- struct{}{}:
 		defer func() { <-srv.slots }()
@@ -138,6 +194,8 @@ func (srv *Server) handle(str network.Stream) {
 		refuse(CodeBusy, "too many streams")
 		return
 	}
+	ctx, cancel := context.WithDeadline(srv.ctx, hard)
+	defer cancel()
 	release, err := wire.Reserve(str, copyBuffer+MaxRequestSize, network.ReservationPriorityLow)
 	if err != nil {
 		log.Debug("shard: reserve memory", "err", err)
@@ -159,7 +217,7 @@ func (srv *Server) handle(str network.Stream) {
 	}()
 	r := wire.NewReader(str, MaxRequestSize)
 	for {
-		_ = str.SetReadDeadline(time.Now().Add(srv.cfg.RequestTimeout))
+		_ = str.SetReadDeadline(deadline(srv.cfg.RequestTimeout))
 		var req request
 		err := wire.ReadJSON(r, &req)
 		switch {
@@ -181,6 +239,9 @@ func (srv *Server) handle(str network.Stream) {
 			return
 		case req.Length <= 0 || req.Length > MaxLength || req.Offset < 0:
 			refuse(CodeBadRequest, fmt.Sprintf("offset must be non-negative and length within 1..%d", MaxLength))
+			return
+		case time.Now().After(soft):
+			refuse(CodeBusy, fmt.Sprintf("stream older than %s", srv.cfg.MaxStreamLife))
 			return
 		}
 		if openHash != req.Hash {
@@ -215,7 +276,7 @@ func (srv *Server) handle(str network.Stream) {
 			str.Reset()
 			return
 		}
-		if err := srv.send(str, open, n, buf); err != nil {
+		if err := srv.send(ctx, str, ps, open, n, buf, deadline); err != nil {
 			log.Debug("shard: send", "hash", req.Hash, "err", err)
 			str.Reset()
 			return
@@ -226,14 +287,22 @@ func (srv *Server) handle(str network.Stream) {
 	}
 }
 
-// send copies n bytes of f to str, each write under its own deadline.
-func (srv *Server) send(str network.Stream, f io.Reader, n int64, buf []byte) error {
+// send copies n bytes of f to str, each write under its own deadline and
+// within the upload rates.
+func (srv *Server) send(ctx context.Context, str network.Stream, ps *peerState, f io.Reader, n int64, buf []byte, deadline func(time.Duration) time.Time) error {
 	for n > 0 {
 		k, err := io.ReadFull(f, buf[:min(n, int64(len(buf)))])
 		if err != nil {
 			return fmt.Errorf("read: %w", err) // the file shrank: the client sees a reset
 		}
-		_ = str.SetWriteDeadline(time.Now().Add(srv.cfg.WriteTimeout))
+		for _, lim := range []*rate.Limiter{ps.rate, srv.rate} {
+			if lim != nil {
+				if err := lim.WaitN(ctx, k); err != nil {
+					return fmt.Errorf("upload rate: %w", err)
+				}
+			}
+		}
+		_ = str.SetWriteDeadline(deadline(srv.cfg.WriteTimeout))
 		if _, err := str.Write(buf[:k]); err != nil {
 			return err
 		}
@@ -241,4 +310,44 @@ func (srv *Server) send(str network.Stream, f io.Reader, n int64, buf []byte) er
 		n -= int64(k)
 	}
 	return nil
+}
+
+// join counts one more stream of p, unless p has MaxPeerStreams already.
+func (srv *Server) join(p peer.ID) (*peerState, bool) {
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	ps := srv.peers[p]
+	if ps == nil {
+		ps = &peerState{}
+		if srv.cfg.PeerUploadRate > 0 {
+			ps.rate = rate.NewLimiter(rate.Limit(srv.cfg.PeerUploadRate), copyBuffer)
+		}
+		srv.peers[p] = ps
+	}
+	if ps.streams >= srv.cfg.MaxPeerStreams {
+		return nil, false
+	}
+	ps.streams++
+	return ps, true
+}
+
+// leave counts one stream of p less; p is forgotten with its last.
+func (srv *Server) leave(p peer.ID) {
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	if ps := srv.peers[p]; ps != nil {
+		if ps.streams--; ps.streams <= 0 {
+			delete(srv.peers, p)
+		}
+	}
+}
+
+// Streams returns the streams being served to p now.
+func (srv *Server) Streams(p peer.ID) int {
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	if ps := srv.peers[p]; ps != nil {
+		return ps.streams
+	}
+	return 0
 }
