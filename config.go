@@ -68,6 +68,18 @@ type Config struct {
 	// spot-checked on a second replica, bit for bit; a host caught answering
 	// wrongly is excluded (see moe.Experts.Verify). Default 0.02.
 	VerifyExperts float64
+	// VerifyAnswers is the share (0 to 1) of this peer's users' requests
+	// answered verified even when they do not ask ("mwpeer":{"verify":true}
+	// always does): two peers serving the same model digest and engine
+	// answer at temperature 0, the client gets the answer once both agree
+	// token for token, a third decides a disagreement and the outvoted peer
+	// is convicted. It costs a second computation, forces temperature 0 and
+	// holds the stream until agreement, so it is off by default (0).
+	VerifyAnswers float64
+	// Backend, when set, is served instead of the one Engine names (Engine
+	// still names it in announcements); tests use it to run a peer with a
+	// misbehaving engine.
+	Backend inference.Backend
 	// Synthetic configures the synthetic engine (its Models default to Models).
 	Synthetic inference.SyntheticConfig
 	Capacity  int // concurrent requests served; 0 means the number of CPUs
@@ -281,6 +293,9 @@ func (c *Config) Validate() error {
 	}
 	if !(c.VerifyExperts >= 0 && c.VerifyExperts <= 1) {
 		return bad("VerifyExperts", "%v is outside 0..1", c.VerifyExperts)
+	}
+	if !(c.VerifyAnswers >= 0 && c.VerifyAnswers <= 1) {
+		return bad("VerifyAnswers", "%v is outside 0..1", c.VerifyAnswers)
 	}
 	return nil
 }

@@ -16,6 +16,9 @@ const BuiltinModel = randmodel.BuiltinName
 
 // newBackend builds the engine cfg names; nil for EngineNone.
 func newBackend(cfg Config) (inference.Backend, error) {
+	if cfg.Backend != nil {
+		return cfg.Backend, nil
+	}
 	switch cfg.Engine {
 	case EngineSynthetic:
 		sc := cfg.Synthetic

@@ -54,6 +54,9 @@ type Peer struct {
 	policy   *consent.File // nil without a policy file
 	registry *prometheus.Registry
 	httpAddr net.Addr
+	// lie, set by tests only, rewrites this peer's announcements of itself:
+	// the seam that makes a real peer a liar (liar_test.go).
+	lie atomic.Pointer[func(*experts.Announcement)]
 }
 
 // Start brings a peer up: identity, host, DHT, gossip, RTT measurement, the
@@ -189,7 +192,7 @@ func (p *Peer) start(ctx context.Context, cfg Config) error {
 		Remote: swarm.HostRemote{Host: h, Policy: policy, Infer: acct.Call(func(m string) int64 { return p.router.ModelSize(m) })},
 		Local: swarm.Local{Backend: p.backend, Models: p.Models, Domains: cfg.Domains, Capacity: cfg.Capacity,
 			Load: func() int { return int(p.load.Load()) }, Location: cfg.Location},
-		Trust: store, Weights: cfg.Weights, MaxK: cfg.MaxK, Log: log, Member: mem.member(),
+		Trust: store, Weights: cfg.Weights, MaxK: cfg.MaxK, Log: log, Member: mem.member(), ConnPrefix: p.connPrefix,
 	})
 	p.Catalog.Watch(p.onCatalogChange)
 	p.Gossip, err = experts.JoinGossip(h.PubSub, h, experts.GossipConfig{
@@ -304,6 +307,7 @@ func (p *Peer) announcement() experts.Announcement {
 	if p.sharding != nil {
 		a.Shards = p.sharding.Summaries()
 	}
+	p.rewrite(&a)
 	return a
 }
 

@@ -44,6 +44,7 @@ type mwpeerOptions struct {
 	K         int      `json:"k"`
 	Domains   []string `json:"domains"`
 	TimeoutMs int64    `json:"timeout_ms"`
+	Verify    bool     `json:"verify"` // see swarm.Query.Verify
 }
 
 // stringOrList accepts "x" or ["x", ...].
@@ -205,6 +206,7 @@ func (c *commonRequest) toQuery() (swarm.Query, error) {
 			return q, bad("mwpeer.domains", "at most 8 domains")
 		}
 		q.Domains = m.Domains
+		q.Verify = m.Verify
 		if m.TimeoutMs < 0 {
 			return q, bad("mwpeer.timeout_ms", "mwpeer.timeout_ms must be positive")
 		}

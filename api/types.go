@@ -64,6 +64,17 @@ type PeerInfo struct {
 	LastSeen  time.Time `json:"last_seen"`
 	Capacity  int       `json:"capacity"`
 	Load      int       `json:"load"`
+	// RTT is rtt_ms and rtt_source again as one input, {"ms", "source"};
+	// Sources says where every field came from: the RTT is measured by
+	// this peer or predicted, everything else is reported by the peer.
+	RTT     RTTInput          `json:"rtt"`
+	Sources map[string]string `json:"sources"`
+}
+
+// RTTInput is an RTT with its source; Ms is null when nothing is known.
+type RTTInput struct {
+	Ms     *float64 `json:"ms"`
+	Source string   `json:"source"`
 }
 
 // Model is a model as /api/peers shows it.

@@ -46,6 +46,8 @@ func PeersView(entries []experts.Entry, rtt func(id string) geo.RTT, conn func(i
 			ms := r.Millis()
 			info.RTTMs = &ms
 		}
+		info.RTT = RTTInput{Ms: info.RTTMs, Source: info.RTTSource}
+		info.Sources = peerSources(info.RTTSource)
 		out.Peers = append(out.Peers, info)
 	}
 	return out
@@ -178,4 +180,12 @@ func ExpertsView(self string, local []sharding.LocalModel, served uint64, entrie
 	}
 	slices.SortFunc(out.Models, func(a, b ShardedModel) int { return strings.Compare(a.Name+a.ID, b.Name+b.ID) })
 	return out
+}
+
+// peerSources is where each field of a PeerInfo came from: the RTT as rtt
+// says, the rest from the peer's own announcement.
+func peerSources(rtt string) map[string]string {
+	const reported = "reported"
+	return map[string]string{"rtt": rtt, "addrs": reported, "domains": reported, "models": reported, "region": reported,
+		"location": reported, "capacity": reported, "load": reported}
 }

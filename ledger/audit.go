@@ -73,6 +73,7 @@ const (
 	AuditRequested = "requested" // this peer asked another for an answer
 	AuditTally     = "tally"     // a tally of expert calls or shard bytes settled with a peer
 	AuditDropped   = "dropped"   // Tokens entries were lost before they reached the disk (full buffer, failed write)
+	AuditOutvoted  = "outvoted"  // a peer's answer to a verified request differed from the one two others agreed on; Outcome says where
 )
 
 // AuditEntry is one entry of the audit chain.

@@ -77,7 +77,10 @@ type Config struct {
 	// prompt's experts over prefixes. Without a connection, the prefix of
 	// the addresses a peer announces counts.
 	ConnPrefix func(peerID string) string
-	Log        *slog.Logger
+	// VerifyShare is the share (0 to 1) of requests not asking for it that
+	// are verified anyway (see Query.Verify) when two peers can.
+	VerifyShare float64
+	Log         *slog.Logger
 }
 
 // Router answers prompts for this peer's user with the swarm's experts.
@@ -303,7 +306,14 @@ func (r *Router) Complete(ctx context.Context, q Query, emit func(expert string,
 	if err != nil {
 		return Answer{}, err
 	}
-	primary, spares := r.Targets(d, cands)
+	if r.verifies(q) {
+		// A sampled request nobody can verify runs as usual; one the
+		// client asked to verify fails (ErrNoAgreement).
+		if targets := r.verifyTargets(d, cands); len(targets) >= 2 || q.Verify {
+			return r.completeVerified(ctx, q, targets, emit)
+		}
+	}
+	primary, spares := r.trusted(r.Targets(d, cands))
 	req := q.Request
 	if isAny(req.Model) {
 		req.Model = "" // each target fills in its own model
@@ -386,6 +396,8 @@ func (r *Router) observe(expert, model string, ev inference.ExpertEvent) {
 		t.Observe(expert, trust.Event{Kind: trust.Success, Model: model, TTFT: ev.TTFT, Tokens: ev.Tokens, Duration: ev.Duration})
 	case inference.EventStalled:
 		t.Observe(expert, trust.Event{Kind: trust.Stalled, Model: model})
+	case inference.EventOutvoted:
+		t.Convict(expert, model, ev.Err.Error())
 	case inference.EventFailed:
 		k := trust.Failure
 		if NotAFault(ev.Err) {

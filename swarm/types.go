@@ -20,6 +20,10 @@ type Query struct {
 	Strategy string   // fastest, confidence or blend; "" for the default
 	K        int      // experts asked in parallel; 0 lets routing choose
 	Domains  []string // overrides the classifier when set
+	// Verify asks for an answer that two peers serving the same model
+	// digest produced token for token at temperature 0 (see
+	// inference.DispatchConfig.Verify); Strategy and K then do not apply.
+	Verify bool
 }
 
 // Answer is the outcome of Complete.
@@ -29,4 +33,5 @@ type Answer struct {
 	Experts   []string // every peer that contributed, in order
 	Agreement *float64 // blend: how far the others agreed with the answer
 	Failovers int
+	Verified  bool // two peers agreed on it token for token (Experts names them)
 }

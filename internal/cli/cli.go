@@ -154,6 +154,7 @@ func peerFlags(fs *flag.FlagSet) func() (mwpeer.Config, error) {
 	hostExperts := fs.String("host-experts", env("HOST_EXPERTS", ""), "parts of sharded MoE models to hold, fetching missing shards from the swarm; ';'-separated MODEL (everything), MODEL@dense (run the model) or MODEL@LAYERS:EXPERTS, e.g. 3fa2c1d09e4b@0-15:2,5 (MWPEER_HOST_EXPERTS)")
 	ollama := fs.String("ollama", env("OLLAMA", d.Ollama), "Ollama's URL; default $OLLAMA_HOST, else http://127.0.0.1:11434 (MWPEER_OLLAMA)")
 	verifyExperts := fs.Float64("verify-experts", envFloat("VERIFY_EXPERTS", d.VerifyExperts), "share (0..1) of remote expert calls recomputed on a second replica and compared bit for bit; a host caught answering wrongly is excluded (MWPEER_VERIFY_EXPERTS)")
+	verifyAnswers := fs.Float64("verify-answers", envFloat("VERIFY_ANSWERS", d.VerifyAnswers), "share (0..1) of requests answered verified though they do not ask: two peers of the same model digest must agree token for token at temperature 0 (MWPEER_VERIFY_ANSWERS)")
 	capacity := fs.Int("capacity", envInt("CAPACITY", 0), "concurrent requests this peer serves; 0 means one per CPU (MWPEER_CAPACITY)")
 	lat := fs.String("lat", env("LAT", ""), "latitude of this peer in decimal degrees, for distance estimates (MWPEER_LAT)")
 	lon := fs.String("lon", env("LON", ""), "longitude of this peer in decimal degrees (MWPEER_LON)")
@@ -196,6 +197,7 @@ func peerFlags(fs *flag.FlagSet) func() (mwpeer.Config, error) {
 		}
 		c.HostExperts = specs
 		c.VerifyExperts = *verifyExperts
+		c.VerifyAnswers = *verifyAnswers
 		c.Ollama = inference.OllamaURL(*ollama)
 		c.Capacity = *capacity
 		c.Region = *region
@@ -236,7 +238,7 @@ var flags = map[string]string{
 	"DataDir": "--data-dir", "PolicyFile": "--policy", "Grants": "--grant", "Domains": "--domains", "Engine": "--engine", "Location": "--lat/--lon",
 	"QueueWait": "--queue-wait", "FreeAllowance": "--free-allowance",
 	"DHTMode": "--dht-mode", "Reachability": "--reachability", "MaxK": "--max-k", "Capacity": "--capacity",
-	"Shards": "--shards", "HostExperts": "--host-experts", "VerifyExperts": "--verify-experts",
+	"Shards": "--shards", "HostExperts": "--host-experts", "VerifyExperts": "--verify-experts", "VerifyAnswers": "--verify-answers",
 	"SwarmKey": "--swarm-key", "TrustIssuers": "--trust-issuer", "Cert": "--cert",
 }
 
