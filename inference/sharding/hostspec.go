@@ -11,7 +11,10 @@ import (
 // shard: the peer runs the model), or MODEL@LAYERS:EXPERTS where each of
 // LAYERS and EXPERTS is * or a list of numbers and ranges ("0-15",
 // "2,5", "0-3,8"). MODEL is a model ID, a prefix of one of at least 8 hex
-// digits, or a model name the swarm announces.
+// digits, or a model name the swarm announces. Only the ID is trusted: a
+// fetch is pinned to one (the manifest must hash to it), a name or prefix
+// is resolved once, from the store and from announcements anyone may send,
+// and refused when more than one ID answers to it.
 type HostSpec struct {
 	Model   string
 	Dense   bool

@@ -63,6 +63,9 @@ type Config struct {
 	// AdmitShard, if set, decides whether to upload shards to another peer
 	// (see transfer.ServerConfig.Admit).
 	AdmitShard func(caller peer.ID) error
+	// UploadRate and PeerUploadRate bound the bytes of shards sent per
+	// second, in all and to one peer (0: no limit; see transfer.ServerConfig).
+	UploadRate, PeerUploadRate float64
 	// Prepare applies the relay policy to expert calls (see expert.Client).
 	Prepare func(ctx context.Context, p peer.ID) (context.Context, error)
 	// VerifyExperts is the share of remote expert calls spot-checked on a
@@ -109,6 +112,7 @@ type Sharding struct {
 
 	mu     sync.Mutex
 	models map[string]*shardedModel // by model ID
+	pinned map[string]string        // a spec's MODEL → the model ID it resolved to
 }
 
 // shardedModel is one model this peer holds some of.
@@ -141,11 +145,12 @@ func Open(cfg Config) (*Sharding, error) {
 		return nil, err
 	}
 	s := &Sharding{cfg: cfg, self: cfg.Host.ID(), log: cfg.Log, store: store, models: make(map[string]*shardedModel),
-		due: make(chan struct{}, 1)}
+		pinned: make(map[string]string), due: make(chan struct{}, 1)}
 	s.server = expert.NewServer(cfg.Host, expert.ServerConfig{Concurrency: max(2, cfg.Capacity), Admit: cfg.Admit, Log: cfg.Log})
 	s.client = expert.NewClient(cfg.Host)
 	s.client.Prepare = cfg.Prepare
-	s.shards = transfer.NewServer(cfg.Host, store, transfer.ServerConfig{Admit: cfg.AdmitShard, Logger: cfg.Log})
+	s.shards = transfer.NewServer(cfg.Host, store, transfer.ServerConfig{Admit: cfg.AdmitShard, Logger: cfg.Log,
+		UploadRate: cfg.UploadRate, PeerUploadRate: cfg.PeerUploadRate})
 	if cfg.Key != nil {
 		s.payer = &tally.Payer{Host: cfg.Host, Key: cfg.Key, Store: cfg.StoreTally, Log: cfg.Log}
 		s.tally = tally.NewService(cfg.Host, tally.ServiceConfig{
@@ -478,34 +483,75 @@ func (s *Sharding) isModelID(h string) bool {
 	return len(s.cfg.Catalog.Select(func(en *experts.Entry) bool { _, ok := en.ShardsOf(h); return ok })) > 0
 }
 
-var errNotHeard = errors.New("no sharded model of that name or ID heard of yet")
+var (
+	errNotHeard  = errors.New("no sharded model of that name or ID heard of yet")
+	errAmbiguous = errors.New("ambiguous model")
+)
 
-// resolve turns a spec's MODEL (ID, ID prefix or name) into a model ID,
-// looking in the store and in the swarm's announcements.
+// resolve turns a spec's MODEL into the model ID a fetch is pinned to. An
+// ID is taken as it is. A prefix of an ID, or a name, is looked up in the
+// store and in the swarm's announcements, which anyone may send: names are
+// for display, so a name or prefix that more than one ID answers to is
+// refused, listing every ID and who says so, and once a spec resolved, it
+// stays pinned to that ID for the life of the peer, whatever is announced
+// later.
 func (s *Sharding) resolve(model string) (string, error) {
+	s.mu.Lock()
+	id, ok := s.pinned[model]
+	s.mu.Unlock()
+	if ok {
+		return id, nil
+	}
+	if shard.ValidHash(model) {
+		return s.pin(model, model), nil // an ID: verified against the manifest's hash
+	}
 	var ids []string
-	match := func(id, name string) {
-		if (id == model || (len(model) >= 8 && strings.HasPrefix(id, model)) || name == model) && !slices.Contains(ids, id) {
+	by := map[string][]string{} // ID → who says model names it
+	match := func(id, name, who string) {
+		if id != model && (len(model) < 8 || !strings.HasPrefix(id, model)) && name != model {
+			return
+		}
+		if !slices.Contains(ids, id) {
 			ids = append(ids, id)
+		}
+		if len(by[id]) < 3 && !slices.Contains(by[id], who) {
+			by[id] = append(by[id], who)
 		}
 	}
 	for _, m := range s.store.Models() {
-		match(m.ID(), m.Name)
+		match(m.ID(), m.Name, "this peer's store")
 	}
 	for _, en := range s.cfg.Catalog.Select(func(en *experts.Entry) bool { return len(en.Shards) > 0 }) {
+		who := "peer " + en.Peer
 		for _, sum := range en.Shards {
-			match(sum.Model, sum.Name)
+			match(sum.Model, sum.Name, who)
 		}
 	}
-	switch {
-	case len(ids) == 1:
-		return ids[0], nil
-	case len(ids) > 1:
-		return "", fmt.Errorf("%q names %d models: %s", model, len(ids), strings.Join(ids, ", "))
-	case shard.ValidHash(model):
-		return model, nil // not heard of yet: ask the DHT
+	switch len(ids) {
+	case 0:
+		return "", fmt.Errorf("%w: %q", errNotHeard, model)
+	case 1:
+		return s.pin(model, ids[0]), nil
 	}
-	return "", fmt.Errorf("%w: %q", errNotHeard, model)
+	slices.Sort(ids)
+	list := make([]string, len(ids))
+	for i, id := range ids {
+		list[i] = id + " (" + strings.Join(by[id], ", ") + ")"
+	}
+	return "", fmt.Errorf("%w: %q names %d models: %s; give the model ID instead", errAmbiguous, model, len(ids), strings.Join(list, "; "))
+}
+
+// pin remembers that spec model stands for id.
+func (s *Sharding) pin(model, id string) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.pinned[model]; !ok {
+		s.pinned[model] = id
+		if model != id {
+			s.log.Info("hosting pinned to a model ID", "spec", model, "id", id)
+		}
+	}
+	return s.pinned[model]
 }
 
 // host keeps spec satisfied: it finds the manifest, fetches the shards the
