@@ -93,7 +93,20 @@ func TestRunnerAndHostsAgreeOnTallies(t *testing.T) {
 	if _, err := generate(t, m, s.x, 16, nil); err != nil {
 		t.Fatal(err)
 	}
-	// What each host counted for the runner, before settling.
+	// What each host counted for the runner, before settling. A host
+	// counts a call once its answer is sent, so the runner may hold the
+	// last answer a moment before the host counted it.
+	wait.For(t, 5*time.Second, "the hosts count every call the runner made", func() error {
+		var n uint64
+		for _, srv := range s.servers {
+			w, _ := srv.Meter.Get(s.req.ID(), testModel.String())
+			n += w.Calls
+		}
+		if n != s.x.RemoteCalls.Load() {
+			return fmt.Errorf("hosts counted %d calls, the runner made %d", n, s.x.RemoteCalls.Load())
+		}
+		return nil
+	})
 	var counted []tally.Work
 	for _, srv := range s.servers {
 		w, _ := srv.Meter.Get(s.req.ID(), testModel.String())
