@@ -128,9 +128,9 @@ type Store struct {
 type record struct {
 	failures  float64 // decayed weighted count as of failedAt
 	failedAt  time.Time
-	streak    int       // failures in a row since the last success
-	wrongs    float64   // decayed count of Wrong events as of wrongAt
-	wrongAt   time.Time //
+	streak    int     // failures in a row since the last success
+	wrongs    float64 // decayed count of Wrong events as of wrongAt
+	wrongAt   time.Time
 	excluded  time.Time // left out of replica choice until then
 	detail    string    // the last Wrong or BadData event's Detail
 	counts    [len(kindNames)]uint64
