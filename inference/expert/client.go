@@ -19,15 +19,15 @@ import (
 )
 
 // RemoteError is an expert call the remote peer answered with an error. A
-// busy answer unwraps to inference.ErrBusy and a bad request to
-// inference.ErrInvalidRequest.
+// busy answer unwraps to inference.ErrBusy, a refusal by the host's policy
+// to inference.ErrRefused and a bad request to inference.ErrInvalidRequest.
 type RemoteError struct {
 	Status byte
 	Msg    string
 }
 
 func (e *RemoteError) Error() string {
-	names := map[byte]string{StatusNotFound: "not hosted", StatusBad: "bad request", StatusBusy: "busy", StatusFailed: "failed"}
+	names := map[byte]string{StatusNotFound: "not hosted", StatusBad: "bad request", StatusBusy: "busy", StatusFailed: "failed", StatusRefused: "refused"}
 	return fmt.Sprintf("remote expert %s: %s", names[e.Status], e.Msg)
 }
 
@@ -38,6 +38,8 @@ func (e *RemoteError) Unwrap() error {
 		return inference.ErrBusy
 	case StatusBad:
 		return inference.ErrInvalidRequest
+	case StatusRefused:
+		return inference.ErrRefused
 	}
 	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"sync/atomic"
 	"testing"
@@ -327,4 +328,44 @@ func TestServerRejects(t *testing.T) {
 	if err := cl.Call(short, p, testModel, 0, 0, rows(1, c.Embedding), rows(1, c.Embedding)); err == nil {
 		t.Fatal("expired call succeeded")
 	}
+}
+
+// TestPolicyRefusalIsNotBusy: an Admit error wrapping inference.ErrRefused
+// answers refused, which the caller's errors.Is sees as ErrRefused (and not
+// busy); the stream stays in step.
+func TestPolicyRefusalIsNotBusy(t *testing.T) {
+	c := moeConfig()
+	m := loadModel(t, c)
+	h := newHost(t)
+	var refuse atomic.Bool
+	refuse.Store(true)
+	srv := NewServer(h, ServerConfig{Admit: func(ctx context.Context, caller peer.ID, call Call) error {
+		if refuse.Load() {
+			return fmt.Errorf("not a member: %w", inference.ErrConsentRefused)
+		}
+		return nil
+	}})
+	t.Cleanup(func() { srv.Close() })
+	x, err := m.Expert(0, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Add(testModel, 0, 1, x)
+	req := newHost(t)
+	connect(t, req, h)
+	cl := NewClient(req)
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	in, out := randRows(2, c.Embedding), randRows(2, c.Embedding)
+	err = cl.Call(ctx, h.ID(), testModel, 0, 1, in, out)
+	var re *RemoteError
+	if !errors.As(err, &re) || re.Status != StatusRefused || !errors.Is(err, inference.ErrRefused) || errors.Is(err, inference.ErrBusy) {
+		t.Fatalf("refused call: %v", err)
+	}
+	refuse.Store(false)
+	if err := cl.Call(ctx, h.ID(), testModel, 0, 1, in, out); err != nil {
+		t.Fatalf("admitted call on the same stream: %v", err)
+	}
+	checkApply(t, x, in, out)
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	"github.com/mwpeer/mwpeer/inference"
 	"github.com/mwpeer/mwpeer/inference/llama"
 	"github.com/mwpeer/mwpeer/inference/tally"
 	"github.com/mwpeer/mwpeer/internal/wire"
@@ -223,6 +224,9 @@ func (s *Server) handle(str network.Stream) {
 		if s.cfg.Admit != nil {
 			if err := s.cfg.Admit(s.ctx, str.Conn().RemotePeer(), Call{Model: h.model, Layer: h.layer, Expert: h.expert, Rows: h.rows}); err != nil {
 				status, msg = StatusBusy, trunc(err.Error())
+				if errors.Is(err, inference.ErrRefused) {
+					status = StatusRefused
+				}
 			}
 		}
 		if status == StatusOK {

@@ -48,6 +48,7 @@ const (
 	StatusBad      = 2 // malformed request
 	StatusBusy     = 3 // too many calls in progress
 	StatusFailed   = 4 // the expert failed
+	StatusRefused  = 5 // the host's policy does not serve the caller (consent, membership)
 )
 
 // ModelKey is a model ID (64 hex digits, a SHA-256) as 32 bytes.

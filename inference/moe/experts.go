@@ -226,13 +226,13 @@ func (x *Experts) end(p peer.ID) {
 	}
 }
 
-// record puts the outcome of a call to p in the trust store: busy is a
-// refusal, not a fault.
+// record puts the outcome of a call to p in the trust store: busy and
+// refused are refusals, not faults.
 func (x *Experts) record(p peer.ID, err error) {
 	switch {
 	case err == nil:
 		x.trust().Observe(p.String(), trust.Event{Kind: trust.Success})
-	case errors.Is(err, inference.ErrBusy):
+	case errors.Is(err, inference.ErrBusy) || errors.Is(err, inference.ErrRefused):
 		x.trust().Observe(p.String(), trust.Event{Kind: trust.Refused})
 	default:
 		x.trust().Observe(p.String(), trust.Event{Kind: trust.Failure})
