@@ -90,6 +90,13 @@ type Config struct {
 	// FreeAllowance is the tokens a day this peer serves a peer that has no
 	// credit with it before it ranks last (see ledger.Accounting).
 	FreeAllowance int64
+	// RemoteMaxTokens is the max_tokens of a prompt from another peer that
+	// sets none, and RemoteMaxTokensCap the most one gets whatever it asks
+	// (0: infer's defaults, 1024 and 4096); a policy file may lower them
+	// per peer. ShardUploadRate and ShardPeerUploadRate bound the bytes of
+	// shards uploaded per second, in all and to one peer (0: no limit).
+	RemoteMaxTokens, RemoteMaxTokensCap  int
+	ShardUploadRate, ShardPeerUploadRate int64
 	// AuditPrompts keeps the text of prompts and answers in the audit chain
 	// (ledger.AuditEntry), not only their hashes.
 	AuditPrompts bool
@@ -198,6 +205,10 @@ func DefaultConfig() Config {
 		VerifyExperts: moe.DefaultVerify,
 		QueueWait:     5 * time.Second,
 		Ping:          10 * time.Second,
+
+		// What a stranger gets at most (see StreamLimits too).
+		RemoteMaxTokens:    infer.DefaultMaxTokens,
+		RemoteMaxTokensCap: infer.TokensCap,
 	}
 }
 
@@ -290,6 +301,15 @@ func (c *Config) Validate() error {
 	}
 	if c.Capacity < 0 {
 		return bad("Capacity", "%d is negative", c.Capacity)
+	}
+	if c.RemoteMaxTokensCap < 0 || c.RemoteMaxTokensCap > infer.MaxTokens {
+		return bad("RemoteMaxTokensCap", "%d is outside 0..%d", c.RemoteMaxTokensCap, infer.MaxTokens)
+	}
+	if c.RemoteMaxTokens < 0 || c.RemoteMaxTokensCap > 0 && c.RemoteMaxTokens > c.RemoteMaxTokensCap {
+		return bad("RemoteMaxTokens", "%d is outside 0..%d (the cap)", c.RemoteMaxTokens, c.RemoteMaxTokensCap)
+	}
+	if c.ShardUploadRate < 0 || c.ShardPeerUploadRate < 0 {
+		return bad("ShardUploadRate", "a negative rate")
 	}
 	if !(c.VerifyExperts >= 0 && c.VerifyExperts <= 1) {
 		return bad("VerifyExperts", "%v is outside 0..1", c.VerifyExperts)

@@ -106,7 +106,7 @@ func (p *Peer) start(ctx context.Context, cfg Config) error {
 	h, err := p2p.New(p2p.Config{
 		Identity: key, ListenAddrs: listen, AnnounceAddrs: announce, Bootstrap: boot,
 		DHTMode: cfg.DHTMode, RelayService: cfg.RelayService && relay, Reachability: cfg.Reachability,
-		Registerer: p.registry, Logger: cfg.Logger, PSK: cfg.SwarmKey,
+		Registerer: p.registry, Logger: cfg.Logger, PSK: cfg.SwarmKey, Limits: StreamLimits,
 	})
 	if err != nil {
 		return err
@@ -163,6 +163,7 @@ func (p *Peer) start(ctx context.Context, cfg Config) error {
 		}
 		p.sharding, err = sharding.Open(sharding.Config{
 			Host: h, Dirs: dirs, Specs: cfg.HostExperts, Engine: b, Capacity: cfg.Capacity, Admit: cfg.Serving.AdmitExpert, AdmitShard: p.consent.AdmitShard,
+			UploadRate: float64(cfg.ShardUploadRate), PeerUploadRate: float64(cfg.ShardPeerUploadRate),
 			Catalog: mem.hosts(p.Catalog), Providers: providers, RTT: p.Latency.To, Trust: store, Log: log, Key: key, StoreTally: acct.StoreTally,
 			VerifyExperts: cfg.VerifyExperts,
 			Prepare: func(ctx context.Context, id peer.ID) (context.Context, error) {
@@ -178,11 +179,13 @@ func (p *Peer) start(ctx context.Context, cfg Config) error {
 		b = p.sharding.Backend()
 	}
 	if b != nil {
-		b = inference.NewPrioritized(b, inference.PriorityConfig{Capacity: cfg.Capacity, QueueWait: cfg.QueueWait, Aging: 5 * time.Second, Class: acct.Class})
+		b = inference.NewPrioritized(b, inference.PriorityConfig{Capacity: cfg.Capacity, QueueWait: cfg.QueueWait, Aging: 5 * time.Second, Class: acct.Class,
+			PerPeer: inference.PerPeerSlots(cfg.Capacity)})
 		p.backend = counted{Backend: b, load: &p.load}
 		sc := infer.DefaultServiceConfig()
 		sc.Logger, sc.Admit, sc.Complete = log, cfg.Serving.AdmitInfer, acct.Served(cfg.Serving.CompleteInfer)
 		sc.KeepAnswer = cfg.AuditPrompts
+		sc.DefaultMaxTokens, sc.TokensCap = cfg.RemoteMaxTokens, cfg.RemoteMaxTokensCap
 		sc.Receipts = acct.Server(p.Models)
 		svc := infer.NewService(h, p.backend, sc)
 		p.parts.Defer("infer service", svc.Close)

@@ -168,6 +168,10 @@ func peerFlags(fs *flag.FlagSet) func() (mwpeer.Config, error) {
 	synTTFT := fs.Duration("synthetic-ttft", envDuration("SYNTHETIC_TTFT", 0), "delay before the first token of --engine synthetic (MWPEER_SYNTHETIC_TTFT)")
 	queueWait := fs.Duration("queue-wait", envDuration("QUEUE_WAIT", d.QueueWait), "how long a request waits for a serving slot when all --capacity are taken before it is refused as busy (MWPEER_QUEUE_WAIT)")
 	auditPrompts := fs.Bool("audit-prompts", envBool("AUDIT_PROMPTS", d.AuditPrompts), "keep prompts and answers in the audit chain, not only their hashes (MWPEER_AUDIT_PROMPTS)")
+	remoteTokens := fs.Int("remote-max-tokens", envInt("REMOTE_MAX_TOKENS", d.RemoteMaxTokens), "max_tokens of a prompt from another peer that sets none (MWPEER_REMOTE_MAX_TOKENS)")
+	remoteCap := fs.Int("remote-max-tokens-cap", envInt("REMOTE_MAX_TOKENS_CAP", d.RemoteMaxTokensCap), "most tokens a prompt from another peer gets, whatever it asks (MWPEER_REMOTE_MAX_TOKENS_CAP)")
+	shardRate := fs.Int("shard-upload-rate", envInt("SHARD_UPLOAD_RATE", int(d.ShardUploadRate)), "bytes of shards uploaded per second, in all; 0 is no limit (MWPEER_SHARD_UPLOAD_RATE)")
+	shardPeerRate := fs.Int("shard-peer-upload-rate", envInt("SHARD_PEER_UPLOAD_RATE", int(d.ShardPeerUploadRate)), "bytes of shards uploaded per second to one peer; 0 is no limit (MWPEER_SHARD_PEER_UPLOAD_RATE)")
 	freeAllowance := fs.Int("free-allowance", envInt("FREE_ALLOWANCE", int(d.FreeAllowance)), "tokens a day served to a peer with no credit here before it ranks last in the queue (MWPEER_FREE_ALLOWANCE)")
 	maxK := fs.Int("max-k", envInt("MAX_K", d.MaxK), "most experts a prompt is sent to in parallel (MWPEER_MAX_K)")
 	announceMin := fs.Duration("announce-interval", envDuration("ANNOUNCE_INTERVAL", d.AnnounceMin), "shortest heartbeat between announcements; it grows with the swarm (MWPEER_ANNOUNCE_INTERVAL)")
@@ -209,6 +213,8 @@ func peerFlags(fs *flag.FlagSet) func() (mwpeer.Config, error) {
 		c.MaxK = *maxK
 		c.QueueWait = *queueWait
 		c.FreeAllowance = int64(*freeAllowance)
+		c.RemoteMaxTokens, c.RemoteMaxTokensCap = *remoteTokens, *remoteCap
+		c.ShardUploadRate, c.ShardPeerUploadRate = int64(*shardRate), int64(*shardPeerRate)
 		c.AuditPrompts = *auditPrompts
 		if err := member(&c); err != nil {
 			return c, err
@@ -237,6 +243,7 @@ var flags = map[string]string{
 	"Listen": "--listen", "Announce": "--announce", "Bootstrap": "--bootstrap", "HTTPAddr": "--http", "AllowedOrigins": "--allowed-origins",
 	"DataDir": "--data-dir", "PolicyFile": "--policy", "Grants": "--grant", "Domains": "--domains", "Engine": "--engine", "Location": "--lat/--lon",
 	"QueueWait": "--queue-wait", "FreeAllowance": "--free-allowance",
+	"RemoteMaxTokens": "--remote-max-tokens", "RemoteMaxTokensCap": "--remote-max-tokens-cap", "ShardUploadRate": "--shard-upload-rate",
 	"DHTMode": "--dht-mode", "Reachability": "--reachability", "MaxK": "--max-k", "Capacity": "--capacity",
 	"Shards": "--shards", "HostExperts": "--host-experts", "VerifyExperts": "--verify-experts", "VerifyAnswers": "--verify-answers",
 	"SwarmKey": "--swarm-key", "TrustIssuers": "--trust-issuer", "Cert": "--cert",
