@@ -108,7 +108,9 @@ func New(p *Policy, cfg Config) (*Enforcer, error) {
 }
 
 // OnRefused sets Config.Refused. Call it before the Enforcer is used.
-func (e *Enforcer) OnRefused(fn func(caller peer.ID, what, model string, err error)) { e.cfg.Refused = fn }
+func (e *Enforcer) OnRefused(fn func(caller peer.ID, what, model string, err error)) {
+	e.cfg.Refused = fn
+}
 
 // Code is the wire code of a refusal: consent_refused or quota_exceeded
 // (refused for any other error).
