@@ -23,3 +23,12 @@ func auditOutvoted(acct *ledger.Accounting) func(expert, model string, ev infere
 		acct.Audit(ledger.AuditEntry{Kind: ledger.AuditOutvoted, Peer: id, Model: model, Tokens: int64(ev.Tokens), Outcome: outcome})
 	}
 }
+
+// auditBadHost appends to the audit chain every expert host caught
+// computing wrongly (sharding.Config.OnBadHost; the trust store has already
+// convicted it).
+func auditBadHost(acct *ledger.Accounting) func(host peer.ID, model, reason string) {
+	return func(host peer.ID, model, reason string) {
+		acct.Audit(ledger.AuditEntry{Kind: ledger.AuditBadExpert, Peer: host, Model: model, Outcome: reason})
+	}
+}

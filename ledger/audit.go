@@ -68,12 +68,13 @@ import (
 
 // Kinds of audit entries.
 const (
-	AuditServed    = "served"    // this peer answered a peer's prompt; Outcome says how it ended
-	AuditRefused   = "refused"   // this peer refused a peer's request by policy (consent, quota, ...)
-	AuditRequested = "requested" // this peer asked another for an answer
-	AuditTally     = "tally"     // a tally of expert calls or shard bytes settled with a peer
-	AuditDropped   = "dropped"   // Tokens entries were lost before they reached the disk (full buffer, failed write)
-	AuditOutvoted  = "outvoted"  // a peer's answer to a verified request differed from the one two others agreed on; Outcome says where
+	AuditServed    = "served"     // this peer answered a peer's prompt; Outcome says how it ended
+	AuditRefused   = "refused"    // this peer refused a peer's request by policy (consent, quota, ...)
+	AuditRequested = "requested"  // this peer asked another for an answer
+	AuditTally     = "tally"      // a tally of expert calls or shard bytes settled with a peer
+	AuditDropped   = "dropped"    // Tokens entries were lost before they reached the disk (full buffer, failed write)
+	AuditOutvoted  = "outvoted"   // a peer's answer to a verified request differed from the one two others agreed on; Outcome says where
+	AuditBadExpert = "bad_expert" // an expert host answered rows that were not finite or that other replicas outvoted; Outcome says why
 )
 
 // AuditEntry is one entry of the audit chain.
