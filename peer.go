@@ -129,6 +129,11 @@ func (p *Peer) start(ctx context.Context, cfg Config) error {
 	}
 	p.parts.Defer("accounting", acct.Close)
 	acct.AuditPrompts = cfg.AuditPrompts
+	p.consent.OnRefused(func(caller peer.ID, what, model string, err error) {
+		if what != "infer" { // infer refusals reach the chain through acct.Served
+			acct.Audit(ledger.AuditEntry{Kind: ledger.AuditRefused, Peer: caller, Model: what + ":" + model, Outcome: consent.Code(err)})
+		}
+	})
 	p.ledger, acct.Credentials = acct.Ledger, mem.credentials()
 	if len(cfg.Grants) > 0 {
 		w, _ := consent.NewWallet(cfg.Grants) // Validate read them
@@ -165,7 +170,7 @@ func (p *Peer) start(ctx context.Context, cfg Config) error {
 			Host: h, Dirs: dirs, Specs: cfg.HostExperts, Engine: b, Capacity: cfg.Capacity, Admit: cfg.Serving.AdmitExpert, AdmitShard: p.consent.AdmitShard,
 			UploadRate: float64(cfg.ShardUploadRate), PeerUploadRate: float64(cfg.ShardPeerUploadRate),
 			Catalog: mem.hosts(p.Catalog), Providers: providers, RTT: p.Latency.To, Trust: store, Log: log, Key: key, StoreTally: acct.StoreTally,
-			VerifyExperts: cfg.VerifyExperts,
+			VerifyExperts: cfg.VerifyExperts, OnBadHost: auditBadHost(acct),
 			Prepare: func(ctx context.Context, id peer.ID) (context.Context, error) {
 				c, _, err := policy.Prepare(ctx, id, false)
 				return c, err
