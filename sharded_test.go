@@ -136,8 +136,8 @@ func shardedSwarmWith(t *testing.T, f shardedFixture, more func(i int, c *Config
 		if len(v.Models) != 1 {
 			return fmt.Errorf("%d sharded models", len(v.Models))
 		}
-		if m := v.Models[0]; m.MinReplicas != 2 || len(m.Runners) != 1 {
-			return fmt.Errorf("min replicas %d, runners %v", m.MinReplicas, m.Runners)
+		if m := v.Models[0]; m.MinReplicas != 2 || m.RunnerCount != 1 {
+			return fmt.Errorf("min replicas %d, runners %d", m.MinReplicas, m.RunnerCount)
 		}
 		return nil
 	})
@@ -185,13 +185,20 @@ func TestShardedModelAcrossPeers(t *testing.T) {
 			t.Fatalf("host %d holds %d of %d experts", i, n, f.cfg.Layers*f.cfg.Experts)
 		}
 	}
-	// Any peer's /api/experts shows who hosts what, from announcements.
-	wait.For(t, slow(10*time.Second), "the client's /api/experts shows every host", func() error {
+	// A host's /api/experts?model= shows who hosts what, from announcements;
+	// the client, which holds no manifest, only counts the model.
+	wait.For(t, slow(10*time.Second), "a host's /api/experts shows every host", func() error {
 		var v api.Experts
-		getJSON(t, client, "/api/experts", &v)
+		getJSON(t, hosts[0], "/api/experts?model="+f.man.ID(), &v)
 		if len(v.Models) != 1 || v.Models[0].ID != f.man.ID() || v.Models[0].MinReplicas != 2 || v.Models[0].Missing != 0 ||
-			len(v.Models[0].Runners) != 1 || len(v.Models[0].Hosts) != 3 || len(v.Models[0].Warnings) != 0 || v.Models[0].Local != nil {
-			return fmt.Errorf("/api/experts on the client: %+v", v)
+			len(v.Models[0].Runners) != 1 || len(v.Models[0].Hosts) != 3 || len(v.Models[0].Warnings) != 0 || v.Models[0].Local == nil ||
+			len(v.Models[0].Replicas) != f.cfg.Layers {
+			return fmt.Errorf("/api/experts on a host: %+v", v)
+		}
+		var c api.Experts
+		getJSON(t, client, "/api/experts", &c)
+		if len(c.Models) != 0 || c.Unverified != 1 {
+			return fmt.Errorf("/api/experts on the client: %+v", c)
 		}
 		return nil
 	})

@@ -76,9 +76,12 @@ func (p *Peer) Status() api.Status {
 // through this peer (see p2p.BootstrapAddr).
 func (p *Peer) BootstrapAddr() string { return p2p.BootstrapAddr(p.Addrs()) }
 
-// Peers implements api.Node.
-func (p *Peer) Peers() api.Peers {
-	return api.PeersView(p.Catalog.Snapshot(), p.Latency.Estimate, func(id string) string {
+// Peers implements api.Node: the first page of PeersPage.
+func (p *Peer) Peers() api.Peers { return p.PeersPage(api.Page{}) }
+
+// PeersPage implements api.PagedNode.
+func (p *Peer) PeersPage(page api.Page) api.Peers {
+	return api.PeersView(p.Catalog.Snapshot(), page, p.Latency.Estimate, func(id string) string {
 		pid, err := peer.Decode(id)
 		if err != nil {
 			return "none"
@@ -92,9 +95,12 @@ func (p *Peer) RTT() api.RTTMatrix {
 	return api.RTTView(p.ID().String(), p.Catalog.Snapshot(), p.Latency.Matrix)
 }
 
-// Experts implements api.Node: the sharded models this peer holds some of
-// or hears of.
-func (p *Peer) Experts() api.Experts {
+// Experts implements api.Node: the first page of ExpertsPage.
+func (p *Peer) Experts() api.Experts { return p.ExpertsPage(api.Page{}) }
+
+// ExpertsPage implements api.PagedNode: the sharded models this peer holds
+// the manifest of, with what the catalog says of their hosts.
+func (p *Peer) ExpertsPage(page api.Page) api.Experts {
 	var local []sharding.LocalModel
 	var served uint64
 	if p.sharding != nil {
@@ -102,7 +108,7 @@ func (p *Peer) Experts() api.Experts {
 		served, _, _ = p.sharding.Counters()
 	}
 	return api.ExpertsView(p.ID().String(), local, served,
-		p.Catalog.Select(func(en *experts.Entry) bool { return len(en.Shards) > 0 }))
+		p.Catalog.Select(func(en *experts.Entry) bool { return len(en.Shards) > 0 }), page)
 }
 
 func promHandler(reg *prometheus.Registry) http.Handler {

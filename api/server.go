@@ -50,9 +50,9 @@ func NewServer(node Node, swarm Swarm, log *slog.Logger) *Server {
 		writeError(w, http.StatusNotFound, "not_found", "no such endpoint: "+r.Method+" "+r.URL.Path)
 	})
 	s.mux.HandleFunc("GET /api/status", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, http.StatusOK, s.node.Status()) })
-	s.mux.HandleFunc("GET /api/peers", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, http.StatusOK, s.node.Peers()) })
+	s.mux.HandleFunc("GET /api/peers", s.handlePeers) // paged: page.go
 	s.mux.HandleFunc("GET /api/rtt", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, http.StatusOK, s.node.RTT()) })
-	s.mux.HandleFunc("GET /api/experts", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, http.StatusOK, s.node.Experts()) })
+	s.mux.HandleFunc("GET /api/experts", s.handleExperts)
 	// The same paths with another method get a 405 in the API's own error
 	// shape rather than the mux's plain text.
 	for path, allow := range map[string]string{

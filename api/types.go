@@ -84,9 +84,13 @@ type Model struct {
 	Engine string `json:"engine,omitempty"`
 }
 
-// Peers is the body of GET /api/peers.
+// Peers is the body of GET /api/peers: one page of the catalog, by peer ID.
 type Peers struct {
-	Peers []PeerInfo `json:"peers"`
+	Peers      []PeerInfo `json:"peers"`
+	Total      int        `json:"total"`                 // peers in the catalog
+	Offset     int        `json:"offset"`                // of the first on this page
+	Limit      int        `json:"limit"`                 // page size asked for (see Page)
+	NextOffset *int       `json:"next_offset,omitempty"` // the next page's, when there is one
 }
 
 // RTTEntry is one cell of the matrix.
@@ -104,8 +108,19 @@ type RTTMatrix struct {
 
 // Experts is the body of GET /api/experts: the sharded Mixture-of-Experts
 // models this peer knows of and who hosts which of their experts.
+//
+// Only models whose manifest this peer holds, and so has verified, are
+// listed: anyone can announce shards of a model that does not exist.
+// Without ?model= each is summed up in counts; with it, the one model named
+// comes with its hosts and its replica matrix.
 type Experts struct {
-	Models []ShardedModel `json:"models"`
+	Models     []ShardedModel `json:"models"`
+	Total      int            `json:"total"` // verified models (or 1 with ?model= when found)
+	Offset     int            `json:"offset"`
+	Limit      int            `json:"limit"`
+	NextOffset *int           `json:"next_offset,omitempty"`
+	// Unverified counts the other models peers announce shards of.
+	Unverified int `json:"unverified"`
 }
 
 // ShardedModel is one sharded MoE model as the swarm serves it.
@@ -115,12 +130,17 @@ type ShardedModel struct {
 	Layers      int    `json:"layers"`
 	Experts     int    `json:"experts"`
 	ExpertsUsed int    `json:"experts_used,omitempty"` // 0 when this peer has not the manifest
-	// Runners hold the dense shard and answer prompts for the model.
-	Runners []string `json:"runners"`
+	// Runners hold the dense shard and answer prompts for the model; Hosts
+	// hold experts. The counts are always there; with ?model= the lists
+	// too (the first MaxPageSize of each, by peer ID).
+	RunnerCount int      `json:"runner_count"`
+	HostCount   int      `json:"host_count"`
+	Runners     []string `json:"runners,omitempty"`
 	// Hosts maps each peer hosting experts to how many it hosts.
-	Hosts map[string]int `json:"hosts"`
-	// Replicas[layer][expert] is the number of live hosts of that expert.
-	Replicas [][]int `json:"replicas"`
+	Hosts map[string]int `json:"hosts,omitempty"`
+	// Replicas[layer][expert] is the number of live hosts of that expert
+	// (with ?model= only).
+	Replicas [][]int `json:"replicas,omitempty"`
 	// MinReplicas is the smallest entry of Replicas; Missing counts experts
 	// with no live host (a prompt that routes to one of them fails).
 	MinReplicas int `json:"min_replicas"`

@@ -17,12 +17,20 @@ import (
 // The views of GET /api/peers, /api/rtt and /api/experts, built from the
 // parts of a peer (its catalog, RTT matrix and shard holdings).
 
-// PeersView is GET /api/peers: every catalog entry with its RTT estimate
-// from this peer and the kind of connection to it ("direct", "relayed" or
-// "none").
-func PeersView(entries []experts.Entry, rtt func(id string) geo.RTT, conn func(id string) string) Peers {
-	out := Peers{Peers: make([]PeerInfo, 0, len(entries))}
-	for _, e := range entries {
+// PeersView is GET /api/peers: one page of entries (sorted by peer ID, as
+// Catalog.Snapshot gives them), each with its RTT estimate from this peer and
+// the kind of connection to it ("direct", "relayed" or "none"). Only the
+// page's entries are looked at beyond their ID.
+func PeersView(entries []experts.Entry, page Page, rtt func(id string) geo.RTT, conn func(id string) string) Peers {
+	from, to := page.bounds(len(entries))
+	out := Peers{Peers: make([]PeerInfo, 0, to-from), Total: len(entries), Offset: from, Limit: to - from}
+	if page.Limit > 0 {
+		out.Limit = min(page.Limit, MaxPageSize)
+	}
+	if to < len(entries) {
+		out.NextOffset = &to
+	}
+	for _, e := range entries[from:to] {
 		info := PeerInfo{
 			ID:       e.Peer,
 			Addrs:    nonNil(e.Addrs),
@@ -105,81 +113,121 @@ func nonNil[T any](s []T) []T {
 	return s
 }
 
-// ExpertsView is GET /api/experts: every sharded model this peer (self)
-// holds some of (local) or hears of in the announcements of entries. served
-// is the expert calls this peer answered, over every model.
-func ExpertsView(self string, local []sharding.LocalModel, served uint64, entries []experts.Entry) Experts {
-	byID := map[string]*ShardedModel{}
-	get := func(id, name string, layers, nexperts int) *ShardedModel {
-		m := byID[id]
-		if m == nil {
-			m = &ShardedModel{ID: id, Name: name, Layers: layers, Experts: nexperts, Hosts: map[string]int{}, Runners: []string{}}
-			m.Replicas = make([][]int, layers)
-			for l := range m.Replicas {
-				m.Replicas[l] = make([]int, nexperts)
-			}
-			byID[id] = m
-		}
-		return m
+// ExpertsView is GET /api/experts: the sharded models this peer (self)
+// holds the manifest of (local), with what the announcements of entries say
+// of their hosts. A summary announced for any other model is only counted
+// (Unverified): its shape and name are a stranger's say-so, and building a
+// layer × expert matrix for each would let anyone make this view as large as
+// the catalog times 65,536. Without page.Model the models of the page come
+// with counts; with it (an ID or a name), that one model with its runners,
+// hosts and replica matrix. served is the expert calls this peer answered,
+// over every model.
+func ExpertsView(self string, local []sharding.LocalModel, served uint64, entries []experts.Entry, page Page) Experts {
+	slices.SortFunc(local, func(a, b sharding.LocalModel) int { return strings.Compare(a.Name+a.ID, b.Name+b.ID) })
+	verified := make(map[string]bool, len(local))
+	for _, lm := range local {
+		verified[lm.ID] = true
 	}
-	count := func(m *ShardedModel, who string, sum experts.ShardSummary) {
+	unverified := map[string]bool{}
+	for _, en := range entries {
+		for _, sum := range en.Shards {
+			if !verified[sum.Model] && len(unverified) < 1<<16 {
+				unverified[sum.Model] = true
+			}
+		}
+	}
+	out := Experts{Models: []ShardedModel{}, Unverified: len(unverified)}
+	detail := page.Model != ""
+	if detail {
+		local = slices.DeleteFunc(slices.Clone(local), func(lm sharding.LocalModel) bool { return lm.ID != page.Model && lm.Name != page.Model })
+		local = local[:min(len(local), 1)]
+	}
+	from, to := page.bounds(len(local))
+	out.Total, out.Offset, out.Limit = len(local), from, to-from
+	if page.Limit > 0 {
+		out.Limit = min(page.Limit, MaxPageSize)
+	}
+	if to < len(local) {
+		out.NextOffset = &to
+	}
+	for _, lm := range local[from:to] {
+		out.Models = append(out.Models, shardedModel(self, lm, served, entries, detail))
+	}
+	return out
+}
+
+// shardedModel is the view of one model whose manifest this peer holds.
+func shardedModel(self string, lm sharding.LocalModel, served uint64, entries []experts.Entry, detail bool) ShardedModel {
+	m := ShardedModel{ID: lm.ID, Name: lm.Name, Layers: lm.Layers, Experts: lm.Experts, ExpertsUsed: lm.ExpertsUsed}
+	m.Local = &LocalShards{Dense: lm.Dense, Experts: lm.Hosted, Fetch: lm.Fetch, Served: served,
+		LocalCalls: lm.LocalCalls, RemoteCalls: lm.RemoteCalls, Failovers: lm.Failovers}
+	replicas := make([][]int, m.Layers)
+	for l := range replicas {
+		replicas[l] = make([]int, m.Experts)
+	}
+	var runners []string
+	hosts := map[string]int{}
+	count := func(who string, sum experts.ShardSummary) {
 		if sum.Layers != m.Layers || sum.Experts != m.Experts {
-			return
+			return // not the shape of the manifest: a wrong or lying summary
 		}
 		if sum.Dense {
-			m.Runners = append(m.Runners, who)
+			runners = append(runners, who)
 		}
-		if n := sum.Count(); n > 0 {
-			m.Hosts[who] = n
-		}
+		n := 0
 		for l := range m.Layers {
 			for e := range m.Experts {
 				if sum.Has(l, e) {
-					m.Replicas[l][e]++
+					replicas[l][e]++
+					n++
 				}
 			}
 		}
-	}
-	for _, lm := range local {
-		if lm.Announced {
-			count(get(lm.ID, lm.Name, lm.Layers, lm.Experts), self, lm.Summary)
+		if n > 0 {
+			hosts[who] = n
 		}
 	}
-	for _, lm := range local {
-		m := get(lm.ID, lm.Name, lm.Layers, lm.Experts)
-		m.ExpertsUsed = lm.ExpertsUsed
-		m.Local = &LocalShards{Dense: lm.Dense, Experts: lm.Hosted, Fetch: lm.Fetch, Served: served,
-			LocalCalls: lm.LocalCalls, RemoteCalls: lm.RemoteCalls, Failovers: lm.Failovers}
+	if lm.Announced {
+		count(self, lm.Summary)
 	}
 	for _, en := range entries {
-		for _, sum := range en.Shards {
-			count(get(sum.Model, sum.Name, sum.Layers, sum.Experts), en.Peer, sum)
+		if sum, ok := en.ShardsOf(lm.ID); ok {
+			count(en.Peer, sum)
 		}
 	}
-	out := Experts{Models: []ShardedModel{}}
-	for _, m := range byID {
-		m.MinReplicas = -1
-		for l := range m.Replicas {
-			for _, n := range m.Replicas[l] {
-				if n == 0 {
-					m.Missing++
-				}
-				if m.MinReplicas < 0 || n < m.MinReplicas {
-					m.MinReplicas = n
-				}
+	m.MinReplicas = -1
+	for l := range replicas {
+		for _, n := range replicas[l] {
+			if n == 0 {
+				m.Missing++
+			}
+			if m.MinReplicas < 0 || n < m.MinReplicas {
+				m.MinReplicas = n
 			}
 		}
-		if m.Missing > 0 {
-			m.Warnings = append(m.Warnings, fmt.Sprintf("%d of %d experts have no live host: prompts routed to them fail", m.Missing, m.Layers*m.Experts))
-		}
-		if len(m.Runners) == 0 {
-			m.Warnings = append(m.Warnings, "no peer holds the dense shard: nobody runs this model")
-		}
-		slices.Sort(m.Runners)
-		out.Models = append(out.Models, *m)
 	}
-	slices.SortFunc(out.Models, func(a, b ShardedModel) int { return strings.Compare(a.Name+a.ID, b.Name+b.ID) })
-	return out
+	if m.Missing > 0 {
+		m.Warnings = append(m.Warnings, fmt.Sprintf("%d of %d experts have no live host: prompts routed to them fail", m.Missing, m.Layers*m.Experts))
+	}
+	if len(runners) == 0 {
+		m.Warnings = append(m.Warnings, "no peer holds the dense shard: nobody runs this model")
+	}
+	m.RunnerCount, m.HostCount = len(runners), len(hosts)
+	if detail {
+		slices.Sort(runners)
+		m.Runners = runners[:min(len(runners), MaxPageSize)]
+		ids := make([]string, 0, len(hosts))
+		for id := range hosts {
+			ids = append(ids, id)
+		}
+		slices.Sort(ids)
+		m.Hosts = make(map[string]int, min(len(ids), MaxPageSize))
+		for _, id := range ids[:min(len(ids), MaxPageSize)] {
+			m.Hosts[id] = hosts[id]
+		}
+		m.Replicas = replicas
+	}
+	return m
 }
 
 // peerSources is where each field of a PeerInfo came from: the RTT as rtt
