@@ -118,6 +118,10 @@ type Config struct {
 	AnnounceMin  time.Duration
 	AnnounceMax  time.Duration
 	AnnounceRate float64
+	// CatalogPrefixCap bounds the catalog entries of one network prefix (a
+	// /24, a /48, a relay's) that this peer neither is connected to nor has
+	// measured (0: experts.DefaultPrefixCap, 64).
+	CatalogPrefixCap int
 
 	// ModelRefresh is how often the engine's model list is re-read.
 	ModelRefresh time.Duration

@@ -121,6 +121,8 @@ func (p *Peer) start(ctx context.Context, cfg Config) error {
 		e, _ := p.Catalog.Get(id)
 		return e.Coord
 	}, log)
+	p.Catalog.SetKeep(p.vouched) // connected or measured: never evicted for a stranger
+	p.Catalog.SetPrefixCap(cfg.CatalogPrefixCap)
 	empty := []experts.Model{}
 	p.models.Store(&empty)
 	acct, err := ledger.OpenAccounting(cfg.DataDir, h.ID(), key, cfg.FreeAllowance, log)
