@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -166,8 +167,13 @@ func JoinGossip(ps *pubsub.PubSub, h host.Host, cfg GossipConfig) (*Gossip, erro
 	}
 	g.topic, g.sub = t, sub
 	if err := t.SetScoreParams(TopicScoreParams()); err != nil {
-		// A router without peer scoring (a test's bare GossipSub) still works.
-		g.log.Debug("announce topic unscored", "err", err)
+		// A router without peer scoring (a test's bare GossipSub) still
+		// works; anything else is a parameter GossipSub refused.
+		if strings.Contains(err.Error(), "not enabled") {
+			g.log.Debug("announce topic unscored", "err", err)
+		} else {
+			g.log.Warn("announce topic unscored", "err", err)
+		}
 	}
 	cfg.Catalog.SetRemote(g.directAddr)
 	g.catchUpService = catchup.NewService(h, catchUpSource{g}, catchup.ServiceConfig{Max: cfg.CatchUpMax, Admit: g.admitCatchUp, Logger: cfg.Logger})

@@ -1,6 +1,7 @@
 package experts
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"testing"
@@ -11,6 +12,9 @@ import (
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
+
+	"github.com/mwpeer/mwpeer/internal/p2ptest"
+	"github.com/mwpeer/mwpeer/p2p"
 )
 
 // announce applies a full announcement of a new key from addrs, heard at at.
@@ -263,5 +267,25 @@ func TestCatchUpIsLimitedPerPrefix(t *testing.T) {
 	}
 	if err := g.admitCatchUpAt(again, pre, false, now.Add(catchUpPerPeer+time.Second)); !errors.Is(err, errTooSoon) {
 		t.Fatalf("the per-peer limit still holds: %v", err)
+	}
+}
+
+// TestTopicScoreParamsAreAccepted: GossipSub takes the announce topic's
+// scoring parameters with mwpeer's peer-wide ones (JoinGossip only logs a
+// refusal, so a bad value would otherwise go unnoticed).
+func TestTopicScoreParamsAreAccepted(t *testing.T) {
+	h := p2ptest.NewHost(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ps, err := pubsub.NewGossipSub(ctx, h, pubsub.WithPeerScore(p2p.ScoreParams(), p2p.ScoreThresholds()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	topic, err := ps.Join(Topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := topic.SetScoreParams(TopicScoreParams()); err != nil {
+		t.Fatal(err)
 	}
 }
