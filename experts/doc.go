@@ -6,5 +6,14 @@
 // exchange is package catchup's), and the DHT content keys that make a
 // domain or model findable beyond the gossip horizon.
 //
+// Keys cost nothing, so what a stranger can make this peer hold or forward
+// is bounded by what is harder to fake: the catalog keeps peers this one is
+// connected to or has measured over any it only heard of, and a network
+// prefix's strangers up to a cap; the validator rate-limits each author,
+// leaves included, and forgets authors quickly; catch-up is limited per
+// requester and per prefix; and the announce topic's GossipSub score
+// parameters (score.go) make forwarding rejected announcements cost a
+// neighbour its standing.
+//
 // It carries no prompts: inference traffic never travels over gossip.
 package experts
