@@ -120,6 +120,16 @@ func TestFastGarbageNeverReachesAVerifiedClient(t *testing.T) {
 	if after := trust.Counts(liar)["chosen"]; after != chosen {
 		t.Fatalf("the convicted liar was asked %d times by fastest", after-chosen)
 	}
+	// /api/peers shows the client's score of the liar, with its reasons.
+	for _, pi := range client.Peers().Peers {
+		if pi.ID == liar {
+			if pi.Trust == nil || pi.Trust.Value >= 0.5 || pi.Trust.Excluded.IsZero() || len(pi.Trust.Reasons) == 0 {
+				t.Fatalf("/api/peers shows the liar's trust as %+v", pi.Trust)
+			}
+			return
+		}
+	}
+	t.Fatal("/api/peers does not list the liar")
 }
 
 // TestVerifyAnswersConfig: verified answers are opt-in, and a share outside

@@ -81,13 +81,18 @@ func (p *Peer) Peers() api.Peers { return p.PeersPage(api.Page{}) }
 
 // PeersPage implements api.PagedNode.
 func (p *Peer) PeersPage(page api.Page) api.Peers {
-	return api.PeersView(p.Catalog.Snapshot(), page, p.Latency.Estimate, func(id string) string {
+	v := api.PeersView(p.Catalog.Snapshot(), page, p.Latency.Estimate, func(id string) string {
 		pid, err := peer.Decode(id)
 		if err != nil {
 			return "none"
 		}
 		return p2p.ConnKind(p.Host.Network().ConnsToPeer(pid))
 	})
+	for i := range v.Peers {
+		sc := p.router.Trust().Score(v.Peers[i].ID)
+		v.Peers[i].Trust = &sc
+	}
+	return v
 }
 
 // RTT implements api.Node: the matrix over this peer and every catalog entry.

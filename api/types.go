@@ -1,6 +1,10 @@
 package api
 
-import "time"
+import (
+	"time"
+
+	"github.com/mwpeer/mwpeer/trust"
+)
 
 // Status is the body of GET /api/status.
 type Status struct {
@@ -69,6 +73,9 @@ type PeerInfo struct {
 	// this peer or predicted, everything else is reported by the peer.
 	RTT     RTTInput          `json:"rtt"`
 	Sources map[string]string `json:"sources"`
+	// Trust is this peer's own score of it, from what it did here, with
+	// its reasons (null when unknown to the store).
+	Trust *trust.Score `json:"trust,omitempty"`
 }
 
 // RTTInput is an RTT with its source; Ms is null when nothing is known.
