@@ -131,7 +131,10 @@ func runGrant(args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	now := time.Now()
-	end, err := parseUntil(*until, now)
+	end, err := parseWhen(*until, now)
+	if *until == "" {
+		err = errors.New("required")
+	}
 	if err != nil {
 		fmt.Fprintf(stderr, "mwpeer grant: --until: %v\n", err)
 		return exitUsage
@@ -153,27 +156,4 @@ func runGrant(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintln(stdout, tok)
 	return exitOK
-}
-
-// parseUntil reads a date, a time, or a duration from now ("30d" is 30
-// days).
-func parseUntil(s string, now time.Time) (time.Time, error) {
-	if s == "" {
-		return time.Time{}, errors.New("required")
-	}
-	if t, err := time.Parse(time.RFC3339, s); err == nil {
-		return t, nil
-	}
-	if t, err := time.ParseInLocation(time.DateOnly, s, time.Local); err == nil {
-		return t.AddDate(0, 0, 1), nil // the whole day
-	}
-	if d, ok := strings.CutSuffix(s, "d"); ok {
-		if n, err := strconv.Atoi(d); err == nil && n > 0 {
-			return now.AddDate(0, 0, n), nil
-		}
-	}
-	if d, err := time.ParseDuration(s); err == nil && d > 0 {
-		return now.Add(d), nil
-	}
-	return time.Time{}, fmt.Errorf("%q is not a date (2026-12-31), a time (RFC 3339) or a duration (720h, 30d)", s)
 }
