@@ -51,4 +51,3 @@ func TestConvictionsReachTheAuditChain(t *testing.T) {
 		t.Fatal(err)
 	}
 }
-
