@@ -332,11 +332,18 @@ func (g *Gossip) Start(ctx context.Context) {
 }
 
 func (g *Gossip) adapt() time.Duration {
-	n := float64(g.cfg.Catalog.Len() + 1)
-	iv := time.Duration(n / g.cfg.TargetRate * float64(time.Second))
-	iv = max(min(iv, g.cfg.MaxInterval), g.cfg.MinInterval)
+	iv := AdaptInterval(g.cfg.Catalog.Len()+1, g.cfg.MinInterval, g.cfg.MaxInterval, g.cfg.TargetRate)
 	g.interval.Store(int64(iv))
 	return iv
+}
+
+// AdaptInterval is the heartbeat interval of a peer that knows peers peers
+// (its catalog and itself): peers / rate seconds, clamped to [minIv, maxIv],
+// so each peer receives about rate announcements a second in all while the
+// catalog holds the whole swarm. The scale model (internal/scale) calls it.
+func AdaptInterval(peers int, minIv, maxIv time.Duration, rate float64) time.Duration {
+	iv := time.Duration(float64(peers) / rate * float64(time.Second))
+	return max(min(iv, maxIv), minIv)
 }
 
 func (g *Gossip) heartbeat(ctx context.Context) {

@@ -187,14 +187,7 @@ func New(cfg Config) (*Host, error) {
 		h.Close()
 		return nil, fmt.Errorf("p2p: start DHT: %w", err)
 	}
-	// A sparser mesh than GossipSub's default (D=6, 5..12) halves the
-	// duplicate copies each peer receives of every announcement, which
-	// dominate gossip bytes; 4 (3..8) keeps the mesh connected and
-	// propagation within a few hops, and lazy gossip (IHAVE) covers gaps.
-	// (Dout must stay below Dlo and at most D/2.)
-	gp := pubsub.DefaultGossipSubParams()
-	gp.D, gp.Dlo, gp.Dhi, gp.Dout, gp.Dlazy = 4, 3, 8, 1, 4
-	gp.IDontWantMessageThreshold = 512 // our full announcements are 1-3 KiB
+	gp := GossipSubParams()
 	sc := &scores{}
 	sc.register(cfg.Registerer)
 	gossipOpts := append([]pubsub.Option{
@@ -350,4 +343,17 @@ func (h *Host) keepBootstrapped(ctx context.Context) {
 		case <-tick.C:
 		}
 	}
+}
+
+// GossipSubParams are the GossipSub parameters every peer runs with. A
+// sparser mesh than GossipSub's default (D=6, 5..12) halves the duplicate
+// copies each peer receives of every announcement, which dominate gossip
+// bytes; 4 (3..8) keeps the mesh connected and propagation within a few
+// hops, and lazy gossip (IHAVE) covers gaps. (Dout must stay below Dlo and
+// at most D/2.) The scale model (internal/scale) reads them too.
+func GossipSubParams() pubsub.GossipSubParams {
+	gp := pubsub.DefaultGossipSubParams()
+	gp.D, gp.Dlo, gp.Dhi, gp.Dout, gp.Dlazy = 4, 3, 8, 1, 4
+	gp.IDontWantMessageThreshold = 512 // our full announcements are 1-3 KiB
+	return gp
 }
