@@ -272,7 +272,7 @@ document.addEventListener("securitypolicyviolation", (e) => window.cspViolations
 				chromedp.WithPollingTimeout(20*time.Second)),
 			chromedp.SetValue(chromedp.ID("prompt"), "hello from the dashboard"),
 			chromedp.Click(chromedp.ID("send")),
-			chromedp.Poll[chromedp.Void](`document.getElementById("answer").textContent === "hello world"`,
+			chromedp.Poll[chromedp.Void](`(() => { const a = document.querySelector(".msg.assistant .body"); return !!a && a.textContent === "hello world"; })()`,
 				chromedp.WithPollingTimeout(20*time.Second)),
 		)
 		if n := sw.prompts(); n != 1 {

@@ -65,6 +65,7 @@ func NewServer(node Node, swarm Swarm, log *slog.Logger) *Server {
 		})
 	}
 	s.mux.HandleFunc("GET /{$}", dashboard)
+	s.mux.HandleFunc("GET /static/{file}", staticFile)
 	s.mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "not_found", "no such endpoint: "+r.Method+" "+r.URL.Path)
 	})
