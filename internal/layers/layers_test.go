@@ -24,6 +24,7 @@ import (
 var order = []string{
 	"cmd/mwpeer",
 	"internal/cli",
+	"internal/scale", // a model of the swarm at scale: reads the defaults, starts nothing
 	".",
 	"api",
 	"swarm",

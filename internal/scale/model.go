@@ -1,0 +1,179 @@
+package scale
+
+import (
+	"math"
+	"time"
+
+	mwpeer "github.com/mwpeer/mwpeer"
+	"github.com/mwpeer/mwpeer/experts"
+	"github.com/mwpeer/mwpeer/p2p"
+)
+
+// Params are the model's inputs. DefaultParams takes them from the code.
+type Params struct {
+	Sizes Sizes
+	// The adaptive heartbeat (experts.GossipConfig).
+	MinInterval, MaxInterval time.Duration
+	TargetRate               float64
+	FullEvery                int // one announcement in FullEvery is full, the rest beats
+	// GossipSub (p2p.GossipSubParams). A peer receives each message once
+	// from each mesh neighbour but the first to send it, about D-1 copies
+	// (every peer forwards to its D-1 other mesh peers once). Each
+	// heartbeat it sends IHAVE with the IDs of the last HistoryGossip
+	// heartbeats' messages (at most MaxIHaveLength) to max(Dlazy,
+	// GossipFactor × its non-mesh topic peers) peers, and as many send
+	// IHAVE to it.
+	D, Dlazy                      int
+	GossipFactor                  float64
+	HistoryGossip, MaxIHaveLength int
+	Heartbeat                     time.Duration
+	IDontWantThreshold            int
+	// Conns is how many topic peers a peer has once the swarm is larger:
+	// the connection manager trims to its low watermark (p2p.Config.ConnLow).
+	Conns int
+	// Catalog (experts.Catalog, experts.JoinGossip).
+	MaxEntries    int
+	EntryBytes    float64 // heap per entry, MeasureCatalog
+	LargestBytes  float64 // the same for announcements near the 32 KiB cap
+	CatchUpMax    int     // envelopes handed to a newcomer per catch-up
+	CatchUpPerMin int     // catch-ups a peer starts per minute (on new connections)
+	Session       time.Duration
+	// DHT (go-libp2p-kad-dht): bucket size k, parallelism α; a hop to a
+	// peer not yet connected costs HopRTTs round trips (QUIC handshake,
+	// protocol selection, request), each drawn from a log-normal RTT with
+	// median RTTMedian and shape RTTSigma.
+	K, Alpha  int
+	HopRTTs   float64
+	RTTMedian time.Duration
+	RTTSigma  float64
+	// Link is a joining peer's download rate for catch-up, bytes/s.
+	Link float64
+}
+
+// DefaultParams are the code's defaults with the measured sizes.
+func DefaultParams(s Sizes, entryBytes, largestBytes float64) Params {
+	cfg := mwpeer.DefaultConfig()
+	gp := p2p.GossipSubParams()
+	return Params{
+		Sizes:       s,
+		MinInterval: cfg.AnnounceMin, MaxInterval: cfg.AnnounceMax, TargetRate: cfg.AnnounceRate,
+		FullEvery: experts.FullEvery,
+		D:         gp.D, Dlazy: gp.Dlazy, GossipFactor: gp.GossipFactor,
+		HistoryGossip: gp.HistoryGossip, MaxIHaveLength: gp.MaxIHaveLength,
+		Heartbeat: gp.HeartbeatInterval, IDontWantThreshold: gp.IDontWantMessageThreshold,
+		Conns:      64, // p2p.Config.ConnLow's default
+		MaxEntries: experts.DefaultMaxEntries,
+		EntryBytes: entryBytes, LargestBytes: largestBytes,
+		// experts.JoinGossip's CatchUpMax default and experts'
+		// catchUpPerMinute (unexported there).
+		CatchUpMax: 2048, CatchUpPerMin: 3,
+		Session: time.Hour,
+		K:       20, Alpha: 3, // go-libp2p-kad-dht's defaults
+		HopRTTs:   3,
+		RTTMedian: 80 * time.Millisecond, RTTSigma: 0.6, // p10 37 ms, p90 173 ms: a world of home links
+		Link:      2.5e6, // 20 Mbit/s
+	}
+}
+
+// Point is what one peer pays in a swarm of N.
+type Point struct {
+	N        int
+	Interval time.Duration // heartbeat, as experts.AdaptInterval computes it
+	Rate     float64       // announcements received per second (distinct)
+	// Gossip bytes received per second, and its parts.
+	Gossip, Messages, IHave, IDontWant float64
+	// ValidateCPU is the fraction of one core spent verifying them.
+	ValidateCPU float64
+	Entries     int
+	CatalogMB   float64
+	// CatalogMBWorst is the catalog full of the largest announcements the
+	// validator accepts: the cap counts entries, not bytes.
+	CatalogMBWorst float64
+	// CatchUpBytes is one full catch-up (what a newcomer downloads from each
+	// peer it asks); CatchUpServe is what a peer serves per second for the
+	// swarm's joins (churn at Session) and CatchUpWorst when it starts
+	// CatchUpPerMin catch-ups every minute (new connections all the time).
+	CatchUpBytes               float64
+	CatchUpServe, CatchUpWorst float64
+	// View95 is how long a newcomer takes to hold 95% of the catalog it
+	// will hold: one catch-up, then gossip for the rest; Overhead is the
+	// start of a peer, which the model does not cover (calibrated).
+	View95 time.Duration
+}
+
+// Model returns what one peer pays in a swarm of n peers.
+func (p Params) Model(n int, overhead time.Duration) Point {
+	entries := min(n-1, p.MaxEntries)
+	iv := experts.AdaptInterval(entries+1, p.MinInterval, p.MaxInterval, p.TargetRate)
+	rate := float64(n-1) / iv.Seconds()
+	pt := Point{N: n, Interval: iv, Rate: rate, Entries: entries}
+
+	// Mesh deliveries: D-1 copies of each (fewer in a swarm smaller than
+	// the mesh), beats and fulls in the ratio FullEvery-1 : 1.
+	mesh := float64(min(p.D, n-1))
+	copies := max(mesh-1, 1)
+	s := p.Sizes
+	fullShare := 1 / float64(p.FullEvery)
+	avg := fullShare*float64(s.Full) + (1-fullShare)*float64(s.Beat) + float64(s.MessageOverhead)
+	pt.Messages = rate * avg * copies
+	if s.Full > p.IDontWantThreshold {
+		// Each mesh neighbour tells this peer it has a full one.
+		pt.IDontWant = rate * fullShare * mesh * float64(s.IDontWant)
+	}
+	// IHAVE: as many peers send it to this one as it sends to.
+	topicPeers := min(n-1, p.Conns)
+	eligible := max(topicPeers-int(mesh), 0)
+	targets := min(max(p.Dlazy, int(p.GossipFactor*float64(eligible))), eligible)
+	ids := min(rate*p.Heartbeat.Seconds()*float64(p.HistoryGossip), float64(p.MaxIHaveLength))
+	if ids > 0 && targets > 0 {
+		pt.IHave = float64(targets) * (ids*float64(s.IHaveID) + float64(s.IHaveOverhead)) / p.Heartbeat.Seconds()
+	}
+	pt.Gossip = pt.Messages + pt.IDontWant + pt.IHave
+	pt.ValidateCPU = rate * (fullShare*s.OpenFull.Seconds() + (1-fullShare)*s.OpenBeat.Seconds())
+
+	pt.CatalogMB = float64(entries) * p.EntryBytes / 1e6
+	pt.CatalogMBWorst = float64(entries) * p.LargestBytes / 1e6
+	handed := float64(min(entries, p.CatchUpMax))
+	pt.CatchUpBytes = handed * float64(s.Full+s.Beat+2*s.CatchUpFrame)
+	// Each join asks CatchUpPerMin peers in its first minute; the swarm's
+	// joins (n per Session) spread over n servers.
+	pt.CatchUpServe = float64(p.CatchUpPerMin) * pt.CatchUpBytes / p.Session.Seconds()
+	pt.CatchUpWorst = float64(p.CatchUpPerMin) * pt.CatchUpBytes / 60
+
+	// Time to 95% of the view: the catch-up (a round trip, the transfer,
+	// verifying each), then the rest heard as they announce, evenly over an
+	// interval. Catch-up hands the most recently heard first, which is
+	// about the same set at every neighbour, so one catch-up is counted.
+	want := math.Ceil(0.95 * float64(entries))
+	t := overhead.Seconds() + 2*p.RTTMedian.Seconds() + pt.CatchUpBytes/p.Link +
+		handed*(s.OpenFull+s.OpenBeat).Seconds()
+	if rest := want - handed; rest > 0 {
+		t += rest / (float64(n-1) - handed) * iv.Seconds()
+	}
+	pt.View95 = time.Duration(t * float64(time.Second))
+	return pt
+}
+
+// GossipBudget is the largest distinct announcement rate a peer can
+// receive within budget bytes/s of gossip, the rest of the model unchanged.
+func (p Params) GossipBudget(n int, budget float64) float64 {
+	lo, hi := 0.0, 1e6
+	for range 60 {
+		mid := (lo + hi) / 2
+		if p.gossipAt(n, mid) <= budget {
+			lo = mid
+		} else {
+			hi = mid
+		}
+	}
+	return lo
+}
+
+// gossipAt is the gossip bytes/s in a swarm of n at a given rate.
+func (p Params) gossipAt(n int, rate float64) float64 {
+	// Model with an interval that yields rate, then reuse its arithmetic.
+	q := p
+	iv := time.Duration(float64(n-1) / rate * float64(time.Second))
+	q.MinInterval, q.MaxInterval = iv, iv
+	return q.Model(n, 0).Gossip
+}
