@@ -475,8 +475,10 @@ function humanError(status, code, message, model, promptChars) {
   const msg = String(message || "");
   const dial = msg.match(/failed to dial ([1-9A-HJ-NP-Za-km-z]{20,})/);
   const reason = /connection refused/.test(msg) ? "it refused the connection" : /timeout|deadline/i.test(msg) ? "it did not answer in time" : /no route|unreachable/i.test(msg) ? "no route to it" : "the connection failed";
-  if (dial) return `Could not reach ${peerName(dial[1])}: ${reason}. It has probably left the swarm; try again and routing will pick another peer.`;
-  if (code === "model_not_found" || status === 404) return `No peer serves the model "${model}" any more. Pick another model or "auto" and send again.`;
+  const gone = model !== "auto" && state.models && !state.models.data.some((m) => m.id === model);
+  const pick = `No peer serves the model "${model}" any more. Pick another model or "auto" and send again.`;
+  if (dial) return `Could not reach ${peerName(dial[1])}: ${reason}. It has probably left the swarm; ` + (gone ? pick : "try again and routing will pick another peer.");
+  if (code === "model_not_found" || status === 404) return pick;
   if (/context|too long|exceeds|too many tokens/i.test(msg)) return `The conversation is too long for the model (${promptChars} characters). Shorten the prompt or start a new conversation.`;
   if (code === "no_expert_available" || status === 503) {
     const long = promptChars > 6000 ? ` The conversation is ${promptChars} characters long, which may be more than the models here accept: shorten it or start a new conversation.` : " Wait a moment and send again, or pick another model.";
@@ -561,7 +563,7 @@ async function send() {
   const ctl = new AbortController();
   streaming = { ctl };
   setStreaming(true);
-  const fail = (text) => { ans.error = text; errBox.textContent = text; errBox.hidden = false; };
+  const fail = (text, raw) => { ans.error = text; errBox.textContent = text; errBox.title = raw || ""; errBox.hidden = false; };
   let first = 0, chunks = 0, pending = false;
   const paint = () => { pending = false; body.replaceChildren(renderMarkdown(ans.content)); conv.scrollTop = conv.scrollHeight; };
   try {
@@ -572,7 +574,7 @@ async function send() {
     if (!r.ok) {
       const e = await r.json().catch(() => ({}));
       const er = e.error || {};
-      fail(humanError(r.status, er.code, er.message || r.statusText, model, promptChars));
+      fail(humanError(r.status, er.code, er.message || r.statusText, model, promptChars), er.message);
     } else {
       const reader = r.body.getReader(); const dec = new TextDecoder(); let buf = "";
       for (;;) {
@@ -585,7 +587,7 @@ async function send() {
           if (!line.startsWith("data: ") || line === "data: [DONE]") continue;
           let ev;
           try { ev = JSON.parse(line.slice(6)); } catch (e) { continue; }
-          if (ev.error) { fail("The answer was cut off: " + humanError(0, ev.error.code, ev.error.message, model, promptChars).replace(/^This page's peer did not answer.*$/, ev.error.message)); continue; }
+          if (ev.error) { fail("The answer was cut off: " + humanError(0, ev.error.code, ev.error.message, model, promptChars).replace(/^This page's peer did not answer.*$/, ev.error.message), ev.error.message); continue; }
           if (ev.model && !ans.meta.model) ans.meta.model = ev.model;
           for (const c of ev.choices || []) if (c.delta && c.delta.content) {
             if (!first) first = performance.now();
@@ -600,7 +602,7 @@ async function send() {
     }
   } catch (e) {
     if (e.name === "AbortError") ans.meta.stopped = true;
-    else fail(humanError(0, "", e.message, model, promptChars));
+    else fail(humanError(0, "", e.message, model, promptChars), e.message);
   } finally {
     clearInterval(tick);
     const end = performance.now();
