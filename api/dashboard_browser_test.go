@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http/httptest"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -145,6 +146,12 @@ func (k *knownSwarm) Complete(ctx context.Context, q swarm.Query, emit func(stri
 	}
 	text := fmt.Sprintf("I saw **%d messages**; the first was `%s`.\n\n```html\n<script>window.pwned=1</script><b>x</b>\n```\n\n<img src=x onerror=\"window.pwned=1\">", len(msgs), msgs[0].Content)
 	for _, part := range strings.SplitAfter(text, " ") {
+		// Paced like a model, so that the page can measure tokens/s.
+		select {
+		case <-ctx.Done():
+			return swarm.Answer{}, ctx.Err()
+		case <-time.After(25 * time.Millisecond):
+		}
 		if err := emit(knownPeers[0], inference.Chunk{Text: part}); err != nil {
 			return swarm.Answer{}, err
 		}
@@ -175,8 +182,8 @@ func TestDashboardInBrowser(t *testing.T) {
 	t.Cleanup(srv.Close)
 
 	b.Do("open", 30*time.Second, chromedp.Navigate(srv.URL+"/"))
-	b.Until("status shown", fmt.Sprintf(`document.getElementById("peer-id").textContent === %q`, knownSelf), 20*time.Second)
-	b.Until("everything drawn", `document.querySelectorAll(".expert-cell").length > 0 && document.querySelectorAll(".rtt-cell").length > 0 && document.querySelectorAll("#peers tr").length === 3`, 20*time.Second)
+	b.Until("status shown", fmt.Sprintf(`document.getElementById("peer-id").textContent === %q`, knownSelf), 45*time.Second)
+	b.Until("everything drawn", `document.querySelectorAll(".expert-cell").length > 0 && document.querySelectorAll(".rtt-cell").length > 0 && document.querySelectorAll("#peers tr").length === 3`, 45*time.Second)
 
 	t.Run("loads without console errors", func(t *testing.T) {
 		if errs := b.Errors(); len(errs) > 0 {
@@ -226,7 +233,7 @@ func TestDashboardInBrowser(t *testing.T) {
 		b.Do("first turn", 20*time.Second,
 			chromedp.SetValue(chromedp.ID("model"), "m1"),
 			chromedp.SendKeys(chromedp.ID("prompt"), "what is a peer?"+kb.Enter))
-		b.Until("first answer", `(() => { const m = document.querySelectorAll(".msg.assistant"); return m.length === 1 && /answered by/.test(m[0].querySelector(".meta").textContent); })()`, 20*time.Second)
+		b.Until("first answer", `(() => { const m = document.querySelectorAll(".msg.assistant"); return m.length === 1 && /answered by/.test(m[0].querySelector(".meta").textContent); })()`, 45*time.Second)
 		first := browsertest.Eval[map[string]any](b, `(() => { const m = document.querySelector(".msg.assistant");
 			return { body: m.querySelector(".body").textContent, meta: m.querySelector(".meta").textContent,
 				strong: m.querySelectorAll(".body strong").length, code: m.querySelectorAll(".body pre code").length,
@@ -238,17 +245,20 @@ func TestDashboardInBrowser(t *testing.T) {
 		if first["html"].(float64) != 0 || first["pwned"].(bool) || !strings.Contains(first["body"].(string), "<script>") {
 			t.Errorf("HTML from the answer was not kept as text: %v", first)
 		}
-		for _, want := range []string{"answered by peer 12D3Ko", "1 failover", "first token 30 ms", "tokens/s", "agreement 75%"} {
+		for _, want := range []string{"answered by peer 12D3Ko", "1 failover", "first token 30 ms", "agreement 75%"} {
 			if !strings.Contains(first["meta"].(string), want) {
 				t.Errorf("answer details %q lack %q", first["meta"], want)
 			}
 		}
+		if !regexp.MustCompile(`\d+\.\d tokens/s`).MatchString(first["meta"].(string)) {
+			t.Errorf("answer details %q lack a measured tokens/s", first["meta"])
+		}
 
 		b.Do("slow turn", 20*time.Second, chromedp.SendKeys(chromedp.ID("prompt"), "a slow one please"+kb.Enter))
-		b.Until("streaming", `document.querySelectorAll(".msg.assistant")[1].querySelector(".body").textContent.includes("tok2") && document.getElementById("send").disabled && !document.getElementById("stop").disabled`, 20*time.Second)
+		b.Until("streaming", `document.querySelectorAll(".msg.assistant")[1].querySelector(".body").textContent.includes("tok2") && document.getElementById("send").disabled && !document.getElementById("stop").disabled`, 45*time.Second)
 		b.Do("stop", 10*time.Second, chromedp.Click(chromedp.ID("stop")))
-		b.Until("stopped", `!document.getElementById("send").disabled && document.getElementById("stop").disabled && /stopped by you/.test(document.querySelectorAll(".msg.assistant")[1].querySelector(".meta").textContent)`, 10*time.Second)
-		deadline := time.Now().Add(10 * time.Second)
+		b.Until("stopped", `!document.getElementById("send").disabled && document.getElementById("stop").disabled && /stopped by you/.test(document.querySelectorAll(".msg.assistant")[1].querySelector(".meta").textContent)`, 30*time.Second)
+		deadline := time.Now().Add(30 * time.Second)
 		for _, c := k.prompts(); c == 0; _, c = k.prompts() {
 			if time.Now().After(deadline) {
 				t.Fatal("Stop did not cancel the request on the server")
@@ -257,28 +267,28 @@ func TestDashboardInBrowser(t *testing.T) {
 		}
 
 		b.Do("third turn", 20*time.Second, chromedp.SendKeys(chromedp.ID("prompt"), "and again?"+kb.Enter))
-		b.Until("third answer", `document.querySelectorAll(".msg.assistant").length === 3 && /answered by/.test(document.querySelectorAll(".msg.assistant")[2].querySelector(".meta").textContent)`, 20*time.Second)
+		b.Until("third answer", `document.querySelectorAll(".msg.assistant").length === 3 && /answered by/.test(document.querySelectorAll(".msg.assistant")[2].querySelector(".meta").textContent)`, 45*time.Second)
 		seen, _ := k.prompts()
 		last := seen[len(seen)-1]
 		if len(last) < 3 || last[0].Content != "what is a peer?" || last[1].Role != "assistant" || last[len(last)-1].Content != "and again?" {
 			t.Errorf("the last turn did not carry the conversation: %+v", last)
 		}
-		b.Until("why this expert", `document.querySelectorAll("#why tbody tr").length === 1`, 10*time.Second)
-		b.Until("history kept", `JSON.parse(localStorage.getItem("mwpeer.chat.v1")).length === 6`, 5*time.Second)
+		b.Until("why this expert", `document.querySelectorAll("#why tbody tr").length === 1`, 30*time.Second)
+		b.Until("history kept", `JSON.parse(localStorage.getItem("mwpeer.chat.v1")).length === 6`, 20*time.Second)
 		b.Screenshot("dashboard-chat")
 	})
 
 	t.Run("chosen model leaves", func(t *testing.T) {
 		b.Do("choose m2", 10*time.Second, chromedp.SetValue(chromedp.ID("model"), "m2"))
 		k.setModels("m1")
-		b.Until("the page says so", `!document.getElementById("model-notice").hidden && /m2.*left the swarm/.test(document.getElementById("model-notice").textContent) && document.getElementById("model").value === "m2"`, 20*time.Second)
+		b.Until("the page says so", `!document.getElementById("model-notice").hidden && /m2.*left the swarm/.test(document.getElementById("model-notice").textContent) && document.getElementById("model").value === "m2"`, 45*time.Second)
 		k.setModels("m1", "m2")
-		b.Until("notice gone", `document.getElementById("model-notice").hidden`, 20*time.Second)
+		b.Until("notice gone", `document.getElementById("model-notice").hidden`, 45*time.Second)
 	})
 
 	t.Run("360 px wide", func(t *testing.T) {
 		b.Do("narrow", 10*time.Second, chromedp.EmulateViewport(360, 800))
-		b.Until("no horizontal scroll", noOverflow, 10*time.Second)
+		b.Until("no horizontal scroll", noOverflow, 30*time.Second)
 		b.Screenshot("dashboard-360px")
 		b.Do("wide again", 10*time.Second, chromedp.EmulateViewport(1280, 900))
 	})
@@ -297,7 +307,7 @@ func TestMarkdownRendererIsSafe(t *testing.T) {
 	srv := httptest.NewServer(api.NewServer(&knownSwarm{}, &knownSwarm{}, nil))
 	t.Cleanup(srv.Close)
 	b.Do("open", 30*time.Second, chromedp.Navigate(srv.URL+"/"))
-	b.Until("renderer", `typeof window.mwpeerMarkdown === "function"`, 10*time.Second)
+	b.Until("renderer", `typeof window.mwpeerMarkdown === "function"`, 30*time.Second)
 	for _, tc := range []struct{ name, md, want string }{
 		{"html", `<script>window.pwned=1</script><img src=x onerror="window.pwned=1">`, `<script>window.pwned=1</script><img src=x onerror="window.pwned=1">`},
 		{"javascript link", `[click](javascript:alert(1))`, `[click](javascript:alert(1))`},

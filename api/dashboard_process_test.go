@@ -74,15 +74,15 @@ func TestDashboardFrozenPeer(t *testing.T) {
 	}()
 
 	b.Do("open", 30*time.Second, chromedp.Navigate(url+"/"))
-	b.Until("fresh", fmt.Sprintf(`document.getElementById("peer-id").textContent === %q && document.getElementById("stale").hidden`, knownSelf), 20*time.Second)
+	b.Until("fresh", fmt.Sprintf(`document.getElementById("peer-id").textContent === %q && document.getElementById("stale").hidden`, knownSelf), 45*time.Second)
 
 	if err := cmd.Process.Signal(syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
 	before := browsertest.Eval[int](b, `window.mwpeerTest.fetches["/api/status"] || 0`)
-	b.Until("stale marker", `!document.getElementById("stale").hidden && document.body.classList.contains("is-stale") && /Stale|does not answer/.test(document.getElementById("stale").textContent)`, 20*time.Second)
+	b.Until("stale marker", `!document.getElementById("stale").hidden && document.body.classList.contains("is-stale") && /Stale|does not answer/.test(document.getElementById("stale").textContent)`, 45*time.Second)
 	// Wait for the page to have tried the frozen peer several times over.
-	b.Until("more polls", fmt.Sprintf(`(window.mwpeerTest.fetches["/api/status"] || 0) >= %d`, before+3), 40*time.Second)
+	b.Until("more polls", fmt.Sprintf(`(window.mwpeerTest.fetches["/api/status"] || 0) >= %d`, before+3), 60*time.Second)
 	maxInflight := browsertest.Eval[map[string]int](b, `window.mwpeerTest.maxInflight`)
 	t.Logf("most requests in flight per path: %v", maxInflight)
 	for path, n := range maxInflight {

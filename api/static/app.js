@@ -509,6 +509,7 @@ function metaText(m) {
   if (m.failovers) parts.push(`after ${m.failovers} failover${m.failovers === 1 ? "" : "s"} (a peer went away or failed; another answered)`);
   if (m.ttft_ms != null) parts.push(`first token ${Math.round(m.ttft_ms)} ms`);
   if (m.tps != null) parts.push(`${m.tps.toFixed(1)} tokens/s`);
+  else if (m.tpsTooFast) parts.push("tokens/s: arrived at once, too fast to measure");
   if (m.tokens != null) parts.push(`${m.tokens} tokens`);
   if (m.agreement != null) parts.push(`agreement ${(m.agreement * 100).toFixed(0)}%`);
   if (m.strategy) parts.push(m.strategy);
@@ -607,12 +608,15 @@ async function send() {
     clearInterval(tick);
     const end = performance.now();
     const tokens = ans.meta.tokens != null ? ans.meta.tokens : chunks;
-    if (first && end - first > 0 && tokens > 1) ans.meta.tps = (tokens - 1) / ((end - first) / 1000);
+    // Tokens after the first over the time they took to arrive; a stream
+    // that came in one piece is too quick to measure.
+    if (first && end - first >= 100 && tokens > 1) ans.meta.tps = (tokens - 1) / ((end - first) / 1000);
+    else if (first && tokens > 1) ans.meta.tpsTooFast = true;
     if (ans.meta.ttft_ms == null && first) ans.meta.ttft_ms = first - started;
     paint();
     if (!ans.content && !ans.error && ans.meta.stopped) body.replaceChildren(el("em", "stopped before the first token"));
     meta.textContent = metaText(ans.meta);
-    answersLog.push({ at: Date.now(), tps: ans.meta.tps || 0 });
+    answersLog.push({ at: Date.now(), tps: ans.meta.tps });
     streaming = null;
     setStreaming(false);
     save();
@@ -673,7 +677,8 @@ function drawTPS() {
   const W = 600, H = 120, L = 40, R = 8, T = 8, B = 18;
   const svg = svgEl("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": `${s.length} answers in the last 10 minutes` });
   const x = (at) => L + (W - L - R) * (1 - (now - at) / span);
-  const maxTPS = Math.max(1, ...s.map((a) => a.tps));
+  const measured = s.filter((a) => a.tps != null);
+  const maxTPS = Math.max(1, ...measured.map((a) => a.tps));
   const perMin = new Array(10).fill(0);
   for (const a of s) perMin[Math.min(9, Math.floor((now - a.at) / 60000))]++;
   const maxReq = Math.max(1, ...perMin);
@@ -683,7 +688,7 @@ function drawTPS() {
     const h = (H - T - B) * n / maxReq;
     svg.append(svgEl("rect", { x: x(now - (k + 1) * 60000) + 1, y: H - B - h, width: (W - L - R) / 10 - 2, height: h, fill: "#16a34a", opacity: 0.35, class: "req-bar" }));
   });
-  for (const a of s) svg.append(svgEl("circle", { cx: x(a.at), cy: T + (H - T - B) * (1 - a.tps / maxTPS), r: 3, fill: "#2f6fec", class: "tps-point" }));
+  for (const a of measured) svg.append(svgEl("circle", { cx: x(a.at), cy: T + (H - T - B) * (1 - a.tps / maxTPS), r: 3, fill: "#2f6fec", class: "tps-point" }));
   svg.append(svgEl("text", { x: L - 4, y: T + 8, "text-anchor": "end", "font-size": 10, fill: "#5b6376" }, maxTPS.toFixed(0)));
   svg.append(svgEl("text", { x: L, y: H - 4, "font-size": 10, fill: "#5b6376" }, "−10 min"));
   svg.append(svgEl("text", { x: W - R, y: H - 4, "text-anchor": "end", "font-size": 10, fill: "#5b6376" }, `now · up to ${maxReq} req/min`));

@@ -32,7 +32,7 @@ func TestDashboardSaysWhenModelPeerIsKilled(t *testing.T) {
 	wait.For(t, 15*time.Second, "the peers see each other", func() error { return everyoneSees([]*proc{page, other}) })
 
 	b.Do("open", 30*time.Second, chromedp.Navigate("http://"+page.http+"/"))
-	b.Until("the other's model is offered", `[...document.getElementById("model").options].some((o) => o.value === "syn-code")`, 20*time.Second)
+	b.Until("the other's model is offered", `[...document.getElementById("model").options].some((o) => o.value === "syn-code")`, 45*time.Second)
 	b.Do("ask syn-code", 20*time.Second,
 		chromedp.SetValue(chromedp.ID("model"), "syn-code"),
 		chromedp.SendKeys(chromedp.ID("prompt"), "write a loop"+kb.Enter))
