@@ -61,6 +61,7 @@ var testSupport = []string{
 	"internal/ollamatest",
 	"internal/nattest",
 	"internal/wait",
+	"internal/browsertest",
 	"internal/layers",
 }
 
