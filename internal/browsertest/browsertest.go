@@ -132,13 +132,15 @@ func (b *Browser) Errors() []string {
 	return Eval[[]string](b, `window.mwpeerTest ? window.mwpeerTest.errors : ["recorder missing"]`)
 }
 
-// ScreenshotDir is where screenshots go: $MWPEER_SCREENSHOTS, else
-// testdata/screenshots of the package under test.
+// ScreenshotDir is where screenshots go: $MWPEER_SCREENSHOTS (the
+// committed ones are refreshed with MWPEER_SCREENSHOTS=testdata/screenshots,
+// relative to the package under test), else a directory under the system's
+// temporary one, so a test run leaves the working tree as it was.
 func ScreenshotDir() string {
 	if d := os.Getenv("MWPEER_SCREENSHOTS"); d != "" {
 		return d
 	}
-	return filepath.Join("testdata", "screenshots")
+	return filepath.Join(os.TempDir(), "mwpeer-screenshots")
 }
 
 // Screenshot saves the whole page as name.png in ScreenshotDir.
