@@ -96,8 +96,19 @@ func (l *Latency) Heard(e experts.Entry) {
 // Forget drops a peer that left the catalog.
 func (l *Latency) Forget(id string) { l.Matrix.Forget(id) }
 
-// Estimate is the best RTT estimate from this peer to id.
-func (l *Latency) Estimate(id string) geo.RTT { return l.Matrix.Estimate(l.self, id) }
+// Estimate is the best RTT estimate from this peer to id: its own latest
+// average when it has pinged id, even before that row reaches the matrix
+// (at the next announcement, seconds later), else the matrix's prediction.
+// The latency-shaped world test (internal/worldtest) found routers ranking
+// a peer they had just measured by a prediction from its claimed location.
+func (l *Latency) Estimate(id string) geo.RTT {
+	if pid, err := peer.Decode(id); err == nil {
+		if d, ok := l.pinger.RTT(pid); ok {
+			return geo.RTT{Value: d, Source: geo.SourceMeasured}
+		}
+	}
+	return l.Matrix.Estimate(l.self, id)
+}
 
 // Measured reports whether this peer has pinged id itself: an RTT that
 // id, or anyone, claims in an announcement does not count.

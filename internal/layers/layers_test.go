@@ -63,6 +63,7 @@ var testSupport = []string{
 	"internal/wait",
 	"internal/browsertest",
 	"internal/layers",
+	"internal/worldtest",
 }
 
 // forbidden says which packages must not import a tree of import paths
