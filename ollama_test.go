@@ -46,6 +46,10 @@ func TestPromptThroughTwoPeersGivesOllamasAnswer(t *testing.T) {
 		}
 		return context.DeadlineExceeded
 	})
+	// A's announcement carries the context length Ollama reports for it.
+	if e, ok := peers[1].Catalog.Get(peers[0].ID().String()); !ok || len(e.Models) != 1 || e.Models[0].Context != randmodel.Tiny().ContextLength {
+		t.Fatalf("B's view of A's models: %+v, want context %d", e.Models, randmodel.Tiny().ContextLength)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 

@@ -309,7 +309,7 @@ func (p *Peer) announcement() experts.Announcement {
 	}
 	a := experts.Announcement{
 		Addrs: strs, Models: models, Domains: p.cfg.Domains, Hardware: experts.LocalHardware(),
-		Capacity: p.cfg.Capacity, Load: int(p.load.Load()), Location: p.cfg.Location, Region: p.cfg.Region,
+		Capacity: p.cfg.Capacity, Load: int(p.load.Load()), Location: p.cfg.Location, Region: p.cfg.Region, Version: Version,
 		RTT: rtt, Coord: coord, Cert: p.cfg.Cert,
 	}
 	if len(models) == 0 {

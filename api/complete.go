@@ -33,6 +33,10 @@ func (s *Server) handleOpenAI(w http.ResponseWriter, r *http.Request, req openAI
 		writeErr(w, err)
 		return
 	}
+	if msg := s.tooLong(q); msg != "" {
+		writeError(w, http.StatusBadRequest, "context_length_exceeded", msg)
+		return
+	}
 	c := req.common()
 	s.serveCompletion(w, r, q, c.Stream, c.StreamOptions != nil && c.StreamOptions.IncludeUsage, chat)
 }
@@ -330,4 +334,30 @@ func (s *sseWriter) done() {
 	if f, ok := s.w.(http.Flusher); ok {
 		f.Flush()
 	}
+}
+
+// bytesPerToken is how many bytes of text a token takes at least, for most
+// tokenizers and languages (English is about 4; code and other scripts
+// less): a prompt estimated at bytes/bytesPerToken tokens is surely too
+// long for a context shorter than that.
+const bytesPerToken = 3
+
+// tooLong says why q's prompt cannot fit the context length the model's
+// servers announce (the smallest), or "" when it may: the page and clients
+// get a clear error instead of a 503 after every expert refused or cut it.
+func (s *Server) tooLong(q swarm.Query) string {
+	n := len(q.Request.Prompt)
+	for _, m := range q.Request.Messages {
+		n += len(m.Content)
+	}
+	est := n / bytesPerToken
+	if est < 512 || q.Request.Model == swarm.AnyModel {
+		return "" // shorter than any context, or the model is not chosen yet
+	}
+	for _, m := range s.swarm.Models() {
+		if m.ID == q.Request.Model && m.Context > 0 && est > m.Context {
+			return fmt.Sprintf("this prompt is at least %d tokens (%d bytes), but %s takes at most %d tokens of context: shorten it or start a new conversation", est, n, m.ID, m.Context)
+		}
+	}
+	return ""
 }

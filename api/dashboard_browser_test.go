@@ -58,7 +58,7 @@ func (k *knownSwarm) Peers() api.Peers {
 	now := time.Now()
 	ps := []api.PeerInfo{
 		{ID: knownPeers[0], Region: longRegion(), Location: &api.Location{Lat: 35.68, Lon: 139.69}, Models: []api.Model{{Name: "m1", Engine: "synthetic"}},
-			RTTMs: &ms, RTTSource: "measured", Conn: "direct", LastSeen: now, Capacity: 4},
+			RTTMs: &ms, RTTSource: "measured", Conn: "direct", LastSeen: now, Capacity: 4, Version: "0.1.0-test"},
 		{ID: knownPeers[1], Region: "us-east", Location: &api.Location{Lat: 40.71, Lon: -74.0}, Models: []api.Model{{Name: "m2", Engine: "ollama"}},
 			RTTSource: "unknown", Conn: "relayed", LastSeen: now.Add(-20 * time.Second), Capacity: 1},
 		{ID: knownPeers[2], Conn: "none", RTTSource: "unknown", LastSeen: now.Add(-time.Minute), Capacity: 1},
@@ -103,7 +103,7 @@ func (k *knownSwarm) Models() []swarm.Model {
 	defer k.mu.Unlock()
 	var out []swarm.Model
 	for _, m := range k.models {
-		out = append(out, swarm.Model{ID: m, Peers: 1, Engines: []string{"synthetic"}})
+		out = append(out, swarm.Model{ID: m, Peers: 1, Engines: []string{"synthetic"}, Context: 4096})
 	}
 	return out
 }
@@ -208,6 +208,22 @@ func TestDashboardInBrowser(t *testing.T) {
 			}
 		}
 		b.Screenshot("dashboard-desktop")
+	})
+
+	t.Run("versions and context lengths", func(t *testing.T) {
+		var got map[string]bool
+		deadline := time.Now().Add(30 * time.Second)
+		for time.Now().Before(deadline) {
+			got = browsertest.Eval[map[string]bool](b, `({
+				version: document.body.innerText.includes("0.1.0-test"),
+				context: document.body.innerText.includes("context 4096 tokens"),
+			})`)
+			if got["version"] && got["context"] {
+				return
+			}
+			time.Sleep(100 * time.Millisecond) // polling the page with a deadline
+		}
+		t.Fatalf("the page shows a peer's version %v and a model's context length %v", got["version"], got["context"])
 	})
 
 	t.Run("hostile region is wrapped text", func(t *testing.T) {

@@ -39,7 +39,9 @@ type fakeSwarm struct {
 	maxTokens []int
 }
 
-func (f *fakeSwarm) Models() []swarm.Model { return []swarm.Model{{ID: "m"}} }
+func (f *fakeSwarm) Models() []swarm.Model {
+	return []swarm.Model{{ID: "m"}, {ID: "small", Context: 1000}}
+}
 
 func (f *fakeSwarm) Route(context.Context, swarm.Query) (routing.Decision, error) {
 	return routing.Decision{}, nil

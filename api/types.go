@@ -68,6 +68,7 @@ type PeerInfo struct {
 	LastSeen  time.Time `json:"last_seen"`
 	Capacity  int       `json:"capacity"`
 	Load      int       `json:"load"`
+	Version   string    `json:"version,omitempty"` // the mwpeer version it announces (reported)
 	// RTT is rtt_ms and rtt_source again as one input, {"ms", "source"};
 	// Sources says where every field came from: the RTT is measured by
 	// this peer or predicted, everything else is reported by the peer.
@@ -89,6 +90,9 @@ type Model struct {
 	Name   string `json:"name"`
 	Digest string `json:"digest,omitempty"`
 	Engine string `json:"engine,omitempty"`
+	// Context is its context length in tokens as the peer announces it
+	// (omitted: unknown).
+	Context int `json:"context,omitempty"`
 }
 
 // Peers is the body of GET /api/peers: one page of the catalog, by peer ID.

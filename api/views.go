@@ -40,10 +40,11 @@ func PeersView(entries []experts.Entry, page Page, rtt func(id string) geo.RTT, 
 			LastSeen: e.Seen,
 			Capacity: e.Capacity,
 			Load:     e.Load,
+			Version:  e.Version,
 			Conn:     conn(e.Peer),
 		}
 		for _, m := range e.Models {
-			info.Models = append(info.Models, Model{Name: m.Name, Digest: m.Digest, Engine: m.Engine})
+			info.Models = append(info.Models, Model{Name: m.Name, Digest: m.Digest, Engine: m.Engine, Context: m.Context})
 		}
 		if e.Location != nil {
 			info.Location = &Location{Lat: e.Location.Lat, Lon: e.Location.Lon}

@@ -34,6 +34,13 @@ func ValidDomain(d string) bool {
 	return false
 }
 
+// MaxContext bounds a model's announced context length (16 Mi tokens);
+// MaxVersion a peer's announced version string.
+const (
+	MaxContext = 1 << 24
+	MaxVersion = 64
+)
+
 // Model is one model a peer serves.
 type Model struct {
 	Name   string `json:"name"`
@@ -41,6 +48,9 @@ type Model struct {
 	Size   int64  `json:"size,omitempty"`   // bytes on disk
 	Family string `json:"family,omitempty"`
 	Engine string `json:"engine,omitempty"` // "ollama", "embedded" or "synthetic"
+	// Context is the model's context length in tokens, as its engine
+	// reports it (0: unknown).
+	Context int `json:"context,omitempty"`
 	// Params is what one token uses, known for this peer's own models and
 	// never announced (it prices receipts; requesters bound it by Size).
 	Params int64 `json:"-"`
@@ -71,17 +81,19 @@ type Announcement struct {
 	Beat  bool   `json:"beat,omitempty"`
 	State uint64 `json:"state,omitempty"`
 
-	Addrs    []string               `json:"addrs,omitempty"`
-	Models   []Model                `json:"models,omitempty"`
-	Domains  []string               `json:"domains,omitempty"`
-	Hardware Hardware               `json:"hardware,omitzero"`
-	Capacity int                    `json:"capacity,omitempty"` // concurrent requests it accepts
-	Load     int                    `json:"load,omitempty"`     // requests in progress
-	Location *geo.Point             `json:"location,omitempty"`
-	Region   string                 `json:"region,omitempty"`
-	RTT      map[string]float64     `json:"rtt_ms,omitempty"` // EWMA ping RTTs to peers it measures, ms
-	Coord    *coordinate.Coordinate `json:"coord,omitempty"`  // Vivaldi network coordinate
-	Shards   []ShardSummary         `json:"shards,omitempty"` // shards of MoE models it holds
+	Addrs    []string   `json:"addrs,omitempty"`
+	Models   []Model    `json:"models,omitempty"`
+	Domains  []string   `json:"domains,omitempty"`
+	Hardware Hardware   `json:"hardware,omitzero"`
+	Capacity int        `json:"capacity,omitempty"` // concurrent requests it accepts
+	Load     int        `json:"load,omitempty"`     // requests in progress
+	Location *geo.Point `json:"location,omitempty"`
+	Region   string     `json:"region,omitempty"`
+	// Version is the author's mwpeer version (a claim, shown as such).
+	Version string                 `json:"version,omitempty"`
+	RTT     map[string]float64     `json:"rtt_ms,omitempty"` // EWMA ping RTTs to peers it measures, ms
+	Coord   *coordinate.Coordinate `json:"coord,omitempty"`  // Vivaldi network coordinate
+	Shards  []ShardSummary         `json:"shards,omitempty"` // shards of MoE models it holds
 	// Cert is the author's membership certificate (membership.Issue), for
 	// peers that serve and route to certified members only. It must name
 	// the author; whether its issuer is trusted is each reader's question.
@@ -282,11 +294,20 @@ func (a *Announcement) validate() error {
 		if m.Name == "" || len(m.Name) > MaxString || len(m.Digest) > MaxString || len(m.Family) > MaxString || len(m.Engine) > MaxString {
 			return fmt.Errorf("model %q: empty or too long field", trunc(m.Name))
 		}
+		if m.Context < 0 || m.Context > MaxContext {
+			return fmt.Errorf("model %q: context %d outside 0..%d", trunc(m.Name), m.Context, MaxContext)
+		}
 	}
 	for _, d := range a.Domains {
 		if !ValidDomain(d) {
 			return fmt.Errorf("unknown domain %q", trunc(d))
 		}
+	}
+	if len(a.Version) > MaxVersion {
+		return fmt.Errorf("version longer than %d bytes", MaxVersion)
+	}
+	if a.Beat && a.Version != "" {
+		return errors.New("a beat carries no version")
 	}
 	if len(a.Region) > MaxString || len(a.Hardware.GPU) > MaxString || len(a.Hardware.OS) > MaxString || len(a.Hardware.Arch) > MaxString {
 		return errors.New("string field too long")

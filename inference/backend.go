@@ -115,6 +115,8 @@ type ModelInfo struct {
 	// model the active ones, where the engine knows them); 0 when unknown.
 	// Receipts price work by it.
 	Params int64 `json:"params,omitempty"`
+	// Context is the context length in tokens (0: unknown).
+	Context int `json:"context,omitempty"`
 }
 
 // Backend generates tokens. Generate calls emit for each chunk in order and

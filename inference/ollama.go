@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/ollama/ollama/api"
@@ -58,6 +59,9 @@ type Ollama struct {
 	client    *api.Client
 	lim       *limiter
 	keepAlive *api.Duration
+
+	mu       sync.Mutex
+	contexts map[string]int // model digest -> context length (from /api/show)
 }
 
 // NewOllama returns an Ollama backend.
@@ -97,9 +101,40 @@ func (o *Ollama) Models(ctx context.Context) ([]ModelInfo, error) {
 	}
 	out := make([]ModelInfo, 0, len(resp.Models))
 	for _, m := range resp.Models {
-		out = append(out, ModelInfo{Name: m.Name, Digest: m.Digest, Size: m.Size, Family: m.Details.Family, Params: ParseParams(m.Details.ParameterSize)})
+		out = append(out, ModelInfo{Name: m.Name, Digest: m.Digest, Size: m.Size, Family: m.Details.Family, Params: ParseParams(m.Details.ParameterSize),
+			Context: o.contextOf(ctx, m.Name, m.Digest)})
 	}
 	return out, nil
+}
+
+// contextOf is a model's context length from /api/show's model_info
+// ("<architecture>.context_length"), asked once per digest; 0 when Ollama
+// does not say.
+func (o *Ollama) contextOf(ctx context.Context, name, digest string) int {
+	o.mu.Lock()
+	n, ok := o.contexts[digest]
+	o.mu.Unlock()
+	if ok {
+		return n
+	}
+	resp, err := o.client.Show(ctx, &api.ShowRequest{Model: name})
+	if err != nil {
+		return 0 // asked again on the next listing
+	}
+	arch, _ := resp.ModelInfo["general.architecture"].(string)
+	if v, ok := resp.ModelInfo[arch+".context_length"].(float64); ok && v > 0 && v <= 1<<24 {
+		n = int(v)
+	}
+	o.mu.Lock()
+	if o.contexts == nil {
+		o.contexts = map[string]int{}
+	}
+	if len(o.contexts) > 4096 {
+		clear(o.contexts)
+	}
+	o.contexts[digest] = n
+	o.mu.Unlock()
+	return n
 }
 
 func (o *Ollama) options(req Request) map[string]any {

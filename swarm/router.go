@@ -136,6 +136,9 @@ func (r *Router) Models() []Model {
 		if m.Engine != "" && !slices.Contains(sm.Engines, m.Engine) {
 			sm.Engines = append(sm.Engines, m.Engine)
 		}
+		if m.Context > 0 && (sm.Context == 0 || m.Context < sm.Context) {
+			sm.Context = m.Context // a prompt must fit the smallest
+		}
 	}
 	for _, m := range r.cfg.Local.Models() {
 		add(m, true)

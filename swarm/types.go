@@ -11,6 +11,9 @@ type Model struct {
 	Peers   int      `json:"peers"`
 	Local   bool     `json:"local"`
 	Engines []string `json:"engines,omitempty"`
+	// Context is the smallest context length (tokens) its servers announce
+	// (0: none says).
+	Context int `json:"context,omitempty"`
 }
 
 // Query is a request as the swarm sees it: the backend request plus

@@ -167,10 +167,10 @@ function peerRow(p) {
     const idText = el("span", short(p.id), "mono peer-id");
     idText.title = p.id;
     idCell.append(dot, idText, " ", copyButton(p.id, "Copy peer ID " + p.id));
-    const cells = { dot, models: el("td"), region: el("td"), rtt: el("td", "", "num"), conn: el("td"), seen: el("td", "", "num"), load: el("td", "", "num hide-narrow"), trust: el("td", "", "hide-narrow") };
+    const cells = { dot, models: el("td"), region: el("td"), rtt: el("td", "", "num"), conn: el("td"), seen: el("td", "", "num"), load: el("td", "", "num hide-narrow"), version: el("td", "", "mono hide-narrow"), trust: el("td", "", "hide-narrow") };
     const regionText = el("span", "", "clip region");
     cells.region.append(regionText); cells.regionText = regionText;
-    tr.append(idCell, cells.models, cells.region, cells.rtt, cells.conn, cells.seen, cells.load, cells.trust);
+    tr.append(idCell, cells.models, cells.region, cells.rtt, cells.conn, cells.seen, cells.load, cells.version, cells.trust);
     r = { tr, cells };
     peerRows.set(p.id, r);
   }
@@ -189,6 +189,8 @@ function peerRow(p) {
   setText(c.seen, ago(Date.now() - Date.parse(p.last_seen)) + " ago");
   setAttr(c.seen, "title", new Date(p.last_seen).toLocaleString());
   setText(c.load, `${p.load}/${p.capacity}`);
+  setText(c.version, p.version || "–");
+  setAttr(c.version, "title", p.version ? "the version this peer announces (reported)" : "this peer announces no version");
   const t = p.trust;
   setText(c.trust, t ? t.value.toFixed(2) + (t.excluded ? " excluded" : "") : "–");
   setAttr(c.trust, "title", t && t.reasons ? t.reasons.join("; ") : "");
@@ -204,7 +206,7 @@ async function refreshPeers() {
   const ids = new Set(ps.peers.map((p) => p.id));
   for (const [id, r] of peerRows) if (!ids.has(id)) { r.tr.remove(); peerRows.delete(id); }
   want.forEach((tr, i) => { if (tb.children[i] !== tr) tb.insertBefore(tr, tb.children[i] || null); });
-  setText($("peers-note"), ps.total > ps.peers.length ? `first ${ps.peers.length} of ${ps.total} peers` : ps.total ? `${ps.total} peer${ps.total === 1 ? "" : "s"} in the catalog; version is not announced by peers` : "no other peer known yet");
+  setText($("peers-note"), ps.total > ps.peers.length ? `first ${ps.peers.length} of ${ps.total} peers` : ps.total ? `${ps.total} peer${ps.total === 1 ? "" : "s"} in the catalog` : "no other peer known yet");
   drawMap();
   refreshModelsView();
 }
@@ -298,7 +300,7 @@ function refreshModelsView() {
     const sh = sharded.get(m.id);
     const d = el("div"); d.className = "model-entry";
     d.append(el("div", m.id, "mono"));
-    d.append(el("div", `${info.peers} peer${info.peers === 1 ? "" : "s"} · engine ${(info.engines || []).join(", ") || "unknown"} · ${sh ? `sharded (${sh.layers}×${sh.experts} experts)` : "full model on each peer"} · context length not announced`, "note"));
+    d.append(el("div", `${info.peers} peer${info.peers === 1 ? "" : "s"} · engine ${(info.engines || []).join(", ") || "unknown"} · ${sh ? `sharded (${sh.layers}×${sh.experts} experts)` : "full model on each peer"} · ${info.context ? `context ${info.context} tokens` : "context length not announced"}`, "note"));
     const ids = el("div", who.slice(0, 8).map((id) => id === (self && self.id) ? "this peer" : short(id)).join(", ") + (who.length > 8 ? ` and ${who.length - 8} more` : ""), "note");
     ids.title = who.join("\n");
     d.append(ids);
@@ -479,6 +481,7 @@ function humanError(status, code, message, model, promptChars) {
   const pick = `No peer serves the model "${model}" any more. Pick another model or "auto" and send again.`;
   if (dial) return `Could not reach ${peerName(dial[1])}: ${reason}. It has probably left the swarm; ` + (gone ? pick : "try again and routing will pick another peer.");
   if (code === "model_not_found" || status === 404) return pick;
+  if (code === "context_length_exceeded") return `The conversation is too long for "${model}": ${msg.replace(/^this prompt/, "it")}.`;
   if (/context|too long|exceeds|too many tokens/i.test(msg)) return `The conversation is too long for the model (${promptChars} characters). Shorten the prompt or start a new conversation.`;
   if (code === "no_expert_available" || status === 503) {
     const long = promptChars > 6000 ? ` The conversation is ${promptChars} characters long, which may be more than the models here accept: shorten it or start a new conversation.` : " Wait a moment and send again, or pick another model.";

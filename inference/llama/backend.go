@@ -77,7 +77,7 @@ func NewModelBackend(m *Model, opts BackendOptions) *Backend {
 	return &Backend{
 		model: m,
 		opts:  opts,
-		info:  inference.ModelInfo{Name: opts.Name, Size: m.size, Family: "llama", Params: m.Config.ActiveParams()},
+		info:  inference.ModelInfo{Name: opts.Name, Size: m.size, Family: "llama", Params: m.Config.ActiveParams(), Context: m.Config.ContextLength},
 		slots: make(chan struct{}, opts.Capacity),
 	}
 }
