@@ -165,6 +165,11 @@ local:
 		}
 	}
 
+	// /api/status counts what B's engine generated.
+	if g := b.Status().Generated; g.Requests < 3 || g.Tokens < 9 {
+		t.Fatalf("B's status says its engine generated %+v after 3 answers of 3 tokens", g)
+	}
+
 	// Deny A: the watcher picks the change up.
 	writePolicy(t, pf, "share = [\"syn-*\"]\nlocal = [\"syn-local\"]\ndeny = [\""+ids[0].String()+"\"]\n")
 	wait.For(t, slow(20*time.Second), "B's policy denies A", func() error {

@@ -50,10 +50,20 @@ func newBackend(cfg Config) (inference.Backend, error) {
 type counted struct {
 	inference.Backend
 	load *atomic.Int64
+	// done counts the requests finished and tokens generated (prompt and
+	// completion) since start: /api/status reports them.
+	done *generated
 }
+
+type generated struct{ requests, tokens atomic.Int64 }
 
 func (c counted) Generate(ctx context.Context, req inference.Request, emit func(inference.Chunk) error) (inference.Final, error) {
 	c.load.Add(1)
 	defer c.load.Add(-1)
-	return c.Backend.Generate(ctx, req, emit)
+	f, err := c.Backend.Generate(ctx, req, emit)
+	if c.done != nil {
+		c.done.requests.Add(1)
+		c.done.tokens.Add(int64(f.PromptTokens + f.CompletionTokens))
+	}
+	return f, err
 }

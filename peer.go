@@ -41,19 +41,20 @@ type Peer struct {
 	Gossip    *experts.Gossip
 	Advertise *experts.Advertiser
 
-	cfg      Config // cfg.Logger names this peer
-	started  time.Time
-	parts    lifecycle.Stack
-	models   atomic.Pointer[[]experts.Model]
-	load     atomic.Int64
-	backend  inference.Backend  // nil when this peer serves nothing
-	sharding *sharding.Sharding // nil when it takes no part in sharded models
-	router   *swarm.Router
-	ledger   *ledger.Ledger
-	consent  *consent.Enforcer
-	policy   *consent.File // nil without a policy file
-	registry *prometheus.Registry
-	httpAddr net.Addr
+	cfg       Config // cfg.Logger names this peer
+	started   time.Time
+	parts     lifecycle.Stack
+	models    atomic.Pointer[[]experts.Model]
+	load      atomic.Int64
+	generated generated
+	backend   inference.Backend  // nil when this peer serves nothing
+	sharding  *sharding.Sharding // nil when it takes no part in sharded models
+	router    *swarm.Router
+	ledger    *ledger.Ledger
+	consent   *consent.Enforcer
+	policy    *consent.File // nil without a policy file
+	registry  *prometheus.Registry
+	httpAddr  net.Addr
 	// lie, set by tests only, rewrites this peer's announcements of itself:
 	// the seam that makes a real peer a liar (liar_test.go).
 	lie atomic.Pointer[func(*experts.Announcement)]
@@ -188,7 +189,7 @@ func (p *Peer) start(ctx context.Context, cfg Config) error {
 	if b != nil {
 		b = inference.NewPrioritized(b, inference.PriorityConfig{Capacity: cfg.Capacity, QueueWait: cfg.QueueWait, Aging: 5 * time.Second, Class: acct.Class,
 			PerPeer: inference.PerPeerSlots(cfg.Capacity)})
-		p.backend = counted{Backend: b, load: &p.load}
+		p.backend = counted{Backend: b, load: &p.load, done: &p.generated}
 		sc := infer.DefaultServiceConfig()
 		sc.Logger, sc.Admit, sc.Complete = log, cfg.Serving.AdmitInfer, acct.Served(cfg.Serving.CompleteInfer)
 		sc.KeepAnswer = cfg.AuditPrompts

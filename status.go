@@ -65,6 +65,7 @@ func (p *Peer) Status() api.Status {
 		Connections:    conns,
 		Relays:         relays,
 		HolePunching:   h.HolePunchReady(),
+		Generated:      api.Generated{Requests: p.generated.requests.Load(), Tokens: p.generated.tokens.Load()},
 	}
 	if l := p.cfg.Location; l != nil {
 		st.Location = &api.Location{Lat: l.Lat, Lon: l.Lon}

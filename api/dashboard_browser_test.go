@@ -29,6 +29,7 @@ type knownSwarm struct {
 	models   []string
 	seen     [][]inference.Message // the messages of every prompt
 	canceled int                   // prompts whose request went away
+	polls    int64                 // /api/status answered: the engine "generates" 50 tokens between two
 }
 
 const (
@@ -46,7 +47,11 @@ var knownPeers = []string{
 func longRegion() string { return hostileRegion + strings.Repeat("W", 2000-len(hostileRegion)) }
 
 func (k *knownSwarm) Status() api.Status {
-	return api.Status{ID: knownSelf, Version: "test", Engine: "synthetic", Models: []string{"m1"}, Reachability: "private",
+	k.mu.Lock()
+	k.polls++
+	gen := api.Generated{Requests: k.polls, Tokens: 50 * k.polls}
+	k.mu.Unlock()
+	return api.Status{ID: knownSelf, Generated: gen, Version: "test", Engine: "synthetic", Models: []string{"m1"}, Reachability: "private",
 		Location: &api.Location{Lat: 48.85, Lon: 2.35}, Region: "eu-west",
 		Announce:    api.AnnounceStatus{IntervalS: 5, TTLS: 30},
 		Connections: []api.Connection{{Peer: knownPeers[0], Transport: "quic"}, {Peer: knownPeers[1], Transport: "tcp", Relayed: true}},
@@ -208,6 +213,16 @@ func TestDashboardInBrowser(t *testing.T) {
 			}
 		}
 		b.Screenshot("dashboard-desktop")
+	})
+
+	t.Run("this peer's engine rate", func(t *testing.T) {
+		deadline := time.Now().Add(30 * time.Second)
+		for browsertest.Eval[int](b, `document.querySelectorAll("#tps-chart polyline.engine-tps").length`) != 1 {
+			if time.Now().After(deadline) {
+				t.Fatal("the chart shows no line of this peer's engine tokens/s after several status polls")
+			}
+			time.Sleep(100 * time.Millisecond) // polling the page with a deadline
+		}
 	})
 
 	t.Run("versions and context lengths", func(t *testing.T) {

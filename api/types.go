@@ -30,6 +30,16 @@ type Status struct {
 	Connections    []Connection      `json:"connections"`
 	Relays         []string          `json:"relay_reservations"`
 	HolePunching   bool              `json:"hole_punching"` // DCUtR is ready: this peer knows a public address of its own
+	// Generated is what this peer's engine did since start, for its own
+	// user and for others: requests finished and tokens (prompt and
+	// completion).
+	Generated Generated `json:"generated"`
+}
+
+// Generated counts an engine's work.
+type Generated struct {
+	Requests int64 `json:"requests"`
+	Tokens   int64 `json:"tokens"`
 }
 
 // AnnounceStatus describes this peer's gossip.

@@ -94,6 +94,11 @@ async function refreshStatus() {
   }
   markFresh();
   state.status = st;
+  if (st.generated) {
+    engineLog.push({ at: Date.now(), requests: st.generated.requests, tokens: st.generated.tokens });
+    while (engineLog.length && Date.now() - engineLog[0].at > 11 * 60 * 1000) engineLog.shift();
+    drawTPS();
+  }
   setText($("peer-id"), st.id);
   setText($("summary"), `${st.catalog_size} peers known · ${st.connected_peers} connected · ${st.reachability}`);
   const conns = st.connections || [];
@@ -502,7 +507,8 @@ try { history = JSON.parse(localStorage.getItem(storeKey) || "[]"); if (!Array.i
 function save() { try { localStorage.setItem(storeKey, JSON.stringify(history.slice(-200))); } catch (e) { /* full or disabled */ } }
 
 let streaming = null; // {ctl, turn}
-const answersLog = []; // {at, tps} for the chart
+const answersLog = []; // {at, tps} for the chart: this page's answers
+const engineLog = []; // {at, requests, tokens}: this peer's engine, from /api/status
 
 function metaText(m) {
   if (!m) return "";
@@ -681,9 +687,18 @@ function drawTPS() {
   const svg = svgEl("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": `${s.length} answers in the last 10 minutes` });
   const x = (at) => L + (W - L - R) * (1 - (now - at) / span);
   const measured = s.filter((a) => a.tps != null);
-  const maxTPS = Math.max(1, ...measured.map((a) => a.tps));
+  // This peer's engine: tokens/s between status samples, requests per
+  // minute from its counter (for its own user and for others).
+  const rates = [];
   const perMin = new Array(10).fill(0);
-  for (const a of s) perMin[Math.min(9, Math.floor((now - a.at) / 60000))]++;
+  for (let i = 1; i < engineLog.length; i++) {
+    const a = engineLog[i - 1], b = engineLog[i], dt = (b.at - a.at) / 1000;
+    if (now - b.at >= span || dt <= 0 || b.tokens < a.tokens) continue; // a restarted peer starts again from 0
+    rates.push({ at: b.at, tps: (b.tokens - a.tokens) / dt });
+    perMin[Math.min(9, Math.floor((now - b.at) / 60000))] += b.requests - a.requests;
+  }
+  if (!engineLog.length) for (const a of s) perMin[Math.min(9, Math.floor((now - a.at) / 60000))]++;
+  const maxTPS = Math.max(1, ...measured.map((a) => a.tps), ...rates.map((r) => r.tps));
   const maxReq = Math.max(1, ...perMin);
   svg.append(svgEl("line", { x1: L, y1: H - B, x2: W - R, y2: H - B, stroke: "#e3e6ec" }));
   perMin.forEach((n, k) => {
@@ -691,6 +706,7 @@ function drawTPS() {
     const h = (H - T - B) * n / maxReq;
     svg.append(svgEl("rect", { x: x(now - (k + 1) * 60000) + 1, y: H - B - h, width: (W - L - R) / 10 - 2, height: h, fill: "#16a34a", opacity: 0.35, class: "req-bar" }));
   });
+  if (rates.length > 1) svg.append(svgEl("polyline", { points: rates.map((r) => `${x(r.at).toFixed(1)},${(T + (H - T - B) * (1 - r.tps / maxTPS)).toFixed(1)}`).join(" "), fill: "none", stroke: "#d97706", "stroke-width": 1.5, class: "engine-tps" }));
   for (const a of measured) svg.append(svgEl("circle", { cx: x(a.at), cy: T + (H - T - B) * (1 - a.tps / maxTPS), r: 3, fill: "#2f6fec", class: "tps-point" }));
   svg.append(svgEl("text", { x: L - 4, y: T + 8, "text-anchor": "end", "font-size": 10, fill: "#5b6376" }, maxTPS.toFixed(0)));
   svg.append(svgEl("text", { x: L, y: H - 4, "font-size": 10, fill: "#5b6376" }, "−10 min"));
