@@ -1,6 +1,24 @@
 package mwpeer
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"strings"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/mwpeer/mwpeer/experts/catchup"
+)
+
+// gossipIn is the bytes received on GossipSub (announcements, IHAVE and the
+// rest of its control traffic) and catch-up streams.
+func (p *Peer) gossipIn() int64 {
+	var n int64
+	for proto, st := range p.Host.Bandwidth.GetBandwidthByProtocol() {
+		if strings.HasPrefix(string(proto), "/meshsub/") || proto == catchup.ID {
+			n += st.TotalIn
+		}
+	}
+	return n
+}
 
 // registerMetrics exposes the peer's own state next to libp2p's metrics.
 // Values are read at scrape time from the counters the peer keeps anyway.
@@ -18,6 +36,9 @@ func (p *Peer) registerMetrics(reg prometheus.Registerer) {
 			func() float64 { return p.Gossip.Interval().Seconds() }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "mwpeer_announcements_accepted_total", Help: "Announcements accepted from other peers."},
 			func() float64 { return float64(p.Gossip.Accepted()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "mwpeer_gossip_received_bytes_total",
+			Help: "Bytes received on GossipSub and catch-up streams: what announcing the swarm costs this peer."},
+			func() float64 { return float64(p.gossipIn()) }),
 		collectorFunc{desc: rejected, collect: func(ch chan<- prometheus.Metric) {
 			for reason, n := range p.Gossip.Rejected() {
 				ch <- prometheus.MustNewConstMetric(rejected, prometheus.CounterValue, float64(n), reason)

@@ -41,13 +41,16 @@ func buildBinary(t *testing.T) string {
 	return bin
 }
 
-func startProc(t *testing.T, bin, dataDir, domain, boot string) *proc {
+// startProc starts `mwpeer run`; extra flags come after the defaults here,
+// so they override them.
+func startProc(t *testing.T, bin, dataDir, domain, boot string, extra ...string) *proc {
 	t.Helper()
 	args := []string{"run",
 		"--listen", "/ip4/127.0.0.1/tcp/0,/ip4/127.0.0.1/udp/0/quic-v1",
 		"--http", "127.0.0.1:0", "--data-dir", dataDir,
 		"--engine", "synthetic", "--models", "syn-" + domain, "--domains", domain,
 		"--dht-mode", "server", "--announce-interval", "2s", "--log-level", "debug"}
+	args = append(args, extra...)
 	if boot != "" {
 		args = append(args, "--bootstrap", boot)
 	}

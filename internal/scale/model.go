@@ -71,7 +71,7 @@ func DefaultParams(s Sizes, entryBytes, largestBytes float64) Params {
 		K:       20, Alpha: 3, // go-libp2p-kad-dht's defaults
 		HopRTTs:   3,
 		RTTMedian: 80 * time.Millisecond, RTTSigma: 0.6, // p10 37 ms, p90 173 ms: a world of home links
-		Link:      2.5e6, // 20 Mbit/s
+		Link: 2.5e6, // 20 Mbit/s
 	}
 }
 
