@@ -160,8 +160,18 @@ func TestOpenAISDKAgainstSwarm(t *testing.T) {
 		}
 		defer resp.Body.Close()
 		body, _ := io.ReadAll(resp.Body)
-		if resp.StatusCode != 200 || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/html") || !strings.Contains(string(body), "/v1/chat/completions") {
+		if resp.StatusCode != 200 || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/html") || !strings.Contains(string(body), "/static/app.js") {
 			t.Fatalf("dashboard: %d %s", resp.StatusCode, resp.Header.Get("Content-Type"))
+		}
+		// Its script, a static file, talks to the OpenAI API of the same peer.
+		js, err := http.Get("http://" + peers[2].HTTPAddr() + "/static/app.js")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer js.Body.Close()
+		code, _ := io.ReadAll(js.Body)
+		if js.StatusCode != 200 || !strings.Contains(string(code), "/v1/chat/completions") {
+			t.Fatalf("dashboard script: %d, %d bytes", js.StatusCode, len(code))
 		}
 	})
 
