@@ -7,8 +7,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"os/exec"
 	"strings"
 	"sync"
 	"testing"
@@ -19,21 +17,8 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/mwpeer/mwpeer/api"
+	"github.com/mwpeer/mwpeer/internal/browsertest"
 )
-
-// chromium finds a Chromium or Chrome binary: $MWPEER_CHROMIUM, else the
-// usual names in PATH.
-func chromium() string {
-	if p := os.Getenv("MWPEER_CHROMIUM"); p != "" {
-		return p
-	}
-	for _, name := range []string{"chromium", "chromium-browser", "google-chrome", "google-chrome-stable"} {
-		if p, err := exec.LookPath(name); err == nil {
-			return p
-		}
-	}
-	return ""
-}
 
 // prompts is how many prompts reached the swarm.
 func (f *fakeSwarm) prompts() int {
@@ -135,7 +120,7 @@ type attemptResult struct {
 // Host is refused, and the dashboard on its own origin still works under its
 // Content-Security-Policy.
 func TestBrowserCannotAbuseAPI(t *testing.T) {
-	bin := chromium()
+	bin := browsertest.Chromium()
 	if bin == "" {
 		t.Skip("no Chromium: install the chromium package or set MWPEER_CHROMIUM to a Chrome binary")
 	}
