@@ -164,6 +164,9 @@ type Serving struct {
 	// backend; an error refuses it (the asking peer tries another expert).
 	// It may lower req.MaxTokens (see infer.ServiceConfig.Admit).
 	AdmitInfer func(ctx context.Context, caller peer.ID, req *inference.Request) error
+	// ChargeInfer runs when the backend answered a prompt in full, before
+	// the asking peer hears that it ended (see infer.ServiceConfig.Charge).
+	ChargeInfer func(ctx context.Context, c infer.Completion)
 	// CompleteInfer runs after every prompt served ends, with its token
 	// counts and outcome.
 	CompleteInfer func(ctx context.Context, c infer.Completion)

@@ -66,9 +66,9 @@ func (p *Peer) openConsent(cfg Config, key crypto.PrivKey, mem *members) error {
 }
 
 // withConsent runs the Enforcer after s's own admission hooks (so it only
-// counts calls they let through) and before its completion hook.
+// counts calls they let through) and before its charge and completion hooks.
 func withConsent(s Serving, e *consent.Enforcer) Serving {
-	admitInfer, admitExpert, complete := s.AdmitInfer, s.AdmitExpert, s.CompleteInfer
+	admitInfer, admitExpert, charge, complete := s.AdmitInfer, s.AdmitExpert, s.ChargeInfer, s.CompleteInfer
 	s.AdmitInfer = func(ctx context.Context, caller peer.ID, req *inference.Request) error {
 		if admitInfer != nil {
 			if err := admitInfer(ctx, caller, req); err != nil {
@@ -84,6 +84,12 @@ func withConsent(s Serving, e *consent.Enforcer) Serving {
 			}
 		}
 		return e.AdmitExpert(ctx, caller, c)
+	}
+	s.ChargeInfer = func(ctx context.Context, c infer.Completion) {
+		e.ChargeInfer(ctx, c)
+		if charge != nil {
+			charge(ctx, c)
+		}
 	}
 	s.CompleteInfer = func(ctx context.Context, c infer.Completion) {
 		e.CompleteInfer(ctx, c)

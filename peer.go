@@ -192,7 +192,7 @@ func (p *Peer) start(ctx context.Context, cfg Config) error {
 		p.backend = counted{Backend: b, load: &p.load, done: &p.generated}
 		sc := infer.DefaultServiceConfig()
 		sc.Logger, sc.Admit, sc.Complete = log, cfg.Serving.AdmitInfer, acct.Served(cfg.Serving.CompleteInfer)
-		sc.KeepAnswer = cfg.AuditPrompts
+		sc.Charge, sc.KeepAnswer = cfg.Serving.ChargeInfer, cfg.AuditPrompts
 		sc.DefaultMaxTokens, sc.TokensCap = cfg.RemoteMaxTokens, cfg.RemoteMaxTokensCap
 		sc.Receipts = acct.Server(p.Models)
 		svc := infer.NewService(h, p.backend, sc)

@@ -294,6 +294,11 @@ func TestConsentTokens(t *testing.T) {
 	if err != nil || r.MaxTokens != 50 {
 		t.Fatalf("in scope: %v, max_tokens %d", err, r.MaxTokens)
 	}
+	// A call in flight holds its max_tokens: a concurrent one cannot spend
+	// them too.
+	if _, err := admit(e, holder, req, tok); !errors.Is(err, inference.ErrQuotaExceeded) {
+		t.Fatalf("while the first call holds the whole token: %v, want quota exceeded", err)
+	}
 	complete(e, holder, r, tok, 30)
 	if r, err = admit(e, holder, req, tok); err != nil || r.MaxTokens != 20 {
 		t.Fatalf("second: %v, max_tokens %d, want 20", err, r.MaxTokens)
@@ -301,6 +306,24 @@ func TestConsentTokens(t *testing.T) {
 	complete(e, holder, r, tok, 20)
 	if _, err := admit(e, holder, req, tok); !errors.Is(err, inference.ErrQuotaExceeded) {
 		t.Fatalf("over budget: %v, want quota exceeded", err)
+	}
+	// Holds split a token between concurrent calls, and charging releases
+	// them.
+	tok3, _ := Issue(key, holder, "llama3", 50, clk.Now(), clk.Now().Add(time.Hour))
+	small := req
+	small.MaxTokens = 10
+	r1, err := admit(e, holder, small, tok3)
+	if err != nil || r1.MaxTokens != 10 {
+		t.Fatalf("first of two: %v, max_tokens %d", err, r1.MaxTokens)
+	}
+	r2, err := admit(e, holder, req, tok3)
+	if err != nil || r2.MaxTokens != 40 {
+		t.Fatalf("second of two: %v, max_tokens %d, want 40", err, r2.MaxTokens)
+	}
+	complete(e, holder, r1, tok3, 4)
+	complete(e, holder, r2, tok3, 6)
+	if r, err := admit(e, holder, req, tok3); err != nil || r.MaxTokens != 40 {
+		t.Fatalf("after both: %v, max_tokens %d, want 40", err, r.MaxTokens)
 	}
 	// What was used survives a restart.
 	if err := e.Close(); err != nil {

@@ -53,8 +53,9 @@ const maxPeers = 100_000
 
 // Enforcer applies a Policy and the consent tokens this peer signed to the
 // work other peers ask of it. Its AdmitInfer must run last among the
-// admission hooks of the infer service and its CompleteInfer must hear of
-// every call (it releases what AdmitInfer took).
+// admission hooks of the infer service, its ChargeInfer should hear of each
+// call answered (so a caller's next call sees what is left) and its
+// CompleteInfer must hear of every call (it releases what AdmitInfer took).
 type Enforcer struct {
 	cfg    Config
 	policy atomic.Pointer[Policy]
@@ -77,6 +78,9 @@ type peerState struct {
 type usage struct {
 	Used    int64 `json:"used"`
 	Expires int64 `json:"exp"`
+	// Held is the max_tokens of the calls admitted on the token and not
+	// charged yet: concurrent calls cannot spend it twice.
+	Held int64 `json:"-"`
 }
 
 // New returns an Enforcer applying p (nil: Default).
@@ -221,9 +225,42 @@ func (e *Enforcer) grant(token []byte, caller peer.ID, model string, now time.Ti
 		return nil, 0, ErrGrantModel
 	}
 	e.mu.Lock()
-	left := g.Tokens - e.used[g.ID].Used
+	u := e.used[g.ID]
 	e.mu.Unlock()
-	return g, left, nil
+	return g, g.Tokens - u.Used - u.Held, nil
+}
+
+// held returns the grant a call's token names, checked when the call was
+// admitted, without checking it again: what a call used is charged to it
+// even when it expired meanwhile.
+func (e *Enforcer) held(token []byte) *Grant {
+	if len(token) == 0 || e.cfg.Key == nil {
+		return nil
+	}
+	e.mu.Lock()
+	g := e.verified[string(token)]
+	e.mu.Unlock()
+	if g == nil {
+		g, _ = ParseGrant(string(token))
+	}
+	return g
+}
+
+// holdLocked reserves a call's max_tokens on its grant, or refuses it when
+// calls in flight hold what is left. e.mu is held.
+func (e *Enforcer) holdLocked(g *Grant, req *inference.Request) error {
+	u := e.used[g.ID]
+	left := g.Tokens - u.Used - u.Held
+	if left <= 0 {
+		return quotaErr("consent token %s held by calls in flight", g.ID)
+	}
+	if req.MaxTokens == 0 || int64(req.MaxTokens) > left {
+		req.MaxTokens = int(min(left, math.MaxInt32))
+	}
+	u.Held += int64(req.MaxTokens)
+	u.Expires = g.Expires
+	e.used[g.ID] = u
+	return nil
 }
 
 // AdmitInfer is the infer service's admission hook (see
@@ -259,14 +296,16 @@ func (e *Enforcer) AdmitInfer(ctx context.Context, caller peer.ID, req *inferenc
 	if lim.MaxTokens > 0 && (req.MaxTokens == 0 || req.MaxTokens > lim.MaxTokens) {
 		req.MaxTokens = lim.MaxTokens
 	}
-	if byGrant && (req.MaxTokens == 0 || int64(req.MaxTokens) > left) {
-		req.MaxTokens = int(min(left, math.MaxInt32))
-	}
-	if lim.Concurrent == 0 && (lim.TokensPerHour == 0 || byGrant) {
-		return nil
-	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	if lim.Concurrent == 0 && (lim.TokensPerHour == 0 || byGrant) {
+		if byGrant {
+			if err := e.holdLocked(g, req); err != nil {
+				return e.refuse(caller, "infer", req.Model, err)
+			}
+		}
+		return nil
+	}
 	e.sweep(p, now)
 	st := e.peers[caller]
 	if st == nil {
@@ -287,6 +326,11 @@ func (e *Enforcer) AdmitInfer(ctx context.Context, caller peer.ID, req *inferenc
 		}
 		if left := int(st.bucket); req.MaxTokens == 0 || req.MaxTokens > left {
 			req.MaxTokens = left
+		}
+	}
+	if byGrant {
+		if err := e.holdLocked(g, req); err != nil {
+			return e.refuse(caller, "infer", req.Model, err)
 		}
 	}
 	st.inflight++
@@ -317,30 +361,58 @@ func (e *Enforcer) sweep(p *Policy, now time.Time) {
 	}
 }
 
+// ChargeInfer is the infer service's charge hook (see
+// infer.ServiceConfig.Charge): it charges a call's tokens to the consent
+// token it came with, or else to the caller's hourly tokens, before the
+// caller hears the answer ended, so that its next call sees what is left.
+func (e *Enforcer) ChargeInfer(ctx context.Context, c infer.Completion) {
+	if c.Admitted {
+		e.charge(c)
+	}
+}
+
 // CompleteInfer is the infer service's completion hook: it releases the
-// call's slot and charges its tokens to the consent token it came with, or
-// else to the caller's hourly tokens.
+// call's slot, and charges the call if ChargeInfer did not.
 func (e *Enforcer) CompleteInfer(ctx context.Context, c infer.Completion) {
 	if !c.Admitted {
 		return
 	}
-	now := e.cfg.Now()
-	tokens := int64(c.PromptTokens + c.CompletionTokens)
-	g, _, _ := e.grant(c.Credentials.Grant, c.Caller, c.Model, now)
+	if !c.Charged {
+		e.charge(c)
+	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if st := e.peers[c.Caller]; st != nil {
-		if st.inflight > 0 {
-			st.inflight--
+	if st := e.peers[c.Caller]; st != nil && st.inflight > 0 {
+		st.inflight--
+	}
+}
+
+// charge charges what an admitted call used, once, and releases what it
+// held of its consent token.
+func (e *Enforcer) charge(c infer.Completion) {
+	now := e.cfg.Now()
+	tokens := int64(c.PromptTokens + c.CompletionTokens)
+	g := e.held(c.Credentials.Grant)
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if g != nil {
+		if u, ok := e.used[g.ID]; ok && u.Held > 0 {
+			u.Held = max(0, u.Held-int64(c.Request.MaxTokens))
+			e.used[g.ID] = u
+		} else {
+			g = nil // not admitted on the token: the hourly tokens pay
 		}
-		if g == nil {
+	}
+	if g == nil {
+		if st := e.peers[c.Caller]; st != nil {
 			if perHour := e.Policy().Limits.TokensPerHour; perHour > 0 {
 				st.refill(perHour, now)
 				st.bucket -= float64(tokens)
 			}
 		}
+		return
 	}
-	if g != nil && tokens > 0 {
+	if tokens > 0 {
 		u := e.used[g.ID]
 		u.Used += tokens
 		u.Expires = g.Expires

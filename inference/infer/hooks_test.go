@@ -313,3 +313,33 @@ func TestWireSchemaIsOneZero(t *testing.T) {
 		t.Fatalf("final %+v", f)
 	}
 }
+
+// TestChargeRunsBeforeTheCallerHearsTheEnd: what Charge charges is in force
+// when the caller's Call returns, so its next request sees it.
+func TestChargeRunsBeforeTheCallerHearsTheEnd(t *testing.T) {
+	client, h := newHost(t), newHost(t)
+	var charged, done completions
+	svc := NewService(h, inference.NewSynthetic(inference.SyntheticConfig{Tokens: 5}), ServiceConfig{Charge: charged.add, Complete: done.add})
+	defer svc.Close()
+	connect(t, client, h)
+	for i := range 3 {
+		if _, err := Call(context.Background(), client, h.ID(), testReq, func(inference.Chunk) error { return nil }); err != nil {
+			t.Fatal(err)
+		}
+		charged.mu.Lock()
+		n := len(charged.list)
+		var last Completion
+		if n > 0 {
+			last = charged.list[n-1]
+		}
+		charged.mu.Unlock()
+		if n != i+1 || last.CompletionTokens != 5 || last.PromptTokens <= 0 || !last.Admitted {
+			t.Fatalf("call %d returned with %d charges (last: %d+%d tokens, admitted %v)", i, n, last.PromptTokens, last.CompletionTokens, last.Admitted)
+		}
+	}
+	for _, c := range done.wait(t, 3) {
+		if !c.Charged || c.Outcome != OutcomeOK {
+			t.Errorf("completion charged %v, outcome %q", c.Charged, c.Outcome)
+		}
+	}
+}

@@ -78,6 +78,11 @@ type ServiceConfig struct {
 	// inference sentinel it wraps (ErrBusy: busy), and refused for any
 	// other error, so the caller's dispatch asks another expert.
 	Admit func(ctx context.Context, caller peer.ID, req *inference.Request) error
+	// Charge, if set, hears of an admitted call whose backend answered in
+	// full, with its token counts, before the final frame goes out: what it
+	// charges is in force before the caller can send its next request.
+	// Complete still hears of the call, with Charged set.
+	Charge func(ctx context.Context, c Completion)
 	// Complete, if set, hears about every call once it ended, whatever the
 	// outcome. It runs on the handler's goroutine after the stream is done
 	// with; it should not block for long.
@@ -111,6 +116,8 @@ type Completion struct {
 	// Admitted: the request was valid and Admit (if any) let it through,
 	// so the backend was asked (Request then holds what Admit left of it).
 	Admitted bool
+	// Charged: Charge heard of the call before its final frame was sent.
+	Charged  bool
 	Start    time.Time     // when the stream arrived
 	TTFT     time.Duration // from Start to the first chunk sent (0: none sent)
 	Duration time.Duration // from Start to the end
@@ -433,6 +440,11 @@ func (s *Service) handle(str network.Stream) {
 		fail(err, codes.CodeOf(err))
 		return
 	}
+	c.PromptTokens, c.CompletionTokens = f.PromptTokens, f.CompletionTokens
+	if s.cfg.Charge != nil {
+		s.cfg.Charge(inference.WithCaller(s.ctx, caller), c)
+		c.Charged = true
+	}
 	_ = str.SetWriteDeadline(time.Now().Add(s.cfg.IdleTimeout))
 	if err := wire.WriteJSON(str, frame{Final: toWireFinal(f)}, MaxFrameSize); err != nil {
 		log.Debug("infer: write final", "err", err)
@@ -440,7 +452,7 @@ func (s *Service) handle(str network.Stream) {
 		return
 	}
 	ended := time.Since(c.Start)
-	c.Outcome, c.PromptTokens, c.CompletionTokens = OutcomeOK, f.PromptTokens, f.CompletionTokens
+	c.Outcome = OutcomeOK
 	if receipts != nil {
 		p := pending{
 			caller: caller, model: wr.Model, final: f, start: c.Start, ttft: c.TTFT, request: requestHash,
