@@ -375,7 +375,7 @@ func (p *Peer) refreshModels(ctx context.Context, first bool) {
 	if len(models) > experts.MaxModels {
 		models = models[:experts.MaxModels]
 	}
-	if !first && slices.Equal(p.Models(), models) {
+	if !first && slices.EqualFunc(p.Models(), models, experts.Model.Equal) {
 		return
 	}
 	if models == nil {

@@ -8,6 +8,7 @@ import (
 	"math"
 	"os"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -23,6 +24,10 @@ import (
 
 // Domains every peer understands. A peer may declare any of them.
 var Domains = []string{"general", "code", "math", "creative", "science", "reasoning"}
+
+// Capabilities a model may announce (inference's Cap constants, which a
+// test keeps equal to these).
+var Capabilities = []string{"completion", "tools", "vision", "embedding", "thinking", "json"}
 
 // ValidDomain reports whether d is one of Domains.
 func ValidDomain(d string) bool {
@@ -51,6 +56,10 @@ type Model struct {
 	// Context is the model's context length in tokens, as its engine
 	// reports it (0: unknown).
 	Context int `json:"context,omitempty"`
+	// Capabilities is what the model can do, in inference's terms
+	// (completion, tools, vision, embedding, thinking, json); empty means
+	// completion only (what peers that predate capabilities serve).
+	Capabilities []string `json:"caps,omitempty"`
 	// Params is what one token uses, known for this peer's own models and
 	// never announced (it prices receipts; requesters bound it by Size).
 	Params int64 `json:"-"`
@@ -107,6 +116,7 @@ const (
 	MaxAnnouncementSize = 32 << 10 // bytes, signed envelope included
 	MaxAddrs            = 16
 	MaxModels           = 64
+	MaxCapabilities     = 8 // per model
 	MaxRTTRow           = 16
 	MaxString           = 256
 	MaxFutureSkew       = 30 * time.Second // clocks may disagree by this much
@@ -258,9 +268,10 @@ func (a *Announcement) validate() error {
 	if a.Seq == 0 {
 		return errors.New("seq 0")
 	}
-	iv := time.Duration(a.Interval) * time.Millisecond
-	if iv < MinInterval || iv > MaxInterval {
-		return fmt.Errorf("interval %s outside [%s, %s]", iv, MinInterval, MaxInterval)
+	// Compared in milliseconds: a huge interval would overflow a Duration
+	// and could wrap into the range.
+	if a.Interval < MinInterval.Milliseconds() || a.Interval > MaxInterval.Milliseconds() {
+		return fmt.Errorf("interval %d ms outside [%s, %s]", a.Interval, MinInterval, MaxInterval)
 	}
 	if a.Beat && (len(a.Addrs)+len(a.Models)+len(a.Domains)+len(a.RTT)+len(a.Shards)+len(a.Cert) > 0 || a.Coord != nil || a.Location != nil || a.Leave || a.State == 0) {
 		return errors.New("a beat carries only liveness, load and state")
@@ -296,6 +307,14 @@ func (a *Announcement) validate() error {
 		}
 		if m.Context < 0 || m.Context > MaxContext {
 			return fmt.Errorf("model %q: context %d outside 0..%d", trunc(m.Name), m.Context, MaxContext)
+		}
+		if len(m.Capabilities) > MaxCapabilities {
+			return fmt.Errorf("model %q: %d capabilities, cap %d", trunc(m.Name), len(m.Capabilities), MaxCapabilities)
+		}
+		for _, c := range m.Capabilities {
+			if !slices.Contains(Capabilities, c) {
+				return fmt.Errorf("model %q: unknown capability %q", trunc(m.Name), trunc(c))
+			}
 		}
 	}
 	for _, d := range a.Domains {
@@ -373,4 +392,10 @@ func memTotalMB() int64 {
 		}
 	}
 	return 0
+}
+
+// Equal reports whether m and o say the same.
+func (m Model) Equal(o Model) bool {
+	return m.Name == o.Name && m.Digest == o.Digest && m.Size == o.Size && m.Family == o.Family && m.Engine == o.Engine &&
+		m.Context == o.Context && m.Params == o.Params && slices.Equal(m.Capabilities, o.Capabilities)
 }

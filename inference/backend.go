@@ -2,6 +2,7 @@ package inference
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -32,18 +33,42 @@ var (
 	ErrInvalidRequest = errors.New("invalid request")
 	// ErrStalled: an expert produced no chunk within the stall timeout.
 	ErrStalled = errors.New("expert stalled")
+	// ErrUnsupported: the model or its engine cannot do what the request
+	// asks (tools, images, JSON output, embeddings). Unlike ErrBusy it says
+	// something about the request: another expert serving the same model
+	// with the same engine would refuse it too. See UnsupportedError.
+	ErrUnsupported = errors.New("not supported")
 )
 
 // Finish reasons reported in Final.
 const (
-	FinishStop   = "stop"
-	FinishLength = "length"
+	FinishStop      = "stop"
+	FinishLength    = "length"
+	FinishToolCalls = "tool_calls" // the answer is tool calls (Chunk.ToolCalls)
 )
 
 // Message is one turn of a chat.
 type Message struct {
-	Role    string `json:"role"` // "system", "user" or "assistant"
+	Role    string `json:"role"` // "system", "user", "assistant" or "tool"
 	Content string `json:"content"`
+	// Images are the images of a user message (encoded files: PNG, JPEG),
+	// for models with CapVision.
+	Images [][]byte `json:"images,omitempty"`
+	// ToolCalls are the calls an assistant message made.
+	ToolCalls []ToolCall `json:"tool_calls,omitempty"`
+	// ToolCallID and ToolName say which call a "tool" message answers.
+	ToolCallID string `json:"tool_call_id,omitempty"`
+	ToolName   string `json:"tool_name,omitempty"`
+}
+
+// ToolCall is one call of a function the request offered in Tools.
+type ToolCall struct {
+	// Index orders the calls of one answer (0, 1, ...).
+	Index int    `json:"index"`
+	ID    string `json:"id,omitempty"`
+	Name  string `json:"name"`
+	// Arguments is a JSON object, as text.
+	Arguments string `json:"arguments"`
 }
 
 // Request asks a backend for a completion. Messages make it a chat; when
@@ -66,6 +91,22 @@ type Request struct {
 	// Continue is text already delivered to the client for this answer; the
 	// backend generates what follows it and does not repeat it (failover).
 	Continue string `json:"continue,omitempty"`
+
+	// Tools is the functions the model may call, as a JSON array in
+	// OpenAI's shape ([{"type":"function","function":{"name",
+	// "description","parameters"}}], which is also Ollama's); it needs a
+	// model with CapTools. ToolChoice is "auto" (or ""), "none",
+	// "required", or the name of the one function to call.
+	Tools      json.RawMessage `json:"tools,omitempty"`
+	ToolChoice string          `json:"tool_choice,omitempty"`
+	// Format asks for JSON output, as Ollama's format: the JSON string
+	// "json" for any JSON object, or a JSON Schema object the output must
+	// validate against. It needs a model with CapJSON.
+	Format json.RawMessage `json:"format,omitempty"`
+	// Input, when set, makes this an embedding request instead of a
+	// completion: the backend emits one Chunk per input, in order, with its
+	// Embedding set. It needs a model with CapEmbedding.
+	Input []string `json:"input,omitempty"`
 
 	// Deadline, if set, bounds the whole call. On the wire it travels as a
 	// relative timeout, so peers' clocks need not agree.
@@ -90,6 +131,10 @@ type TokenLogprob struct {
 type Chunk struct {
 	Text     string         `json:"text"`
 	Logprobs []TokenLogprob `json:"logprobs,omitempty"`
+	// ToolCalls are whole tool calls the model made (each once, complete).
+	ToolCalls []ToolCall `json:"tool_calls,omitempty"`
+	// Embedding answers one input of an embedding request.
+	Embedding []float32 `json:"embedding,omitempty"`
 }
 
 // Final closes a stream. Durations travel as nanoseconds.
@@ -117,6 +162,9 @@ type ModelInfo struct {
 	Params int64 `json:"params,omitempty"`
 	// Context is the context length in tokens (0: unknown).
 	Context int `json:"context,omitempty"`
+	// Capabilities is what the model can do (the Cap constants); nil
+	// means CapCompletion only.
+	Capabilities []string `json:"capabilities,omitempty"`
 }
 
 // Backend generates tokens. Generate calls emit for each chunk in order and

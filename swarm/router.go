@@ -139,6 +139,15 @@ func (r *Router) Models() []Model {
 		if m.Context > 0 && (sm.Context == 0 || m.Context < sm.Context) {
 			sm.Context = m.Context // a prompt must fit the smallest
 		}
+		caps := m.Capabilities
+		if len(caps) == 0 {
+			caps = []string{inference.CapCompletion}
+		}
+		for _, c := range caps {
+			if !slices.Contains(sm.Capabilities, c) {
+				sm.Capabilities = append(sm.Capabilities, c)
+			}
+		}
 	}
 	for _, m := range r.cfg.Local.Models() {
 		add(m, true)
@@ -151,6 +160,7 @@ func (r *Router) Models() []Model {
 	out := make([]Model, 0, len(byName))
 	for _, sm := range byName {
 		sort.Strings(sm.Engines)
+		sort.Strings(sm.Capabilities)
 		out = append(out, *sm)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
@@ -202,6 +212,19 @@ func (r *Router) Candidates(ctx context.Context, q Query) ([]Candidate, error) {
 	model := q.Request.Model
 	anyModel := isAny(model)
 	var out []Candidate
+	// A server counts only if its model can do what the request needs
+	// (tools, images, JSON, embeddings); unable tells why one could not.
+	var unable error
+	can := func(m experts.Model) bool {
+		err := inference.Check(m.Capabilities, m.Engine, inference.Request{
+			Model: m.Name, Messages: q.Request.Messages, Tools: q.Request.Tools, ToolChoice: q.Request.ToolChoice,
+			Format: q.Request.Format, Input: q.Request.Input,
+		})
+		if err != nil && unable == nil {
+			unable = err
+		}
+		return err == nil
+	}
 	add := func(id string, local bool, m string, domains []string, capacity, load int, loc *geo.Point, addrs []ma.Multiaddr) {
 		c := routing.Candidate{Peer: id, Local: local, Model: m, Domains: domains, Capacity: max(capacity, 1), Load: load, DistanceKm: -1}
 		if local {
@@ -220,7 +243,7 @@ func (r *Router) Candidates(ctx context.Context, q Query) ([]Candidate, error) {
 	}
 	if r.cfg.Local.Backend != nil {
 		for _, m := range r.cfg.Local.Models() {
-			if anyModel || m.Name == model {
+			if (anyModel || m.Name == model) && can(m) {
 				l := r.cfg.Local
 				add(r.cfg.Self.String(), true, m.Name, l.Domains, l.Capacity, l.Load(), l.Location, nil)
 				if anyModel {
@@ -243,13 +266,15 @@ func (r *Router) Candidates(ctx context.Context, q Query) ([]Candidate, error) {
 			continue
 		}
 		for _, m := range e.Models {
-			if anyModel || m.Name == model {
+			if (anyModel || m.Name == model) && can(m) {
 				add(e.Peer, false, m.Name, e.Domains, e.Capacity, e.Load, e.Location, parseAddrs(e.Addrs))
 				break
 			}
 		}
 	}
-	if len(out) == 0 && !anyModel && r.cfg.Providers != nil {
+	if ok, _, _ := inference.Can(nil, q.Request); len(out) == 0 && !anyModel && r.cfg.Providers != nil && ok && unable == nil {
+		// (A provider's capabilities are unknown: it gets plain
+		// completions only.)
 		// Beyond the gossip horizon: ask the DHT who provides the model.
 		lctx, cancel := context.WithTimeout(ctx, ProviderLookup)
 		found, _ := r.cfg.Providers(lctx, experts.KindModel, model, 8)
@@ -261,10 +286,21 @@ func (r *Router) Candidates(ctx context.Context, q Query) ([]Candidate, error) {
 		}
 	}
 	if len(out) == 0 {
-		if anyModel {
-			return nil, fmt.Errorf("%w: no peer in the swarm serves any model", inference.ErrNoExpert)
+		switch {
+		case unable != nil && anyModel:
+			var ue *inference.UnsupportedError
+			if errors.As(unable, &ue) {
+				u := *ue
+				u.Model, u.Engine = model, ""
+				return nil, fmt.Errorf("no model in the swarm serves this request: %w", &u)
+			}
+			return nil, unable
+		case unable != nil:
+			return nil, unable
+		case anyModel:
+			return nil, fmt.Errorf("%w: no peer in the swarm serves any model: %s", inference.ErrUnknownModel, NoModelHint)
 		}
-		return nil, fmt.Errorf("model %q: no peer in the swarm serves it: %w", model, inference.ErrUnknownModel)
+		return nil, fmt.Errorf("model %q: no peer in the swarm serves it (GET /v1/models lists those it does): %w", model, inference.ErrUnknownModel)
 	}
 	return out, nil
 }
@@ -325,7 +361,7 @@ func (r *Router) Complete(ctx context.Context, q Query, emit func(expert string,
 	if err != nil {
 		return Answer{}, err
 	}
-	ans := Answer{Text: res.Text, Final: res.Final, Experts: res.Experts, Failovers: res.Failovers}
+	ans := Answer{Model: q.Request.Model, Text: res.Text, Final: res.Final, Experts: res.Experts, Failovers: res.Failovers}
 	if strategy == inference.Blend {
 		a := res.Agreement
 		ans.Agreement = &a
@@ -333,7 +369,29 @@ func (r *Router) Complete(ctx context.Context, q Query, emit func(expert string,
 	if len(ans.Experts) == 0 && res.Expert != "" {
 		ans.Experts = []string{res.Expert}
 	}
+	ans.Model = answeredModel(q.Request.Model, res.Expert, ans.Experts, cands)
 	return ans, nil
+}
+
+// NoModelHint says what to do when no peer serves any model.
+const NoModelHint = "start a peer that serves one (with Ollama running: mwpeer --engine ollama; without: mwpeer --engine embedded, " +
+	"the built-in model), or join a swarm that has one (mwpeer --bootstrap ADDR, the line `mwpeer id` prints on one of its peers)"
+
+// answeredModel is the model the expert that answered ran: asked is the
+// one asked for, or, for AnyModel, the one routing chose for that expert.
+func answeredModel(asked, expert string, experts []string, cands []Candidate) string {
+	if !isAny(asked) {
+		return asked
+	}
+	if expert == "" && len(experts) > 0 {
+		expert = experts[0]
+	}
+	for _, c := range cands {
+		if c.Peer == expert {
+			return c.Model
+		}
+	}
+	return asked
 }
 
 // Targets turns a decision into dispatch targets: the chosen experts, then

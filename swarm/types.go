@@ -14,6 +14,10 @@ type Model struct {
 	// Context is the smallest context length (tokens) its servers announce
 	// (0: none says).
 	Context int `json:"context,omitempty"`
+	// Capabilities is what at least one of its servers announces it can do
+	// (completion, tools, vision, embedding, thinking, json); routing sends
+	// a request only to a server that can do all the request needs.
+	Capabilities []string `json:"capabilities,omitempty"`
 }
 
 // Query is a request as the swarm sees it: the backend request plus
@@ -31,6 +35,9 @@ type Query struct {
 
 // Answer is the outcome of Complete.
 type Answer struct {
+	// Model is the model that answered: the one asked for, or the one
+	// routing chose for AnyModel.
+	Model     string
 	Text      string
 	Final     inference.Final
 	Experts   []string // every peer that contributed, in order

@@ -116,5 +116,5 @@ func (r *Router) completeVerified(ctx context.Context, q Query, targets []infere
 	if err != nil {
 		return Answer{}, err
 	}
-	return Answer{Text: res.Text, Final: res.Final, Experts: res.Experts, Verified: true}, nil
+	return Answer{Model: q.Request.Model, Text: res.Text, Final: res.Final, Experts: res.Experts, Verified: true}, nil
 }

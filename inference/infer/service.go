@@ -233,8 +233,8 @@ func (s *Service) validate(r *request) error {
 		return bad("model name longer than %d bytes", s.cfg.MaxModelName)
 	case len(r.Messages) > s.cfg.MaxMessages:
 		return bad("more than %d messages", s.cfg.MaxMessages)
-	case len(r.Messages) == 0 && r.Prompt == "":
-		return bad("neither messages nor prompt")
+	case len(r.Messages) == 0 && r.Prompt == "" && len(r.Input) == 0:
+		return bad("neither messages, prompt nor input")
 	case r.MaxTokens < 0 || r.MaxTokens > s.cfg.MaxTokens:
 		return bad("max_tokens must be within 0..%d", s.cfg.MaxTokens)
 	case len(r.Stop) > s.cfg.MaxStop:

@@ -2,6 +2,7 @@ package infer
 
 import (
 	"context"
+	"encoding/json"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -20,6 +21,7 @@ const (
 	CodeQuota          = "quota_exceeded"  // inference.ErrQuotaExceeded
 	CodeInvalidRequest = "invalid_request" // inference.ErrInvalidRequest
 	CodeTimeout        = "timeout"         // context.DeadlineExceeded
+	CodeUnsupported    = "unsupported"     // inference.ErrUnsupported
 	CodeInternal       = wire.CodeInternal // anything else
 )
 
@@ -32,6 +34,7 @@ var codes = wire.Codes{
 	CodeQuota:          inference.ErrQuotaExceeded,
 	CodeInvalidRequest: inference.ErrInvalidRequest,
 	CodeTimeout:        context.DeadlineExceeded,
+	CodeUnsupported:    inference.ErrUnsupported,
 }
 
 // request is the request frame.
@@ -48,6 +51,14 @@ type request struct {
 	Logprobs    bool      `json:"logprobs,omitempty"`
 	TopLogprobs int       `json:"top_logprobs,omitempty"`
 	Continue    string    `json:"continue,omitempty"`
+	// Tools (a JSON array), ToolChoice, Format (JSON) and Input are
+	// inference.Request's fields of the same names (version 1.0.0 peers
+	// that predate them ignore them, which is why routing sends such
+	// requests only to peers announcing the capability they need).
+	Tools      json.RawMessage `json:"tools,omitempty"`
+	ToolChoice string          `json:"tool_choice,omitempty"`
+	Format     json.RawMessage `json:"format,omitempty"`
+	Input      []string        `json:"input,omitempty"`
 	// TimeoutMS is what is left of the caller's deadline (0: none).
 	TimeoutMS int64 `json:"timeout_ms,omitempty"`
 	// Grant and Cert are the caller's credentials (inference.Credentials),
@@ -57,8 +68,41 @@ type request struct {
 }
 
 type message struct {
-	Role    string `json:"role"`
-	Content string `json:"content"`
+	Role       string     `json:"role"`
+	Content    string     `json:"content"`
+	Images     [][]byte   `json:"images,omitempty"` // base64 in JSON
+	ToolCalls  []toolCall `json:"tool_calls,omitempty"`
+	ToolCallID string     `json:"tool_call_id,omitempty"`
+	ToolName   string     `json:"tool_name,omitempty"`
+}
+
+type toolCall struct {
+	Index     int    `json:"index"`
+	ID        string `json:"id,omitempty"`
+	Name      string `json:"name"`
+	Arguments string `json:"arguments"`
+}
+
+func toWireToolCalls(tcs []inference.ToolCall) []toolCall {
+	if tcs == nil {
+		return nil
+	}
+	out := make([]toolCall, len(tcs))
+	for i, t := range tcs {
+		out[i] = toolCall{Index: t.Index, ID: t.ID, Name: t.Name, Arguments: t.Arguments}
+	}
+	return out
+}
+
+func fromWireToolCalls(tcs []toolCall) []inference.ToolCall {
+	if tcs == nil {
+		return nil
+	}
+	out := make([]inference.ToolCall, len(tcs))
+	for i, t := range tcs {
+		out[i] = inference.ToolCall{Index: t.Index, ID: t.ID, Name: t.Name, Arguments: t.Arguments}
+	}
+	return out
 }
 
 // frame is a server frame: exactly one field is set.
@@ -93,8 +137,10 @@ const (
 )
 
 type chunk struct {
-	Text     string         `json:"text"`
-	Logprobs []tokenLogprob `json:"logprobs,omitempty"`
+	Text      string         `json:"text"`
+	Logprobs  []tokenLogprob `json:"logprobs,omitempty"`
+	ToolCalls []toolCall     `json:"tool_calls,omitempty"`
+	Embedding []float32      `json:"embedding,omitempty"`
 }
 
 type tokenLogprob struct {
@@ -129,11 +175,13 @@ func toWireRequest(r inference.Request) request {
 		Model: r.Model, Prompt: r.Prompt, Raw: r.Raw,
 		MaxTokens: r.MaxTokens, Temperature: r.Temperature, TopP: r.TopP, Stop: r.Stop, Seed: r.Seed,
 		Logprobs: r.Logprobs, TopLogprobs: r.TopLogprobs, Continue: r.Continue,
+		Tools: r.Tools, ToolChoice: r.ToolChoice, Format: r.Format, Input: r.Input,
 	}
 	if r.Messages != nil {
 		w.Messages = make([]message, len(r.Messages))
 		for i, m := range r.Messages {
-			w.Messages[i] = message{Role: m.Role, Content: m.Content}
+			w.Messages[i] = message{Role: m.Role, Content: m.Content, Images: m.Images,
+				ToolCalls: toWireToolCalls(m.ToolCalls), ToolCallID: m.ToolCallID, ToolName: m.ToolName}
 		}
 	}
 	return w
@@ -146,18 +194,20 @@ func (w *request) request() inference.Request {
 		Model: w.Model, Prompt: w.Prompt, Raw: w.Raw,
 		MaxTokens: w.MaxTokens, Temperature: w.Temperature, TopP: w.TopP, Stop: w.Stop, Seed: w.Seed,
 		Logprobs: w.Logprobs, TopLogprobs: w.TopLogprobs, Continue: w.Continue,
+		Tools: w.Tools, ToolChoice: w.ToolChoice, Format: w.Format, Input: w.Input,
 	}
 	if w.Messages != nil {
 		r.Messages = make([]inference.Message, len(w.Messages))
 		for i, m := range w.Messages {
-			r.Messages[i] = inference.Message{Role: m.Role, Content: m.Content}
+			r.Messages[i] = inference.Message{Role: m.Role, Content: m.Content, Images: m.Images,
+				ToolCalls: fromWireToolCalls(m.ToolCalls), ToolCallID: m.ToolCallID, ToolName: m.ToolName}
 		}
 	}
 	return r
 }
 
 func toWireChunk(c inference.Chunk) *chunk {
-	w := &chunk{Text: jsonText(c.Text)}
+	w := &chunk{Text: jsonText(c.Text), ToolCalls: toWireToolCalls(c.ToolCalls), Embedding: c.Embedding}
 	if c.Logprobs != nil {
 		w.Logprobs = make([]tokenLogprob, len(c.Logprobs))
 		for i, lp := range c.Logprobs {
@@ -174,7 +224,7 @@ func toWireChunk(c inference.Chunk) *chunk {
 }
 
 func (w *chunk) chunk() inference.Chunk {
-	c := inference.Chunk{Text: w.Text}
+	c := inference.Chunk{Text: w.Text, ToolCalls: fromWireToolCalls(w.ToolCalls), Embedding: w.Embedding}
 	if w.Logprobs != nil {
 		c.Logprobs = make([]inference.TokenLogprob, len(w.Logprobs))
 		for i, lp := range w.Logprobs {
