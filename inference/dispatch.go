@@ -18,6 +18,16 @@ type Target struct {
 	// ExpertEvent. It is called from dispatch's goroutines, one call at a
 	// time per call of Run, and must not block.
 	Observe func(ExpertEvent)
+	// Pace is what this peer measured of the expert before (zero: nothing);
+	// stall detection and hedging judge it against its own pace.
+	Pace Pace
+}
+
+// Pace is an expert's usual speed as measured by the dispatching peer: its
+// time to first token and the gap between two tokens (0: not measured).
+type Pace struct {
+	TTFT time.Duration
+	Gap  time.Duration
 }
 
 // LocalTarget is a dispatch Target that runs requests on a local backend.
@@ -50,6 +60,11 @@ const (
 	// differed from the answer two other experts agreed on (Err says where).
 	// It computed wrongly.
 	EventOutvoted
+	// EventLate: it missed its expected time to first token by the hedging
+	// margin (see DispatchConfig.HedgeFactor) and an expert asked after it
+	// streamed first, so it was cancelled without a token (Err says how
+	// late). A frozen peer looks like this, and so may an overloaded one.
+	EventLate
 )
 
 // ExpertEvent is one thing dispatch observed of one expert. Times are
@@ -61,7 +76,7 @@ type ExpertEvent struct {
 	Tokens    int           // EventDone, EventFailed, EventStalled, EventCancelled: chunks it sent
 	Duration  time.Duration // EventDone: from asked to done
 	Final     Final         // EventDone: the expert's own summary (as it reports it)
-	Err       error         // EventFailed, EventStalled
+	Err       error         // EventFailed, EventStalled, EventLate
 	Agreement float64       // EventAgreement
 }
 
@@ -118,23 +133,110 @@ type Result struct {
 	Errors map[string]error
 }
 
-// DispatchConfig tunes Dispatch.
+// DispatchConfig tunes Dispatch. Zero fields turn their feature off, so
+// DispatchConfig{StallTimeout: d} is a fixed stall timeout and nothing else;
+// DefaultDispatchConfig turns everything on.
 type DispatchConfig struct {
 	// StallTimeout: an expert that has produced a token and then produces
-	// none for this long is treated as failed (0: no limit).
+	// none for this long is treated as failed (0: no limit). With
+	// StallFactor set it is the cap of the adaptive limit.
 	StallTimeout time.Duration
+	// StallFactor, when set, adapts the stall limit to each expert's pace:
+	// no token for StallFactor times its usual gap between tokens is a
+	// stall, at least StallFloor and at most StallTimeout. The usual gap is
+	// the larger of the measured one (Target.Pace.Gap) and the mean gap of
+	// this call so far; before a second token, this call's time to first
+	// token stands in for it.
+	StallFactor float64
+	StallFloor  time.Duration
 	// FirstTokenTimeout: an expert that produces no first token for this
-	// long is treated as failed (0: no limit but ctx).
+	// long is treated as failed (0: no limit but ctx). With TTFTFactor set
+	// it is the cap of the adaptive limit.
 	FirstTokenTimeout time.Duration
+	// TTFTFactor, when set, judges the first token against the expert's
+	// measured time to first token (Target.Pace.TTFT): none within
+	// TTFTFactor times it, at least TTFTFloor, is a stall. An expert never
+	// measured gets FirstTokenTimeout.
+	TTFTFactor float64
+	TTFTFloor  time.Duration
+	// HedgeFactor, when set, hedges requests (fastest and blend): when no
+	// expert asked has produced a token by HedgeFactor times its measured
+	// time to first token (at least HedgeFloor; HedgeUnknown for an expert
+	// never measured), the next spare is asked too, without cancelling the
+	// others. Whichever streams first wins and the rest are cancelled; an
+	// expert cancelled this way is reported late (EventLate). At most
+	// MaxHedges extra experts per answer (0: one).
+	HedgeFactor  float64
+	HedgeFloor   time.Duration
+	HedgeUnknown time.Duration
+	MaxHedges    int
 	// MaxFailovers bounds mid-stream replacements (0: as many as there are
 	// targets).
 	MaxFailovers int
 }
 
-// DefaultDispatchConfig returns the defaults: 30 s stall timeout, 2 min
-// first-token timeout, failovers bounded by the targets.
+// DefaultDispatchConfig returns the defaults:
+//   - stalled after 10 times the expert's usual gap between tokens, at least
+//     1 s, at most 30 s: a token every 20 ms stalls after 1 s, not 30;
+//   - no first token within 10 times its measured time to first token, at
+//     least 5 s (queues and prompt processing vary), at most 2 min;
+//   - hedged after 3 times its measured time to first token, at least
+//     500 ms, or 2 s when never measured; up to 2 hedges per answer.
+//
+// Why these: the floors sit well above what a loaded machine adds to a
+// healthy expert (scheduling hiccups of tens to hundreds of milliseconds),
+// and the products keep a slow model's long but steady pace from reading as
+// a stall; a frozen expert then costs about a second, not half a minute.
 func DefaultDispatchConfig() DispatchConfig {
-	return DispatchConfig{StallTimeout: 30 * time.Second, FirstTokenTimeout: 2 * time.Minute}
+	return DispatchConfig{
+		StallTimeout: 30 * time.Second, StallFactor: 10, StallFloor: time.Second,
+		FirstTokenTimeout: 2 * time.Minute, TTFTFactor: 10, TTFTFloor: 5 * time.Second,
+		HedgeFactor: 3, HedgeFloor: 500 * time.Millisecond, HedgeUnknown: 2 * time.Second, MaxHedges: 2,
+	}
+}
+
+// firstTokenLimit is how long an expert of pace p may take to its first
+// token (0: no limit).
+func (c DispatchConfig) firstTokenLimit(p Pace) time.Duration {
+	if c.TTFTFactor <= 0 || p.TTFT <= 0 {
+		return c.FirstTokenTimeout
+	}
+	return clampDuration(time.Duration(c.TTFTFactor*float64(p.TTFT)), c.TTFTFloor, c.FirstTokenTimeout)
+}
+
+// stallLimit is how long an expert of pace p may go without a token, given
+// the mean gap between its tokens in this call so far (0: one token yet)
+// and its time to first token in this call (0: no limit).
+func (c DispatchConfig) stallLimit(p Pace, gap, ttft time.Duration) time.Duration {
+	if c.StallFactor <= 0 {
+		return c.StallTimeout
+	}
+	usual := max(p.Gap, gap)
+	if usual <= 0 {
+		usual = ttft
+	}
+	return clampDuration(time.Duration(c.StallFactor*float64(usual)), c.StallFloor, c.StallTimeout)
+}
+
+// hedgeDelay is how long after it was asked an expert of pace p may go
+// without a first token before a second expert is asked (0: never).
+func (c DispatchConfig) hedgeDelay(p Pace) time.Duration {
+	if c.HedgeFactor <= 0 {
+		return 0
+	}
+	if p.TTFT <= 0 {
+		return max(c.HedgeUnknown, c.HedgeFloor)
+	}
+	return max(time.Duration(c.HedgeFactor*float64(p.TTFT)), c.HedgeFloor)
+}
+
+// clampDuration is d within [lo, hi]; hi 0 is no upper bound.
+func clampDuration(d, lo, hi time.Duration) time.Duration {
+	d = max(d, lo)
+	if hi > 0 {
+		d = min(d, hi)
+	}
+	return d
 }
 
 // Dispatch runs req with the default configuration; see DispatchConfig.Dispatch.
@@ -201,6 +303,9 @@ type runner struct {
 	final  Final
 	done   bool
 	err    error
+	// hedging (stream only)
+	hedgeAt time.Time // when it is late without a first token (zero: never)
+	late    bool      // it was, and another expert was asked beside it
 }
 
 const (
@@ -209,6 +314,10 @@ const (
 	collecting
 	dropped
 )
+
+// errOutrun is the cause a late racer is cancelled with when an expert
+// asked after it streamed first.
+var errOutrun = errors.New("outrun by a hedged expert")
 
 type dispatch struct {
 	cfg    DispatchConfig
@@ -228,8 +337,9 @@ type dispatch struct {
 	lastDone Final
 }
 
-// launch starts t; its chunks and its end arrive on d.events. A stall
-// watchdog cancels the call with ErrStalled.
+// launch starts t; its chunks and its end arrive on d.events. A watchdog
+// cancels the call with ErrStalled when its first token, or its next one,
+// is overdue (see DispatchConfig.firstTokenLimit and stallLimit).
 func (d *dispatch) launch(ctx context.Context, t Target, req Request, role int) *runner {
 	rctx, cancel := context.WithCancelCause(ctx)
 	r := &runner{t: t, cancel: cancel, role: role}
@@ -239,12 +349,14 @@ func (d *dispatch) launch(ctx context.Context, t Target, req Request, role int) 
 		defer cancel(nil)
 		asked := time.Now()
 		var ttft time.Duration
+		var last time.Time
+		var gaps time.Duration // sum of the gaps between tokens
 		tokens := 0
 		t.observe(ExpertEvent{Kind: EventChosen, Continued: req.Continue != d.req.Continue})
 		stall := func() { cancel(ErrStalled) }
 		var watchdog *time.Timer
-		if d.cfg.FirstTokenTimeout > 0 {
-			watchdog = time.AfterFunc(d.cfg.FirstTokenTimeout, stall)
+		if limit := d.cfg.firstTokenLimit(t.Pace); limit > 0 {
+			watchdog = time.AfterFunc(limit, stall)
 		}
 		defer func() {
 			if watchdog != nil {
@@ -255,20 +367,28 @@ func (d *dispatch) launch(ctx context.Context, t Target, req Request, role int) 
 			if rctx.Err() != nil {
 				return context.Cause(rctx)
 			}
+			now := time.Now()
 			if tokens == 0 {
-				ttft = time.Since(asked)
+				ttft = now.Sub(asked)
 				t.observe(ExpertEvent{Kind: EventFirstToken, TTFT: ttft})
+			} else {
+				gaps += now.Sub(last)
 			}
+			last = now
 			tokens++
 			// Only this goroutine touches watchdog (Run calls emit in order).
 			if watchdog != nil {
 				watchdog.Stop()
 			}
-			if d.cfg.StallTimeout > 0 {
+			var gap time.Duration
+			if tokens > 1 {
+				gap = gaps / time.Duration(tokens-1)
+			}
+			if limit := d.cfg.stallLimit(t.Pace, gap, ttft); limit > 0 {
 				if watchdog == nil {
-					watchdog = time.AfterFunc(d.cfg.StallTimeout, stall)
+					watchdog = time.AfterFunc(limit, stall)
 				} else {
-					watchdog.Reset(d.cfg.StallTimeout)
+					watchdog.Reset(limit)
 				}
 			}
 			select {
@@ -286,6 +406,9 @@ func (d *dispatch) launch(ctx context.Context, t Target, req Request, role int) 
 			t.observe(ExpertEvent{Kind: EventDone, TTFT: ttft, Tokens: tokens, Duration: time.Since(asked), Final: f})
 		case errors.Is(err, ErrStalled):
 			t.observe(ExpertEvent{Kind: EventStalled, Tokens: tokens, Err: err})
+		case tokens == 0 && errors.Is(context.Cause(rctx), errOutrun):
+			t.observe(ExpertEvent{Kind: EventLate, Err: fmt.Errorf("%s: no first token %s after it was asked: %w",
+				t.Name, time.Since(asked).Round(time.Millisecond), errOutrun)})
 		case rctx.Err() != nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Cause(rctx))):
 			t.observe(ExpertEvent{Kind: EventCancelled, Tokens: tokens})
 		default:
@@ -366,18 +489,35 @@ func noExpert(errs map[string]error) error {
 }
 
 // stream implements fastest and blend.
+//
+// Experts race until one produces a token; it streams to the client. Those
+// still racing are cancelled (fastest) or left to finish for comparison
+// (blend). If no racer has produced a token when every one of them is late
+// (see DispatchConfig.hedgeDelay), the next spare joins the race (a hedge).
+// If the streamer fails or stalls, the next spare races to continue its
+// text (Request.Continue), hedged the same way, so the client sees one
+// uninterrupted answer.
 func (d *dispatch) stream(ctx context.Context, primary, spares []Target, blend bool) (Result, error) {
 	var runners []*runner
-	for _, t := range primary {
-		runners = append(runners, d.launch(ctx, t, d.req, racing))
-	}
 	queue := append([]Target(nil), spares...)
 	var streamer *runner
 	var chosen string
-	failovers := 0
+	failovers, hedges := 0, 0
+	maxHedges := max(d.cfg.MaxHedges, 1)
 	finished := false
-	var empty *runner // a racer that succeeded without a token
+	var empty *runner   // a racer that succeeded without a token
+	var broken *runner  // the last streamer that failed, while no replacement streams
+	var brokenErr error // why
 
+	racers := func() int {
+		n := 0
+		for _, r := range runners {
+			if r.role == racing && !r.done {
+				n++
+			}
+		}
+		return n
+	}
 	pending := func() int { // runners whose end we still wait for
 		n := 0
 		for _, r := range runners {
@@ -395,31 +535,116 @@ func (d *dispatch) stream(ctx context.Context, primary, spares []Target, blend b
 		queue = queue[1:]
 		return t, true
 	}
+	// race asks t: from the start, or, once text reached the client, to
+	// continue it.
+	race := func(t Target) {
+		req := d.req
+		if d.tokens > 0 {
+			req, _ = d.continuation()
+		}
+		r := d.launch(ctx, t, req, racing)
+		if delay := d.cfg.hedgeDelay(t.Pace); delay > 0 {
+			r.hedgeAt = time.Now().Add(delay)
+		}
+		runners = append(runners, r)
+	}
+	// hedgeDue is when every racer is late and no token arrived (zero: no
+	// hedge to make).
+	hedgeDue := func() time.Time {
+		if streamer != nil || hedges >= maxHedges || len(queue) == 0 {
+			return time.Time{}
+		}
+		var due time.Time
+		for _, r := range runners {
+			if r.role != racing || r.done {
+				continue
+			}
+			if r.hedgeAt.IsZero() {
+				return time.Time{}
+			}
+			if r.hedgeAt.After(due) {
+				due = r.hedgeAt
+			}
+		}
+		return due
+	}
+	stuck := func() (Result, error) {
+		res := d.result(chosen)
+		res.Failovers = failovers
+		return res, fmt.Errorf("expert %s failed after %d tokens and no expert is left: %w", broken.t.Name, d.tokens, brokenErr)
+	}
+	for _, t := range primary {
+		race(t)
+	}
+	var timer *time.Timer
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
 
 	for {
 		if finished && pending() == 0 {
 			break
 		}
-		if streamer == nil && pending() == 0 {
+		if streamer == nil && racers() == 0 {
 			if empty != nil {
-				// An expert answered, with nothing: that is an answer.
+				// An expert answered, with nothing: that is an answer (or
+				// the end of one, for a replacement).
 				d.lastDone, chosen = empty.final, empty.t.Name
+				if broken != nil {
+					finished = true
+					continue
+				}
 				break
 			}
 			// Every expert so far failed before its first token.
 			t, ok := next()
 			if !ok {
+				if broken != nil {
+					return stuck()
+				}
 				return Result{Errors: d.errs}, noExpert(d.errs)
 			}
-			runners = append(runners, d.launch(ctx, t, d.req, racing))
+			race(t)
 			continue
+		}
+		var hedge <-chan time.Time
+		if due := hedgeDue(); !due.IsZero() {
+			wait := time.Until(due)
+			if wait <= 0 {
+				for _, r := range runners {
+					if r.role == racing && !r.done {
+						r.late = true
+					}
+				}
+				t, _ := next()
+				hedges++
+				race(t)
+				continue
+			}
+			if timer == nil {
+				timer = time.NewTimer(wait)
+			} else {
+				timer.Reset(wait)
+			}
+			hedge = timer.C
 		}
 		var ev event
 		select {
 		case ev = <-d.events:
+		case <-hedge:
+			continue // the loop makes the hedge
 		case <-ctx.Done():
 			res := d.result(chosen)
+			res.Failovers = failovers
 			return res, ctx.Err()
+		}
+		if timer != nil && !timer.Stop() {
+			select { // drained for the next Reset
+			case <-timer.C:
+			default:
+			}
 		}
 		r := ev.r
 		if r.role == dropped || r.done {
@@ -429,14 +654,18 @@ func (d *dispatch) stream(ctx context.Context, primary, spares []Target, blend b
 			switch r.role {
 			case racing:
 				r.role = streaming
-				streamer, chosen = r, r.t.Name
+				streamer, chosen, broken, empty = r, r.t.Name, nil, nil
 				for _, o := range runners {
 					if o.role != racing || o.done {
 						continue
 					}
-					if blend {
+					switch {
+					case o.late:
+						o.role = dropped
+						o.cancel(errOutrun)
+					case blend && d.tokens == 0:
 						o.role = collecting
-					} else {
+					default:
 						o.role = dropped
 						o.cancel(context.Canceled)
 						queue = append(queue, o.t) // healthy: a last-resort spare
@@ -445,7 +674,9 @@ func (d *dispatch) stream(ctx context.Context, primary, spares []Target, blend b
 				fallthrough
 			case streaming:
 				if err := d.forward(r, *ev.chunk); err != nil {
-					return d.result(chosen), err
+					res := d.result(chosen)
+					res.Failovers = failovers
+					return res, err
 				}
 			case collecting:
 				keepPrefix(&r.text, ev.chunk.Text)
@@ -469,11 +700,12 @@ func (d *dispatch) stream(ctx context.Context, primary, spares []Target, blend b
 			finished = true
 			continue
 		}
-		// Fail over: continue the streamed text on the next target. A
-		// replacement that fails before its first token is replaced in turn.
+		// Fail over: the next target races to continue the streamed text.
+		// A replacement that fails before its first token is replaced in
+		// turn.
 		r.role = dropped
-		req, more := d.continuation()
-		if !more {
+		streamer, broken, brokenErr = nil, r, ev.err
+		if _, more := d.continuation(); !more {
 			d.lastDone.FinishReason = FinishLength
 			finished = true
 			continue
@@ -485,13 +717,11 @@ func (d *dispatch) stream(ctx context.Context, primary, spares []Target, blend b
 		}
 		t, ok := next()
 		if !ok {
-			res := d.result(chosen)
-			res.Failovers = failovers
-			return res, fmt.Errorf("expert %s failed after %d tokens and no expert is left: %w", r.t.Name, d.tokens, ev.err)
+			return stuck()
 		}
 		failovers++
-		streamer = d.launch(ctx, t, req, streaming)
-		runners = append(runners, streamer)
+		hedges = 0 // the replacement may be hedged in turn
+		race(t)
 	}
 
 	res := d.result(chosen)
