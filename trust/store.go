@@ -136,6 +136,8 @@ type record struct {
 	counts    [len(kindNames)]uint64
 	perf      map[string]*perf // by model
 	lastEvent time.Time
+	suspect   time.Time // suspected since (zero: not suspected)
+	whySusp   string
 }
 
 type perf struct {
@@ -214,6 +216,14 @@ func (s *Store) observe(peer string, ev Event) bool {
 		r.detail = trunc(ev.Detail, maxDetail)
 	}
 	switch ev.Kind {
+	case Success:
+		r.suspect, r.whySusp = time.Time{}, ""
+	case Stalled:
+		if r.suspect.IsZero() {
+			r.suspect, r.whySusp = now, "stalled"
+		}
+	}
+	switch ev.Kind {
 	case Wrong:
 		if now.Before(r.excluded) {
 			return false
@@ -240,6 +250,38 @@ func (s *Store) observe(peer string, ev Event) bool {
 	}
 	return false
 }
+
+// Suspect marks peer as suspected of being unreachable or frozen (why says
+// how it was found: a failed ping, a stall, a missed first token) until it
+// answers again (Alive, or a Success event). A suspect is tried after every
+// peer that is not (see Rank), so routing goes around it at once rather
+// than after its announcements time out; it keeps its score, since a
+// suspicion is no proof of a fault.
+func (s *Store) Suspect(peer, why string) {
+	if peer == "" {
+		return
+	}
+	now := s.cfg.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r := s.get(peer, now)
+	if r.suspect.IsZero() {
+		r.suspect = now
+	}
+	r.whySusp = trunc(why, maxDetail)
+}
+
+// Alive clears a suspicion of peer: it answered (a ping, a call).
+func (s *Store) Alive(peer string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if r, ok := s.peers[peer]; ok && !r.suspect.IsZero() {
+		r.suspect, r.whySusp = time.Time{}, ""
+	}
+}
+
+// Suspected reports whether peer is suspected now (see Suspect).
+func (s *Store) Suspected(peer string) bool { return !s.Score(peer).Suspect.IsZero() }
 
 // maxDetail bounds a remembered Detail.
 const maxDetail = 200
@@ -334,7 +376,10 @@ type Score struct {
 	// Backoff is when the peer stops being tried after the others (zero when
 	// it is not in backoff).
 	Backoff time.Time `json:"backoff,omitzero"`
-	// Reasons says, in words, what lowered Value.
+	// Suspect is since when the peer is suspected of being unreachable or
+	// frozen (zero: it is not); see Store.Suspect.
+	Suspect time.Time `json:"suspect,omitzero"`
+	// Reasons says, in words, what lowered Value (or made it a suspect).
 	Reasons []string `json:"reasons,omitempty"`
 }
 
@@ -370,6 +415,7 @@ func (s *Store) Score(peer string) Score {
 	if now.Before(r.excluded) {
 		sc.Excluded = r.excluded
 	}
+	sc.Suspect = r.suspect
 	if f > 0 {
 		for _, k := range []Kind{Failure, Stalled, BadData, Wrong} {
 			if n := r.counts[k]; n > 0 {
@@ -382,6 +428,9 @@ func (s *Store) Score(peer string) Score {
 	}
 	if sc.InBackoff(now) {
 		sc.Reasons = append(sc.Reasons, fmt.Sprintf("%d failures in a row", r.streak))
+	}
+	if !sc.Suspect.IsZero() {
+		sc.Reasons = append(sc.Reasons, "suspect since "+sc.Suspect.UTC().Format(time.RFC3339)+": "+r.whySusp)
 	}
 	if sc.IsExcluded(now) {
 		sc.Reasons = append(sc.Reasons, "excluded until "+sc.Excluded.UTC().Format(time.RFC3339)+" for wrong answers")
@@ -436,7 +485,7 @@ func (s *Store) Len() int {
 }
 
 // Rank orders peers for trying in turn: those not in backoff first, then
-// those in backoff, then excluded ones, each group by cost (lower first; nil
+// those in backoff, then suspects, then excluded ones, each group by cost (lower first; nil
 // cost: by Score.Value, higher first), ties in the given order. It returns a
 // new slice. Replica choice leaves excluded peers out altogether.
 func (s *Store) Rank(peers []string, cost func(peer string) float64) []string {
@@ -448,7 +497,7 @@ func (s *Store) Rank(peers []string, cost func(peer string) float64) []string {
 func RankBy[P any](s *Store, peers []P, id func(P) string, cost func(P) float64) []P {
 	type ranked struct {
 		p    P
-		back int // 0 fine, 1 in backoff, 2 excluded
+		back int // 0 fine, 1 in backoff, 2 suspect, 3 excluded
 		cost float64
 	}
 	now := s.cfg.Now()
@@ -462,6 +511,8 @@ func RankBy[P any](s *Store, peers []P, id func(P) string, cost func(P) float64)
 		back := 0
 		switch {
 		case sc.IsExcluded(now):
+			back = 3
+		case !sc.Suspect.IsZero():
 			back = 2
 		case sc.InBackoff(now):
 			back = 1
