@@ -141,6 +141,7 @@ func New(cfg Config) (*Host, error) {
 		libp2p.Identity(cfg.Identity),
 		libp2p.ListenAddrs(cfg.ListenAddrs...),
 		transports,
+		muxer(),
 		libp2p.ConnectionManager(cm),
 		libp2p.BandwidthReporter(bw),
 		libp2p.UserAgent("mwpeer"),

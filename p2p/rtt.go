@@ -26,11 +26,30 @@ type PingerConfig struct {
 	// OnSample, when set, is called after each successful ping (from the
 	// pinger's goroutines; it must not block for long).
 	OnSample func(p peer.ID, rtt time.Duration)
+	// OnFailure, when set, is called after each failed ping, except one cut
+	// short because Run ended (from the pinger's goroutines; it must not
+	// block for long).
+	OnFailure func(p peer.ID, err error)
+	// CloseAfter is how many pings in a row a connected peer may fail
+	// before its connections are closed (negative: never). A frozen peer
+	// (SIGSTOP, a closed lid, a machine swapping) answers nothing, yet its
+	// kernel keeps TCP up; this closes it in about CloseAfter rounds
+	// whatever the transport, where yamux's keepalive takes 15 s and
+	// QUIC's idle timeout 30 s.
+	CloseAfter int
+	// Probe, when set, lists peers to ping every round even without a
+	// connection, dialing them (at most MaxProbes): suspects, whose answer
+	// clears them once they are back.
+	Probe func() []peer.ID
 }
 
-// DefaultPingerConfig pings up to 32 connected peers every 10 s.
+// MaxProbes bounds the peers PingerConfig.Probe dials in one round.
+const MaxProbes = 8
+
+// DefaultPingerConfig pings up to 32 connected peers every 10 s, each
+// within 5 s, and closes the connections to a peer that failed 2 in a row.
 func DefaultPingerConfig() PingerConfig {
-	return PingerConfig{Interval: 10 * time.Second, MaxPeers: 32, Timeout: 5 * time.Second, Forget: 10 * time.Minute}
+	return PingerConfig{Interval: 10 * time.Second, MaxPeers: 32, Timeout: 5 * time.Second, Forget: 10 * time.Minute, CloseAfter: 2}
 }
 
 // Pinger keeps an EWMA of libp2p ping round trips to connected peers. It
@@ -41,6 +60,7 @@ type Pinger struct {
 
 	mu    sync.Mutex
 	peers map[peer.ID]*pingState
+	fails map[peer.ID]int // pings failed in a row
 }
 
 type pingState struct {
@@ -63,7 +83,10 @@ func NewPinger(h host.Host, cfg PingerConfig) *Pinger {
 	if cfg.Forget <= 0 {
 		cfg.Forget = d.Forget
 	}
-	return &Pinger{h: h, cfg: cfg, peers: make(map[peer.ID]*pingState)}
+	if cfg.CloseAfter == 0 {
+		cfg.CloseAfter = d.CloseAfter
+	}
+	return &Pinger{h: h, cfg: cfg, peers: make(map[peer.ID]*pingState), fails: make(map[peer.ID]int)}
 }
 
 // Run measures until ctx ends. The first round starts at once, and every
@@ -96,7 +119,7 @@ func (p *Pinger) Run(ctx context.Context) {
 					go func() {
 						defer wg.Done()
 						defer func() { <-sem }()
-						p.pingOnce(ctx, id)
+						p.pingOnce(ctx, id, false)
 					}()
 				}
 			}
@@ -116,14 +139,31 @@ func (p *Pinger) Run(ctx context.Context) {
 }
 
 // Round pings up to MaxPeers connected peers in parallel (at most 8 at a
-// time) and waits for them.
+// time), and the peers to probe, and waits for them.
 func (p *Pinger) Round(ctx context.Context) {
 	conns := p.h.Network().Peers()
+	connected := make(map[peer.ID]bool, len(conns))
+	for _, id := range conns {
+		connected[id] = true
+	}
+	var probes []peer.ID
+	if p.cfg.Probe != nil {
+		for _, id := range p.cfg.Probe() {
+			if !connected[id] && id != p.h.ID() && len(probes) < MaxProbes {
+				probes = append(probes, id)
+			}
+		}
+	}
 	p.mu.Lock()
 	now := time.Now()
 	for id, st := range p.peers {
 		if now.Sub(st.last) > p.cfg.Forget {
 			delete(p.peers, id)
+		}
+	}
+	for id := range p.fails {
+		if !connected[id] {
+			delete(p.fails, id)
 		}
 	}
 	sort.Slice(conns, func(i, j int) bool { return p.lastLocked(conns[i]).Before(p.lastLocked(conns[j])) })
@@ -133,7 +173,7 @@ func (p *Pinger) Round(ctx context.Context) {
 	}
 	sem := make(chan struct{}, 8)
 	var wg sync.WaitGroup
-	for _, id := range conns {
+	for i, id := range append(conns, probes...) {
 		select {
 		case sem <- struct{}{}:
 		case <-ctx.Done():
@@ -141,11 +181,11 @@ func (p *Pinger) Round(ctx context.Context) {
 			return
 		}
 		wg.Add(1)
-		go func(id peer.ID) {
+		go func(id peer.ID, dial bool) {
 			defer wg.Done()
 			defer func() { <-sem }()
-			p.pingOnce(ctx, id)
-		}(id)
+			p.pingOnce(ctx, id, dial)
+		}(id, i >= len(conns))
 	}
 	wg.Wait()
 }
@@ -157,14 +197,44 @@ func (p *Pinger) lastLocked(id peer.ID) time.Time {
 	return time.Time{}
 }
 
-func (p *Pinger) pingOnce(ctx context.Context, id peer.ID) {
-	ctx, cancel := context.WithTimeout(network.WithNoDial(ctx, "rtt measurement"), p.cfg.Timeout)
+// pingOnce pings id over a live connection, or, with dial, over a new one
+// if need be. A failure is reported (OnFailure), and the CloseAfter-th in a
+// row over a live connection closes it.
+func (p *Pinger) pingOnce(ctx context.Context, id peer.ID, dial bool) {
+	pctx := ctx
+	if !dial {
+		pctx = network.WithNoDial(ctx, "rtt measurement")
+	}
+	pctx, cancel := context.WithTimeout(pctx, p.cfg.Timeout)
 	defer cancel()
-	res, ok := <-ping.Ping(ctx, p.h, id)
-	if !ok || res.Error != nil {
+	res, ok := <-ping.Ping(pctx, p.h, id)
+	if ok && res.Error == nil {
+		p.Record(id, res.RTT)
 		return
 	}
-	p.Record(id, res.RTT)
+	if ctx.Err() != nil {
+		return // Run ended: not the peer's fault
+	}
+	err := context.DeadlineExceeded
+	if ok && res.Error != nil {
+		err = res.Error
+	}
+	if p.cfg.OnFailure != nil {
+		p.cfg.OnFailure(id, err)
+	}
+	if dial || p.cfg.CloseAfter < 0 {
+		return
+	}
+	p.mu.Lock()
+	p.fails[id]++
+	closing := p.fails[id] >= p.cfg.CloseAfter
+	if closing {
+		delete(p.fails, id)
+	}
+	p.mu.Unlock()
+	if closing && p.h.Network().Connectedness(id) == network.Connected {
+		_ = p.h.Network().ClosePeer(id)
+	}
 }
 
 // Record folds one RTT sample for id into its average.
@@ -177,6 +247,7 @@ func (p *Pinger) Record(id peer.ID, rtt time.Duration) {
 	}
 	st.ewma.Add(rtt)
 	st.last = time.Now()
+	delete(p.fails, id)
 	p.mu.Unlock()
 	if p.cfg.OnSample != nil {
 		p.cfg.OnSample(id, rtt)
