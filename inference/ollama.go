@@ -1,11 +1,17 @@
 package inference
 
 import (
+	"bufio"
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"net/url"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -25,8 +31,13 @@ type OllamaConfig struct {
 	// environment is read, as Ollama's own client does).
 	URL string
 	// HTTPClient, if nil, is a client without a global timeout (streams can
-	// be long; contexts bound them).
+	// be long; contexts bound them) on OllamaTransport(IdleConns).
 	HTTPClient *http.Client
+	// IdleConns is how many idle connections to the server are kept for
+	// reuse: as many as calls can be in flight at once, so that a busy peer
+	// neither reconnects for every call nor leaves sockets in TIME-WAIT.
+	// 0: max(Concurrency, DefaultOllamaIdleConns).
+	IdleConns int
 	// Concurrency bounds calls in flight to this server; a call that finds
 	// no slot within QueueWait gets ErrBusy.
 	Concurrency int
@@ -56,7 +67,9 @@ func DefaultOllamaConfig() OllamaConfig {
 // the default "{{ .Prompt }}") drop it. Raw prompts simply get the text
 // appended.
 type Ollama struct {
-	client    *api.Client
+	client    *api.Client  // the cold paths: list, show, version
+	http      *http.Client // the hot ones: chat and generate (see stream)
+	base      string       // scheme://host:port, no trailing slash
 	lim       *limiter
 	keepAlive *api.Duration
 
@@ -81,9 +94,14 @@ func NewOllama(cfg OllamaConfig) (*Ollama, error) {
 	}
 	hc := cfg.HTTPClient
 	if hc == nil {
-		hc = &http.Client{}
+		idle := cfg.IdleConns
+		if idle <= 0 {
+			idle = max(cfg.Concurrency, DefaultOllamaIdleConns)
+		}
+		hc = &http.Client{Transport: OllamaTransport(idle)}
 	}
-	o := &Ollama{client: api.NewClient(base, hc), lim: newLimiter(cfg.Concurrency, cfg.QueueWait)}
+	o := &Ollama{client: api.NewClient(base, hc), http: hc, base: strings.TrimRight(base.String(), "/"),
+		lim: newLimiter(cfg.Concurrency, cfg.QueueWait)}
 	if cfg.KeepAlive != 0 {
 		o.keepAlive = &api.Duration{Duration: cfg.KeepAlive}
 	}
@@ -217,7 +235,7 @@ func (o *Ollama) Generate(ctx context.Context, req Request, emit func(Chunk) err
 			Model: req.Model, Messages: chatMessages(req), Options: o.options(req),
 			KeepAlive: o.keepAlive, Logprobs: req.Logprobs, TopLogprobs: req.TopLogprobs,
 		}
-		err = o.client.Chat(ctx, cr, func(r api.ChatResponse) error {
+		err = o.chat(ctx, cr, func(r *api.ChatResponse) error {
 			return step(r.Message.Content, r.Logprobs, r.Done, r.DoneReason, r.Metrics)
 		})
 	default:
@@ -244,7 +262,7 @@ func (o *Ollama) generate(ctx context.Context, req Request, prompt string, raw b
 		Model: req.Model, Prompt: prompt, Raw: raw, Options: o.options(req),
 		KeepAlive: o.keepAlive, Logprobs: req.Logprobs, TopLogprobs: req.TopLogprobs,
 	}
-	return o.client.Generate(ctx, gr, func(r api.GenerateResponse) error {
+	return o.generateStream(ctx, gr, func(r *api.GenerateResponse) error {
 		return step(r.Response, r.Logprobs, r.Done, r.DoneReason, r.Metrics)
 	})
 }
@@ -257,16 +275,16 @@ func (o *Ollama) continueRaw(ctx context.Context, req Request, step ollamaStep) 
 		var rendered string
 		var err error
 		if len(req.Messages) > 0 {
-			err = o.client.Chat(ctx, &api.ChatRequest{Model: req.Model, Messages: chatMessages(req), DebugRenderOnly: true, KeepAlive: o.keepAlive},
-				func(r api.ChatResponse) error {
+			err = o.chat(ctx, &api.ChatRequest{Model: req.Model, Messages: chatMessages(req), DebugRenderOnly: true, KeepAlive: o.keepAlive},
+				func(r *api.ChatResponse) error {
 					if r.DebugInfo != nil {
 						rendered = r.DebugInfo.RenderedTemplate
 					}
 					return nil
 				})
 		} else {
-			err = o.client.Generate(ctx, &api.GenerateRequest{Model: req.Model, Prompt: req.Prompt, DebugRenderOnly: true, KeepAlive: o.keepAlive},
-				func(r api.GenerateResponse) error {
+			err = o.generateStream(ctx, &api.GenerateRequest{Model: req.Model, Prompt: req.Prompt, DebugRenderOnly: true, KeepAlive: o.keepAlive},
+				func(r *api.GenerateResponse) error {
 					if r.DebugInfo != nil {
 						rendered = r.DebugInfo.RenderedTemplate
 					}
@@ -279,6 +297,129 @@ func (o *Ollama) continueRaw(ctx context.Context, req Request, step ollamaStep) 
 		prompt = rendered
 	}
 	return o.generate(ctx, req, prompt+req.Continue, true, step)
+}
+
+// DefaultOllamaIdleConns is the idle connections kept to an Ollama server
+// when nothing says how many calls may be in flight.
+const DefaultOllamaIdleConns = 64
+
+// OllamaTransport is the HTTP transport of an Ollama backend: Go's default
+// one, but keeping idle connections for idle calls at once (the default
+// keeps 2 per host, so a busy peer would reconnect for nearly every call).
+func OllamaTransport(idle int) *http.Transport {
+	return &http.Transport{
+		Proxy:                 http.ProxyFromEnvironment,
+		DialContext:           (&net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		MaxIdleConns:          idle,
+		MaxIdleConnsPerHost:   idle,
+		IdleConnTimeout:       90 * time.Second,
+		TLSHandshakeTimeout:   10 * time.Second,
+		ExpectContinueTimeout: time.Second,
+	}
+}
+
+// The streaming calls below replace the Ollama client's Chat and Generate
+// on the hot path. Those allocate a 512 KB line buffer per call, parse
+// every line twice and read the environment per call: about a millisecond
+// of a zero-delay backend's time to first token, and most of its CPU at
+// thousands of calls a second. These read the same NDJSON into the same
+// types with pooled buffers.
+
+// maxLine bounds one NDJSON line of an answer (Ollama's own client takes
+// 512 KB; embeddings and tool calls can be long).
+const maxLine = 8 << 20
+
+// lineBufs holds line buffers for stream.
+var lineBufs = sync.Pool{New: func() any { b := make([]byte, 16<<10); return &b }}
+
+var userAgent = []string{fmt.Sprintf("mwpeer (%s %s) Go/%s", runtime.GOARCH, runtime.GOOS, runtime.Version())}
+
+// chat streams /api/chat.
+func (o *Ollama) chat(ctx context.Context, req *api.ChatRequest, fn func(*api.ChatResponse) error) error {
+	return o.stream(ctx, "/api/chat", req, func(line []byte) error {
+		var r struct {
+			api.ChatResponse
+			Error string `json:"error"`
+		}
+		if err := json.Unmarshal(line, &r); err != nil {
+			return fmt.Errorf("ollama answered %q: %w", trimLine(line), err)
+		}
+		if r.Error != "" {
+			return errors.New(r.Error)
+		}
+		return fn(&r.ChatResponse)
+	})
+}
+
+// generateStream streams /api/generate.
+func (o *Ollama) generateStream(ctx context.Context, req *api.GenerateRequest, fn func(*api.GenerateResponse) error) error {
+	return o.stream(ctx, "/api/generate", req, func(line []byte) error {
+		var r struct {
+			api.GenerateResponse
+			Error string `json:"error"`
+		}
+		if err := json.Unmarshal(line, &r); err != nil {
+			return fmt.Errorf("ollama answered %q: %w", trimLine(line), err)
+		}
+		if r.Error != "" {
+			return errors.New(r.Error)
+		}
+		return fn(&r.GenerateResponse)
+	})
+}
+
+func trimLine(b []byte) string {
+	if len(b) > 200 {
+		b = b[:200]
+	}
+	return string(b)
+}
+
+// stream POSTs req as JSON to path and calls line for every line of the
+// answer. An HTTP error status comes back as api.StatusError, as from
+// Ollama's own client.
+func (o *Ollama) stream(ctx context.Context, path string, req any, line func([]byte) error) error {
+	body, err := json.Marshal(req)
+	if err != nil {
+		return err
+	}
+	hr, err := http.NewRequestWithContext(ctx, http.MethodPost, o.base+path, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	hr.Header["Content-Type"] = []string{"application/json"}
+	hr.Header["Accept"] = []string{"application/x-ndjson"}
+	hr.Header["User-Agent"] = userAgent
+	resp, err := o.http.Do(hr)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode >= http.StatusBadRequest {
+		raw, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+		se := api.StatusError{StatusCode: resp.StatusCode, Status: resp.Status, ErrorMessage: strings.TrimSpace(string(raw))}
+		var e struct {
+			Error string `json:"error"`
+		}
+		if json.Unmarshal(raw, &e) == nil && e.Error != "" {
+			se.ErrorMessage = e.Error
+		}
+		return se
+	}
+	buf := lineBufs.Get().(*[]byte)
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(*buf, maxLine)
+	for sc.Scan() {
+		if len(sc.Bytes()) == 0 {
+			continue
+		}
+		if err := line(sc.Bytes()); err != nil {
+			lineBufs.Put(buf)
+			return err
+		}
+	}
+	lineBufs.Put(buf)
+	return sc.Err()
 }
 
 func ollamaError(ctx context.Context, req Request, err error) error {
