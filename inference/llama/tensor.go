@@ -264,6 +264,10 @@ func (m *matrix) mul(t *team, j *mulJob, out [][]float32, a *acts, work []scratc
 }
 
 func (j *mulJob) run(lo, hi, worker int) {
+	if useSIMD {
+		j.runSIMD(lo, hi)
+		return
+	}
 	m, a, out := j.m, j.a, j.out
 	s := &j.work[worker]
 	cols := m.cols

@@ -1,0 +1,457 @@
+// Command asm generates inference/llama's amd64 kernels (AVX2, FMA and F16C)
+// with avo. It is a module of its own so that avo is a dependency of the
+// generator only, never of mwpeer. Run it through go generate in
+// inference/llama:
+//
+//	go generate ./inference/llama
+//
+// Every kernel has a pure-Go twin in inference/llama (the *Generic
+// functions) that tests compare it with; the integer parts are exact, the
+// float sums differ only in order.
+package main
+
+import (
+	. "github.com/mmcloughlin/avo/build"
+	. "github.com/mmcloughlin/avo/operand"
+	. "github.com/mmcloughlin/avo/reg"
+)
+
+func main() {
+	ConstraintExpr("!purego")
+	dotF32()
+	dotF16()
+	dotQ8_0()
+	dotQ4_0()
+	dotQ4_K()
+	dotQ6_K()
+	Generate()
+}
+
+// hsum returns the sum of the eight lanes of acc in the low lane of an XMM register.
+func hsum(acc VecVirtual) VecVirtual {
+	hi, s, t := XMM(), XMM(), XMM()
+	VEXTRACTF128(U8(1), acc, hi)
+	VADDPS(hi, acc.AsX(), s)
+	VPERMILPS(U8(0x0e), s, t)
+	VADDPS(t, s, s)
+	VPERMILPS(U8(0x01), s, t)
+	VADDSS(t, s, s)
+	return s
+}
+
+// f16 loads the binary16 value at m as a float32 in the low lane of an XMM register.
+func f16(m Mem) VecVirtual {
+	r, x := GP32(), XMM()
+	MOVWLZX(m, r)
+	VMOVD(r, x)
+	VCVTPH2PS(x, x)
+	return x
+}
+
+// bytes returns a YMM register with every byte set to b.
+func bytes(b byte) VecVirtual {
+	r, y := GP32(), YMM()
+	MOVL(U32(uint32(b)*0x01010101), r)
+	VMOVD(r, y.AsX())
+	VPBROADCASTD(y.AsX(), y)
+	return y
+}
+
+// words returns a YMM register with every int16 set to w.
+func words(w uint16) VecVirtual {
+	r, y := GP32(), YMM()
+	MOVL(U32(uint32(w)*0x00010001), r)
+	VMOVD(r, y.AsX())
+	VPBROADCASTD(y.AsX(), y)
+	return y
+}
+
+func dotF32() {
+	TEXT("dotF32AVX2", NOSPLIT, "func(a, b []float32) float32")
+	Doc("dotF32AVX2 returns the inner product of a and b[:len(a)]: float32 FMAs in 32 lanes, summed at the end.")
+	a := Mem{Base: Load(Param("a").Base(), GP64())}
+	b := Mem{Base: Load(Param("b").Base(), GP64())}
+	n := Load(Param("a").Len(), GP64())
+	acc := []VecVirtual{YMM(), YMM(), YMM(), YMM()}
+	for _, r := range acc {
+		VXORPS(r, r, r)
+	}
+	Label("f32loop32")
+	CMPQ(n, U32(32))
+	JL(LabelRef("f32loop8"))
+	for i, r := range acc {
+		x := YMM()
+		VMOVUPS(a.Offset(32*i), x)
+		VFMADD231PS(b.Offset(32*i), x, r)
+	}
+	ADDQ(U32(128), a.Base)
+	ADDQ(U32(128), b.Base)
+	SUBQ(U32(32), n)
+	JMP(LabelRef("f32loop32"))
+	Label("f32loop8")
+	CMPQ(n, U32(8))
+	JL(LabelRef("f32reduce"))
+	x := YMM()
+	VMOVUPS(a, x)
+	VFMADD231PS(b, x, acc[0])
+	ADDQ(U32(32), a.Base)
+	ADDQ(U32(32), b.Base)
+	SUBQ(U32(8), n)
+	JMP(LabelRef("f32loop8"))
+	Label("f32reduce")
+	VADDPS(acc[1], acc[0], acc[0])
+	VADDPS(acc[3], acc[2], acc[2])
+	VADDPS(acc[2], acc[0], acc[0])
+	s := hsum(acc[0])
+	Label("f32tail")
+	CMPQ(n, U32(0))
+	JE(LabelRef("f32done"))
+	t := XMM()
+	VMOVSS(a, t)
+	VFMADD231SS(b, t, s)
+	ADDQ(U32(4), a.Base)
+	ADDQ(U32(4), b.Base)
+	DECQ(n)
+	JMP(LabelRef("f32tail"))
+	Label("f32done")
+	VZEROUPPER()
+	Store(s, ReturnIndex(0))
+	RET()
+}
+
+func dotF16() {
+	TEXT("dotF16AVX2", NOSPLIT, "func(w []byte, x []float32) float32")
+	Doc("dotF16AVX2 returns the inner product of the binary16 values in w (2·len(x) bytes) and x,",
+		"converted with F16C and summed as dotF32AVX2 sums.")
+	w := Mem{Base: Load(Param("w").Base(), GP64())}
+	b := Mem{Base: Load(Param("x").Base(), GP64())}
+	n := Load(Param("x").Len(), GP64())
+	acc := []VecVirtual{YMM(), YMM(), YMM(), YMM()}
+	for _, r := range acc {
+		VXORPS(r, r, r)
+	}
+	Label("f16loop32")
+	CMPQ(n, U32(32))
+	JL(LabelRef("f16loop8"))
+	for i, r := range acc {
+		x := YMM()
+		VCVTPH2PS(w.Offset(16*i), x)
+		VFMADD231PS(b.Offset(32*i), x, r)
+	}
+	ADDQ(U32(64), w.Base)
+	ADDQ(U32(128), b.Base)
+	SUBQ(U32(32), n)
+	JMP(LabelRef("f16loop32"))
+	Label("f16loop8")
+	CMPQ(n, U32(8))
+	JL(LabelRef("f16reduce"))
+	x := YMM()
+	VCVTPH2PS(w, x)
+	VFMADD231PS(b, x, acc[0])
+	ADDQ(U32(16), w.Base)
+	ADDQ(U32(32), b.Base)
+	SUBQ(U32(8), n)
+	JMP(LabelRef("f16loop8"))
+	Label("f16reduce")
+	VADDPS(acc[1], acc[0], acc[0])
+	VADDPS(acc[3], acc[2], acc[2])
+	VADDPS(acc[2], acc[0], acc[0])
+	s := hsum(acc[0])
+	Label("f16tail")
+	CMPQ(n, U32(0))
+	JE(LabelRef("f16done"))
+	t := f16(w)
+	VFMADD231SS(b, t, s)
+	ADDQ(U32(2), w.Base)
+	ADDQ(U32(4), b.Base)
+	DECQ(n)
+	JMP(LabelRef("f16tail"))
+	Label("f16done")
+	VZEROUPPER()
+	Store(s, ReturnIndex(0))
+	RET()
+}
+
+// q8block adds to acc the dot product of 32 signed weights wq and 32 int8
+// activations at q, scaled by the broadcast scale d: ggml's
+// mul_sum_i8_pairs_float (|w| times q with w's sign, pairs to int16, to int32).
+func q8block(wq VecVirtual, q Mem, ones, d, acc VecVirtual) {
+	ax, sy, y := YMM(), YMM(), YMM()
+	VMOVDQU(q, y)
+	VPSIGNB(wq, wq, ax)
+	VPSIGNB(wq, y, sy)
+	VPMADDUBSW(sy, ax, sy)
+	VPMADDWD(ones, sy, sy)
+	VCVTDQ2PS(sy, sy)
+	VFMADD231PS(sy, d, acc)
+}
+
+// blockScale returns the broadcast product of the binary16 scale at w and the float32 scale at d.
+func blockScale(w, d Mem) VecVirtual {
+	x := f16(w)
+	VMULSS(d, x, x)
+	y := YMM()
+	VBROADCASTSS(x, y)
+	return y
+}
+
+func dotQ8_0() {
+	TEXT("dotQ8_0AVX2", NOSPLIT, "func(w []byte, q []int8, d []float32) float32")
+	Doc("dotQ8_0AVX2 is ggml's AVX2 vec_dot_q8_0_q8_0 over len(d) blocks: w holds 34-byte",
+		"Q8_0 blocks, q and d the activations' int8 values and scales.")
+	w := Mem{Base: Load(Param("w").Base(), GP64())}
+	q := Mem{Base: Load(Param("q").Base(), GP64())}
+	d := Mem{Base: Load(Param("d").Base(), GP64())}
+	n := Load(Param("d").Len(), GP64())
+	ones := words(1)
+	acc0, acc1 := YMM(), YMM()
+	VXORPS(acc0, acc0, acc0)
+	VXORPS(acc1, acc1, acc1)
+	Label("q8loop2")
+	CMPQ(n, U32(2))
+	JL(LabelRef("q8loop1"))
+	for i, acc := range []VecVirtual{acc0, acc1} {
+		ds := blockScale(w.Offset(34*i), d.Offset(4*i))
+		wq := YMM()
+		VMOVDQU(w.Offset(34*i+2), wq)
+		q8block(wq, q.Offset(32*i), ones, ds, acc)
+	}
+	ADDQ(U32(68), w.Base)
+	ADDQ(U32(64), q.Base)
+	ADDQ(U32(8), d.Base)
+	SUBQ(U32(2), n)
+	JMP(LabelRef("q8loop2"))
+	Label("q8loop1")
+	CMPQ(n, U32(0))
+	JE(LabelRef("q8done"))
+	ds := blockScale(w, d)
+	wq := YMM()
+	VMOVDQU(w.Offset(2), wq)
+	q8block(wq, q, ones, ds, acc0)
+	Label("q8done")
+	VADDPS(acc1, acc0, acc0)
+	s := hsum(acc0)
+	VZEROUPPER()
+	Store(s, ReturnIndex(0))
+	RET()
+}
+
+func dotQ4_0() {
+	TEXT("dotQ4_0AVX2", NOSPLIT, "func(w []byte, q []int8, d []float32) float32")
+	Doc("dotQ4_0AVX2 is ggml's AVX2 vec_dot_q4_0_q8_0 over len(d) blocks: w holds 18-byte",
+		"Q4_0 blocks, q and d the activations' int8 values and scales.")
+	w := Mem{Base: Load(Param("w").Base(), GP64())}
+	q := Mem{Base: Load(Param("q").Base(), GP64())}
+	d := Mem{Base: Load(Param("d").Base(), GP64())}
+	n := Load(Param("d").Len(), GP64())
+	ones, low, eight := words(1), bytes(0x0f), bytes(8)
+	acc := YMM()
+	VXORPS(acc, acc, acc)
+	Label("q4loop")
+	CMPQ(n, U32(0))
+	JE(LabelRef("q4done"))
+	ds := blockScale(w, d)
+	lo, hi, wq := XMM(), XMM(), YMM()
+	VMOVDQU(w.Offset(2), lo)
+	VPSRLW(U8(4), lo, hi)
+	VINSERTI128(U8(1), hi, lo.AsY(), wq)
+	VPAND(low, wq, wq)
+	VPSUBB(eight, wq, wq)
+	q8block(wq, q, ones, ds, acc)
+	ADDQ(U32(18), w.Base)
+	ADDQ(U32(32), q.Base)
+	ADDQ(U32(4), d.Base)
+	DECQ(n)
+	JMP(LabelRef("q4loop"))
+	Label("q4done")
+	s := hsum(acc)
+	VZEROUPPER()
+	Store(s, ReturnIndex(0))
+	RET()
+}
+
+func dotQ4_K() {
+	TEXT("dotQ4_KAVX2", NOSPLIT, "func(w []byte, q []int8, d []float32, bsum []int32) float32")
+	Doc("dotQ4_KAVX2 is ggml's AVX2 vec_dot_q4_K_q8_K over len(d) blocks: w holds 144-byte",
+		"Q4_K blocks; q, d and bsum the activations' int8 values, scales and sums of 16.")
+	w := Mem{Base: Load(Param("w").Base(), GP64())}
+	q := Mem{Base: Load(Param("q").Base(), GP64())}
+	d := Mem{Base: Load(Param("d").Base(), GP64())}
+	bs := Mem{Base: Load(Param("bsum").Base(), GP64())}
+	n := Load(Param("d").Len(), GP64())
+	low := bytes(0x0f)
+	acc, accm := YMM(), YMM()
+	VXORPS(acc, acc, acc)
+	VXORPS(accm, accm, accm)
+	// utmp: the 8 scales then the 8 mins as bytes; sc16: the scales as int16.
+	utmp := AllocLocal(16)
+	sc16 := AllocLocal(32)
+	Label("q4kloop")
+	CMPQ(n, U32(0))
+	JE(LabelRef("q4kdone"))
+
+	Comment("Unpack the 6-bit scales and mins (llama.cpp's utmp).")
+	u0, u1, u2, t, v := GP32(), GP32(), GP32(), GP32(), GP32()
+	MOVL(w.Offset(4), u0)
+	MOVL(w.Offset(8), u1)
+	MOVL(w.Offset(12), u2)
+	// utmp[3] = ((u2 >> 4) & 0x0f0f0f0f) | (((u1 >> 6) & 0x03030303) << 4)
+	MOVL(u2, t)
+	SHRL(U8(4), t)
+	ANDL(U32(0x0f0f0f0f), t)
+	MOVL(u1, v)
+	SHRL(U8(6), v)
+	ANDL(U32(0x03030303), v)
+	SHLL(U8(4), v)
+	ORL(v, t)
+	MOVL(t, utmp.Offset(12))
+	// utmp[2] = u1 & 0x3f3f3f3f
+	ANDL(U32(0x3f3f3f3f), u1)
+	MOVL(u1, utmp.Offset(8))
+	// utmp[1] = (u2 & 0x0f0f0f0f) | (((u0 >> 6) & 0x03030303) << 4)
+	ANDL(U32(0x0f0f0f0f), u2)
+	MOVL(u0, v)
+	SHRL(U8(6), v)
+	ANDL(U32(0x03030303), v)
+	SHLL(U8(4), v)
+	ORL(v, u2)
+	MOVL(u2, utmp.Offset(4))
+	// utmp[0] = u0 & 0x3f3f3f3f
+	ANDL(U32(0x3f3f3f3f), u0)
+	MOVL(u0, utmp)
+	scales := YMM()
+	VPMOVZXBW(utmp, scales)
+	VMOVDQU(scales, sc16)
+
+	Comment("Mins: dmin·d8 · Σ min_j · (bsum[2j] + bsum[2j+1]).")
+	mins, s0, s1 := YMM(), YMM(), YMM()
+	VPMOVZXBD(utmp.Offset(8), mins)
+	VMOVDQU(bs, s0)
+	VMOVDQU(bs.Offset(32), s1)
+	VPHADDD(s1, s0, s0)
+	VPERMQ(U8(0xd8), s0, s0)
+	VPMULLD(mins, s0, s0)
+	VCVTDQ2PS(s0, s0)
+	dm := f16(w.Offset(2))
+	VMULSS(d, dm, dm)
+	dmy := YMM()
+	VBROADCASTSS(dm, dmy)
+	VFNMADD231PS(s0, dmy, accm)
+
+	Comment("Quants: four groups of 64, low nibbles then high nibbles.")
+	sumi := YMM()
+	VPXOR(sumi, sumi, sumi)
+	for j := 0; j < 4; j++ {
+		bits, lo, hi, sl, sh, y := YMM(), YMM(), YMM(), YMM(), YMM(), YMM()
+		VMOVDQU(w.Offset(16+32*j), bits)
+		VPAND(low, bits, lo)
+		VPSRLW(U8(4), bits, hi)
+		VPAND(low, hi, hi)
+		VMOVDQU(q.Offset(64*j), y)
+		VPMADDUBSW(y, lo, lo)
+		VPBROADCASTW(sc16.Offset(4*j), sl)
+		VPMADDWD(sl, lo, lo)
+		VMOVDQU(q.Offset(64*j+32), y)
+		VPMADDUBSW(y, hi, hi)
+		VPBROADCASTW(sc16.Offset(4*j+2), sh)
+		VPMADDWD(sh, hi, hi)
+		VPADDD(lo, sumi, sumi)
+		VPADDD(hi, sumi, sumi)
+	}
+	VCVTDQ2PS(sumi, sumi)
+	ds := blockScale(w, d)
+	VFMADD231PS(sumi, ds, acc)
+
+	ADDQ(U32(144), w.Base)
+	ADDQ(U32(256), q.Base)
+	ADDQ(U32(4), d.Base)
+	ADDQ(U32(64), bs.Base)
+	DECQ(n)
+	JMP(LabelRef("q4kloop"))
+	Label("q4kdone")
+	VADDPS(accm, acc, acc)
+	s := hsum(acc)
+	VZEROUPPER()
+	Store(s, ReturnIndex(0))
+	RET()
+}
+
+func dotQ6_K() {
+	// shuffles[i] picks scale bytes 2i (eight times) then 2i+1 (eight times).
+	var shuf [8]Mem
+	tab := GLOBL("q6kScaleShuffle", RODATA|NOPTR)
+	for i := range shuf {
+		for k := 0; k < 16; k++ {
+			DATA(16*i+k, U8(2*i+k/8))
+		}
+		shuf[i] = tab.Offset(16 * i)
+	}
+
+	TEXT("dotQ6_KAVX2", NOSPLIT, "func(w []byte, q []int8, d []float32) float32")
+	Doc("dotQ6_KAVX2 is ggml's AVX2 vec_dot_q6_K_q8_K over len(d) blocks: w holds 210-byte",
+		"Q6_K blocks; q and d the activations' int8 values and scales.")
+	w := Mem{Base: Load(Param("w").Base(), GP64())}
+	q := Mem{Base: Load(Param("q").Base(), GP64())}
+	d := Mem{Base: Load(Param("d").Base(), GP64())}
+	n := Load(Param("d").Len(), GP64())
+	low, three, m32 := bytes(0x0f), bytes(3), bytes(32)
+	acc := YMM()
+	VXORPS(acc, acc, acc)
+	Label("q6kloop")
+	CMPQ(n, U32(0))
+	JE(LabelRef("q6kdone"))
+	sc := XMM()
+	VMOVDQU(w.Offset(192), sc)
+	sumi := YMM()
+	VPXOR(sumi, sumi, sumi)
+	for half := 0; half < 2; half++ {
+		b1, b2, bh := YMM(), YMM(), YMM()
+		VMOVDQU(w.Offset(64*half), b1)
+		VMOVDQU(w.Offset(64*half+32), b2)
+		VMOVDQU(w.Offset(128+32*half), bh)
+		for k := 0; k < 4; k++ {
+			// Element group k of 32: low or high nibbles of b1 or b2, and bits 2k, 2k+1 of bh.
+			x, h := YMM(), YMM()
+			src := b1
+			if k%2 == 1 {
+				src = b2
+			}
+			if k < 2 {
+				VPAND(low, src, x)
+			} else {
+				VPSRLW(U8(4), src, x)
+				VPAND(low, x, x)
+			}
+			if k == 0 {
+				VPAND(three, bh, h)
+			} else {
+				VPSRLW(U8(2*k), bh, h)
+				VPAND(three, h, h)
+			}
+			VPSLLW(U8(4), h, h)
+			VPOR(h, x, x)
+			y, ys, s16, sx := YMM(), YMM(), YMM(), XMM()
+			VMOVDQU(q.Offset(128*half+32*k), y)
+			VPMADDUBSW(y, m32, ys)
+			VPMADDUBSW(y, x, x)
+			VPSUBW(ys, x, x)
+			VPSHUFB(shuf[4*half+k], sc, sx)
+			VPMOVSXBW(sx, s16)
+			VPMADDWD(s16, x, x)
+			VPADDD(x, sumi, sumi)
+		}
+	}
+	VCVTDQ2PS(sumi, sumi)
+	ds := blockScale(w.Offset(208), d)
+	VFMADD231PS(sumi, ds, acc)
+	ADDQ(U32(210), w.Base)
+	ADDQ(U32(256), q.Base)
+	ADDQ(U32(4), d.Base)
+	DECQ(n)
+	JMP(LabelRef("q6kloop"))
+	Label("q6kdone")
+	s := hsum(acc)
+	VZEROUPPER()
+	Store(s, ReturnIndex(0))
+	RET()
+}

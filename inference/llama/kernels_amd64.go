@@ -1,0 +1,59 @@
+//go:build !purego
+
+package llama
+
+import "golang.org/x/sys/cpu"
+
+// useSIMD is whether the products run the AVX2 kernels of kernels_amd64.s.
+var useSIMD = cpu.X86.HasAVX2 && cpu.X86.HasFMA && cpu.X86.HasF16C
+
+// runSIMD is mulJob.run with the AVX2 kernels. Each weight row is read once
+// for the whole batch (it stays in L1 between the batch's rows).
+func (j *mulJob) runSIMD(lo, hi int) {
+	m, a, out := j.m, j.a, j.out
+	cols := m.cols
+	switch m.typ {
+	case typeF32:
+		for r := lo; r < hi; r++ {
+			w := m.f32[r*cols : (r+1)*cols]
+			for b := range out {
+				out[b][r] = dotF32AVX2(w, a.in[b][:cols])
+			}
+		}
+	case typeF16:
+		for r := lo; r < hi; r++ {
+			w := m.raw[r*m.rowBytes : (r+1)*m.rowBytes]
+			for b := range out {
+				out[b][r] = dotF16AVX2(w, a.f[b*cols:(b+1)*cols])
+			}
+		}
+	case typeQ8_0, typeQ4_0:
+		dot := dotQ8_0AVX2
+		if m.typ == typeQ4_0 {
+			dot = dotQ4_0AVX2
+		}
+		nb := cols / 32
+		for r := lo; r < hi; r++ {
+			w := m.raw[r*m.rowBytes : (r+1)*m.rowBytes]
+			for b := range out {
+				out[b][r] = dot(w, a.q[b*cols:(b+1)*cols], a.d[b*nb:(b+1)*nb])
+			}
+		}
+	case typeQ4_K:
+		nb := cols / 256
+		for r := lo; r < hi; r++ {
+			w := m.raw[r*m.rowBytes : (r+1)*m.rowBytes]
+			for b := range out {
+				out[b][r] = dotQ4_KAVX2(w, a.q[b*cols:(b+1)*cols], a.d[b*nb:(b+1)*nb], a.bsum[b*cols/16:(b+1)*cols/16])
+			}
+		}
+	case typeQ6_K:
+		nb := cols / 256
+		for r := lo; r < hi; r++ {
+			w := m.raw[r*m.rowBytes : (r+1)*m.rowBytes]
+			for b := range out {
+				out[b][r] = dotQ6_KAVX2(w, a.q[b*cols:(b+1)*cols], a.d[b*nb:(b+1)*nb])
+			}
+		}
+	}
+}

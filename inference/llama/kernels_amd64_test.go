@@ -1,0 +1,157 @@
+//go:build !purego
+
+package llama
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"testing"
+)
+
+// simdBound is the error allowed between a SIMD kernel and its pure-Go twin:
+// (terms+8)·2⁻²²·Σ|wᵢxᵢ|, where terms is the number of float additions one
+// lane makes (elements/32 for F32 and F16, blocks for the quantized types)
+// and Σ|wᵢxᵢ| is over the dequantized weights and activations. Integer block
+// sums are exact in both; only the order of float sums differs, each sum
+// rounding by at most 2⁻²⁴ relative to the magnitude so far.
+func simdBound(terms int, norm float64) float64 {
+	return float64(terms+8) * 0x1p-22 * norm
+}
+
+func needSIMD(t *testing.T) {
+	t.Helper()
+	if !useSIMD {
+		t.Skip("this CPU lacks AVX2, FMA or F16C: only the pure-Go kernels run")
+	}
+}
+
+// absDot returns Σ|wᵢxᵢ|.
+func absDot(w, x []float32) float64 {
+	var s float64
+	for i := range w {
+		s += math.Abs(float64(w[i]) * float64(x[i]))
+	}
+	return s
+}
+
+func randFloats(rng *rand.Rand, n int) []float32 {
+	x := make([]float32, n)
+	for i := range x {
+		x[i] = float32(rng.NormFloat64() * math.Exp(rng.NormFloat64()))
+	}
+	return x
+}
+
+// TestSIMDDotF32MatchesGeneric: the AVX2 F32 dot equals dotF32 within
+// simdBound on every length from 0 to 300 and some longer ones (tails of
+// every size included).
+func TestSIMDDotF32MatchesGeneric(t *testing.T) {
+	needSIMD(t)
+	rng := rand.New(rand.NewPCG(1, 1))
+	for n := range 301 {
+		checkF32(t, rng, n)
+	}
+	for _, n := range []int{1000, 1024, 2816, 4099} {
+		checkF32(t, rng, n)
+	}
+}
+
+func checkF32(t *testing.T, rng *rand.Rand, n int) {
+	t.Helper()
+	a, b := randFloats(rng, n), randFloats(rng, n)
+	got, want := dotF32AVX2(a, b), dotF32(a, b)
+	if d := math.Abs(float64(got - want)); d > simdBound(n/32, absDot(a, b)) {
+		t.Fatalf("length %d: avx2 %g, generic %g", n, got, want)
+	}
+}
+
+// TestSIMDDotF16MatchesGeneric: the AVX2 F16 dot (F16C conversion) equals
+// the generic conversion and dot within simdBound.
+func TestSIMDDotF16MatchesGeneric(t *testing.T) {
+	needSIMD(t)
+	rng := rand.New(rand.NewPCG(2, 2))
+	lengths := []int{1000, 1024, 2816, 4099}
+	for n := range 301 {
+		lengths = append(lengths, n)
+	}
+	for _, n := range lengths {
+		w := make([]byte, 2*n)
+		for i := range n {
+			h := f32to16(float32(rng.NormFloat64()))
+			w[2*i], w[2*i+1] = byte(h), byte(h>>8)
+		}
+		x := randFloats(rng, n)
+		roundF16(x)
+		wf := make([]float32, n)
+		f16row(w, wf)
+		got, want := dotF16AVX2(w, x), dotF32(wf, x)
+		if d := math.Abs(float64(got - want)); d > simdBound(n/32, absDot(wf, x)) {
+			t.Fatalf("length %d: avx2 %g, generic %g", n, got, want)
+		}
+	}
+}
+
+// TestSIMDQuantizedDotsMatchGeneric: the AVX2 Q8_0, Q4_0, Q4_K and Q6_K dots
+// equal the pure-Go ones within simdBound, on random blocks (every byte
+// value, -128 included) and activations of a wide dynamic range.
+func TestSIMDQuantizedDotsMatchGeneric(t *testing.T) {
+	needSIMD(t)
+	rng := rand.New(rand.NewPCG(3, 3))
+	for _, typ := range []uint32{typeQ8_0, typeQ4_0, typeQ4_K, typeQ6_K} {
+		elems, _, _ := blockLayout(typ)
+		blocks := []int{1, 2, 3, 4, 5, 7, 8, 9, 16, 33}
+		if elems == 32 {
+			blocks = append(blocks, 64, 88, 128)
+		}
+		for _, nb := range blocks {
+			t.Run(fmt.Sprintf("%s/%d", typeName(typ), nb), func(t *testing.T) {
+				cols := nb * elems
+				for range 20 {
+					m := randomMatrix(t, rng, typ, 1, cols)
+					in := [][]float32{randFloats(rng, cols)}
+					var a acts
+					a.prepare(m.kind(), in)
+					w := m.raw
+					var s scratch
+					var got, want float32
+					switch typ {
+					case typeQ8_0:
+						got, want = dotQ8_0AVX2(w, a.q, a.d), dotQ8_0(w, a.q, a.d)
+					case typeQ4_0:
+						got, want = dotQ4_0AVX2(w, a.q, a.d), dotQ4_0(w, a.q, a.d)
+					case typeQ4_K:
+						s.q, s.sc, s.mn = make([]int8, cols), make([]int32, cols/32), make([]int32, cols/32)
+						s.d, s.dmin = make([]float32, nb), make([]float32, nb)
+						unpackQ4_K(w, &s)
+						got, want = dotQ4_KAVX2(w, a.q, a.d, a.bsum), s.dotQ4_K(a.q, a.d, a.bsum)
+					case typeQ6_K:
+						s.q, s.sc, s.d = make([]int8, cols), make([]int32, cols/16), make([]float32, nb)
+						unpackQ6_K(w, &s)
+						got, want = dotQ6_KAVX2(w, a.q, a.d), s.dotQ6_K(a.q, a.d)
+					}
+					wf, xf := make([]float32, cols), make([]float32, cols)
+					m.row(0, wf)
+					per := cols / len(a.d)
+					for i := range xf {
+						xf[i] = float32(a.q[i]) * a.d[i/per]
+					}
+					norm := absDot(wf, xf)
+					if typ == typeQ4_K {
+						// The mins are subtracted separately: bound by Σ|dmin·min·x| too.
+						for blk := range nb {
+							for j := range 8 {
+								for i := blk*256 + j*32; i < blk*256+j*32+32; i++ {
+									norm += math.Abs(float64(s.dmin[blk]) * float64(s.mn[blk*8+j]) * float64(xf[i]))
+								}
+							}
+						}
+					}
+					if d := math.Abs(float64(got - want)); d > simdBound(nb, norm) {
+						t.Fatalf("avx2 %g, generic %g: difference %.3g exceeds %.3g", got, want, d, simdBound(nb, norm))
+					}
+				}
+			})
+		}
+	}
+}
