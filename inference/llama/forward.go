@@ -43,7 +43,8 @@ type workspace struct {
 
 	x, h, q, k, v, att, o, g, u rows
 	router, res                 rows
-	qh                          []float32
+	qh                          [][]float32 // per worker
+	attn                        attnJob
 	sel                         []int
 	wt                          []float32
 	gin, gout                   [][]float32
@@ -243,51 +244,17 @@ func (s *State) batch(ctx context.Context, tokens []int) ([]float32, error) {
 }
 
 // attention computes causal grouped-query attention of the batch's queries
-// (at positions s.pos...) over the cache, into out, as llama.cpp's CPU flash
-// attention (which Ollama enables) does with an F16 cache: scores from the
-// query rounded to F16, an online softmax, and an F16 accumulator.
+// (at positions s.pos...) over the cache, into out, one head at a time on
+// all workers (attendHead).
 func (s *State) attention(li int, q, out [][]float32) {
-	c := s.m.Config
-	kvDim := c.KVHeads * c.HeadDim
-	group := c.Heads / c.KVHeads
-	scale := float32(1 / math.Sqrt(float64(c.HeadDim)))
-	s.ws.qh = grow(s.ws.qh, c.HeadDim)
-	qh := s.ws.qh
-	kc, vc := s.k[li], s.v[li]
-	for b := range q {
-		end := s.pos + b + 1
-		for hd := range c.Heads {
-			off := hd / group * c.HeadDim
-			copy(qh, q[b][hd*c.HeadDim:(hd+1)*c.HeadDim])
-			roundF16(qh)
-			acc := out[b][hd*c.HeadDim : (hd+1)*c.HeadDim]
-			clear(acc)
-			mx := float32(math.Inf(-1))
-			var sum float32
-			for p := range end {
-				sc := dotSeq(qh, kc[p*kvDim+off:][:c.HeadDim]) * scale
-				ms, vs := float32(1), float32(1)
-				if sc > mx {
-					ms = float32(math.Exp(float64(mx - sc)))
-					mx = sc
-					for i := range acc {
-						acc[i] = f16table[f32to16(acc[i]*ms)]
-					}
-				} else {
-					vs = float32(math.Exp(float64(sc - mx)))
-				}
-				vr := vc[p*kvDim+off:][:len(acc)]
-				for i := range acc {
-					acc[i] = f16table[f32to16(acc[i]+vr[i]*vs)]
-				}
-				sum = sum*ms + vs
-			}
-			inv := 1 / sum
-			for i := range acc {
-				acc[i] *= inv
-			}
-		}
+	w := s.ws
+	w.qh = grow(w.qh, w.team.workers())
+	for i := range w.qh {
+		w.qh[i] = grow(w.qh[i], s.m.Config.HeadDim)
 	}
+	w.attn = attnJob{s: s, li: li, q: q, out: out, qh: w.qh}
+	w.team.parallel(&w.attn, len(q)*s.m.Config.Heads, 1)
+	w.attn = attnJob{}
 }
 
 // moe runs the Mixture-of-Experts FFN of layer li on rows h into out as

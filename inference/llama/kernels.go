@@ -1,6 +1,6 @@
 package llama
 
-//go:generate sh -c "cd internal/asm && go run . -out ../../kernels_amd64.s -stubs ../../kernels_amd64_stubs.go -pkg llama"
+//go:generate sh -c "cd internal/asm && go run . -out ../../kernels_amd64.s -stubs ../../kernels_stubs_amd64.go -pkg llama"
 
 // The products of a weight matrix with activations run one of two sets of
 // kernels, chosen once at start-up:

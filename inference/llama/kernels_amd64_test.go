@@ -155,3 +155,49 @@ func TestSIMDQuantizedDotsMatchGeneric(t *testing.T) {
 		}
 	}
 }
+
+// TestSIMDRoundF16IsExact: F16C's rounding gives bitwise the values of the
+// pure-Go rounding, for normal, subnormal, overflowing and tie values.
+func TestSIMDRoundF16IsExact(t *testing.T) {
+	needSIMD(t)
+	rng := rand.New(rand.NewPCG(4, 4))
+	x := []float32{0, -0, 1, 65504, 65519, 65520, 1e9, -1e9, 6e-8, 3e-8, 2.9e-8, 1e-10, 5.96e-8,
+		float32(math.Inf(1)), float32(math.Inf(-1)), 1 + 0x1p-11, 1 + 3*0x1p-11, 0x1p-14 + 0x1p-25}
+	for range 100000 {
+		x = append(x, math.Float32frombits(rng.Uint32()&^(0xff<<23)|uint32(100+rng.IntN(60))<<23))
+	}
+	got := append([]float32(nil), x...)
+	roundF16AVX2(got)
+	for i, v := range x {
+		if want := f16table[f32to16(v)]; math.Float32bits(got[i]) != math.Float32bits(want) {
+			t.Fatalf("%g (%#x): F16C %g, pure Go %g", v, math.Float32bits(v), got[i], want)
+		}
+	}
+}
+
+// TestSIMDAttentionKernels: madF16AVX2 and scaleF16AVX2 equal their scalar
+// definitions (fused multiply-add, then rounding to F16) bitwise.
+func TestSIMDAttentionKernels(t *testing.T) {
+	needSIMD(t)
+	rng := rand.New(rand.NewPCG(5, 5))
+	for n := range 80 {
+		acc, v := randFloats(rng, n), randFloats(rng, n)
+		roundF16(acc)
+		s := float32(rng.Float64())
+		got := append([]float32(nil), acc...)
+		madF16AVX2(got, v, s)
+		for i := range acc {
+			want := f16table[f32to16(float32(math.FMA(float64(v[i]), float64(s), float64(acc[i]))))]
+			if math.Float32bits(got[i]) != math.Float32bits(want) {
+				t.Fatalf("mad, length %d, element %d: %g, want %g", n, i, got[i], want)
+			}
+		}
+		got = append(got[:0], acc...)
+		scaleF16AVX2(got, s)
+		for i := range acc {
+			if want := f16table[f32to16(acc[i]*s)]; math.Float32bits(got[i]) != math.Float32bits(want) {
+				t.Fatalf("scale, length %d, element %d: %g, want %g", n, i, got[i], want)
+			}
+		}
+	}
+}

@@ -158,9 +158,8 @@ func (a *acts) prepare(kind actKind, in [][]float32) {
 		a.f = grow(a.f, n*cols)
 		for b, x := range in {
 			y := a.f[b*cols : (b+1)*cols]
-			for i, v := range x {
-				y[i] = f16table[f32to16(v)]
-			}
+			copy(y, x)
+			roundF16(y)
 		}
 	case actQ8_0:
 		a.q = grow(a.q, n*cols)
@@ -532,6 +531,10 @@ func f32to16(f float32) uint16 { return float16.Fromfloat32(f).Bits() }
 
 // roundF16 rounds every element of x to the nearest binary16 value.
 func roundF16(x []float32) {
+	if useSIMD {
+		roundF16AVX2(x) // the same values: F16C rounds to nearest even too
+		return
+	}
 	for i, v := range x {
 		x[i] = f16table[f32to16(v)]
 	}

@@ -24,6 +24,9 @@ func main() {
 	dotQ4_0()
 	dotQ4_K()
 	dotQ6_K()
+	roundF16()
+	madF16()
+	scaleF16()
 	Generate()
 }
 
@@ -454,4 +457,99 @@ func dotQ6_K() {
 	VZEROUPPER()
 	Store(s, ReturnIndex(0))
 	RET()
+}
+
+func roundF16() {
+	TEXT("roundF16AVX2", NOSPLIT, "func(x []float32)")
+	Doc("roundF16AVX2 rounds every element of x to the nearest binary16 value (ties to even), with F16C.")
+	x := Mem{Base: Load(Param("x").Base(), GP64())}
+	n := Load(Param("x").Len(), GP64())
+	Label("r16loop8")
+	CMPQ(n, U32(8))
+	JL(LabelRef("r16tail"))
+	y, h := YMM(), XMM()
+	VMOVUPS(x, y)
+	VCVTPS2PH(U8(0), y, h)
+	VCVTPH2PS(h, y)
+	VMOVUPS(y, x)
+	ADDQ(U32(32), x.Base)
+	SUBQ(U32(8), n)
+	JMP(LabelRef("r16loop8"))
+	Label("r16tail")
+	CMPQ(n, U32(0))
+	JE(LabelRef("r16done"))
+	t := XMM()
+	VMOVSS(x, t)
+	VCVTPS2PH(U8(0), t, t)
+	VCVTPH2PS(t, t)
+	VMOVSS(t, x)
+	ADDQ(U32(4), x.Base)
+	DECQ(n)
+	JMP(LabelRef("r16tail"))
+	Label("r16done")
+	VZEROUPPER()
+	RET()
+}
+
+// f16update emits acc[i] = binary16(op(acc[i], ...)) over len(acc)
+// elements, 8 at a time with a scalar tail; op8 and op1 emit the operation
+// on a YMM and an XMM register and advance their other operands.
+func f16update(name string, acc Mem, n Register, op8, op1 func(a VecVirtual)) {
+	Label(name + "loop8")
+	CMPQ(n, U32(8))
+	JL(LabelRef(name + "tail"))
+	a, h := YMM(), XMM()
+	VMOVUPS(acc, a)
+	op8(a)
+	VCVTPS2PH(U8(0), a, h)
+	VCVTPH2PS(h, a)
+	VMOVUPS(a, acc)
+	ADDQ(U32(32), acc.Base)
+	SUBQ(U32(8), n)
+	JMP(LabelRef(name + "loop8"))
+	Label(name + "tail")
+	CMPQ(n, U32(0))
+	JE(LabelRef(name + "done"))
+	t := XMM()
+	VMOVSS(acc, t)
+	op1(t)
+	VCVTPS2PH(U8(0), t, t)
+	VCVTPH2PS(t, t)
+	VMOVSS(t, acc)
+	ADDQ(U32(4), acc.Base)
+	DECQ(n)
+	JMP(LabelRef(name + "tail"))
+	Label(name + "done")
+	VZEROUPPER()
+	RET()
+}
+
+func madF16() {
+	TEXT("madF16AVX2", NOSPLIT, "func(acc, v []float32, s float32)")
+	Doc("madF16AVX2 sets acc[i] to fma(v[i], s, acc[i]) rounded to binary16: ggml's",
+		"ggml_vec_mad_f16 on an F16 accumulator, as flash attention uses it.")
+	acc := Mem{Base: Load(Param("acc").Base(), GP64())}
+	v := Mem{Base: Load(Param("v").Base(), GP64())}
+	n := Load(Param("acc").Len(), GP64())
+	s := Load(Param("s"), XMM())
+	sy := YMM()
+	VBROADCASTSS(s, sy)
+	f16update("mad", acc, n, func(a VecVirtual) {
+		VFMADD231PS(v, sy, a)
+		ADDQ(U32(32), v.Base)
+	}, func(a VecVirtual) {
+		VFMADD231SS(v, s, a)
+		ADDQ(U32(4), v.Base)
+	})
+}
+
+func scaleF16() {
+	TEXT("scaleF16AVX2", NOSPLIT, "func(acc []float32, s float32)")
+	Doc("scaleF16AVX2 sets acc[i] to acc[i]·s rounded to binary16 (ggml_vec_scale_f16).")
+	acc := Mem{Base: Load(Param("acc").Base(), GP64())}
+	n := Load(Param("acc").Len(), GP64())
+	s := Load(Param("s"), XMM())
+	sy := YMM()
+	VBROADCASTSS(s, sy)
+	f16update("scale", acc, n, func(a VecVirtual) { VMULPS(sy, a, a) }, func(a VecVirtual) { VMULSS(s, a, a) })
 }
