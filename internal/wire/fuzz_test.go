@@ -29,7 +29,7 @@ func FuzzReader(f *testing.F) {
 	fuzzcorpus.Add(f, []byte{0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x01}, 64) // varint overflow
 	fuzzcorpus.Add(f, []byte{0x81, 0x00}, 64)                                                 // not minimal
 	fuzzcorpus.Add(f, []byte{0x41, 'a'}, 64)                                                  // truncated
-	fuzzcorpus.Add(f, []byte{0xff, 0xff, 0xff, 0xff, 0x0f}, 64)                              // 4 GiB claimed
+	fuzzcorpus.Add(f, []byte{0xff, 0xff, 0xff, 0xff, 0x0f}, 64)                               // 4 GiB claimed
 	f.Fuzz(func(t *testing.T, data []byte, max int) {
 		if max <= 0 || max > 1<<16 {
 			max = 1 << 10
