@@ -145,7 +145,7 @@ func (m *Model) GenerateTokens(ctx context.Context, ids []int, opts Options, exp
 	var text []byte
 	for n := 0; ; n++ {
 		id := smp.Sample(logits)
-		if id == m.Vocab.EOS {
+		if m.Vocab.IsEOG(id) {
 			return len(ids), "stop", nil
 		}
 		lp := Logprobs(logits)

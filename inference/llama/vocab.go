@@ -19,7 +19,8 @@ const (
 	tokByte    = 6
 )
 
-// Vocab is a llama (SentencePiece-style) vocabulary with byte fallback, read
+// Vocab is a llama (SentencePiece-style) vocabulary with byte fallback, or a
+// byte-level BPE one (see tokenizer_bpe.go), read
 // from a GGUF file's tokenizer metadata. It tokenizes as llama.cpp does for a
 // llama vocabulary: a leading "▁" is added, spaces become "▁", pieces are
 // merged by score, and what is left unmatched is spelled in byte tokens.
@@ -34,11 +35,15 @@ type Vocab struct {
 	BOS, EOS, UNK int
 	AddBOS        bool
 	addSpace      bool
+
+	bpe *bpeVocab // set for a byte-level BPE vocabulary (tokenizer_bpe.go)
 }
 
 func newVocab(kv ggml.KV) (*Vocab, error) {
-	if m := kv.String("tokenizer.ggml.model"); m != "llama" {
-		return nil, fmt.Errorf("tokenizer %q: %w (only llama)", m, ErrUnsupported)
+	if m := kv.String("tokenizer.ggml.model"); m == "gpt2" {
+		return newBPEVocab(kv)
+	} else if m != "llama" {
+		return nil, fmt.Errorf("tokenizer %q: %w (only llama and gpt2)", m, ErrUnsupported)
 	}
 	v := &Vocab{
 		tokens:   kv.Strings("tokenizer.ggml.tokens"),
@@ -94,6 +99,9 @@ func (v *Vocab) Len() int { return len(v.tokens) }
 // Encode tokenizes text, with BOS first if the vocabulary asks for it.
 // Control tokens written out in the text (such as "<s>") are recognized.
 func (v *Vocab) Encode(text string) []int {
+	if v.bpe != nil {
+		return v.bpe.encode(v, text)
+	}
 	var ids []int
 	if v.AddBOS {
 		ids = append(ids, v.BOS)
@@ -214,6 +222,9 @@ func (h *bigrams) Pop() any {
 func (v *Vocab) Piece(id int) string {
 	if id < 0 || id >= len(v.tokens) {
 		return ""
+	}
+	if v.bpe != nil {
+		return v.bpe.pieces[id]
 	}
 	switch v.types[id] {
 	case tokByte:

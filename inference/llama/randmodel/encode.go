@@ -14,6 +14,7 @@ const (
 	ggufUint32  = 4
 	ggufInt32   = 5
 	ggufFloat32 = 6
+	ggufBool    = 7
 	ggufString  = 8
 	ggufArray   = 9
 )
@@ -50,6 +51,13 @@ func (e *encoder) value(v any) {
 	case uint32:
 		e.u32(ggufUint32)
 		e.u32(v)
+	case bool:
+		e.u32(ggufBool)
+		if v {
+			e.raw([]byte{1})
+		} else {
+			e.raw([]byte{0})
+		}
 	case float32:
 		e.u32(ggufFloat32)
 		e.f32(v)
@@ -172,6 +180,9 @@ func printableChannel(role int, shape []uint64, i uint64, v float32, c Config) f
 
 // suppressed reports whether a Printable model must never emit the token id.
 func suppressed(id int, c Config) bool {
+	if c.suppress != nil {
+		return id >= len(c.suppress) || c.suppress[id]
+	}
 	if id < 3 {
 		return true // <unk>, <s>, </s>
 	}

@@ -65,6 +65,13 @@ type Config struct {
 	// Words are extra normal tokens (SentencePiece pieces such as "▁the") appended
 	// after the byte tokens. Without them every text is spelled in bytes.
 	Words []string
+
+	// BPE, when set, replaces the SentencePiece vocabulary by a byte-level
+	// BPE one (see BPE); Words must then be empty.
+	BPE *BPE
+
+	// suppress marks the tokens a Printable model never emits (set by Write).
+	suppress []bool
 }
 
 // Tiny returns the documented test model: 64-dim, 2 layers, 4 heads, and a
@@ -193,6 +200,15 @@ func (c Config) withDefaults() (Config, error) {
 	if c.Scale < 0 {
 		return c, fmt.Errorf("randmodel: negative Scale %g", c.Scale)
 	}
+	if c.BPE != nil {
+		if len(c.Words) > 0 {
+			return c, errors.New("randmodel: Words are SentencePiece pieces; a BPE vocabulary takes Merges")
+		}
+		if _, _, _, err := c.BPE.tokens(); err != nil {
+			return c, err
+		}
+		return c, nil
+	}
 	seen := make(map[string]bool)
 	for _, tok := range baseTokens() {
 		seen[tok] = true
@@ -216,7 +232,13 @@ func baseTokens() []string {
 }
 
 // VocabSize returns the number of tokens of c's vocabulary.
-func (c Config) VocabSize() int { return 3 + 256 + len(c.Words) }
+func (c Config) VocabSize() int {
+	if c.BPE != nil {
+		toks, _, _, _ := c.BPE.tokens()
+		return len(toks)
+	}
+	return 3 + 256 + len(c.Words)
+}
 
 // Tensors returns the tensors Write writes for c, in file order.
 func (c Config) Tensors() ([]Tensor, error) {
@@ -289,22 +311,12 @@ func Write(w io.Writer, c Config) error {
 	if c.Type == F16 {
 		fileType = 1 // mostly F16
 	}
-	tokens := append(baseTokens(), c.Words...)
-	types := make([]int32, len(tokens))
-	scores := make([]float32, len(tokens))
-	types[UnknownToken], types[BOSToken], types[EOSToken] = tokenUnknown, tokenControl, tokenControl
-	for i := 3; i < 3+256; i++ {
-		types[i] = tokenByte
+	tokenizer, suppress, err := c.tokenizer()
+	if err != nil {
+		return err
 	}
-	for i := range c.Words {
-		types[3+256+i] = tokenNormal
-		scores[3+256+i] = -float32(i + 1) // earlier words merge first
-	}
+	c.suppress = suppress
 
-	type keyValue struct {
-		key   string
-		value any
-	}
 	kvs := []keyValue{
 		{"general.architecture", "llama"},
 		{"general.name", c.Name},
@@ -324,15 +336,7 @@ func Write(w io.Writer, c Config) error {
 			keyValue{"llama.expert_used_count", uint32(c.ExpertsUsed)},
 		)
 	}
-	kvs = append(kvs, []keyValue{
-		{"tokenizer.ggml.model", "llama"},
-		{"tokenizer.ggml.tokens", tokens},
-		{"tokenizer.ggml.scores", scores},
-		{"tokenizer.ggml.token_type", types},
-		{"tokenizer.ggml.bos_token_id", uint32(BOSToken)},
-		{"tokenizer.ggml.eos_token_id", uint32(EOSToken)},
-		{"tokenizer.ggml.unknown_token_id", uint32(UnknownToken)},
-	}...)
+	kvs = append(kvs, tokenizer...)
 
 	e.raw([]byte("GGUF"))
 	e.u32(3)
@@ -365,6 +369,12 @@ func Write(w io.Writer, c Config) error {
 		return fmt.Errorf("randmodel: %w", err)
 	}
 	return nil
+}
+
+// keyValue is one metadata entry.
+type keyValue struct {
+	key   string
+	value any
 }
 
 func align(n uint64) uint64 { return (n + alignment - 1) / alignment * alignment }
