@@ -100,13 +100,8 @@ func (s *Service) handle(str network.Stream) {
 	}
 	_ = str.SetDeadline(time.Now().Add(Deadline))
 
-	var req request
-	if err := wire.ReadJSON(wire.NewReader(str, MaxRequestSize), &req); err == nil {
-		if len(req.Peers) > MaxWanted {
-			str.Reset()
-			return
-		}
-	} else if !errors.Is(err, io.EOF) {
+	req, err := readRequest(str)
+	if err != nil {
 		str.Reset()
 		return
 	}
@@ -168,27 +163,54 @@ func Fetch(ctx context.Context, h host.Host, p peer.ID, wanted []string, max int
 		s.Reset()
 		return nil, err
 	}
-	r := wire.NewReader(s, MaxFrameSize)
-	var envs [][]byte
-	for n := 0; n <= 2*max+1; n++ { // a full and a beat per peer, the responder's own on top
+	// The envelopes kept are budgeted too; the stream's scope releases them
+	// when Fetch closes it.
+	envs, more, err := readEnvelopes(wire.NewReader(s, MaxFrameSize), max, func(n int) error {
+		_, err := wire.Reserve(s, n, network.ReservationPriorityLow)
+		return err
+	})
+	if err != nil || more {
+		s.Reset() // broken, or more than promised: stop reading
+	}
+	return envs, err
+}
+
+// readRequest reads a request frame; a stream closed before one is a
+// request for everything.
+func readRequest(r io.Reader) (request, error) {
+	var req request
+	if err := wire.ReadJSON(wire.NewReader(r, MaxRequestSize), &req); err != nil {
+		if errors.Is(err, io.EOF) {
+			return request{}, nil
+		}
+		return request{}, err
+	}
+	if len(req.Peers) > MaxWanted {
+		return request{}, fmt.Errorf("catch-up for %d peers: at most %d", len(req.Peers), MaxWanted)
+	}
+	return req, nil
+}
+
+// readEnvelopes reads the envelope frames of a reply, unverified: a full
+// announcement and a beat for each of up to max peers, and the responder's
+// own on top. keep budgets each envelope before it is kept. more reports a
+// responder that sent more than that; with an error, the envelopes that came
+// before it are returned.
+func readEnvelopes(r wire.Reader, max int, keep func(n int) error) (envs [][]byte, more bool, err error) {
+	for n := 0; n <= 2*max+1; n++ {
 		data, err := r.ReadMsg()
 		if errors.Is(err, io.EOF) {
-			return envs, nil
+			return envs, false, nil
 		}
 		if err != nil {
-			s.Reset()
-			return envs, err
+			return envs, false, err
 		}
-		// The envelopes kept are budgeted too; the stream's scope releases
-		// them when Fetch closes it.
-		if _, err := wire.Reserve(s, len(data), network.ReservationPriorityLow); err != nil {
+		if err := keep(len(data)); err != nil {
 			r.ReleaseMsg(data)
-			s.Reset()
-			return envs, fmt.Errorf("keep envelope %d: %w", len(envs)+1, err)
+			return envs, false, fmt.Errorf("keep envelope %d: %w", len(envs)+1, err)
 		}
 		envs = append(envs, append([]byte(nil), data...))
 		r.ReleaseMsg(data)
 	}
-	s.Reset() // more than promised: stop reading
-	return envs, nil
+	return envs, true, nil
 }
