@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/mwpeer/mwpeer/inference"
@@ -114,24 +113,6 @@ func (b *Backend) acquire(ctx context.Context) error {
 	}
 }
 
-// Prompt renders a request as the text the model completes: the raw prompt,
-// or, for chat messages (the engine does not run GGUF chat templates), one
-// "role: content" line per message and then "assistant:"; then req.Continue.
-func Prompt(req inference.Request) string {
-	var p string
-	if len(req.Messages) == 0 {
-		p = req.Prompt
-	} else {
-		var sb strings.Builder
-		for _, m := range req.Messages {
-			fmt.Fprintf(&sb, "%s: %s\n", m.Role, m.Content)
-		}
-		sb.WriteString("assistant:")
-		p = sb.String()
-	}
-	return p + req.Continue
-}
-
 // Generate runs req and streams its tokens to emit.
 func (b *Backend) Generate(ctx context.Context, req inference.Request, emit func(inference.Chunk) error) (inference.Final, error) {
 	start := time.Now()
@@ -176,7 +157,12 @@ func (b *Backend) Generate(ctx context.Context, req inference.Request, emit func
 	var sum float64
 	var pending []byte // bytes not yet forming whole UTF-8 characters
 	var lps []inference.TokenLogprob
-	prompt, reason, err := b.model.Generate(ctx, Prompt(req), opts, b.opts.Experts, func(t Token) error {
+	text, ends, err := b.render(req)
+	if err != nil {
+		return inference.Final{}, fmt.Errorf("embedded: %w", err)
+	}
+	opts.EndTokens = ends
+	prompt, reason, err := b.model.Generate(ctx, text, opts, b.opts.Experts, func(t Token) error {
 		if f.CompletionTokens == 0 {
 			f.TTFT = time.Since(start)
 		}

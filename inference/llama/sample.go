@@ -4,6 +4,7 @@ import (
 	"context"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"sort"
 	"unicode/utf8"
 )
@@ -16,6 +17,9 @@ type Options struct {
 	Seed        int64   // seeds sampling when Temperature > 0
 	TopLogprobs int     // alternatives reported per token
 	Stop        []string
+	// EndTokens end the generation like the end-of-generation tokens: a
+	// chat template's turn markers. They are not emitted.
+	EndTokens []int
 }
 
 // Token is one generated token.
@@ -145,7 +149,7 @@ func (m *Model) GenerateTokens(ctx context.Context, ids []int, opts Options, exp
 	var text []byte
 	for n := 0; ; n++ {
 		id := smp.Sample(logits)
-		if m.Vocab.IsEOG(id) {
+		if m.Vocab.IsEOG(id) || slices.Contains(opts.EndTokens, id) {
 			return len(ids), "stop", nil
 		}
 		lp := Logprobs(logits)

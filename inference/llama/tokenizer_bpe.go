@@ -59,6 +59,7 @@ func newBPEVocab(kv ggml.KV) (*Vocab, error) {
 		EOS:    int(kv.Uint("tokenizer.ggml.eos_token_id", 11)),
 		UNK:    -1,
 		AddBOS: pre.addBOS,
+		chat:   &chatTemplate{src: kv.String("tokenizer.chat_template")},
 	}
 	if _, ok := kv["tokenizer.ggml.add_bos_token"]; ok {
 		v.AddBOS = kv.Bool("tokenizer.ggml.add_bos_token")

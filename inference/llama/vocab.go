@@ -36,7 +36,8 @@ type Vocab struct {
 	AddBOS        bool
 	addSpace      bool
 
-	bpe *bpeVocab // set for a byte-level BPE vocabulary (tokenizer_bpe.go)
+	bpe  *bpeVocab     // set for a byte-level BPE vocabulary (tokenizer_bpe.go)
+	chat *chatTemplate // tokenizer.chat_template (template.go)
 }
 
 func newVocab(kv ggml.KV) (*Vocab, error) {
@@ -54,6 +55,7 @@ func newVocab(kv ggml.KV) (*Vocab, error) {
 		UNK:      int(kv.Uint("tokenizer.ggml.unknown_token_id", 0)),
 		AddBOS:   kv.Bool("tokenizer.ggml.add_bos_token", true),
 		addSpace: kv.Bool("tokenizer.ggml.add_space_prefix", true),
+		chat:     &chatTemplate{src: kv.String("tokenizer.chat_template")},
 	}
 	if len(v.tokens) == 0 {
 		return nil, fmt.Errorf("no tokenizer.ggml.tokens")

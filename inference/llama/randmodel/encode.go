@@ -169,6 +169,9 @@ func printableChannel(role int, shape []uint64, i uint64, v float32, c Config) f
 		}
 	case roleOutput:
 		if i%shape[0] == 0 {
+			if int(i/shape[0]) == c.favor && c.Favor != "" {
+				return -channelSuppress
+			}
 			if suppressed(int(i/shape[0]), c) {
 				return channelSuppress
 			}

@@ -70,8 +70,16 @@ type Config struct {
 	// BPE one (see BPE); Words must then be empty.
 	BPE *BPE
 
-	// suppress marks the tokens a Printable model never emits (set by Write).
+	// Favor names a token (by its text) that a Printable model emits at
+	// every step: the output head reads the printable channel with a large
+	// positive weight for it. Tests use it to make a model end its turn
+	// ("<|im_end|>") or write a special token that does not end it.
+	Favor string
+
+	// suppress marks the tokens a Printable model never emits, favor the one
+	// it always emits (both set by Write).
 	suppress []bool
+	favor    int
 }
 
 // Tiny returns the documented test model: 64-dim, 2 layers, 4 heads, and a
@@ -316,6 +324,22 @@ func Write(w io.Writer, c Config) error {
 		return err
 	}
 	c.suppress = suppress
+	c.favor = -1
+	if c.Favor != "" {
+		for _, kv := range tokenizer {
+			if kv.key != "tokenizer.ggml.tokens" {
+				continue
+			}
+			for i, t := range kv.value.([]string) {
+				if t == c.Favor {
+					c.favor = i
+				}
+			}
+		}
+		if c.favor < 0 || !c.Printable {
+			return fmt.Errorf("randmodel: Favor %q needs Printable and a token of that text", c.Favor)
+		}
+	}
 
 	kvs := []keyValue{
 		{"general.architecture", "llama"},
