@@ -28,7 +28,11 @@ import (
 
 // Engines a peer can serve with.
 const (
-	EngineOllama    = "ollama"    // a local Ollama server (the default)
+	// EngineAuto is the default: Ollama when it answers at Config.Ollama,
+	// else the embedded engine with the built-in model (random weights,
+	// for trying the swarm), so that a fresh machine answers at once.
+	EngineAuto      = "auto"
+	EngineOllama    = "ollama"    // a local Ollama server
 	EngineSynthetic = "synthetic" // a fake backend that emits tokens at a set rate, for measuring the overlay itself
 	EngineEmbedded  = "embedded"  // a GGUF file run by the pure-Go engine (inference/llama)
 	EngineNone      = "none"      // serve nothing; join, route and relay only
@@ -54,8 +58,14 @@ type Config struct {
 
 	Domains []string // domains this peer declares it is good at
 	Models  []string // models to serve; empty means every model the engine has
-	Engine  string   // EngineOllama, EngineSynthetic or EngineNone
+	Engine  string   // EngineAuto, EngineOllama, EngineEmbedded, EngineSynthetic or EngineNone
 	Ollama  string   // Ollama's base URL
+	// OllamaParallel is how many calls Ollama runs at once with its
+	// settings (OLLAMA_NUM_PARALLEL per model times OLLAMA_MAX_LOADED_MODELS,
+	// which the command reads); 0 means Ollama's defaults, 1 per model and
+	// 3 models: DefaultOllamaParallel. It is the default Capacity of a peer
+	// serving Ollama.
+	OllamaParallel int
 	// ModelFile is the GGUF file EngineEmbedded serves; empty means the
 	// built-in tiny model (see BuiltinModel).
 	ModelFile string
@@ -82,7 +92,10 @@ type Config struct {
 	Backend inference.Backend
 	// Synthetic configures the synthetic engine (its Models default to Models).
 	Synthetic inference.SyntheticConfig
-	Capacity  int // concurrent requests served; 0 means the number of CPUs
+	// Capacity is the concurrent requests served; 0 means what the engine
+	// runs at once: OllamaParallel for Ollama, 1 for the embedded engine
+	// (each generation uses every core), the number of CPUs otherwise.
+	Capacity int
 	// QueueWait is how long a request waits for a serving slot when all
 	// Capacity are taken before it is refused as busy (503; another expert
 	// is asked).
@@ -113,6 +126,14 @@ type Config struct {
 	// Reachability is auto (AutoNAT decides), public or private. A peer the
 	// operator knows is behind NAT reserves relay slots at once when private.
 	Reachability string
+	// MDNS finds peers on the local network by multicast DNS (go-libp2p's
+	// p2p/discovery/mdns) and connects to them, with no bootstrap address,
+	// under MDNSService (p2p.MDNSService when empty; a private swarm may
+	// pick its own). The mwpeer command turns it on unless --mdns=false;
+	// DefaultConfig leaves it off, so that a program that embeds peers (or
+	// a test that starts many in one process) multicasts only if it asks.
+	MDNS        bool
+	MDNSService string
 
 	// Announcements (see experts.GossipConfig for how the interval adapts).
 	AnnounceMin  time.Duration
@@ -197,7 +218,7 @@ func DefaultConfig() Config {
 		},
 		HTTPAddr:      "127.0.0.1:8080",
 		Domains:       []string{"general"},
-		Engine:        EngineOllama,
+		Engine:        EngineAuto,
 		Ollama:        ollama,
 		DHTMode:       p2p.DHTAuto,
 		RelayService:  true,
@@ -254,9 +275,9 @@ func (c *Config) Validate() error {
 		}
 	}
 	switch c.Engine {
-	case EngineOllama, EngineSynthetic, EngineEmbedded, EngineNone:
+	case EngineAuto, EngineOllama, EngineSynthetic, EngineEmbedded, EngineNone:
 	default:
-		return bad("Engine", "unknown engine %q (want ollama, embedded, synthetic or none)", c.Engine)
+		return bad("Engine", "unknown engine %q (want auto, ollama, embedded, synthetic or none)", c.Engine)
 	}
 	if c.Location != nil {
 		if err := c.Location.Validate(); err != nil {
@@ -305,6 +326,9 @@ func (c *Config) Validate() error {
 	}
 	if c.FreeAllowance < 0 {
 		return bad("FreeAllowance", "%d is negative", c.FreeAllowance)
+	}
+	if c.OllamaParallel < 0 {
+		return bad("OllamaParallel", "%d is negative", c.OllamaParallel)
 	}
 	if c.Capacity < 0 {
 		return bad("Capacity", "%d is negative", c.Capacity)

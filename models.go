@@ -2,9 +2,17 @@ package mwpeer
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
 	"sync/atomic"
 	"time"
 
+	"github.com/mwpeer/mwpeer/api"
 	"github.com/mwpeer/mwpeer/inference"
 	"github.com/mwpeer/mwpeer/inference/llama"
 	"github.com/mwpeer/mwpeer/inference/llama/randmodel"
@@ -40,9 +48,73 @@ func newBackend(cfg Config) (inference.Backend, error) {
 		oc := inference.DefaultOllamaConfig()
 		oc.URL = cfg.Ollama
 		oc.Concurrency = 0 // the peer's priority queue bounds calls
+		oc.IdleConns = max(cfg.Capacity, 2)
 		return inference.NewOllama(oc)
 	}
 	return nil, nil
+}
+
+// DefaultOllamaParallel is how many calls Ollama runs at once with its own
+// defaults: OLLAMA_NUM_PARALLEL 1 per model, OLLAMA_MAX_LOADED_MODELS 3.
+const DefaultOllamaParallel = 3
+
+// BuiltinNote says what the built-in model is, wherever it is listed.
+const BuiltinNote = api.BuiltinNote
+
+// resolveEngine turns EngineAuto into the engine this peer serves with:
+// Ollama when it answers at cfg.Ollama, else the embedded engine with
+// cfg.ModelFile or the built-in model. It returns the engine and a sentence
+// that says what was chosen and why (empty when cfg named an engine).
+func resolveEngine(ctx context.Context, cfg Config, log *slog.Logger) (string, string) {
+	if cfg.Engine != EngineAuto || cfg.Backend != nil {
+		return cfg.Engine, ""
+	}
+	err := probeOllama(ctx, cfg.Ollama)
+	if err == nil {
+		note := "auto: Ollama answers at " + cfg.Ollama + "; serving its models"
+		log.Info("engine auto: Ollama answers, serving its models", "engine", EngineOllama, "ollama", cfg.Ollama)
+		return EngineOllama, note
+	}
+	model := BuiltinModel + " (" + BuiltinNote + ")"
+	if cfg.ModelFile != "" {
+		model = cfg.ModelFile
+	}
+	note := fmt.Sprintf("auto: no Ollama at %s (%v); serving %s with the embedded engine. "+
+		"For real models, start Ollama (https://ollama.com) and restart this peer, or pass --ollama URL", cfg.Ollama, err, model)
+	log.Info("engine auto: no Ollama answering; serving "+model+" with the embedded engine. For real models, start Ollama (https://ollama.com) and restart, or pass --ollama URL",
+		"engine", EngineEmbedded, "ollama", cfg.Ollama, "err", err)
+	return EngineEmbedded, note
+}
+
+// probeOllama checks, within a second, that an Ollama server answers
+// GET /api/version at base. An mwpeer peer answers that path too (its
+// Ollama API) and says so in a header: it is refused, so that a peer
+// started with OLLAMA_HOST pointing at a peer never serves a peer.
+func probeOllama(ctx context.Context, base string) error {
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(base, "/")+"/api/version", nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		if ctx.Err() != nil {
+			return fmt.Errorf("no answer within 1s")
+		}
+		return fmt.Errorf("nothing answers: %v", errors.Unwrap(err))
+	}
+	defer resp.Body.Close()
+	if resp.Header.Get(api.PeerHeader) != "" {
+		return fmt.Errorf("that is an mwpeer peer, not Ollama")
+	}
+	var v struct {
+		Version string `json:"version"`
+	}
+	if resp.StatusCode != http.StatusOK || json.NewDecoder(io.LimitReader(resp.Body, 4096)).Decode(&v) != nil || v.Version == "" {
+		return fmt.Errorf("GET /api/version answered %s, not Ollama's version", resp.Status)
+	}
+	return nil
 }
 
 // counted wraps a backend to count requests in progress (the load this

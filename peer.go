@@ -55,6 +55,8 @@ type Peer struct {
 	policy    *consent.File // nil without a policy file
 	registry  *prometheus.Registry
 	httpAddr  net.Addr
+	// engineNote says how --engine auto chose (empty when an engine was named).
+	engineNote string
 	// lie, set by tests only, rewrites this peer's announcements of itself:
 	// the seam that makes a real peer a liar (liar_test.go).
 	lie atomic.Pointer[func(*experts.Announcement)]
@@ -71,13 +73,23 @@ func Start(ctx context.Context, cfg Config) (*Peer, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	p := &Peer{started: time.Now(), registry: prometheus.NewRegistry()}
+	cfg.Engine, p.engineNote = resolveEngine(ctx, cfg, cfg.Logger)
 	if cfg.Capacity == 0 {
-		cfg.Capacity = runtime.NumCPU()
-		if cfg.Engine == EngineEmbedded {
+		switch cfg.Engine {
+		case EngineOllama:
+			// What Ollama runs at once: more would wait in Ollama's own
+			// queue, first come first served, out of reach of ours.
+			cfg.Capacity = cfg.OllamaParallel
+			if cfg.Capacity == 0 {
+				cfg.Capacity = DefaultOllamaParallel
+			}
+		case EngineEmbedded:
 			cfg.Capacity = 1 // each generation already uses every core
+		default:
+			cfg.Capacity = runtime.NumCPU()
 		}
 	}
-	p := &Peer{started: time.Now(), registry: prometheus.NewRegistry()}
 	if err := p.start(ctx, cfg); err != nil {
 		p.parts.Close()
 		return nil, err
@@ -154,8 +166,6 @@ func (p *Peer) start(ctx context.Context, cfg Config) error {
 		return &FieldError{Field: "DataDir", Err: err}
 	}
 	p.parts.Go("trust store", store.Run) // saves every minute and when the peer stops
-	// Failed pings make suspects, answered ones clear them.
-	p.Latency.Watch(store, func(id string) bool { _, ok := p.Catalog.Get(id); return ok })
 	policy := &p2p.RelayPolicy{Links: p2p.HostLinks(h), Log: log}
 	providers := func(ctx context.Context, kind, name string, n int) ([]peer.AddrInfo, error) {
 		return experts.FindProviders(ctx, h.DHT, kind, name, n)
@@ -219,6 +229,16 @@ func (p *Peer) start(ctx context.Context, cfg Config) error {
 	p.parts.Defer("gossip", func() error { p.Gossip.Close(); return nil })
 	p.Advertise = experts.NewAdvertiser(h.DHT, log)
 	p.registerMetrics(p.registry)
+	if cfg.MDNS {
+		m, err := p2p.StartMDNS(h, cfg.MDNSService, log)
+		if err != nil {
+			// Not fatal: a machine without a multicast interface still
+			// joins through --bootstrap.
+			log.Warn("no LAN discovery (mDNS): "+err.Error()+"; join other peers with --bootstrap", "err", err)
+		} else {
+			p.parts.Defer("mdns", m.Close)
+		}
+	}
 
 	// Read the engine's models before the first announcement, briefly, so
 	// the swarm hears what this peer serves from its very first message.

@@ -61,6 +61,7 @@ func (p *Peer) Status() api.Status {
 		Domains:        p.cfg.Domains,
 		Models:         names,
 		Engine:         p.cfg.Engine,
+		EngineNote:     p.engineNote,
 		Region:         p.cfg.Region,
 		Connections:    conns,
 		Relays:         relays,

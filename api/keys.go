@@ -74,7 +74,7 @@ func isV1(path string) bool { return path == "/v1" || strings.HasPrefix(path, "/
 // returns false, or returns r with the key in its context.
 func (s *Server) authorize(w http.ResponseWriter, r *http.Request) (*http.Request, bool) {
 	kp := s.keys.Load()
-	if kp == nil || !isV1(r.URL.Path) {
+	if kp == nil || !isV1(r.URL.Path) && !isOllamaWork(r.URL.Path) {
 		return r, true
 	}
 	keys := *kp

@@ -337,18 +337,23 @@ func newID(prefix string) string {
 
 func (s *Server) handleModels(w http.ResponseWriter, r *http.Request) {
 	type model struct {
-		ID      string      `json:"id"`
-		Object  string      `json:"object"`
-		Created int64       `json:"created"`
-		OwnedBy string      `json:"owned_by"`
-		Mwpeer  swarm.Model `json:"mwpeer"`
+		ID      string `json:"id"`
+		Object  string `json:"object"`
+		Created int64  `json:"created"`
+		OwnedBy string `json:"owned_by"`
+		// Engine is what serves it ("ollama", "embedded", ...; several
+		// joined by commas), Description what it is when that is not
+		// plain from its name (the built-in model).
+		Engine      string      `json:"engine,omitempty"`
+		Description string      `json:"description,omitempty"`
+		Mwpeer      swarm.Model `json:"mwpeer"`
 	}
 	out := struct {
 		Object string  `json:"object"`
 		Data   []model `json:"data"`
 	}{Object: "list", Data: []model{}}
 	for _, m := range s.swarm.Models() {
-		out.Data = append(out.Data, model{ID: m.ID, Object: "model", OwnedBy: "mwpeer", Mwpeer: m})
+		out.Data = append(out.Data, model{ID: m.ID, Object: "model", OwnedBy: "mwpeer", Engine: strings.Join(m.Engines, ","), Description: describe(m.ID), Mwpeer: m})
 	}
 	writeJSON(w, http.StatusOK, out)
 }
@@ -357,7 +362,8 @@ func (s *Server) handleModel(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("model")
 	for _, m := range s.swarm.Models() {
 		if m.ID == id {
-			writeJSON(w, http.StatusOK, map[string]any{"id": m.ID, "object": "model", "created": 0, "owned_by": "mwpeer", "mwpeer": m})
+			writeJSON(w, http.StatusOK, map[string]any{"id": m.ID, "object": "model", "created": 0, "owned_by": "mwpeer",
+				"engine": strings.Join(m.Engines, ","), "description": describe(m.ID), "mwpeer": m})
 			return
 		}
 	}

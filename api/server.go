@@ -45,6 +45,7 @@ func NewServer(node Node, swarm Swarm, log *slog.Logger) *Server {
 		s.mux.HandleFunc("POST /v1/chat/completions", s.handleChat)
 		s.mux.HandleFunc("POST /v1/completions", s.handleCompletions)
 		s.mux.HandleFunc("POST /api/route", s.handleRoute)
+		s.handleOllama() // ollama.go
 	}
 	s.mux.HandleFunc("/v1/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "not_found", "no such endpoint: "+r.Method+" "+r.URL.Path)

@@ -25,6 +25,7 @@ type Status struct {
 	Domains        []string          `json:"domains"`
 	Models         []string          `json:"models"`
 	Engine         string            `json:"engine"`
+	EngineNote     string            `json:"engine_note,omitempty"` // how --engine auto chose, and what to do for real models
 	Region         string            `json:"region,omitempty"`
 	Location       *Location         `json:"location,omitempty"`
 	Connections    []Connection      `json:"connections"`

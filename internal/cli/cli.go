@@ -148,14 +148,15 @@ func peerFlags(fs *flag.FlagSet) func() (mwpeer.Config, error) {
 	dataDir := fs.String("data-dir", env("DATA_DIR", d.DataDir), "directory for the identity key and state (MWPEER_DATA_DIR)")
 	domains := fs.String("domains", env("DOMAINS", strings.Join(d.Domains, ",")), "comma-separated domains this peer is good at: general, code, math, creative, science, reasoning (MWPEER_DOMAINS)")
 	models := fs.String("models", env("MODELS", ""), "comma-separated models to serve; default every model the engine has (MWPEER_MODELS)")
-	engine := fs.String("engine", env("ENGINE", d.Engine), "what serves prompts here: ollama, embedded (the pure-Go engine on --model-file), synthetic (a fake backend for measuring the overlay) or none (MWPEER_ENGINE)")
+	engine := fs.String("engine", env("ENGINE", d.Engine), "what serves prompts here: auto (Ollama when it answers at --ollama, else the embedded engine with --model-file or the built-in model), ollama, embedded (the pure-Go engine on --model-file), synthetic (a fake backend for measuring the overlay) or none (MWPEER_ENGINE)")
 	modelFile := fs.String("model-file", env("MODEL_FILE", ""), "GGUF file served by --engine embedded; empty serves the built-in 1 MB random-weight test model (MWPEER_MODEL_FILE)")
 	shards := fs.String("shards", env("SHARDS", ""), "comma-separated directories of MoE model shards (from mwpeer shard split) to serve; fetched shards go to the first (MWPEER_SHARDS)")
 	hostExperts := fs.String("host-experts", env("HOST_EXPERTS", ""), "parts of sharded MoE models to hold, fetching missing shards from the swarm; ';'-separated MODEL (everything), MODEL@dense (run the model) or MODEL@LAYERS:EXPERTS, e.g. 3fa2c1d09e4b@0-15:2,5 (MWPEER_HOST_EXPERTS)")
 	ollama := fs.String("ollama", env("OLLAMA", d.Ollama), "Ollama's URL; default $OLLAMA_HOST, else http://127.0.0.1:11434 (MWPEER_OLLAMA)")
 	verifyExperts := fs.Float64("verify-experts", envFloat("VERIFY_EXPERTS", d.VerifyExperts), "share (0..1) of remote expert calls recomputed on a second replica and compared bit for bit; a host caught answering wrongly is excluded (MWPEER_VERIFY_EXPERTS)")
 	verifyAnswers := fs.Float64("verify-answers", envFloat("VERIFY_ANSWERS", d.VerifyAnswers), "share (0..1) of requests answered verified though they do not ask: two peers of the same model digest must agree token for token at temperature 0 (MWPEER_VERIFY_ANSWERS)")
-	capacity := fs.Int("capacity", envInt("CAPACITY", 0), "concurrent requests this peer serves; 0 means one per CPU (MWPEER_CAPACITY)")
+	capacity := fs.Int("capacity", envInt("CAPACITY", 0), "concurrent requests this peer serves; 0 means what the engine runs at once: for Ollama $OLLAMA_NUM_PARALLEL x $OLLAMA_MAX_LOADED_MODELS (Ollama's defaults: 1 x 3), 1 for embedded, one per CPU for synthetic (MWPEER_CAPACITY)")
+	mdns := fs.Bool("mdns", envBool("MDNS", true), "find peers on the local network by multicast DNS and join them with no --bootstrap; --mdns=false turns it off (MWPEER_MDNS)")
 	lat := fs.String("lat", env("LAT", ""), "latitude of this peer in decimal degrees, for distance estimates (MWPEER_LAT)")
 	lon := fs.String("lon", env("LON", ""), "longitude of this peer in decimal degrees (MWPEER_LON)")
 	region := fs.String("region", env("REGION", ""), "free-form region name shown to others, e.g. eu-west (MWPEER_REGION)")
@@ -204,6 +205,10 @@ func peerFlags(fs *flag.FlagSet) func() (mwpeer.Config, error) {
 		c.VerifyAnswers = *verifyAnswers
 		c.Ollama = inference.OllamaURL(*ollama)
 		c.Capacity = *capacity
+		c.MDNS = *mdns
+		if c.OllamaParallel, err = ollamaParallel(); err != nil {
+			return c, err
+		}
 		c.Region = *region
 		c.Announce = splitList(*announce)
 		c.DHTMode = *dhtMode
@@ -333,6 +338,38 @@ wait:
 		cfg.Logger.Error("shutdown took longer than " + shutdownGrace.String() + "; exiting anyway")
 	}
 	return exitOK
+}
+
+// ollamaParallel is how many calls Ollama runs at once by its own
+// variables, as this machine's environment sets them (0 when it sets
+// neither: mwpeer.DefaultOllamaParallel applies).
+func ollamaParallel() (int, error) {
+	get := func(name string, def int) (int, bool, error) {
+		v := strings.TrimSpace(os.Getenv(name))
+		if v == "" {
+			return def, false, nil
+		}
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 || n > 1024 {
+			return 0, false, fmt.Errorf("%s=%q is not a number of 0 to 1024; fix it or set --capacity", name, v)
+		}
+		if n == 0 {
+			n = def // Ollama's own reading of 0
+		}
+		return n, true, nil
+	}
+	par, set1, err := get("OLLAMA_NUM_PARALLEL", 1)
+	if err != nil {
+		return 0, err
+	}
+	models, set2, err := get("OLLAMA_MAX_LOADED_MODELS", 3)
+	if err != nil {
+		return 0, err
+	}
+	if !set1 && !set2 {
+		return 0, nil
+	}
+	return par * models, nil
 }
 
 func splitList(s string) []string {

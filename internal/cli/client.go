@@ -189,6 +189,9 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	fmt.Fprintf(w, "reachability\t%s\n", clean(st.Reachability))
 	fmt.Fprintf(w, "hole punching\t%s\n", map[bool]string{true: "ready", false: "not ready (no public address of its own known yet)"}[st.HolePunching])
 	fmt.Fprintf(w, "engine\t%s\n", clean(st.Engine))
+	if st.EngineNote != "" {
+		fmt.Fprintf(w, "\t%s\n", clean(st.EngineNote))
+	}
 	fmt.Fprintf(w, "models\t%s\n", clean(strings.Join(st.Models, ", ")))
 	fmt.Fprintf(w, "domains\t%s\n", clean(strings.Join(st.Domains, ", ")))
 	fmt.Fprintf(w, "connected peers\t%d\n", st.ConnectedPeers)
