@@ -166,6 +166,8 @@ func (p *Peer) start(ctx context.Context, cfg Config) error {
 		return &FieldError{Field: "DataDir", Err: err}
 	}
 	p.parts.Go("trust store", store.Run) // saves every minute and when the peer stops
+	// Failed pings make suspects, answered ones clear them.
+	p.Latency.Watch(store, func(id string) bool { _, ok := p.Catalog.Get(id); return ok })
 	policy := &p2p.RelayPolicy{Links: p2p.HostLinks(h), Log: log}
 	providers := func(ctx context.Context, kind, name string, n int) ([]peer.AddrInfo, error) {
 		return experts.FindProviders(ctx, h.DHT, kind, name, n)

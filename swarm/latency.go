@@ -12,6 +12,7 @@ import (
 	"github.com/mwpeer/mwpeer/experts"
 	"github.com/mwpeer/mwpeer/geo"
 	"github.com/mwpeer/mwpeer/p2p"
+	"github.com/mwpeer/mwpeer/trust"
 )
 
 // Latency is what this peer knows of round trips: its own pings (EWMA per
@@ -28,6 +29,9 @@ type Latency struct {
 	pinger  *p2p.Pinger
 	coordOf func(id string) *coordinate.Coordinate
 	log     *slog.Logger
+	// set by Watch, before Run
+	trust *trust.Store
+	known func(id string) bool
 }
 
 // NewLatency measures round trips from h, pinging every interval (0: the
@@ -36,8 +40,43 @@ type Latency struct {
 func NewLatency(h host.Host, interval time.Duration, location *geo.Point, coordOf func(id string) *coordinate.Coordinate, log *slog.Logger) *Latency {
 	l := &Latency{Matrix: geo.NewMatrix(h.ID().String()), self: h.ID().String(), vivaldi: geo.NewCoordinateClient(), coordOf: coordOf, log: log}
 	l.Matrix.SetLocation(l.self, location)
-	l.pinger = p2p.NewPinger(h, p2p.PingerConfig{Interval: interval, OnSample: l.onSample})
+	l.pinger = p2p.NewPinger(h, p2p.PingerConfig{Interval: interval, OnSample: l.onSample, OnFailure: l.onFailure, Probe: l.probe})
 	return l
+}
+
+// Watch makes pings evidence in store: a peer whose ping fails is a
+// suspect at once (trust.Store.Suspect), one that answers is not, and
+// every round probes the suspects that known still lists (the catalog), so
+// a peer that was frozen and resumed, or came back, is cleared even after
+// its connections were closed. Call it before Run.
+func (l *Latency) Watch(store *trust.Store, known func(id string) bool) {
+	l.trust, l.known = store, known
+}
+
+func (l *Latency) onFailure(id peer.ID, err error) {
+	if l.trust != nil {
+		l.trust.Suspect(id.String(), "ping failed: "+err.Error())
+	}
+}
+
+// probe lists the suspects to ping without a connection.
+func (l *Latency) probe() []peer.ID {
+	if l.trust == nil {
+		return nil
+	}
+	var out []peer.ID
+	for _, s := range l.trust.Suspects(0) {
+		if l.known != nil && !l.known(s) {
+			continue
+		}
+		if id, err := peer.Decode(s); err == nil {
+			out = append(out, id)
+			if len(out) == p2p.MaxProbes {
+				break
+			}
+		}
+	}
+	return out
 }
 
 // Run pings connected peers until ctx ends.
@@ -46,9 +85,13 @@ func (l *Latency) Run(ctx context.Context) error {
 	return nil
 }
 
-// onSample trains this peer's network coordinate on a ping result; the
-// other's claimed error counts as at least geo.MinPeerCoordinateError.
+// onSample clears a suspicion of the peer that answered (see Watch) and
+// trains this peer's network coordinate on a ping result; the other's
+// claimed error counts as at least geo.MinPeerCoordinateError.
 func (l *Latency) onSample(id peer.ID, rtt time.Duration) {
+	if l.trust != nil {
+		l.trust.Alive(id.String())
+	}
 	c := l.coordOf(id.String())
 	if c == nil {
 		return

@@ -444,7 +444,19 @@ func (r *Router) target(c Candidate, only bool) inference.Target {
 			return run(ctx, req, emit)
 		},
 		Observe: func(ev inference.ExpertEvent) { r.observe(c.Peer, model, ev) },
+		Pace:    r.pace(c.Peer, model),
 	}
+}
+
+// pace is what this peer measured of expert serving model: dispatch judges
+// its stalls and hedges it by that (see inference.DispatchConfig).
+func (r *Router) pace(expert, model string) inference.Pace {
+	perf := r.cfg.Trust.Perf(expert, model)
+	p := inference.Pace{TTFT: perf.TTFT}
+	if perf.DecodeTPS > 0 {
+		p.Gap = time.Duration(float64(time.Second) / perf.DecodeTPS)
+	}
+	return p
 }
 
 // observe records an expert's event in the trust store.
@@ -455,8 +467,10 @@ func (r *Router) observe(expert, model string, ev inference.ExpertEvent) {
 		t.Observe(expert, trust.Event{Kind: trust.Chosen, Model: model})
 	case inference.EventDone:
 		t.Observe(expert, trust.Event{Kind: trust.Success, Model: model, TTFT: ev.TTFT, Tokens: ev.Tokens, Duration: ev.Duration})
-	case inference.EventStalled:
+	case inference.EventStalled: // a suspect too, until it answers
 		t.Observe(expert, trust.Event{Kind: trust.Stalled, Model: model})
+	case inference.EventLate:
+		t.Suspect(expert, ev.Err.Error())
 	case inference.EventOutvoted:
 		t.Convict(expert, model, ev.Err.Error())
 	case inference.EventFailed:

@@ -19,24 +19,30 @@ import (
 const MinTrust = 0.2
 
 // trusted keeps peers with a bad score from being chosen: excluded peers are
-// dropped, peers below MinTrust move behind every spare, and the primaries
+// dropped, peers below MinTrust move behind every spare, suspects
+// (trust.Store.Suspect: a failed ping, a stall) behind those, and the primaries
 // are refilled from the spares so the race keeps its size. Fastest locks onto
 // the first primary to produce a token, which must never be a convicted one.
 func (r *Router) trusted(primary, spares []inference.Target) ([]inference.Target, []inference.Target) {
 	k := len(primary)
-	var good, bad []inference.Target
+	var good, bad, suspects []inference.Target
 	for _, t := range append(append([]inference.Target(nil), primary...), spares...) {
 		sc := r.cfg.Trust.Score(t.Name)
 		switch {
 		case r.cfg.Trust.Excluded(t.Name):
 			r.cfg.Log.Debug("not asking an excluded peer", "peer", t.Name, "reasons", sc.Reasons)
+		case !sc.Suspect.IsZero():
+			suspects = append(suspects, t)
 		case sc.Value < MinTrust:
 			bad = append(bad, t)
 		default:
 			good = append(good, t)
 		}
 	}
-	if len(good) == 0 { // nobody better: the distrusted may still answer
+	// Nobody better: the distrusted may still answer, then the suspects
+	// (frozen or gone, maybe, but maybe back).
+	bad = append(bad, suspects...)
+	if len(good) == 0 {
 		good, bad = bad, nil
 	}
 	n := min(k, len(good))

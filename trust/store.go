@@ -280,6 +280,32 @@ func (s *Store) Alive(peer string) {
 	}
 }
 
+// Suspects lists up to max suspected peers (max <= 0: all), longest
+// suspected first.
+func (s *Store) Suspects(max int) []string {
+	s.mu.Lock()
+	type susp struct {
+		peer  string
+		since time.Time
+	}
+	var all []susp
+	for id, r := range s.peers {
+		if !r.suspect.IsZero() {
+			all = append(all, susp{id, r.suspect})
+		}
+	}
+	s.mu.Unlock()
+	slices.SortFunc(all, func(a, b susp) int { return a.since.Compare(b.since) })
+	if max > 0 && len(all) > max {
+		all = all[:max]
+	}
+	out := make([]string, len(all))
+	for i, x := range all {
+		out[i] = x.peer
+	}
+	return out
+}
+
 // Suspected reports whether peer is suspected now (see Suspect).
 func (s *Store) Suspected(peer string) bool { return !s.Score(peer).Suspect.IsZero() }
 

@@ -14,12 +14,17 @@ func TestSuspectIsTriedLastUntilItAnswers(t *testing.T) {
 	s := newStore(c, Config{})
 	s.Observe("failed", Event{Kind: Failure}) // in backoff
 	s.Suspect("frozen", "ping: timeout")
+	c.add(time.Second)
 	if got := s.Rank([]string{"frozen", "failed", "fine"}, nil); !slices.Equal(got, []string{"fine", "failed", "frozen"}) {
 		t.Fatalf("rank %v", got)
 	}
 	sc := s.Score("frozen")
 	if sc.Suspect.IsZero() || sc.Value != 1 || len(sc.Reasons) != 1 || !s.Suspected("frozen") {
 		t.Fatalf("suspect's score %+v", sc)
+	}
+	s.Suspect("later", "stalled")
+	if got := s.Suspects(0); !slices.Equal(got, []string{"frozen", "later"}) {
+		t.Fatalf("suspects %v", got)
 	}
 	c.add(time.Hour) // a suspicion does not wear off by itself
 	if !s.Suspected("frozen") {

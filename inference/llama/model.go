@@ -91,6 +91,14 @@ type ReadOptions struct {
 
 // ReadWith reads a GGUF model from r as opts say.
 func ReadWith(r io.ReadSeeker, opts ReadOptions) (*Model, error) {
+	// A header only claims sizes; the file's own size bounds what is read.
+	size, err := r.Seek(0, io.SeekEnd)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := r.Seek(0, io.SeekStart); err != nil {
+		return nil, err
+	}
 	g, err := decode(r)
 	if err != nil {
 		return nil, fmt.Errorf("decode gguf: %w", err)
@@ -117,6 +125,11 @@ func ReadWith(r io.ReadSeeker, opts ReadOptions) (*Model, error) {
 		return nil, fmt.Errorf("bad shape: embedding %d, %d layers, %d heads, %d kv heads",
 			c.Embedding, c.Layers, c.Heads, c.KVHeads)
 	}
+	if c.Embedding > MaxEmbedding || c.FeedForward < 0 || c.FeedForward > MaxFeedForward || c.Experts < 0 || c.Experts > MaxExperts ||
+		c.Layers > MaxLayers || c.Layers > len(g.Tensors().Items()) {
+		return nil, fmt.Errorf("shape out of range: embedding %d, feed-forward %d, %d experts, %d layers in %d tensors",
+			c.Embedding, c.FeedForward, c.Experts, c.Layers, len(g.Tensors().Items()))
+	}
 	c.HeadDim = c.Embedding / c.Heads
 	c.RopeDim = int(kv.Uint("rope.dimension_count", uint32(c.HeadDim)))
 	if c.RopeDim > c.HeadDim || c.RopeDim%2 != 0 {
@@ -140,7 +153,7 @@ func ReadWith(r io.ReadSeeker, opts ReadOptions) (*Model, error) {
 	}
 	base := int64(g.Tensors().Offset)
 	m := &Model{Config: c, Vocab: vocab}
-	ld := loader{r: r, base: base, tensors: tensors}
+	ld := loader{r: r, base: base, fileSize: size, tensors: tensors}
 	kvDim := c.KVHeads * c.HeadDim
 	m.embed = ld.matrix("token_embd.weight", c.Vocab, c.Embedding)
 	m.outputNorm = ld.vector("output_norm.weight", c.Embedding)
@@ -180,6 +193,15 @@ func ReadWith(r io.ReadSeeker, opts ReadOptions) (*Model, error) {
 	return m, nil
 }
 
+// Bounds of a model's shape. They are far above any model the engine can
+// run on one machine, and keep every tensor's size within an int64.
+const (
+	MaxEmbedding   = 1 << 20
+	MaxFeedForward = 1 << 22
+	MaxExperts     = 1 << 10
+	MaxLayers      = 1 << 12
+)
+
 // maxArray bounds the metadata arrays read from a file (a vocabulary is far
 // smaller); longer ones are skipped, so a file cannot make the decoder
 // allocate what its header merely claims.
@@ -199,11 +221,12 @@ func decode(r io.ReadSeeker) (g *ggml.GGML, err error) {
 
 // loader reads tensors, remembering the first error.
 type loader struct {
-	r       io.ReadSeeker
-	base    int64
-	tensors map[string]*ggml.Tensor
-	err     error
-	size    int64
+	r        io.ReadSeeker
+	base     int64
+	fileSize int64
+	tensors  map[string]*ggml.Tensor
+	err      error
+	size     int64
 }
 
 // data returns the bytes of the tensor name after checking its shape (GGUF order).
@@ -222,6 +245,10 @@ func (ld *loader) data(name string, shape ...uint64) (*ggml.Tensor, []byte) {
 	}
 	if _, _, ok := blockLayout(t.Kind); !ok {
 		ld.err = fmt.Errorf("tensor %s: type %s: %w", name, typeName(t.Kind), ErrUnsupported)
+		return nil, nil
+	}
+	if n := t.Size(); t.Offset > uint64(ld.fileSize) || n > uint64(ld.fileSize) || ld.base+int64(t.Offset)+int64(n) > ld.fileSize {
+		ld.err = fmt.Errorf("tensor %s (%d bytes at %d) lies beyond the end of the %d-byte file", name, n, ld.base+int64(t.Offset), ld.fileSize)
 		return nil, nil
 	}
 	buf := make([]byte, t.Size())
