@@ -151,6 +151,11 @@ func (c *countingReader) str() string {
 		c.err = fmt.Errorf("string of %d bytes", n)
 		return ""
 	}
+	if n > uint64(c.max-c.n) {
+		// Before allocating: a string the file cannot hold.
+		c.err = fmt.Errorf("header larger than %d bytes", c.max)
+		return ""
+	}
 	b := make([]byte, n)
 	c.read(b)
 	return string(b)
