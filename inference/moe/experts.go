@@ -13,6 +13,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	"github.com/mwpeer/mwpeer/geo"
 	"github.com/mwpeer/mwpeer/inference"
 	"github.com/mwpeer/mwpeer/inference/expert"
 	"github.com/mwpeer/mwpeer/inference/llama"
@@ -37,8 +38,15 @@ type Experts struct {
 	// tried nearest first, each weighed by the calls this model already has
 	// in flight to it, so replicas share the load.
 	RTT func(peer.ID) (time.Duration, bool)
-	// CallTimeout bounds one call to one host (0: 5 s).
+	// CallTimeout bounds one call to one host (0: 5 s). A host whose calls
+	// were timed gets less: CallFactor times its usual call (an EWMA of its
+	// answers' round trips), at least CallFloor (0: 1 s), at most
+	// CallTimeout, so a frozen host costs about a second. A host that times
+	// out is a suspect in the trust store (trust.Store.Suspect), tried after
+	// every other replica until it answers a ping or a call: for the rest
+	// of an answer, not once per token.
 	CallTimeout time.Duration
+	CallFloor   time.Duration
 	// Trust is the peer's memory of other peers: every call's outcome is
 	// recorded there, and a host that failed recently is tried only after
 	// the others (its backoff doubles with each failure in a row). Nil: a
@@ -61,6 +69,7 @@ type Experts struct {
 	Log *slog.Logger
 
 	mu       sync.Mutex
+	usual    map[peer.ID]*geo.EWMA // round trips of answered calls
 	inflight map[peer.ID]int
 	paused   map[peer.ID]chan struct{} // hosts being settled with: closed when done
 	idle     map[peer.ID]chan struct{} // closed when a paused host's last call ends
@@ -129,17 +138,40 @@ func (x *Experts) first(ctx context.Context, layer, expert int, hosts []peer.ID,
 	return fmt.Errorf("%w (layer %d expert %d: %d hosts failed: %w)", ErrNoHost, layer, expert, len(errs), errors.Join(errs...))
 }
 
+// CallFactor is how many times its usual call a host may take before the
+// call times out (see Experts.CallTimeout).
+const CallFactor = 10
+
+// timeout is how long a call to p may take.
+func (x *Experts) timeout(p peer.ID) time.Duration {
+	limit := x.CallTimeout
+	if limit <= 0 {
+		limit = 5 * time.Second
+	}
+	floor := x.CallFloor
+	if floor <= 0 {
+		floor = time.Second
+	}
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if u, ok := x.usual[p]; ok {
+		if d, ok := u.Value(); ok {
+			return min(max(CallFactor*d, floor), limit)
+		}
+	}
+	return limit
+}
+
 // call makes one call to p and records its outcome (not when ctx ended).
 func (x *Experts) call(ctx context.Context, p peer.ID, layer, e int, in, out [][]float32) error {
-	timeout := x.CallTimeout
-	if timeout <= 0 {
-		timeout = 5 * time.Second
-	}
+	timeout := x.timeout(p)
 	if err := x.begin(ctx, p); err != nil {
 		return err
 	}
+	asked := time.Now()
 	cctx, cancel := context.WithTimeout(ctx, timeout)
 	err := x.Client.Call(cctx, p, x.Model, layer, e, in, out)
+	timedOut := cctx.Err() == context.DeadlineExceeded
 	cancel()
 	x.end(p)
 	if ctx.Err() != nil {
@@ -149,12 +181,40 @@ func (x *Experts) call(ctx context.Context, p peer.ID, layer, e int, in, out [][
 		x.convict(p, layer, e, err.Error())
 		return err
 	}
+	if err != nil && timedOut {
+		// Frozen, maybe: go around it until it answers again.
+		x.trust().Observe(p.String(), trust.Event{Kind: trust.Stalled})
+		x.trust().Suspect(p.String(), fmt.Sprintf("expert call: no answer within %s", timeout.Round(time.Millisecond)))
+		return fmt.Errorf("no answer within %s: %w", timeout.Round(time.Millisecond), err)
+	}
 	x.record(p, err)
 	if err == nil {
 		x.RemoteCalls.Add(1)
+		x.timed(p, time.Since(asked))
 	}
 	return err
 }
+
+// timed folds the round trip of an answered call to p into its usual one.
+func (x *Experts) timed(p peer.ID, d time.Duration) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if x.usual == nil {
+		x.usual = make(map[peer.ID]*geo.EWMA)
+	}
+	u, ok := x.usual[p]
+	if !ok {
+		if len(x.usual) >= maxTimedHosts {
+			return
+		}
+		u = &geo.EWMA{}
+		x.usual[p] = u
+	}
+	u.Add(d)
+}
+
+// maxTimedHosts bounds the hosts whose calls are timed.
+const maxTimedHosts = 4096
 
 // order sorts hosts: those not in backoff in the trust store first, then by
 // RTT weighed by calls in flight; unknown RTTs count as 50 ms, and a host
