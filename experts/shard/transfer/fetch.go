@@ -717,8 +717,8 @@ func (c *conn) get(ctx context.Context, hash string, off, n int64, timeout time.
 	if hd.Error != nil {
 		return nil, 0, codes.Remote(c.p, hd.Error.Code, hd.Error.Message)
 	}
-	if hd.Length < 0 || hd.Length > n || hd.Size < 0 || off+hd.Length > hd.Size {
-		return fail(fmt.Errorf("header promises %d bytes at %d of %d, asked %d", hd.Length, off, hd.Size, n))
+	if err := hd.check(off, n); err != nil {
+		return fail(err)
 	}
 	if int64(len(buf)) < hd.Length {
 		buf = make([]byte, hd.Length)

@@ -234,11 +234,8 @@ func (srv *Server) handle(str network.Stream) {
 			log.Debug("shard: read request", "err", err)
 			str.Reset()
 			return
-		case !shard.ValidHash(req.Hash):
-			refuse(CodeBadRequest, "hash is not a lowercase hex SHA-256")
-			return
-		case req.Length <= 0 || req.Length > MaxLength || req.Offset < 0:
-			refuse(CodeBadRequest, fmt.Sprintf("offset must be non-negative and length within 1..%d", MaxLength))
+		case req.check() != nil:
+			refuse(CodeBadRequest, req.check().Error())
 			return
 		case time.Now().After(soft):
 			refuse(CodeBusy, fmt.Sprintf("stream older than %s", srv.cfg.MaxStreamLife))

@@ -2,6 +2,8 @@ package transfer
 
 import (
 	"errors"
+	"fmt"
+
 	"github.com/mwpeer/mwpeer/experts/shard"
 	"github.com/mwpeer/mwpeer/internal/wire"
 )
@@ -43,6 +45,17 @@ type request struct {
 	Length int64  `json:"length"`
 }
 
+// check returns why r is malformed, or nil.
+func (r request) check() error {
+	switch {
+	case !shard.ValidHash(r.Hash):
+		return errors.New("hash is not a lowercase hex SHA-256")
+	case r.Length <= 0 || r.Length > MaxLength || r.Offset < 0:
+		return fmt.Errorf("offset must be non-negative and length within 1..%d", MaxLength)
+	}
+	return nil
+}
+
 // header is the server's frame before the bytes it promises, or instead of
 // them (Error set).
 type header struct {
@@ -54,4 +67,13 @@ type header struct {
 type errorFrame struct {
 	Code    string `json:"code"`
 	Message string `json:"message"`
+}
+
+// check returns why h, which is no error frame, does not answer a request
+// for n bytes at off, or nil.
+func (h header) check(off, n int64) error {
+	if h.Length < 0 || h.Length > n || h.Size < 0 || off > h.Size || h.Length > h.Size-off {
+		return fmt.Errorf("header promises %d bytes at %d of %d, asked %d", h.Length, off, h.Size, n)
+	}
+	return nil
 }
