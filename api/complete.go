@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mwpeer/mwpeer/inference"
@@ -62,10 +63,7 @@ func (s *Server) handleRoute(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if req.Prompt != "" && len(req.Messages) == 0 {
-		req.Messages = append(req.Messages, struct {
-			Role    string  `json:"role"`
-			Content content `json:"content"`
-		}{Role: "user", Content: content(req.Prompt)})
+		req.Messages = append(req.Messages, chatMessage{Role: "user", Content: messageContent{text: req.Prompt}})
 	}
 	if req.Model == "" {
 		req.Model = "*" // any model
@@ -155,8 +153,16 @@ func addTextLogprobs(tl *textLogprobs, lps []inference.TokenLogprob, offset int)
 	return offset
 }
 
-func finishReason(f inference.Final) string {
-	if f.FinishReason == "" {
+// finishReason is OpenAI's finish_reason for an answer: "stop" when a stop
+// sequence ended it here, "tool_calls" when it made calls, else the
+// engine's.
+func finishReason(f inference.Final, stopped, toolCalls bool) string {
+	switch {
+	case stopped:
+		return "stop"
+	case toolCalls || f.FinishReason == inference.FinishToolCalls:
+		return "tool_calls"
+	case f.FinishReason == "":
 		return "stop"
 	}
 	return f.FinishReason
@@ -180,10 +186,21 @@ func (s *Server) serveCompletion(w http.ResponseWriter, r *http.Request, q swarm
 		id, object = newID("cmpl"), "text_completion"
 	}
 	created := time.Now().Unix()
+	// The model that answers: for "auto", the one routing chose, known
+	// before the first chunk reaches emit.
+	var model atomic.Pointer[string]
+	model.Store(&q.Request.Model)
+	q.Answering = func(_, m string) { model.Store(&m) }
+	stops := newStopper(q.Request.Stop)
 	if !stream {
 		var lps []inference.TokenLogprob
+		var calls []inference.ToolCall
 		ans, err := s.swarm.Complete(ctx, q, func(_ string, c inference.Chunk) error {
-			lps = append(lps, c.Logprobs...)
+			if !stops.hit {
+				lps = append(lps, c.Logprobs...)
+				calls = append(calls, c.ToolCalls...)
+			}
+			stops.push(c.Text)
 			return nil
 		})
 		s.charge(r, ans)
@@ -191,16 +208,24 @@ func (s *Server) serveCompletion(w http.ResponseWriter, r *http.Request, q swarm
 			writeErr(w, err)
 			return
 		}
+		text, hit := cut(ans.Text, q.Request.Stop)
 		w.Header().Set("X-Mwpeer-Experts", strings.Join(ans.Experts, ","))
 		u := usage{ans.Final.PromptTokens, ans.Final.CompletionTokens, ans.Final.PromptTokens + ans.Final.CompletionTokens}
-		choice := map[string]any{"index": 0, "finish_reason": finishReason(ans.Final), "logprobs": nil}
+		choice := map[string]any{"index": 0, "finish_reason": finishReason(ans.Final, hit, len(calls) > 0), "logprobs": nil}
 		if chat {
-			choice["message"] = map[string]any{"role": "assistant", "content": ans.Text}
+			msg := map[string]any{"role": "assistant", "content": text}
+			if len(calls) > 0 {
+				msg["tool_calls"] = openAIToolCalls(calls, false)
+				if text == "" {
+					msg["content"] = nil
+				}
+			}
+			choice["message"] = msg
 			if q.Request.Logprobs {
 				choice["logprobs"] = map[string]any{"content": toChatLogprobs(lps)}
 			}
 		} else {
-			choice["text"] = ans.Text
+			choice["text"] = text
 			if q.Request.Logprobs {
 				var tl textLogprobs
 				addTextLogprobs(&tl, lps, 0)
@@ -208,7 +233,7 @@ func (s *Server) serveCompletion(w http.ResponseWriter, r *http.Request, q swarm
 			}
 		}
 		writeJSON(w, http.StatusOK, map[string]any{
-			"id": id, "object": object, "created": created, "model": q.Request.Model,
+			"id": id, "object": object, "created": created, "model": answerModel(ans, q),
 			"choices": []any{choice}, "usage": u, "mwpeer": info(ans),
 		})
 		return
@@ -223,33 +248,49 @@ func (s *Server) serveCompletion(w http.ResponseWriter, r *http.Request, q swarm
 		chunkObject = "text_completion"
 	}
 	offset := 0
+	calls := 0
+	send := func(text string, lps []inference.TokenLogprob, tcs []inference.ToolCall) {
+		choice := map[string]any{"index": 0, "finish_reason": nil, "logprobs": nil}
+		if chat {
+			delta := map[string]any{"content": text}
+			if len(tcs) > 0 {
+				delta = map[string]any{"tool_calls": openAIToolCalls(tcs, true)}
+				if text != "" {
+					delta["content"] = text
+				}
+			}
+			choice["delta"] = delta
+			if q.Request.Logprobs {
+				choice["logprobs"] = map[string]any{"content": toChatLogprobs(lps)}
+			}
+		} else {
+			choice["text"] = text
+			if q.Request.Logprobs {
+				var tl textLogprobs
+				offset = addTextLogprobs(&tl, lps, offset)
+				choice["logprobs"] = tl
+			}
+		}
+		sw.event(map[string]any{"id": id, "object": chunkObject, "created": created, "model": *model.Load(), "choices": []any{choice}})
+	}
 	emit := func(expert string, c inference.Chunk) error {
 		if !sw.started {
 			w.Header().Set("X-Mwpeer-Experts", expert)
 			sw.start()
 			if chat {
-				sw.event(map[string]any{"id": id, "object": chunkObject, "created": created, "model": q.Request.Model,
+				sw.event(map[string]any{"id": id, "object": chunkObject, "created": created, "model": *model.Load(),
 					"choices": []any{map[string]any{"index": 0, "delta": map[string]any{"role": "assistant", "content": ""}, "finish_reason": nil, "logprobs": nil}}})
 			}
 		}
-		if c.Text == "" && len(c.Logprobs) == 0 {
+		if stops.hit {
+			return sw.err // the answer ended at a stop sequence: the rest is dropped
+		}
+		text, _ := stops.push(c.Text)
+		calls += len(c.ToolCalls)
+		if text == "" && len(c.Logprobs) == 0 && len(c.ToolCalls) == 0 {
 			return sw.err
 		}
-		choice := map[string]any{"index": 0, "finish_reason": nil, "logprobs": nil}
-		if chat {
-			choice["delta"] = map[string]any{"content": c.Text}
-			if q.Request.Logprobs {
-				choice["logprobs"] = map[string]any{"content": toChatLogprobs(c.Logprobs)}
-			}
-		} else {
-			choice["text"] = c.Text
-			if q.Request.Logprobs {
-				var tl textLogprobs
-				offset = addTextLogprobs(&tl, c.Logprobs, offset)
-				choice["logprobs"] = tl
-			}
-		}
-		sw.event(map[string]any{"id": id, "object": chunkObject, "created": created, "model": q.Request.Model, "choices": []any{choice}})
+		send(text, c.Logprobs, c.ToolCalls)
 		return sw.err
 	}
 	ans, err := s.swarm.Complete(ctx, q, emit)
@@ -269,20 +310,32 @@ func (s *Server) serveCompletion(w http.ResponseWriter, r *http.Request, q swarm
 		w.Header().Set("X-Mwpeer-Experts", strings.Join(ans.Experts, ","))
 		sw.start()
 	}
-	last := map[string]any{"index": 0, "finish_reason": finishReason(ans.Final), "logprobs": nil}
+	if rest := stops.flush(); rest != "" {
+		send(rest, nil, nil)
+	}
+	m := answerModel(ans, q)
+	last := map[string]any{"index": 0, "finish_reason": finishReason(ans.Final, stops.hit, calls > 0), "logprobs": nil}
 	if chat {
 		last["delta"] = map[string]any{}
 	} else {
 		last["text"] = ""
 	}
-	sw.event(map[string]any{"id": id, "object": chunkObject, "created": created, "model": q.Request.Model,
+	sw.event(map[string]any{"id": id, "object": chunkObject, "created": created, "model": m,
 		"choices": []any{last}, "mwpeer": info(ans)})
 	if includeUsage {
 		u := usage{ans.Final.PromptTokens, ans.Final.CompletionTokens, ans.Final.PromptTokens + ans.Final.CompletionTokens}
-		sw.event(map[string]any{"id": id, "object": chunkObject, "created": created, "model": q.Request.Model,
+		sw.event(map[string]any{"id": id, "object": chunkObject, "created": created, "model": m,
 			"choices": []any{}, "usage": u})
 	}
 	sw.done()
+}
+
+// answerModel is the model that answered q.
+func answerModel(ans swarm.Answer, q swarm.Query) string {
+	if ans.Model != "" {
+		return ans.Model
+	}
+	return q.Request.Model
 }
 
 // sseWriter writes server-sent events and remembers the first write error

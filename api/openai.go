@@ -8,6 +8,7 @@ import (
 	"io"
 	"math"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -68,37 +69,6 @@ func (s *stringOrList) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
-// content accepts a string or an array of {"type":"text","text":...} parts.
-type content string
-
-func (c *content) UnmarshalJSON(b []byte) error {
-	if string(b) == "null" {
-		*c = ""
-		return nil
-	}
-	var s string
-	if err := json.Unmarshal(b, &s); err == nil {
-		*c = content(s)
-		return nil
-	}
-	var parts []struct {
-		Type string `json:"type"`
-		Text string `json:"text"`
-	}
-	if err := json.Unmarshal(b, &parts); err != nil {
-		return errors.New("must be a string or an array of content parts")
-	}
-	var sb strings.Builder
-	for _, p := range parts {
-		if p.Type != "text" {
-			return fmt.Errorf("content part type %q is not supported (text only)", p.Type)
-		}
-		sb.WriteString(p.Text)
-	}
-	*c = content(sb.String())
-	return nil
-}
-
 type commonRequest struct {
 	Model               string       `json:"model"`
 	Stream              bool         `json:"stream"`
@@ -117,12 +87,12 @@ type commonRequest struct {
 
 type chatRequest struct {
 	commonRequest
-	Messages []struct {
-		Role    string  `json:"role"`
-		Content content `json:"content"`
-	} `json:"messages"`
-	Logprobs    bool `json:"logprobs"`
-	TopLogprobs *int `json:"top_logprobs"`
+	Messages       []chatMessage   `json:"messages"`
+	Logprobs       bool            `json:"logprobs"`
+	TopLogprobs    *int            `json:"top_logprobs"`
+	Tools          json.RawMessage `json:"tools"`
+	ToolChoice     json.RawMessage `json:"tool_choice"`
+	ResponseFormat json.RawMessage `json:"response_format"`
 }
 
 type completionRequest struct {
@@ -223,21 +193,21 @@ func (req *chatRequest) toQuery() (swarm.Query, error) {
 	if err != nil {
 		return q, err
 	}
-	if len(req.Messages) == 0 {
-		return q, bad("messages", "messages must hold at least one message")
+	if q.Request.Messages, err = messages(req.Messages); err != nil {
+		return q, err
 	}
-	if len(req.Messages) > MaxMessages {
-		return q, bad("messages", "at most %d messages", MaxMessages)
+	var names []string
+	if q.Request.Tools, names, err = tools(req.Tools); err != nil {
+		return q, err
 	}
-	for i, m := range req.Messages {
-		switch m.Role {
-		case "system", "user", "assistant":
-		case "developer":
-			m.Role = "system"
-		default:
-			return q, bad(fmt.Sprintf("messages[%d].role", i), "role %q is not supported (system, developer, user or assistant)", m.Role)
-		}
-		q.Request.Messages = append(q.Request.Messages, inference.Message{Role: m.Role, Content: string(m.Content)})
+	if q.Request.ToolChoice, err = toolChoice(req.ToolChoice, names); err != nil {
+		return q, err
+	}
+	if q.Request.ToolChoice != "" && q.Request.ToolChoice != "none" && len(names) == 0 {
+		return q, bad("tool_choice", "tool_choice needs tools")
+	}
+	if q.Request.Format, err = responseFormat(req.ResponseFormat); err != nil {
+		return q, err
 	}
 	if req.TopLogprobs != nil {
 		if *req.TopLogprobs < 0 || *req.TopLogprobs > MaxTopLogprobs {
@@ -315,18 +285,48 @@ func writeErr(w http.ResponseWriter, err error) {
 		if br.param != "" {
 			param = &br.param
 		}
+	case errors.Is(err, inference.ErrUnsupported):
+		// The model cannot do what was asked: no retry helps.
+		status, code, typ = http.StatusBadRequest, "unsupported", "invalid_request_error"
+		p := unsupportedParam(err)
+		param = &p
+	case errors.Is(err, inference.ErrInvalidRequest):
+		status, code, typ = http.StatusBadRequest, "invalid_request", "invalid_request_error"
 	case errors.Is(err, inference.ErrUnknownModel):
 		status, code, typ = http.StatusNotFound, "model_not_found", "invalid_request_error"
 		p := "model"
 		param = &p
-	case errors.Is(err, inference.ErrInvalidRequest):
-		status, code, typ = http.StatusBadRequest, "invalid_request", "invalid_request_error"
+	case errors.Is(err, inference.ErrBusy):
+		// The one answer worth retrying, and when.
+		status, code, typ = http.StatusServiceUnavailable, "busy", "server_error"
+		w.Header().Set("Retry-After", strconv.Itoa(RetryAfter))
 	case errors.Is(err, context.DeadlineExceeded) || errors.Is(err, inference.ErrStalled):
 		status, code, typ = http.StatusGatewayTimeout, "timeout", "server_error"
-	case errors.Is(err, inference.ErrNoExpert) || errors.Is(err, inference.ErrBusy):
-		status, code, typ = http.StatusServiceUnavailable, "no_expert_available", "server_error"
+	case errors.Is(err, inference.ErrNoExpert):
+		// Every expert asked failed: what they said is in the message.
+		status, code, typ = http.StatusBadGateway, "experts_failed", "server_error"
 	}
 	writeJSON(w, status, ErrorBody{Error: ErrorDetail{Message: err.Error(), Type: typ, Param: param, Code: &code}})
+}
+
+// RetryAfter is the seconds a busy answer (503) asks a client to wait.
+const RetryAfter = 2
+
+// unsupportedParam is the request parameter an ErrUnsupported names: from
+// the UnsupportedError where the error is local, else from the message a
+// remote peer sent, which begins with it.
+func unsupportedParam(err error) string {
+	var ue *inference.UnsupportedError
+	if errors.As(err, &ue) && ue.Param != "" {
+		return ue.Param
+	}
+	msg := err.Error()
+	for _, p := range []string{"tools", "messages", "response_format", "input", "model"} {
+		if strings.Contains(msg, p+": model ") {
+			return p
+		}
+	}
+	return "model"
 }
 
 var idCounter atomic.Uint64

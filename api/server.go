@@ -44,6 +44,8 @@ func NewServer(node Node, swarm Swarm, log *slog.Logger) *Server {
 		s.mux.HandleFunc("GET /v1/models/{model...}", s.handleModel)
 		s.mux.HandleFunc("POST /v1/chat/completions", s.handleChat)
 		s.mux.HandleFunc("POST /v1/completions", s.handleCompletions)
+		s.mux.HandleFunc("POST /v1/embeddings", s.handleEmbeddings)
+		s.mux.HandleFunc("POST /v1/responses", s.handleResponses)
 		s.mux.HandleFunc("POST /api/route", s.handleRoute)
 		s.handleOllama() // ollama.go
 	}
@@ -57,7 +59,7 @@ func NewServer(node Node, swarm Swarm, log *slog.Logger) *Server {
 	// The same paths with another method get a 405 in the API's own error
 	// shape rather than the mux's plain text.
 	for path, allow := range map[string]string{
-		"/v1/models": "GET", "/v1/chat/completions": "POST", "/v1/completions": "POST",
+		"/v1/models": "GET", "/v1/chat/completions": "POST", "/v1/completions": "POST", "/v1/embeddings": "POST", "/v1/responses": "POST",
 		"/api/route": "POST", "/api/status": "GET", "/api/peers": "GET", "/api/rtt": "GET", "/api/experts": "GET",
 	} {
 		s.mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {

@@ -68,6 +68,7 @@ type UnsupportedError struct {
 	Capability string // the capability missing
 	Param      string // the request parameter that needs it (tools, messages, response_format, input)
 	Engine     string // the engine that refused, if one did
+	Detail     string // why, when the capability is there but not for this request
 }
 
 func (e *UnsupportedError) Error() string {
@@ -84,6 +85,9 @@ func (e *UnsupportedError) Error() string {
 	by := ""
 	if e.Engine != "" {
 		by = " (engine " + e.Engine + ")"
+	}
+	if e.Detail != "" {
+		what = "cannot do this: " + e.Detail
 	}
 	return fmt.Sprintf("%s: model %q%s %s: %s", e.Param, e.Model, by, what, ErrUnsupported)
 }

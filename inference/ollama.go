@@ -73,8 +73,14 @@ type Ollama struct {
 	lim       *limiter
 	keepAlive *api.Duration
 
-	mu       sync.Mutex
-	contexts map[string]int // model digest -> context length (from /api/show)
+	mu    sync.Mutex
+	shown map[string]shown // model digest -> what /api/show says of it
+}
+
+// shown is what Models keeps of /api/show for one model digest.
+type shown struct {
+	context int
+	caps    []string
 }
 
 // NewOllama returns an Ollama backend.
@@ -119,40 +125,42 @@ func (o *Ollama) Models(ctx context.Context) ([]ModelInfo, error) {
 	}
 	out := make([]ModelInfo, 0, len(resp.Models))
 	for _, m := range resp.Models {
+		sh := o.show(ctx, m.Name, m.Digest)
 		out = append(out, ModelInfo{Name: m.Name, Digest: m.Digest, Size: m.Size, Family: m.Details.Family, Params: ParseParams(m.Details.ParameterSize),
-			Context: o.contextOf(ctx, m.Name, m.Digest)})
+			Context: sh.context, Capabilities: sh.caps})
 	}
 	return out, nil
 }
 
-// contextOf is a model's context length from /api/show's model_info
-// ("<architecture>.context_length"), asked once per digest; 0 when Ollama
-// does not say.
-func (o *Ollama) contextOf(ctx context.Context, name, digest string) int {
+// show is a model's context length from /api/show's model_info
+// ("<architecture>.context_length", 0 when Ollama does not say) and its
+// capabilities (see ollamaCapabilities), asked once per digest.
+func (o *Ollama) show(ctx context.Context, name, digest string) shown {
 	o.mu.Lock()
-	n, ok := o.contexts[digest]
+	sh, ok := o.shown[digest]
 	o.mu.Unlock()
 	if ok {
-		return n
+		return sh
 	}
 	resp, err := o.client.Show(ctx, &api.ShowRequest{Model: name})
 	if err != nil {
-		return 0 // asked again on the next listing
+		return shown{} // asked again on the next listing
 	}
 	arch, _ := resp.ModelInfo["general.architecture"].(string)
 	if v, ok := resp.ModelInfo[arch+".context_length"].(float64); ok && v > 0 && v <= 1<<24 {
-		n = int(v)
+		sh.context = int(v)
 	}
+	sh.caps = ollamaCapabilities(resp.Capabilities)
 	o.mu.Lock()
-	if o.contexts == nil {
-		o.contexts = map[string]int{}
+	if o.shown == nil {
+		o.shown = map[string]shown{}
 	}
-	if len(o.contexts) > 4096 {
-		clear(o.contexts)
+	if len(o.shown) > 4096 {
+		clear(o.shown)
 	}
-	o.contexts[digest] = n
+	o.shown[digest] = sh
 	o.mu.Unlock()
-	return n
+	return sh
 }
 
 func (o *Ollama) options(req Request) map[string]any {
@@ -173,14 +181,6 @@ func (o *Ollama) options(req Request) map[string]any {
 		opts["seed"] = *req.Seed
 	}
 	return opts
-}
-
-func chatMessages(req Request) []api.Message {
-	msgs := make([]api.Message, len(req.Messages))
-	for i, m := range req.Messages {
-		msgs[i] = api.Message{Role: m.Role, Content: m.Content}
-	}
-	return msgs
 }
 
 // Generate runs req on Ollama and streams its tokens.
@@ -228,15 +228,42 @@ func (o *Ollama) Generate(ctx context.Context, req Request, emit func(Chunk) err
 
 	var err error
 	switch {
+	case len(req.Input) > 0:
+		err = o.embed(ctx, req, emit, &f)
+	case req.Continue != "" && (len(req.Tools) > 0 || len(req.Format) > 0):
+		// A raw continuation would lose the tools and the format.
+		err = fmt.Errorf("%w: continuing an answer with tools or a format", ErrUnsupported)
 	case req.Continue != "":
 		err = o.continueRaw(ctx, req, step)
 	case len(req.Messages) > 0:
 		cr := &api.ChatRequest{
 			Model: req.Model, Messages: chatMessages(req), Options: o.options(req),
 			KeepAlive: o.keepAlive, Logprobs: req.Logprobs, TopLogprobs: req.TopLogprobs,
+			Format: req.Format,
 		}
+		if cr.Tools, err = ollamaTools(req); err != nil {
+			break
+		}
+		calls := 0
 		err = o.chat(ctx, cr, func(r *api.ChatResponse) error {
-			return step(r.Message.Content, r.Logprobs, r.Done, r.DoneReason, r.Metrics)
+			if len(r.Message.ToolCalls) > 0 {
+				c := Chunk{ToolCalls: fromOllamaToolCalls(r.Message.ToolCalls, calls)}
+				calls += len(c.ToolCalls)
+				if tokens == 0 {
+					f.TTFT = time.Since(start)
+				}
+				tokens++
+				if err := emit(c); err != nil {
+					return err
+				}
+			}
+			if err := step(r.Message.Content, r.Logprobs, r.Done, r.DoneReason, r.Metrics); err != nil {
+				return err
+			}
+			if r.Done && calls > 0 {
+				f.FinishReason = FinishToolCalls
+			}
+			return nil
 		})
 	default:
 		err = o.generate(ctx, req, req.Prompt, req.Raw, step)
@@ -261,6 +288,7 @@ func (o *Ollama) generate(ctx context.Context, req Request, prompt string, raw b
 	gr := &api.GenerateRequest{
 		Model: req.Model, Prompt: prompt, Raw: raw, Options: o.options(req),
 		KeepAlive: o.keepAlive, Logprobs: req.Logprobs, TopLogprobs: req.TopLogprobs,
+		Format: req.Format,
 	}
 	return o.generateStream(ctx, gr, func(r *api.GenerateResponse) error {
 		return step(r.Response, r.Logprobs, r.Done, r.DoneReason, r.Metrics)
@@ -426,6 +454,9 @@ func ollamaError(ctx context.Context, req Request, err error) error {
 	var se api.StatusError
 	if errors.As(err, &se) && se.StatusCode == http.StatusNotFound {
 		return fmt.Errorf("ollama: %w: %q: %s", ErrUnknownModel, req.Model, se.ErrorMessage)
+	}
+	if errors.As(err, &se) && se.StatusCode == http.StatusBadRequest && strings.Contains(se.ErrorMessage, "does not support") {
+		return fmt.Errorf("ollama: %w: %q: %s", ErrUnsupported, req.Model, se.ErrorMessage)
 	}
 	if ctx.Err() != nil && !errors.Is(err, ctx.Err()) {
 		return fmt.Errorf("ollama: %w (%v)", ctx.Err(), err)

@@ -133,6 +133,9 @@ func (s *Synthetic) Generate(ctx context.Context, req Request, emit func(Chunk) 
 	if !slices.Contains(s.cfg.Models, req.Model) {
 		return Final{}, fmt.Errorf("synthetic: %w: %q", ErrUnknownModel, req.Model)
 	}
+	if err := Check(nil, SyntheticName, req); err != nil {
+		return Final{}, err // text only: no tools, images, JSON or embeddings
+	}
 	ctx, cancel := withDeadline(ctx, req)
 	defer cancel()
 	if err := s.lim.acquire(ctx); err != nil {
@@ -173,6 +176,7 @@ func (s *Synthetic) Generate(ctx context.Context, req Request, emit func(Chunk) 
 		limit = i + req.MaxTokens
 	}
 
+	var said strings.Builder // what this call emitted
 	var tick *time.Timer
 	if s.cfg.TTFT > 0 {
 		tick = time.NewTimer(s.cfg.TTFT)
@@ -206,6 +210,7 @@ func (s *Synthetic) Generate(ctx context.Context, req Request, emit func(Chunk) 
 		if err := emit(c); err != nil {
 			return err
 		}
+		said.WriteString(text)
 		if f.CompletionTokens == 0 {
 			f.TTFT = time.Since(start)
 		}
@@ -221,21 +226,34 @@ func (s *Synthetic) Generate(ctx context.Context, req Request, emit func(Chunk) 
 		}
 		return nil
 	}
+	// A stop sequence ends the answer after the token that completes it
+	// (the API layer cuts the text at it).
+	stopped := func() bool {
+		for _, st := range req.Stop {
+			if st != "" && strings.Contains(said.String(), st) {
+				return true
+			}
+		}
+		return false
+	}
+	stop := false
 	if partial != "" {
 		if err := emitOne(i-1, partial); err != nil {
 			return Final{}, err
 		}
+		stop = stopped()
 	}
-	for ; i < limit; i++ {
+	for ; i < limit && !stop; i++ {
 		if err := emitOne(i, seq.token(i)); err != nil {
 			return Final{}, err
 		}
+		stop = stopped()
 	}
 	if tick != nil {
 		tick.Stop()
 	}
 	f.FinishReason = FinishLength
-	if limit == total {
+	if limit == total || stop {
 		f.FinishReason = FinishStop
 	}
 	f.Duration = time.Since(start)

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -298,7 +299,7 @@ func (r *Router) Candidates(ctx context.Context, q Query) ([]Candidate, error) {
 		case unable != nil:
 			return nil, unable
 		case anyModel:
-			return nil, fmt.Errorf("%w: no peer in the swarm serves any model: %s", inference.ErrUnknownModel, NoModelHint)
+			return nil, fmt.Errorf("no peer in the swarm serves any model (%w): %s", inference.ErrUnknownModel, NoModelHint)
 		}
 		return nil, fmt.Errorf("model %q: no peer in the swarm serves it (GET /v1/models lists those it does): %w", model, inference.ErrUnknownModel)
 	}
@@ -357,7 +358,7 @@ func (r *Router) Complete(ctx context.Context, q Query, emit func(expert string,
 	if isAny(req.Model) {
 		req.Model = "" // each target fills in its own model
 	}
-	res, err := r.cfg.Dispatch.Dispatch(ctx, primary, spares, strategy, req, emit)
+	res, err := r.cfg.Dispatch.Dispatch(ctx, primary, spares, strategy, req, answering(q, cands, emit))
 	if err != nil {
 		return Answer{}, err
 	}
@@ -385,6 +386,27 @@ func answeredModel(asked, expert string, experts []string, cands []Candidate) st
 	}
 	if expert == "" && len(experts) > 0 {
 		expert = experts[0]
+// answering wraps emit to tell q.Answering which model each expert runs.
+func answering(q Query, cands []Candidate, emit func(string, inference.Chunk) error) func(string, inference.Chunk) error {
+	if q.Answering == nil {
+		return emit
+	}
+	var mu sync.Mutex
+	var told []string
+	return func(expert string, c inference.Chunk) error {
+		mu.Lock()
+		first := !slices.Contains(told, expert)
+		if first {
+			told = append(told, expert)
+		}
+		mu.Unlock()
+		if first {
+			q.Answering(expert, answeredModel(q.Request.Model, expert, nil, cands))
+		}
+		return emit(expert, c)
+	}
+}
+
 	}
 	for _, c := range cands {
 		if c.Peer == expert {

@@ -31,6 +31,10 @@ type Query struct {
 	// digest produced token for token at temperature 0 (see
 	// inference.DispatchConfig.Verify); Strategy and K then do not apply.
 	Verify bool
+	// Answering, when set, hears the model an expert runs (for AnyModel,
+	// the one routing chose for it) before that expert's first chunk
+	// reaches emit, so a stream can name the model that answers.
+	Answering func(expert, model string)
 }
 
 // Answer is the outcome of Complete.

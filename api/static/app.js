@@ -485,10 +485,12 @@ function humanError(status, code, message, model, promptChars) {
   const gone = model !== "auto" && state.models && !state.models.data.some((m) => m.id === model);
   const pick = `No peer serves the model "${model}" any more. Pick another model or "auto" and send again.`;
   if (dial) return `Could not reach ${peerName(dial[1])}: ${reason}. It has probably left the swarm; ` + (gone ? pick : "try again and routing will pick another peer.");
+  if ((code === "model_not_found" || status === 404) && model === "auto") return `No peer in the swarm serves any model yet. ${msg.replace(/^.*serves any model: /, "To fix it: ")}.`;
   if (code === "model_not_found" || status === 404) return pick;
+  if (code === "unsupported") return `"${model}" cannot do this: ${msg}`;
   if (code === "context_length_exceeded") return `The conversation is too long for "${model}": ${msg.replace(/^this prompt/, "it")}.`;
   if (/context|too long|exceeds|too many tokens/i.test(msg)) return `The conversation is too long for the model (${promptChars} characters). Shorten the prompt or start a new conversation.`;
-  if (code === "no_expert_available" || status === 503) {
+  if (code === "no_expert_available" || code === "busy" || code === "experts_failed" || status === 503 || status === 502) {
     const long = promptChars > 6000 ? ` The conversation is ${promptChars} characters long, which may be more than the models here accept: shorten it or start a new conversation.` : " Wait a moment and send again, or pick another model.";
     return `No peer could take this prompt right now (${/busy/i.test(msg) ? "every expert is busy" : "no expert available"}).${long}`;
   }

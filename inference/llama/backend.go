@@ -30,6 +30,10 @@ type BackendOptions struct {
 	Experts Experts
 }
 
+// Capabilities is what the engine can do with any model: complete text, and
+// constrain it to JSON (see JSONGrammar).
+var Capabilities = []string{inference.CapCompletion, inference.CapJSON}
+
 // Backend serves one GGUF model through the inference.Backend interface.
 type Backend struct {
 	model *Model
@@ -76,7 +80,8 @@ func NewModelBackend(m *Model, opts BackendOptions) *Backend {
 	return &Backend{
 		model: m,
 		opts:  opts,
-		info:  inference.ModelInfo{Name: opts.Name, Size: m.size, Family: "llama", Params: m.Config.ActiveParams(), Context: m.Config.ContextLength},
+		info: inference.ModelInfo{Name: opts.Name, Size: m.size, Family: "llama", Params: m.Config.ActiveParams(), Context: m.Config.ContextLength,
+			Capabilities: Capabilities},
 		slots: make(chan struct{}, opts.Capacity),
 	}
 }
@@ -122,6 +127,20 @@ func (b *Backend) Generate(ctx context.Context, req inference.Request, emit func
 	if req.MaxTokens < 0 || req.TopLogprobs < 0 || req.TopLogprobs > 20 {
 		return inference.Final{}, fmt.Errorf("embedded: %w: max_tokens %d, top_logprobs %d", inference.ErrInvalidRequest, req.MaxTokens, req.TopLogprobs)
 	}
+	if err := inference.Check(Capabilities, BackendName, req); err != nil {
+		return inference.Final{}, err
+	}
+	var grammar *JSONGrammar
+	if len(req.Format) > 0 {
+		if req.Continue != "" {
+			return inference.Final{}, fmt.Errorf("embedded: %w: continuing a JSON answer", inference.ErrUnsupported)
+		}
+		g, err := CompileJSON(req.Format)
+		if err != nil {
+			return inference.Final{}, &inference.UnsupportedError{Model: req.Model, Capability: inference.CapJSON, Param: "response_format", Engine: BackendName, Detail: err.Error()}
+		}
+		grammar = g
+	}
 	if !req.Deadline.IsZero() {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithDeadline(ctx, req.Deadline)
@@ -132,7 +151,7 @@ func (b *Backend) Generate(ctx context.Context, req inference.Request, emit func
 	}
 	defer func() { <-b.slots }()
 
-	opts := Options{MaxTokens: req.MaxTokens, Stop: req.Stop}
+	opts := Options{MaxTokens: req.MaxTokens, Stop: req.Stop, JSON: grammar}
 	if opts.MaxTokens == 0 {
 		opts.MaxTokens = b.opts.MaxTokens
 	}

@@ -20,6 +20,9 @@ type Options struct {
 	// EndTokens end the generation like the end-of-generation tokens: a
 	// chat template's turn markers. They are not emitted.
 	EndTokens []int
+	// JSON, when set, constrains the output to one JSON text (see
+	// JSONGrammar); the generation ends when the text is complete.
+	JSON *JSONGrammar
 }
 
 // Token is one generated token.
@@ -147,8 +150,18 @@ func (m *Model) GenerateTokens(ctx context.Context, ids []int, opts Options, exp
 	}
 	smp := NewSampler(opts)
 	var text []byte
+	var js *JSONConstraint
+	if opts.JSON != nil {
+		js = opts.JSON.Start(m.Vocab)
+	}
+	budget := min(max, ctxLen-len(ids)) // tokens this generation may write
 	for n := 0; ; n++ {
-		id := smp.Sample(logits)
+		var id int
+		if js != nil {
+			id = js.Next(smp, logits, budget-n)
+		} else {
+			id = smp.Sample(logits)
+		}
 		if m.Vocab.IsEOG(id) || slices.Contains(opts.EndTokens, id) {
 			return len(ids), "stop", nil
 		}
@@ -156,6 +169,9 @@ func (m *Model) GenerateTokens(ctx context.Context, ids []int, opts Options, exp
 		tok := Token{ID: id, Text: m.Vocab.Piece(id), Logprob: float64(lp[id])}
 		if opts.TopLogprobs > 0 {
 			tok.Top = top(lp, opts.TopLogprobs, m.Vocab)
+		}
+		if js != nil {
+			js.Accept(id)
 		}
 		if err := emit(tok); err != nil {
 			return len(ids), "", err
