@@ -111,65 +111,123 @@ func benchText(seed uint64) string {
 	return sb.String()
 }
 
+// EnvNative names the environment variable that holds the path of an Ollama
+// built with -O3 -march=native (OLLAMA_NATIVE=1 ../shared/tools/build-ollama):
+// llama.cpp's SIMD kernels, the speed to compare the engine with.
+const EnvNative = "MWPEER_OLLAMA_NATIVE"
+
+// benchFormats are the formats BenchmarkLarge runs a model in: its own
+// (F32 or F16), then what Ollama quantizes it to (a model's rows must be a
+// multiple of 256 for K-quants). Quantized formats need an Ollama.
+func benchFormats(c randmodel.Config) []string {
+	own := strings.ToLower(c.Type.String())
+	if c.Experts > 0 || c.Embedding < 256 {
+		return []string{own}
+	}
+	return []string{own, "q8_0", "q4_K_M"}
+}
+
 // BenchmarkLarge reports prefill (128-token prompt) and decode (64 tokens)
-// tokens/s of the engine on the tiny dense and ~200 MB generated models, and Ollama's on the same
-// files on the same machine when $MWPEER_OLLAMA names an Ollama binary.
+// tokens/s of the engine on the tiny dense and ~200 MB generated models, in
+// F16 and, quantized by Ollama, Q8_0 and Q4_K_M, and Ollama's on the same
+// files on the same machine: the native build named by $MWPEER_OLLAMA_NATIVE
+// when set (the speed a user's Ollama has), else $MWPEER_OLLAMA (the portable
+// build). With an Ollama it reports the ratios engine/llama.cpp
+// (decode-ratio, prefill-ratio) and logs a table of them at the end.
 // Ollama runs with num_thread = GOMAXPROCS, the engine on all of GOMAXPROCS.
 // Run it with: go test ./inference/llama -run '^$' -bench Large -benchtime 1x
 func BenchmarkLarge(b *testing.B) {
 	var srv *ollamatest.Server
-	if os.Getenv("MWPEER_OLLAMA") == "" {
-		b.Log("MWPEER_OLLAMA is not set: measuring the engine only, not Ollama")
+	ref := "portable"
+	if native := os.Getenv(EnvNative); native != "" {
+		b.Setenv(ollamatest.EnvBinary, native)
+		ref = "native"
+	}
+	if os.Getenv(ollamatest.EnvBinary) == "" {
+		b.Log("neither MWPEER_OLLAMA nor MWPEER_OLLAMA_NATIVE is set: measuring the engine only, on unquantized files")
 	} else {
 		srv = ollamatest.Start(b)
 	}
+	var table strings.Builder
+	fmt.Fprintf(&table, "engine (%s kernels) / llama.cpp (%s build), GOMAXPROCS %d:\n", Kernels(), ref, runtime.GOMAXPROCS(0))
+	fmt.Fprintf(&table, "%-32s %-7s %22s %22s\n", "model", "format", "decode tok/s (ratio)", "prefill tok/s (ratio)")
 	for _, c := range benchModels() {
-		path := benchFile(b, c)
-		b.Run(c.Name, func(b *testing.B) {
-			m, err := Load(path)
-			if err != nil {
-				b.Fatal(err)
+		f16 := benchFile(b, c)
+		for _, format := range benchFormats(c) {
+			quantized := format != strings.ToLower(c.Type.String())
+			if quantized && srv == nil {
+				continue
 			}
-			ids := m.Vocab.Encode(benchText(1))
-			if len(ids) != benchPrompt {
-				b.Fatalf("prompt of %d tokens, want %d", len(ids), benchPrompt)
-			}
-			var prefill, decode time.Duration
-			for b.Loop() {
-				ctx := context.Background()
-				st := m.NewState(benchPrompt+benchDecode, nil)
-				start := time.Now()
-				logits, err := st.Forward(ctx, ids)
-				if err != nil {
-					b.Fatal(err)
-				}
-				prefill += time.Since(start)
-				start = time.Now()
-				smp := NewSampler(Options{})
-				for range benchDecode {
-					if logits, err = st.Forward(ctx, []int{smp.Sample(logits)}); err != nil {
-						b.Fatal(err)
+			b.Run(c.Name+"/"+format, func(b *testing.B) {
+				name := strings.ToLower(c.Name + "-" + format)
+				path := f16
+				if srv != nil {
+					if quantized {
+						srv.CreateQuantized(b, name, f16, format)
+						path = quantizedBlob(b, srv, name)
+					} else {
+						srv.CreateModel(b, name, f16)
 					}
 				}
-				decode += time.Since(start)
-			}
-			b.ReportMetric(float64(b.N*benchPrompt)/prefill.Seconds(), "prefill-tok/s")
-			b.ReportMetric(float64(b.N*benchDecode)/decode.Seconds(), "decode-tok/s")
-			if srv == nil {
-				return
-			}
-			name := strings.ToLower(c.Name)
-			srv.CreateModel(b, name, path)
-			ollamaGenerate(b, srv.Client(), name, benchText(2)) // loads the model
-			pm := ollamaGenerate(b, srv.Client(), name, benchText(1))
-			if pm.PromptEvalCount != benchPrompt || pm.EvalCount != benchDecode {
-				b.Logf("ollama counted %d prompt and %d generated tokens: no Ollama figures", pm.PromptEvalCount, pm.EvalCount)
-				return
-			}
-			b.ReportMetric(float64(pm.PromptEvalCount)/pm.PromptEvalDuration.Seconds(), "ollama-prefill-tok/s")
-			b.ReportMetric(float64(pm.EvalCount)/pm.EvalDuration.Seconds(), "ollama-decode-tok/s")
-		})
+				prefill, decode := engineSpeed(b, path)
+				b.ReportMetric(prefill, "prefill-tok/s")
+				b.ReportMetric(decode, "decode-tok/s")
+				if srv == nil {
+					return
+				}
+				ollamaGenerate(b, srv.Client(), name, benchText(2)) // loads the model
+				pm := ollamaGenerate(b, srv.Client(), name, benchText(1))
+				if pm.PromptEvalCount != benchPrompt || pm.EvalCount != benchDecode {
+					b.Logf("ollama counted %d prompt and %d generated tokens: no Ollama figures", pm.PromptEvalCount, pm.EvalCount)
+					return
+				}
+				oPrefill := float64(pm.PromptEvalCount) / pm.PromptEvalDuration.Seconds()
+				oDecode := float64(pm.EvalCount) / pm.EvalDuration.Seconds()
+				b.ReportMetric(oPrefill, "ollama-prefill-tok/s")
+				b.ReportMetric(oDecode, "ollama-decode-tok/s")
+				b.ReportMetric(decode/oDecode, "decode-ratio")
+				b.ReportMetric(prefill/oPrefill, "prefill-ratio")
+				fmt.Fprintf(&table, "%-32s %-7s %7.1f / %6.1f (%3.0f%%) %7.1f / %6.1f (%3.0f%%)\n", c.Name, format,
+					decode, oDecode, 100*decode/oDecode, prefill, oPrefill, 100*prefill/oPrefill)
+			})
+		}
 	}
+	if srv != nil {
+		b.Log(table.String())
+	}
+}
+
+// engineSpeed loads the model at path and returns the engine's prefill and
+// decode tokens/s over b.N runs of the benchmark prompt.
+func engineSpeed(b *testing.B, path string) (prefillRate, decodeRate float64) {
+	m, err := Load(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ids := m.Vocab.Encode(benchText(1))
+	if len(ids) != benchPrompt {
+		b.Fatalf("prompt of %d tokens, want %d", len(ids), benchPrompt)
+	}
+	var prefill, decode time.Duration
+	for b.Loop() {
+		ctx := context.Background()
+		st := m.NewState(benchPrompt+benchDecode, nil)
+		start := time.Now()
+		logits, err := st.Forward(ctx, ids)
+		if err != nil {
+			b.Fatal(err)
+		}
+		prefill += time.Since(start)
+		start = time.Now()
+		smp := NewSampler(Options{})
+		for range benchDecode {
+			if logits, err = st.Forward(ctx, []int{smp.Sample(logits)}); err != nil {
+				b.Fatal(err)
+			}
+		}
+		decode += time.Since(start)
+	}
+	return float64(b.N*benchPrompt) / prefill.Seconds(), float64(b.N*benchDecode) / decode.Seconds()
 }
 
 // ollamaGenerate completes prompt greedily for benchDecode tokens and returns Ollama's timings.

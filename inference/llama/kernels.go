@@ -1,5 +1,7 @@
 package llama
 
+import "math"
+
 //go:generate sh -c "cd internal/asm && go run . -out ../../kernels_amd64.s -stubs ../../kernels_stubs_amd64.go -pkg llama"
 
 // The products of a weight matrix with activations run one of two sets of
@@ -20,4 +22,26 @@ func Kernels() string {
 		return "avx2"
 	}
 	return "generic"
+}
+
+// quantizeQ8_0Native quantizes x to Q8_0 blocks as llama.cpp's AVX2 build
+// does (quantize_row_q8_0 under __AVX2__), which the SIMD kernels pair
+// with: the inverse scale is 127/amax rather than 1/d, and values round
+// half to even rather than away from zero.
+func quantizeQ8_0Native(x []float32, q []int8, d []float32) {
+	for blk := range d {
+		xs, qs := x[blk*32:blk*32+32], q[blk*32:blk*32+32]
+		var amax float32
+		for _, v := range xs {
+			amax = max(amax, abs32(v))
+		}
+		d[blk] = f16table[f32to16(amax/127)]
+		var id float32
+		if amax != 0 {
+			id = 127 / amax
+		}
+		for i, v := range xs {
+			qs[i] = int8(math.RoundToEven(float64(v * id)))
+		}
+	}
 }

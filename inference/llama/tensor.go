@@ -164,8 +164,12 @@ func (a *acts) prepare(kind actKind, in [][]float32) {
 	case actQ8_0:
 		a.q = grow(a.q, n*cols)
 		a.d = grow(a.d, n*cols/32)
+		quantize := quantizeQ8_0
+		if useSIMD {
+			quantize = quantizeQ8_0Native
+		}
 		for b, x := range in {
-			quantizeQ8_0(x, a.q[b*cols:(b+1)*cols], a.d[b*cols/32:(b+1)*cols/32])
+			quantize(x, a.q[b*cols:(b+1)*cols], a.d[b*cols/32:(b+1)*cols/32])
 		}
 	case actQ8_K:
 		a.q = grow(a.q, n*cols)
