@@ -8,8 +8,6 @@ import (
 	"slices"
 	"sync"
 	"time"
-
-	"github.com/mwpeer/mwpeer/geo"
 )
 
 // Kind says what a peer did.
@@ -140,10 +138,15 @@ type record struct {
 	whySusp   string
 }
 
+// PerfWindow is how many recent calls a peer's measured speed is taken
+// from (see Perf).
+const PerfWindow = 5
+
 type perf struct {
-	ttft geo.EWMA
-	tps  float64 // EWMA of decode tokens/s
-	n    int
+	ttft   [PerfWindow]time.Duration // a ring of recent times to first token
+	tps    [PerfWindow]float64       // a ring of recent decode rates
+	nt, nr int                       // samples put in each ring
+	n      int
 }
 
 // maxModelsPerPeer bounds the per-model speed records of one peer.
@@ -353,15 +356,12 @@ func (r *record) addPerf(ev Event) {
 	}
 	p.n++
 	if ev.TTFT > 0 {
-		p.ttft.Add(ev.TTFT)
+		p.ttft[p.nt%PerfWindow] = ev.TTFT
+		p.nt++
 	}
 	if decode := ev.Duration - ev.TTFT; ev.Tokens > 1 && decode > 0 {
-		tps := float64(ev.Tokens-1) / decode.Seconds()
-		if p.tps == 0 {
-			p.tps = tps
-		} else {
-			p.tps = geo.DefaultAlpha*tps + (1-geo.DefaultAlpha)*p.tps
-		}
+		p.tps[p.nr%PerfWindow] = float64(ev.Tokens-1) / decode.Seconds()
+		p.nr++
 	}
 }
 
@@ -464,10 +464,17 @@ func (s *Store) Score(peer string) Score {
 	return sc
 }
 
-// Perf is a peer's measured speed for one model.
+// Perf is a peer's measured speed for one model: the best of its last
+// PerfWindow calls rather than a mean. A busy network or CPU, at either end,
+// only ever slows a call, so the best recent one is the nearest to what the
+// peer can do and the steadiest to rank it by; a peer that really got
+// slower is followed within PerfWindow calls (and its failures, stalls and
+// announced load say so sooner). On a loaded 2-core machine an EWMA read
+// times to first token two to three times the true ones
+// (internal/worldtest).
 type Perf struct {
-	TTFT      time.Duration // EWMA of time to first token; 0 if never measured
-	DecodeTPS float64       // EWMA of decode tokens/s; 0 if never measured
+	TTFT      time.Duration // least time to first token of the last PerfWindow calls; 0 if never measured
+	DecodeTPS float64       // greatest decode tokens/s of the last PerfWindow calls; 0 if never measured
 	Calls     int           // successful calls measured
 }
 
@@ -483,8 +490,17 @@ func (s *Store) Perf(peer, model string) Perf {
 	if !ok {
 		return Perf{}
 	}
-	ttft, _ := p.ttft.Value()
-	return Perf{TTFT: ttft, DecodeTPS: p.tps, Calls: p.n}
+	var out Perf
+	out.Calls = p.n
+	for i := range min(p.nt, PerfWindow) {
+		if out.TTFT == 0 || p.ttft[i] < out.TTFT {
+			out.TTFT = p.ttft[i]
+		}
+	}
+	for i := range min(p.nr, PerfWindow) {
+		out.DecodeTPS = max(out.DecodeTPS, p.tps[i])
+	}
+	return out
 }
 
 // Counts returns how many events of each kind were observed of peer, by
