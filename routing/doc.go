@@ -9,6 +9,8 @@
 //   - Rank: a score per candidate expert from relevance, speed (RTT,
 //     time to first token, decode rate), free capacity, load, distance and
 //     recent failures, with every part kept so POST /api/route can show it.
+//     What nobody measured counts as the median measured candidate
+//     (Priors), or as what the peer reports of itself when it does.
 //   - ChooseK: how many experts to ask in parallel, from the prompt's length
 //     and how many domains it spans.
 //

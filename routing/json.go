@@ -5,8 +5,8 @@ import (
 	"time"
 )
 
-// JSON: Candidate and Scored carry durations as milliseconds, rtt_ms and
-// ttft_ms (floats), next to the fields their tags name, and the RTT once
+// JSON: Candidate and Scored carry durations as milliseconds, rtt_ms,
+// ttft_ms and reported_ttft_ms (floats), next to the fields their tags name, and the RTT once
 // more with its source as "rtt": {"ms", "source"}.
 
 // candidateFields is Candidate without its methods, for encoding/json.
@@ -16,6 +16,8 @@ type candidateJSON struct {
 	candidateFields
 	RTTMs  float64 `json:"rtt_ms"`
 	TTFTMs float64 `json:"ttft_ms"`
+	// ReportedTTFTMs is omitted when the peer reports nothing.
+	ReportedTTFTMs float64 `json:"reported_ttft_ms,omitempty"`
 	// RTTInput repeats the RTT with its source, {"ms": 1.2, "source":
 	// "measured"}; ms is null when the RTT is unknown. Decoding ignores it.
 	RTTInput rttJSON `json:"rtt"`
@@ -27,7 +29,7 @@ type rttJSON struct {
 }
 
 func (c Candidate) toJSON() candidateJSON {
-	j := candidateJSON{candidateFields: candidateFields(c), RTTMs: millis(c.RTT), TTFTMs: millis(c.TTFT)}
+	j := candidateJSON{candidateFields: candidateFields(c), RTTMs: millis(c.RTT), TTFTMs: millis(c.TTFT), ReportedTTFTMs: millis(c.ReportedTTFT)}
 	j.RTTInput.Source = c.Sources.RTT
 	if c.RTTKnown || c.Local {
 		ms := j.RTTMs
@@ -38,7 +40,7 @@ func (c Candidate) toJSON() candidateJSON {
 
 func (j candidateJSON) candidate() Candidate {
 	c := Candidate(j.candidateFields)
-	c.RTT, c.TTFT = fromMillis(j.RTTMs), fromMillis(j.TTFTMs)
+	c.RTT, c.TTFT, c.ReportedTTFT = fromMillis(j.RTTMs), fromMillis(j.TTFTMs), fromMillis(j.ReportedTTFTMs)
 	return c
 }
 
@@ -46,7 +48,7 @@ func millis(d time.Duration) float64 { return float64(d) / float64(time.Millisec
 
 func fromMillis(ms float64) time.Duration { return time.Duration(ms * float64(time.Millisecond)) }
 
-// MarshalJSON encodes c with its durations as rtt_ms and ttft_ms.
+// MarshalJSON encodes c with its durations in milliseconds.
 func (c Candidate) MarshalJSON() ([]byte, error) { return json.Marshal(c.toJSON()) }
 
 // UnmarshalJSON decodes what MarshalJSON encodes.

@@ -18,11 +18,16 @@ type Candidate struct {
 	RTT        time.Duration `json:"-"`           // predicted round trip; JSON rtt_ms
 	RTTKnown   bool          `json:"rtt_known"`   // RTT is a measurement or a prediction, not a guess
 	TTFT       time.Duration `json:"-"`           // measured time to first token; 0 if never measured; JSON ttft_ms
-	DecodeTPS  float64       `json:"decode_tps"`  // measured decode tokens/s; 0 if never measured
+	DecodeTPS  float64       `json:"decode_tps"`  // measured (else reported) decode tokens/s; 0 if unknown
 	Capacity   int           `json:"capacity"`    // most concurrent requests it accepts (< 1 counts as 1)
 	Load       int           `json:"load"`        // requests it is running now
 	DistanceKm float64       `json:"distance_km"` // geographic distance; < 0 when unknown
 	Failures   int           `json:"failures"`    // recent failures (a decaying count kept by the caller)
+	// ReportedTTFT is the time to first token the peer reports of its own
+	// engine, from the request's arrival there (no round trip); 0 if it
+	// says nothing. Speed uses it only when TTFT is 0. JSON
+	// reported_ttft_ms.
+	ReportedTTFT time.Duration `json:"-"`
 	// Prefix is the network the peer is reached in (an IPv4 /24 or IPv6
 	// /48, as the caller names it; "" when unknown): Decide spreads the K
 	// experts of a prompt over different prefixes where it can.
@@ -121,12 +126,11 @@ type Scored struct {
 }
 
 // Reference points. Each turns a measurement x into a score with a smooth
-// curve, ref/(ref+x) or x/(x+ref), that is 0.5 at the reference. An unknown
-// measurement is taken to be the reference: neutral, never the best.
+// curve, ref/(ref+x) or x/(x+ref), that is 0.5 at the reference.
 const (
 	refRTT  = 100 * time.Millisecond
 	refTTFT = 500 * time.Millisecond
-	refTPS  = 20.0   // decode tokens/s
+	refTPS  = 10.0   // decode tokens/s
 	refKm   = 2000.0 // distance
 	// neutral is the score of something unknown.
 	neutral = 0.5
@@ -135,7 +139,81 @@ const (
 	// the general domain: every model can chat, few can prove theorems.
 	generalMatch      = 0.3
 	specialistGeneral = 0.5
+	// minSamples is how many candidates must be measured before their
+	// median stands in for the unmeasured ones (see Priors): a median of
+	// one or two is a peer's luck, not the swarm's.
+	minSamples = 3
 )
+
+// Priors are what a candidate is taken to have where nothing was measured:
+// how long a server takes from a request's arrival to its first token, its
+// decode rate, and the round trip to a peer with neither a measurement nor
+// a prediction.
+//
+// Rank takes them from the candidates it ranks (see PriorsOf): an
+// unmeasured peer counts as the median measured one, so it is tried when
+// the known peers are worse than typical and not when they are better, and
+// what tells unmeasured peers apart is what is known of them, the
+// predicted round trip. A fixed reference would instead be optimistic in a
+// slow swarm (every unknown peer is tried before a known good one) and
+// pessimistic in a fast one (a near unknown peer is never tried).
+type Priors struct {
+	ServerTTFT time.Duration
+	DecodeTPS  float64
+	RTT        time.Duration
+}
+
+// DefaultPriors are the references: a first token refTTFT after the
+// request arrived, refTPS tokens/s, a round trip of refRTT.
+func DefaultPriors() Priors {
+	return Priors{ServerTTFT: refTTFT, DecodeTPS: refTPS, RTT: refRTT}
+}
+
+// PriorsOf takes priors from cands: each is the median over the remote
+// candidates that have the input measured (the server's part of a measured
+// time to first token is that time less the candidate's round trip; a
+// reported decode rate does not count), or the reference when fewer than
+// three have it.
+func PriorsOf(cands []Candidate) Priors {
+	p := DefaultPriors()
+	var ttft []time.Duration
+	var tps []float64
+	var rtts []time.Duration
+	for _, c := range cands {
+		if c.Local {
+			continue
+		}
+		if c.RTTKnown && c.RTT >= 0 {
+			rtts = append(rtts, c.RTT)
+		}
+		if c.TTFT > 0 {
+			server := c.TTFT
+			if c.RTTKnown {
+				server = max(c.TTFT-max(c.RTT, 0), 0)
+			}
+			ttft = append(ttft, server)
+		}
+		if c.DecodeTPS > 0 && !math.IsInf(c.DecodeTPS, 0) && c.Sources.DecodeTPS != SourceReported {
+			tps = append(tps, c.DecodeTPS)
+		}
+	}
+	if len(ttft) >= minSamples {
+		p.ServerTTFT = median(ttft)
+	}
+	if len(tps) >= minSamples {
+		p.DecodeTPS = median(tps)
+	}
+	if len(rtts) >= minSamples {
+		p.RTT = median(rtts)
+	}
+	return p
+}
+
+// median is the lower median of xs, which it sorts.
+func median[T cmp.Ordered](xs []T) T {
+	slices.Sort(xs)
+	return xs[(len(xs)-1)/2]
+}
 
 // Relevance is how well c's declared domains cover the classified ones, in
 // [0, 1]: the score-weighted mean over the classified domains of
@@ -179,35 +257,54 @@ func declares(c Candidate, domain string) bool {
 	return false
 }
 
-// Speed is how fast c should answer, in [0, 1], the mean of two halves:
+// Speed is how fast c should answer, in [0, 1]:
 //
-//	first  = (refRTT+refTTFT) / (refRTT+refTTFT + RTT + TTFT)   how soon the first token arrives
-//	decode = DecodeTPS / (DecodeTPS + refTPS)                     how fast the rest follows
+//	speed  = 3/4 first + 1/4 decode
+//	first  = (refRTT+refTTFT) / (refRTT+refTTFT + firstToken)   how soon the first token arrives
+//	decode = DecodeTPS / (DecodeTPS + refTPS)                      how fast the rest follows
 //
-// with refRTT 100 ms, refTTFT 500 ms and refTPS 20 tokens/s. An unknown RTT,
-// TTFT or decode rate counts as its reference, so a candidate nobody has
-// measured scores 0.5, and a measured one beats it only by being faster
-// than the references. The local peer's RTT is 0.
-func Speed(c Candidate) float64 {
-	rtt := refRTT
+// with refRTT 100 ms, refTTFT 500 ms and refTPS 10 tokens/s. A streamed
+// answer is judged by how soon it starts; past reading speed (a few tokens
+// a second) a faster decoder matters less, so the decode part is referenced
+// at 10 tokens/s, where it tells 2 from 20 tokens/s apart (0.17 against
+// 0.67) more than 30 from 60 (0.75 against 0.86), and weighs a quarter.
+// Weighed half, with 20 tokens/s, it made the latency-shaped world's
+// routers pass the nearest quick expert for one several times as far that
+// decoded faster (internal/worldtest). firstToken is the time from asking
+// c to its first token arriving here:
+//
+//   - the measured TTFT when there is one: this peer timed it from the
+//     request to the token's arrival, so it already holds the round trip,
+//     which is not counted a second time (it is at least the RTT);
+//   - else the RTT plus the ReportedTTFT, when the peer reports one;
+//   - else the RTT plus the priors' server TTFT.
+//
+// An unknown RTT, server TTFT or decode rate counts as its prior (see
+// Priors; Speed uses DefaultPriors, so a candidate nobody has measured
+// scores 0.5). The local peer's RTT is 0.
+func Speed(c Candidate) float64 { return speed(c, DefaultPriors()) }
+
+func speed(c Candidate, p Priors) float64 {
+	rtt := p.RTT
 	switch {
 	case c.Local:
 		rtt = 0
 	case c.RTTKnown:
 		rtt = max(c.RTT, 0)
 	}
-	ttft := refTTFT
-	if c.TTFT > 0 {
-		ttft = c.TTFT
+	first := rtt + p.ServerTTFT
+	switch {
+	case c.TTFT > 0:
+		first = max(c.TTFT, rtt)
+	case c.ReportedTTFT > 0:
+		first = rtt + c.ReportedTTFT
 	}
-	tps := refTPS
+	tps := p.DecodeTPS
 	if c.DecodeTPS > 0 && !math.IsInf(c.DecodeTPS, 0) {
 		tps = c.DecodeTPS
 	}
 	ref := (refRTT + refTTFT).Seconds()
-	first := ref / (ref + rtt.Seconds() + ttft.Seconds())
-	decode := tps / (tps + refTPS)
-	return (first + decode) / 2
+	return 0.75*ref/(ref+first.Seconds()) + 0.25*tps/(tps+refTPS)
 }
 
 // Score scores one candidate against the classified domains:
@@ -224,8 +321,13 @@ func Speed(c Candidate) float64 {
 //	failing  = failures / (failures + 1)
 //
 // Parts hold each weighted term, rounded to 1e-4; Score is their sum. The
-// zero Weights means DefaultWeights.
+// zero Weights means DefaultWeights. Unmeasured inputs count as
+// DefaultPriors; Rank uses the priors of the candidates it ranks.
 func Score(c Candidate, domains []DomainScore, w Weights) Scored {
+	return scoreWith(c, domains, w, DefaultPriors())
+}
+
+func scoreWith(c Candidate, domains []DomainScore, w Weights, pr Priors) Scored {
 	if w == (Weights{}) {
 		w = DefaultWeights()
 	}
@@ -246,7 +348,7 @@ func Score(c Candidate, domains []DomainScore, w Weights) Scored {
 	failures := float64(max(c.Failures, 0))
 	p := Parts{
 		Relevance: round4(w.Relevance * Relevance(c, domains)),
-		Speed:     round4(w.Speed * Speed(c)),
+		Speed:     round4(w.Speed * speed(c, pr)),
 		Capacity:  round4(w.Capacity * free),
 		Load:      round4(-w.Load * overload),
 		Distance:  round4(-w.Distance * far),
@@ -268,14 +370,16 @@ func round4(x float64) float64 {
 	return x
 }
 
-// Rank scores every candidate (see Score) and sorts them best first. Equal
+// Rank scores every candidate (see Score), with what is not measured
+// taken from the others (PriorsOf), and sorts them best first. Equal
 // scores are ordered by peer ID, then model, so the order never depends on
 // the input's. The zero Weights means DefaultWeights.
 func Rank(cands []Candidate, domains []DomainScore, w Weights) []Scored {
 	scored := make([]Scored, len(cands))
 	order := make([]int, len(cands))
+	pr := PriorsOf(cands)
 	for i, c := range cands {
-		scored[i] = Score(c, domains, w)
+		scored[i] = scoreWith(c, domains, w, pr)
 		order[i] = i
 	}
 	// Sort indexes, not the large Scored values; the input index last makes

@@ -3,6 +3,7 @@ package routing
 import (
 	"fmt"
 	"math"
+	"slices"
 	"testing"
 	"time"
 )
@@ -12,8 +13,10 @@ func cand(peer string, domains ...string) Candidate {
 	return Candidate{Peer: peer, Model: "m", Domains: domains, Capacity: 2, DistanceKm: -1}
 }
 
-func with(c Candidate, f func(*Candidate)) Candidate {
-	f(&c)
+func with(c Candidate, fs ...func(*Candidate)) Candidate {
+	for _, f := range fs {
+		f(&c)
+	}
 	return c
 }
 
@@ -92,6 +95,60 @@ func TestUnknownRTTIsNeutral(t *testing.T) {
 	}
 	if best := Speed(with(cand("a"), func(c *Candidate) { c.Local, c.TTFT, c.DecodeTPS = true, time.Millisecond, 1e6 })); best <= 0.99 || best > 1 {
 		t.Errorf("an instant local peer scores %v, want nearly 1", best)
+	}
+}
+
+func ttft(d time.Duration, tps float64) func(*Candidate) {
+	return func(c *Candidate) { c.TTFT, c.DecodeTPS = d, tps }
+}
+
+func TestUnmeasuredCountsAsTheMedian(t *testing.T) {
+	code := Classify("fix this golang bug in main.go")
+	// Three measured peers 20 ms away: the server's part of their first
+	// token is 80, 180 and 880 ms, their decode rates 60, 40 and 8.
+	known := []Candidate{
+		with(cand("k1", Code), rtt(20*time.Millisecond), ttft(100*time.Millisecond, 60)),
+		with(cand("k2", Code), rtt(20*time.Millisecond), ttft(200*time.Millisecond, 40)),
+		with(cand("k3", Code), rtt(20*time.Millisecond), ttft(900*time.Millisecond, 8)),
+	}
+	pr := PriorsOf(known)
+	if pr.ServerTTFT != 180*time.Millisecond || pr.DecodeTPS != 40 || pr.RTT != 20*time.Millisecond {
+		t.Fatalf("priors %+v, want the medians 180 ms, 40 tokens/s, 20 ms", pr)
+	}
+	// An unmeasured peer as near as they are ranks with the median one:
+	// after the better, before the worse.
+	near := with(cand("u", Code), rtt(20*time.Millisecond))
+	r := Rank(append(slices.Clone(known), near), code, DefaultWeights())
+	if got := peersOf(r); got != "k1,k2,u,k3" && got != "k1,u,k2,k3" {
+		t.Errorf("ranking %s: the unmeasured peer should rank with the median", got)
+	}
+	// An unmeasured peer far away ranks after every near one but the slow.
+	far := with(cand("f", Code), rtt(300*time.Millisecond))
+	r = Rank(append(slices.Clone(known), far), code, DefaultWeights())
+	if got := peersOf(r); got != "k1,k2,f,k3" {
+		t.Errorf("ranking %s, want k1,k2,f,k3", got)
+	}
+	// With fewer than three measured, the references stand in.
+	if pr := PriorsOf(known[2:]); pr != DefaultPriors() {
+		t.Errorf("one measured peer gives priors %+v, want the defaults %+v", pr, DefaultPriors())
+	}
+}
+
+func TestMeasuredTTFTHoldsTheRoundTrip(t *testing.T) {
+	// A measured time to first token was timed here: it holds the round
+	// trip, which must not count twice. 50 ms away with a 250 ms first
+	// token is the same as 200 ms away with the same 250 ms.
+	near := with(cand("a", Code), rtt(50*time.Millisecond), ttft(250*time.Millisecond, 30))
+	far := with(cand("b", Code), rtt(200*time.Millisecond), ttft(250*time.Millisecond, 30))
+	if a, b := Speed(near), Speed(far); a != b {
+		t.Errorf("speed %v near, %v far: the round trip counted twice", a, b)
+	}
+	// A first token measured faster than the round trip (a stale
+	// measurement) counts as the round trip.
+	stale := with(cand("c", Code), rtt(400*time.Millisecond), ttft(100*time.Millisecond, 30))
+	at := with(cand("d", Code), rtt(400*time.Millisecond), ttft(400*time.Millisecond, 30))
+	if a, b := Speed(stale), Speed(at); a != b {
+		t.Errorf("speed %v with a stale TTFT, %v at the RTT", a, b)
 	}
 }
 
