@@ -43,6 +43,8 @@ type workspace struct {
 
 	x, h, q, k, v, att, o, g, u rows
 	router, res                 rows
+	shared                      rows        // the shared expert (arch_qwen.go)
+	sharedG, sharedY            [][]float32 // its gate and output rows
 	qh                          [][]float32 // per worker
 	attn                        attnJob
 	sel                         []int
@@ -187,10 +189,10 @@ func (s *State) batch(ctx context.Context, tokens []int) ([]float32, error) {
 		m.embed.row(t, x[b])
 	}
 	h := w.h.get(n, c.Embedding)
-	q := w.q.get(n, c.Embedding)
+	q := w.q.get(n, c.Heads*c.HeadDim)
 	k := w.k.get(n, kvDim)
 	v := w.v.get(n, kvDim)
-	att := w.att.get(n, c.Embedding)
+	att := w.att.get(n, c.Heads*c.HeadDim)
 	o := w.o.get(n, c.Embedding)
 	for li := range m.layers {
 		if err := ctx.Err(); err != nil {
@@ -206,8 +208,7 @@ func (s *State) batch(ctx context.Context, tokens []int) ([]float32, error) {
 		w.mul(l.wv, v)
 		for b := range n {
 			pos := s.pos + b
-			rope(q[b], c.Heads, c.HeadDim, c.RopeDim, pos, c.RopeBase)
-			rope(k[b], c.KVHeads, c.HeadDim, c.RopeDim, pos, c.RopeBase)
+			m.positionQK(l, q[b], k[b], v[b], pos)
 			roundF16(k[b])
 			roundF16(v[b])
 			copy(s.k[li][pos*kvDim:], k[b])
@@ -286,6 +287,9 @@ func (s *State) moe(ctx context.Context, li int, h, out [][]float32) error {
 			sum += float64(lg[best])
 		}
 		div := max(float32(sum), 6.103515625e-5)
+		if c.ExpertWeightsRaw {
+			div = 1
+		}
 		for slot := range wt {
 			wt[slot] /= div
 		}
@@ -330,6 +334,7 @@ func (s *State) moe(ctx context.Context, li int, h, out [][]float32) error {
 			}
 		}
 	}
+	s.sharedExpert(li, h, out)
 	return nil
 }
 

@@ -38,7 +38,7 @@ func load(t testing.TB, c randmodel.Config) *Model {
 
 func TestLoadReadsShape(t *testing.T) {
 	m := load(t, randmodel.Tiny())
-	want := Config{Name: "mwpeer-tiny-moe", Embedding: 64, Layers: 2, FeedForward: 128, Heads: 4, KVHeads: 4, HeadDim: 16,
+	want := Config{Arch: "llama", Name: "mwpeer-tiny-moe", Embedding: 64, Layers: 2, FeedForward: 128, Heads: 4, KVHeads: 4, HeadDim: 16,
 		RopeDim: 16, RopeBase: 10000, NormEpsilon: 1e-5, ContextLength: 512, Experts: 4, ExpertsUsed: 2, Vocab: 259}
 	if m.Config != want {
 		t.Errorf("config %+v, want %+v", m.Config, want)

@@ -25,6 +25,11 @@ type Config struct {
 	Experts       int // 0: dense
 	ExpertsUsed   int
 	Vocab         int
+
+	Arch              string // general.architecture (arch_qwen.go)
+	RopeNeoX          bool   // NeoX RoPE (the Qwen families)
+	SharedFeedForward int    // the shared expert's FFN size (qwen2moe); 0: none
+	ExpertWeightsRaw  bool   // the top-k experts' weights are not renormalised (qwen2moe)
 }
 
 // ActiveParams is the number of weights one token uses: embeddings and
@@ -33,7 +38,7 @@ type Config struct {
 func (c Config) ActiveParams() int64 {
 	e, ff, hd := int64(c.Embedding), int64(c.FeedForward), int64(c.HeadDim)
 	attn := e*int64(c.Heads)*hd*2 + e*int64(c.KVHeads)*hd*2
-	ffn := 3 * e * ff * int64(max(c.ExpertsUsed, 1))
+	ffn := 3*e*ff*int64(max(c.ExpertsUsed, 1)) + 3*e*int64(c.SharedFeedForward)
 	router := e * int64(c.Experts)
 	return 2*int64(c.Vocab)*e + int64(c.Layers)*(attn+ffn+router+2*e) + e
 }
@@ -45,6 +50,7 @@ type layer struct {
 	gate, up, down         *matrix   // dense FFN
 	gateInp                *matrix   // MoE router
 	gateExp, upExp, downEx []*matrix // MoE experts
+	qwen                   qwenLayer // what the Qwen architectures add
 }
 
 // Model is a loaded llama-architecture model. It is read-only once loaded and
@@ -104,10 +110,12 @@ func ReadWith(r io.ReadSeeker, opts ReadOptions) (*Model, error) {
 		return nil, fmt.Errorf("decode gguf: %w", err)
 	}
 	kv := g.KV()
-	if arch := kv.Architecture(); arch != "llama" {
-		return nil, fmt.Errorf("architecture %q: %w (only llama)", arch, ErrUnsupported)
+	a, err := lookupArch(kv.Architecture())
+	if err != nil {
+		return nil, err
 	}
 	c := Config{
+		Arch:          kv.Architecture(),
 		Name:          kv.String("general.name", "llama"),
 		Embedding:     int(kv.Uint("embedding_length")),
 		Layers:        int(kv.Uint("block_count")),
@@ -130,7 +138,7 @@ func ReadWith(r io.ReadSeeker, opts ReadOptions) (*Model, error) {
 		return nil, fmt.Errorf("shape out of range: embedding %d, feed-forward %d, %d experts, %d layers in %d tensors",
 			c.Embedding, c.FeedForward, c.Experts, c.Layers, len(g.Tensors().Items()))
 	}
-	c.HeadDim = c.Embedding / c.Heads
+	c.HeadDim = int(kv.Uint("attention.key_length", uint32(c.Embedding/c.Heads)))
 	c.RopeDim = int(kv.Uint("rope.dimension_count", uint32(c.HeadDim)))
 	if c.RopeDim > c.HeadDim || c.RopeDim%2 != 0 {
 		return nil, fmt.Errorf("rope dimension %d does not fit head size %d", c.RopeDim, c.HeadDim)
@@ -140,6 +148,9 @@ func ReadWith(r io.ReadSeeker, opts ReadOptions) (*Model, error) {
 	}
 	if s := kv.String("rope.scaling.type"); s != "" && s != "none" {
 		return nil, fmt.Errorf("rope scaling %q: %w", s, ErrUnsupported)
+	}
+	if err := a.configure(kv, &c); err != nil {
+		return nil, err
 	}
 	vocab, err := newVocab(kv)
 	if err != nil {
@@ -168,10 +179,11 @@ func ReadWith(r io.ReadSeeker, opts ReadOptions) (*Model, error) {
 		n := func(s string) string { return fmt.Sprintf("blk.%d.%s.weight", i, s) }
 		l.attnNorm = ld.vector(n("attn_norm"), c.Embedding)
 		l.ffnNorm = ld.vector(n("ffn_norm"), c.Embedding)
-		l.wq = ld.matrix(n("attn_q"), c.Embedding, c.Embedding)
+		l.wq = ld.matrix(n("attn_q"), c.Heads*c.HeadDim, c.Embedding)
 		l.wk = ld.matrix(n("attn_k"), kvDim, c.Embedding)
 		l.wv = ld.matrix(n("attn_v"), kvDim, c.Embedding)
-		l.wo = ld.matrix(n("attn_output"), c.Embedding, c.Embedding)
+		l.wo = ld.matrix(n("attn_output"), c.Embedding, c.Heads*c.HeadDim)
+		ld.loadQwen(a, c, i, l)
 		if c.Experts == 0 {
 			l.gate = ld.matrix(n("ffn_gate"), c.FeedForward, c.Embedding)
 			l.up = ld.matrix(n("ffn_up"), c.FeedForward, c.Embedding)

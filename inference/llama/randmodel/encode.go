@@ -134,7 +134,7 @@ func printableRole(name string) int {
 	case name == "output.weight":
 		return roleOutput
 	case strings.HasSuffix(name, ".attn_output.weight"), strings.HasSuffix(name, ".ffn_down.weight"),
-		strings.HasSuffix(name, ".ffn_down_exps.weight"):
+		strings.HasSuffix(name, ".ffn_down_exps.weight"), strings.HasSuffix(name, ".ffn_down_shexp.weight"):
 		return roleWriter
 	}
 	return roleNone

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 )
 
 // TensorType is the storage type of a tensor's elements, numbered as in GGML.
@@ -65,6 +66,20 @@ type Config struct {
 	// Words are extra normal tokens (SentencePiece pieces such as "▁the") appended
 	// after the byte tokens. Without them every text is spelled in bytes.
 	Words []string
+
+	// Arch is general.architecture: "llama" (the default), "qwen2",
+	// "qwen3", "qwen2moe" or "qwen3moe" (see qwen.go). For the MoE
+	// architectures FeedForward is the routed experts' size.
+	Arch string
+	// HeadDim is the attention head size (attention.key_length), qwen3 and
+	// qwen3moe only; default Embedding/Heads.
+	HeadDim int
+	// SharedFeedForward is the shared expert's FFN size (qwen2moe only;
+	// default FeedForward).
+	SharedFeedForward int
+	// RopeBase is rope.freq_base (default: not written for llama, which
+	// then reads 10000; 1000000 for the Qwen families, as Qwen has it).
+	RopeBase float32
 
 	// BPE, when set, replaces the SentencePiece vocabulary by a byte-level
 	// BPE one (see BPE); Words must then be empty.
@@ -154,7 +169,7 @@ func (t Tensor) Elements() uint64 {
 func (t Tensor) Size() uint64 { return t.Elements() * t.Type.size() }
 
 // isNorm reports whether t holds RMS-norm weights, which are drawn around 1.
-func (t Tensor) isNorm() bool { return len(t.Shape) == 1 }
+func (t Tensor) isNorm() bool { return strings.HasSuffix(t.Name, "norm.weight") }
 
 // withDefaults returns c with its zero fields filled, or an error if c cannot be written.
 func (c Config) withDefaults() (Config, error) {
@@ -173,7 +188,32 @@ func (c Config) withDefaults() (Config, error) {
 	if c.KVHeads < 0 || c.Heads%c.KVHeads != 0 {
 		return c, fmt.Errorf("randmodel: KVHeads (%d) must divide Heads (%d)", c.KVHeads, c.Heads)
 	}
-	headDim := c.Embedding / c.Heads
+	if c.Arch == "" {
+		c.Arch = "llama"
+	}
+	a, ok := archs[c.Arch]
+	if !ok {
+		return c, fmt.Errorf("randmodel: unknown architecture %q", c.Arch)
+	}
+	if c.HeadDim != 0 && c.HeadDim != c.Embedding/c.Heads && !a.qkNorm {
+		return c, fmt.Errorf("randmodel: HeadDim is for qwen3 and qwen3moe, not %s", c.Arch)
+	}
+	if c.HeadDim == 0 {
+		c.HeadDim = c.Embedding / c.Heads
+	}
+	if c.Arch != "llama" && a.moe != (c.Experts > 0) {
+		return c, fmt.Errorf("randmodel: %s with %d experts", c.Arch, c.Experts)
+	}
+	if a.shared && c.SharedFeedForward == 0 {
+		c.SharedFeedForward = c.FeedForward
+	}
+	if c.RopeBase == 0 && c.Arch != "llama" {
+		c.RopeBase = 1e6
+	}
+	if c.Arch != "llama" && c.BPE == nil {
+		return c, fmt.Errorf("randmodel: %s needs a BPE vocabulary", c.Arch)
+	}
+	headDim := c.HeadDim
 	if c.RopeDim == 0 {
 		c.RopeDim = headDim
 	}
@@ -255,21 +295,41 @@ func (c Config) Tensors() ([]Tensor, error) {
 		return nil, err
 	}
 	emb, ff, vocab := uint64(c.Embedding), uint64(c.FeedForward), uint64(c.VocabSize())
-	kv := uint64(c.KVHeads * (c.Embedding / c.Heads))
+	qd := uint64(c.Heads * c.HeadDim)
+	kv := uint64(c.KVHeads * c.HeadDim)
 	mat := func(name string, shape ...uint64) Tensor { return Tensor{name, shape, c.Type} }
 	norm := func(name string) Tensor { return Tensor{name, []uint64{emb}, F32} }
+	vec := func(name string, n uint64) Tensor { return Tensor{name, []uint64{n}, F32} }
+	a := archs[c.Arch]
 
 	ts := []Tensor{mat("token_embd.weight", emb, vocab)}
 	for i := range c.Layers {
 		blk := func(s string) string { return fmt.Sprintf("blk.%d.%s.weight", i, s) }
 		ts = append(ts,
 			norm(blk("attn_norm")),
-			mat(blk("attn_q"), emb, emb),
+			mat(blk("attn_q"), emb, qd),
 			mat(blk("attn_k"), emb, kv),
 			mat(blk("attn_v"), emb, kv),
-			mat(blk("attn_output"), emb, emb),
+			mat(blk("attn_output"), qd, emb),
 			norm(blk("ffn_norm")),
 		)
+		if a.bias {
+			bias := func(s string) string { return fmt.Sprintf("blk.%d.%s.bias", i, s) }
+			ts = append(ts, vec(bias("attn_q"), qd), vec(bias("attn_k"), kv), vec(bias("attn_v"), kv))
+		}
+		if a.qkNorm {
+			hd := uint64(c.HeadDim)
+			ts = append(ts, vec(blk("attn_q_norm"), hd), vec(blk("attn_k_norm"), hd))
+		}
+		if a.shared {
+			sf := uint64(c.SharedFeedForward)
+			ts = append(ts,
+				vec(blk("ffn_gate_inp_shexp"), emb),
+				mat(blk("ffn_gate_shexp"), emb, sf),
+				mat(blk("ffn_up_shexp"), emb, sf),
+				mat(blk("ffn_down_shexp"), sf, emb),
+			)
+		}
 		if c.Experts > 0 {
 			n := uint64(c.Experts)
 			ts = append(ts,
@@ -341,25 +401,27 @@ func Write(w io.Writer, c Config) error {
 		}
 	}
 
+	ar := c.Arch + "."
 	kvs := []keyValue{
-		{"general.architecture", "llama"},
+		{"general.architecture", c.Arch},
 		{"general.name", c.Name},
 		{"general.file_type", fileType},
-		{"llama.context_length", uint32(c.ContextLength)},
-		{"llama.embedding_length", uint32(c.Embedding)},
-		{"llama.block_count", uint32(c.Layers)},
-		{"llama.feed_forward_length", uint32(c.FeedForward)},
-		{"llama.attention.head_count", uint32(c.Heads)},
-		{"llama.attention.head_count_kv", uint32(c.KVHeads)},
-		{"llama.rope.dimension_count", uint32(c.RopeDim)},
-		{"llama.attention.layer_norm_rms_epsilon", float32(normEpsilon)},
+		{ar + "context_length", uint32(c.ContextLength)},
+		{ar + "embedding_length", uint32(c.Embedding)},
+		{ar + "block_count", uint32(c.Layers)},
+		{ar + "feed_forward_length", uint32(c.FeedForward)},
+		{ar + "attention.head_count", uint32(c.Heads)},
+		{ar + "attention.head_count_kv", uint32(c.KVHeads)},
+		{ar + "rope.dimension_count", uint32(c.RopeDim)},
+		{ar + "attention.layer_norm_rms_epsilon", float32(normEpsilon)},
 	}
 	if c.Experts > 0 {
 		kvs = append(kvs,
-			keyValue{"llama.expert_count", uint32(c.Experts)},
-			keyValue{"llama.expert_used_count", uint32(c.ExpertsUsed)},
+			keyValue{ar + "expert_count", uint32(c.Experts)},
+			keyValue{ar + "expert_used_count", uint32(c.ExpertsUsed)},
 		)
 	}
+	kvs = append(kvs, c.archKeys()...)
 	kvs = append(kvs, tokenizer...)
 
 	e.raw([]byte("GGUF"))

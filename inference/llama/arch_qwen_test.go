@@ -1,0 +1,72 @@
+package llama
+
+import (
+	"errors"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/mwpeer/mwpeer/inference/llama/randmodel"
+	"github.com/mwpeer/mwpeer/internal/ollamatest"
+)
+
+func qwenCases() []anchorCase {
+	gqa := randmodel.TinyQwen2()
+	gqa.Name, gqa.Embedding, gqa.Heads, gqa.KVHeads, gqa.Seed = "mwpeer-tiny-qwen2-gqa", 96, 6, 2, 31
+	q3f16 := randmodel.TinyQwen3()
+	q3f16.Name, q3f16.Type = "mwpeer-tiny-qwen3-f16", randmodel.F16
+	return []anchorCase{
+		{name: "qwen2", cfg: randmodel.TinyQwen2(), tol: 1e-3},
+		{name: "qwen2-gqa", cfg: gqa, tol: 1e-3},
+		{name: "qwen3", cfg: randmodel.TinyQwen3(), tol: 1e-3},
+		// Ollama runs qwen3 in its own Go engine, whose F16 products land
+		// up to 4.7e-3 away (the same tokens); llama.cpp's F16 path (the
+		// llama anchor) stays within 1e-3.
+		{name: "qwen3-f16", cfg: q3f16, tol: 1e-2},
+		{name: "qwen2moe", cfg: randmodel.TinyQwen2MoE(), tol: 1e-3},
+		{name: "qwen3moe", cfg: randmodel.TinyQwen3MoE(), tol: 1e-3},
+	}
+}
+
+func TestLoadReadsQwenShapes(t *testing.T) {
+	m := load(t, randmodel.TinyQwen3())
+	if c := m.Config; c.Arch != "qwen3" || c.HeadDim != 32 || c.Heads*c.HeadDim != 128 || !c.RopeNeoX || c.RopeBase != 1e6 {
+		t.Errorf("qwen3 config %+v", c)
+	}
+	m = load(t, randmodel.TinyQwen2MoE())
+	if c := m.Config; c.FeedForward != 64 || c.SharedFeedForward != 96 || !c.ExpertWeightsRaw || c.Experts != 4 {
+		t.Errorf("qwen2moe config %+v", c)
+	}
+	if m.layers[0].qwen.bq == nil || m.layers[0].qwen.sharedGate == nil {
+		t.Error("qwen2moe biases or shared expert not loaded")
+	}
+}
+
+func TestUnknownArchitectureIsAnError(t *testing.T) {
+	path := patch(t, fixture(t, randmodel.TinyQwen2()), []byte("qwen2"), []byte("qwer2"))
+	if _, err := Load(path); !errors.Is(err, ErrUnsupported) || !strings.Contains(err.Error(), "qwer2") {
+		t.Errorf("Load: %v, want an unsupported architecture error that names it", err)
+	}
+}
+
+// TestQwenMatchesOllama is the correctness anchor for the Qwen families:
+// greedy tokens and log-probabilities equal Ollama's (llama.cpp for qwen2
+// and qwen2moe, Ollama's own engine for qwen3 and qwen3moe).
+func TestQwenMatchesOllama(t *testing.T) {
+	srv := ollamatest.Start(t)
+	dir := t.TempDir()
+	for _, tc := range qwenCases() {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(dir, tc.name+".gguf")
+			if err := randmodel.WriteFile(path, tc.cfg); err != nil {
+				t.Fatal(err)
+			}
+			srv.CreateModel(t, tc.name, path)
+			m, err := Load(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			compareWithOllama(t, srv.Client(), tc.name, m, tc.tol)
+		})
+	}
+}
