@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -26,6 +27,9 @@ type chatArgs struct {
 	temperature                    float64
 	json                           bool
 	prompt                         string
+	// messages, when set, are the conversation so far (an interactive
+	// session); prompt is then unused.
+	messages []map[string]string
 }
 
 func parseChat(name string, args []string, stderr io.Writer) (chatArgs, int) {
@@ -41,7 +45,11 @@ func parseChat(name string, args []string, stderr io.Writer) (chatArgs, int) {
 	fs.Float64Var(&a.temperature, "temperature", -1, "sampling temperature; negative for the model's default")
 	fs.BoolVar(&a.json, "json", false, "print the raw JSON answer")
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: mwpeer %s [flags] \"prompt\"\n\nFlags:\n", name)
+		if name == "chat" {
+			fmt.Fprintf(fs.Output(), "Usage: mwpeer chat [flags] [\"prompt\"]\n\nWith a prompt, streams one answer; without one, starts a conversation (one message a line).\n\nFlags:\n")
+		} else {
+			fmt.Fprintf(fs.Output(), "Usage: mwpeer %s [flags] \"prompt\"\n\nFlags:\n", name)
+		}
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -51,17 +59,21 @@ func parseChat(name string, args []string, stderr io.Writer) (chatArgs, int) {
 		return a, exitUsage
 	}
 	a.prompt = strings.TrimSpace(strings.Join(fs.Args(), " "))
-	if a.prompt == "" {
-		fmt.Fprintf(stderr, "mwpeer %s: no prompt given\n", name)
+	if a.prompt == "" && name != "chat" { // chat without one is a conversation
+		fmt.Fprintf(stderr, "mwpeer %s: no prompt given: mwpeer %s \"your prompt\"\n", name, name)
 		return a, exitUsage
 	}
 	return a, -1
 }
 
 func (a chatArgs) body(stream bool) map[string]any {
+	msgs := a.messages
+	if msgs == nil {
+		msgs = []map[string]string{{"role": "user", "content": a.prompt}}
+	}
 	b := map[string]any{
 		"model":    a.model,
-		"messages": []map[string]string{{"role": "user", "content": a.prompt}},
+		"messages": msgs,
 		"stream":   stream,
 	}
 	opts := map[string]any{"strategy": a.strategy}
@@ -97,7 +109,10 @@ func post(ctx context.Context, addr, path string, body any) (*http.Response, err
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("no peer answering at %s: %v", addr, err)
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, fmt.Errorf("no peer answering at %s (%v): start one with 'mwpeer run', or pass --http with the address of a running peer", addr, err)
 	}
 	if resp.StatusCode != http.StatusOK {
 		defer resp.Body.Close()
@@ -105,29 +120,58 @@ func post(ctx context.Context, addr, path string, body any) (*http.Response, err
 		var e struct {
 			Error struct{ Message string } `json:"error"`
 		}
+		msg := clean(strings.TrimSpace(string(raw)))
 		if json.Unmarshal(raw, &e) == nil && e.Error.Message != "" {
-			return nil, fmt.Errorf("%s: %s", resp.Status, clean(e.Error.Message))
+			msg = clean(e.Error.Message)
 		}
-		return nil, fmt.Errorf("%s: %s", resp.Status, clean(strings.TrimSpace(string(raw))))
+		return nil, fmt.Errorf("%s: %s%s", resp.Status, msg, nextStep(resp.StatusCode, msg))
 	}
 	return resp, nil
 }
 
-// runChat streams an answer from the running peer to stdout.
+// nextStep adds what to do after an error status, when the message does
+// not already say it.
+func nextStep(status int, msg string) string {
+	if strings.Contains(msg, ": ") && (strings.Contains(msg, "start") || strings.Contains(msg, "try") || strings.Contains(msg, "pass") || strings.Contains(msg, "use")) {
+		return ""
+	}
+	switch {
+	case status == http.StatusUnauthorized:
+		return " (pass an API key: mwpeer keys add NAME creates one on the peer's machine)"
+	case status == http.StatusNotFound:
+		return " (mwpeer peers lists who serves what; --model auto takes any model)"
+	case status == http.StatusServiceUnavailable, status == http.StatusTooManyRequests:
+		return " (the swarm is busy: try again in a moment)"
+	case status == http.StatusGatewayTimeout:
+		return " (the answer took too long: try a shorter prompt or --max-tokens)"
+	case status >= 500:
+		return " (the peer's log says more: mwpeer run --log-level debug)"
+	}
+	return ""
+}
+
+// stdin is what an interactive chat reads (tests replace it).
+var stdin io.Reader = os.Stdin
+
+// runChat streams an answer from the running peer to stdout; without a
+// prompt it holds a conversation (session).
 func runChat(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	a, code := parseChat("chat", args, stderr)
 	if code >= 0 {
 		return code
 	}
+	if a.prompt == "" {
+		return session(ctx, a, stdin, stdout, stderr)
+	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
 	defer cancel()
-	resp, err := post(ctx, a.http, "/v1/chat/completions", a.body(!a.json))
-	if err != nil {
-		fmt.Fprintf(stderr, "mwpeer: %v\n", err)
-		return exitError
-	}
-	defer resp.Body.Close()
 	if a.json {
+		resp, err := post(ctx, a.http, "/v1/chat/completions", a.body(false))
+		if err != nil {
+			fmt.Fprintf(stderr, "mwpeer: %v\n", err)
+			return exitError
+		}
+		defer resp.Body.Close()
 		raw, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
 		stdout.Write(cleanJSON(raw))
 		if err != nil {
@@ -136,9 +180,45 @@ func runChat(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 		return exitOK
 	}
+	ans, err := ask(ctx, a, stdout)
+	if err != nil {
+		fmt.Fprintf(stderr, "mwpeer: %v\n", err)
+		return exitError
+	}
+	fmt.Fprintf(stderr, "answered by %s\n", ans.by())
+	return exitOK
+}
+
+// answer is one streamed answer.
+type answer struct {
+	text, model string
+	experts     []string
+}
+
+func (a answer) by() string {
+	ex := make([]string, len(a.experts))
+	for i, e := range a.experts {
+		ex[i] = short(e)
+	}
+	s := strings.Join(ex, ", ")
+	if a.model != "" {
+		s += " (" + clean(a.model) + ")"
+	}
+	return s
+}
+
+// ask streams the answer to a's conversation (or prompt) to stdout, ending
+// it with a newline.
+func ask(ctx context.Context, a chatArgs, stdout io.Writer) (answer, error) {
+	var ans answer
+	resp, err := post(ctx, a.http, "/v1/chat/completions", a.body(true))
+	if err != nil {
+		return ans, err
+	}
+	defer resp.Body.Close()
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 64<<10), 4<<20)
-	var experts []string
+	var text strings.Builder
 	for sc.Scan() {
 		line, ok := strings.CutPrefix(sc.Text(), "data: ")
 		if !ok {
@@ -148,6 +228,7 @@ func runChat(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			break
 		}
 		var ev struct {
+			Model   string `json:"model"`
 			Choices []struct {
 				Delta struct {
 					Content string `json:"content"`
@@ -165,26 +246,77 @@ func runChat(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			continue
 		}
 		if ev.Error != nil {
-			fmt.Fprintf(stderr, "\nmwpeer: %s\n", clean(ev.Error.Message))
-			return exitError
+			fmt.Fprintln(stdout)
+			return ans, fmt.Errorf("the answer broke off: %s (ask again: another peer may answer)", clean(ev.Error.Message))
+		}
+		if ev.Model != "" {
+			ans.model = ev.Model
 		}
 		for _, c := range ev.Choices {
 			fmt.Fprint(stdout, cleanText(c.Delta.Content))
+			text.WriteString(c.Delta.Content)
 		}
 		if ev.Mwpeer != nil {
-			experts = ev.Mwpeer.Experts
+			ans.experts = ev.Mwpeer.Experts
 		}
 	}
 	fmt.Fprintln(stdout)
 	if err := sc.Err(); err != nil {
-		fmt.Fprintf(stderr, "mwpeer: %v\n", err)
-		return exitError
+		return ans, fmt.Errorf("the answer broke off: %v (ask again)", err)
 	}
-	for i, e := range experts {
-		experts[i] = short(e)
+	ans.text = text.String()
+	return ans, nil
+}
+
+// session is an interactive conversation: each line read is a message, the
+// answer streams back, and the next message carries the conversation so
+// far. The model that answers first keeps answering (with --model auto,
+// routing would otherwise be free to pick another model every turn).
+func session(ctx context.Context, a chatArgs, in io.Reader, stdout, stderr io.Writer) int {
+	fmt.Fprintf(stderr, "Talking to the swarm through %s (model %s). One message a line; /clear forgets the conversation, /bye or Ctrl-D ends it.\n", a.http, clean(a.model))
+	model := a.model
+	var history []map[string]string
+	lines := bufio.NewScanner(in)
+	lines.Buffer(make([]byte, 64<<10), 1<<20)
+	for {
+		fmt.Fprint(stdout, ">>> ")
+		if !lines.Scan() {
+			fmt.Fprintln(stdout)
+			return exitOK
+		}
+		msg := strings.TrimSpace(lines.Text())
+		switch msg {
+		case "":
+			continue
+		case "/bye", "/exit", "/quit":
+			return exitOK
+		case "/clear":
+			history, model = nil, a.model
+			fmt.Fprintln(stderr, "(conversation forgotten)")
+			continue
+		case "/help", "/?":
+			fmt.Fprintln(stderr, "Type a message and press Enter. /clear forgets the conversation; /bye (or Ctrl-D) ends the session.")
+			continue
+		}
+		turn := a
+		turn.model = model
+		turn.messages = append(history, map[string]string{"role": "user", "content": msg})
+		actx, cancel := context.WithTimeout(ctx, 10*time.Minute)
+		ans, err := ask(actx, turn, stdout)
+		cancel()
+		if ctx.Err() != nil {
+			return exitOK
+		}
+		if err != nil {
+			fmt.Fprintf(stderr, "mwpeer: %v\n", err)
+			continue // the conversation goes on without this turn
+		}
+		history = append(turn.messages, map[string]string{"role": "assistant", "content": ans.text})
+		if model == swarm.AnyModel && ans.model != "" && ans.model != swarm.AnyModel {
+			model = ans.model
+		}
+		fmt.Fprintf(stderr, "(answered by %s)\n", ans.by())
 	}
-	fmt.Fprintf(stderr, "answered by %s\n", strings.Join(experts, ", "))
-	return exitOK
 }
 
 // runRoute prints the routing decision for a prompt.

@@ -38,7 +38,9 @@ Usage:
   mwpeer id [flags]           print this peer's ID and the --bootstrap value others use to join through it
   mwpeer status [--http ADDR] show a running peer's status
   mwpeer peers [--http ADDR]  list the peers a running peer knows
-  mwpeer chat [flags] PROMPT  ask the swarm through a running peer; the answer streams to stdout
+  mwpeer chat [flags] [PROMPT]
+                              ask the swarm through a running peer; the answer streams to stdout.
+                              Without a prompt: a conversation, one message a line (/bye ends it)
   mwpeer route [flags] PROMPT show which experts a running peer would ask, and why, without asking
   mwpeer shard split MODEL.gguf --out DIR
                               cut a MoE model into content-addressed shards and a manifest
