@@ -40,10 +40,13 @@ func ValidDomain(d string) bool {
 }
 
 // MaxContext bounds a model's announced context length (16 Mi tokens);
-// MaxVersion a peer's announced version string.
+// MaxVersion a peer's announced version string; MaxTTFTMs and MaxTPS a
+// model's announced speed.
 const (
 	MaxContext = 1 << 24
 	MaxVersion = 64
+	MaxTTFTMs  = 10 * 60 * 1000
+	MaxTPS     = 1e6
 )
 
 // Model is one model a peer serves.
@@ -60,6 +63,16 @@ type Model struct {
 	// (completion, tools, vision, embedding, thinking, json); empty means
 	// completion only (what peers that predate capabilities serve).
 	Capabilities []string `json:"caps,omitempty"`
+	// TTFTMs and TPS are the author's own measure of its engine serving
+	// this model over its recent calls: milliseconds from a request's start
+	// to its first token, and decode tokens per second (0: not measured).
+	// Claims: a router uses them only for a peer it has not timed itself,
+	// labelled reported, so an unknown peer is not taken for a typical one
+	// when it says it is slow, and a liar is found out on its first call.
+	// Equal leaves them out: a new figure rides on the next full
+	// announcement rather than forcing one.
+	TTFTMs float64 `json:"ttft_ms,omitempty"`
+	TPS    float64 `json:"tps,omitempty"`
 	// Params is what one token uses, known for this peer's own models and
 	// never announced (it prices receipts; requesters bound it by Size).
 	Params int64 `json:"-"`
@@ -307,6 +320,9 @@ func (a *Announcement) validate() error {
 		}
 		if m.Context < 0 || m.Context > MaxContext {
 			return fmt.Errorf("model %q: context %d outside 0..%d", trunc(m.Name), m.Context, MaxContext)
+		}
+		if !(m.TTFTMs >= 0 && m.TTFTMs <= MaxTTFTMs) || !(m.TPS >= 0 && m.TPS <= MaxTPS) {
+			return fmt.Errorf("model %q: speed outside 0..%d ms, 0..%g tokens/s", trunc(m.Name), MaxTTFTMs, float64(MaxTPS))
 		}
 		if len(m.Capabilities) > MaxCapabilities {
 			return fmt.Errorf("model %q: %d capabilities, cap %d", trunc(m.Name), len(m.Capabilities), MaxCapabilities)

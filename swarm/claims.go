@@ -6,6 +6,7 @@ import (
 
 	ma "github.com/multiformats/go-multiaddr"
 
+	"github.com/mwpeer/mwpeer/experts"
 	"github.com/mwpeer/mwpeer/p2p"
 	"github.com/mwpeer/mwpeer/routing"
 )
@@ -68,6 +69,22 @@ func (b *busyLog) recent(peer string) bool {
 	defer b.mu.Unlock()
 	t, ok := b.at[peer]
 	return ok && b.now().Sub(t) <= BusyMemory
+}
+
+// reportedSpeed fills in, where this peer measured nothing, the speed the
+// candidate announces of its own engine serving m, labelled reported: a
+// peer that says it is slow is not taken for a typical one before it was
+// tried, and one that says it is fast is tried, then judged by what this
+// peer measures.
+func reportedSpeed(c *routing.Candidate, m experts.Model) {
+	if c.TTFT == 0 && m.TTFTMs > 0 {
+		c.ReportedTTFT = time.Duration(m.TTFTMs * float64(time.Millisecond))
+		c.Sources.TTFT = routing.SourceReported
+	}
+	if c.DecodeTPS == 0 && m.TPS > 0 {
+		c.DecodeTPS = m.TPS
+		c.Sources.DecodeTPS = routing.SourceReported
+	}
 }
 
 // vet finishes a candidate built from what it claims and what the trust

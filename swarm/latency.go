@@ -29,6 +29,7 @@ type Latency struct {
 	pinger  *p2p.Pinger
 	coordOf func(id string) *coordinate.Coordinate
 	log     *slog.Logger
+	probes  prober
 	// set by Watch, before Run
 	trust *trust.Store
 	known func(id string) bool
@@ -79,9 +80,12 @@ func (l *Latency) probe() []peer.ID {
 	return out
 }
 
-// Run pings connected peers until ctx ends.
+// Run pings connected peers, and the peers Probe asks for, until ctx ends.
 func (l *Latency) Run(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() { defer close(done); l.runProbes(ctx) }()
 	l.pinger.Run(ctx)
+	<-done
 	return nil
 }
 

@@ -78,6 +78,11 @@ type Config struct {
 	// prompt's experts over prefixes. Without a connection, the prefix of
 	// the addresses a peer announces counts.
 	ConnPrefix func(peerID string) string
+	// Probe, when set, is asked after every decision to measure the round
+	// trip to the best-ranked candidates not yet measured (at most
+	// ProbeTop; Latency.Probe), so that the next decision ranks them by a
+	// measurement rather than a prediction. It must not block.
+	Probe func(peers []string)
 	// VerifyShare is the share (0 to 1) of requests not asking for it that
 	// are verified anyway (see Query.Verify) when two peers can.
 	VerifyShare float64
@@ -269,6 +274,7 @@ func (r *Router) Candidates(ctx context.Context, q Query) ([]Candidate, error) {
 		for _, m := range e.Models {
 			if (anyModel || m.Name == model) && can(m) {
 				add(e.Peer, false, m.Name, e.Domains, e.Capacity, e.Load, e.Location, parseAddrs(e.Addrs))
+				reportedSpeed(&out[len(out)-1].Candidate, m)
 				break
 			}
 		}
@@ -326,7 +332,13 @@ func (r *Router) decide(ctx context.Context, q Query) (routing.Decision, []Candi
 	for i, c := range cands {
 		rc[i] = c.Candidate
 	}
-	return routing.Decide(PromptText(q.Request), rc, r.cfg.Weights, r.cfg.MaxK, q.K, q.Domains), cands, nil
+	d := routing.Decide(PromptText(q.Request), rc, r.cfg.Weights, r.cfg.MaxK, q.K, q.Domains)
+	if r.cfg.Probe != nil {
+		if ids := unmeasured(d.Candidates, ProbeTop); len(ids) > 0 {
+			r.cfg.Probe(ids)
+		}
+	}
+	return d, cands, nil
 }
 
 // Route is the routing decision for q, without running it.

@@ -1,6 +1,7 @@
 package swarm
 
 import (
+	"strings"
 	"context"
 	"errors"
 	"slices"
@@ -164,8 +165,9 @@ func TestNoServerIsUnknownModelOrNoExpert(t *testing.T) {
 	if _, err := r.Candidates(context.Background(), query("nope")); !errors.Is(err, inference.ErrUnknownModel) {
 		t.Fatalf("named model: %v, want ErrUnknownModel", err)
 	}
-	if _, err := r.Candidates(context.Background(), query(AnyModel)); !errors.Is(err, inference.ErrNoExpert) {
-		t.Fatalf("any model: %v, want ErrNoExpert", err)
+	// Nothing anywhere is a 404 too (not a busy 503), and says what to do.
+	if _, err := r.Candidates(context.Background(), query(AnyModel)); !errors.Is(err, inference.ErrUnknownModel) || !strings.Contains(err.Error(), "--engine") {
+		t.Fatalf("any model: %v, want ErrUnknownModel with what to do", err)
 	}
 }
 

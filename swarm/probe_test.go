@@ -1,0 +1,66 @@
+package swarm
+
+import (
+	"context"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/mwpeer/mwpeer/geo"
+	"github.com/mwpeer/mwpeer/routing"
+	"github.com/mwpeer/mwpeer/trust"
+)
+
+// TestReportedSpeedStandsInUntilMeasured: what a peer announces of its
+// engine's speed is used, labelled reported, until this peer timed a call
+// of its own.
+func TestReportedSpeedStandsInUntilMeasured(t *testing.T) {
+	self, other := newID(t), newID(t)
+	e := entry(other, "m")
+	e.Models[0].TTFTMs, e.Models[0].TPS = 80, 50
+	store := trust.New(trust.Config{})
+	r := New(Config{Self: self, Catalog: catalog{e}, Trust: store})
+	c := candidateOf(t, r, other.String())
+	if c.ReportedTTFT != 80*time.Millisecond || c.DecodeTPS != 50 || c.TTFT != 0 ||
+		c.Sources.TTFT != routing.SourceReported || c.Sources.DecodeTPS != routing.SourceReported {
+		t.Fatalf("unmeasured: %+v", c.Candidate)
+	}
+	store.Observe(other.String(), trust.Event{Kind: trust.Success, Model: "m", TTFT: 900 * time.Millisecond, Tokens: 9, Duration: 1900 * time.Millisecond})
+	c = candidateOf(t, r, other.String())
+	if c.ReportedTTFT != 0 || c.TTFT != 900*time.Millisecond || c.DecodeTPS != 8 ||
+		c.Sources.TTFT != routing.SourceMeasured || c.Sources.DecodeTPS != routing.SourceMeasured {
+		t.Fatalf("measured: %+v", c.Candidate)
+	}
+}
+
+// TestDecisionsProbeTheBestUnmeasured: after a decision the router asks to
+// measure its best-ranked candidates whose round trip is only predicted.
+func TestDecisionsProbeTheBestUnmeasured(t *testing.T) {
+	self := newID(t)
+	var cat catalog
+	rtts := map[string]geo.RTT{}
+	for i := range 2*ProbeTop + 2 {
+		id := newID(t)
+		cat = append(cat, entry(id, "m"))
+		src := geo.SourceCoordinates
+		if i%2 == 0 {
+			src = geo.SourceMeasured
+		}
+		rtts[id.String()] = geo.RTT{Value: time.Duration(10+i) * time.Millisecond, Source: src}
+	}
+	var asked []string
+	r := New(Config{Self: self, Catalog: cat, RTT: func(to string) geo.RTT { return rtts[to] }, Probe: func(ids []string) { asked = ids }})
+	d, err := r.Route(context.Background(), query("m"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []string
+	for _, c := range d.Candidates {
+		if c.Sources.RTT != routing.SourceMeasured && len(want) < ProbeTop {
+			want = append(want, c.Peer)
+		}
+	}
+	if len(want) != ProbeTop || !slices.Equal(asked, want) {
+		t.Fatalf("probed %v, want the %d best unmeasured %v", asked, ProbeTop, want)
+	}
+}
