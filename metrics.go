@@ -1,9 +1,11 @@
 package mwpeer
 
 import (
+	"errors"
 	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/mwpeer/mwpeer/experts/catchup"
 )
@@ -25,9 +27,18 @@ func (p *Peer) gossipIn() int64 {
 func (p *Peer) registerMetrics(reg prometheus.Registerer) {
 	rejected := prometheus.NewDesc("mwpeer_announcements_rejected_total",
 		"Announcements refused by the validator, by reason.", []string{"reason"}, nil)
+	// The runtime's and the process's own: goroutines, resident memory,
+	// open files (the soak test reads their slopes).
+	for _, c := range []prometheus.Collector{collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})} {
+		if err := reg.Register(c); err != nil && !errors.As(err, new(prometheus.AlreadyRegisteredError)) {
+			p.cfg.Logger.Debug("runtime metrics", "err", err)
+		}
+	}
 	reg.MustRegister(
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "mwpeer_catalog_peers", Help: "Peers in this peer's catalog."},
 			func() float64 { return float64(p.Catalog.Len()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "mwpeer_suspect_peers", Help: "Peers suspected of being frozen or gone (a failed ping, a stall), routed around until they answer."},
+			func() float64 { return float64(len(p.router.Trust().Suspects(0))) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "mwpeer_connected_peers", Help: "Peers with a live libp2p connection."},
 			func() float64 { return float64(len(p.Host.Network().Peers())) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "mwpeer_requests_in_progress", Help: "Requests this peer's backend is serving."},
