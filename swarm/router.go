@@ -386,18 +386,6 @@ func (r *Router) Complete(ctx context.Context, q Query, emit func(expert string,
 	return ans, nil
 }
 
-// NoModelHint says what to do when no peer serves any model.
-const NoModelHint = "start a peer that serves one (with Ollama running: mwpeer --engine ollama; without: mwpeer --engine embedded, " +
-	"the built-in model), or join a swarm that has one (mwpeer --bootstrap ADDR, the line `mwpeer id` prints on one of its peers)"
-
-// answeredModel is the model the expert that answered ran: asked is the
-// one asked for, or, for AnyModel, the one routing chose for that expert.
-func answeredModel(asked, expert string, experts []string, cands []Candidate) string {
-	if !isAny(asked) {
-		return asked
-	}
-	if expert == "" && len(experts) > 0 {
-		expert = experts[0]
 // answering wraps emit to tell q.Answering which model each expert runs.
 func answering(q Query, cands []Candidate, emit func(string, inference.Chunk) error) func(string, inference.Chunk) error {
 	if q.Answering == nil {
@@ -419,6 +407,18 @@ func answering(q Query, cands []Candidate, emit func(string, inference.Chunk) er
 	}
 }
 
+// NoModelHint says what to do when no peer serves any model.
+const NoModelHint = "start a peer that serves one (with Ollama running: mwpeer --engine ollama; without: mwpeer --engine embedded, " +
+	"the built-in model), or join a swarm that has one (mwpeer --bootstrap ADDR, the line `mwpeer id` prints on one of its peers)"
+
+// answeredModel is the model the expert that answered ran: asked is the
+// one asked for, or, for AnyModel, the one routing chose for that expert.
+func answeredModel(asked, expert string, experts []string, cands []Candidate) string {
+	if !isAny(asked) {
+		return asked
+	}
+	if expert == "" && len(experts) > 0 {
+		expert = experts[0]
 	}
 	for _, c := range cands {
 		if c.Peer == expert {
