@@ -190,6 +190,11 @@ func ollamaRun(t *testing.T, client *api.Client, model, prompt string, n int) ([
 // log-probabilities: on a random model, a prompt tokenized differently
 // gives other logits. Ollama receives invalid UTF-8 as U+FFFD (JSON cannot
 // carry it), which is how both read it.
+//
+// The models are of the llama architecture, which Ollama runs through
+// llama.cpp. For qwen3 and qwen3moe Ollama uses its own Go tokenizer, which
+// is not llama.cpp's: it merges a run of spaces in another order and does not
+// take U+2003 and the like for whitespace. The engine follows llama.cpp.
 func TestBPEMatchesOllama(t *testing.T) {
 	srv := ollamatest.Start(t)
 	dir := t.TempDir()

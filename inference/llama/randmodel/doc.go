@@ -1,11 +1,14 @@
-// Package randmodel writes llama-architecture GGUF files with seeded random
-// weights: the built-in model mwpeer-tiny-random and the fixtures tests use.
+// Package randmodel writes GGUF files with seeded random weights: the built-in
+// model mwpeer-tiny-random and the fixtures tests use.
 //
 // The files follow the llama architecture as llama.cpp (and so Ollama) reads it: a
 // dense transformer, or a Mixtral-style Mixture-of-Experts when Config.Experts is
-// set. The vocabulary is a SentencePiece ("llama") one made of <unk>, <s>, </s>, the
-// 256 byte tokens and optional extra words, so any text can be tokenized. A file is
-// a pure function of its Config: the same Config always gives the same bytes.
+// set; or, with Config.Arch, one of the Qwen families (qwen2, qwen3, qwen2moe,
+// qwen3moe). The vocabulary is a SentencePiece ("llama") one made of <unk>, <s>,
+// </s>, the 256 byte tokens and optional extra words, so any text can be
+// tokenized; or, with Config.BPE, a byte-level BPE one (256 byte tokens, merges,
+// special tokens, a pre-tokenizer name and a chat template). A file is a pure
+// function of its Config: the same Config always gives the same bytes.
 //
 // The weights are random, so a model answers with nonsense. With Config.Printable
 // (set by Tiny) the nonsense is printable ASCII and never ends early: one hidden
