@@ -1,6 +1,6 @@
 // Package shard owns the pieces a Mixture-of-Experts model is cut into so that
 // peers can host parts of it: the manifest that describes them, the split of
-// a llama-architecture MoE GGUF into a dense shard and one shard per (layer,
+// a MoE GGUF (llama, qwen2moe or qwen3moe) into a dense shard and one shard per (layer,
 // expert), and the on-disk store that holds shards by content, including the
 // partial files of shards being fetched (Store.OpenPartial), whose pieces it
 // checks against the manifest before it keeps them.

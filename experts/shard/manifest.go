@@ -190,13 +190,19 @@ var hashRE = regexp.MustCompile(`^[0-9a-f]{64}$`)
 // ValidHash reports whether h is a lowercase hex SHA-256.
 func ValidHash(h string) bool { return len(h) == 64 && hashRE.MatchString(h) }
 
+// Architectures are the model architectures whose experts Split can cut
+// out: llama (Mixtral-style), qwen2moe and qwen3moe. Their routed experts
+// are ffn_{gate,up,down}_exps; everything else, a qwen2moe's shared expert
+// included, stays in the dense shard, since every token needs it.
+var Architectures = map[string]bool{"llama": true, "qwen2moe": true, "qwen3moe": true}
+
 func (m *Manifest) validate() error {
 	s := m.Shape
 	switch {
 	case m.Name == "" || len(m.Name) > MaxName:
 		return fmt.Errorf("model name must be 1..%d bytes", MaxName)
-	case m.Architecture != "llama":
-		return fmt.Errorf("architecture %q (only llama)", m.Architecture)
+	case !Architectures[m.Architecture]:
+		return fmt.Errorf("architecture %q (not llama, qwen2moe or qwen3moe)", m.Architecture)
 	case s.Embedding <= 0 || s.Embedding > 1<<20 || s.FeedForward <= 0 || s.FeedForward > 1<<22:
 		return fmt.Errorf("bad shape: embedding %d, feed-forward %d", s.Embedding, s.FeedForward)
 	case s.Layers <= 0 || s.Layers > MaxLayers:

@@ -16,11 +16,11 @@ type SplitOptions struct {
 	PieceSize int64
 }
 
-// ErrNotMoE is wrapped when Split is given a model it cannot cut: not of the
-// llama architecture, or without experts.
-var ErrNotMoE = errors.New("not a llama-architecture Mixture-of-Experts model")
+// ErrNotMoE is wrapped when Split is given a model it cannot cut: not of an
+// architecture in Architectures, or without experts.
+var ErrNotMoE = errors.New("not a Mixture-of-Experts model of a known architecture")
 
-// Split cuts the llama-architecture MoE GGUF file src into a dense shard and
+// Split cuts the MoE GGUF file src (an architecture of Architectures) into a dense shard and
 // one shard per (layer, expert), stores them and their manifest in the store
 // directory outDir (created if missing), and returns the manifest.
 func Split(src, outDir string) (*Manifest, error) {
@@ -120,15 +120,23 @@ func SplitWith(src, outDir string, opts SplitOptions) (*Manifest, error) {
 // tensors of the dense shard.
 func plan(g *ggufFile) (*Manifest, [][3]ggufTensor, []ggufTensor, error) {
 	arch := g.string("general.architecture")
-	if arch != "llama" {
+	if !Architectures[arch] {
 		return nil, nil, nil, fmt.Errorf("architecture %q: %w", arch, ErrNotMoE)
 	}
 	get := func(key string) int {
-		v, ok := g.uint("llama." + key)
+		v, ok := g.uint(arch + "." + key)
 		if !ok || v > 1<<30 {
 			return 0
 		}
 		return int(v)
+	}
+	expertFF := get("feed_forward_length")
+	if arch != "llama" {
+		// The Qwen MoE families give their routed experts' size apart
+		// (llama.cpp's default for qwen2moe: feed_forward_length/used).
+		if expertFF = get("expert_feed_forward_length"); expertFF == 0 && get("expert_used_count") > 0 {
+			expertFF = get("feed_forward_length") / get("expert_used_count")
+		}
 	}
 	m := &Manifest{
 		Version:      Version,
@@ -137,7 +145,7 @@ func plan(g *ggufFile) (*Manifest, [][3]ggufTensor, []ggufTensor, error) {
 		Shape: Shape{
 			Embedding:   get("embedding_length"),
 			Layers:      get("block_count"),
-			FeedForward: get("feed_forward_length"),
+			FeedForward: expertFF,
 			Experts:     get("expert_count"),
 			ExpertsUsed: get("expert_used_count"),
 		},
@@ -151,7 +159,7 @@ func plan(g *ggufFile) (*Manifest, [][3]ggufTensor, []ggufTensor, error) {
 	}
 	sh := m.Shape
 	if sh.Experts == 0 {
-		return nil, nil, nil, fmt.Errorf("no llama.expert_count: %w", ErrNotMoE)
+		return nil, nil, nil, fmt.Errorf("no %s.expert_count: %w", arch, ErrNotMoE)
 	}
 	if sh.Embedding == 0 || sh.Layers == 0 || sh.FeedForward == 0 || sh.ExpertsUsed == 0 ||
 		sh.Layers > MaxLayers || sh.Experts > MaxExperts {
