@@ -40,7 +40,8 @@ var ErrUnsupportedSchema = errors.New("unsupported JSON schema")
 const (
 	maxJSONDepth      = 32 // nested objects and arrays
 	maxJSONWhitespace = 16 // whitespace bytes in a row
-	maxJSONNumber     = 32 // bytes of one number
+	maxJSONNumber     = 16 // bytes of one number: integers stay within 2^53, as JSON readers need
+	maxJSONExponent   = 2  // digits of an exponent: within float64's range
 	maxJSONEnum       = 64 // values of one enum
 	maxJSONProps      = 64 // properties of one object schema
 )
@@ -285,6 +286,7 @@ type jsonState struct {
 	u8hi   byte
 	num    uint8 // number state
 	numInt bool  // integer only
+	expN   uint8 // digits of the exponent so far
 	pos    int32 // bytes of the literal, enum value, key or number so far
 	lit    string
 	cands  uint64      // enum: values still possible
@@ -581,10 +583,15 @@ func (s *jsonState) numberByte(b byte) bool {
 			return false
 		}
 	case nExpSign, nExpDigit:
-		if !digit {
+		if !digit || s.num == nExpDigit && s.expN >= maxJSONExponent {
 			return false
 		}
 		s.num = nExpDigit
+	}
+	if s.num == nExpDigit {
+		s.expN++
+	} else {
+		s.expN = 0
 	}
 	s.pos++
 	return true
@@ -759,10 +766,20 @@ func (s *jsonState) closing() []byte {
 		if c.key {
 			f := top()
 			if f.node.props != nil {
-				best := -1
+				// The key whose completion is shortest: a required one
+				// costs nothing extra (it is written anyway), another
+				// its name and shortest value.
+				best, bestCost := -1, 0
 				for i, p := range f.node.props {
-					if f.cands&(1<<i) != 0 && (best < 0 || len(p.name) < len(f.node.props[best].name)) {
-						best = i
+					if f.cands&(1<<i) == 0 {
+						continue
+					}
+					cost := len(p.name) + len(minValue(nil, p.node)) + 4 // "":,
+					if f.node.required&(1<<i) != 0 {
+						cost = len(p.name) - 1<<20
+					}
+					if best < 0 || cost < bestCost {
+						best, bestCost = i, cost
 					}
 				}
 				if best < 0 { // cannot happen: a key byte needs a candidate
@@ -919,6 +936,11 @@ func minValue(out []byte, n *schemaNode) []byte {
 // and the token that spells each single byte.
 type jsonVocab struct {
 	pieces [][]byte
+	order  []int    // token IDs by piece, so that shared prefixes are walked once
+	lcp    []int    // bytes the piece of order[k] shares with that of order[k-1]
+	sorted [][]byte // pieces[order[k]], and whether it is plain, in that order
+	splain []bool
+	plain  []bool   // the piece is printable ASCII without '"' or '\\': inside a string it changes nothing
 	byByte [256]int // -1: none
 }
 
@@ -928,16 +950,43 @@ func vocabBytes(v *Vocab) *jsonVocab {
 	if jv, ok := jsonVocabs.Load(v); ok {
 		return jv.(*jsonVocab)
 	}
-	jv := &jsonVocab{pieces: make([][]byte, v.Len())}
+	jv := &jsonVocab{pieces: make([][]byte, v.Len()), plain: make([]bool, v.Len())}
 	for i := range jv.byByte {
 		jv.byByte[i] = v.bytes[i]
 	}
 	for id := range jv.pieces {
 		p := v.Piece(id)
 		jv.pieces[id] = []byte(p)
+		jv.plain[id] = len(p) > 0
+		for i := 0; i < len(p); i++ {
+			if p[i] < 0x20 || p[i] > 0x7E || p[i] == '"' || p[i] == '\\' {
+				jv.plain[id] = false
+				break
+			}
+		}
 		if len(p) == 1 && jv.byByte[p[0]] < 0 {
 			jv.byByte[p[0]] = id
 		}
+	}
+	jv.order = make([]int, 0, len(jv.pieces))
+	for id, p := range jv.pieces {
+		if len(p) > 0 {
+			jv.order = append(jv.order, id)
+		}
+	}
+	slices.SortFunc(jv.order, func(a, b int) int { return bytes.Compare(jv.pieces[a], jv.pieces[b]) })
+	jv.lcp = make([]int, len(jv.order))
+	for _, id := range jv.order {
+		jv.sorted = append(jv.sorted, jv.pieces[id])
+		jv.splain = append(jv.splain, jv.plain[id])
+	}
+	for k := 1; k < len(jv.order); k++ {
+		a, b := jv.pieces[jv.order[k-1]], jv.pieces[jv.order[k]]
+		n := 0
+		for n < len(a) && n < len(b) && a[n] == b[n] {
+			n++
+		}
+		jv.lcp[k] = n
 	}
 	got, _ := jsonVocabs.LoadOrStore(v, jv)
 	return got.(*jsonVocab)
@@ -949,6 +998,14 @@ type JSONConstraint struct {
 	scratch jsonState
 	vocab   *jsonVocab
 	eos     int
+	// Near the end of the budget (tight), a token is allowed only if the
+	// text can still be completed in the tokens left after it (left-1,
+	// at one byte token a byte).
+	tight bool
+	left  int
+	// levels are the automaton's states along a piece (see mask).
+	levels []jsonState
+	ok     []bool
 	// Masks counts the steps that needed the full mask, Steps all steps.
 	Masks, Steps int
 }
@@ -973,8 +1030,13 @@ func (c *JSONConstraint) allowed(id int) bool {
 			return false
 		}
 	}
-	return true
+	return !c.tight || len(c.scratch.closing()) <= c.left-1
 }
+
+// tightMargin is how close to the end of its budget a generation is tight:
+// a token can lengthen the shortest completion by a property name and a
+// value, which this bounds in practice.
+const tightMargin = 48
 
 // Next picks the next token from logits with smp, left tokens before the
 // answer must end; it may set logits of tokens it rules out to -Inf. It
@@ -984,24 +1046,18 @@ func (c *JSONConstraint) Next(smp *Sampler, logits []float32, left int) int {
 	if c.s.done {
 		return c.eos
 	}
-	if closing := c.s.closing(); len(closing) > 0 && len(closing) >= left {
+	closing := c.s.closing()
+	if len(closing) > 0 && len(closing) >= left {
 		if id := c.vocab.byByte[closing[0]]; id >= 0 {
 			return id
 		}
 	}
+	c.left, c.tight = left, left <= len(closing)+tightMargin
 	if id := smp.Sample(logits); c.allowed(id) {
 		return id
 	}
 	c.Masks++
-	any := false
-	for id := range logits {
-		if c.allowed(id) {
-			any = true
-		} else {
-			logits[id] = float32(math.Inf(-1))
-		}
-	}
-	if !any {
+	if c.mask(logits) == 0 {
 		if closing := c.s.closing(); len(closing) > 0 {
 			if id := c.vocab.byByte[closing[0]]; id >= 0 {
 				return id
@@ -1010,6 +1066,68 @@ func (c *JSONConstraint) Next(smp *Sampler, logits []float32, left int) int {
 		return c.eos
 	}
 	return smp.Sample(logits)
+}
+
+// mask sets the logits of every token that cannot come next to -Inf and
+// returns how many can. It walks the vocabulary in the order of its pieces,
+// keeping the automaton's state after each byte of the current piece, so a
+// prefix shared with the previous piece is not walked again and every piece
+// beginning with a refused prefix is refused at once; inside a string (not
+// a key), a plain piece is allowed without a walk.
+func (c *JSONConstraint) mask(logits []float32) int {
+	jv, s := c.vocab, c.s
+	inString := s.sc == scString && !s.key && s.esc == 0 && s.u8 == 0 && !c.tight
+	if len(c.ok) != len(logits) {
+		c.ok = make([]bool, len(logits))
+	}
+	ok := c.ok
+	clear(ok)
+	if c.levels == nil {
+		c.levels = make([]jsonState, 1)
+	}
+	s.copyTo(&c.levels[0])
+	valid := 0 // c.levels[0..valid] hold the states after that many bytes of the previous piece
+	dead := -1 // the previous piece was refused at this byte (-1: it was not)
+	for k, id := range jv.order {
+		p, l := jv.sorted[k], jv.lcp[k]
+		if dead >= 0 && l > dead {
+			continue // it begins with the refused prefix
+		}
+		if inString && jv.splain[k] {
+			ok[id] = true
+			valid, dead = min(valid, l), -1
+			continue
+		}
+		depth := min(valid, l)
+		dead = -1
+		for i := depth; i < len(p); i++ {
+			if len(c.levels) <= i+1 {
+				c.levels = append(c.levels, jsonState{})
+			}
+			c.levels[i].copyTo(&c.levels[i+1])
+			if !c.levels[i+1].feed(p[i]) {
+				dead = i
+				break
+			}
+			depth = i + 1
+		}
+		valid = depth
+		if dead < 0 {
+			ok[id] = !c.tight || len(c.levels[len(p)].closing()) <= c.left-1
+		}
+	}
+	n := 0
+	for id := range logits {
+		if id == c.eos {
+			ok[id] = s.canEnd()
+		}
+		if ok[id] {
+			n++
+		} else {
+			logits[id] = float32(math.Inf(-1))
+		}
+	}
+	return n
 }
 
 // Accept moves past token id, which Next returned.
