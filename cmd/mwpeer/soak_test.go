@@ -60,22 +60,27 @@ func TestSoak(t *testing.T) {
 	warm := length / 10
 	var b strings.Builder
 	fmt.Fprintf(&b, "soak of %v (%d samples a peer, every %v; slopes after a %v warm-up, per hour):\n", length, len(series[0]), every, warm)
-	fmt.Fprintf(&b, "%-8s %-6s %22s %26s %20s\n", "peer", "role", "RSS MB (start→end, /h)", "goroutines (start→end, /h)", "open files (/h)")
-	var sum [3]float64
+	fmt.Fprintf(&b, "%-8s %-6s %31s %26s %20s\n", "peer", "role", "RSS MB (start→end, /h, 2nd half)", "goroutines (start→end, /h)", "open files (/h)")
+	var sum [4]float64
 	for i, p := range procs {
 		role := "expert"
 		if i < len(s.entries) {
 			role = "entry"
 		}
 		pts := after(series[i], warm)
-		rs, gs, fs := slope(pts, func(x point) float64 { return x.rss }), slope(pts, func(x point) float64 { return x.goroutines }), slope(pts, func(x point) float64 { return x.files })
-		sum[0], sum[1], sum[2] = sum[0]+rs, sum[1]+gs, sum[2]+fs
+		rss := func(x point) float64 { return x.rss }
+		rs, gs, fs := slope(pts, rss), slope(pts, func(x point) float64 { return x.goroutines }), slope(pts, func(x point) float64 { return x.files })
+		// A heap still growing towards its steady state slows down; a
+		// leak does not.
+		late := slope(after(series[i], warm+(length-warm)/2), rss)
+		sum[0], sum[1], sum[2], sum[3] = sum[0]+rs, sum[1]+gs, sum[2]+fs, sum[3]+late
 		first, last := pts[0], pts[len(pts)-1]
-		fmt.Fprintf(&b, "%-8s %-6s %6.1f→%6.1f %+7.2f %8.0f→%6.0f %+8.1f %5.0f→%4.0f %+7.1f\n", short(p.id), role,
-			first.rss, last.rss, rs, first.goroutines, last.goroutines, gs, first.files, last.files, fs)
+		fmt.Fprintf(&b, "%-8s %-6s %6.1f→%6.1f %+7.2f %+7.2f %8.0f→%6.0f %+8.1f %5.0f→%4.0f %+7.1f\n", short(p.id), role,
+			first.rss, last.rss, rs, late, first.goroutines, last.goroutines, gs, first.files, last.files, fs)
 	}
 	n := float64(len(procs))
-	fmt.Fprintf(&b, "mean slope per peer: RSS %+.2f MB/h, goroutines %+.1f/h, open files %+.1f/h\n", sum[0]/n, sum[1]/n, sum[2]/n)
+	fmt.Fprintf(&b, "mean slope per peer: RSS %+.2f MB/h (second half %+.2f MB/h), goroutines %+.1f/h, open files %+.1f/h\n",
+		sum[0]/n, sum[3]/n, sum[1]/n, sum[2]/n)
 	st := l.stats("soak")
 	fmt.Fprintf(&b, "load: %v", st)
 	t.Log(b.String())
