@@ -46,6 +46,15 @@
 // receipts closes its side after the final, which a client waiting for a
 // receipt reads as "none".
 //
+// Beyond text, a request frame may carry "tools" (a JSON array),
+// "tool_choice", "format" (JSON) and "input" (strings to embed), and its
+// messages "images" (base64), "tool_calls", "tool_call_id" and "tool_name";
+// a chunk frame may carry "tool_calls" and "embedding". Peers that predate
+// them ignore them, so requests that need them are routed only to peers
+// announcing the capability (see inference.Needs); a server whose model
+// cannot do what is asked answers the error code "unsupported"
+// (inference.ErrUnsupported).
+//
 // The schema is this package's own structs (request, frame with chunk,
 // final, errorFrame and the receipt, and answer in wire.go), converted to and from inference's API types field
 // by field. Those types are free to grow; the protocol is not. New content on
