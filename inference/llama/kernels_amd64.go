@@ -21,7 +21,11 @@ func (j *mulJob) runSIMD(lo, hi int) {
 			}
 		}
 	case typeF16:
-		for r := lo; r < hi; r++ {
+		r := lo
+		if len(out) >= 2 && cols%16 == 0 {
+			r = j.tilesF16(lo, hi)
+		}
+		for ; r < hi; r++ {
 			w := m.raw[r*m.rowBytes : (r+1)*m.rowBytes]
 			for b := range out {
 				out[b][r] = dotF16AVX2(w, a.f[b*cols:(b+1)*cols])
@@ -56,4 +60,31 @@ func (j *mulJob) runSIMD(lo, hi int) {
 			}
 		}
 	}
+}
+
+// tilesF16 computes the rows [lo, r) of an F16 product, r-lo a multiple of
+// 3, three weight rows by two activation rows at a time (tileF16AVX2), and
+// returns r. The results are bitwise those of dotF16AVX2.
+func (j *mulJob) tilesF16(lo, hi int) int {
+	m, a, out := j.m, j.a, j.out
+	cols, rb := m.cols, m.rowBytes
+	var t [6]float32
+	r := lo
+	for ; r+3 <= hi; r += 3 {
+		w := m.raw[r*rb : (r+3)*rb]
+		b := 0
+		for ; b+2 <= len(out); b += 2 {
+			tileF16AVX2(w, rb, a.f[b*cols:(b+2)*cols], cols, cols, &t)
+			for i := range 3 {
+				out[b][r+i], out[b+1][r+i] = t[2*i], t[2*i+1]
+			}
+		}
+		if b < len(out) {
+			x := a.f[b*cols : (b+1)*cols]
+			for i := range 3 {
+				out[b][r+i] = dotF16AVX2(w[i*rb:(i+1)*rb], x)
+			}
+		}
+	}
+	return r
 }

@@ -201,3 +201,31 @@ func TestSIMDAttentionKernels(t *testing.T) {
 		}
 	}
 }
+
+// TestSIMDTileF16IsDot: the F16 tile kernel gives bitwise the results of
+// dotF16AVX2 for every pair of its rows.
+func TestSIMDTileF16IsDot(t *testing.T) {
+	needSIMD(t)
+	rng := rand.New(rand.NewPCG(6, 6))
+	for _, n := range []int{16, 32, 48, 64, 256, 1024, 2816} {
+		rb := 2*n + 32 // rows with a gap, as a stride test
+		w := make([]byte, 3*rb)
+		for i := range w {
+			w[i] = byte(rng.Uint32())
+			if i%2 == 1 {
+				w[i] &= 0xbb // finite values
+			}
+		}
+		x := randFloats(rng, 2*n+8)
+		var out [6]float32
+		tileF16AVX2(w, rb, x, n+8, n, &out)
+		for i := range 3 {
+			for j := range 2 {
+				want := dotF16AVX2(w[i*rb:i*rb+2*n], x[j*(n+8):j*(n+8)+n])
+				if math.Float32bits(out[2*i+j]) != math.Float32bits(want) {
+					t.Fatalf("n %d: tile (%d, %d) %g, dot %g", n, i, j, out[2*i+j], want)
+				}
+			}
+		}
+	}
+}

@@ -8,8 +8,15 @@ package llama
 func dotF32AVX2(a []float32, b []float32) float32
 
 // dotF16AVX2 returns the inner product of the binary16 values in w (2·len(x) bytes) and x,
-// converted with F16C and summed as dotF32AVX2 sums.
+// converted with F16C: FMAs into two accumulators of 8 lanes (elements 16i..16i+7 and
+// 16i+8..16i+15), added, then the lanes summed; a tail of 8 goes to the first, a tail of
+// fewer is added one by one. tileF16AVX2 computes exactly this for lengths multiple of 16.
 func dotF16AVX2(w []byte, x []float32) float32
+
+// tileF16AVX2 sets out[2i+j] to dotF16AVX2 of weight row i (at w+i·wstride bytes, i < 3)
+// and activation row j (at x+j·xstride elements, j < 2), n elements each, n a multiple of 16:
+// each weight block is converted once for both rows, bitwise the same results.
+func tileF16AVX2(w []byte, wstride int, x []float32, xstride int, n int, out *[6]float32)
 
 // dotQ8_0AVX2 is ggml's AVX2 vec_dot_q8_0_q8_0 over len(d) blocks: w holds 34-byte
 // Q8_0 blocks, q and d the activations' int8 values and scales.

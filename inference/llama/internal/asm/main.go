@@ -20,6 +20,7 @@ func main() {
 	ConstraintExpr("!purego")
 	dotF32()
 	dotF16()
+	tileF16()
 	dotQ8_0()
 	dotQ4_0()
 	dotQ4_K()
@@ -125,26 +126,28 @@ func dotF32() {
 func dotF16() {
 	TEXT("dotF16AVX2", NOSPLIT, "func(w []byte, x []float32) float32")
 	Doc("dotF16AVX2 returns the inner product of the binary16 values in w (2·len(x) bytes) and x,",
-		"converted with F16C and summed as dotF32AVX2 sums.")
+		"converted with F16C: FMAs into two accumulators of 8 lanes (elements 16i..16i+7 and",
+		"16i+8..16i+15), added, then the lanes summed; a tail of 8 goes to the first, a tail of",
+		"fewer is added one by one. tileF16AVX2 computes exactly this for lengths multiple of 16.")
 	w := Mem{Base: Load(Param("w").Base(), GP64())}
 	b := Mem{Base: Load(Param("x").Base(), GP64())}
 	n := Load(Param("x").Len(), GP64())
-	acc := []VecVirtual{YMM(), YMM(), YMM(), YMM()}
+	acc := []VecVirtual{YMM(), YMM()}
 	for _, r := range acc {
 		VXORPS(r, r, r)
 	}
-	Label("f16loop32")
-	CMPQ(n, U32(32))
+	Label("f16loop16")
+	CMPQ(n, U32(16))
 	JL(LabelRef("f16loop8"))
 	for i, r := range acc {
 		x := YMM()
 		VCVTPH2PS(w.Offset(16*i), x)
 		VFMADD231PS(b.Offset(32*i), x, r)
 	}
-	ADDQ(U32(64), w.Base)
-	ADDQ(U32(128), b.Base)
-	SUBQ(U32(32), n)
-	JMP(LabelRef("f16loop32"))
+	ADDQ(U32(32), w.Base)
+	ADDQ(U32(64), b.Base)
+	SUBQ(U32(16), n)
+	JMP(LabelRef("f16loop16"))
 	Label("f16loop8")
 	CMPQ(n, U32(8))
 	JL(LabelRef("f16reduce"))
@@ -154,11 +157,8 @@ func dotF16() {
 	ADDQ(U32(16), w.Base)
 	ADDQ(U32(32), b.Base)
 	SUBQ(U32(8), n)
-	JMP(LabelRef("f16loop8"))
 	Label("f16reduce")
 	VADDPS(acc[1], acc[0], acc[0])
-	VADDPS(acc[3], acc[2], acc[2])
-	VADDPS(acc[2], acc[0], acc[0])
 	s := hsum(acc[0])
 	Label("f16tail")
 	CMPQ(n, U32(0))
@@ -172,6 +172,70 @@ func dotF16() {
 	Label("f16done")
 	VZEROUPPER()
 	Store(s, ReturnIndex(0))
+	RET()
+}
+
+func tileF16() {
+	TEXT("tileF16AVX2", NOSPLIT, "func(w []byte, wstride int, x []float32, xstride int, n int, out *[6]float32)")
+	Doc("tileF16AVX2 sets out[2i+j] to dotF16AVX2 of weight row i (at w+i·wstride bytes, i < 3)",
+		"and activation row j (at x+j·xstride elements, j < 2), n elements each, n a multiple of 16:",
+		"each weight block is converted once for both rows, bitwise the same results.")
+	wp := Load(Param("w").Base(), GP64())
+	ws := Load(Param("wstride"), GP64())
+	xp := Load(Param("x").Base(), GP64())
+	xs := Load(Param("xstride"), GP64())
+	n := Load(Param("n"), GP64())
+	w := []Register{wp, GP64(), GP64()}
+	MOVQ(wp, w[1])
+	ADDQ(ws, w[1])
+	MOVQ(w[1], w[2])
+	ADDQ(ws, w[2])
+	x := []Register{xp, GP64()}
+	SHLQ(U8(2), xs)
+	MOVQ(xp, x[1])
+	ADDQ(xs, x[1])
+	SHLQ(U8(1), n) // bytes of a weight row
+	k := GP64()
+	XORQ(k, k)
+	// acc[i][j][p]: weight row i, activation row j, accumulator p.
+	var acc [3][2][2]VecVirtual
+	for i := range acc {
+		for j := range acc[i] {
+			for p := range acc[i][j] {
+				acc[i][j][p] = YMM()
+				VXORPS(acc[i][j][p], acc[i][j][p], acc[i][j][p])
+			}
+		}
+	}
+	Label("tileloop")
+	CMPQ(k, n)
+	JGE(LabelRef("tilereduce"))
+	for p := 0; p < 2; p++ {
+		var wv [3]VecVirtual
+		for i := range wv {
+			wv[i] = YMM()
+			VCVTPH2PS(Mem{Base: w[i], Index: k, Scale: 1, Disp: 16 * p}, wv[i])
+		}
+		for j := range x {
+			xv := YMM()
+			VMOVUPS(Mem{Base: x[j], Index: k, Scale: 2, Disp: 32 * p}, xv)
+			for i := range wv {
+				VFMADD231PS(xv, wv[i], acc[i][j][p])
+			}
+		}
+	}
+	ADDQ(U32(32), k)
+	JMP(LabelRef("tileloop"))
+	Label("tilereduce")
+	out := Mem{Base: Load(Param("out"), GP64())}
+	for i := range acc {
+		for j := range acc[i] {
+			VADDPS(acc[i][j][1], acc[i][j][0], acc[i][j][0])
+			s := hsum(acc[i][j][0])
+			VMOVSS(s, out.Offset(4*(2*i+j)))
+		}
+	}
+	VZEROUPPER()
 	RET()
 }
 
