@@ -2,6 +2,7 @@ package p2p
 
 import (
 	"context"
+	"errors"
 	"math/rand/v2"
 	"sort"
 	"sync"
@@ -250,6 +251,9 @@ func (p *Pinger) pingOnce(ctx context.Context, id peer.ID, dial bool) {
 	if ok && res.Error != nil {
 		err = res.Error
 	}
+	if errors.Is(err, network.ErrLimitedConn) || (!dial && !p.unlimited(id)) {
+		return // a relayed connection ping may not use: no evidence either way
+	}
 	if p.cfg.OnFailure != nil {
 		p.cfg.OnFailure(id, err)
 	}
@@ -284,6 +288,17 @@ func (p *Pinger) Measure(ctx context.Context, id peer.ID) error {
 	}
 	p.Record(id, res.RTT)
 	return nil
+}
+
+// unlimited reports whether id has a connection that is not limited (not
+// a circuit relay's).
+func (p *Pinger) unlimited(id peer.ID) bool {
+	for _, c := range p.h.Network().ConnsToPeer(id) {
+		if !c.Stat().Limited {
+			return true
+		}
+	}
+	return false
 }
 
 // Record adds one RTT sample for id.
