@@ -253,7 +253,8 @@ func TestAPIBadInput(t *testing.T) {
 		{"unknown model", "/v1/chat/completions", `{"model":"nope","messages":[{"role":"user","content":"hi"}]}`, 404, "model_not_found", "model"},
 		{"deadline", "/v1/chat/completions", `{"model":"syn-a","mwpeer":{"timeout_ms":200},"messages":[{"role":"user","content":"hi"}]}`, 504, "timeout", ""},
 		{"prompt list", "/v1/completions", `{"model":"syn-a","prompt":["a","b"]}`, 400, "invalid_request", "prompt"},
-		{"no endpoint", "/v1/embeddings", `{}`, 404, "not_found", ""},
+		{"no endpoint", "/v1/audio/speech", `{}`, 404, "not_found", ""},
+		{"embeddings without a model", "/v1/embeddings", `{"input":"x"}`, 400, "invalid_request", "model"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
