@@ -37,7 +37,11 @@ func (j *mulJob) runSIMD(lo, hi int) {
 			dot = dotQ4_0AVX2
 		}
 		nb := cols / 32
-		for r := lo; r < hi; r++ {
+		r := lo
+		if m.typ == typeQ8_0 && len(out) >= 2 {
+			r = j.tilesQ8_0(lo, hi)
+		}
+		for ; r < hi; r++ {
 			w := m.raw[r*m.rowBytes : (r+1)*m.rowBytes]
 			for b := range out {
 				out[b][r] = dot(w, a.q[b*cols:(b+1)*cols], a.d[b*nb:(b+1)*nb])
@@ -83,6 +87,30 @@ func (j *mulJob) tilesF16(lo, hi int) int {
 			x := a.f[b*cols : (b+1)*cols]
 			for i := range 3 {
 				out[b][r+i] = dotF16AVX2(w[i*rb:(i+1)*rb], x)
+			}
+		}
+	}
+	return r
+}
+
+// tilesQ8_0 computes the rows [lo, r) of a Q8_0 product, r-lo even, two
+// weight rows by two activation rows at a time (tileQ8_0AVX2), and returns
+// r. The results are bitwise those of dotQ8_0AVX2.
+func (j *mulJob) tilesQ8_0(lo, hi int) int {
+	m, a, out := j.m, j.a, j.out
+	cols, rb, nb := m.cols, m.rowBytes, m.cols/32
+	var t [4]float32
+	r := lo
+	for ; r+2 <= hi; r += 2 {
+		w := m.raw[r*rb : (r+2)*rb]
+		b := 0
+		for ; b+2 <= len(out); b += 2 {
+			tileQ8_0AVX2(w, rb, a.q[b*cols:(b+2)*cols], a.d[b*nb:(b+2)*nb], cols, &t)
+			out[b][r], out[b+1][r], out[b][r+1], out[b+1][r+1] = t[0], t[1], t[2], t[3]
+		}
+		if b < len(out) {
+			for i := range 2 {
+				out[b][r+i] = dotQ8_0AVX2(w[i*rb:(i+1)*rb], a.q[b*cols:(b+1)*cols], a.d[b*nb:(b+1)*nb])
 			}
 		}
 	}

@@ -229,3 +229,26 @@ func TestSIMDTileF16IsDot(t *testing.T) {
 		}
 	}
 }
+
+// TestSIMDTileQ8_0IsDot: the Q8_0 tile kernel gives bitwise the results of
+// dotQ8_0AVX2 for every pair of its rows, odd and even block counts.
+func TestSIMDTileQ8_0IsDot(t *testing.T) {
+	needSIMD(t)
+	rng := rand.New(rand.NewPCG(7, 7))
+	for _, nb := range []int{1, 2, 3, 4, 5, 32, 33, 88} {
+		cols := nb * 32
+		m := randomMatrix(t, rng, typeQ8_0, 2, cols)
+		var a acts
+		a.prepare(actQ8_0, [][]float32{randFloats(rng, cols), randFloats(rng, cols)})
+		var out [4]float32
+		tileQ8_0AVX2(m.raw, m.rowBytes, a.q, a.d, cols, &out)
+		for i := range 2 {
+			for j := range 2 {
+				want := dotQ8_0AVX2(m.raw[i*m.rowBytes:(i+1)*m.rowBytes], a.q[j*cols:(j+1)*cols], a.d[j*nb:(j+1)*nb])
+				if math.Float32bits(out[2*i+j]) != math.Float32bits(want) {
+					t.Fatalf("%d blocks: tile (%d, %d) %g, dot %g", nb, i, j, out[2*i+j], want)
+				}
+			}
+		}
+	}
+}

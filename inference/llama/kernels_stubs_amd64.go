@@ -22,6 +22,11 @@ func tileF16AVX2(w []byte, wstride int, x []float32, xstride int, n int, out *[6
 // Q8_0 blocks, q and d the activations' int8 values and scales.
 func dotQ8_0AVX2(w []byte, q []int8, d []float32) float32
 
+// tileQ8_0AVX2 sets out[2i+j] to dotQ8_0AVX2 of Q8_0 weight row i (at w+i·wstride bytes,
+// i < 2) and activation row j (q+j·cols, d+j·cols/32, j < 2) over cols/32 blocks, bitwise:
+// each weight block's scale is converted once for both rows.
+func tileQ8_0AVX2(w []byte, wstride int, q []int8, d []float32, cols int, out *[4]float32)
+
 // dotQ4_0AVX2 is ggml's AVX2 vec_dot_q4_0_q8_0 over len(d) blocks: w holds 18-byte
 // Q4_0 blocks, q and d the activations' int8 values and scales.
 func dotQ4_0AVX2(w []byte, q []int8, d []float32) float32

@@ -22,6 +22,7 @@ func main() {
 	dotF16()
 	tileF16()
 	dotQ8_0()
+	tileQ8_0()
 	dotQ4_0()
 	dotQ4_K()
 	dotQ6_K()
@@ -616,4 +617,96 @@ func scaleF16() {
 	sy := YMM()
 	VBROADCASTSS(s, sy)
 	f16update("scale", acc, n, func(a VecVirtual) { VMULPS(sy, a, a) }, func(a VecVirtual) { VMULSS(s, a, a) })
+}
+
+func tileQ8_0() {
+	ones := GLOBL("int16Ones", RODATA|NOPTR)
+	for i := 0; i < 16; i++ {
+		DATA(2*i, U16(1))
+	}
+	TEXT("tileQ8_0AVX2", NOSPLIT, "func(w []byte, wstride int, q []int8, d []float32, cols int, out *[4]float32)")
+	Doc("tileQ8_0AVX2 sets out[2i+j] to dotQ8_0AVX2 of Q8_0 weight row i (at w+i·wstride bytes,",
+		"i < 2) and activation row j (q+j·cols, d+j·cols/32, j < 2) over cols/32 blocks, bitwise:",
+		"each weight block's scale is converted once for both rows.")
+	w0 := Load(Param("w").Base(), GP64())
+	ws := Load(Param("wstride"), GP64())
+	w1 := GP64()
+	MOVQ(w0, w1)
+	ADDQ(ws, w1)
+	q0 := Load(Param("q").Base(), GP64())
+	d0 := Load(Param("d").Base(), GP64())
+	cols := Load(Param("cols"), GP64())
+	q1, d1 := GP64(), GP64()
+	MOVQ(q0, q1)
+	ADDQ(cols, q1)
+	MOVQ(cols, d1)
+	SHRQ(U8(3), d1) // cols/32 blocks of 4 bytes
+	ADDQ(d0, d1)
+	n := GP64()
+	MOVQ(cols, n)
+	SHRQ(U8(5), n)
+	w := []Register{w0, w1}
+	q := []Register{q0, q1}
+	d := []Register{d0, d1}
+	// acc[i][j][p]: weight row i, activation row j, even (0) or odd (1) blocks.
+	var acc [2][2][2]VecVirtual
+	for i := range acc {
+		for j := range acc[i] {
+			for p := range acc[i][j] {
+				acc[i][j][p] = YMM()
+				VXORPS(acc[i][j][p], acc[i][j][p], acc[i][j][p])
+			}
+		}
+	}
+	block := func(p int) {
+		// Block p of the current pair (p = 0 even, 1 odd).
+		var dw [2]VecVirtual
+		for i := range dw {
+			dw[i] = f16(Mem{Base: w[i], Disp: 34 * p})
+		}
+		for j := range q {
+			y := YMM()
+			VMOVDQU(Mem{Base: q[j], Disp: 32 * p}, y)
+			for i := range w {
+				wm := Mem{Base: w[i], Disp: 34*p + 2}
+				sc, ax, sy := XMM(), YMM(), YMM()
+				VMULSS(Mem{Base: d[j], Disp: 4 * p}, dw[i], sc)
+				VPABSB(wm, ax)
+				VPSIGNB(wm, y, sy)
+				VPMADDUBSW(sy, ax, sy)
+				VPMADDWD(ones, sy, sy)
+				VCVTDQ2PS(sy, sy)
+				scy := sc.AsY()
+				VBROADCASTSS(sc, scy)
+				VFMADD231PS(sy, scy, acc[i][j][p])
+			}
+		}
+	}
+	Label("t8loop2")
+	CMPQ(n, U32(2))
+	JL(LabelRef("t8loop1"))
+	block(0)
+	block(1)
+	for i := range w {
+		ADDQ(U32(68), w[i])
+		ADDQ(U32(64), q[i])
+		ADDQ(U32(8), d[i])
+	}
+	SUBQ(U32(2), n)
+	JMP(LabelRef("t8loop2"))
+	Label("t8loop1")
+	CMPQ(n, U32(0))
+	JE(LabelRef("t8reduce"))
+	block(0)
+	Label("t8reduce")
+	out := Mem{Base: Load(Param("out"), GP64())}
+	for i := range acc {
+		for j := range acc[i] {
+			VADDPS(acc[i][j][1], acc[i][j][0], acc[i][j][0])
+			s := hsum(acc[i][j][0])
+			VMOVSS(s, out.Offset(4*(2*i+j)))
+		}
+	}
+	VZEROUPPER()
+	RET()
 }
