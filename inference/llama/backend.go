@@ -80,7 +80,7 @@ func NewModelBackend(m *Model, opts BackendOptions) *Backend {
 	return &Backend{
 		model: m,
 		opts:  opts,
-		info: inference.ModelInfo{Name: opts.Name, Size: m.size, Family: "llama", Params: m.Config.ActiveParams(), Context: m.Config.ContextLength,
+		info: inference.ModelInfo{Name: opts.Name, Size: m.size, Family: m.Config.Arch, Params: m.Config.ActiveParams(), Context: m.Config.ContextLength,
 			Capabilities: Capabilities},
 		slots: make(chan struct{}, opts.Capacity),
 	}
