@@ -387,11 +387,19 @@ func (p *Peer) refreshModels(ctx context.Context, first bool) {
 	cancel()
 	if err != nil {
 		if first {
-			log.Warn("serving nothing locally: "+err.Error(), "engine", p.cfg.Engine)
+			hint := ""
+			if p.cfg.Engine == EngineOllama {
+				hint = "; start Ollama (ollama serve) or pass --ollama URL, or run with --engine auto to serve a built-in test model without it"
+			}
+			log.Warn("serving nothing locally: "+err.Error()+hint, "engine", p.cfg.Engine)
 		}
 		models = nil
 	} else if first && len(models) == 0 {
-		log.Warn("serving nothing locally: the engine lists no models", "engine", p.cfg.Engine)
+		hint := ""
+		if p.cfg.Engine == EngineOllama {
+			hint = "; pull one (ollama pull llama3.2:1b) and this peer serves it within " + p.cfg.ModelRefresh.String()
+		}
+		log.Warn("serving nothing locally: the engine lists no models"+hint, "engine", p.cfg.Engine)
 	}
 	if len(p.cfg.Models) > 0 {
 		models = slices.DeleteFunc(models, func(m experts.Model) bool { return !slices.Contains(p.cfg.Models, m.Name) })

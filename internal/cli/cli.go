@@ -268,6 +268,19 @@ func flagError(err error) error {
 	return err
 }
 
+// startHint says what to do about a peer that did not start, when the
+// error alone does not.
+func startHint(err error) string {
+	msg := err.Error()
+	switch {
+	case strings.Contains(msg, "address already in use"):
+		return "\n  another peer (or program) holds that address: stop it, or give this peer free ports, e.g. --http 127.0.0.1:8081 --listen /ip4/0.0.0.0/tcp/4002,/ip4/0.0.0.0/udp/4002/quic-v1 (and its own --data-dir)"
+	case strings.Contains(msg, "permission denied"):
+		return "\n  check that this user may write the data directory (--data-dir) and bind the ports"
+	}
+	return ""
+}
+
 // shutdownGrace bounds a clean stop, so that the process exits within 5 s
 // of SIGINT or SIGTERM as documented, with room to exit after it.
 const shutdownGrace = 4 * time.Second
@@ -310,7 +323,7 @@ func runPeer(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	p, err := mwpeer.Start(startCtx, cfg)
 	cancel()
 	if err != nil {
-		fmt.Fprintf(stderr, "mwpeer: %v\n", flagError(err))
+		fmt.Fprintf(stderr, "mwpeer: %v%s\n", flagError(err), startHint(err))
 		return exitError
 	}
 	fmt.Fprintf(stdout, "peer %s\nbootstrap %s\nhttp %s\n", p.ID(), p.BootstrapAddr(), p.HTTPAddr())
