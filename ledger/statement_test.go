@@ -17,7 +17,7 @@ import (
 // statementLedger holds receipts and tallies inside and around the day
 // from epoch: served, spent, unsigned or disputed, with three counterparts
 // (the third by a tally only).
-func statementLedger(t *testing.T) (*Ledger, party) {
+func statementLedger(t testing.TB) (*Ledger, party) {
 	l := open(t)
 	me, a, b, c := newParty(t), newParty(t), newParty(t), newParty(t)
 	at := func(d time.Duration, cost uint64) func(*receipt.Receipt) {
