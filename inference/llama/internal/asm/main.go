@@ -25,6 +25,7 @@ func main() {
 	tileQ8_0()
 	dotQ4_0()
 	dotQ4_K()
+	tileQ4_K()
 	dotQ6_K()
 	roundF16()
 	madF16()
@@ -358,38 +359,7 @@ func dotQ4_K() {
 	CMPQ(n, U32(0))
 	JE(LabelRef("q4kdone"))
 
-	Comment("Unpack the 6-bit scales and mins (llama.cpp's utmp).")
-	u0, u1, u2, t, v := GP32(), GP32(), GP32(), GP32(), GP32()
-	MOVL(w.Offset(4), u0)
-	MOVL(w.Offset(8), u1)
-	MOVL(w.Offset(12), u2)
-	// utmp[3] = ((u2 >> 4) & 0x0f0f0f0f) | (((u1 >> 6) & 0x03030303) << 4)
-	MOVL(u2, t)
-	SHRL(U8(4), t)
-	ANDL(U32(0x0f0f0f0f), t)
-	MOVL(u1, v)
-	SHRL(U8(6), v)
-	ANDL(U32(0x03030303), v)
-	SHLL(U8(4), v)
-	ORL(v, t)
-	MOVL(t, utmp.Offset(12))
-	// utmp[2] = u1 & 0x3f3f3f3f
-	ANDL(U32(0x3f3f3f3f), u1)
-	MOVL(u1, utmp.Offset(8))
-	// utmp[1] = (u2 & 0x0f0f0f0f) | (((u0 >> 6) & 0x03030303) << 4)
-	ANDL(U32(0x0f0f0f0f), u2)
-	MOVL(u0, v)
-	SHRL(U8(6), v)
-	ANDL(U32(0x03030303), v)
-	SHLL(U8(4), v)
-	ORL(v, u2)
-	MOVL(u2, utmp.Offset(4))
-	// utmp[0] = u0 & 0x3f3f3f3f
-	ANDL(U32(0x3f3f3f3f), u0)
-	MOVL(u0, utmp)
-	scales := YMM()
-	VPMOVZXBW(utmp, scales)
-	VMOVDQU(scales, sc16)
+	unpackScalesK4(w, utmp, sc16)
 
 	Comment("Mins: dmin·d8 · Σ min_j · (bsum[2j] + bsum[2j+1]).")
 	mins, s0, s1 := YMM(), YMM(), YMM()
@@ -706,6 +676,175 @@ func tileQ8_0() {
 			s := hsum(acc[i][j][0])
 			VMOVSS(s, out.Offset(4*(2*i+j)))
 		}
+	}
+	VZEROUPPER()
+	RET()
+}
+
+// unpackScalesK4 unpacks the 6-bit scales and mins of the Q4_K block at w
+// (llama.cpp's utmp) into utmp (8 scales then 8 mins, as bytes) and sc16
+// (the scales as int16, then the mins).
+func unpackScalesK4(w, utmp, sc16 Mem) {
+	Comment("Unpack the 6-bit scales and mins (llama.cpp's utmp).")
+	u0, u1, u2, t, v := GP32(), GP32(), GP32(), GP32(), GP32()
+	MOVL(w.Offset(4), u0)
+	MOVL(w.Offset(8), u1)
+	MOVL(w.Offset(12), u2)
+	// utmp[3] = ((u2 >> 4) & 0x0f0f0f0f) | (((u1 >> 6) & 0x03030303) << 4)
+	MOVL(u2, t)
+	SHRL(U8(4), t)
+	ANDL(U32(0x0f0f0f0f), t)
+	MOVL(u1, v)
+	SHRL(U8(6), v)
+	ANDL(U32(0x03030303), v)
+	SHLL(U8(4), v)
+	ORL(v, t)
+	MOVL(t, utmp.Offset(12))
+	// utmp[2] = u1 & 0x3f3f3f3f
+	ANDL(U32(0x3f3f3f3f), u1)
+	MOVL(u1, utmp.Offset(8))
+	// utmp[1] = (u2 & 0x0f0f0f0f) | (((u0 >> 6) & 0x03030303) << 4)
+	ANDL(U32(0x0f0f0f0f), u2)
+	MOVL(u0, v)
+	SHRL(U8(6), v)
+	ANDL(U32(0x03030303), v)
+	SHLL(U8(4), v)
+	ORL(v, u2)
+	MOVL(u2, utmp.Offset(4))
+	// utmp[0] = u0 & 0x3f3f3f3f
+	ANDL(U32(0x3f3f3f3f), u0)
+	MOVL(u0, utmp)
+	scales := YMM()
+	VPMOVZXBW(utmp, scales)
+	VMOVDQU(scales, sc16)
+}
+
+func tileQ4_K() {
+	TEXT("tileQ4_KAVX2", NOSPLIT, "func(w []byte, wstride int, q []int8, d []float32, bsum []int32, cols int, out *[4]float32)")
+	Doc("tileQ4_KAVX2 sets out[2i+j] to dotQ4_KAVX2 of Q4_K weight row i (at w+i·wstride bytes,",
+		"i < 2) and activation row j (q+j·cols, d+j·cols/256, bsum+j·cols/16, j < 2), bitwise:",
+		"each weight block's scales and nibbles are unpacked once for both rows.")
+	w0 := Load(Param("w").Base(), GP64())
+	ws := Load(Param("wstride"), GP64())
+	w1 := GP64()
+	MOVQ(w0, w1)
+	ADDQ(ws, w1)
+	q0 := Load(Param("q").Base(), GP64())
+	d0 := Load(Param("d").Base(), GP64())
+	b0 := Load(Param("bsum").Base(), GP64())
+	cols := Load(Param("cols"), GP64())
+	q1, d1, b1 := GP64(), GP64(), GP64()
+	MOVQ(q0, q1)
+	ADDQ(cols, q1)
+	MOVQ(cols, d1)
+	SHRQ(U8(6), d1) // cols/256 scales of 4 bytes
+	ADDQ(d0, d1)
+	MOVQ(cols, b1)
+	SHRQ(U8(2), b1) // cols/16 sums of 4 bytes
+	ADDQ(b0, b1)
+	n := cols
+	SHRQ(U8(8), n)
+	w := []Mem{{Base: w0}, {Base: w1}}
+	q := []Mem{{Base: q0}, {Base: q1}}
+	d := []Mem{{Base: d0}, {Base: d1}}
+	bs := []Mem{{Base: b0}, {Base: b1}}
+	utmp := []Mem{AllocLocal(16), AllocLocal(16)}
+	sc16 := []Mem{AllocLocal(32), AllocLocal(32)}
+	// acc and accm of pair (i, j) at 32·(2i+j).
+	acc, accm := AllocLocal(128), AllocLocal(128)
+	z := YMM()
+	VXORPS(z, z, z)
+	for k := 0; k < 4; k++ {
+		VMOVUPS(z, acc.Offset(32*k))
+		VMOVUPS(z, accm.Offset(32*k))
+	}
+	low := bytes(0x0f)
+	Label("t4kloop")
+	CMPQ(n, U32(0))
+	JE(LabelRef("t4kdone"))
+	for i := range w {
+		unpackScalesK4(w[i], utmp[i], sc16[i])
+	}
+	Comment("Mins of each pair.")
+	for j := range q {
+		sums, s1 := YMM(), YMM()
+		VMOVDQU(bs[j], sums)
+		VMOVDQU(bs[j].Offset(32), s1)
+		VPHADDD(s1, sums, sums)
+		VPERMQ(U8(0xd8), sums, sums)
+		for i := range w {
+			mins, dmy := YMM(), YMM()
+			VPMOVZXBD(utmp[i].Offset(8), mins)
+			VPMULLD(mins, sums, mins)
+			VCVTDQ2PS(mins, mins)
+			dm := f16(w[i].Offset(2))
+			VMULSS(d[j], dm, dm)
+			VBROADCASTSS(dm, dmy)
+			m := YMM()
+			VMOVUPS(accm.Offset(32*(2*i+j)), m)
+			VFNMADD231PS(mins, dmy, m)
+			VMOVUPS(m, accm.Offset(32*(2*i+j)))
+		}
+	}
+	Comment("Quants: four groups of 64, low nibbles then high nibbles.")
+	var sumi [2][2]VecVirtual
+	for i := range sumi {
+		for j := range sumi[i] {
+			sumi[i][j] = YMM()
+			VPXOR(sumi[i][j], sumi[i][j], sumi[i][j])
+		}
+	}
+	for g := 0; g < 4; g++ {
+		var nib [2][2]VecVirtual // [i][lo, hi]
+		for i := range w {
+			bits := YMM()
+			nib[i][0], nib[i][1] = YMM(), YMM()
+			VMOVDQU(w[i].Offset(16+32*g), bits)
+			VPAND(low, bits, nib[i][0])
+			VPSRLW(U8(4), bits, nib[i][1])
+			VPAND(low, nib[i][1], nib[i][1])
+		}
+		for h := 0; h < 2; h++ {
+			for j := range q {
+				y := YMM()
+				VMOVDQU(q[j].Offset(64*g+32*h), y)
+				for i := range w {
+					p, sc := YMM(), YMM()
+					VPMADDUBSW(y, nib[i][h], p)
+					VPBROADCASTW(sc16[i].Offset(4*g+2*h), sc)
+					VPMADDWD(sc, p, p)
+					VPADDD(p, sumi[i][j], sumi[i][j])
+				}
+			}
+		}
+	}
+	for i := range w {
+		for j := range q {
+			VCVTDQ2PS(sumi[i][j], sumi[i][j])
+			ds := blockScale(w[i], d[j])
+			a := YMM()
+			VMOVUPS(acc.Offset(32*(2*i+j)), a)
+			VFMADD231PS(sumi[i][j], ds, a)
+			VMOVUPS(a, acc.Offset(32*(2*i+j)))
+		}
+	}
+	for i := range w {
+		ADDQ(U32(144), w[i].Base)
+		ADDQ(U32(256), q[i].Base)
+		ADDQ(U32(4), d[i].Base)
+		ADDQ(U32(64), bs[i].Base)
+	}
+	DECQ(n)
+	JMP(LabelRef("t4kloop"))
+	Label("t4kdone")
+	out := Mem{Base: Load(Param("out"), GP64())}
+	for k := 0; k < 4; k++ {
+		a, m := YMM(), YMM()
+		VMOVUPS(acc.Offset(32*k), a)
+		VMOVUPS(accm.Offset(32*k), m)
+		VADDPS(m, a, a)
+		s := hsum(a)
+		VMOVSS(s, out.Offset(4*k))
 	}
 	VZEROUPPER()
 	RET()
