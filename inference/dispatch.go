@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -327,6 +328,7 @@ type dispatch struct {
 	events chan event
 	wg     sync.WaitGroup
 	errs   map[string]error
+	spares atomic.Int64 // targets left to take over from a stalled expert
 
 	// what has reached the client
 	text     strings.Builder
@@ -353,12 +355,41 @@ func (d *dispatch) launch(ctx context.Context, t Target, req Request, role int) 
 		var gaps time.Duration // sum of the gaps between tokens
 		tokens := 0
 		t.observe(ExpertEvent{Kind: EventChosen, Continued: req.Continue != d.req.Continue})
-		stall := func() { cancel(ErrStalled) }
+		// The watchdog: armed anew at each token (only this goroutine arms
+		// it; Run calls emit in order). A timer that fires after a token
+		// came meanwhile does nothing (seen counts the tokens it was armed
+		// at). When no spare could take over, a stall at the adaptive limit
+		// waits on to the cap instead: failing the answer would not help.
+		var seen atomic.Int64
 		var watchdog *time.Timer
+		var arm func(limit, capped time.Duration)
+		arm = func(limit, capped time.Duration) {
+			at := seen.Load()
+			watchdog = time.AfterFunc(limit, func() {
+				if seen.Load() != at {
+					return
+				}
+				if d.spares.Load() == 0 {
+					if capped <= 0 {
+						return // no cap: wait as long as the caller does
+					}
+					if rest := capped - limit; rest > 0 {
+						time.AfterFunc(rest, func() {
+							if seen.Load() == at {
+								cancel(ErrStalled)
+							}
+						})
+						return
+					}
+				}
+				cancel(ErrStalled)
+			})
+		}
 		if limit := d.cfg.firstTokenLimit(t.Pace); limit > 0 {
-			watchdog = time.AfterFunc(limit, stall)
+			arm(limit, d.cfg.FirstTokenTimeout)
 		}
 		defer func() {
+			seen.Add(1) // disarms a pending extension
 			if watchdog != nil {
 				watchdog.Stop()
 			}
@@ -376,7 +407,7 @@ func (d *dispatch) launch(ctx context.Context, t Target, req Request, role int) 
 			}
 			last = now
 			tokens++
-			// Only this goroutine touches watchdog (Run calls emit in order).
+			seen.Add(1)
 			if watchdog != nil {
 				watchdog.Stop()
 			}
@@ -385,11 +416,7 @@ func (d *dispatch) launch(ctx context.Context, t Target, req Request, role int) 
 				gap = gaps / time.Duration(tokens-1)
 			}
 			if limit := d.cfg.stallLimit(t.Pace, gap, ttft); limit > 0 {
-				if watchdog == nil {
-					watchdog = time.AfterFunc(limit, stall)
-				} else {
-					watchdog.Reset(limit)
-				}
+				arm(limit, d.cfg.StallTimeout)
 			}
 			select {
 			case d.events <- event{r: r, chunk: &c}:
@@ -584,6 +611,7 @@ func (d *dispatch) stream(ctx context.Context, primary, spares []Target, blend b
 	}()
 
 	for {
+		d.spares.Store(int64(len(queue)))
 		if finished && pending() == 0 {
 			break
 		}
@@ -751,6 +779,7 @@ func (d *dispatch) confidence(ctx context.Context, primary, spares []Target) (Re
 	pending := len(runners)
 	var ok []*runner
 	for pending > 0 || len(ok) == 0 {
+		d.spares.Store(int64(len(queue)))
 		if pending == 0 {
 			if len(queue) == 0 {
 				return Result{Errors: d.errs}, noExpert(d.errs)

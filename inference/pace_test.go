@@ -157,15 +157,43 @@ func TestFrozenReplacementIsHedgedToo(t *testing.T) {
 }
 
 // TestFirstTokenStallFollowsMeasuredTTFT: an expert measured at 5 ms to its
-// first token that sends nothing is stalled after the floor, not the cap.
+// first token that sends nothing is stalled after the floor, not the cap,
+// and the spare answers.
 func TestFirstTokenStallFollowsMeasuredTTFT(t *testing.T) {
 	wait.NoLeak(t)
 	c := paced()
-	c.HedgeFactor = 0 // no spare either way: the stall alone decides
+	c.HedgeFactor = 0 // the stall alone decides
 	frozen := Target{Name: "frozen", Run: blocks, Pace: Pace{TTFT: 5 * time.Millisecond}}
 	start := time.Now()
-	_, err := c.Dispatch(context.Background(), []Target{frozen}, nil, Fastest, testReq, func(string, Chunk) error { return nil })
-	if !errors.Is(err, ErrNoExpert) || time.Since(start) > 20*time.Second {
-		t.Fatalf("err %v after %v", err, time.Since(start))
+	res, err := c.Dispatch(context.Background(), []Target{frozen}, []Target{named("spare", NewSynthetic(SyntheticConfig{Tokens: 3}))},
+		Fastest, testReq, func(string, Chunk) error { return nil })
+	if err != nil || res.Expert != "spare" || !errors.Is(res.Errors["frozen"], ErrStalled) || time.Since(start) > 20*time.Second {
+		t.Fatalf("expert %s, errors %v, err %v after %v", res.Expert, res.Errors, err, time.Since(start))
+	}
+}
+
+// TestLoneExpertIsNotCutShort: with no spare to take over, an expert that
+// pauses past its adaptive stall limit (but not the cap) is waited for:
+// cutting it off would only fail the answer.
+func TestLoneExpertIsNotCutShort(t *testing.T) {
+	wait.NoLeak(t)
+	cfg := SyntheticConfig{Tokens: 6}
+	b := NewSynthetic(cfg)
+	pausing := Target{Name: "pausing", Pace: Pace{TTFT: time.Millisecond, Gap: time.Millisecond}, Run: func(ctx context.Context, req Request, emit func(Chunk) error) (Final, error) {
+		n := 0
+		return b.Generate(ctx, req, func(c Chunk) error {
+			if n++; n == 3 {
+				select { // 3 times the 200 ms stall floor, a tenth of a minute's cap
+				case <-time.After(600 * time.Millisecond):
+				case <-ctx.Done():
+					return ctx.Err()
+				}
+			}
+			return emit(c)
+		})
+	}}
+	res, err := paced().Dispatch(context.Background(), []Target{pausing}, nil, Fastest, testReq, func(string, Chunk) error { return nil })
+	if err != nil || res.Text != fullText(t, cfg, testReq) {
+		t.Fatalf("text %q, err %v", res.Text, err)
 	}
 }
