@@ -8,7 +8,6 @@ import (
 	"math/rand/v2"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/mwpeer/mwpeer/inference"
 	"github.com/mwpeer/mwpeer/inference/llama/randmodel"
@@ -355,37 +354,35 @@ func BenchmarkJSONMask(b *testing.B) {
 	}
 }
 
-// TestJSONCostPerToken measures what constrained decoding adds to a
-// generation of the built-in model, end to end.
-func TestJSONCostPerToken(t *testing.T) {
-	if testing.Short() {
-		t.Skip("measurement")
-	}
-	m := load(t, randmodel.Tiny())
-	b := NewModelBackend(m, BackendOptions{Name: "tiny"})
+// BenchmarkJSONGeneration is what constrained decoding adds to a whole
+// generation of the built-in model (greedy, 64 tokens at most): ns/op is
+// per generated token, free and under the person schema.
+func BenchmarkJSONGeneration(b *testing.B) {
+	m := load(b, randmodel.Tiny())
+	be := NewModelBackend(m, BackendOptions{Name: "tiny"})
 	zero := 0.0
-	run := func(format string) (tokens int, per float64) {
-		var total int
-		start := nowFunc()
-		for seed := int64(0); seed < 20; seed++ {
-			s := seed
-			req := inference.Request{Model: "tiny", Prompt: "JSON: ", Raw: true, MaxTokens: 64, Temperature: &zero, Seed: &s}
-			if format != "" {
-				req.Format = json.RawMessage(format)
-			}
-			f, err := b.Generate(context.Background(), req, func(inference.Chunk) error { return nil })
-			if err != nil {
-				t.Fatal(err)
-			}
-			total += f.CompletionTokens
+	for _, format := range []string{"", personSchema} {
+		name := "free"
+		if format != "" {
+			name = "schema"
 		}
-		return total, float64(nowFunc().Sub(start).Microseconds()) / float64(total)
+		b.Run(name, func(b *testing.B) {
+			tokens := 0
+			for b.Loop() {
+				seed := int64(tokens)
+				req := inference.Request{Model: "tiny", Prompt: "JSON: ", Raw: true, MaxTokens: 64, Temperature: &zero, Seed: &seed}
+				if format != "" {
+					req.Format = json.RawMessage(format)
+				}
+				f, err := be.Generate(context.Background(), req, func(inference.Chunk) error { return nil })
+				if err != nil {
+					b.Fatal(err)
+				}
+				tokens += f.CompletionTokens
+			}
+			b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(tokens), "µs/token")
+		})
 	}
-	n0, free := run("")
-	n1, constrained := run(personSchema)
-	t.Logf("built-in model, greedy: %.1f µs/token free (%d tokens), %.1f µs/token with the person schema (%d tokens)", free, n0, constrained, n1)
 }
-
-var nowFunc = time.Now
 
 func errorsAs(err error, target any) bool { return errors.As(err, target) }
