@@ -168,9 +168,11 @@ func TestLimitedConnectionOnlyThroughPrepare(t *testing.T) {
 	m := loadModel(t, c)
 
 	relayHost := newHost(t)
-	if _, err := relay.New(relayHost); err != nil {
+	rl, err := relay.New(relayHost)
+	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { rl.Close() })
 	// The expert host listens nowhere: it is reachable only through the relay.
 	behind, err := libp2p.New(libp2p.NoListenAddrs, libp2p.EnableRelay())
 	if err != nil {
