@@ -48,6 +48,42 @@ type Params struct {
 	RTTSigma  float64
 	// Link is a joining peer's download rate for catch-up, bytes/s.
 	Link float64
+
+	// Sharding, the design change that bounds a peer's costs at any size
+	// (in this model; experts does not shard yet). Announcements go to one
+	// of Shards topics, chosen by the first bits of the author's peer ID,
+	// where Shards is the least power of two that keeps each shard within
+	// ShardAuthors authors (a peer learns the swarm's size from its DHT
+	// routing table, or a shard splits when it hears twice ShardAuthors).
+	// A peer subscribes to its own shard only: it hears ShardAuthors
+	// peers at most, at the held rate, and finds experts beyond its shard
+	// through DHT provider lookups, which are O(log N). A provider key is
+	// salted alike (domain/general/<shard>), so no DHT peer holds the
+	// records of more than ShardAuthors providers of one key. 0: one
+	// topic, as today.
+	ShardAuthors int
+	// CatalogBudget caps the catalog's heap in bytes, whatever its
+	// entries announce (0: the entry cap only).
+	CatalogBudget float64
+}
+
+// Sharded is p with the sharded design: shards of at most authors
+// authors, the catalog within budget bytes.
+func (p Params) Sharded(authors int, budget float64) Params {
+	p.ShardAuthors, p.CatalogBudget = authors, budget
+	return p
+}
+
+// shards is how many announcement topics a swarm of n has, and how many
+// authors each holds.
+func (p Params) shards(n int) (shards, members int) {
+	shards = 1
+	if p.ShardAuthors > 0 {
+		for (n+shards-1)/shards > p.ShardAuthors {
+			shards *= 2
+		}
+	}
+	return shards, (n + shards - 1) / shards
 }
 
 // DefaultParams are the code's defaults with the measured sizes.
@@ -77,9 +113,12 @@ func DefaultParams(s Sizes, entryBytes, largestBytes float64) Params {
 
 // Point is what one peer pays in a swarm of N.
 type Point struct {
-	N        int
-	Interval time.Duration // heartbeat, as experts.AdaptInterval computes it
-	Rate     float64       // announcements received per second (distinct)
+	N int
+	// Shards and Members: announcement topics, and authors in each (N and
+	// 1 without sharding).
+	Shards, Members int
+	Interval        time.Duration // heartbeat, as experts.AdaptInterval computes it
+	Rate            float64       // announcements received per second (distinct)
 	// Gossip bytes received per second, and its parts.
 	Gossip, Messages, IHave, IDontWant float64
 	// ValidateCPU is the fraction of one core spent verifying them.
@@ -99,11 +138,32 @@ type Point struct {
 	// will hold: one catch-up, then gossip for the rest; Overhead is the
 	// start of a peer, which the model does not cover (calibrated).
 	View95 time.Duration
+	// ProviderRecords is the most provider records one DHT peer holds for
+	// one key that every peer provides (domain/general): each key's k
+	// closest peers hold all its providers, one per shard with salting.
+	ProviderRecords int
 }
 
-// Model returns what one peer pays in a swarm of n peers.
+// Model returns what one peer pays in a swarm of n peers: with sharding
+// (ShardAuthors), what it pays in its shard, plus the DHT's provider
+// records.
 func (p Params) Model(n int, overhead time.Duration) Point {
+	shards, members := p.shards(n)
+	pt := p.model(members, overhead)
+	pt.N, pt.Shards, pt.Members = n, shards, members
+	pt.ProviderRecords = members
+	if p.CatalogBudget > 0 {
+		pt.CatalogMBWorst = min(pt.CatalogMBWorst, p.CatalogBudget/1e6)
+	}
+	return pt
+}
+
+// model is Model for one topic of n authors.
+func (p Params) model(n int, overhead time.Duration) Point {
 	entries := min(n-1, p.MaxEntries)
+	if p.CatalogBudget > 0 && p.EntryBytes > 0 {
+		entries = min(entries, int(p.CatalogBudget/p.EntryBytes))
+	}
 	iv := experts.AdaptInterval(entries+1, p.MinInterval, p.MaxInterval, p.TargetRate)
 	rate := float64(n-1) / iv.Seconds()
 	pt := Point{N: n, Interval: iv, Rate: rate, Entries: entries}
@@ -174,6 +234,6 @@ func (p Params) gossipAt(n int, rate float64) float64 {
 	// Model with an interval that yields rate, then reuse its arithmetic.
 	q := p
 	iv := time.Duration(float64(n-1) / rate * float64(time.Second))
-	q.MinInterval, q.MaxInterval = iv, iv
+	q.MinInterval, q.MaxInterval, q.ShardAuthors = iv, iv, 0
 	return q.Model(n, 0).Gossip
 }

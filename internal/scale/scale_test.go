@@ -168,6 +168,48 @@ func TestGossipWithinBoundAtHeldRate(t *testing.T) {
 	}
 }
 
+// The sharded design (Params.Sharded): announcement topics of at most
+// shardAuthors authors, the catalog within catalogBudget bytes.
+const (
+	shardAuthors  = 1_000
+	catalogBudget = 40e6
+)
+
+// TestShardedCostsAreBounded: with announcements sharded, no per-peer cost
+// grows with the swarm. From 1,000 to 1,000,000 peers, the gossip received,
+// the announcements verified, the catalog's entries and memory (even full
+// of the largest announcements the validator accepts), a catch-up's bytes
+// and the provider records a DHT peer holds for one key stay within what a
+// shard of shardAuthors costs, and within the goals; only DHT lookups grow,
+// by about a hop per 10x (TestLookupsAreLogarithmic).
+func TestShardedCostsAreBounded(t *testing.T) {
+	p := testParams(t).Sharded(shardAuthors, catalogBudget)
+	bound := p.model(shardAuthors, 0) // the fullest shard
+	const slack = 1.001
+	for _, n := range []int{1_000, 10_000, 100_000, 1_000_000} {
+		m := p.Model(n, 0)
+		t.Logf("%d peers: %d shards of %d, %.1f announcements/s, gossip %.1f KB/s, verify %.1f%% CPU, catalog %d entries %.1f MB (%.1f MB of the largest), catch-up %.1f MB, %d provider records a key",
+			n, m.Shards, m.Members, m.Rate, m.Gossip/1e3, 100*m.ValidateCPU, m.Entries, m.CatalogMB, m.CatalogMBWorst, m.CatchUpBytes/1e6, m.ProviderRecords)
+		for _, c := range []struct {
+			what       string
+			got, bound float64
+		}{
+			{"announcements/s", m.Rate, p.TargetRate},
+			{"gossip bytes/s", m.Gossip, min(bound.Gossip, goalGossip)},
+			{"verify CPU", m.ValidateCPU, bound.ValidateCPU},
+			{"catalog entries", float64(m.Entries), shardAuthors},
+			{"catalog MB", m.CatalogMB, goalCatalog},
+			{"catalog MB of the largest", m.CatalogMBWorst, goalCatalog},
+			{"catch-up bytes", m.CatchUpBytes, bound.CatchUpBytes},
+			{"provider records", float64(m.ProviderRecords), shardAuthors},
+		} {
+			if c.got > c.bound*slack {
+				t.Errorf("%d peers: %s %.4g, over the bound %.4g", n, c.what, c.got, c.bound)
+			}
+		}
+	}
+}
+
 func TestLookupsAreLogarithmic(t *testing.T) {
 	p := testParams(t)
 	var prev Lookups
@@ -205,6 +247,16 @@ func TestScaleTable(t *testing.T) {
 		p.EntryBytes, p.LargestBytes, m.CatalogMBWorst, m.CatchUpServe/1e3, m.CatchUpWorst/1e3, p.CatchUpPerMin)
 	fmt.Fprintf(&b, "100 KB/s at 100k allows %.1f announcements/s: an interval of %v; largest swarm within 100 KB/s at MaxInterval %v: %d peers\n",
 		r, time.Duration(100_000/r*float64(time.Second)).Round(time.Minute), p.MaxInterval, int(p.GossipBudget(100_000, goalGossip)*p.MaxInterval.Seconds()))
+	sh := p.Sharded(shardAuthors, catalogBudget)
+	fmt.Fprintf(&b, "\nsharded: topics of at most %d authors, catalog within %.0f MB\n\n", shardAuthors, catalogBudget/1e6)
+	fmt.Fprintf(&b, "| peers | shards of | interval | announcements/s | gossip KB/s (messages + IHAVE) | verify CPU | catalog entries | catalog MB (largest) | catch-up per join | 95%% view | provider records a key |\n")
+	fmt.Fprintf(&b, "|---|---|---|---|---|---|---|---|---|---|---|\n")
+	for _, n := range []int{1_000, 10_000, 100_000, 1_000_000} {
+		m := sh.Model(n, over)
+		fmt.Fprintf(&b, "| %d | %d × %d | %v | %.0f | %.0f (%.0f + %.0f) | %.1f%% | %d | %.1f (%.0f) | %.1f MB | %v | %d |\n",
+			n, m.Shards, m.Members, m.Interval.Round(time.Second), m.Rate, m.Gossip/1e3, (m.Messages+m.IDontWant)/1e3, m.IHave/1e3,
+			100*m.ValidateCPU, m.Entries, m.CatalogMB, m.CatalogMBWorst, m.CatchUpBytes/1e6, m.View95.Round(100*time.Millisecond), m.ProviderRecords)
+	}
 	fmt.Fprintf(&b, "calibration: start overhead %v of the measured %v join of 50\n", over.Round(time.Millisecond), measuredJoin50)
 	for _, mm := range measured {
 		g := p.Model(mm.n, 0).Gossip
