@@ -262,6 +262,9 @@ func (m *matrix) mul(t *team, j *mulJob, out [][]float32, a *acts, work []scratc
 	*j = mulJob{m: m, out: out, a: a, work: work}
 	// Chunks of about 64K multiply-adds, at least 4 rows.
 	chunk := max(4, (1<<16)/(m.cols*a.n))
+	if useSIMD {
+		chunk = (chunk + 5) / 6 * 6 // whole tiles of 3 or 2 rows
+	}
 	t.parallel(j, m.rows, chunk)
 	*j = mulJob{}
 }
