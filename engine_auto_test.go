@@ -94,13 +94,13 @@ func TestEngineAutoWithOllamaServesItsModels(t *testing.T) {
 	if st.Engine != EngineOllama || !strings.Contains(st.EngineNote, "Ollama answers") {
 		t.Fatalf("status engine %q, note %q", st.Engine, st.EngineNote)
 	}
-	if got := p.Models(); len(got) != 1 || got[0].Name != ollamatest.FakeModel {
-		t.Fatalf("serves %+v, want the fake Ollama's model", got)
+	if got := p.Models(); len(got) != 2 || got[0].Name != ollamatest.FakeEmbedModel || got[1].Name != ollamatest.FakeModel {
+		t.Fatalf("serves %+v, want the fake Ollama's models", got)
 	}
 	if p.cfg.Capacity != DefaultOllamaParallel {
 		t.Fatalf("capacity %d, want Ollama's default parallelism %d", p.cfg.Capacity, DefaultOllamaParallel)
 	}
-	if m := listModels(t, p); len(m) != 1 || m[0]["engine"] != EngineOllama || m[0]["description"] != nil {
+	if m := listModels(t, p); len(m) != 2 || m[0]["engine"] != EngineOllama || m[0]["description"] != nil {
 		t.Fatalf("/v1/models: %v", m)
 	}
 }

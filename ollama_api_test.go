@@ -2,7 +2,9 @@ package mwpeer
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/url"
 	"os"
@@ -68,15 +70,15 @@ func TestOllamaAPIWithOllamasClient(t *testing.T) {
 		t.Fatalf("version %q, %v", v, err)
 	}
 	list, err := c.List(ctx)
-	if err != nil || len(list.Models) != 1 || list.Models[0].Name != ollamatest.FakeModel || len(list.Models[0].Digest) != 64 {
+	if err != nil || len(list.Models) != 2 || list.Models[1].Name != ollamatest.FakeModel || len(list.Models[1].Digest) != 64 {
 		t.Fatalf("list %+v, %v", list, err)
 	}
 	show, err := c.Show(ctx, &ollama.ShowRequest{Model: "fake"}) // no tag: :latest, as Ollama does
-	if err != nil || len(show.Capabilities) == 0 || show.Capabilities[0] != "completion" {
+	if err != nil || fmt.Sprint(show.Capabilities) != "[completion tools]" {
 		t.Fatalf("show %+v, %v", show, err)
 	}
 	var se ollama.StatusError
-	if _, err := c.Show(ctx, &ollama.ShowRequest{Model: "nowhere"}); !errors.As(err, &se) || se.StatusCode != 404 || !strings.Contains(se.ErrorMessage, "served now: fake:latest") {
+	if _, err := c.Show(ctx, &ollama.ShowRequest{Model: "nowhere"}); !errors.As(err, &se) || se.StatusCode != 404 || !strings.Contains(se.ErrorMessage, "served now: fake-embed:latest, fake:latest") && !strings.Contains(se.ErrorMessage, "served now: fake:latest, fake-embed:latest") {
 		t.Fatalf("show of an unknown model: %v", err)
 	}
 
@@ -106,13 +108,32 @@ func TestOllamaAPIWithOllamasClient(t *testing.T) {
 	if err := c.Chat(ctx, &ollama.ChatRequest{Model: "fake"}, func(r ollama.ChatResponse) error { loaded = r; return nil }); err != nil || loaded.DoneReason != "load" {
 		t.Fatalf("load: %+v, %v", loaded, err)
 	}
+	// Tools go to the model and its call comes back in Ollama's shape.
+	var tools ollama.Tools
+	if err := json.Unmarshal([]byte(`[{"type":"function","function":{"name":"get_weather","description":"weather in a city","parameters":{"type":"object","properties":{"city":{"type":"string"}},"required":["city"]}}}]`), &tools); err != nil {
+		t.Fatal(err)
+	}
+	var calls []ollama.ToolCall
+	err = c.Chat(ctx, &ollama.ChatRequest{Model: "fake", Tools: tools, Messages: []ollama.Message{{Role: "user", Content: "weather in Paris?"}}},
+		func(r ollama.ChatResponse) error { calls = append(calls, r.Message.ToolCalls...); return nil })
+	if err != nil || len(calls) != 1 || calls[0].Function.Name != "get_weather" || calls[0].Function.Arguments.String() != `{"x":1}` {
+		t.Fatalf("tool calls %+v, %v", calls, err)
+	}
+	// Embeddings, from the peer serving the embedding model.
+	emb, err := c.Embed(ctx, &ollama.EmbedRequest{Model: "fake-embed", Input: []string{"a", "abc"}})
+	if err != nil || fmt.Sprint(emb.Embeddings) != "[[1 1 0] [3 1 0]]" {
+		t.Fatalf("embed: %+v, %v", emb, err)
+	}
+	if _, err := c.Embed(ctx, &ollama.EmbedRequest{Model: "fake", Input: "a"}); !errors.As(err, &se) || se.StatusCode != 400 {
+		t.Fatalf("embed with a chat model: %v", err)
+	}
 	// A model nobody serves is a 404 that says what is served.
 	err = c.Chat(ctx, &ollama.ChatRequest{Model: "nowhere", Messages: []ollama.Message{{Role: "user", Content: "hi"}}}, func(ollama.ChatResponse) error { return nil })
 	if !errors.As(err, &se) || se.StatusCode != 404 {
 		t.Fatalf("chat with an unknown model: %v", err)
 	}
 	// ps: A runs the model, B runs nothing.
-	if ps, err := ollamaClient(t, a).ListRunning(ctx); err != nil || len(ps.Models) != 1 || ps.Models[0].Name != ollamatest.FakeModel {
+	if ps, err := ollamaClient(t, a).ListRunning(ctx); err != nil || len(ps.Models) != 2 || ps.Models[1].Name != ollamatest.FakeModel {
 		t.Fatalf("ps on A: %+v, %v", ps, err)
 	}
 	if ps, err := c.ListRunning(ctx); err != nil || len(ps.Models) != 0 {
