@@ -127,7 +127,10 @@ type counted struct {
 	done *generated
 }
 
-type generated struct{ requests, tokens atomic.Int64 }
+type generated struct {
+	requests, tokens atomic.Int64
+	speed            speeds // the engine's own speed, announced
+}
 
 func (c counted) Generate(ctx context.Context, req inference.Request, emit func(inference.Chunk) error) (inference.Final, error) {
 	c.load.Add(1)
@@ -136,6 +139,9 @@ func (c counted) Generate(ctx context.Context, req inference.Request, emit func(
 	if c.done != nil {
 		c.done.requests.Add(1)
 		c.done.tokens.Add(int64(f.PromptTokens + f.CompletionTokens))
+		if err == nil {
+			c.done.speed.record(req.Model, f)
+		}
 	}
 	return f, err
 }

@@ -323,6 +323,7 @@ func (p *Peer) Close() error {
 // announcement is what this peer says about itself now.
 func (p *Peer) announcement() experts.Announcement {
 	models := p.shared(p.Models())
+	p.generated.speed.fill(models)
 	rtt, coord := p.Latency.Own(experts.MaxRTTRow)
 	addrs := p.Host.Addrs()
 	if len(addrs) > experts.MaxAddrs {
