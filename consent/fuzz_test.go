@@ -77,3 +77,35 @@ func FuzzParseGrant(f *testing.F) {
 		}
 	})
 }
+
+// FuzzParsePolicy reads policy files, TOML and YAML: one is an error or a
+// policy whose questions (shares, hours, offers, warnings) are answered
+// without a panic.
+func FuzzParsePolicy(f *testing.F) {
+	id := "12D3KooWQYhTNQdmr3ArTeUHRYzFg94BKyTkoWBDWez9kSCVe2Xo"
+	fuzzcorpus.Add(f, []byte("share = [\"llama*\"]\nlocal = [\"private\"]\nwho = [\"allowlist\", \"grants\"]\nallow = [\""+id+"\"]\n"+
+		"hours = [\"22:00-06:00\"]\ndays = [\"mon\", \"sat\"]\ntimezone = \"Europe/Oslo\"\nrelay = false\n[limits]\nconcurrent = 2\nmax_tokens = 100\n"), false)
+	fuzzcorpus.Add(f, []byte("share: [\"llama*\"]\nwho: [allowlist]\nallow: ["+id+"]\nlimits:\n  concurrent: 2\n  max_tokens: 100\n"), true)
+	fuzzcorpus.Add(f, []byte("who: [anyone]\nbogus: 1\n"), true)
+	fuzzcorpus.Add(f, []byte("hours = [\"25:00-26:00\"]\ntimezone = \"../../etc/passwd\"\n"), false)
+	fuzzcorpus.Add(f, []byte("share = ["), false)
+	fuzzcorpus.Add(f, []byte("&a [*a]"), true)
+	at := time.Date(2026, 11, 30, 23, 30, 0, 0, time.UTC)
+	f.Fuzz(func(t *testing.T, data []byte, yaml bool) {
+		if len(data) > MaxPolicySize {
+			return
+		}
+		format := "toml"
+		if yaml {
+			format = "yaml"
+		}
+		p, err := Parse(data, format)
+		if err != nil {
+			return
+		}
+		_ = p.Shares("llama3:8b")
+		_ = p.InHours(at)
+		_, _, _ = p.Offers()
+		_ = p.Warnings(true)
+	})
+}
