@@ -32,14 +32,26 @@ const Topic = "/mwpeer/announce/1.0.0"
 const RejectTooFrequent = "too_frequent"
 
 // MinSpacing is the least time between two accepted announcements of one
-// author, and between two of its leaves: a leave skips no limit, though it
-// has its own, so one sent right after a heartbeat still goes through.
-const MinSpacing = 500 * time.Millisecond
+// author on average, and between two of its leaves: a leave skips no
+// limit, though it has its own, so one sent right after a heartbeat still
+// goes through.
+//
+// Announcements are allowed a burst of SpacingBurst: two sent a second
+// apart can arrive 0.4 s apart after different paths through a loaded
+// mesh, and the second, often the full one a joining peer needs, must not
+// be dropped (an ignored message is not forwarded either). In the
+// latency-shaped world test at a load of 20 on 2 cores, a strict spacing
+// ignored one announcement in ten and left catalogs incomplete for
+// minutes. A flood still gets no more than one per MinSpacing through.
+const (
+	MinSpacing   = 500 * time.Millisecond
+	SpacingBurst = 2
+)
 
 // MaxAuthorsTracked bounds the authors whose last announcement time the
-// validator remembers for MinSpacing. An author is forgotten MinSpacing
-// after it was heard, so only a flood of more than this many distinct keys
-// within half a second fills it; past it, announcements of authors not
+// validator remembers. An author is forgotten SpacingBurst×MinSpacing after
+// it was heard, so only a flood of more than this many distinct keys
+// within a second fills it; past it, announcements of authors not
 // remembered are dropped (not forwarded, not counted against the forwarder)
 // until the oldest are forgotten.
 const MaxAuthorsTracked = 16384
@@ -213,21 +225,34 @@ func (g *Gossip) validate(_ context.Context, from peer.ID, msg *pubsub.Message) 
 	return pubsub.ValidationAccept
 }
 
-// heard is when an author's latest announcement and leave were accepted.
-type heard struct{ any, leave time.Time }
+// heard is when an author's latest announcement and leave were accepted,
+// and the spacing credit its announcements had left then.
+type heard struct {
+	any, leave time.Time
+	credit     time.Duration
+}
 
-// spaced reports whether a comes at least MinSpacing after the author's
-// previous announcement (a leave: after its previous leave), and notes it.
+// spaced reports whether a is within its author's rate, and notes it: a
+// leave must come at least MinSpacing after its previous leave; an
+// announcement spends MinSpacing of a credit that grows with the time
+// since the author's previous one, up to SpacingBurst times MinSpacing (a
+// token bucket).
 func (g *Gossip) spaced(a *Announcement, now time.Time) bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	h, known := g.lastFrom[a.Peer]
-	last := h.any
+	credit := SpacingBurst * MinSpacing
 	if a.Leave {
-		last = h.leave
-	}
-	if now.Sub(last) < MinSpacing {
-		return false
+		if now.Sub(h.leave) < MinSpacing {
+			return false
+		}
+	} else {
+		if known && !h.any.IsZero() {
+			credit = min(h.credit+now.Sub(h.any), credit)
+		}
+		if credit < MinSpacing {
+			return false
+		}
 	}
 	if !known && len(g.lastFrom) >= MaxAuthorsTracked {
 		if now.Sub(g.pruned) < MinSpacing/4 {
@@ -241,18 +266,18 @@ func (g *Gossip) spaced(a *Announcement, now time.Time) bool {
 	if a.Leave {
 		h.leave = now
 	} else {
-		h.any = now
+		h.any, h.credit = now, credit-MinSpacing
 	}
 	g.lastFrom[a.Peer] = h
 	return true
 }
 
-// pruneAuthorsLocked forgets authors heard longer than MinSpacing ago: the
-// validator has no more use for them.
+// pruneAuthorsLocked forgets authors whose credit is full again and whose
+// last leave is MinSpacing old: the validator has no more use for them.
 func (g *Gossip) pruneAuthorsLocked(now time.Time) {
 	g.pruned = now
 	for id, h := range g.lastFrom {
-		if now.Sub(h.any) >= MinSpacing && now.Sub(h.leave) >= MinSpacing {
+		if now.Sub(h.any) >= SpacingBurst*MinSpacing && now.Sub(h.leave) >= MinSpacing {
 			delete(g.lastFrom, id)
 		}
 	}

@@ -212,7 +212,7 @@ func TestLeavesAreRateLimited(t *testing.T) {
 }
 
 // TestAuthorsAreForgotten: the validator's memory of authors is pruned once
-// they are MinSpacing old and never grows past MaxAuthorsTracked.
+// their credit is full again and never grows past MaxAuthorsTracked.
 func TestAuthorsAreForgotten(t *testing.T) {
 	g := &Gossip{lastFrom: map[string]heard{}}
 	now := time.Now()
@@ -224,9 +224,35 @@ func TestAuthorsAreForgotten(t *testing.T) {
 	if g.spaced(&Announcement{Peer: "one too many"}, now) || g.Authors() != MaxAuthorsTracked {
 		t.Fatalf("past the cap: %d authors", g.Authors())
 	}
-	later := now.Add(MinSpacing)
+	later := now.Add(SpacingBurst * MinSpacing)
 	if !g.spaced(&Announcement{Peer: "later"}, later) || g.Authors() != 1 {
-		t.Fatalf("after MinSpacing: %d authors remembered, want 1", g.Authors())
+		t.Fatalf("after %v: %d authors remembered, want 1", SpacingBurst*MinSpacing, g.Authors())
+	}
+}
+
+// TestAnnouncementsMayArriveBunched: two announcements of one author that
+// a loaded mesh delivers close together both go through; a flood gets one
+// per MinSpacing.
+func TestAnnouncementsMayArriveBunched(t *testing.T) {
+	g := &Gossip{lastFrom: map[string]heard{}}
+	a := &Announcement{Peer: "a"}
+	now := time.Now()
+	at := func(d time.Duration) bool { return g.spaced(a, now.Add(d)) }
+	ms := time.Millisecond
+	if !at(0) || !at(100*ms) {
+		t.Fatal("two announcements 100 ms apart: the second was refused")
+	}
+	if at(200 * ms) {
+		t.Fatal("a third 100 ms later went through: no limit")
+	}
+	accepted := 0
+	for d := 300 * ms; d < 10300*ms; d += 50 * ms { // a flood: 20 a second for 10 s
+		if at(d) {
+			accepted++
+		}
+	}
+	if accepted > 21 {
+		t.Fatalf("a flood of 200 in 10 s: %d accepted, want at most 21", accepted)
 	}
 }
 
