@@ -142,10 +142,14 @@ func BenchmarkOllamaEngineThroughput(b *testing.B) {
 	}
 	run(500, url, body) // warm up
 	errs.Store(0)
+	conns := fake.Conns.Load()
 	b.ResetTimer()
 	took := run(int64(b.N), url, body)
 	b.StopTimer()
 	n := errs.Load()
+	// Connections the peer opened to the backend while measured: with idle
+	// connections kept for every call in flight, none.
+	b.ReportMetric(float64(fake.Conns.Load()-conns), "backend-conns")
 	// The same clients straight to the backend, for scale on a machine
 	// whose load varies.
 	direct := run(int64(b.N), directURL, directBody)

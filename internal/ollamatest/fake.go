@@ -3,6 +3,7 @@ package ollamatest
 import (
 	"bufio"
 	"encoding/json"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -30,8 +31,9 @@ type Fake struct {
 	URL    string
 	Tokens int // tokens in every answer (default 1)
 
-	// Requests counts the chat and generate requests served.
-	Requests atomic.Int64
+	// Requests counts the chat and generate requests served, Conns the
+	// connections accepted.
+	Requests, Conns atomic.Int64
 
 	srv *httptest.Server
 }
@@ -87,7 +89,13 @@ func StartFake(t testing.TB) *Fake {
 	})
 	mux.HandleFunc("POST /api/chat", func(w http.ResponseWriter, r *http.Request) { f.stream(w, r, true) })
 	mux.HandleFunc("POST /api/generate", func(w http.ResponseWriter, r *http.Request) { f.stream(w, r, false) })
-	f.srv = httptest.NewServer(mux)
+	f.srv = httptest.NewUnstartedServer(mux)
+	f.srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			f.Conns.Add(1)
+		}
+	}
+	f.srv.Start()
 	f.URL = f.srv.URL
 	t.Cleanup(f.srv.Close)
 	return f
