@@ -388,15 +388,53 @@ func TestResponsesAPI(t *testing.T) {
 		t.Fatalf("streamed %q, completed %q, events %v", deltas.String(), done.OutputText(), types)
 	}
 
-	// A list of messages works too; tools are refused by name.
+	// Function tools: a call comes back as a function_call item, whole and
+	// streamed, and the next turn carries the call and its output.
+	sw.chunks = []inference.Chunk{{ToolCalls: []inference.ToolCall{{ID: "call_1", Name: "get_weather", Arguments: `{"city":"Oslo"}`}}}}
+	sw.final = inference.Final{FinishReason: inference.FinishToolCalls}
+	tp := responses.ResponseNewParams{Model: "m",
+		Input: responses.ResponseNewParamsInputUnion{OfInputItemList: responses.ResponseInputParam{
+			responses.ResponseInputItemParamOfMessage("Weather in Bergen, then Oslo?", responses.EasyInputMessageRoleUser),
+			responses.ResponseInputItemParamOfFunctionCall(`{"city":"Bergen"}`, "call_0", "get_weather"),
+			responses.ResponseInputItemParamOfFunctionCallOutput("call_0", "rain"),
+		}},
+		Tools: []responses.ToolUnionParam{responses.ToolParamOfFunction("get_weather", map[string]any{"type": "object",
+			"properties": map[string]any{"city": map[string]any{"type": "string"}}}, true)},
+	}
+	r, err = client.Responses.New(ctx, tp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Output) != 1 || r.Output[0].Type != "function_call" || r.Output[0].Name != "get_weather" || r.Output[0].Arguments != `{"city":"Oslo"}` || r.Output[0].CallID != "call_1" {
+		t.Fatalf("output %+v", r.Output)
+	}
+	req := sw.last().Request
+	if m := req.Messages; len(m) != 3 || len(m[1].ToolCalls) != 1 || m[1].ToolCalls[0].ID != "call_0" || m[2].Role != "tool" || m[2].ToolName != "get_weather" || m[2].Content != "rain" {
+		t.Fatalf("messages %+v", m)
+	}
+	if !strings.Contains(string(req.Tools), `"function":{"name":"get_weather"`) {
+		t.Fatalf("tools %s", req.Tools)
+	}
+	ts := client.Responses.NewStreaming(ctx, tp)
+	var call responses.ResponseOutputItemUnion
+	for ts.Next() {
+		if ev := ts.Current(); ev.Type == "response.output_item.done" {
+			call = ev.Item
+		}
+	}
+	if err := ts.Err(); err != nil || call.Type != "function_call" || call.Arguments != `{"city":"Oslo"}` {
+		t.Fatalf("streamed %+v %v", call, err)
+	}
+
+	// Hosted tools are refused by name.
 	resp, err := http.Post(srv.URL+"/v1/responses", "application/json", strings.NewReader(
-		`{"model":"m","input":[{"role":"user","content":[{"type":"input_text","text":"hi"}]}],"tools":[{"type":"function","name":"f"}]}`))
+		`{"model":"m","input":[{"role":"user","content":[{"type":"input_text","text":"hi"}]}],"tools":[{"type":"web_search"}]}`))
 	if err != nil {
 		t.Fatal(err)
 	}
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if resp.StatusCode != 400 || !strings.Contains(string(body), `"param": "tools"`) {
+	if resp.StatusCode != 400 || !strings.Contains(string(body), `"param": "tools[0].type"`) {
 		t.Fatalf("%d %s", resp.StatusCode, body)
 	}
 }

@@ -13,10 +13,11 @@ import (
 	"github.com/mwpeer/mwpeer/swarm"
 )
 
-// The Responses API (POST /v1/responses), for text: input as a string or a
-// list of messages, instructions, JSON output (text.format), streaming
-// events and usage. Tools, stored responses and conversation state are not
-// served: a request using them gets a 400 naming the parameter.
+// The Responses API (POST /v1/responses): input as a string or a list of
+// items (messages, function calls and their outputs), instructions, JSON
+// output (text.format), function tools, streaming events and usage. Stored
+// responses and conversation state are not served: a request using them
+// gets a 400 naming the parameter.
 
 type responsesRequest struct {
 	Model              string          `json:"model"`
@@ -27,6 +28,7 @@ type responsesRequest struct {
 	Temperature        *float64        `json:"temperature"`
 	TopP               *float64        `json:"top_p"`
 	Tools              json.RawMessage `json:"tools"`
+	ToolChoice         json.RawMessage `json:"tool_choice"`
 	PreviousResponseID *string         `json:"previous_response_id"`
 	Conversation       json.RawMessage `json:"conversation"`
 	Text               *struct {
@@ -37,11 +39,54 @@ type responsesRequest struct {
 }
 
 // inputItem is one item of a Responses input list: a message ({"role",
-// "content"}, with or without "type": "message").
+// "content"}, with or without "type": "message"), a function call the
+// model made ("function_call") or its result ("function_call_output").
 type inputItem struct {
-	Type    string         `json:"type"`
-	Role    string         `json:"role"`
-	Content messageContent `json:"content"`
+	Type      string         `json:"type"`
+	Role      string         `json:"role"`
+	Content   messageContent `json:"content"`
+	CallID    string         `json:"call_id"`
+	Name      string         `json:"name"`
+	Arguments string         `json:"arguments"`
+	Output    messageContent `json:"output"`
+}
+
+// responsesTools turns Responses function tools ({"type": "function",
+// "name", "description", "parameters"}) into chat tools.
+func responsesTools(raw json.RawMessage) (json.RawMessage, error) {
+	if len(raw) == 0 || string(raw) == "null" {
+		return nil, nil
+	}
+	var ts []struct {
+		Type        string          `json:"type"`
+		Name        string          `json:"name"`
+		Description string          `json:"description,omitempty"`
+		Parameters  json.RawMessage `json:"parameters,omitempty"`
+	}
+	if err := json.Unmarshal(raw, &ts); err != nil {
+		return nil, bad("tools", "tools must be an array of {\"type\": \"function\", \"name\", ...}")
+	}
+	type function struct {
+		Name        string          `json:"name"`
+		Description string          `json:"description,omitempty"`
+		Parameters  json.RawMessage `json:"parameters,omitempty"`
+	}
+	type tool struct {
+		Type     string   `json:"type"`
+		Function function `json:"function"`
+	}
+	out := make([]tool, 0, len(ts))
+	for i, t := range ts {
+		if t.Type != "function" {
+			return nil, bad(fmt.Sprintf("tools[%d].type", i), "tools of type %q are not supported (function tools are)", t.Type)
+		}
+		out = append(out, tool{Type: "function", Function: function{Name: t.Name, Description: t.Description, Parameters: t.Parameters}})
+	}
+	b, err := json.Marshal(out)
+	if err != nil {
+		return nil, bad("tools", "tools: %v", err)
+	}
+	return b, nil
 }
 
 func (req *responsesRequest) toQuery() (swarm.Query, error) {
@@ -49,9 +94,6 @@ func (req *responsesRequest) toQuery() (swarm.Query, error) {
 	q, err := c.toQuery()
 	if err != nil {
 		return q, err
-	}
-	if len(req.Tools) > 0 && string(req.Tools) != "null" && string(req.Tools) != "[]" {
-		return q, bad("tools", "tools are not supported on /v1/responses yet: use /v1/chat/completions for function calling")
 	}
 	if req.PreviousResponseID != nil || len(req.Conversation) > 0 && string(req.Conversation) != "null" {
 		return q, bad("previous_response_id", "responses are not stored: send the whole conversation as input")
@@ -67,10 +109,22 @@ func (req *responsesRequest) toQuery() (swarm.Query, error) {
 		msgs = append(msgs, chatMessage{Role: "user", Content: messageContent{text: text}})
 	case json.Unmarshal(req.Input, &items) == nil:
 		for i, it := range items {
-			if it.Type != "" && it.Type != "message" {
-				return q, bad(fmt.Sprintf("input[%d].type", i), "input items of type %q are not supported (messages are)", it.Type)
+			switch it.Type {
+			case "", "message":
+				msgs = append(msgs, chatMessage{Role: it.Role, Content: it.Content})
+			case "function_call":
+				call := toolCallJSON{ID: it.CallID, Type: "function"}
+				call.Function.Name, call.Function.Arguments = it.Name, it.Arguments
+				if n := len(msgs); n > 0 && msgs[n-1].Role == "assistant" && msgs[n-1].Content.text == "" {
+					msgs[n-1].ToolCalls = append(msgs[n-1].ToolCalls, call) // calls of one turn
+				} else {
+					msgs = append(msgs, chatMessage{Role: "assistant", ToolCalls: []toolCallJSON{call}})
+				}
+			case "function_call_output":
+				msgs = append(msgs, chatMessage{Role: "tool", ToolCallID: it.CallID, Content: it.Output})
+			default:
+				return q, bad(fmt.Sprintf("input[%d].type", i), "input items of type %q are not supported (message, function_call and function_call_output are)", it.Type)
 			}
-			msgs = append(msgs, chatMessage{Role: it.Role, Content: it.Content})
 		}
 	default:
 		return q, bad("input", "input must be a string or a list of messages")
@@ -82,6 +136,17 @@ func (req *responsesRequest) toQuery() (swarm.Query, error) {
 		if q.Request.Format, err = responseFormat(req.Text.Format); err != nil {
 			return q, err
 		}
+	}
+	chatTools, err := responsesTools(req.Tools)
+	if err != nil {
+		return q, err
+	}
+	var names []string
+	if q.Request.Tools, names, err = tools(chatTools); err != nil {
+		return q, err
+	}
+	if q.Request.ToolChoice, err = toolChoice(req.ToolChoice, names); err != nil {
+		return q, err
 	}
 	return q, nil
 }
@@ -108,25 +173,38 @@ func (s *Server) handleResponses(w http.ResponseWriter, r *http.Request) {
 	rs := &response{
 		ID: newID("resp"), Object: "response", CreatedAt: time.Now().Unix(), Status: "in_progress", Model: req.Model,
 		Instructions: req.Instructions, MaxOutputTokens: req.MaxOutputTokens, Temperature: req.Temperature, TopP: req.TopP,
-		Output: []outputItem{}, Tools: []any{}, ToolChoice: "auto", ParallelToolCalls: true, Metadata: map[string]string{},
+		Output: []map[string]any{}, Tools: []any{}, ToolChoice: "auto", ParallelToolCalls: true, Metadata: map[string]string{},
 		Text: map[string]any{"format": map[string]any{"type": "text"}},
 	}
 	if req.Text != nil && len(req.Text.Format) > 0 {
 		rs.Text = map[string]any{"format": req.Text.Format}
 	}
+	if len(req.Tools) > 0 && string(req.Tools) != "null" {
+		rs.Tools = []any{req.Tools}
+		var ts []any
+		if json.Unmarshal(req.Tools, &ts) == nil {
+			rs.Tools = ts
+		}
+	}
+	if len(req.ToolChoice) > 0 && string(req.ToolChoice) != "null" {
+		rs.ToolChoice = req.ToolChoice
+	}
 	var model atomic.Pointer[string]
 	model.Store(&q.Request.Model)
 	q.Answering = func(_, m string) { model.Store(&m) }
-	msgID := newID("msg")
+	out := &responseOutput{msgID: newID("msg")}
 
 	if !req.Stream {
-		ans, err := s.swarm.Complete(ctx, q, func(string, inference.Chunk) error { return nil })
+		ans, err := s.swarm.Complete(ctx, q, func(_ string, c inference.Chunk) error {
+			out.add(c, nil)
+			return nil
+		})
 		s.charge(r, ans)
 		if err != nil {
 			writeErr(w, err)
 			return
 		}
-		rs.finish(ans, q, msgID, ans.Text)
+		rs.finish(ans, q, out)
 		w.Header().Set("X-Mwpeer-Experts", strings.Join(ans.Experts, ","))
 		writeJSON(w, http.StatusOK, rs)
 		return
@@ -139,28 +217,18 @@ func (s *Server) handleResponses(w http.ResponseWriter, r *http.Request) {
 		seq++
 		sw.named(typ, v)
 	}
-	part := func(text string) map[string]any {
-		return map[string]any{"type": "output_text", "text": text, "annotations": []any{}}
-	}
 	begin := func(expert string) {
 		w.Header().Set("X-Mwpeer-Experts", expert)
 		sw.start()
 		rs.Model = *model.Load()
 		event("response.created", map[string]any{"response": rs})
 		event("response.in_progress", map[string]any{"response": rs})
-		event("response.output_item.added", map[string]any{"output_index": 0,
-			"item": map[string]any{"type": "message", "id": msgID, "status": "in_progress", "role": "assistant", "content": []any{}}})
-		event("response.content_part.added", map[string]any{"item_id": msgID, "output_index": 0, "content_index": 0, "part": part("")})
 	}
-	var sb strings.Builder
 	ans, err := s.swarm.Complete(ctx, q, func(expert string, c inference.Chunk) error {
 		if !sw.started {
 			begin(expert)
 		}
-		if c.Text != "" {
-			sb.WriteString(c.Text)
-			event("response.output_text.delta", map[string]any{"item_id": msgID, "output_index": 0, "content_index": 0, "delta": c.Text, "logprobs": []any{}})
-		}
+		out.add(c, event)
 		return sw.err
 	})
 	s.charge(r, ans)
@@ -178,16 +246,71 @@ func (s *Server) handleResponses(w http.ResponseWriter, r *http.Request) {
 	if !sw.started {
 		begin(strings.Join(ans.Experts, ","))
 	}
-	rs.finish(ans, q, msgID, sb.String())
-	text := sb.String()
-	event("response.output_text.done", map[string]any{"item_id": msgID, "output_index": 0, "content_index": 0, "text": text, "logprobs": []any{}})
-	event("response.content_part.done", map[string]any{"item_id": msgID, "output_index": 0, "content_index": 0, "part": part(text)})
-	event("response.output_item.done", map[string]any{"output_index": 0, "item": rs.Output[0]})
+	rs.finish(ans, q, out)
+	out.close(event)
 	if rs.Status == "incomplete" {
 		event("response.incomplete", map[string]any{"response": rs})
 		return
 	}
 	event("response.completed", map[string]any{"response": rs})
+}
+
+// responseOutput gathers a response's output items as the answer streams:
+// a message for its text (opened at its first text) and a function_call
+// item per tool call. With event set, it says so in Responses events.
+type responseOutput struct {
+	msgID string
+	items []map[string]any
+	msg   int // index of the message item (-1 before its first text)
+	text  strings.Builder
+	open  bool
+}
+
+func outputText(text string) map[string]any {
+	return map[string]any{"type": "output_text", "text": text, "annotations": []any{}}
+}
+
+func (o *responseOutput) add(c inference.Chunk, event func(string, map[string]any)) {
+	if event == nil {
+		event = func(string, map[string]any) {}
+	}
+	if c.Text != "" {
+		if !o.open {
+			o.open, o.msg = true, len(o.items)
+			o.items = append(o.items, map[string]any{"type": "message", "id": o.msgID, "status": "in_progress", "role": "assistant", "content": []any{}})
+			event("response.output_item.added", map[string]any{"output_index": o.msg, "item": o.items[o.msg]})
+			event("response.content_part.added", map[string]any{"item_id": o.msgID, "output_index": o.msg, "content_index": 0, "part": outputText("")})
+		}
+		o.text.WriteString(c.Text)
+		event("response.output_text.delta", map[string]any{"item_id": o.msgID, "output_index": o.msg, "content_index": 0, "delta": c.Text, "logprobs": []any{}})
+	}
+	for _, tc := range c.ToolCalls {
+		id := newID("fc")
+		callID := tc.ID
+		if callID == "" {
+			callID = fmt.Sprintf("call_%d", tc.Index)
+		}
+		i := len(o.items)
+		item := map[string]any{"type": "function_call", "id": id, "call_id": callID, "name": tc.Name, "arguments": "", "status": "in_progress"}
+		o.items = append(o.items, item)
+		event("response.output_item.added", map[string]any{"output_index": i, "item": item})
+		event("response.function_call_arguments.delta", map[string]any{"item_id": id, "output_index": i, "delta": tc.Arguments})
+		event("response.function_call_arguments.done", map[string]any{"item_id": id, "output_index": i, "arguments": tc.Arguments})
+		done := map[string]any{"type": "function_call", "id": id, "call_id": callID, "name": tc.Name, "arguments": tc.Arguments, "status": "completed"}
+		o.items[i] = done
+		event("response.output_item.done", map[string]any{"output_index": i, "item": done})
+	}
+}
+
+// close ends the message item, if there is one.
+func (o *responseOutput) close(event func(string, map[string]any)) {
+	if !o.open {
+		return
+	}
+	text := o.text.String()
+	event("response.output_text.done", map[string]any{"item_id": o.msgID, "output_index": o.msg, "content_index": 0, "text": text, "logprobs": []any{}})
+	event("response.content_part.done", map[string]any{"item_id": o.msgID, "output_index": o.msg, "content_index": 0, "part": outputText(text)})
+	event("response.output_item.done", map[string]any{"output_index": o.msg, "item": o.items[o.msg]})
 }
 
 // response is a Responses API response object.
@@ -197,7 +320,7 @@ type response struct {
 	CreatedAt         int64             `json:"created_at"`
 	Status            string            `json:"status"` // in_progress, completed, incomplete, failed
 	Model             string            `json:"model"`
-	Output            []outputItem      `json:"output"`
+	Output            []map[string]any  `json:"output"`
 	Usage             *responseUsage    `json:"usage"`
 	Error             map[string]any    `json:"error"`
 	IncompleteDetails map[string]string `json:"incomplete_details"`
@@ -206,19 +329,11 @@ type response struct {
 	Temperature       *float64          `json:"temperature"`
 	TopP              *float64          `json:"top_p"`
 	Tools             []any             `json:"tools"`
-	ToolChoice        string            `json:"tool_choice"`
+	ToolChoice        any               `json:"tool_choice"`
 	ParallelToolCalls bool              `json:"parallel_tool_calls"`
 	Text              map[string]any    `json:"text"`
 	Metadata          map[string]string `json:"metadata"`
 	Mwpeer            *mwpeerInfo       `json:"mwpeer,omitempty"`
-}
-
-type outputItem struct {
-	Type    string           `json:"type"`
-	ID      string           `json:"id"`
-	Status  string           `json:"status"`
-	Role    string           `json:"role"`
-	Content []map[string]any `json:"content"`
 }
 
 type responseUsage struct {
@@ -229,17 +344,23 @@ type responseUsage struct {
 	TotalTokens         int            `json:"total_tokens"`
 }
 
-// finish fills rs from a finished answer whose text is text.
-func (rs *response) finish(ans swarm.Answer, q swarm.Query, msgID, text string) {
+// finish fills rs from a finished answer and its output.
+func (rs *response) finish(ans swarm.Answer, q swarm.Query, out *responseOutput) {
 	rs.Model = answerModel(ans, q)
 	rs.Status = "completed"
-	item := outputItem{Type: "message", ID: msgID, Status: "completed", Role: "assistant",
-		Content: []map[string]any{{"type": "output_text", "text": text, "annotations": []any{}}}}
+	status := "completed"
 	if ans.Final.FinishReason == inference.FinishLength {
-		rs.Status, item.Status = "incomplete", "incomplete"
+		rs.Status, status = "incomplete", "incomplete"
 		rs.IncompleteDetails = map[string]string{"reason": "max_output_tokens"}
 	}
-	rs.Output = []outputItem{item}
+	if out.open {
+		out.items[out.msg] = map[string]any{"type": "message", "id": out.msgID, "status": status, "role": "assistant",
+			"content": []any{outputText(out.text.String())}}
+	}
+	if len(out.items) == 0 { // an empty answer is an empty message
+		out.items = []map[string]any{{"type": "message", "id": out.msgID, "status": status, "role": "assistant", "content": []any{outputText("")}}}
+	}
+	rs.Output = out.items
 	f := ans.Final
 	rs.Usage = &responseUsage{InputTokens: f.PromptTokens, OutputTokens: f.CompletionTokens, TotalTokens: f.PromptTokens + f.CompletionTokens,
 		InputTokensDetails: map[string]int{"cached_tokens": 0}, OutputTokensDetails: map[string]int{"reasoning_tokens": 0}}
