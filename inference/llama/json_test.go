@@ -248,6 +248,26 @@ func TestEmbeddedEngineWritesValidJSON(t *testing.T) {
 	}
 }
 
+// TestJSONLogprobsAreFinite: with a grammar, the alternatives reported
+// are tokens it allows, so log-probabilities stay finite (JSON has no
+// -Inf).
+func TestJSONLogprobsAreFinite(t *testing.T) {
+	m := load(t, randmodel.Tiny())
+	b := NewModelBackend(m, BackendOptions{Name: "tiny"})
+	zero := 0.0
+	req := inference.Request{Model: "tiny", Prompt: "x", Raw: true, MaxTokens: 40, Temperature: &zero, Logprobs: true, TopLogprobs: 20,
+		Format: json.RawMessage(`{"type":"object","properties":{"ok":{"type":"boolean"}},"required":["ok"]}`)}
+	_, err := b.Generate(context.Background(), req, func(c inference.Chunk) error {
+		if _, err := json.Marshal(c); err != nil {
+			return err
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
 func TestEmbeddedEngineRefusesWhatItCannotDo(t *testing.T) {
 	m := load(t, randmodel.Tiny())
 	b := NewModelBackend(m, BackendOptions{Name: "tiny"})

@@ -203,6 +203,9 @@ func top(lp []float32, k int, v *Vocab) []Alternative {
 	k = min(k, len(lp))
 	best := make([]int, 0, k+1)
 	for i := range lp {
+		if math.IsInf(float64(lp[i]), -1) {
+			continue // ruled out (a JSON grammar masked it): no alternative
+		}
 		j := sort.Search(len(best), func(j int) bool { return lp[best[j]] < lp[i] })
 		if j >= k {
 			continue
