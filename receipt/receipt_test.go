@@ -119,23 +119,6 @@ func TestMalformedReceiptsAreErrorsNotPanics(t *testing.T) {
 	}
 }
 
-func FuzzUnmarshalSigned(f *testing.F) {
-	sk, srv := key(&testing.T{})
-	_, req := key(&testing.T{})
-	s, _ := SignServer(sample(req, srv), sk)
-	f.Add(s.Marshal())
-	f.Fuzz(func(t *testing.T, data []byte) {
-		s, err := UnmarshalSigned(data)
-		if err != nil {
-			return
-		}
-		again, err := UnmarshalSigned(s.Marshal())
-		if err != nil || again.Receipt != s.Receipt {
-			t.Fatalf("re-encoding a decoded receipt: %v", err)
-		}
-	})
-}
-
 func TestCost(t *testing.T) {
 	cases := []struct {
 		prompt, completion int

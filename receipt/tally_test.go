@@ -192,28 +192,6 @@ func TestMalformedTalliesAreErrorsNotPanics(t *testing.T) {
 	}
 }
 
-func FuzzUnmarshalSignedTally(f *testing.F) {
-	pk, payer := key(&testing.T{})
-	wk, worker := key(&testing.T{})
-	s, _ := SignPayer(sampleTally(payer, worker), pk)
-	f.Add(s.Marshal())
-	s.Countersign(wk)
-	f.Add(s.Marshal())
-	f.Fuzz(func(t *testing.T, data []byte) {
-		s, err := UnmarshalSignedTally(data)
-		if err != nil {
-			return
-		}
-		if err := s.Validate(); err != nil {
-			t.Fatalf("decoded an invalid tally: %v", err)
-		}
-		again, err := UnmarshalSignedTally(s.Marshal())
-		if err != nil || !bytes.Equal(again.Marshal(), s.Marshal()) {
-			t.Fatalf("re-encoding a decoded tally: %v", err)
-		}
-	})
-}
-
 func TestTallyCostRules(t *testing.T) {
 	if got := ExpertFlops(1, 128); got != 6*128 {
 		t.Errorf("ExpertFlops(1 value, ff 128) = %d, want %d", got, 6*128)
