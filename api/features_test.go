@@ -438,3 +438,43 @@ func TestResponsesAPI(t *testing.T) {
 		t.Fatalf("%d %s", resp.StatusCode, body)
 	}
 }
+
+// TestOllamaAPIStopIsNeverSent: the Ollama API enforces stop sequences as
+// /v1 does, whole and streamed.
+func TestOllamaAPIStopIsNeverSent(t *testing.T) {
+	sw := &scriptSwarm{chunks: textChunks("Hello wo", "rld! and more"), final: inference.Final{FinishReason: inference.FinishLength}}
+	srv, _ := serveScript(t, sw)
+	for _, stream := range []bool{false, true} {
+		body := fmt.Sprintf(`{"model":"m","messages":[{"role":"user","content":"hi"}],"options":{"stop":["world"]},"stream":%v}`, stream)
+		resp, err := http.Post(srv.URL+"/api/chat", "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var text strings.Builder
+		reason := ""
+		dec := json.NewDecoder(resp.Body)
+		for {
+			var line struct {
+				Message    struct{ Content string } `json:"message"`
+				DoneReason string                   `json:"done_reason"`
+				Error      string                   `json:"error"`
+			}
+			if err := dec.Decode(&line); err == io.EOF {
+				break
+			} else if err != nil {
+				t.Fatal(err)
+			}
+			if line.Error != "" {
+				t.Fatalf("stream %v: %s", stream, line.Error)
+			}
+			text.WriteString(line.Message.Content)
+			if line.DoneReason != "" {
+				reason = line.DoneReason
+			}
+		}
+		resp.Body.Close()
+		if text.String() != "Hello " || reason != "stop" {
+			t.Fatalf("stream %v: %q (%s), want \"Hello \" (stop)", stream, text.String(), reason)
+		}
+	}
+}

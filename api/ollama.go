@@ -555,12 +555,17 @@ func (s *Server) serveOllama(w http.ResponseWriter, r *http.Request, q swarm.Que
 		resp.Done, resp.DoneReason, resp.Metrics = true, reason, m
 		return resp
 	}
+	// Stop sequences are enforced here too, whatever the engine did (see stopper).
+	stops := newStopper(q.Request.Stop)
 	if !stream {
 		var lps []inference.TokenLogprob
 		var calls []inference.ToolCall
 		ans, err := s.swarm.Complete(ctx, q, func(_ string, c inference.Chunk) error {
-			lps = append(lps, c.Logprobs...)
-			calls = append(calls, c.ToolCalls...)
+			if !stops.hit {
+				lps = append(lps, c.Logprobs...)
+				calls = append(calls, c.ToolCalls...)
+			}
+			stops.push(c.Text)
 			return nil
 		})
 		s.charge(r, ans)
@@ -568,19 +573,27 @@ func (s *Server) serveOllama(w http.ResponseWriter, r *http.Request, q swarm.Que
 			writeOllamaErr(w, err)
 			return
 		}
+		text, hit := cut(ans.Text, q.Request.Stop)
+		if hit {
+			ans.Final.FinishReason = inference.FinishStop
+		}
 		w.Header().Set("X-Mwpeer-Experts", strings.Join(ans.Experts, ","))
-		writeCompact(w, http.StatusOK, final(ans, ans.Text, lps, calls))
+		writeCompact(w, http.StatusOK, final(ans, text, lps, calls))
 		return
 	}
 	nw := &ndjsonWriter{w: w}
 	ans, err := s.swarm.Complete(ctx, q, func(expert string, c inference.Chunk) error {
-		if c.Text == "" && len(c.Logprobs) == 0 && len(c.ToolCalls) == 0 {
+		if stops.hit {
+			return nil // the answer ended at a stop sequence: the rest is dropped
+		}
+		text, _ := stops.push(c.Text)
+		if text == "" && len(c.Logprobs) == 0 && len(c.ToolCalls) == 0 {
 			return nil
 		}
 		if !nw.started {
 			w.Header().Set("X-Mwpeer-Experts", expert)
 		}
-		return nw.line(chunk(c.Text, c.Logprobs, c.ToolCalls))
+		return nw.line(chunk(text, c.Logprobs, c.ToolCalls))
 	})
 	s.charge(r, ans)
 	if err != nil {
@@ -594,7 +607,10 @@ func (s *Server) serveOllama(w http.ResponseWriter, r *http.Request, q swarm.Que
 	if !nw.started {
 		w.Header().Set("X-Mwpeer-Experts", strings.Join(ans.Experts, ","))
 	}
-	_ = nw.line(final(ans, "", nil, nil))
+	if stops.hit {
+		ans.Final.FinishReason = inference.FinishStop
+	}
+	_ = nw.line(final(ans, stops.flush(), nil, nil))
 }
 
 // ollamaEmbed answers /api/embed: one embedding per input, from a peer
