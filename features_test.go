@@ -230,7 +230,10 @@ const (
 func startToolOllama(t *testing.T) *toolOllama {
 	o := &toolOllama{}
 	mux := http.NewServeMux()
-	reply := func(w http.ResponseWriter, v any) { w.Header().Set("Content-Type", "application/json"); json.NewEncoder(w).Encode(v) }
+	reply := func(w http.ResponseWriter, v any) {
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(v)
+	}
 	mux.HandleFunc("GET /api/tags", func(w http.ResponseWriter, r *http.Request) {
 		reply(w, ollama.ListResponse{Models: []ollama.ListModelResponse{
 			{Name: toolModel, Model: toolModel, Digest: strings.Repeat("a", 64), Size: 1 << 20},

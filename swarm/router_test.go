@@ -1,10 +1,10 @@
 package swarm
 
 import (
-	"strings"
 	"context"
 	"errors"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
