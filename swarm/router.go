@@ -362,7 +362,11 @@ func (r *Router) Complete(ctx context.Context, q Query, emit func(expert string,
 		// A sampled request nobody can verify runs as usual; one the
 		// client asked to verify fails (ErrNoAgreement).
 		if targets := r.verifyTargets(d, cands); len(targets) >= 2 || q.Verify {
-			return r.completeVerified(ctx, q, targets, emit)
+			ans, err := r.completeVerified(ctx, q, targets, answering(q, cands, emit))
+			if err == nil {
+				ans.Model = answeredModel(q.Request.Model, "", ans.Experts, cands)
+			}
+			return ans, err
 		}
 	}
 	primary, spares := r.trusted(r.Targets(d, cands))
