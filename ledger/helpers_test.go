@@ -9,20 +9,19 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
-	"go.uber.org/goleak"
 
+	"github.com/mwpeer/mwpeer/internal/leaktest"
 	"github.com/mwpeer/mwpeer/receipt"
 )
 
 // TestMain removes the benchmarks' directory, and fails the tests if any
 // goroutine outlives them.
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m, goleak.Cleanup(func(code int) {
-		if benchDir != "" {
-			os.RemoveAll(benchDir)
-		}
-		os.Exit(code)
-	}))
+	code := leaktest.Run(m)
+	if benchDir != "" {
+		os.RemoveAll(benchDir)
+	}
+	os.Exit(code)
 }
 
 // party is a peer with its key.

@@ -3,10 +3,11 @@ package trust
 import (
 	"testing"
 
-	"go.uber.org/goleak"
+	"github.com/mwpeer/mwpeer/internal/leaktest"
 )
 
-// TestMain fails the package's tests if any goroutine outlives them.
+// TestMain fails the package's tests if any goroutine outlives them
+// (see internal/leaktest).
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	leaktest.VerifyTestMain(m)
 }
