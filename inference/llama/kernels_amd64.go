@@ -61,7 +61,11 @@ func (j *mulJob) runSIMD(lo, hi int) {
 		}
 	case typeQ6_K:
 		nb := cols / 256
-		for r := lo; r < hi; r++ {
+		r := lo
+		if len(out) >= 2 {
+			r = j.tilesQ6_K(lo, hi)
+		}
+		for ; r < hi; r++ {
 			w := m.raw[r*m.rowBytes : (r+1)*m.rowBytes]
 			for b := range out {
 				out[b][r] = dotQ6_KAVX2(w, a.q[b*cols:(b+1)*cols], a.d[b*nb:(b+1)*nb])
@@ -139,6 +143,30 @@ func (j *mulJob) tilesQ4_K(lo, hi int) int {
 		if b < len(out) {
 			for i := range 2 {
 				out[b][r+i] = dotQ4_KAVX2(w[i*rb:(i+1)*rb], a.q[b*cols:(b+1)*cols], a.d[b*nb:(b+1)*nb], a.bsum[b*ns:(b+1)*ns])
+			}
+		}
+	}
+	return r
+}
+
+// tilesQ6_K computes the rows [lo, r) of a Q6_K product, r-lo even, two
+// weight rows by two activation rows at a time (tileQ6_KAVX2), and returns
+// r. The results are bitwise those of dotQ6_KAVX2.
+func (j *mulJob) tilesQ6_K(lo, hi int) int {
+	m, a, out := j.m, j.a, j.out
+	cols, rb, nb := m.cols, m.rowBytes, m.cols/256
+	var t [4]float32
+	r := lo
+	for ; r+2 <= hi; r += 2 {
+		w := m.raw[r*rb : (r+2)*rb]
+		b := 0
+		for ; b+2 <= len(out); b += 2 {
+			tileQ6_KAVX2(w, rb, a.q[b*cols:(b+2)*cols], a.d[b*nb:(b+2)*nb], cols, &t)
+			out[b][r], out[b+1][r], out[b][r+1], out[b+1][r+1] = t[0], t[1], t[2], t[3]
+		}
+		if b < len(out) {
+			for i := range 2 {
+				out[b][r+i] = dotQ6_KAVX2(w[i*rb:(i+1)*rb], a.q[b*cols:(b+1)*cols], a.d[b*nb:(b+1)*nb])
 			}
 		}
 	}

@@ -1433,6 +1433,450 @@ q6kdone:
 	MOVSS        X0, ret+72(FP)
 	RET
 
+// func tileQ6_KAVX2(w []byte, wstride int, q []int8, d []float32, cols int, out *[4]float32)
+// Requires: AVX, AVX2, F16C, FMA3
+TEXT ·tileQ6_KAVX2(SB), NOSPLIT, $128-96
+	MOVQ         w_base+0(FP), AX
+	MOVQ         wstride+24(FP), CX
+	MOVQ         AX, DX
+	ADDQ         CX, DX
+	MOVQ         q_base+32(FP), CX
+	MOVQ         d_base+56(FP), BX
+	MOVQ         cols+80(FP), SI
+	MOVQ         CX, DI
+	ADDQ         SI, DI
+	MOVQ         SI, R8
+	SHRQ         $0x06, R8
+	ADDQ         BX, R8
+	SHRQ         $0x08, SI
+	VXORPS       Y0, Y0, Y0
+	VMOVUPS      Y0, (SP)
+	VMOVUPS      Y0, 32(SP)
+	VMOVUPS      Y0, 64(SP)
+	VMOVUPS      Y0, 96(SP)
+	MOVL         $0x0f0f0f0f, R9
+	VMOVD        R9, X0
+	VPBROADCASTD X0, Y0
+	MOVL         $0x03030303, R9
+	VMOVD        R9, X1
+	VPBROADCASTD X1, Y1
+	MOVL         $0x20202020, R9
+	VMOVD        R9, X2
+	VPBROADCASTD X2, Y2
+
+t6kloop:
+	CMPQ         SI, $0x00000000
+	JE           t6kdone
+	VPXOR        Y3, Y3, Y3
+	VPXOR        Y4, Y4, Y4
+	VPXOR        Y5, Y5, Y5
+	VPXOR        Y6, Y6, Y6
+	VMOVDQU      (AX), Y7
+	VPAND        Y0, Y7, Y7
+	VMOVDQU      128(AX), Y8
+	VPAND        Y1, Y8, Y8
+	VPSLLW       $0x04, Y8, Y8
+	VPOR         Y8, Y7, Y7
+	VMOVDQU      192(AX), X8
+	VPSHUFB      q6kScaleShuffle<>+0(SB), X8, X8
+	VPMOVSXBW    X8, Y8
+	VMOVDQU      (DX), Y9
+	VPAND        Y0, Y9, Y9
+	VMOVDQU      128(DX), Y10
+	VPAND        Y1, Y10, Y10
+	VPSLLW       $0x04, Y10, Y10
+	VPOR         Y10, Y9, Y9
+	VMOVDQU      192(DX), X10
+	VPSHUFB      q6kScaleShuffle<>+0(SB), X10, X10
+	VPMOVSXBW    X10, Y10
+	VMOVDQU      (CX), Y11
+	VPMADDUBSW   Y11, Y2, Y12
+	VPMADDUBSW   Y11, Y7, Y13
+	VPSUBW       Y12, Y13, Y13
+	VPMADDWD     Y8, Y13, Y13
+	VPADDD       Y13, Y3, Y3
+	VPMADDUBSW   Y11, Y9, Y11
+	VPSUBW       Y12, Y11, Y11
+	VPMADDWD     Y10, Y11, Y11
+	VPADDD       Y11, Y5, Y5
+	VMOVDQU      (DI), Y11
+	VPMADDUBSW   Y11, Y2, Y12
+	VPMADDUBSW   Y11, Y7, Y7
+	VPSUBW       Y12, Y7, Y7
+	VPMADDWD     Y8, Y7, Y7
+	VPADDD       Y7, Y4, Y4
+	VPMADDUBSW   Y11, Y9, Y7
+	VPSUBW       Y12, Y7, Y7
+	VPMADDWD     Y10, Y7, Y7
+	VPADDD       Y7, Y6, Y6
+	VMOVDQU      32(AX), Y7
+	VPAND        Y0, Y7, Y7
+	VMOVDQU      128(AX), Y8
+	VPSRLW       $0x02, Y8, Y8
+	VPAND        Y1, Y8, Y8
+	VPSLLW       $0x04, Y8, Y8
+	VPOR         Y8, Y7, Y7
+	VMOVDQU      192(AX), X8
+	VPSHUFB      q6kScaleShuffle<>+16(SB), X8, X8
+	VPMOVSXBW    X8, Y8
+	VMOVDQU      32(DX), Y9
+	VPAND        Y0, Y9, Y9
+	VMOVDQU      128(DX), Y10
+	VPSRLW       $0x02, Y10, Y10
+	VPAND        Y1, Y10, Y10
+	VPSLLW       $0x04, Y10, Y10
+	VPOR         Y10, Y9, Y9
+	VMOVDQU      192(DX), X10
+	VPSHUFB      q6kScaleShuffle<>+16(SB), X10, X10
+	VPMOVSXBW    X10, Y10
+	VMOVDQU      32(CX), Y11
+	VPMADDUBSW   Y11, Y2, Y12
+	VPMADDUBSW   Y11, Y7, Y13
+	VPSUBW       Y12, Y13, Y13
+	VPMADDWD     Y8, Y13, Y13
+	VPADDD       Y13, Y3, Y3
+	VPMADDUBSW   Y11, Y9, Y11
+	VPSUBW       Y12, Y11, Y11
+	VPMADDWD     Y10, Y11, Y11
+	VPADDD       Y11, Y5, Y5
+	VMOVDQU      32(DI), Y11
+	VPMADDUBSW   Y11, Y2, Y12
+	VPMADDUBSW   Y11, Y7, Y7
+	VPSUBW       Y12, Y7, Y7
+	VPMADDWD     Y8, Y7, Y7
+	VPADDD       Y7, Y4, Y4
+	VPMADDUBSW   Y11, Y9, Y7
+	VPSUBW       Y12, Y7, Y7
+	VPMADDWD     Y10, Y7, Y7
+	VPADDD       Y7, Y6, Y6
+	VMOVDQU      (AX), Y7
+	VPSRLW       $0x04, Y7, Y7
+	VPAND        Y0, Y7, Y7
+	VMOVDQU      128(AX), Y8
+	VPSRLW       $0x04, Y8, Y8
+	VPAND        Y1, Y8, Y8
+	VPSLLW       $0x04, Y8, Y8
+	VPOR         Y8, Y7, Y7
+	VMOVDQU      192(AX), X8
+	VPSHUFB      q6kScaleShuffle<>+32(SB), X8, X8
+	VPMOVSXBW    X8, Y8
+	VMOVDQU      (DX), Y9
+	VPSRLW       $0x04, Y9, Y9
+	VPAND        Y0, Y9, Y9
+	VMOVDQU      128(DX), Y10
+	VPSRLW       $0x04, Y10, Y10
+	VPAND        Y1, Y10, Y10
+	VPSLLW       $0x04, Y10, Y10
+	VPOR         Y10, Y9, Y9
+	VMOVDQU      192(DX), X10
+	VPSHUFB      q6kScaleShuffle<>+32(SB), X10, X10
+	VPMOVSXBW    X10, Y10
+	VMOVDQU      64(CX), Y11
+	VPMADDUBSW   Y11, Y2, Y12
+	VPMADDUBSW   Y11, Y7, Y13
+	VPSUBW       Y12, Y13, Y13
+	VPMADDWD     Y8, Y13, Y13
+	VPADDD       Y13, Y3, Y3
+	VPMADDUBSW   Y11, Y9, Y11
+	VPSUBW       Y12, Y11, Y11
+	VPMADDWD     Y10, Y11, Y11
+	VPADDD       Y11, Y5, Y5
+	VMOVDQU      64(DI), Y11
+	VPMADDUBSW   Y11, Y2, Y12
+	VPMADDUBSW   Y11, Y7, Y7
+	VPSUBW       Y12, Y7, Y7
+	VPMADDWD     Y8, Y7, Y7
+	VPADDD       Y7, Y4, Y4
+	VPMADDUBSW   Y11, Y9, Y7
+	VPSUBW       Y12, Y7, Y7
+	VPMADDWD     Y10, Y7, Y7
+	VPADDD       Y7, Y6, Y6
+	VMOVDQU      32(AX), Y7
+	VPSRLW       $0x04, Y7, Y7
+	VPAND        Y0, Y7, Y7
+	VMOVDQU      128(AX), Y8
+	VPSRLW       $0x06, Y8, Y8
+	VPAND        Y1, Y8, Y8
+	VPSLLW       $0x04, Y8, Y8
+	VPOR         Y8, Y7, Y7
+	VMOVDQU      192(AX), X8
+	VPSHUFB      q6kScaleShuffle<>+48(SB), X8, X8
+	VPMOVSXBW    X8, Y8
+	VMOVDQU      32(DX), Y9
+	VPSRLW       $0x04, Y9, Y9
+	VPAND        Y0, Y9, Y9
+	VMOVDQU      128(DX), Y10
+	VPSRLW       $0x06, Y10, Y10
+	VPAND        Y1, Y10, Y10
+	VPSLLW       $0x04, Y10, Y10
+	VPOR         Y10, Y9, Y9
+	VMOVDQU      192(DX), X10
+	VPSHUFB      q6kScaleShuffle<>+48(SB), X10, X10
+	VPMOVSXBW    X10, Y10
+	VMOVDQU      96(CX), Y11
+	VPMADDUBSW   Y11, Y2, Y12
+	VPMADDUBSW   Y11, Y7, Y13
+	VPSUBW       Y12, Y13, Y13
+	VPMADDWD     Y8, Y13, Y13
+	VPADDD       Y13, Y3, Y3
+	VPMADDUBSW   Y11, Y9, Y11
+	VPSUBW       Y12, Y11, Y11
+	VPMADDWD     Y10, Y11, Y11
+	VPADDD       Y11, Y5, Y5
+	VMOVDQU      96(DI), Y11
+	VPMADDUBSW   Y11, Y2, Y12
+	VPMADDUBSW   Y11, Y7, Y7
+	VPSUBW       Y12, Y7, Y7
+	VPMADDWD     Y8, Y7, Y7
+	VPADDD       Y7, Y4, Y4
+	VPMADDUBSW   Y11, Y9, Y7
+	VPSUBW       Y12, Y7, Y7
+	VPMADDWD     Y10, Y7, Y7
+	VPADDD       Y7, Y6, Y6
+	VMOVDQU      64(AX), Y7
+	VPAND        Y0, Y7, Y7
+	VMOVDQU      160(AX), Y8
+	VPAND        Y1, Y8, Y8
+	VPSLLW       $0x04, Y8, Y8
+	VPOR         Y8, Y7, Y7
+	VMOVDQU      192(AX), X8
+	VPSHUFB      q6kScaleShuffle<>+64(SB), X8, X8
+	VPMOVSXBW    X8, Y8
+	VMOVDQU      64(DX), Y9
+	VPAND        Y0, Y9, Y9
+	VMOVDQU      160(DX), Y10
+	VPAND        Y1, Y10, Y10
+	VPSLLW       $0x04, Y10, Y10
+	VPOR         Y10, Y9, Y9
+	VMOVDQU      192(DX), X10
+	VPSHUFB      q6kScaleShuffle<>+64(SB), X10, X10
+	VPMOVSXBW    X10, Y10
+	VMOVDQU      128(CX), Y11
+	VPMADDUBSW   Y11, Y2, Y12
+	VPMADDUBSW   Y11, Y7, Y13
+	VPSUBW       Y12, Y13, Y13
+	VPMADDWD     Y8, Y13, Y13
+	VPADDD       Y13, Y3, Y3
+	VPMADDUBSW   Y11, Y9, Y11
+	VPSUBW       Y12, Y11, Y11
+	VPMADDWD     Y10, Y11, Y11
+	VPADDD       Y11, Y5, Y5
+	VMOVDQU      128(DI), Y11
+	VPMADDUBSW   Y11, Y2, Y12
+	VPMADDUBSW   Y11, Y7, Y7
+	VPSUBW       Y12, Y7, Y7
+	VPMADDWD     Y8, Y7, Y7
+	VPADDD       Y7, Y4, Y4
+	VPMADDUBSW   Y11, Y9, Y7
+	VPSUBW       Y12, Y7, Y7
+	VPMADDWD     Y10, Y7, Y7
+	VPADDD       Y7, Y6, Y6
+	VMOVDQU      96(AX), Y7
+	VPAND        Y0, Y7, Y7
+	VMOVDQU      160(AX), Y8
+	VPSRLW       $0x02, Y8, Y8
+	VPAND        Y1, Y8, Y8
+	VPSLLW       $0x04, Y8, Y8
+	VPOR         Y8, Y7, Y7
+	VMOVDQU      192(AX), X8
+	VPSHUFB      q6kScaleShuffle<>+80(SB), X8, X8
+	VPMOVSXBW    X8, Y8
+	VMOVDQU      96(DX), Y9
+	VPAND        Y0, Y9, Y9
+	VMOVDQU      160(DX), Y10
+	VPSRLW       $0x02, Y10, Y10
+	VPAND        Y1, Y10, Y10
+	VPSLLW       $0x04, Y10, Y10
+	VPOR         Y10, Y9, Y9
+	VMOVDQU      192(DX), X10
+	VPSHUFB      q6kScaleShuffle<>+80(SB), X10, X10
+	VPMOVSXBW    X10, Y10
+	VMOVDQU      160(CX), Y11
+	VPMADDUBSW   Y11, Y2, Y12
+	VPMADDUBSW   Y11, Y7, Y13
+	VPSUBW       Y12, Y13, Y13
+	VPMADDWD     Y8, Y13, Y13
+	VPADDD       Y13, Y3, Y3
+	VPMADDUBSW   Y11, Y9, Y11
+	VPSUBW       Y12, Y11, Y11
+	VPMADDWD     Y10, Y11, Y11
+	VPADDD       Y11, Y5, Y5
+	VMOVDQU      160(DI), Y11
+	VPMADDUBSW   Y11, Y2, Y12
+	VPMADDUBSW   Y11, Y7, Y7
+	VPSUBW       Y12, Y7, Y7
+	VPMADDWD     Y8, Y7, Y7
+	VPADDD       Y7, Y4, Y4
+	VPMADDUBSW   Y11, Y9, Y7
+	VPSUBW       Y12, Y7, Y7
+	VPMADDWD     Y10, Y7, Y7
+	VPADDD       Y7, Y6, Y6
+	VMOVDQU      64(AX), Y7
+	VPSRLW       $0x04, Y7, Y7
+	VPAND        Y0, Y7, Y7
+	VMOVDQU      160(AX), Y8
+	VPSRLW       $0x04, Y8, Y8
+	VPAND        Y1, Y8, Y8
+	VPSLLW       $0x04, Y8, Y8
+	VPOR         Y8, Y7, Y7
+	VMOVDQU      192(AX), X8
+	VPSHUFB      q6kScaleShuffle<>+96(SB), X8, X8
+	VPMOVSXBW    X8, Y8
+	VMOVDQU      64(DX), Y9
+	VPSRLW       $0x04, Y9, Y9
+	VPAND        Y0, Y9, Y9
+	VMOVDQU      160(DX), Y10
+	VPSRLW       $0x04, Y10, Y10
+	VPAND        Y1, Y10, Y10
+	VPSLLW       $0x04, Y10, Y10
+	VPOR         Y10, Y9, Y9
+	VMOVDQU      192(DX), X10
+	VPSHUFB      q6kScaleShuffle<>+96(SB), X10, X10
+	VPMOVSXBW    X10, Y10
+	VMOVDQU      192(CX), Y11
+	VPMADDUBSW   Y11, Y2, Y12
+	VPMADDUBSW   Y11, Y7, Y13
+	VPSUBW       Y12, Y13, Y13
+	VPMADDWD     Y8, Y13, Y13
+	VPADDD       Y13, Y3, Y3
+	VPMADDUBSW   Y11, Y9, Y11
+	VPSUBW       Y12, Y11, Y11
+	VPMADDWD     Y10, Y11, Y11
+	VPADDD       Y11, Y5, Y5
+	VMOVDQU      192(DI), Y11
+	VPMADDUBSW   Y11, Y2, Y12
+	VPMADDUBSW   Y11, Y7, Y7
+	VPSUBW       Y12, Y7, Y7
+	VPMADDWD     Y8, Y7, Y7
+	VPADDD       Y7, Y4, Y4
+	VPMADDUBSW   Y11, Y9, Y7
+	VPSUBW       Y12, Y7, Y7
+	VPMADDWD     Y10, Y7, Y7
+	VPADDD       Y7, Y6, Y6
+	VMOVDQU      96(AX), Y7
+	VPSRLW       $0x04, Y7, Y7
+	VPAND        Y0, Y7, Y7
+	VMOVDQU      160(AX), Y8
+	VPSRLW       $0x06, Y8, Y8
+	VPAND        Y1, Y8, Y8
+	VPSLLW       $0x04, Y8, Y8
+	VPOR         Y8, Y7, Y7
+	VMOVDQU      192(AX), X8
+	VPSHUFB      q6kScaleShuffle<>+112(SB), X8, X8
+	VPMOVSXBW    X8, Y8
+	VMOVDQU      96(DX), Y9
+	VPSRLW       $0x04, Y9, Y9
+	VPAND        Y0, Y9, Y9
+	VMOVDQU      160(DX), Y10
+	VPSRLW       $0x06, Y10, Y10
+	VPAND        Y1, Y10, Y10
+	VPSLLW       $0x04, Y10, Y10
+	VPOR         Y10, Y9, Y9
+	VMOVDQU      192(DX), X10
+	VPSHUFB      q6kScaleShuffle<>+112(SB), X10, X10
+	VPMOVSXBW    X10, Y10
+	VMOVDQU      224(CX), Y11
+	VPMADDUBSW   Y11, Y2, Y12
+	VPMADDUBSW   Y11, Y7, Y13
+	VPSUBW       Y12, Y13, Y13
+	VPMADDWD     Y8, Y13, Y13
+	VPADDD       Y13, Y3, Y3
+	VPMADDUBSW   Y11, Y9, Y11
+	VPSUBW       Y12, Y11, Y11
+	VPMADDWD     Y10, Y11, Y11
+	VPADDD       Y11, Y5, Y5
+	VMOVDQU      224(DI), Y11
+	VPMADDUBSW   Y11, Y2, Y12
+	VPMADDUBSW   Y11, Y7, Y7
+	VPSUBW       Y12, Y7, Y7
+	VPMADDWD     Y8, Y7, Y7
+	VPADDD       Y7, Y4, Y4
+	VPMADDUBSW   Y11, Y9, Y7
+	VPSUBW       Y12, Y7, Y7
+	VPMADDWD     Y10, Y7, Y7
+	VPADDD       Y7, Y6, Y6
+	VCVTDQ2PS    Y3, Y3
+	MOVWLZX      208(AX), R9
+	VMOVD        R9, X7
+	VCVTPH2PS    X7, X7
+	VMULSS       (BX), X7, X7
+	VBROADCASTSS X7, Y7
+	VMOVUPS      (SP), Y8
+	VFMADD231PS  Y3, Y7, Y8
+	VMOVUPS      Y8, (SP)
+	VCVTDQ2PS    Y4, Y4
+	MOVWLZX      208(AX), R9
+	VMOVD        R9, X3
+	VCVTPH2PS    X3, X3
+	VMULSS       (R8), X3, X3
+	VBROADCASTSS X3, Y3
+	VMOVUPS      32(SP), Y7
+	VFMADD231PS  Y4, Y3, Y7
+	VMOVUPS      Y7, 32(SP)
+	VCVTDQ2PS    Y5, Y5
+	MOVWLZX      208(DX), R9
+	VMOVD        R9, X3
+	VCVTPH2PS    X3, X3
+	VMULSS       (BX), X3, X3
+	VBROADCASTSS X3, Y3
+	VMOVUPS      64(SP), Y4
+	VFMADD231PS  Y5, Y3, Y4
+	VMOVUPS      Y4, 64(SP)
+	VCVTDQ2PS    Y6, Y6
+	MOVWLZX      208(DX), R9
+	VMOVD        R9, X3
+	VCVTPH2PS    X3, X3
+	VMULSS       (R8), X3, X3
+	VBROADCASTSS X3, Y3
+	VMOVUPS      96(SP), Y4
+	VFMADD231PS  Y6, Y3, Y4
+	VMOVUPS      Y4, 96(SP)
+	ADDQ         $0x000000d2, AX
+	ADDQ         $0x00000100, CX
+	ADDQ         $0x00000004, BX
+	ADDQ         $0x000000d2, DX
+	ADDQ         $0x00000100, DI
+	ADDQ         $0x00000004, R8
+	DECQ         SI
+	JMP          t6kloop
+
+t6kdone:
+	MOVQ         out+88(FP), AX
+	VMOVUPS      (SP), Y0
+	VEXTRACTF128 $0x01, Y0, X1
+	VADDPS       X1, X0, X0
+	VPERMILPS    $0x0e, X0, X1
+	VADDPS       X1, X0, X0
+	VPERMILPS    $0x01, X0, X1
+	VADDSS       X1, X0, X0
+	VMOVSS       X0, (AX)
+	VMOVUPS      32(SP), Y0
+	VEXTRACTF128 $0x01, Y0, X1
+	VADDPS       X1, X0, X0
+	VPERMILPS    $0x0e, X0, X1
+	VADDPS       X1, X0, X0
+	VPERMILPS    $0x01, X0, X1
+	VADDSS       X1, X0, X0
+	VMOVSS       X0, 4(AX)
+	VMOVUPS      64(SP), Y0
+	VEXTRACTF128 $0x01, Y0, X1
+	VADDPS       X1, X0, X0
+	VPERMILPS    $0x0e, X0, X1
+	VADDPS       X1, X0, X0
+	VPERMILPS    $0x01, X0, X1
+	VADDSS       X1, X0, X0
+	VMOVSS       X0, 8(AX)
+	VMOVUPS      96(SP), Y0
+	VEXTRACTF128 $0x01, Y0, X1
+	VADDPS       X1, X0, X0
+	VPERMILPS    $0x0e, X0, X1
+	VADDPS       X1, X0, X0
+	VPERMILPS    $0x01, X0, X1
+	VADDSS       X1, X0, X0
+	VMOVSS       X0, 12(AX)
+	VZEROUPPER
+	RET
+
 // func roundF16AVX2(x []float32)
 // Requires: AVX, F16C
 TEXT ·roundF16AVX2(SB), NOSPLIT, $0-24

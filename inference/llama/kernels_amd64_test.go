@@ -275,3 +275,26 @@ func TestSIMDTileQ4_KIsDot(t *testing.T) {
 		}
 	}
 }
+
+// TestSIMDTileQ6_KIsDot: the Q6_K tile kernel gives bitwise the results of
+// dotQ6_KAVX2 for every pair of its rows.
+func TestSIMDTileQ6_KIsDot(t *testing.T) {
+	needSIMD(t)
+	rng := rand.New(rand.NewPCG(9, 9))
+	for _, nb := range []int{1, 2, 3, 4, 11} {
+		cols := nb * 256
+		m := randomMatrix(t, rng, typeQ6_K, 2, cols)
+		var a acts
+		a.prepare(actQ8_K, [][]float32{randFloats(rng, cols), randFloats(rng, cols)})
+		var out [4]float32
+		tileQ6_KAVX2(m.raw, m.rowBytes, a.q, a.d, cols, &out)
+		for i := range 2 {
+			for j := range 2 {
+				want := dotQ6_KAVX2(m.raw[i*m.rowBytes:(i+1)*m.rowBytes], a.q[j*cols:(j+1)*cols], a.d[j*nb:(j+1)*nb])
+				if math.Float32bits(out[2*i+j]) != math.Float32bits(want) {
+					t.Fatalf("%d blocks: tile (%d, %d) %g, dot %g", nb, i, j, out[2*i+j], want)
+				}
+			}
+		}
+	}
+}

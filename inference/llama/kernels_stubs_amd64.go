@@ -44,6 +44,11 @@ func tileQ4_KAVX2(w []byte, wstride int, q []int8, d []float32, bsum []int32, co
 // Q6_K blocks; q and d the activations' int8 values and scales.
 func dotQ6_KAVX2(w []byte, q []int8, d []float32) float32
 
+// tileQ6_KAVX2 sets out[2i+j] to dotQ6_KAVX2 of Q6_K weight row i (at w+i·wstride bytes,
+// i < 2) and activation row j (q+j·cols, d+j·cols/256, j < 2), bitwise: each group of
+// weights is unpacked once for both rows, each group of activations once for both.
+func tileQ6_KAVX2(w []byte, wstride int, q []int8, d []float32, cols int, out *[4]float32)
+
 // roundF16AVX2 rounds every element of x to the nearest binary16 value (ties to even), with F16C.
 func roundF16AVX2(x []float32)
 

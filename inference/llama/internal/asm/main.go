@@ -27,6 +27,7 @@ func main() {
 	dotQ4_K()
 	tileQ4_K()
 	dotQ6_K()
+	tileQ6_K()
 	roundF16()
 	madF16()
 	scaleF16()
@@ -414,16 +415,19 @@ func dotQ4_K() {
 	RET()
 }
 
+// q6kShuffles are the VPSHUFB masks of Q6_K scales: mask i picks scale
+// bytes 2i (eight times) then 2i+1 (eight times).
+var q6kShuffles [8]Mem
+
 func dotQ6_K() {
-	// shuffles[i] picks scale bytes 2i (eight times) then 2i+1 (eight times).
-	var shuf [8]Mem
 	tab := GLOBL("q6kScaleShuffle", RODATA|NOPTR)
-	for i := range shuf {
+	for i := range q6kShuffles {
 		for k := 0; k < 16; k++ {
 			DATA(16*i+k, U8(2*i+k/8))
 		}
-		shuf[i] = tab.Offset(16 * i)
+		q6kShuffles[i] = tab.Offset(16 * i)
 	}
+	shuf := q6kShuffles
 
 	TEXT("dotQ6_KAVX2", NOSPLIT, "func(w []byte, q []int8, d []float32) float32")
 	Doc("dotQ6_KAVX2 is ggml's AVX2 vec_dot_q6_K_q8_K over len(d) blocks: w holds 210-byte",
@@ -843,6 +847,114 @@ func tileQ4_K() {
 		VMOVUPS(acc.Offset(32*k), a)
 		VMOVUPS(accm.Offset(32*k), m)
 		VADDPS(m, a, a)
+		s := hsum(a)
+		VMOVSS(s, out.Offset(4*k))
+	}
+	VZEROUPPER()
+	RET()
+}
+
+func tileQ6_K() {
+	TEXT("tileQ6_KAVX2", NOSPLIT, "func(w []byte, wstride int, q []int8, d []float32, cols int, out *[4]float32)")
+	Doc("tileQ6_KAVX2 sets out[2i+j] to dotQ6_KAVX2 of Q6_K weight row i (at w+i·wstride bytes,",
+		"i < 2) and activation row j (q+j·cols, d+j·cols/256, j < 2), bitwise: each group of",
+		"weights is unpacked once for both rows, each group of activations once for both.")
+	w0 := Load(Param("w").Base(), GP64())
+	ws := Load(Param("wstride"), GP64())
+	w1 := GP64()
+	MOVQ(w0, w1)
+	ADDQ(ws, w1)
+	q0 := Load(Param("q").Base(), GP64())
+	d0 := Load(Param("d").Base(), GP64())
+	cols := Load(Param("cols"), GP64())
+	q1, d1 := GP64(), GP64()
+	MOVQ(q0, q1)
+	ADDQ(cols, q1)
+	MOVQ(cols, d1)
+	SHRQ(U8(6), d1) // cols/256 scales of 4 bytes
+	ADDQ(d0, d1)
+	n := cols
+	SHRQ(U8(8), n)
+	w := []Mem{{Base: w0}, {Base: w1}}
+	q := []Mem{{Base: q0}, {Base: q1}}
+	d := []Mem{{Base: d0}, {Base: d1}}
+	acc := AllocLocal(128) // pair (i, j) at 32·(2i+j)
+	z := YMM()
+	VXORPS(z, z, z)
+	for k := 0; k < 4; k++ {
+		VMOVUPS(z, acc.Offset(32*k))
+	}
+	low, three, m32 := bytes(0x0f), bytes(3), bytes(32)
+	Label("t6kloop")
+	CMPQ(n, U32(0))
+	JE(LabelRef("t6kdone"))
+	var sumi [2][2]VecVirtual
+	for i := range sumi {
+		for j := range sumi[i] {
+			sumi[i][j] = YMM()
+			VPXOR(sumi[i][j], sumi[i][j], sumi[i][j])
+		}
+	}
+	for half := 0; half < 2; half++ {
+		for k := 0; k < 4; k++ {
+			var x, s16 [2]VecVirtual
+			for i := range w {
+				// Element group k of 32: low or high nibbles of ql, bits 2k, 2k+1 of qh.
+				x[i], s16[i] = YMM(), YMM()
+				h := YMM()
+				VMOVDQU(w[i].Offset(64*half+32*(k%2)), x[i])
+				if k >= 2 {
+					VPSRLW(U8(4), x[i], x[i])
+				}
+				VPAND(low, x[i], x[i])
+				VMOVDQU(w[i].Offset(128+32*half), h)
+				if k > 0 {
+					VPSRLW(U8(2*k), h, h)
+				}
+				VPAND(three, h, h)
+				VPSLLW(U8(4), h, h)
+				VPOR(h, x[i], x[i])
+				sc := XMM()
+				VMOVDQU(w[i].Offset(192), sc)
+				VPSHUFB(q6kShuffles[4*half+k], sc, sc)
+				VPMOVSXBW(sc, s16[i])
+			}
+			for j := range q {
+				y, ys := YMM(), YMM()
+				VMOVDQU(q[j].Offset(128*half+32*k), y)
+				VPMADDUBSW(y, m32, ys)
+				for i := range w {
+					p := YMM()
+					VPMADDUBSW(y, x[i], p)
+					VPSUBW(ys, p, p)
+					VPMADDWD(s16[i], p, p)
+					VPADDD(p, sumi[i][j], sumi[i][j])
+				}
+			}
+		}
+	}
+	for i := range w {
+		for j := range q {
+			VCVTDQ2PS(sumi[i][j], sumi[i][j])
+			ds := blockScale(w[i].Offset(208), d[j])
+			a := YMM()
+			VMOVUPS(acc.Offset(32*(2*i+j)), a)
+			VFMADD231PS(sumi[i][j], ds, a)
+			VMOVUPS(a, acc.Offset(32*(2*i+j)))
+		}
+	}
+	for i := range w {
+		ADDQ(U32(210), w[i].Base)
+		ADDQ(U32(256), q[i].Base)
+		ADDQ(U32(4), d[i].Base)
+	}
+	DECQ(n)
+	JMP(LabelRef("t6kloop"))
+	Label("t6kdone")
+	out := Mem{Base: Load(Param("out"), GP64())}
+	for k := 0; k < 4; k++ {
+		a := YMM()
+		VMOVUPS(acc.Offset(32*k), a)
 		s := hsum(a)
 		VMOVSS(s, out.Offset(4*k))
 	}
