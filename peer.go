@@ -218,7 +218,7 @@ func (p *Peer) start(ctx context.Context, cfg Config) error {
 		Local: swarm.Local{Backend: p.backend, Models: p.Models, Domains: cfg.Domains, Capacity: cfg.Capacity,
 			Load: func() int { return int(p.load.Load()) }, Location: cfg.Location},
 		Trust: store, Weights: cfg.Weights, MaxK: cfg.MaxK, Log: log, Member: mem.member(), ConnPrefix: p.connPrefix,
-		VerifyShare: cfg.VerifyAnswers, Observe: auditOutvoted(acct),
+		VerifyShare: cfg.VerifyAnswers, Observe: auditOutvoted(acct), Probe: p.Latency.Probe,
 	})
 	p.Catalog.Watch(p.onCatalogChange)
 	p.Gossip, err = experts.JoinGossip(h.PubSub, h, experts.GossipConfig{
