@@ -89,7 +89,7 @@ func (e *UnsupportedError) Error() string {
 	if e.Detail != "" {
 		what = "cannot do this: " + e.Detail
 	}
-	return fmt.Sprintf("%s: model %q%s %s: %s", e.Param, e.Model, by, what, ErrUnsupported)
+	return fmt.Sprintf("%s: model %q%s %s: %s (GET /v1/models lists what each model can do under mwpeer.capabilities)", e.Param, e.Model, by, what, ErrUnsupported)
 }
 
 func (e *UnsupportedError) Unwrap() error { return ErrUnsupported }

@@ -298,3 +298,24 @@ func TestSIMDTileQ6_KIsDot(t *testing.T) {
 		}
 	}
 }
+
+// TestBatchProductDoesNotAllocate: a product of a batch (the tiled kernels)
+// allocates nothing once the workspace has grown.
+func TestBatchProductDoesNotAllocate(t *testing.T) {
+	rng := rand.New(rand.NewPCG(10, 10))
+	for _, typ := range kernelTypes {
+		m := randomMatrix(t, rng, typ, 60, 512)
+		in := randomRows(rng, 5, 512)
+		out := randomRows(rng, 5, 60)
+		w := newWorkspace(2)
+		w.team.start()
+		allocs := testing.AllocsPerRun(10, func() {
+			w.use(in)
+			w.mul(m, out)
+		})
+		w.team.stop()
+		if allocs != 0 {
+			t.Errorf("%s: %v allocations per product, want 0", typeName(typ), allocs)
+		}
+	}
+}

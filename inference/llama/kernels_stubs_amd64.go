@@ -5,56 +5,82 @@
 package llama
 
 // dotF32AVX2 returns the inner product of a and b[:len(a)]: float32 FMAs in 32 lanes, summed at the end.
+//
+//go:noescape
 func dotF32AVX2(a []float32, b []float32) float32
 
 // dotF16AVX2 returns the inner product of the binary16 values in w (2·len(x) bytes) and x,
 // converted with F16C: FMAs into two accumulators of 8 lanes (elements 16i..16i+7 and
 // 16i+8..16i+15), added, then the lanes summed; a tail of 8 goes to the first, a tail of
 // fewer is added one by one. tileF16AVX2 computes exactly this for lengths multiple of 16.
+//
+//go:noescape
 func dotF16AVX2(w []byte, x []float32) float32
 
 // tileF16AVX2 sets out[2i+j] to dotF16AVX2 of weight row i (at w+i·wstride bytes, i < 3)
 // and activation row j (at x+j·xstride elements, j < 2), n elements each, n a multiple of 16:
 // each weight block is converted once for both rows, bitwise the same results.
+//
+//go:noescape
 func tileF16AVX2(w []byte, wstride int, x []float32, xstride int, n int, out *[6]float32)
 
 // dotQ8_0AVX2 is ggml's AVX2 vec_dot_q8_0_q8_0 over len(d) blocks: w holds 34-byte
 // Q8_0 blocks, q and d the activations' int8 values and scales.
+//
+//go:noescape
 func dotQ8_0AVX2(w []byte, q []int8, d []float32) float32
 
 // tileQ8_0AVX2 sets out[2i+j] to dotQ8_0AVX2 of Q8_0 weight row i (at w+i·wstride bytes,
 // i < 2) and activation row j (q+j·cols, d+j·cols/32, j < 2) over cols/32 blocks, bitwise:
 // each weight block's scale is converted once for both rows.
+//
+//go:noescape
 func tileQ8_0AVX2(w []byte, wstride int, q []int8, d []float32, cols int, out *[4]float32)
 
 // dotQ4_0AVX2 is ggml's AVX2 vec_dot_q4_0_q8_0 over len(d) blocks: w holds 18-byte
 // Q4_0 blocks, q and d the activations' int8 values and scales.
+//
+//go:noescape
 func dotQ4_0AVX2(w []byte, q []int8, d []float32) float32
 
 // dotQ4_KAVX2 is ggml's AVX2 vec_dot_q4_K_q8_K over len(d) blocks: w holds 144-byte
 // Q4_K blocks; q, d and bsum the activations' int8 values, scales and sums of 16.
+//
+//go:noescape
 func dotQ4_KAVX2(w []byte, q []int8, d []float32, bsum []int32) float32
 
 // tileQ4_KAVX2 sets out[2i+j] to dotQ4_KAVX2 of Q4_K weight row i (at w+i·wstride bytes,
 // i < 2) and activation row j (q+j·cols, d+j·cols/256, bsum+j·cols/16, j < 2), bitwise:
 // each weight block's scales and nibbles are unpacked once for both rows.
+//
+//go:noescape
 func tileQ4_KAVX2(w []byte, wstride int, q []int8, d []float32, bsum []int32, cols int, out *[4]float32)
 
 // dotQ6_KAVX2 is ggml's AVX2 vec_dot_q6_K_q8_K over len(d) blocks: w holds 210-byte
 // Q6_K blocks; q and d the activations' int8 values and scales.
+//
+//go:noescape
 func dotQ6_KAVX2(w []byte, q []int8, d []float32) float32
 
 // tileQ6_KAVX2 sets out[2i+j] to dotQ6_KAVX2 of Q6_K weight row i (at w+i·wstride bytes,
 // i < 2) and activation row j (q+j·cols, d+j·cols/256, j < 2), bitwise: each group of
 // weights is unpacked once for both rows, each group of activations once for both.
+//
+//go:noescape
 func tileQ6_KAVX2(w []byte, wstride int, q []int8, d []float32, cols int, out *[4]float32)
 
 // roundF16AVX2 rounds every element of x to the nearest binary16 value (ties to even), with F16C.
+//
+//go:noescape
 func roundF16AVX2(x []float32)
 
 // madF16AVX2 sets acc[i] to fma(v[i], s, acc[i]) rounded to binary16: ggml's
 // ggml_vec_mad_f16 on an F16 accumulator, as flash attention uses it.
+//
+//go:noescape
 func madF16AVX2(acc []float32, v []float32, s float32)
 
 // scaleF16AVX2 sets acc[i] to acc[i]·s rounded to binary16 (ggml_vec_scale_f16).
+//
+//go:noescape
 func scaleF16AVX2(acc []float32, s float32)

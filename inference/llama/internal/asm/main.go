@@ -75,6 +75,7 @@ func words(w uint16) VecVirtual {
 
 func dotF32() {
 	TEXT("dotF32AVX2", NOSPLIT, "func(a, b []float32) float32")
+	Pragma("noescape")
 	Doc("dotF32AVX2 returns the inner product of a and b[:len(a)]: float32 FMAs in 32 lanes, summed at the end.")
 	a := Mem{Base: Load(Param("a").Base(), GP64())}
 	b := Mem{Base: Load(Param("b").Base(), GP64())}
@@ -128,6 +129,7 @@ func dotF32() {
 
 func dotF16() {
 	TEXT("dotF16AVX2", NOSPLIT, "func(w []byte, x []float32) float32")
+	Pragma("noescape")
 	Doc("dotF16AVX2 returns the inner product of the binary16 values in w (2·len(x) bytes) and x,",
 		"converted with F16C: FMAs into two accumulators of 8 lanes (elements 16i..16i+7 and",
 		"16i+8..16i+15), added, then the lanes summed; a tail of 8 goes to the first, a tail of",
@@ -180,6 +182,7 @@ func dotF16() {
 
 func tileF16() {
 	TEXT("tileF16AVX2", NOSPLIT, "func(w []byte, wstride int, x []float32, xstride int, n int, out *[6]float32)")
+	Pragma("noescape")
 	Doc("tileF16AVX2 sets out[2i+j] to dotF16AVX2 of weight row i (at w+i·wstride bytes, i < 3)",
 		"and activation row j (at x+j·xstride elements, j < 2), n elements each, n a multiple of 16:",
 		"each weight block is converted once for both rows, bitwise the same results.")
@@ -267,6 +270,7 @@ func blockScale(w, d Mem) VecVirtual {
 
 func dotQ8_0() {
 	TEXT("dotQ8_0AVX2", NOSPLIT, "func(w []byte, q []int8, d []float32) float32")
+	Pragma("noescape")
 	Doc("dotQ8_0AVX2 is ggml's AVX2 vec_dot_q8_0_q8_0 over len(d) blocks: w holds 34-byte",
 		"Q8_0 blocks, q and d the activations' int8 values and scales.")
 	w := Mem{Base: Load(Param("w").Base(), GP64())}
@@ -308,6 +312,7 @@ func dotQ8_0() {
 
 func dotQ4_0() {
 	TEXT("dotQ4_0AVX2", NOSPLIT, "func(w []byte, q []int8, d []float32) float32")
+	Pragma("noescape")
 	Doc("dotQ4_0AVX2 is ggml's AVX2 vec_dot_q4_0_q8_0 over len(d) blocks: w holds 18-byte",
 		"Q4_0 blocks, q and d the activations' int8 values and scales.")
 	w := Mem{Base: Load(Param("w").Base(), GP64())}
@@ -342,6 +347,7 @@ func dotQ4_0() {
 
 func dotQ4_K() {
 	TEXT("dotQ4_KAVX2", NOSPLIT, "func(w []byte, q []int8, d []float32, bsum []int32) float32")
+	Pragma("noescape")
 	Doc("dotQ4_KAVX2 is ggml's AVX2 vec_dot_q4_K_q8_K over len(d) blocks: w holds 144-byte",
 		"Q4_K blocks; q, d and bsum the activations' int8 values, scales and sums of 16.")
 	w := Mem{Base: Load(Param("w").Base(), GP64())}
@@ -430,6 +436,7 @@ func dotQ6_K() {
 	shuf := q6kShuffles
 
 	TEXT("dotQ6_KAVX2", NOSPLIT, "func(w []byte, q []int8, d []float32) float32")
+	Pragma("noescape")
 	Doc("dotQ6_KAVX2 is ggml's AVX2 vec_dot_q6_K_q8_K over len(d) blocks: w holds 210-byte",
 		"Q6_K blocks; q and d the activations' int8 values and scales.")
 	w := Mem{Base: Load(Param("w").Base(), GP64())}
@@ -500,6 +507,7 @@ func dotQ6_K() {
 
 func roundF16() {
 	TEXT("roundF16AVX2", NOSPLIT, "func(x []float32)")
+	Pragma("noescape")
 	Doc("roundF16AVX2 rounds every element of x to the nearest binary16 value (ties to even), with F16C.")
 	x := Mem{Base: Load(Param("x").Base(), GP64())}
 	n := Load(Param("x").Len(), GP64())
@@ -565,6 +573,7 @@ func f16update(name string, acc Mem, n Register, op8, op1 func(a VecVirtual)) {
 
 func madF16() {
 	TEXT("madF16AVX2", NOSPLIT, "func(acc, v []float32, s float32)")
+	Pragma("noescape")
 	Doc("madF16AVX2 sets acc[i] to fma(v[i], s, acc[i]) rounded to binary16: ggml's",
 		"ggml_vec_mad_f16 on an F16 accumulator, as flash attention uses it.")
 	acc := Mem{Base: Load(Param("acc").Base(), GP64())}
@@ -584,6 +593,7 @@ func madF16() {
 
 func scaleF16() {
 	TEXT("scaleF16AVX2", NOSPLIT, "func(acc []float32, s float32)")
+	Pragma("noescape")
 	Doc("scaleF16AVX2 sets acc[i] to acc[i]·s rounded to binary16 (ggml_vec_scale_f16).")
 	acc := Mem{Base: Load(Param("acc").Base(), GP64())}
 	n := Load(Param("acc").Len(), GP64())
@@ -599,6 +609,7 @@ func tileQ8_0() {
 		DATA(2*i, U16(1))
 	}
 	TEXT("tileQ8_0AVX2", NOSPLIT, "func(w []byte, wstride int, q []int8, d []float32, cols int, out *[4]float32)")
+	Pragma("noescape")
 	Doc("tileQ8_0AVX2 sets out[2i+j] to dotQ8_0AVX2 of Q8_0 weight row i (at w+i·wstride bytes,",
 		"i < 2) and activation row j (q+j·cols, d+j·cols/32, j < 2) over cols/32 blocks, bitwise:",
 		"each weight block's scale is converted once for both rows.")
@@ -725,6 +736,7 @@ func unpackScalesK4(w, utmp, sc16 Mem) {
 
 func tileQ4_K() {
 	TEXT("tileQ4_KAVX2", NOSPLIT, "func(w []byte, wstride int, q []int8, d []float32, bsum []int32, cols int, out *[4]float32)")
+	Pragma("noescape")
 	Doc("tileQ4_KAVX2 sets out[2i+j] to dotQ4_KAVX2 of Q4_K weight row i (at w+i·wstride bytes,",
 		"i < 2) and activation row j (q+j·cols, d+j·cols/256, bsum+j·cols/16, j < 2), bitwise:",
 		"each weight block's scales and nibbles are unpacked once for both rows.")
@@ -856,6 +868,7 @@ func tileQ4_K() {
 
 func tileQ6_K() {
 	TEXT("tileQ6_KAVX2", NOSPLIT, "func(w []byte, wstride int, q []int8, d []float32, cols int, out *[4]float32)")
+	Pragma("noescape")
 	Doc("tileQ6_KAVX2 sets out[2i+j] to dotQ6_KAVX2 of Q6_K weight row i (at w+i·wstride bytes,",
 		"i < 2) and activation row j (q+j·cols, d+j·cols/256, j < 2), bitwise: each group of",
 		"weights is unpacked once for both rows, each group of activations once for both.")
