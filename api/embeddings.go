@@ -78,7 +78,7 @@ func (s *Server) handleEmbeddings(w http.ResponseWriter, r *http.Request) {
 	}
 	q.Request.Input = inputs
 	q.Request.MaxTokens = min(MaxTokensCap, embedChunkTokens*len(inputs))
-	q.K, q.Strategy = 1, "fastest"
+	q.K, q.Strategy, q.Verify = 1, "fastest", false // one peer embeds every input
 	capToBudget(r, &q)
 	ctx, cancel := context.WithDeadline(r.Context(), q.Request.Deadline)
 	defer cancel()
