@@ -12,8 +12,10 @@ import (
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/peerstore"
 	"github.com/libp2p/go-libp2p/p2p/host/eventbus"
 	"github.com/libp2p/go-libp2p/p2p/protocol/ping"
+	ma "github.com/multiformats/go-multiaddr"
 )
 
 // PingerConfig tunes RTT measurement.
@@ -272,11 +274,15 @@ func (p *Pinger) pingOnce(ctx context.Context, id peer.ID, dial bool) {
 	}
 }
 
-// Measure pings id once, dialing it if there is no connection, and folds
-// the result in (see Record). A router calls it for a peer
-// it may send work to but has not measured; the connection it opens is
-// then pinged every round like any other.
-func (p *Pinger) Measure(ctx context.Context, id peer.ID) error {
+// Measure pings id once, dialing it at addrs (kept a few minutes in the
+// peerstore) or the addresses known of it if there is no connection, and
+// folds the result in (see Record). A router calls it for a peer it may
+// send work to but has not measured; the connection it opens is then
+// pinged every round like any other.
+func (p *Pinger) Measure(ctx context.Context, id peer.ID, addrs ...ma.Multiaddr) error {
+	if len(addrs) > 0 {
+		p.h.Peerstore().AddAddrs(id, addrs, peerstore.TempAddrTTL)
+	}
 	ctx, cancel := context.WithTimeout(ctx, p.cfg.Timeout)
 	defer cancel()
 	res, ok := <-ping.Ping(ctx, p.h, id)

@@ -33,29 +33,29 @@ const (
 // prober is Latency's queue of peers to measure. Its zero value is ready.
 type prober struct {
 	once sync.Once
-	want chan peer.ID
+	want chan peer.AddrInfo
 	mu   sync.Mutex
 	last map[peer.ID]time.Time // when each was last queued
 }
 
-func (p *prober) queue() chan peer.ID {
+func (p *prober) queue() chan peer.AddrInfo {
 	p.once.Do(func() {
-		p.want = make(chan peer.ID, probeQueue)
+		p.want = make(chan peer.AddrInfo, probeQueue)
 		p.last = make(map[peer.ID]time.Time)
 	})
 	return p.want
 }
 
-// Probe asks to measure the round trip to each of ids (peer IDs) that this
-// peer has not measured and did not probe within the last minute. It does
-// not block: the probes run in Run's goroutines, and a full queue drops
-// the rest.
-func (l *Latency) Probe(ids []string) {
+// Probe asks to measure the round trip to each of peers (dialing the
+// addresses given, or those known) that this peer has not measured and did
+// not probe within the last minute. It does not block: the probes run in
+// Run's goroutines, and a full queue drops the rest.
+func (l *Latency) Probe(peers []peer.AddrInfo) {
 	q := l.probes.queue()
 	now := time.Now()
-	for _, s := range ids {
-		id, err := peer.Decode(s)
-		if err != nil || s == l.self {
+	for _, ai := range peers {
+		id := ai.ID
+		if id == "" || id.String() == l.self {
 			continue
 		}
 		if _, ok := l.pinger.RTT(id); ok {
@@ -80,7 +80,7 @@ func (l *Latency) Probe(ids []string) {
 		l.probes.last[id] = now
 		l.probes.mu.Unlock()
 		select {
-		case q <- id:
+		case q <- ai:
 		default:
 			return
 		}
@@ -94,11 +94,11 @@ func (l *Latency) runProbes(ctx context.Context) {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	for {
-		var id peer.ID
+		var ai peer.AddrInfo
 		select {
 		case <-ctx.Done():
 			return
-		case id = <-q:
+		case ai = <-q:
 		}
 		select {
 		case <-ctx.Done():
@@ -109,24 +109,37 @@ func (l *Latency) runProbes(ctx context.Context) {
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			if err := l.pinger.Measure(ctx, id); err != nil && ctx.Err() == nil {
-				l.log.Debug("probe", "peer", id.ShortString(), "err", err)
+			if err := l.pinger.Measure(ctx, ai.ID, ai.Addrs...); err != nil && ctx.Err() == nil {
+				l.log.Debug("probe", "peer", ai.ID.ShortString(), "err", err)
 			}
 		}()
 	}
 }
 
 // unmeasured lists up to n of ranked (best first) that are remote and
-// ranked by a predicted or unknown round trip.
-func unmeasured(ranked []routing.Scored, n int) []string {
-	var out []string
+// ranked by a predicted or unknown round trip, with the addresses cands
+// give them.
+func unmeasured(ranked []routing.Scored, cands []Candidate, n int) []peer.AddrInfo {
+	var out []peer.AddrInfo
 	for _, s := range ranked {
 		if len(out) == n {
 			break
 		}
-		if !s.Local && s.Sources.RTT != routing.SourceMeasured {
-			out = append(out, s.Peer)
+		if s.Local || s.Sources.RTT == routing.SourceMeasured {
+			continue
 		}
+		id, err := peer.Decode(s.Peer)
+		if err != nil {
+			continue
+		}
+		ai := peer.AddrInfo{ID: id}
+		for _, c := range cands {
+			if c.Peer == s.Peer {
+				ai.Addrs = c.Addrs
+				break
+			}
+		}
+		out = append(out, ai)
 	}
 	return out
 }

@@ -2,9 +2,12 @@ package swarm
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/mwpeer/mwpeer/geo"
 	"github.com/mwpeer/mwpeer/routing"
@@ -34,14 +37,17 @@ func TestReportedSpeedStandsInUntilMeasured(t *testing.T) {
 }
 
 // TestDecisionsProbeTheBestUnmeasured: after a decision the router asks to
-// measure its best-ranked candidates whose round trip is only predicted.
+// measure its best-ranked candidates whose round trip is only predicted, at
+// the addresses they announce.
 func TestDecisionsProbeTheBestUnmeasured(t *testing.T) {
 	self := newID(t)
 	var cat catalog
 	rtts := map[string]geo.RTT{}
 	for i := range 2*ProbeTop + 2 {
 		id := newID(t)
-		cat = append(cat, entry(id, "m"))
+		e := entry(id, "m")
+		e.Addrs = []string{fmt.Sprintf("/ip4/203.0.113.%d/tcp/4001", i+1)}
+		cat = append(cat, e)
 		src := geo.SourceCoordinates
 		if i%2 == 0 {
 			src = geo.SourceMeasured
@@ -49,7 +55,14 @@ func TestDecisionsProbeTheBestUnmeasured(t *testing.T) {
 		rtts[id.String()] = geo.RTT{Value: time.Duration(10+i) * time.Millisecond, Source: src}
 	}
 	var asked []string
-	r := New(Config{Self: self, Catalog: cat, RTT: func(to string) geo.RTT { return rtts[to] }, Probe: func(ids []string) { asked = ids }})
+	r := New(Config{Self: self, Catalog: cat, RTT: func(to string) geo.RTT { return rtts[to] }, Probe: func(ais []peer.AddrInfo) {
+		for _, ai := range ais {
+			asked = append(asked, ai.ID.String())
+			if len(ai.Addrs) != 1 {
+				t.Errorf("probe of %s without the address it announces: %v", ai.ID, ai.Addrs)
+			}
+		}
+	}})
 	d, err := r.Route(context.Background(), query("m"))
 	if err != nil {
 		t.Fatal(err)

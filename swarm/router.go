@@ -82,7 +82,7 @@ type Config struct {
 	// trip to the best-ranked candidates not yet measured (at most
 	// ProbeTop; Latency.Probe), so that the next decision ranks them by a
 	// measurement rather than a prediction. It must not block.
-	Probe func(peers []string)
+	Probe func(peers []peer.AddrInfo)
 	// VerifyShare is the share (0 to 1) of requests not asking for it that
 	// are verified anyway (see Query.Verify) when two peers can.
 	VerifyShare float64
@@ -334,8 +334,8 @@ func (r *Router) decide(ctx context.Context, q Query) (routing.Decision, []Candi
 	}
 	d := routing.Decide(PromptText(q.Request), rc, r.cfg.Weights, r.cfg.MaxK, q.K, q.Domains)
 	if r.cfg.Probe != nil {
-		if ids := unmeasured(d.Candidates, ProbeTop); len(ids) > 0 {
-			r.cfg.Probe(ids)
+		if ais := unmeasured(d.Candidates, cands, ProbeTop); len(ais) > 0 {
+			r.cfg.Probe(ais)
 		}
 	}
 	return d, cands, nil
