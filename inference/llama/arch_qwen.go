@@ -23,7 +23,8 @@ import (
 //
 // Every hyperparameter comes from the GGUF: expert_feed_forward_length (the
 // routed experts' size, which Config.FeedForward holds for MoE models),
-// expert_shared_feed_forward_length, rope.freq_base, key_length.
+// expert_shared_feed_forward_length, norm_top_k_prob, rope.freq_base,
+// key_length.
 //
 // The shared expert lives with the dense part of the model (it is loaded with
 // ReadOptions.WithoutExperts too): every token needs it, so sending it
@@ -61,6 +62,11 @@ func lookupArch(name string) (arch, error) {
 func (a arch) configure(kv ggml.KV, c *Config) error {
 	c.RopeNeoX = a.neox
 	c.ExpertWeightsRaw = a.rawTopK
+	if _, ok := kv[c.Arch+".norm_top_k_prob"]; ok && a.moe {
+		// Written by Ollama's converter, read by its qwen3moe (llama.cpp
+		// renormalises qwen3moe's weights regardless).
+		c.ExpertWeightsRaw = !kv.Bool("norm_top_k_prob")
+	}
 	if a.moe && c.Experts == 0 {
 		return fmt.Errorf("a %s model without expert_count", c.Arch)
 	}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/mwpeer/mwpeer/inference/llama/randmodel"
 	"github.com/mwpeer/mwpeer/internal/ollamatest"
+	"github.com/ollama/ollama/fs/ggml"
 )
 
 func qwenCases() []anchorCase {
@@ -69,5 +70,22 @@ func TestQwenMatchesOllama(t *testing.T) {
 			}
 			compareWithOllama(t, srv.Client(), tc.name, m, engineTol(tc.tol))
 		})
+	}
+}
+
+// TestNormTopKProbIsRead: a qwen3moe file that says norm_top_k_prob false
+// (as Ollama's converter can write) keeps its top-k weights as they are.
+func TestNormTopKProbIsRead(t *testing.T) {
+	a, _ := lookupArch("qwen3moe")
+	for _, norm := range []bool{true, false} {
+		kv := ggml.KV{"general.architecture": "qwen3moe", "qwen3moe.norm_top_k_prob": norm,
+			"qwen3moe.expert_feed_forward_length": uint32(64)}
+		c := Config{Arch: "qwen3moe", Experts: 8, ExpertsUsed: 2, FeedForward: 512}
+		if err := a.configure(kv, &c); err != nil {
+			t.Fatal(err)
+		}
+		if c.ExpertWeightsRaw == norm || c.FeedForward != 64 {
+			t.Errorf("norm_top_k_prob %v: raw weights %v, experts of %d", norm, c.ExpertWeightsRaw, c.FeedForward)
+		}
 	}
 }
