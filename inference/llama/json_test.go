@@ -248,6 +248,48 @@ func TestEmbeddedEngineWritesValidJSON(t *testing.T) {
 	}
 }
 
+// TestJSONWithMultiByteTokens: a vocabulary with pieces of several bytes,
+// some of them JSON punctuation with text around it, still gives JSON that
+// validates, also when max_tokens forces the end.
+func TestJSONWithMultiByteTokens(t *testing.T) {
+	c := randmodel.Tiny()
+	c.Name = "tiny-words"
+	c.Words = []string{"▁the", "▁name", "{\"", "\":", "\",\"", "\"}", "true", "false", "▁0", "12", "\":\"", "▁\"", "],", "[\"", "red", "▁city", "Oslo"}
+	m := load(t, c)
+	b := NewModelBackend(m, BackendOptions{Name: "tiny"})
+	var schema map[string]any
+	if err := json.Unmarshal([]byte(personSchema), &schema); err != nil {
+		t.Fatal(err)
+	}
+	multi := 0
+	for _, temp := range []float64{0, 1} {
+		for _, maxTokens := range []int{56, 70, 150} {
+			for seed := int64(1); seed <= 3; seed++ {
+				req := inference.Request{Model: "tiny", Prompt: "the name: ", Raw: true, MaxTokens: maxTokens, Temperature: &temp, Seed: &seed,
+					Format: json.RawMessage(personSchema)}
+				var sb strings.Builder
+				f, err := b.Generate(context.Background(), req, func(c inference.Chunk) error { sb.WriteString(c.Text); return nil })
+				if err != nil {
+					t.Fatal(err)
+				}
+				if f.CompletionTokens < len(sb.String()) {
+					multi++
+				}
+				var v any
+				if err := json.Unmarshal([]byte(sb.String()), &v); err != nil {
+					t.Fatalf("temperature %v max_tokens %d seed %d: %q does not parse: %v", temp, maxTokens, seed, sb.String(), err)
+				}
+				if err := validate(v, schema); err != nil {
+					t.Fatalf("temperature %v max_tokens %d seed %d: %q does not validate: %v", temp, maxTokens, seed, sb.String(), err)
+				}
+			}
+		}
+	}
+	if multi == 0 {
+		t.Fatal("no answer used a token of several bytes: the test tests nothing")
+	}
+}
+
 // TestJSONLogprobsAreFinite: with a grammar, the alternatives reported
 // are tokens it allows, so log-probabilities stay finite (JSON has no
 // -Inf).
