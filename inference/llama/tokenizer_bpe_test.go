@@ -269,3 +269,40 @@ func BenchmarkBPEEncode(b *testing.B) {
 		})
 	}
 }
+
+// FuzzBPEEncode: any text tokenizes without a panic, and its tokens spell
+// the text as llama.cpp reads it (invalid bytes as U+FFFD), for every
+// pre-tokenizer.
+func FuzzBPEEncode(f *testing.F) {
+	for _, s := range bpeCorpus {
+		f.Add(s)
+	}
+	var vocabs []*Vocab
+	for _, pre := range bpePres {
+		path := filepath.Join(f.TempDir(), pre+".gguf")
+		if err := randmodel.WriteFile(path, bpeConfig(pre)); err != nil {
+			f.Fatal(err)
+		}
+		m, err := Load(path)
+		if err != nil {
+			f.Fatal(err)
+		}
+		vocabs = append(vocabs, m.Vocab)
+	}
+	f.Fuzz(func(t *testing.T, text string) {
+		want := string(decodeLikeLlamaCpp(text, nil))
+		for i, v := range vocabs {
+			ids := v.Encode(text)
+			if v.AddBOS {
+				ids = ids[1:]
+			}
+			var sb strings.Builder
+			for _, id := range ids {
+				sb.WriteString(v.Piece(id))
+			}
+			if !strings.ContainsRune(want, utf8.RuneError) && utf8.ValidString(want) && sb.String() != want {
+				t.Fatalf("%s: %q spells %q", bpePres[i], text, sb.String())
+			}
+		}
+	})
+}
