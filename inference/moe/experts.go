@@ -171,7 +171,8 @@ func (x *Experts) call(ctx context.Context, p peer.ID, layer, e int, in, out [][
 	asked := time.Now()
 	cctx, cancel := context.WithTimeout(ctx, timeout)
 	err := x.Client.Call(cctx, p, x.Model, layer, e, in, out)
-	timedOut := cctx.Err() == context.DeadlineExceeded
+	// The stream's own deadline may fire a moment before the context's.
+	timedOut := cctx.Err() == context.DeadlineExceeded || time.Since(asked) >= timeout
 	cancel()
 	x.end(p)
 	if ctx.Err() != nil {
