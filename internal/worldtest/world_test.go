@@ -92,8 +92,10 @@ type world struct {
 	mn     mocknet.Mocknet
 	// pingEvery is the peers' measuring pace (they default to 10 s): 2 s
 	// for 30 peers, slower for more, whose pings would otherwise starve a
-	// 2-core machine.
-	pingEvery time.Duration
+	// 2-core machine. announceEvery is their least announcement interval
+	// (the default 5 s up to 30 peers, then n/6 s) for the same reason:
+	// gossip costs each peer the number of peers, and the world the square.
+	pingEvery, announceEvery time.Duration
 }
 
 // rtt is the true round trip between two nodes.
@@ -118,7 +120,8 @@ func newWorld(t *testing.T, n int, seed uint64) *world {
 	rng := rand.New(rand.NewPCG(seed, 1))
 	mn := mocknet.New()
 	t.Cleanup(func() { mn.Close() })
-	w := &world{byID: map[string]*node{}, mn: mn, pingEvery: time.Duration(max(n, 30)) * 2 * time.Second / 30}
+	w := &world{byID: map[string]*node{}, mn: mn, pingEvery: time.Duration(max(n, 30)) * 2 * time.Second / 30,
+		announceEvery: time.Duration(max(n, 30)) * time.Second / 6}
 	cities := append([]City(nil), Cities[:n]...)
 	if !slices.ContainsFunc(cities, func(c City) bool { return c.Name == liarCity }) {
 		cities[n-1] = cityNamed(liarCity)
@@ -269,7 +272,8 @@ func (w *world) start(t *testing.T, ctx context.Context, wg *sync.WaitGroup, nd 
 			nd.lat.Heard(e)
 		}
 	})
-	nd.gossip, err = experts.JoinGossip(ps, h, experts.GossipConfig{Key: nd.key, Catalog: nd.cat, Local: nd.announcement, Logger: log})
+	nd.gossip, err = experts.JoinGossip(ps, h, experts.GossipConfig{Key: nd.key, Catalog: nd.cat, Local: nd.announcement, Logger: log,
+		MinInterval: w.announceEvery})
 	if err != nil {
 		t.Fatal(err)
 	}
