@@ -10,7 +10,10 @@
 // Routing, the choice of MoE replica and the order of shard sources all read
 // this store, so a peer that misbehaves on one path is ranked lower on all of
 // them; a peer convicted of a wrong answer is excluded from replica choice
-// for a while. Everything here is measured by this peer itself; nothing a
+// for a while. A peer whose ping failed or whose stream stalled is a suspect
+// (Store.Suspect: frozen or gone, maybe), tried after every other until a
+// ping or an answer clears it (Store.Alive); suspicions are not saved, since
+// they are about the peer now. Everything here is measured by this peer itself; nothing a
 // peer says about itself is recorded. Peers are named by their peer ID
 // strings; the package imports nothing of libp2p. Its only I/O is its own
 // file (Config.Path): Open reads it and Save, Run and Close keep it, so
