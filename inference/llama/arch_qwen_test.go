@@ -20,10 +20,7 @@ func qwenCases() []anchorCase {
 		{name: "qwen2", cfg: randmodel.TinyQwen2(), tol: 1e-3},
 		{name: "qwen2-gqa", cfg: gqa, tol: 1e-3},
 		{name: "qwen3", cfg: randmodel.TinyQwen3(), tol: 1e-3},
-		// Ollama runs qwen3 in its own Go engine, whose F16 products land
-		// up to 4.7e-3 away (the same tokens); llama.cpp's F16 path (the
-		// llama anchor) stays within 1e-3.
-		{name: "qwen3-f16", cfg: q3f16, tol: 1e-2},
+		{name: "qwen3-f16", cfg: q3f16, tol: 1e-3},
 		{name: "qwen2moe", cfg: randmodel.TinyQwen2MoE(), tol: 1e-3},
 		{name: "qwen3moe", cfg: randmodel.TinyQwen3MoE(), tol: 1e-3},
 	}
@@ -53,7 +50,8 @@ func TestUnknownArchitectureIsAnError(t *testing.T) {
 // TestQwenMatchesOllama is the correctness anchor for the Qwen families:
 // greedy tokens and log-probabilities equal Ollama's (llama.cpp for qwen2
 // and qwen2moe, Ollama's own engine for qwen3 and qwen3moe), within the
-// case's tolerance for the pure-Go kernels and simdTol for the SIMD ones.
+// case's tolerance for the pure-Go kernels (measured: at most 7.4e-4, qwen3
+// in F16; 1e-6 to 7e-5 in F32) and simdTol for the SIMD ones.
 func TestQwenMatchesOllama(t *testing.T) {
 	srv := ollamatest.Start(t)
 	dir := t.TempDir()
