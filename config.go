@@ -62,9 +62,9 @@ type Config struct {
 	Ollama  string   // Ollama's base URL
 	// OllamaParallel is how many calls Ollama runs at once with its
 	// settings (OLLAMA_NUM_PARALLEL per model times OLLAMA_MAX_LOADED_MODELS,
-	// which the command reads); 0 means Ollama's defaults, 1 per model and
-	// 3 models: DefaultOllamaParallel. It is the default Capacity of a peer
-	// serving Ollama.
+	// which the command reads when either is set). It is the default
+	// Capacity of a peer serving Ollama; 0 means measured (see
+	// MeasuredCapacity).
 	OllamaParallel int
 	// ModelFile is the GGUF file EngineEmbedded serves; empty means the
 	// built-in tiny model (see BuiltinModel).
@@ -93,8 +93,10 @@ type Config struct {
 	// Synthetic configures the synthetic engine (its Models default to Models).
 	Synthetic inference.SyntheticConfig
 	// Capacity is the concurrent requests served; 0 means what the engine
-	// runs at once: OllamaParallel for Ollama, 1 for the embedded engine
-	// (each generation uses every core), the number of CPUs otherwise.
+	// runs at once: for Ollama OllamaParallel, or when that is 0 what the
+	// peer sees Ollama answer at once (MeasuredCapacity, growing); 1 for
+	// the embedded engine (each generation uses every core); the number of
+	// CPUs otherwise.
 	Capacity int
 	// QueueWait is how long a request waits for a serving slot when all
 	// Capacity are taken before it is refused as busy (503; another expert

@@ -5,7 +5,9 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/mwpeer/mwpeer/internal/ollamatest"
 )
@@ -97,8 +99,8 @@ func TestEngineAutoWithOllamaServesItsModels(t *testing.T) {
 	if got := p.Models(); len(got) != 2 || got[0].Name != ollamatest.FakeEmbedModel || got[1].Name != ollamatest.FakeModel {
 		t.Fatalf("serves %+v, want the fake Ollama's models", got)
 	}
-	if p.cfg.Capacity != DefaultOllamaParallel {
-		t.Fatalf("capacity %d, want Ollama's default parallelism %d", p.cfg.Capacity, DefaultOllamaParallel)
+	if p.capacity() != MeasuredCapacity {
+		t.Fatalf("capacity %d, want %d to start with (then measured)", p.capacity(), MeasuredCapacity)
 	}
 	if m := listModels(t, p); len(m) != 2 || m[0]["engine"] != EngineOllama || m[0]["description"] != nil {
 		t.Fatalf("/v1/models: %v", m)
@@ -113,4 +115,57 @@ func TestEngineAutoNeverServesAPeer(t *testing.T) {
 	if st := p.Status(); st.Engine != EngineEmbedded || !strings.Contains(st.EngineNote, "mwpeer peer") {
 		t.Fatalf("status engine %q, note %q", st.Engine, st.EngineNote)
 	}
+}
+
+// TestOllamaCapacityIsMeasured: with neither --capacity nor Ollama's
+// variables, a peer serving Ollama grows its capacity while Ollama answers
+// every call it is given at once, and not beyond what Ollama runs.
+func TestOllamaCapacityIsMeasured(t *testing.T) {
+	load := func(p *Peer, calls int) {
+		var wg sync.WaitGroup
+		for range calls {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				resp, err := http.Post("http://"+p.HTTPAddr()+"/v1/chat/completions", "application/json",
+					strings.NewReader(`{"model":"fake:latest","messages":[{"role":"user","content":"hi"}]}`))
+				if err == nil {
+					resp.Body.Close()
+				}
+			}()
+		}
+		wg.Wait()
+	}
+	t.Run("parallel", func(t *testing.T) {
+		fake := ollamatest.StartFake(t)
+		fake.Tokens, fake.Delay = 4, 10*time.Millisecond
+		p := autoPeer(t, fake.URL)
+		for range 10 {
+			load(p, 8)
+		}
+		if c := p.capacity(); c < 6 {
+			t.Fatalf("capacity %d after rounds of 8 calls Ollama answers at once, want it grown to at least 6", c)
+		}
+	})
+	t.Run("serial", func(t *testing.T) {
+		fake := ollamatest.StartFake(t)
+		fake.Tokens, fake.Delay, fake.Serial = 3, 5*time.Millisecond, true
+		p := autoPeer(t, fake.URL)
+		for range 5 {
+			load(p, 4)
+		}
+		if c := p.capacity(); c != MeasuredCapacity {
+			t.Fatalf("capacity %d in front of an Ollama that runs one call at a time, want %d", c, MeasuredCapacity)
+		}
+	})
+	t.Run("ollama's variables", func(t *testing.T) {
+		fake := ollamatest.StartFake(t)
+		p := startSwarm(t, 1, func(i int, c *Config) {
+			c.HTTPAddr, c.Engine, c.Ollama, c.Models, c.Capacity, c.OllamaParallel = "127.0.0.1:0", EngineOllama, fake.URL, nil, 0, 4
+		})[0]
+		load(p, 8)
+		if c := p.capacity(); c != 4 {
+			t.Fatalf("capacity %d with OLLAMA_NUM_PARALLEL x OLLAMA_MAX_LOADED_MODELS = 4", c)
+		}
+	})
 }

@@ -22,8 +22,10 @@ import (
 // --model-file (see randmodel.BuiltinName).
 const BuiltinModel = randmodel.BuiltinName
 
-// newBackend builds the engine cfg names; nil for EngineNone.
-func newBackend(cfg Config) (inference.Backend, error) {
+// newBackend builds the engine cfg names; nil for EngineNone. onRunning
+// hears how many calls Ollama answers at once (see
+// inference.OllamaConfig.OnRunning).
+func newBackend(cfg Config, onRunning func(int)) (inference.Backend, error) {
 	if cfg.Backend != nil {
 		return cfg.Backend, nil
 	}
@@ -48,15 +50,53 @@ func newBackend(cfg Config) (inference.Backend, error) {
 		oc := inference.DefaultOllamaConfig()
 		oc.URL = cfg.Ollama
 		oc.Concurrency = 0 // the peer's priority queue bounds calls
-		oc.IdleConns = max(cfg.Capacity, 2)
+		oc.IdleConns = max(cfg.Capacity, MaxMeasuredCapacity)
+		oc.OnRunning = onRunning
 		return inference.NewOllama(oc)
 	}
 	return nil, nil
 }
 
-// DefaultOllamaParallel is how many calls Ollama runs at once with its own
-// defaults: OLLAMA_NUM_PARALLEL 1 per model, OLLAMA_MAX_LOADED_MODELS 3.
-const DefaultOllamaParallel = 3
+// A peer serving Ollama with neither --capacity nor Ollama's variables
+// measures how many calls Ollama runs at once: it starts at
+// MeasuredCapacity (one call more than Ollama's default of one, to see
+// whether two run together) and, whenever all its slots were seen
+// answering at once (on two lines of answers: a loaded machine can make a
+// call that ends as the next begins look parallel once), adds one, up to MaxMeasuredCapacity.
+const (
+	MeasuredCapacity    = 2
+	MaxMeasuredCapacity = 64
+)
+
+// measure is the capacity a peer learns from its Ollama (see
+// MeasuredCapacity).
+type measure struct {
+	prio atomic.Pointer[inference.Prioritized] // set once the queue exists
+	log  *slog.Logger
+	cap  atomic.Int64
+	hits atomic.Int64 // times every slot was seen answering, at this capacity
+}
+
+// running hears that Ollama answers n calls at once.
+func (m *measure) running(n int) {
+	for {
+		c := m.cap.Load()
+		if int64(n) < c || c >= MaxMeasuredCapacity {
+			return
+		}
+		if m.hits.Add(1) < 2 {
+			return
+		}
+		if m.cap.CompareAndSwap(c, c+1) {
+			m.hits.Store(0)
+			if prio := m.prio.Load(); prio != nil {
+				prio.SetCapacity(int(c + 1))
+			}
+			m.log.Debug("Ollama answered every call at once: one more slot", "running", n, "capacity", c+1)
+			return
+		}
+	}
+}
 
 // BuiltinNote says what the built-in model is, wherever it is listed.
 const BuiltinNote = api.BuiltinNote

@@ -57,6 +57,8 @@ type Peer struct {
 	httpAddr  net.Addr
 	// engineNote says how --engine auto chose (empty when an engine was named).
 	engineNote string
+	// measure, when set, grows the capacity to what Ollama runs at once.
+	measure *measure
 	// lie, set by tests only, rewrites this peer's announcements of itself:
 	// the seam that makes a real peer a liar (liar_test.go).
 	lie atomic.Pointer[func(*experts.Announcement)]
@@ -81,8 +83,12 @@ func Start(ctx context.Context, cfg Config) (*Peer, error) {
 			// What Ollama runs at once: more would wait in Ollama's own
 			// queue, first come first served, out of reach of ours.
 			cfg.Capacity = cfg.OllamaParallel
-			if cfg.Capacity == 0 {
-				cfg.Capacity = DefaultOllamaParallel
+			if cfg.Capacity == 0 && cfg.Backend == nil {
+				cfg.Capacity = MeasuredCapacity // and measured from there
+				p.measure = &measure{log: cfg.Logger}
+				p.measure.cap.Store(MeasuredCapacity)
+			} else if cfg.Capacity == 0 {
+				cfg.Capacity = runtime.NumCPU()
 			}
 		case EngineEmbedded:
 			cfg.Capacity = 1 // each generation already uses every core
@@ -173,7 +179,11 @@ func (p *Peer) start(ctx context.Context, cfg Config) error {
 		return experts.FindProviders(ctx, h.DHT, kind, name, n)
 	}
 
-	b, err := newBackend(cfg)
+	var onRunning func(int)
+	if p.measure != nil {
+		onRunning = p.measure.running
+	}
+	b, err := newBackend(cfg, onRunning)
 	if err != nil {
 		log.Warn("serving nothing locally: "+err.Error(), "engine", cfg.Engine)
 		b = nil
@@ -201,8 +211,13 @@ func (p *Peer) start(ctx context.Context, cfg Config) error {
 		b = p.sharding.Backend()
 	}
 	if b != nil {
-		b = inference.NewPrioritized(b, inference.PriorityConfig{Capacity: cfg.Capacity, QueueWait: cfg.QueueWait, Aging: 5 * time.Second, Class: acct.Class,
+		prio := inference.NewPrioritized(b, inference.PriorityConfig{Capacity: cfg.Capacity, QueueWait: cfg.QueueWait, Aging: 5 * time.Second, Class: acct.Class,
 			PerPeer: inference.PerPeerSlots(cfg.Capacity)})
+		if p.measure != nil {
+			p.measure.prio.Store(prio)
+			prio.SetCapacity(int(p.measure.cap.Load())) // what was measured before the queue existed
+		}
+		b = prio
 		p.backend = counted{Backend: b, load: &p.load, done: &p.generated}
 		sc := infer.DefaultServiceConfig()
 		sc.Logger, sc.Admit, sc.Complete = log, cfg.Serving.AdmitInfer, acct.Served(cfg.Serving.CompleteInfer)
@@ -335,7 +350,7 @@ func (p *Peer) announcement() experts.Announcement {
 	}
 	a := experts.Announcement{
 		Addrs: strs, Models: models, Domains: p.cfg.Domains, Hardware: experts.LocalHardware(),
-		Capacity: p.cfg.Capacity, Load: int(p.load.Load()), Location: p.cfg.Location, Region: p.cfg.Region, Version: Version,
+		Capacity: p.capacity(), Load: int(p.load.Load()), Location: p.cfg.Location, Region: p.cfg.Region, Version: Version,
 		RTT: rtt, Coord: coord, Cert: p.cfg.Cert,
 	}
 	if len(models) == 0 {
@@ -346,6 +361,15 @@ func (p *Peer) announcement() experts.Announcement {
 	}
 	p.rewrite(&a)
 	return a
+}
+
+// capacity is the requests this peer serves at once: as configured, or as
+// measured from its Ollama.
+func (p *Peer) capacity() int {
+	if p.measure != nil {
+		return int(p.measure.cap.Load())
+	}
+	return p.cfg.Capacity
 }
 
 // onCatalogChange keeps the RTT matrix and the shard host index in step with

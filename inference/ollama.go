@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ollama/ollama/api"
@@ -45,6 +46,13 @@ type OllamaConfig struct {
 	// KeepAlive is passed to Ollama (how long the model stays loaded); zero
 	// leaves Ollama's default.
 	KeepAlive time.Duration
+	// OnRunning, when set, hears how many calls Ollama is answering at once,
+	// with every line of an answer after its first (the least of what the
+	// line and the one before saw). Ollama sends nothing,
+	// not even headers, for a call still waiting in its queue, so the most
+	// heard is how many it runs in parallel, which a peer takes for its
+	// capacity (see mwpeer.Config.Capacity).
+	OnRunning func(n int)
 }
 
 // DefaultOllamaConfig returns the defaults: OLLAMA_HOST, 2 concurrent calls,
@@ -72,6 +80,8 @@ type Ollama struct {
 	base      string       // scheme://host:port, no trailing slash
 	lim       *limiter
 	keepAlive *api.Duration
+	onRunning func(int)
+	running   atomic.Int64 // calls whose answer is streaming (see OnRunning)
 
 	mu    sync.Mutex
 	shown map[string]shown // model digest -> what /api/show says of it
@@ -107,7 +117,7 @@ func NewOllama(cfg OllamaConfig) (*Ollama, error) {
 		hc = &http.Client{Transport: OllamaTransport(idle)}
 	}
 	o := &Ollama{client: api.NewClient(base, hc), http: hc, base: strings.TrimRight(base.String(), "/"),
-		lim: newLimiter(cfg.Concurrency, cfg.QueueWait)}
+		lim: newLimiter(cfg.Concurrency, cfg.QueueWait), onRunning: cfg.OnRunning}
 	if cfg.KeepAlive != 0 {
 		o.keepAlive = &api.Duration{Duration: cfg.KeepAlive}
 	}
@@ -434,12 +444,26 @@ func (o *Ollama) stream(ctx context.Context, path string, req any, line func([]b
 		}
 		return se
 	}
+	o.running.Add(1)
+	defer o.running.Add(-1)
 	buf := lineBufs.Get().(*[]byte)
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(*buf, maxLine)
+	lines, before := 0, 0
 	for sc.Scan() {
 		if len(sc.Bytes()) == 0 {
 			continue
+		}
+		// Calls count as answering together when they were at two lines in
+		// a row of this one: when one call ends as the next begins (Ollama
+		// running one at a time), the two may be seen together for an
+		// instant, never that long.
+		if o.onRunning != nil {
+			now := int(o.running.Load())
+			if lines++; lines > 1 {
+				o.onRunning(min(before, now))
+			}
+			before = now
 		}
 		if err := line(sc.Bytes()); err != nil {
 			lineBufs.Put(buf)

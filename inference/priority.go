@@ -124,6 +124,7 @@ type Prioritized struct {
 	cfg PriorityConfig
 
 	mu     sync.Mutex
+	limit  int             // slots: cfg.Capacity until SetCapacity
 	busy   int             // slots in use
 	remote int             // of busy, held by remote callers
 	held   map[peer.ID]int // of remote, by caller (with PerPeer)
@@ -149,7 +150,7 @@ func NewPrioritized(b Backend, cfg PriorityConfig) *Prioritized {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Prioritized{b: b, cfg: cfg, held: make(map[peer.ID]int)}
+	return &Prioritized{b: b, cfg: cfg, limit: cfg.Capacity, held: make(map[peer.ID]int)}
 }
 
 // Name is the name of the backend behind p.
@@ -160,6 +161,29 @@ func (p *Prioritized) Models(ctx context.Context) ([]ModelInfo, error) { return 
 
 // Unwrap returns the backend behind p.
 func (p *Prioritized) Unwrap() Backend { return p.b }
+
+// SetCapacity changes the number of slots (at least 1) and the PerPeer share
+// with it (PerPeerSlots), handing new slots to waiters at once. A
+// Prioritized made without a limit (Capacity 0) keeps none.
+func (p *Prioritized) SetCapacity(n int) {
+	if p.cfg.Capacity <= 0 || n < 1 {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.limit = n
+	if p.cfg.PerPeer > 0 {
+		p.cfg.PerPeer = PerPeerSlots(n)
+	}
+	p.grantLocked()
+}
+
+// Capacity is the number of slots now.
+func (p *Prioritized) Capacity() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.limit
+}
 
 // Active returns the number of calls generating now.
 func (p *Prioritized) Active() int {
@@ -236,7 +260,7 @@ func (p *Prioritized) classify(ctx context.Context, req Request) Class {
 // fits says whether a call of class c from caller may take a slot now.
 // Called with mu held.
 func (p *Prioritized) fits(c Class, caller peer.ID) bool {
-	if p.busy >= p.cfg.Capacity {
+	if p.busy >= p.limit {
 		return false
 	}
 	if c == ClassLocal {
@@ -245,7 +269,7 @@ func (p *Prioritized) fits(c Class, caller peer.ID) bool {
 	if p.cfg.PerPeer > 0 && p.held[caller] >= p.cfg.PerPeer {
 		return false
 	}
-	return p.cfg.Capacity < 2 || p.remote < p.cfg.Capacity-1
+	return p.limit < 2 || p.remote < p.limit-1
 }
 
 // take gives a call of class c from caller a slot. Called with mu held.
@@ -287,7 +311,7 @@ func (p *Prioritized) acquire(ctx context.Context, c Class, caller peer.ID) erro
 	}
 	if p.cfg.QueueWait <= 0 {
 		p.mu.Unlock()
-		return fmt.Errorf("%d of %d slots taken: %w", p.cfg.Capacity, p.cfg.Capacity, ErrBusy)
+		return fmt.Errorf("%d of %d slots taken: %w", p.limit, p.limit, ErrBusy)
 	}
 	w := &waiter{class: c, caller: caller, since: p.cfg.Now(), ready: make(chan struct{})}
 	p.queue = append(p.queue, w)
@@ -347,6 +371,12 @@ func (p *Prioritized) releaseLocked(c Class, caller peer.ID) {
 			}
 		}
 	}
+	p.grantLocked()
+}
+
+// grantLocked hands free slots to the best waiters that fit them. Called
+// with mu held.
+func (p *Prioritized) grantLocked() {
 	now := p.cfg.Now()
 	for {
 		best, bestRank := -1, Class(0)

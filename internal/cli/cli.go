@@ -157,7 +157,7 @@ func peerFlags(fs *flag.FlagSet) func() (mwpeer.Config, error) {
 	ollama := fs.String("ollama", env("OLLAMA", d.Ollama), "Ollama's URL; default $OLLAMA_HOST, else http://127.0.0.1:11434 (MWPEER_OLLAMA)")
 	verifyExperts := fs.Float64("verify-experts", envFloat("VERIFY_EXPERTS", d.VerifyExperts), "share (0..1) of remote expert calls recomputed on a second replica and compared bit for bit; a host caught answering wrongly is excluded (MWPEER_VERIFY_EXPERTS)")
 	verifyAnswers := fs.Float64("verify-answers", envFloat("VERIFY_ANSWERS", d.VerifyAnswers), "share (0..1) of requests answered verified though they do not ask: two peers of the same model digest must agree token for token at temperature 0 (MWPEER_VERIFY_ANSWERS)")
-	capacity := fs.Int("capacity", envInt("CAPACITY", 0), "concurrent requests this peer serves; 0 means what the engine runs at once: for Ollama $OLLAMA_NUM_PARALLEL x $OLLAMA_MAX_LOADED_MODELS (Ollama's defaults: 1 x 3), 1 for embedded, one per CPU for synthetic (MWPEER_CAPACITY)")
+	capacity := fs.Int("capacity", envInt("CAPACITY", 0), "concurrent requests this peer serves; 0 means what the engine runs at once: for Ollama $OLLAMA_NUM_PARALLEL x $OLLAMA_MAX_LOADED_MODELS when either is set, else measured (from 2, one more each time Ollama answers every call at once, up to 64); 1 for embedded; one per CPU for synthetic (MWPEER_CAPACITY)")
 	mdns := fs.Bool("mdns", envBool("MDNS", true), "find peers on the local network by multicast DNS and join them with no --bootstrap; --mdns=false turns it off (MWPEER_MDNS)")
 	lat := fs.String("lat", env("LAT", ""), "latitude of this peer in decimal degrees, for distance estimates (MWPEER_LAT)")
 	lon := fs.String("lon", env("LON", ""), "longitude of this peer in decimal degrees (MWPEER_LON)")
@@ -357,7 +357,7 @@ wait:
 
 // ollamaParallel is how many calls Ollama runs at once by its own
 // variables, as this machine's environment sets them (0 when it sets
-// neither: mwpeer.DefaultOllamaParallel applies).
+// neither: the peer measures it).
 func ollamaParallel() (int, error) {
 	get := func(name string, def int) (int, bool, error) {
 		v := strings.TrimSpace(os.Getenv(name))

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -30,6 +31,13 @@ const (
 type Fake struct {
 	URL    string
 	Tokens int // tokens in every answer (default 1)
+	// Delay paces answers: it follows every token. Serial answers one
+	// call at a time, as an Ollama with OLLAMA_NUM_PARALLEL=1 does: the
+	// others wait, without a byte of answer, until it is done. Set both
+	// before the first call.
+	Delay  time.Duration
+	Serial bool
+	serial sync.Mutex
 
 	// Requests counts the chat and generate requests served, Conns the
 	// connections accepted.
@@ -122,6 +130,10 @@ func (f *Fake) stream(w http.ResponseWriter, r *http.Request, chat bool) {
 		return
 	}
 	f.Requests.Add(1)
+	if f.Serial {
+		f.serial.Lock()
+		defer f.serial.Unlock()
+	}
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	bw := bufio.NewWriter(w)
 	fl, _ := w.(http.Flusher)
@@ -139,10 +151,13 @@ func (f *Fake) stream(w http.ResponseWriter, r *http.Request, chat bool) {
 		} else {
 			bw.WriteString(`{"model":"` + FakeModel + `","created_at":"2026-01-01T00:00:00Z","response":"tok ","done":false}` + "\n")
 		}
-		if i == 0 {
+		if i == 0 || f.Delay > 0 {
 			bw.Flush()
 			if fl != nil {
 				fl.Flush()
+			}
+			if f.Delay > 0 {
+				time.Sleep(f.Delay)
 			}
 		}
 	}
@@ -152,6 +167,9 @@ func (f *Fake) stream(w http.ResponseWriter, r *http.Request, chat bool) {
 		bw.WriteString(`{"model":"` + FakeModel + `","created_at":"2026-01-01T00:00:00Z","response":"","done":true,"done_reason":"stop","prompt_eval_count":1,"eval_count":` + itoa(n) + "}\n")
 	}
 	bw.Flush()
+	if f.Serial && fl != nil {
+		fl.Flush() // as Ollama does, before its next call begins
+	}
 }
 
 func itoa(n int) string {
