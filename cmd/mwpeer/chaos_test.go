@@ -439,6 +439,13 @@ func TestChaos(t *testing.T) {
 	for _, err := range failed {
 		t.Log(err)
 	}
+	// A machine so busy that healthy answers take seconds gets room in
+	// proportion: what is asserted is that frozen experts cost about what
+	// a busy machine does, not a stall timeout each.
+	if healthy := l.stats("healthy").p99; 2*healthy > bound {
+		t.Logf("healthy p99 %v: the bound is %v", healthy, 2*healthy)
+		bound = 2 * healthy
+	}
 	if st := l.stats("2 of 6 frozen"); st.p99 > bound {
 		t.Errorf("p99 with 2 of 6 experts frozen is %v, want under %v", st.p99, bound)
 	}
