@@ -24,6 +24,8 @@ const Version = 1
 const (
 	MaxSize    = 512
 	maxSubject = 128
+	// maxTime is the last second a certificate may name (the end of 9999).
+	maxTime = 253402300799
 )
 
 // Errors of Parse, Verify and Checker.Check; each error returned wraps one.
@@ -77,6 +79,9 @@ func Issue(key ed25519.PrivateKey, subject peer.ID, notBefore, notAfter time.Tim
 	if !notAfter.After(notBefore) {
 		return nil, errors.New("issue certificate: it must end after it begins")
 	}
+	if notBefore.Unix() < 0 || notAfter.Unix() > maxTime {
+		return nil, errors.New("issue certificate: dates must lie between 1970 and 9999")
+	}
 	b := make([]byte, 0, 50+len(sub)+ed25519.SignatureSize)
 	b = append(b, Version)
 	b = append(b, key.Public().(ed25519.PublicKey)...)
@@ -116,6 +121,11 @@ func Parse(b []byte) (*Cert, error) {
 	na := int64(binary.BigEndian.Uint64(b[42+n:]))
 	if na <= nb {
 		return nil, fmt.Errorf("%w: it ends before it begins", ErrMalformed)
+	}
+	if nb < 0 || na > maxTime {
+		// A time.Time cannot hold every int64 of seconds: far dates would
+		// wrap and end the certificate before it begins.
+		return nil, fmt.Errorf("%w: dates outside 1970..9999", ErrMalformed)
 	}
 	raw := bytes.Clone(b)
 	return &Cert{

@@ -67,7 +67,7 @@ func FuzzDecode(f *testing.F) {
 	op := ed25519.NewKeyFromSeed(bytes.Repeat([]byte{3}, ed25519.SeedSize))
 	k, _, _ := crypto.GenerateEd25519Key(bytes.NewReader(bytes.Repeat([]byte{4}, 64)))
 	subject, _ := peer.IDFromPrivateKey(k)
-	cert, err := Issue(op, subject, time.Unix(0, 0), time.Unix(1<<40, 0))
+	cert, err := Issue(op, subject, time.Unix(0, 0), time.Unix(maxTime, 0))
 	if err != nil {
 		f.Fatal(err)
 	}
