@@ -251,6 +251,15 @@ func fixedSize(t uint32) uint64 {
 	return 0
 }
 
+// CheckGGUF checks the header of the GGUF file r of size bytes, for a
+// decoder that trusts the lengths a file states (Ollama's allocates every
+// string it is told of): every string, array and tensor it states lies
+// within the file and within this package's limits.
+func CheckGGUF(r io.ReaderAt, size int64) error {
+	_, err := readGGUF(r, size)
+	return err
+}
+
 // readGGUF reads the header of the GGUF file r of size bytes and checks that
 // every tensor lies inside the file.
 func readGGUF(r io.ReaderAt, size int64) (*ggufFile, error) {

@@ -7,6 +7,8 @@ import (
 	"os"
 
 	"github.com/ollama/ollama/fs/ggml"
+
+	"github.com/mwpeer/mwpeer/experts/shard"
 )
 
 // Config is the shape of a model, read from its GGUF metadata.
@@ -101,6 +103,13 @@ func ReadWith(r io.ReadSeeker, opts ReadOptions) (*Model, error) {
 	size, err := r.Seek(0, io.SeekEnd)
 	if err != nil {
 		return nil, err
+	}
+	ra, ok := r.(io.ReaderAt)
+	if !ok {
+		ra = seekReaderAt{r}
+	}
+	if err := shard.CheckGGUF(ra, size); err != nil {
+		return nil, fmt.Errorf("decode gguf: %w", err)
 	}
 	if _, err := r.Seek(0, io.SeekStart); err != nil {
 		return nil, err
@@ -229,6 +238,16 @@ func decode(r io.ReadSeeker) (g *ggml.GGML, err error) {
 		}
 	}()
 	return ggml.Decode(r, maxArray)
+}
+
+// seekReaderAt reads at an offset by seeking.
+type seekReaderAt struct{ r io.ReadSeeker }
+
+func (s seekReaderAt) ReadAt(p []byte, off int64) (int, error) {
+	if _, err := s.r.Seek(off, io.SeekStart); err != nil {
+		return 0, err
+	}
+	return io.ReadFull(s.r, p)
 }
 
 // loader reads tensors, remembering the first error.

@@ -64,6 +64,8 @@ var testSupport = []string{
 	"internal/browsertest",
 	"internal/layers",
 	"internal/worldtest",
+	"internal/fuzzcorpus",
+	"internal/leaktest",
 }
 
 // forbidden says which packages must not import a tree of import paths
