@@ -210,3 +210,18 @@ func TestOllamaCLIThroughTheSwarm(t *testing.T) {
 		t.Fatalf("through the swarm %q in %d chunks, Ollama itself %q", swarm.String(), chunks, direct.String())
 	}
 }
+
+// TestOllamaAPIAutoNamesTheModelThatAnswered: "auto" lets routing choose,
+// and the answer names the model it chose, as /v1 does.
+func TestOllamaAPIAutoNamesTheModelThatAnswered(t *testing.T) {
+	fake := ollamatest.StartFake(t)
+	_, b := ollamaSwarm(t, fake.URL, ollamatest.FakeModel)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var names []string
+	err := ollamaClient(t, b).Chat(ctx, &ollama.ChatRequest{Model: "auto", Messages: []ollama.Message{{Role: "user", Content: "hi"}}},
+		func(r ollama.ChatResponse) error { names = append(names, r.Model); return nil })
+	if err != nil || len(names) < 2 || names[0] != ollamatest.FakeModel || names[len(names)-1] != ollamatest.FakeModel {
+		t.Fatalf("models named %q, %v; want %s throughout", names, err, ollamatest.FakeModel)
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	ollama "github.com/ollama/ollama/api"
@@ -527,7 +528,15 @@ func (s *Server) serveOllama(w http.ResponseWriter, r *http.Request, q swarm.Que
 	ctx, cancel := context.WithDeadline(r.Context(), q.Request.Deadline)
 	defer cancel()
 	start := time.Now()
+	// The model that answers: for "auto", the one routing chose, known
+	// before the first chunk.
+	var answering atomic.Pointer[string]
+	answering.Store(&model)
+	if model == swarm.AnyModel {
+		q.Answering = func(_, m string) { answering.Store(&m) }
+	}
 	chunk := func(text string, lps []inference.TokenLogprob, calls []inference.ToolCall) any {
+		model := *answering.Load()
 		if chat {
 			resp := ollama.ChatResponse{Model: model, CreatedAt: time.Now().UTC(), Message: ollama.Message{Role: "assistant", Content: text}, Logprobs: ollamaLogprobs(lps)}
 			if len(calls) > 0 {
