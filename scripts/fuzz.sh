@@ -16,8 +16,9 @@ minimize=${FUZZMINIMIZETIME:-5s}
 patterns=("$@")
 [ ${#patterns[@]} -gt 0 ] || patterns=(./...)
 
-# Packages whose tests define a fuzz target (grep is cheap; go test -list
-# then names the targets exactly as go test sees them).
+# Packages whose tests define a fuzz target (grep is cheap); each package's
+# test binary then lists its targets itself (-test.list '^Fuzz', what
+# go test -list runs).
 mapfile -t pkgs < <(go list -f '{{.ImportPath}} {{.Dir}} {{join .TestGoFiles " "}} {{join .XTestGoFiles " "}}' "${patterns[@]}" |
   while read -r pkg dir files; do
     for f in $files; do
