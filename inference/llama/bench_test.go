@@ -149,8 +149,8 @@ func BenchmarkLarge(b *testing.B) {
 		srv = ollamatest.Start(b)
 	}
 	var table strings.Builder
-	fmt.Fprintf(&table, "engine (%s kernels) / llama.cpp (%s build), GOMAXPROCS %d:\n", Kernels(), ref, runtime.GOMAXPROCS(0))
-	fmt.Fprintf(&table, "%-32s %-7s %22s %22s\n", "model", "format", "decode tok/s (ratio)", "prefill tok/s (ratio)")
+	fmt.Fprintf(&table, "engine (%s kernels) / llama.cpp (%s build), threads = GOMAXPROCS for both:\n", Kernels(), ref)
+	fmt.Fprintf(&table, "%-32s %-7s %7s %22s %22s\n", "model", "format", "threads", "decode tok/s (ratio)", "prefill tok/s (ratio)")
 	for _, c := range benchModels() {
 		f16 := benchFile(b, c)
 		for _, format := range benchFormats(c) {
@@ -187,8 +187,8 @@ func BenchmarkLarge(b *testing.B) {
 				b.ReportMetric(oDecode, "ollama-decode-tok/s")
 				b.ReportMetric(decode/oDecode, "decode-ratio")
 				b.ReportMetric(prefill/oPrefill, "prefill-ratio")
-				fmt.Fprintf(&table, "%-32s %-7s %7.1f / %6.1f (%3.0f%%) %7.1f / %6.1f (%3.0f%%)\n", c.Name, format,
-					decode, oDecode, 100*decode/oDecode, prefill, oPrefill, 100*prefill/oPrefill)
+				fmt.Fprintf(&table, "%-32s %-7s %7d %7.1f / %6.1f (%3.0f%%) %7.1f / %6.1f (%3.0f%%)\n", c.Name, format,
+					runtime.GOMAXPROCS(0), decode, oDecode, 100*decode/oDecode, prefill, oPrefill, 100*prefill/oPrefill)
 			})
 		}
 	}
