@@ -191,24 +191,13 @@ func (s *Server) serveCompletion(w http.ResponseWriter, r *http.Request, q swarm
 	var model atomic.Pointer[string]
 	model.Store(&q.Request.Model)
 	q.Answering = func(_, m string) { model.Store(&m) }
-	stops := newStopper(q.Request.Stop)
 	if !stream {
-		var lps []inference.TokenLogprob
-		var calls []inference.ToolCall
-		ans, err := s.swarm.Complete(ctx, q, func(_ string, c inference.Chunk) error {
-			if !stops.hit {
-				lps = append(lps, c.Logprobs...)
-				calls = append(calls, c.ToolCalls...)
-			}
-			stops.push(c.Text)
-			return nil
-		})
-		s.charge(r, ans)
+		wa, err := s.completeWhole(ctx, r, q)
 		if err != nil {
 			writeErr(w, err)
 			return
 		}
-		text, hit := cut(ans.Text, q.Request.Stop)
+		ans, text, hit, lps, calls := wa.ans, wa.text, wa.hit, wa.lps, wa.calls
 		w.Header().Set("X-Mwpeer-Experts", strings.Join(ans.Experts, ","))
 		u := usage{ans.Final.PromptTokens, ans.Final.CompletionTokens, ans.Final.PromptTokens + ans.Final.CompletionTokens}
 		choice := map[string]any{"index": 0, "finish_reason": finishReason(ans.Final, hit, len(calls) > 0), "logprobs": nil}
@@ -238,6 +227,7 @@ func (s *Server) serveCompletion(w http.ResponseWriter, r *http.Request, q swarm
 		})
 		return
 	}
+	stops := newStopper(q.Request.Stop)
 
 	// Streaming. Headers wait for the first token so that they can name the
 	// expert that produced it, and so that an error before any token still
@@ -413,4 +403,37 @@ func (s *Server) tooLong(q swarm.Query) string {
 		}
 	}
 	return ""
+}
+
+// whole is a request answered in one piece: the text with any stop
+// sequence cut off, and the log-probabilities and tool calls of the chunks
+// before it. The caller's API key is charged whatever the outcome.
+type whole struct {
+	ans   swarm.Answer
+	text  string
+	hit   bool // a stop sequence ended the text
+	lps   []inference.TokenLogprob
+	calls []inference.ToolCall
+}
+
+// completeWhole asks the swarm for q in one piece, enforcing its stop
+// sequences whatever the engine did (see stopper).
+func (s *Server) completeWhole(ctx context.Context, r *http.Request, q swarm.Query) (whole, error) {
+	var out whole
+	stops := newStopper(q.Request.Stop)
+	ans, err := s.swarm.Complete(ctx, q, func(_ string, c inference.Chunk) error {
+		if !stops.hit {
+			out.lps = append(out.lps, c.Logprobs...)
+			out.calls = append(out.calls, c.ToolCalls...)
+		}
+		stops.push(c.Text)
+		return nil
+	})
+	s.charge(r, ans)
+	out.ans = ans
+	if err != nil {
+		return out, err
+	}
+	out.text, out.hit = cut(ans.Text, q.Request.Stop)
+	return out, nil
 }

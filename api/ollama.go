@@ -565,24 +565,13 @@ func (s *Server) serveOllama(w http.ResponseWriter, r *http.Request, q swarm.Que
 		return resp
 	}
 	// Stop sequences are enforced here too, whatever the engine did (see stopper).
-	stops := newStopper(q.Request.Stop)
 	if !stream {
-		var lps []inference.TokenLogprob
-		var calls []inference.ToolCall
-		ans, err := s.swarm.Complete(ctx, q, func(_ string, c inference.Chunk) error {
-			if !stops.hit {
-				lps = append(lps, c.Logprobs...)
-				calls = append(calls, c.ToolCalls...)
-			}
-			stops.push(c.Text)
-			return nil
-		})
-		s.charge(r, ans)
+		wa, err := s.completeWhole(ctx, r, q)
 		if err != nil {
 			writeOllamaErr(w, err)
 			return
 		}
-		text, hit := cut(ans.Text, q.Request.Stop)
+		ans, text, hit, lps, calls := wa.ans, wa.text, wa.hit, wa.lps, wa.calls
 		if hit {
 			ans.Final.FinishReason = inference.FinishStop
 		}
@@ -590,6 +579,7 @@ func (s *Server) serveOllama(w http.ResponseWriter, r *http.Request, q swarm.Que
 		writeCompact(w, http.StatusOK, final(ans, text, lps, calls))
 		return
 	}
+	stops := newStopper(q.Request.Stop)
 	nw := &ndjsonWriter{w: w}
 	ans, err := s.swarm.Complete(ctx, q, func(expert string, c inference.Chunk) error {
 		if stops.hit {
