@@ -29,7 +29,7 @@ func randomMatrix(t *testing.T, rng *rand.Rand, typ uint32, rows, cols int) *mat
 			scale(b, float32(rng.NormFloat64()))
 		case typeQ8_0, typeQ4_0:
 			scale(b, 0.01+0.02*rng.Float32())
-		case typeQ4_K:
+		case typeQ4_K, typeQ5_K:
 			scale(b, 0.01+0.02*rng.Float32())
 			scale(b[2:], 0.01*rng.Float32())
 		case typeQ6_K:
@@ -54,7 +54,7 @@ func randomRows(rng *rand.Rand, n, cols int) [][]float32 {
 	return r
 }
 
-var kernelTypes = []uint32{typeF32, typeF16, typeQ8_0, typeQ4_0, typeQ4_K, typeQ6_K}
+var kernelTypes = []uint32{typeF32, typeF16, typeQ8_0, typeQ4_0, typeQ4_K, typeQ5_K, typeQ6_K}
 
 // product runs m · in on a workspace of the given number of workers.
 func product(m *matrix, in [][]float32, workers int) [][]float32 {

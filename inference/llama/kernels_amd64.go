@@ -47,16 +47,20 @@ func (j *mulJob) runSIMD(lo, hi int) {
 				out[b][r] = dot(w, a.q[b*cols:(b+1)*cols], a.d[b*nb:(b+1)*nb])
 			}
 		}
-	case typeQ4_K:
+	case typeQ4_K, typeQ5_K:
 		nb := cols / 256
+		dot := dotQ4_KAVX2
+		if m.typ == typeQ5_K {
+			dot = dotQ5_KAVX2
+		}
 		r := lo
 		if len(out) >= 2 {
-			r = j.tilesQ4_K(lo, hi)
+			r = j.tilesK4(lo, hi)
 		}
 		for ; r < hi; r++ {
 			w := m.raw[r*m.rowBytes : (r+1)*m.rowBytes]
 			for b := range out {
-				out[b][r] = dotQ4_KAVX2(w, a.q[b*cols:(b+1)*cols], a.d[b*nb:(b+1)*nb], a.bsum[b*cols/16:(b+1)*cols/16])
+				out[b][r] = dot(w, a.q[b*cols:(b+1)*cols], a.d[b*nb:(b+1)*nb], a.bsum[b*cols/16:(b+1)*cols/16])
 			}
 		}
 	case typeQ6_K:
@@ -125,24 +129,36 @@ func (j *mulJob) tilesQ8_0(lo, hi int) int {
 	return r
 }
 
-// tilesQ4_K computes the rows [lo, r) of a Q4_K product, r-lo even, two
-// weight rows by two activation rows at a time (tileQ4_KAVX2), and returns
-// r. The results are bitwise those of dotQ4_KAVX2.
-func (j *mulJob) tilesQ4_K(lo, hi int) int {
+// tilesK4 computes the rows [lo, r) of a Q4_K or Q5_K product, r-lo even,
+// two weight rows by two activation rows at a time (tileQ4_KAVX2 or
+// tileQ5_KAVX2), and returns r. The results are bitwise those of
+// dotQ4_KAVX2 or dotQ5_KAVX2. The kernels are called directly, not through
+// func values, so that t stays on the stack.
+func (j *mulJob) tilesK4(lo, hi int) int {
 	m, a, out := j.m, j.a, j.out
 	cols, rb, nb, ns := m.cols, m.rowBytes, m.cols/256, m.cols/16
+	q5 := m.typ == typeQ5_K
 	var t [4]float32
 	r := lo
 	for ; r+2 <= hi; r += 2 {
 		w := m.raw[r*rb : (r+2)*rb]
 		b := 0
 		for ; b+2 <= len(out); b += 2 {
-			tileQ4_KAVX2(w, rb, a.q[b*cols:(b+2)*cols], a.d[b*nb:(b+2)*nb], a.bsum[b*ns:(b+2)*ns], cols, &t)
+			if q5 {
+				tileQ5_KAVX2(w, rb, a.q[b*cols:(b+2)*cols], a.d[b*nb:(b+2)*nb], a.bsum[b*ns:(b+2)*ns], cols, &t)
+			} else {
+				tileQ4_KAVX2(w, rb, a.q[b*cols:(b+2)*cols], a.d[b*nb:(b+2)*nb], a.bsum[b*ns:(b+2)*ns], cols, &t)
+			}
 			out[b][r], out[b+1][r], out[b][r+1], out[b+1][r+1] = t[0], t[1], t[2], t[3]
 		}
 		if b < len(out) {
 			for i := range 2 {
-				out[b][r+i] = dotQ4_KAVX2(w[i*rb:(i+1)*rb], a.q[b*cols:(b+1)*cols], a.d[b*nb:(b+1)*nb], a.bsum[b*ns:(b+1)*ns])
+				wi, q, d, bs := w[i*rb:(i+1)*rb], a.q[b*cols:(b+1)*cols], a.d[b*nb:(b+1)*nb], a.bsum[b*ns:(b+1)*ns]
+				if q5 {
+					out[b][r+i] = dotQ5_KAVX2(wi, q, d, bs)
+				} else {
+					out[b][r+i] = dotQ4_KAVX2(wi, q, d, bs)
+				}
 			}
 		}
 	}

@@ -1144,6 +1144,705 @@ t4kdone:
 	VZEROUPPER
 	RET
 
+// func dotQ5_KAVX2(w []byte, q []int8, d []float32, bsum []int32) float32
+// Requires: AVX, AVX2, F16C, FMA3, SSE
+TEXT ·dotQ5_KAVX2(SB), NOSPLIT, $48-100
+	MOVQ         w_base+0(FP), AX
+	MOVQ         q_base+24(FP), CX
+	MOVQ         d_base+48(FP), DX
+	MOVQ         bsum_base+72(FP), BX
+	MOVQ         d_len+56(FP), SI
+	MOVL         $0x0f0f0f0f, DI
+	VMOVD        DI, X0
+	VPBROADCASTD X0, Y0
+	MOVL         $0x01010101, DI
+	VMOVD        DI, X1
+	VPBROADCASTD X1, Y1
+	VXORPS       Y2, Y2, Y2
+	VXORPS       X3, X3, X3
+
+q5kloop:
+	CMPQ SI, $0x00000000
+	JE   q5kdone
+
+	// Unpack the 6-bit scales and mins (llama.cpp's utmp).
+	MOVL      4(AX), DI
+	MOVL      8(AX), R8
+	MOVL      12(AX), R9
+	MOVL      R9, R10
+	SHRL      $0x04, R10
+	ANDL      $0x0f0f0f0f, R10
+	MOVL      R8, R11
+	SHRL      $0x06, R11
+	ANDL      $0x03030303, R11
+	SHLL      $0x04, R11
+	ORL       R11, R10
+	MOVL      R10, 12(SP)
+	ANDL      $0x3f3f3f3f, R8
+	MOVL      R8, 8(SP)
+	ANDL      $0x0f0f0f0f, R9
+	MOVL      DI, R11
+	SHRL      $0x06, R11
+	ANDL      $0x03030303, R11
+	SHLL      $0x04, R11
+	ORL       R11, R9
+	MOVL      R9, 4(SP)
+	ANDL      $0x3f3f3f3f, DI
+	MOVL      DI, (SP)
+	VPMOVZXBW (SP), Y4
+	VMOVDQU   Y4, 16(SP)
+
+	// Mins: summs -= dmin·d8 · Σ min_j · (bsum[2j] + bsum[2j+1]).
+	VPMOVZXBD    8(SP), Y4
+	VMOVDQU      (BX), Y5
+	VMOVDQU      32(BX), Y6
+	VPHADDD      Y6, Y5, Y5
+	VPERMQ       $0xd8, Y5, Y5
+	VPMULLD      Y4, Y5, Y5
+	VEXTRACTI128 $0x01, Y5, X4
+	VPADDD       X5, X4, X4
+	VPSHUFD      $0x4e, X4, X5
+	VPADDD       X5, X4, X4
+	VPSHUFD      $0xb1, X4, X5
+	VPADDD       X5, X4, X4
+	VCVTDQ2PS    X4, X4
+	MOVWLZX      2(AX), DI
+	VMOVD        DI, X5
+	VCVTPH2PS    X5, X5
+	VMULSS       (DX), X5, X5
+	VFNMADD231SS X4, X5, X3
+
+	// Quants: four groups of 64, low nibbles then high nibbles, each plus its high bit.
+	VPXOR        Y4, Y4, Y4
+	VMOVDQU      48(AX), Y6
+	VMOVDQU      16(AX), Y7
+	VPAND        Y0, Y6, Y5
+	VPSRLW       $0x04, Y6, Y6
+	VPAND        Y0, Y6, Y6
+	VPAND        Y1, Y7, Y8
+	VPSLLW       $0x04, Y8, Y8
+	VPOR         Y8, Y5, Y5
+	VPSRLW       $0x01, Y7, Y8
+	VPAND        Y1, Y8, Y8
+	VPSLLW       $0x04, Y8, Y8
+	VPOR         Y8, Y6, Y6
+	VMOVDQU      (CX), Y7
+	VPMADDUBSW   Y7, Y5, Y5
+	VPBROADCASTW 16(SP), Y7
+	VPMADDWD     Y7, Y5, Y5
+	VMOVDQU      32(CX), Y7
+	VPMADDUBSW   Y7, Y6, Y6
+	VPBROADCASTW 18(SP), Y7
+	VPMADDWD     Y7, Y6, Y6
+	VPADDD       Y6, Y5, Y5
+	VPADDD       Y5, Y4, Y4
+	VMOVDQU      80(AX), Y6
+	VMOVDQU      16(AX), Y7
+	VPAND        Y0, Y6, Y5
+	VPSRLW       $0x04, Y6, Y6
+	VPAND        Y0, Y6, Y6
+	VPSRLW       $0x02, Y7, Y8
+	VPAND        Y1, Y8, Y8
+	VPSLLW       $0x04, Y8, Y8
+	VPOR         Y8, Y5, Y5
+	VPSRLW       $0x03, Y7, Y8
+	VPAND        Y1, Y8, Y8
+	VPSLLW       $0x04, Y8, Y8
+	VPOR         Y8, Y6, Y6
+	VMOVDQU      64(CX), Y7
+	VPMADDUBSW   Y7, Y5, Y5
+	VPBROADCASTW 20(SP), Y7
+	VPMADDWD     Y7, Y5, Y5
+	VMOVDQU      96(CX), Y7
+	VPMADDUBSW   Y7, Y6, Y6
+	VPBROADCASTW 22(SP), Y7
+	VPMADDWD     Y7, Y6, Y6
+	VPADDD       Y6, Y5, Y5
+	VPADDD       Y5, Y4, Y4
+	VMOVDQU      112(AX), Y6
+	VMOVDQU      16(AX), Y7
+	VPAND        Y0, Y6, Y5
+	VPSRLW       $0x04, Y6, Y6
+	VPAND        Y0, Y6, Y6
+	VPSRLW       $0x04, Y7, Y8
+	VPAND        Y1, Y8, Y8
+	VPSLLW       $0x04, Y8, Y8
+	VPOR         Y8, Y5, Y5
+	VPSRLW       $0x05, Y7, Y8
+	VPAND        Y1, Y8, Y8
+	VPSLLW       $0x04, Y8, Y8
+	VPOR         Y8, Y6, Y6
+	VMOVDQU      128(CX), Y7
+	VPMADDUBSW   Y7, Y5, Y5
+	VPBROADCASTW 24(SP), Y7
+	VPMADDWD     Y7, Y5, Y5
+	VMOVDQU      160(CX), Y7
+	VPMADDUBSW   Y7, Y6, Y6
+	VPBROADCASTW 26(SP), Y7
+	VPMADDWD     Y7, Y6, Y6
+	VPADDD       Y6, Y5, Y5
+	VPADDD       Y5, Y4, Y4
+	VMOVDQU      144(AX), Y6
+	VMOVDQU      16(AX), Y7
+	VPAND        Y0, Y6, Y5
+	VPSRLW       $0x04, Y6, Y6
+	VPAND        Y0, Y6, Y6
+	VPSRLW       $0x06, Y7, Y8
+	VPAND        Y1, Y8, Y8
+	VPSLLW       $0x04, Y8, Y8
+	VPOR         Y8, Y5, Y5
+	VPSRLW       $0x07, Y7, Y8
+	VPAND        Y1, Y8, Y8
+	VPSLLW       $0x04, Y8, Y8
+	VPOR         Y8, Y6, Y6
+	VMOVDQU      192(CX), Y7
+	VPMADDUBSW   Y7, Y5, Y5
+	VPBROADCASTW 28(SP), Y7
+	VPMADDWD     Y7, Y5, Y5
+	VMOVDQU      224(CX), Y7
+	VPMADDUBSW   Y7, Y6, Y6
+	VPBROADCASTW 30(SP), Y7
+	VPMADDWD     Y7, Y6, Y6
+	VPADDD       Y6, Y5, Y5
+	VPADDD       Y5, Y4, Y4
+	VCVTDQ2PS    Y4, Y4
+	MOVWLZX      (AX), DI
+	VMOVD        DI, X5
+	VCVTPH2PS    X5, X5
+	VMULSS       (DX), X5, X5
+	VBROADCASTSS X5, Y5
+	VFMADD231PS  Y4, Y5, Y2
+	ADDQ         $0x000000b0, AX
+	ADDQ         $0x00000100, CX
+	ADDQ         $0x00000004, DX
+	ADDQ         $0x00000040, BX
+	DECQ         SI
+	JMP          q5kloop
+
+q5kdone:
+	VEXTRACTF128 $0x01, Y2, X0
+	VADDPS       X0, X2, X0
+	VPERMILPS    $0x0e, X0, X1
+	VADDPS       X1, X0, X0
+	VPERMILPS    $0x01, X0, X1
+	VADDSS       X1, X0, X0
+	VADDSS       X3, X0, X0
+	VZEROUPPER
+	MOVSS        X0, ret+96(FP)
+	RET
+
+// func tileQ5_KAVX2(w []byte, wstride int, q []int8, d []float32, bsum []int32, cols int, out *[4]float32)
+// Requires: AVX, AVX2, F16C, FMA3
+TEXT ·tileQ5_KAVX2(SB), NOSPLIT, $240-120
+	MOVQ         w_base+0(FP), AX
+	MOVQ         wstride+24(FP), CX
+	MOVQ         AX, DX
+	ADDQ         CX, DX
+	MOVQ         q_base+32(FP), CX
+	MOVQ         d_base+56(FP), BX
+	MOVQ         bsum_base+80(FP), SI
+	MOVQ         cols+104(FP), DI
+	MOVQ         CX, R8
+	ADDQ         DI, R8
+	MOVQ         DI, R9
+	SHRQ         $0x06, R9
+	ADDQ         BX, R9
+	MOVQ         DI, R10
+	SHRQ         $0x02, R10
+	ADDQ         SI, R10
+	SHRQ         $0x08, DI
+	VXORPS       Y0, Y0, Y0
+	VMOVUPS      Y0, 96(SP)
+	VMOVUPS      Y0, 128(SP)
+	VMOVUPS      Y0, 160(SP)
+	VMOVUPS      Y0, 192(SP)
+	VMOVUPS      X0, 224(SP)
+	MOVL         $0x0f0f0f0f, R11
+	VMOVD        R11, X0
+	VPBROADCASTD X0, Y0
+	MOVL         $0x01010101, R11
+	VMOVD        R11, X1
+	VPBROADCASTD X1, Y1
+
+t5kloop:
+	CMPQ DI, $0x00000000
+	JE   t5kdone
+
+	// Unpack the 6-bit scales and mins (llama.cpp's utmp).
+	MOVL      4(AX), R11
+	MOVL      8(AX), R12
+	MOVL      12(AX), R13
+	MOVL      R13, R14
+	SHRL      $0x04, R14
+	ANDL      $0x0f0f0f0f, R14
+	MOVL      R12, R15
+	SHRL      $0x06, R15
+	ANDL      $0x03030303, R15
+	SHLL      $0x04, R15
+	ORL       R15, R14
+	MOVL      R14, 12(SP)
+	ANDL      $0x3f3f3f3f, R12
+	MOVL      R12, 8(SP)
+	ANDL      $0x0f0f0f0f, R13
+	MOVL      R11, R15
+	SHRL      $0x06, R15
+	ANDL      $0x03030303, R15
+	SHLL      $0x04, R15
+	ORL       R15, R13
+	MOVL      R13, 4(SP)
+	ANDL      $0x3f3f3f3f, R11
+	MOVL      R11, (SP)
+	VPMOVZXBW (SP), Y2
+	VMOVDQU   Y2, 32(SP)
+
+	// Unpack the 6-bit scales and mins (llama.cpp's utmp).
+	MOVL      4(DX), R11
+	MOVL      8(DX), R12
+	MOVL      12(DX), R13
+	MOVL      R13, R14
+	SHRL      $0x04, R14
+	ANDL      $0x0f0f0f0f, R14
+	MOVL      R12, R15
+	SHRL      $0x06, R15
+	ANDL      $0x03030303, R15
+	SHLL      $0x04, R15
+	ORL       R15, R14
+	MOVL      R14, 28(SP)
+	ANDL      $0x3f3f3f3f, R12
+	MOVL      R12, 24(SP)
+	ANDL      $0x0f0f0f0f, R13
+	MOVL      R11, R15
+	SHRL      $0x06, R15
+	ANDL      $0x03030303, R15
+	SHLL      $0x04, R15
+	ORL       R15, R13
+	MOVL      R13, 20(SP)
+	ANDL      $0x3f3f3f3f, R11
+	MOVL      R11, 16(SP)
+	VPMOVZXBW 16(SP), Y2
+	VMOVDQU   Y2, 64(SP)
+
+	// Mins of each pair.
+	VPMOVZXBD    8(SP), Y2
+	VMOVDQU      (SI), Y3
+	VMOVDQU      32(SI), Y4
+	VPHADDD      Y4, Y3, Y3
+	VPERMQ       $0xd8, Y3, Y3
+	VPMULLD      Y2, Y3, Y3
+	VEXTRACTI128 $0x01, Y3, X2
+	VPADDD       X3, X2, X2
+	VPSHUFD      $0x4e, X2, X3
+	VPADDD       X3, X2, X2
+	VPSHUFD      $0xb1, X2, X3
+	VPADDD       X3, X2, X2
+	VCVTDQ2PS    X2, X2
+	MOVWLZX      2(AX), R11
+	VMOVD        R11, X3
+	VCVTPH2PS    X3, X3
+	VMULSS       (BX), X3, X3
+	VMOVSS       224(SP), X4
+	VFNMADD231SS X2, X3, X4
+	VMOVSS       X4, 224(SP)
+	VPMOVZXBD    8(SP), Y2
+	VMOVDQU      (R10), Y3
+	VMOVDQU      32(R10), Y4
+	VPHADDD      Y4, Y3, Y3
+	VPERMQ       $0xd8, Y3, Y3
+	VPMULLD      Y2, Y3, Y3
+	VEXTRACTI128 $0x01, Y3, X2
+	VPADDD       X3, X2, X2
+	VPSHUFD      $0x4e, X2, X3
+	VPADDD       X3, X2, X2
+	VPSHUFD      $0xb1, X2, X3
+	VPADDD       X3, X2, X2
+	VCVTDQ2PS    X2, X2
+	MOVWLZX      2(AX), R11
+	VMOVD        R11, X3
+	VCVTPH2PS    X3, X3
+	VMULSS       (R9), X3, X3
+	VMOVSS       228(SP), X4
+	VFNMADD231SS X2, X3, X4
+	VMOVSS       X4, 228(SP)
+	VPMOVZXBD    24(SP), Y2
+	VMOVDQU      (SI), Y3
+	VMOVDQU      32(SI), Y4
+	VPHADDD      Y4, Y3, Y3
+	VPERMQ       $0xd8, Y3, Y3
+	VPMULLD      Y2, Y3, Y3
+	VEXTRACTI128 $0x01, Y3, X2
+	VPADDD       X3, X2, X2
+	VPSHUFD      $0x4e, X2, X3
+	VPADDD       X3, X2, X2
+	VPSHUFD      $0xb1, X2, X3
+	VPADDD       X3, X2, X2
+	VCVTDQ2PS    X2, X2
+	MOVWLZX      2(DX), R11
+	VMOVD        R11, X3
+	VCVTPH2PS    X3, X3
+	VMULSS       (BX), X3, X3
+	VMOVSS       232(SP), X4
+	VFNMADD231SS X2, X3, X4
+	VMOVSS       X4, 232(SP)
+	VPMOVZXBD    24(SP), Y2
+	VMOVDQU      (R10), Y3
+	VMOVDQU      32(R10), Y4
+	VPHADDD      Y4, Y3, Y3
+	VPERMQ       $0xd8, Y3, Y3
+	VPMULLD      Y2, Y3, Y3
+	VEXTRACTI128 $0x01, Y3, X2
+	VPADDD       X3, X2, X2
+	VPSHUFD      $0x4e, X2, X3
+	VPADDD       X3, X2, X2
+	VPSHUFD      $0xb1, X2, X3
+	VPADDD       X3, X2, X2
+	VCVTDQ2PS    X2, X2
+	MOVWLZX      2(DX), R11
+	VMOVD        R11, X3
+	VCVTPH2PS    X3, X3
+	VMULSS       (R9), X3, X3
+	VMOVSS       236(SP), X4
+	VFNMADD231SS X2, X3, X4
+	VMOVSS       X4, 236(SP)
+
+	// Quants: four groups of 64, low nibbles then high nibbles, each plus its high bit.
+	VPXOR        Y2, Y2, Y2
+	VPXOR        Y3, Y3, Y3
+	VPXOR        Y4, Y4, Y4
+	VPXOR        Y5, Y5, Y5
+	VMOVDQU      48(AX), Y7
+	VMOVDQU      16(AX), Y8
+	VPAND        Y0, Y7, Y6
+	VPSRLW       $0x04, Y7, Y7
+	VPAND        Y0, Y7, Y7
+	VPAND        Y1, Y8, Y9
+	VPSLLW       $0x04, Y9, Y9
+	VPOR         Y9, Y6, Y6
+	VPSRLW       $0x01, Y8, Y9
+	VPAND        Y1, Y9, Y9
+	VPSLLW       $0x04, Y9, Y9
+	VPOR         Y9, Y7, Y7
+	VMOVDQU      48(DX), Y9
+	VMOVDQU      16(DX), Y10
+	VPAND        Y0, Y9, Y8
+	VPSRLW       $0x04, Y9, Y9
+	VPAND        Y0, Y9, Y9
+	VPAND        Y1, Y10, Y11
+	VPSLLW       $0x04, Y11, Y11
+	VPOR         Y11, Y8, Y8
+	VPSRLW       $0x01, Y10, Y11
+	VPAND        Y1, Y11, Y11
+	VPSLLW       $0x04, Y11, Y11
+	VPOR         Y11, Y9, Y9
+	VMOVDQU      (CX), Y10
+	VPMADDUBSW   Y10, Y6, Y12
+	VPBROADCASTW 32(SP), Y11
+	VPMADDWD     Y11, Y12, Y12
+	VPMADDUBSW   Y10, Y8, Y11
+	VPBROADCASTW 64(SP), Y10
+	VPMADDWD     Y10, Y11, Y11
+	VMOVDQU      32(CX), Y10
+	VPMADDUBSW   Y10, Y7, Y14
+	VPBROADCASTW 34(SP), Y13
+	VPMADDWD     Y13, Y14, Y14
+	VPMADDUBSW   Y10, Y9, Y13
+	VPBROADCASTW 66(SP), Y10
+	VPMADDWD     Y10, Y13, Y13
+	VPADDD       Y14, Y12, Y12
+	VPADDD       Y12, Y2, Y2
+	VPADDD       Y13, Y11, Y11
+	VPADDD       Y11, Y4, Y4
+	VMOVDQU      (R8), Y10
+	VPMADDUBSW   Y10, Y6, Y11
+	VPBROADCASTW 32(SP), Y6
+	VPMADDWD     Y6, Y11, Y11
+	VPMADDUBSW   Y10, Y8, Y8
+	VPBROADCASTW 64(SP), Y6
+	VPMADDWD     Y6, Y8, Y8
+	VMOVDQU      32(R8), Y6
+	VPMADDUBSW   Y6, Y7, Y10
+	VPBROADCASTW 34(SP), Y7
+	VPMADDWD     Y7, Y10, Y10
+	VPMADDUBSW   Y6, Y9, Y7
+	VPBROADCASTW 66(SP), Y6
+	VPMADDWD     Y6, Y7, Y7
+	VPADDD       Y10, Y11, Y11
+	VPADDD       Y11, Y3, Y3
+	VPADDD       Y7, Y8, Y8
+	VPADDD       Y8, Y5, Y5
+	VMOVDQU      80(AX), Y7
+	VMOVDQU      16(AX), Y8
+	VPAND        Y0, Y7, Y6
+	VPSRLW       $0x04, Y7, Y7
+	VPAND        Y0, Y7, Y7
+	VPSRLW       $0x02, Y8, Y9
+	VPAND        Y1, Y9, Y9
+	VPSLLW       $0x04, Y9, Y9
+	VPOR         Y9, Y6, Y6
+	VPSRLW       $0x03, Y8, Y9
+	VPAND        Y1, Y9, Y9
+	VPSLLW       $0x04, Y9, Y9
+	VPOR         Y9, Y7, Y7
+	VMOVDQU      80(DX), Y9
+	VMOVDQU      16(DX), Y10
+	VPAND        Y0, Y9, Y8
+	VPSRLW       $0x04, Y9, Y9
+	VPAND        Y0, Y9, Y9
+	VPSRLW       $0x02, Y10, Y11
+	VPAND        Y1, Y11, Y11
+	VPSLLW       $0x04, Y11, Y11
+	VPOR         Y11, Y8, Y8
+	VPSRLW       $0x03, Y10, Y11
+	VPAND        Y1, Y11, Y11
+	VPSLLW       $0x04, Y11, Y11
+	VPOR         Y11, Y9, Y9
+	VMOVDQU      64(CX), Y10
+	VPMADDUBSW   Y10, Y6, Y12
+	VPBROADCASTW 36(SP), Y11
+	VPMADDWD     Y11, Y12, Y12
+	VPMADDUBSW   Y10, Y8, Y11
+	VPBROADCASTW 68(SP), Y10
+	VPMADDWD     Y10, Y11, Y11
+	VMOVDQU      96(CX), Y10
+	VPMADDUBSW   Y10, Y7, Y14
+	VPBROADCASTW 38(SP), Y13
+	VPMADDWD     Y13, Y14, Y14
+	VPMADDUBSW   Y10, Y9, Y13
+	VPBROADCASTW 70(SP), Y10
+	VPMADDWD     Y10, Y13, Y13
+	VPADDD       Y14, Y12, Y12
+	VPADDD       Y12, Y2, Y2
+	VPADDD       Y13, Y11, Y11
+	VPADDD       Y11, Y4, Y4
+	VMOVDQU      64(R8), Y10
+	VPMADDUBSW   Y10, Y6, Y11
+	VPBROADCASTW 36(SP), Y6
+	VPMADDWD     Y6, Y11, Y11
+	VPMADDUBSW   Y10, Y8, Y8
+	VPBROADCASTW 68(SP), Y6
+	VPMADDWD     Y6, Y8, Y8
+	VMOVDQU      96(R8), Y6
+	VPMADDUBSW   Y6, Y7, Y10
+	VPBROADCASTW 38(SP), Y7
+	VPMADDWD     Y7, Y10, Y10
+	VPMADDUBSW   Y6, Y9, Y7
+	VPBROADCASTW 70(SP), Y6
+	VPMADDWD     Y6, Y7, Y7
+	VPADDD       Y10, Y11, Y11
+	VPADDD       Y11, Y3, Y3
+	VPADDD       Y7, Y8, Y8
+	VPADDD       Y8, Y5, Y5
+	VMOVDQU      112(AX), Y7
+	VMOVDQU      16(AX), Y8
+	VPAND        Y0, Y7, Y6
+	VPSRLW       $0x04, Y7, Y7
+	VPAND        Y0, Y7, Y7
+	VPSRLW       $0x04, Y8, Y9
+	VPAND        Y1, Y9, Y9
+	VPSLLW       $0x04, Y9, Y9
+	VPOR         Y9, Y6, Y6
+	VPSRLW       $0x05, Y8, Y9
+	VPAND        Y1, Y9, Y9
+	VPSLLW       $0x04, Y9, Y9
+	VPOR         Y9, Y7, Y7
+	VMOVDQU      112(DX), Y9
+	VMOVDQU      16(DX), Y10
+	VPAND        Y0, Y9, Y8
+	VPSRLW       $0x04, Y9, Y9
+	VPAND        Y0, Y9, Y9
+	VPSRLW       $0x04, Y10, Y11
+	VPAND        Y1, Y11, Y11
+	VPSLLW       $0x04, Y11, Y11
+	VPOR         Y11, Y8, Y8
+	VPSRLW       $0x05, Y10, Y11
+	VPAND        Y1, Y11, Y11
+	VPSLLW       $0x04, Y11, Y11
+	VPOR         Y11, Y9, Y9
+	VMOVDQU      128(CX), Y10
+	VPMADDUBSW   Y10, Y6, Y12
+	VPBROADCASTW 40(SP), Y11
+	VPMADDWD     Y11, Y12, Y12
+	VPMADDUBSW   Y10, Y8, Y11
+	VPBROADCASTW 72(SP), Y10
+	VPMADDWD     Y10, Y11, Y11
+	VMOVDQU      160(CX), Y10
+	VPMADDUBSW   Y10, Y7, Y14
+	VPBROADCASTW 42(SP), Y13
+	VPMADDWD     Y13, Y14, Y14
+	VPMADDUBSW   Y10, Y9, Y13
+	VPBROADCASTW 74(SP), Y10
+	VPMADDWD     Y10, Y13, Y13
+	VPADDD       Y14, Y12, Y12
+	VPADDD       Y12, Y2, Y2
+	VPADDD       Y13, Y11, Y11
+	VPADDD       Y11, Y4, Y4
+	VMOVDQU      128(R8), Y10
+	VPMADDUBSW   Y10, Y6, Y11
+	VPBROADCASTW 40(SP), Y6
+	VPMADDWD     Y6, Y11, Y11
+	VPMADDUBSW   Y10, Y8, Y8
+	VPBROADCASTW 72(SP), Y6
+	VPMADDWD     Y6, Y8, Y8
+	VMOVDQU      160(R8), Y6
+	VPMADDUBSW   Y6, Y7, Y10
+	VPBROADCASTW 42(SP), Y7
+	VPMADDWD     Y7, Y10, Y10
+	VPMADDUBSW   Y6, Y9, Y7
+	VPBROADCASTW 74(SP), Y6
+	VPMADDWD     Y6, Y7, Y7
+	VPADDD       Y10, Y11, Y11
+	VPADDD       Y11, Y3, Y3
+	VPADDD       Y7, Y8, Y8
+	VPADDD       Y8, Y5, Y5
+	VMOVDQU      144(AX), Y7
+	VMOVDQU      16(AX), Y8
+	VPAND        Y0, Y7, Y6
+	VPSRLW       $0x04, Y7, Y7
+	VPAND        Y0, Y7, Y7
+	VPSRLW       $0x06, Y8, Y9
+	VPAND        Y1, Y9, Y9
+	VPSLLW       $0x04, Y9, Y9
+	VPOR         Y9, Y6, Y6
+	VPSRLW       $0x07, Y8, Y9
+	VPAND        Y1, Y9, Y9
+	VPSLLW       $0x04, Y9, Y9
+	VPOR         Y9, Y7, Y7
+	VMOVDQU      144(DX), Y9
+	VMOVDQU      16(DX), Y10
+	VPAND        Y0, Y9, Y8
+	VPSRLW       $0x04, Y9, Y9
+	VPAND        Y0, Y9, Y9
+	VPSRLW       $0x06, Y10, Y11
+	VPAND        Y1, Y11, Y11
+	VPSLLW       $0x04, Y11, Y11
+	VPOR         Y11, Y8, Y8
+	VPSRLW       $0x07, Y10, Y11
+	VPAND        Y1, Y11, Y11
+	VPSLLW       $0x04, Y11, Y11
+	VPOR         Y11, Y9, Y9
+	VMOVDQU      192(CX), Y10
+	VPMADDUBSW   Y10, Y6, Y12
+	VPBROADCASTW 44(SP), Y11
+	VPMADDWD     Y11, Y12, Y12
+	VPMADDUBSW   Y10, Y8, Y11
+	VPBROADCASTW 76(SP), Y10
+	VPMADDWD     Y10, Y11, Y11
+	VMOVDQU      224(CX), Y10
+	VPMADDUBSW   Y10, Y7, Y14
+	VPBROADCASTW 46(SP), Y13
+	VPMADDWD     Y13, Y14, Y14
+	VPMADDUBSW   Y10, Y9, Y13
+	VPBROADCASTW 78(SP), Y10
+	VPMADDWD     Y10, Y13, Y13
+	VPADDD       Y14, Y12, Y12
+	VPADDD       Y12, Y2, Y2
+	VPADDD       Y13, Y11, Y11
+	VPADDD       Y11, Y4, Y4
+	VMOVDQU      192(R8), Y10
+	VPMADDUBSW   Y10, Y6, Y11
+	VPBROADCASTW 44(SP), Y6
+	VPMADDWD     Y6, Y11, Y11
+	VPMADDUBSW   Y10, Y8, Y8
+	VPBROADCASTW 76(SP), Y6
+	VPMADDWD     Y6, Y8, Y8
+	VMOVDQU      224(R8), Y6
+	VPMADDUBSW   Y6, Y7, Y10
+	VPBROADCASTW 46(SP), Y7
+	VPMADDWD     Y7, Y10, Y10
+	VPMADDUBSW   Y6, Y9, Y7
+	VPBROADCASTW 78(SP), Y6
+	VPMADDWD     Y6, Y7, Y7
+	VPADDD       Y10, Y11, Y11
+	VPADDD       Y11, Y3, Y3
+	VPADDD       Y7, Y8, Y8
+	VPADDD       Y8, Y5, Y5
+	VCVTDQ2PS    Y2, Y2
+	MOVWLZX      (AX), R11
+	VMOVD        R11, X6
+	VCVTPH2PS    X6, X6
+	VMULSS       (BX), X6, X6
+	VBROADCASTSS X6, Y6
+	VMOVUPS      96(SP), Y7
+	VFMADD231PS  Y2, Y6, Y7
+	VMOVUPS      Y7, 96(SP)
+	VCVTDQ2PS    Y3, Y3
+	MOVWLZX      (AX), R11
+	VMOVD        R11, X2
+	VCVTPH2PS    X2, X2
+	VMULSS       (R9), X2, X2
+	VBROADCASTSS X2, Y2
+	VMOVUPS      128(SP), Y6
+	VFMADD231PS  Y3, Y2, Y6
+	VMOVUPS      Y6, 128(SP)
+	VCVTDQ2PS    Y4, Y4
+	MOVWLZX      (DX), R11
+	VMOVD        R11, X2
+	VCVTPH2PS    X2, X2
+	VMULSS       (BX), X2, X2
+	VBROADCASTSS X2, Y2
+	VMOVUPS      160(SP), Y3
+	VFMADD231PS  Y4, Y2, Y3
+	VMOVUPS      Y3, 160(SP)
+	VCVTDQ2PS    Y5, Y5
+	MOVWLZX      (DX), R11
+	VMOVD        R11, X2
+	VCVTPH2PS    X2, X2
+	VMULSS       (R9), X2, X2
+	VBROADCASTSS X2, Y2
+	VMOVUPS      192(SP), Y3
+	VFMADD231PS  Y5, Y2, Y3
+	VMOVUPS      Y3, 192(SP)
+	ADDQ         $0x000000b0, AX
+	ADDQ         $0x00000100, CX
+	ADDQ         $0x00000004, BX
+	ADDQ         $0x00000040, SI
+	ADDQ         $0x000000b0, DX
+	ADDQ         $0x00000100, R8
+	ADDQ         $0x00000004, R9
+	ADDQ         $0x00000040, R10
+	DECQ         DI
+	JMP          t5kloop
+
+t5kdone:
+	MOVQ         out+112(FP), AX
+	VMOVUPS      96(SP), Y0
+	VEXTRACTF128 $0x01, Y0, X1
+	VADDPS       X1, X0, X0
+	VPERMILPS    $0x0e, X0, X1
+	VADDPS       X1, X0, X0
+	VPERMILPS    $0x01, X0, X1
+	VADDSS       X1, X0, X0
+	VADDSS       224(SP), X0, X0
+	VMOVSS       X0, (AX)
+	VMOVUPS      128(SP), Y0
+	VEXTRACTF128 $0x01, Y0, X1
+	VADDPS       X1, X0, X0
+	VPERMILPS    $0x0e, X0, X1
+	VADDPS       X1, X0, X0
+	VPERMILPS    $0x01, X0, X1
+	VADDSS       X1, X0, X0
+	VADDSS       228(SP), X0, X0
+	VMOVSS       X0, 4(AX)
+	VMOVUPS      160(SP), Y0
+	VEXTRACTF128 $0x01, Y0, X1
+	VADDPS       X1, X0, X0
+	VPERMILPS    $0x0e, X0, X1
+	VADDPS       X1, X0, X0
+	VPERMILPS    $0x01, X0, X1
+	VADDSS       X1, X0, X0
+	VADDSS       232(SP), X0, X0
+	VMOVSS       X0, 8(AX)
+	VMOVUPS      192(SP), Y0
+	VEXTRACTF128 $0x01, Y0, X1
+	VADDPS       X1, X0, X0
+	VPERMILPS    $0x0e, X0, X1
+	VADDPS       X1, X0, X0
+	VPERMILPS    $0x01, X0, X1
+	VADDSS       X1, X0, X0
+	VADDSS       236(SP), X0, X0
+	VMOVSS       X0, 12(AX)
+	VZEROUPPER
+	RET
+
 DATA q6kScaleShuffle<>+0(SB)/1, $0x00
 DATA q6kScaleShuffle<>+1(SB)/1, $0x00
 DATA q6kScaleShuffle<>+2(SB)/1, $0x00

@@ -92,13 +92,13 @@ func TestSIMDDotF16MatchesGeneric(t *testing.T) {
 	}
 }
 
-// TestSIMDQuantizedDotsMatchGeneric: the AVX2 Q8_0, Q4_0, Q4_K and Q6_K dots
+// TestSIMDQuantizedDotsMatchGeneric: the AVX2 Q8_0, Q4_0, Q4_K, Q5_K and Q6_K dots
 // equal the pure-Go ones within simdBound, on random blocks (every byte
 // value, -128 included) and activations of a wide dynamic range.
 func TestSIMDQuantizedDotsMatchGeneric(t *testing.T) {
 	needSIMD(t)
 	rng := rand.New(rand.NewPCG(3, 3))
-	for _, typ := range []uint32{typeQ8_0, typeQ4_0, typeQ4_K, typeQ6_K} {
+	for _, typ := range []uint32{typeQ8_0, typeQ4_0, typeQ4_K, typeQ5_K, typeQ6_K} {
 		elems, _, _ := blockLayout(typ)
 		blocks := []int{1, 2, 3, 4, 5, 7, 8, 9, 16, 33}
 		if elems == 32 {
@@ -125,6 +125,11 @@ func TestSIMDQuantizedDotsMatchGeneric(t *testing.T) {
 						s.d, s.dmin = make([]float32, nb), make([]float32, nb)
 						unpackQ4_K(w, &s)
 						got, want = dotQ4_KAVX2(w, a.q, a.d, a.bsum), s.dotQ4_K(a.q, a.d, a.bsum)
+					case typeQ5_K:
+						s.q, s.sc, s.mn = make([]int8, cols), make([]int32, cols/32), make([]int32, cols/32)
+						s.d, s.dmin = make([]float32, nb), make([]float32, nb)
+						unpackQ5_K(w, &s)
+						got, want = dotQ5_KAVX2(w, a.q, a.d, a.bsum), s.dotQ4_K(a.q, a.d, a.bsum)
 					case typeQ6_K:
 						s.q, s.sc, s.d = make([]int8, cols), make([]int32, cols/16), make([]float32, nb)
 						unpackQ6_K(w, &s)
@@ -137,7 +142,7 @@ func TestSIMDQuantizedDotsMatchGeneric(t *testing.T) {
 						xf[i] = float32(a.q[i]) * a.d[i/per]
 					}
 					norm := absDot(wf, xf)
-					if typ == typeQ4_K {
+					if typ == typeQ4_K || typ == typeQ5_K {
 						// The mins are subtracted separately: bound by Σ|dmin·min·x| too.
 						for blk := range nb {
 							for j := range 8 {
@@ -253,23 +258,29 @@ func TestSIMDTileQ8_0IsDot(t *testing.T) {
 	}
 }
 
-// TestSIMDTileQ4_KIsDot: the Q4_K tile kernel gives bitwise the results of
-// dotQ4_KAVX2 for every pair of its rows.
+// TestSIMDTileQ4_KIsDot: the Q4_K and Q5_K tile kernels give bitwise the
+// results of dotQ4_KAVX2 and dotQ5_KAVX2 for every pair of their rows.
 func TestSIMDTileQ4_KIsDot(t *testing.T) {
 	needSIMD(t)
 	rng := rand.New(rand.NewPCG(8, 8))
-	for _, nb := range []int{1, 2, 3, 4, 11} {
-		cols := nb * 256
-		m := randomMatrix(t, rng, typeQ4_K, 2, cols)
-		var a acts
-		a.prepare(actQ8_K, [][]float32{randFloats(rng, cols), randFloats(rng, cols)})
-		var out [4]float32
-		tileQ4_KAVX2(m.raw, m.rowBytes, a.q, a.d, a.bsum, cols, &out)
-		for i := range 2 {
-			for j := range 2 {
-				want := dotQ4_KAVX2(m.raw[i*m.rowBytes:(i+1)*m.rowBytes], a.q[j*cols:(j+1)*cols], a.d[j*nb:(j+1)*nb], a.bsum[j*cols/16:(j+1)*cols/16])
-				if math.Float32bits(out[2*i+j]) != math.Float32bits(want) {
-					t.Fatalf("%d blocks: tile (%d, %d) %g, dot %g", nb, i, j, out[2*i+j], want)
+	for _, typ := range []uint32{typeQ4_K, typeQ5_K} {
+		dot, tile := dotQ4_KAVX2, tileQ4_KAVX2
+		if typ == typeQ5_K {
+			dot, tile = dotQ5_KAVX2, tileQ5_KAVX2
+		}
+		for _, nb := range []int{1, 2, 3, 4, 11} {
+			cols := nb * 256
+			m := randomMatrix(t, rng, typ, 2, cols)
+			var a acts
+			a.prepare(actQ8_K, [][]float32{randFloats(rng, cols), randFloats(rng, cols)})
+			var out [4]float32
+			tile(m.raw, m.rowBytes, a.q, a.d, a.bsum, cols, &out)
+			for i := range 2 {
+				for j := range 2 {
+					want := dot(m.raw[i*m.rowBytes:(i+1)*m.rowBytes], a.q[j*cols:(j+1)*cols], a.d[j*nb:(j+1)*nb], a.bsum[j*cols/16:(j+1)*cols/16])
+					if math.Float32bits(out[2*i+j]) != math.Float32bits(want) {
+						t.Fatalf("%s, %d blocks: tile (%d, %d) %g, dot %g", typeName(typ), nb, i, j, out[2*i+j], want)
+					}
 				}
 			}
 		}

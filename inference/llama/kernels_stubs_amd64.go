@@ -56,6 +56,20 @@ func dotQ4_KAVX2(w []byte, q []int8, d []float32, bsum []int32) float32
 //go:noescape
 func tileQ4_KAVX2(w []byte, wstride int, q []int8, d []float32, bsum []int32, cols int, out *[4]float32)
 
+// dotQ5_KAVX2 is ggml's AVX2 vec_dot_q5_K_q8_K over len(d) blocks: w holds 176-byte
+// Q5_K blocks; q, d and bsum the activations' int8 values, scales and sums of 16.
+// As in ggml, the mins go to a scalar sum (summs) added after the lanes.
+//
+//go:noescape
+func dotQ5_KAVX2(w []byte, q []int8, d []float32, bsum []int32) float32
+
+// tileQ5_KAVX2 sets out[2i+j] to dotQ5_KAVX2 of Q5_K weight row i (at w+i·wstride bytes,
+// i < 2) and activation row j (q+j·cols, d+j·cols/256, bsum+j·cols/16, j < 2), bitwise:
+// each weight block's scales and values are unpacked once for both rows.
+//
+//go:noescape
+func tileQ5_KAVX2(w []byte, wstride int, q []int8, d []float32, bsum []int32, cols int, out *[4]float32)
+
 // dotQ6_KAVX2 is ggml's AVX2 vec_dot_q6_K_q8_K over len(d) blocks: w holds 210-byte
 // Q6_K blocks; q and d the activations' int8 values and scales.
 //

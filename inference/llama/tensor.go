@@ -15,6 +15,7 @@ const (
 	typeQ4_0 = 2
 	typeQ8_0 = 8
 	typeQ4_K = 12
+	typeQ5_K = 13
 	typeQ6_K = 14
 )
 
@@ -41,6 +42,8 @@ func blockLayout(t uint32) (elems, bytes int, ok bool) {
 		return 32, 34, true
 	case typeQ4_K:
 		return 256, 144, true
+	case typeQ5_K:
+		return 256, 176, true
 	case typeQ6_K:
 		return 256, 210, true
 	}
@@ -98,6 +101,8 @@ func (m *matrix) row(r int, dst []float32) {
 		dequantQ4_0(src, dst)
 	case typeQ4_K:
 		dequantQ4_K(src, dst)
+	case typeQ5_K:
+		dequantQ5_K(src, dst)
 	case typeQ6_K:
 		dequantQ6_K(src, dst)
 	}
@@ -111,7 +116,7 @@ const (
 	actF32  actKind = iota // F32 weights: activations as they are
 	actF16                 // F16 weights: activations rounded to binary16
 	actQ8_0                // Q8_0 and Q4_0 weights: blocks of 32 int8 and an F16 scale
-	actQ8_K                // Q4_K and Q6_K weights: blocks of 256 int8, an F32 scale and sums of 16
+	actQ8_K                // Q4_K, Q5_K and Q6_K weights: blocks of 256 int8, an F32 scale and sums of 16
 	actKinds
 )
 
@@ -121,7 +126,7 @@ func (m *matrix) kind() actKind {
 		return actF16
 	case typeQ8_0, typeQ4_0:
 		return actQ8_0
-	case typeQ4_K, typeQ6_K:
+	case typeQ4_K, typeQ5_K, typeQ6_K:
 		return actQ8_K
 	}
 	return actF32
@@ -307,11 +312,15 @@ func (j *mulJob) run(lo, hi, worker int) {
 				out[b][r] = dotQ4_0(w, a.q[b*cols:(b+1)*cols], a.d[b*cols/32:(b+1)*cols/32])
 			}
 		}
-	case typeQ4_K:
+	case typeQ4_K, typeQ5_K:
 		s.q, s.sc, s.mn = grow(s.q, cols), grow(s.sc, cols/32), grow(s.mn, cols/32)
 		s.d, s.dmin = grow(s.d, cols/256), grow(s.dmin, cols/256)
+		unpack := unpackQ4_K
+		if m.typ == typeQ5_K {
+			unpack = unpackQ5_K // then the same dot: ggml's generic Q5_K dot is Q4_K's on 5-bit values
+		}
 		for r := lo; r < hi; r++ {
-			unpackQ4_K(m.raw[r*m.rowBytes:(r+1)*m.rowBytes], s)
+			unpack(m.raw[r*m.rowBytes:(r+1)*m.rowBytes], s)
 			for b := range out {
 				out[b][r] = s.dotQ4_K(a.q[b*cols:(b+1)*cols], a.d[b*cols/256:(b+1)*cols/256], a.bsum[b*cols/16:(b+1)*cols/16])
 			}
@@ -417,6 +426,31 @@ func unpackQ4_K(src []byte, s *scratch) {
 				v := qs[j*32+l]
 				y[j*64+l] = int8(v & 0x0f)
 				y[j*64+32+l] = int8(v >> 4)
+			}
+		}
+	}
+}
+
+// unpackQ5_K unpacks a Q5_K row into s as unpackQ4_K does a Q4_K row: the
+// block is d, dmin, the same 12 bytes of 6-bit scales and mins, 32 bytes of
+// high bits (bit 2j of byte l for element 64j+l, bit 2j+1 for 64j+32+l) and
+// 128 bytes of low nibbles. The values run 0..31.
+func unpackQ5_K(src []byte, s *scratch) {
+	for blk := range s.d {
+		x := src[blk*176 : blk*176+176]
+		s.d[blk] = f16table[uint16(x[0])|uint16(x[1])<<8]
+		s.dmin[blk] = f16table[uint16(x[2])|uint16(x[3])<<8]
+		for j := range 8 {
+			sc, mn := scaleMinK4(j, x[4:16])
+			s.sc[blk*8+j], s.mn[blk*8+j] = int32(sc), int32(mn)
+		}
+		qh, qs := x[16:48], x[48:176]
+		y := s.q[blk*256 : blk*256+256]
+		for j := range 4 {
+			for l := range 32 {
+				v, h := qs[j*32+l], qh[l]>>(2*j)
+				y[j*64+l] = int8(v&0x0f | (h&1)<<4)
+				y[j*64+32+l] = int8(v>>4 | (h&2)<<3)
 			}
 		}
 	}
@@ -599,6 +633,30 @@ func dequantQ4_K(src []byte, dst []float32) {
 			}
 			q = q[32:]
 			is += 2
+		}
+	}
+}
+
+// dequantQ5_K is ggml's dequantize_row_q5_K.
+func dequantQ5_K(src []byte, dst []float32) {
+	for b := 0; b < len(dst)/256; b++ {
+		blk := src[b*176:]
+		d := f16to32(binary.LittleEndian.Uint16(blk))
+		dmin := f16to32(binary.LittleEndian.Uint16(blk[2:]))
+		scales, qh, ql := blk[4:16], blk[16:48], blk[48:176]
+		y := dst[b*256:]
+		for j := range 4 {
+			sc, m := scaleMinK4(2*j, scales)
+			d1, m1 := d*float32(sc), dmin*float32(m)
+			sc, m = scaleMinK4(2*j+1, scales)
+			d2, m2 := d*float32(sc), dmin*float32(m)
+			for l := range 32 {
+				y[64*j+l] = d1*float32(int(ql[l]&0xf)+int(qh[l]>>(2*j)&1)*16) - m1
+			}
+			for l := range 32 {
+				y[64*j+32+l] = d2*float32(int(ql[l]>>4)+int(qh[l]>>(2*j+1)&1)*16) - m2
+			}
+			ql = ql[32:]
 		}
 	}
 }

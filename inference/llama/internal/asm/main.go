@@ -26,6 +26,8 @@ func main() {
 	dotQ4_0()
 	dotQ4_K()
 	tileQ4_K()
+	dotQ5_K()
+	tileQ5_K()
 	dotQ6_K()
 	tileQ6_K()
 	roundF16()
