@@ -141,14 +141,15 @@ func TestMatchesNativeOllama(t *testing.T) {
 		{"native-wide-q8_0", "q8_0", wide, false},
 		{"native-wide-q4_k_m", "q4_K_M", wide, false},
 		{"native-peaked-q4_k_m", "q4_K_M", peaked, false},
+		{"native-wide-q5_k_m", "q5_K_M", wide, false},
+		{"native-peaked-q5_k_m", "q5_K_M", peaked, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			path := filepath.Join(dir, tc.name+".gguf")
 			if err := randmodel.WriteFile(path, tc.cfg); err != nil {
 				t.Fatal(err)
 			}
-			srv.CreateQuantized(t, tc.name, path, tc.quant)
-			m, err := Load(quantizedBlob(t, srv, tc.name))
+			m, err := Load(createQuantized(t, srv, tc.name, path, tc.quant))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -289,14 +290,15 @@ func TestMatchesOllamaQuantized(t *testing.T) {
 		{"wide-q8_0", "q8_0", wide, 1e-3},
 		{"wide-q4_k_m", "q4_K_M", wide, 0.1},
 		{"peaked-q4_k_m", "q4_K_M", peaked, 0.1},
+		{"wide-q5_k_m", "q5_K_M", wide, 0.1},
+		{"peaked-q5_k_m", "q5_K_M", peaked, 0.1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			path := filepath.Join(dir, tc.name+".gguf")
 			if err := randmodel.WriteFile(path, tc.cfg); err != nil {
 				t.Fatal(err)
 			}
-			srv.CreateQuantized(t, tc.name, path, tc.quant)
-			m, err := Load(quantizedBlob(t, srv, tc.name))
+			m, err := Load(createQuantized(t, srv, tc.name, path, tc.quant))
 			if err != nil {
 				t.Fatal(err)
 			}
