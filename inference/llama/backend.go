@@ -81,7 +81,7 @@ func NewModelBackend(m *Model, opts BackendOptions) *Backend {
 		model: m,
 		opts:  opts,
 		info: inference.ModelInfo{Name: opts.Name, Size: m.size, Family: m.Config.Arch, Params: m.Config.ActiveParams(), Context: m.Config.ContextLength,
-			Capabilities: Capabilities},
+			Capabilities: capabilities(m)},
 		slots: make(chan struct{}, opts.Capacity),
 	}
 }
@@ -127,7 +127,7 @@ func (b *Backend) Generate(ctx context.Context, req inference.Request, emit func
 	if req.MaxTokens < 0 || req.TopLogprobs < 0 || req.TopLogprobs > 20 {
 		return inference.Final{}, fmt.Errorf("embedded: %w: max_tokens %d, top_logprobs %d", inference.ErrInvalidRequest, req.MaxTokens, req.TopLogprobs)
 	}
-	if err := inference.Check(Capabilities, BackendName, req); err != nil {
+	if err := inference.Check(b.info.Capabilities, BackendName, req); err != nil {
 		return inference.Final{}, err
 	}
 	var grammar *JSONGrammar
@@ -176,11 +176,46 @@ func (b *Backend) Generate(ctx context.Context, req inference.Request, emit func
 	var sum float64
 	var pending []byte // bytes not yet forming whole UTF-8 characters
 	var lps []inference.TokenLogprob
-	text, ends, err := b.render(req)
+	r, err := b.render(req)
 	if err != nil {
 		return inference.Final{}, fmt.Errorf("embedded: %w", err)
 	}
-	opts.EndTokens = ends
+	opts.EndTokens = r.ends
+	text := r.prompt
+	if r.force != nil {
+		if req.Continue != "" || grammar != nil {
+			return inference.Final{}, fmt.Errorf("embedded: %w: a forced tool call (tool_choice %q) with a continuation or a format", inference.ErrUnsupported, req.ToolChoice)
+		}
+		text += r.force.prefix
+		opts.JSON = r.force.grammar
+	}
+	var tp *toolParser
+	if r.tools {
+		tp = &toolParser{}
+		if r.force != nil {
+			tp.add(r.force.prefix)
+		}
+	}
+	// send emits text (through the tool-call parser when tools were
+	// offered) with the log-probabilities of the tokens that made it.
+	send := func(text string, final bool) error {
+		var calls []inference.ToolCall
+		if tp != nil {
+			text, calls = tp.add(text)
+			if final {
+				text += tp.finish()
+			}
+		}
+		if text == "" && len(calls) == 0 && !(final && len(lps) > 0) {
+			return nil
+		}
+		c := inference.Chunk{Text: text, Logprobs: lps, ToolCalls: calls}
+		lps = nil
+		if len(calls) > 0 {
+			f.FinishReason = inference.FinishToolCalls
+		}
+		return emit(c)
+	}
 	prompt, reason, err := b.model.Generate(ctx, text, opts, b.opts.Experts, func(t Token) error {
 		if f.CompletionTokens == 0 {
 			f.TTFT = time.Since(start)
@@ -199,23 +234,28 @@ func (b *Backend) Generate(ctx context.Context, req inference.Request, emit func
 		if n == 0 {
 			return nil
 		}
-		c := inference.Chunk{Text: string(pending[:n]), Logprobs: lps}
-		pending, lps = append(pending[:0], pending[n:]...), nil
-		return emit(c)
+		c := string(pending[:n])
+		pending = append(pending[:0], pending[n:]...)
+		return send(c, false)
 	})
 	f.PromptTokens = prompt
 	f.Duration = time.Since(start)
 	if err != nil {
 		return f, fmt.Errorf("embedded: %w", err)
 	}
-	if len(pending) > 0 || len(lps) > 0 {
-		if err := emit(inference.Chunk{Text: string(pending), Logprobs: lps}); err != nil {
-			return f, err
-		}
+	rest := string(pending)
+	if r.force != nil {
+		rest += r.force.suffix
 	}
-	f.FinishReason = inference.FinishStop
-	if reason == "length" {
+	if err := send(rest, true); err != nil {
+		return f, err
+	}
+	switch {
+	case f.FinishReason == inference.FinishToolCalls:
+	case reason == "length":
 		f.FinishReason = inference.FinishLength
+	default:
+		f.FinishReason = inference.FinishStop
 	}
 	if f.CompletionTokens > 0 {
 		f.MeanLogprob = sum / float64(f.CompletionTokens)

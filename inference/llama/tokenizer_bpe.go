@@ -75,6 +75,9 @@ func newBPEVocab(kv ggml.KV) (*Vocab, error) {
 		}
 	}
 	v.scores = make([]float32, n)
+	for i := range v.bytes {
+		v.bytes[i] = -1 // byte-level BPE has no <0xNN> byte tokens
+	}
 	b := &bpeVocab{pre: pre, ids: make(map[string]int, n), eog: make(map[int]bool), pieces: make([]string, n)}
 	v.bpe = b
 	v.ids = b.ids

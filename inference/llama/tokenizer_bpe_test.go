@@ -305,3 +305,19 @@ func FuzzBPEEncode(f *testing.F) {
 		}
 	})
 }
+
+// TestBPEVocabHasNoByteTokens: a byte-level vocabulary has no <0xNN> byte
+// tokens, so the table of them is empty; it once held token 0 for every
+// byte, and the JSON grammar, which closes a cut answer with byte tokens
+// from it, wrote NUL bytes instead of quotes and brackets.
+func TestBPEVocabHasNoByteTokens(t *testing.T) {
+	m := load(t, qwenConfig())
+	for b, id := range m.Vocab.bytes {
+		if id != -1 {
+			t.Fatalf("byte %#x has the byte token %d", b, id)
+		}
+	}
+	if id := vocabBytes(m.Vocab).byByte['"']; m.Vocab.Piece(id) != `"` {
+		t.Errorf("the JSON grammar writes a quote as token %d (%q)", id, m.Vocab.Piece(id))
+	}
+}
