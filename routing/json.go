@@ -6,8 +6,9 @@ import (
 )
 
 // JSON: Candidate and Scored carry durations as milliseconds, rtt_ms,
-// ttft_ms and reported_ttft_ms (floats), next to the fields their tags name, and the RTT once
-// more with its source as "rtt": {"ms", "source"}.
+// ttft_ms, reported_ttft_ms and (Scored) first_token_ms (floats), next to
+// the fields their tags name, and the RTT once more with its source as
+// "rtt": {"ms", "source"}.
 
 // candidateFields is Candidate without its methods, for encoding/json.
 type candidateFields Candidate
@@ -63,13 +64,14 @@ func (c *Candidate) UnmarshalJSON(b []byte) error {
 
 type scoredJSON struct {
 	candidateJSON
-	Score float64 `json:"score"`
-	Parts Parts   `json:"parts"`
+	Score        float64 `json:"score"`
+	Parts        Parts   `json:"parts"`
+	FirstTokenMs float64 `json:"first_token_ms"`
 }
 
 // MarshalJSON encodes s flat: the candidate's fields, score and parts.
 func (s Scored) MarshalJSON() ([]byte, error) {
-	return json.Marshal(scoredJSON{candidateJSON: s.Candidate.toJSON(), Score: s.Score, Parts: s.Parts})
+	return json.Marshal(scoredJSON{candidateJSON: s.Candidate.toJSON(), Score: s.Score, Parts: s.Parts, FirstTokenMs: millis(s.FirstToken)})
 }
 
 // UnmarshalJSON decodes what MarshalJSON encodes.
@@ -78,6 +80,6 @@ func (s *Scored) UnmarshalJSON(b []byte) error {
 	if err := json.Unmarshal(b, &j); err != nil {
 		return err
 	}
-	*s = Scored{Candidate: j.candidateJSON.candidate(), Score: j.Score, Parts: j.Parts}
+	*s = Scored{Candidate: j.candidateJSON.candidate(), Score: j.Score, Parts: j.Parts, FirstToken: fromMillis(j.FirstTokenMs)}
 	return nil
 }

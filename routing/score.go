@@ -11,22 +11,26 @@ import (
 // Candidate is one expert that could answer: a peer serving a model, as the
 // caller sees it in its snapshot of the swarm.
 type Candidate struct {
-	Peer       string        `json:"peer"`  // peer ID (base58)
-	Local      bool          `json:"local"` // this peer itself
-	Model      string        `json:"model"`
-	Domains    []string      `json:"domains"`     // domains the peer declares
-	RTT        time.Duration `json:"-"`           // predicted round trip; JSON rtt_ms
-	RTTKnown   bool          `json:"rtt_known"`   // RTT is a measurement or a prediction, not a guess
-	TTFT       time.Duration `json:"-"`           // measured time to first token; 0 if never measured; JSON ttft_ms
-	DecodeTPS  float64       `json:"decode_tps"`  // measured (else reported) decode tokens/s; 0 if unknown
-	Capacity   int           `json:"capacity"`    // most concurrent requests it accepts (< 1 counts as 1)
-	Load       int           `json:"load"`        // requests it is running now
-	DistanceKm float64       `json:"distance_km"` // geographic distance; < 0 when unknown
-	Failures   int           `json:"failures"`    // recent failures (a decaying count kept by the caller)
+	Peer     string        `json:"peer"`  // peer ID (base58)
+	Local    bool          `json:"local"` // this peer itself
+	Model    string        `json:"model"`
+	Domains  []string      `json:"domains"`   // domains the peer declares
+	RTT      time.Duration `json:"-"`         // predicted round trip; JSON rtt_ms
+	RTTKnown bool          `json:"rtt_known"` // RTT is a measurement or a prediction, not a guess
+	TTFT     time.Duration `json:"-"`         // measured time to first token; 0 if never measured; JSON ttft_ms
+	// Calls is how many calls TTFT and DecodeTPS were measured over; 0
+	// when the caller does not count them (then TTFT counts as established).
+	Calls      int     `json:"calls,omitempty"`
+	DecodeTPS  float64 `json:"decode_tps"`  // measured (else reported) decode tokens/s; 0 if unknown
+	Capacity   int     `json:"capacity"`    // most concurrent requests it accepts (< 1 counts as 1)
+	Load       int     `json:"load"`        // requests it is running now
+	DistanceKm float64 `json:"distance_km"` // geographic distance; < 0 when unknown
+	Failures   int     `json:"failures"`    // recent failures (a decaying count kept by the caller)
 	// ReportedTTFT is the time to first token the peer reports of its own
 	// engine, from the request's arrival there (no round trip); 0 if it
-	// says nothing. Speed uses it only when TTFT is 0. JSON
-	// reported_ttft_ms.
+	// says nothing. Speed uses it when TTFT is 0, and to keep a
+	// measurement of few calls from counting a peer that says it is slow
+	// as typical (see FirstToken). JSON reported_ttft_ms.
 	ReportedTTFT time.Duration `json:"-"`
 	// Prefix is the network the peer is reached in (an IPv4 /24 or IPv6
 	// /48, as the caller names it; "" when unknown): Decide spreads the K
@@ -94,17 +98,27 @@ type Weights struct {
 
 // DefaultWeights returns the weights mwpeer starts with.
 //
-// The rewards are Microwave's 0.35 relevance / 0.45 speed / 0.20 capacity,
-// so a perfect candidate scores 1. The penalties:
+// Relevance and Speed keep Microwave's proportion (0.35 to 0.45) and share
+// all but a tie-breaker's part of the reward, so a perfect candidate scores
+// 1. Time is counted once, in Speed, from the expected time to the first
+// token in milliseconds (FirstToken: round trip plus server time), so
+// that nothing unitless outweighs a large difference in it.
+//   - Capacity 0.02: a tie-breaker between candidates of about the same
+//     expected time, in favour of headroom. At 0.20, as a reward apart from
+//     time, a quarter of a candidate's slots in use (0.05) outweighed a
+//     round trip three times as long (30 against 90 ms) in the
+//     latency-shaped world (internal/worldtest).
 //   - Load 0.40: a candidate at or over its capacity loses 0.40 (up to 0.80
-//     at twice its capacity) on top of the capacity reward it no longer
-//     gets, so it falls behind any candidate with a free slot that is
-//     otherwise similar, yet stays in the ranking when it is all there is.
-//   - Distance 0.05: a tie-breaker between otherwise equal candidates; RTT
-//     already measures what distance predicts.
+//     at twice its capacity): it would answer busy or queue the request
+//     for a whole answer, which the expected time does not hold, so it
+//     falls behind any candidate with a free slot that is otherwise
+//     similar, yet stays in the ranking when it is all there is.
+//   - Distance 0.05: only when the round trip is unknown (it measures, or
+//     a coordinate predicts, what distance guesses from a location the peer
+//     claims); a tie-breaker among the unknown.
 //   - Failures 0.30: one recent failure costs 0.15, three 0.225.
 func DefaultWeights() Weights {
-	return Weights{Relevance: 0.35, Speed: 0.45, Capacity: 0.20, Load: 0.40, Distance: 0.05, Failures: 0.30}
+	return Weights{Relevance: 0.43, Speed: 0.55, Capacity: 0.02, Load: 0.40, Distance: 0.05, Failures: 0.30}
 }
 
 // Parts are a score's contributions, already weighted; penalties are
@@ -123,6 +137,10 @@ type Scored struct {
 	Candidate
 	Score float64 `json:"score"`
 	Parts Parts   `json:"parts"`
+	// FirstToken is the expected time from asking the candidate to its
+	// first token arriving here, that Speed scores (see FirstToken); JSON
+	// first_token_ms.
+	FirstToken time.Duration `json:"-"`
 }
 
 // Reference points. Each turns a measurement x into a score with a smooth
@@ -260,8 +278,8 @@ func declares(c Candidate, domain string) bool {
 // Speed is how fast c should answer, in [0, 1]:
 //
 //	speed  = 3/4 first + 1/4 decode
-//	first  = (refRTT+refTTFT) / (refRTT+refTTFT + firstToken)   how soon the first token arrives
-//	decode = DecodeTPS / (DecodeTPS + refTPS)                      how fast the rest follows
+//	first  = (refRTT+refTTFT) / (refRTT+refTTFT + FirstToken)   how soon the first token arrives
+//	decode = DecodeTPS / (DecodeTPS + refTPS)                     how fast the rest follows
 //
 // with refRTT 100 ms, refTTFT 500 ms and refTPS 10 tokens/s. A streamed
 // answer is judged by how soon it starts; past reading speed (a few tokens
@@ -270,21 +288,52 @@ func declares(c Candidate, domain string) bool {
 // 0.67) more than 30 from 60 (0.75 against 0.86), and weighs a quarter.
 // Weighed half, with 20 tokens/s, it made the latency-shaped world's
 // routers pass the nearest quick expert for one several times as far that
-// decoded faster (internal/worldtest). firstToken is the time from asking
-// c to its first token arriving here:
-//
-//   - the measured TTFT when there is one: this peer timed it from the
-//     request to the token's arrival, so it already holds the round trip,
-//     which is not counted a second time (it is at least the RTT);
-//   - else the RTT plus the ReportedTTFT, when the peer reports one;
-//   - else the RTT plus the priors' server TTFT.
+// decoded faster (internal/worldtest).
 //
 // An unknown RTT, server TTFT or decode rate counts as its prior (see
 // Priors; Speed uses DefaultPriors, so a candidate nobody has measured
-// scores 0.5). The local peer's RTT is 0.
+// scores 0.5).
 func Speed(c Candidate) float64 { return speed(c, DefaultPriors()) }
 
 func speed(c Candidate, p Priors) float64 {
+	return speedOf(c, p, FirstToken(c, p))
+}
+
+func speedOf(c Candidate, p Priors, first time.Duration) float64 {
+	tps := p.DecodeTPS
+	if c.DecodeTPS > 0 && !math.IsInf(c.DecodeTPS, 0) {
+		tps = c.DecodeTPS
+	}
+	ref := (refRTT + refTTFT).Seconds()
+	return 0.75*ref/(ref+first.Seconds()) + 0.25*tps/(tps+refTPS)
+}
+
+// FirstToken is how long after asking c its first token should arrive
+// here, the round trip plus the server's time to a first token:
+//
+//   - the round trip is the measured or predicted RTT (the priors' when
+//     unknown, 0 for the local peer);
+//   - the server's time is the measured TTFT less the round trip, when
+//     this peer measured one (it timed the request to the token's arrival,
+//     so the round trip is in it once; a measurement below the round trip,
+//     a stale one, counts as 0); else the ReportedTTFT, when the peer
+//     reports one; else the priors' server TTFT.
+//   - a measurement of fewer than minSamples calls counts as at most the
+//     priors' server TTFT (the swarm's median), or what the peer reports
+//     of itself when that is more: one slow call may be bad luck (queued
+//     behind other clients' prompts that arrived at once, a scheduling
+//     delay), and a peer passed over for it would never be measured again.
+//     So the peer is tried again while its known peers are no better than
+//     typical, is not preferred to better ones nor taken for typical when
+//     it says it is slow, and is judged by its own measurements once it
+//     has three calls. A fast first call counts as measured.
+//
+// Load below capacity adds nothing: capacity is how many requests the peer
+// runs at once, each in its own slot, and an announced load is seconds old.
+// It breaks ties instead (the Capacity part). A peer at its capacity would
+// queue a request for a whole answer or refuse it, which no time to a first
+// token holds: the Load part ranks it behind every free peer.
+func FirstToken(c Candidate, p Priors) time.Duration {
 	rtt := p.RTT
 	switch {
 	case c.Local:
@@ -292,19 +341,17 @@ func speed(c Candidate, p Priors) float64 {
 	case c.RTTKnown:
 		rtt = max(c.RTT, 0)
 	}
-	first := rtt + p.ServerTTFT
+	server := p.ServerTTFT
 	switch {
 	case c.TTFT > 0:
-		first = max(c.TTFT, rtt)
+		server = max(c.TTFT-rtt, 0)
+		if c.Calls > 0 && c.Calls < minSamples {
+			server = min(server, max(p.ServerTTFT, c.ReportedTTFT))
+		}
 	case c.ReportedTTFT > 0:
-		first = rtt + c.ReportedTTFT
+		server = c.ReportedTTFT
 	}
-	tps := p.DecodeTPS
-	if c.DecodeTPS > 0 && !math.IsInf(c.DecodeTPS, 0) {
-		tps = c.DecodeTPS
-	}
-	ref := (refRTT + refTTFT).Seconds()
-	return 0.75*ref/(ref+first.Seconds()) + 0.25*tps/(tps+refTPS)
+	return rtt + server
 }
 
 // Score scores one candidate against the classified domains:
@@ -317,7 +364,9 @@ func speed(c Candidate, p Priors) float64 {
 //	free     = (capacity - load) / capacity, clamped to [0, 1], with
 //	           capacity in [1, MaxCapacity] and load in [0, MaxLoad]
 //	overload = 0 below capacity, else 1 + (load - capacity)/capacity, at most 2
-//	far      = km / (km + 2000); 0.5 when unknown; 0 for the local peer
+//	far      = km / (km + 2000); 0.5 when unknown; 0 for the local peer and
+//	           when the RTT is known (measured or predicted: it says what
+//	           distance guesses, and a location is the peer's claim)
 //	failing  = failures / (failures + 1)
 //
 // Parts hold each weighted term, rounded to 1e-4; Score is their sum. The
@@ -340,24 +389,26 @@ func scoreWith(c Candidate, domains []DomainScore, w Weights, pr Priors) Scored 
 	}
 	far := neutral
 	switch {
-	case c.Local:
+	case c.Local, c.RTTKnown:
 		far = 0
 	case c.DistanceKm >= 0 && !math.IsInf(c.DistanceKm, 0):
 		far = c.DistanceKm / (c.DistanceKm + refKm)
 	}
 	failures := float64(max(c.Failures, 0))
+	first := FirstToken(c, pr)
 	p := Parts{
 		Relevance: round4(w.Relevance * Relevance(c, domains)),
-		Speed:     round4(w.Speed * speed(c, pr)),
+		Speed:     round4(w.Speed * speedOf(c, pr, first)),
 		Capacity:  round4(w.Capacity * free),
 		Load:      round4(-w.Load * overload),
 		Distance:  round4(-w.Distance * far),
 		Failures:  round4(-w.Failures * failures / (failures + 1)),
 	}
 	return Scored{
-		Candidate: c,
-		Score:     round4(p.Relevance + p.Speed + p.Capacity + p.Load + p.Distance + p.Failures),
-		Parts:     p,
+		Candidate:  c,
+		Score:      round4(p.Relevance + p.Speed + p.Capacity + p.Load + p.Distance + p.Failures),
+		Parts:      p,
+		FirstToken: first,
 	}
 }
 

@@ -162,8 +162,13 @@ func TestScorePartsAddUp(t *testing.T) {
 	if math.Abs(sum-s.Score) > 1e-9 {
 		t.Errorf("parts %+v sum to %v, score %v", p, sum, s.Score)
 	}
-	if p.Relevance <= 0 || p.Speed <= 0 || p.Capacity <= 0 || p.Load != 0 || p.Distance >= 0 || p.Failures >= 0 {
+	// Its RTT is known, so its distance does not count.
+	if p.Relevance <= 0 || p.Speed <= 0 || p.Capacity <= 0 || p.Load != 0 || p.Distance != 0 || p.Failures >= 0 {
 		t.Errorf("parts have the wrong signs: %+v", p)
+	}
+	c.RTTKnown = false
+	if d := Score(c, nil, DefaultWeights()).Parts.Distance; d >= 0 {
+		t.Errorf("with the RTT unknown, 700 km away costs %v, want < 0", d)
 	}
 	if s.Score > 1 {
 		t.Errorf("score %v above 1", s.Score)
@@ -245,5 +250,108 @@ func BenchmarkRank(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		Rank(cands, ds, w)
+	}
+}
+
+func reported(d time.Duration, tps float64) func(*Candidate) {
+	return func(c *Candidate) { c.ReportedTTFT, c.DecodeTPS = d, tps }
+}
+
+func slots(capacity, load int) func(*Candidate) {
+	return func(c *Candidate) { c.Capacity, c.Load = capacity, load }
+}
+
+func measured(d time.Duration, tps float64, calls int) func(*Candidate) {
+	return func(c *Candidate) { c.TTFT, c.DecodeTPS, c.Calls = d, tps, calls }
+}
+
+// TestNearTies are the cases the latency-shaped world (internal/worldtest)
+// found routers getting wrong: free capacity must break ties between
+// candidates about as quick, not outweigh a round trip several times as
+// long, and one unlucky call must not put a peer out of reach for good.
+func TestNearTies(t *testing.T) {
+	code := Classify("fix this golang bug in main.go")
+	// Three known peers 80 ms away whose servers take 100 ms: the median.
+	typical := func(name string) Candidate {
+		return with(cand(name, Code), rtt(80*time.Millisecond), measured(180*time.Millisecond, 40, 5), slots(4, 0))
+	}
+	known := []Candidate{typical("k1"), typical("k2"), typical("k3")}
+	cases := []struct {
+		name   string
+		better Candidate
+		worse  Candidate
+		others []Candidate
+	}{
+		{"a quarter of the slots in use does not outweigh a round trip 3x longer",
+			with(cand("z", Code), rtt(30*time.Millisecond), reported(100*time.Millisecond, 40), slots(4, 1)),
+			with(cand("a", Code), rtt(90*time.Millisecond), reported(100*time.Millisecond, 40), slots(4, 0)), nil},
+		{"half the slots in use do not outweigh 200 ms more",
+			with(cand("z", Code), rtt(100*time.Millisecond), reported(100*time.Millisecond, 40), slots(2, 1)),
+			with(cand("a", Code), rtt(300*time.Millisecond), reported(100*time.Millisecond, 40), slots(2, 0)), nil},
+		{"free slots break a tie of equal expected times",
+			with(cand("z", Code), rtt(50*time.Millisecond), reported(100*time.Millisecond, 40), slots(4, 0)),
+			with(cand("a", Code), rtt(50*time.Millisecond), reported(100*time.Millisecond, 40), slots(4, 1)), nil},
+		{"a claim of 256 slots does not outweigh 60 ms",
+			with(cand("z", Code), rtt(40*time.Millisecond), reported(100*time.Millisecond, 40), slots(2, 1)),
+			with(cand("a", Code), rtt(100*time.Millisecond), reported(100*time.Millisecond, 40), slots(1<<30, 0)), nil},
+		{"one slow call does not put a near peer out of reach",
+			with(cand("z", Code), rtt(30*time.Millisecond), measured(400*time.Millisecond, 40, 1), reported(70*time.Millisecond, 40)),
+			with(cand("a", Code), rtt(90*time.Millisecond), measured(190*time.Millisecond, 40, 5)), known},
+		{"three slow calls do",
+			with(cand("z", Code), rtt(90*time.Millisecond), measured(190*time.Millisecond, 40, 5)),
+			with(cand("a", Code), rtt(30*time.Millisecond), measured(400*time.Millisecond, 40, 3)), known},
+		{"one slow call of a peer that says it is slow is believed",
+			with(cand("z", Code), rtt(90*time.Millisecond), measured(190*time.Millisecond, 40, 5)),
+			with(cand("a", Code), rtt(30*time.Millisecond), measured(950*time.Millisecond, 8, 1), reported(900*time.Millisecond, 8)), known},
+		{"one slow call does not make a peer better than the measured",
+			with(cand("z", Code), rtt(30*time.Millisecond), measured(60*time.Millisecond, 40, 5)),
+			with(cand("a", Code), rtt(30*time.Millisecond), measured(400*time.Millisecond, 40, 1)), known},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			for _, in := range [][]Candidate{{c.worse, c.better}, {c.better, c.worse}} {
+				r := Rank(append(slices.Clone(c.others), in...), code, DefaultWeights())
+				zi := slices.IndexFunc(r, func(s Scored) bool { return s.Peer == c.better.Peer })
+				ai := slices.IndexFunc(r, func(s Scored) bool { return s.Peer == c.worse.Peer })
+				if zi > ai {
+					t.Fatalf("%s %.4f %+v (first token %s) ranks before %s %.4f %+v (first token %s)",
+						r[ai].Peer, r[ai].Score, r[ai].Parts, r[ai].FirstToken, r[zi].Peer, r[zi].Score, r[zi].Parts, r[zi].FirstToken)
+				}
+			}
+		})
+	}
+}
+
+// TestDistanceOnlyStandsInForAnUnknownRTT: once the round trip is measured
+// or predicted, a location (the peer's own claim) moves nothing.
+func TestDistanceOnlyStandsInForAnUnknownRTT(t *testing.T) {
+	near := with(cand("a", Code), rtt(200*time.Millisecond), func(c *Candidate) { c.DistanceKm = 50 })
+	far := with(cand("b", Code), rtt(200*time.Millisecond), func(c *Candidate) { c.DistanceKm = 15000 })
+	if a, b := Score(near, nil, Weights{}), Score(far, nil, Weights{}); a.Score != b.Score || a.Parts.Distance != 0 {
+		t.Errorf("claimed 50 km %+v, 15,000 km %+v: with the RTT known they should score the same", a, b)
+	}
+}
+
+func TestFirstToken(t *testing.T) {
+	p := Priors{ServerTTFT: 150 * time.Millisecond, DecodeTPS: 20, RTT: 120 * time.Millisecond}
+	ms := time.Millisecond
+	cases := []struct {
+		name string
+		c    Candidate
+		want time.Duration
+	}{
+		{"nothing known: the priors", cand("a"), 270 * ms},
+		{"local: no round trip", with(cand("a"), func(c *Candidate) { c.Local = true }), 150 * ms},
+		{"reported server time", with(cand("a"), rtt(40*ms), reported(60*ms, 0)), 100 * ms},
+		{"measured holds the round trip", with(cand("a"), rtt(40*ms), measured(90*ms, 0, 4)), 90 * ms},
+		{"stale measurement below the round trip", with(cand("a"), rtt(40*ms), measured(10*ms, 0, 4)), 40 * ms},
+		{"one slow call counts as the median", with(cand("a"), rtt(40*ms), measured(500*ms, 0, 1)), 190 * ms},
+		{"uncounted calls are established", with(cand("a"), rtt(40*ms), measured(500*ms, 0, 0)), 500 * ms},
+		{"load below capacity adds nothing", with(cand("a"), rtt(40*ms), reported(60*ms, 0), slots(4, 3)), 100 * ms},
+	}
+	for _, c := range cases {
+		if got := FirstToken(c.c, p); got != c.want {
+			t.Errorf("%s: FirstToken = %v, want %v", c.name, got, c.want)
+		}
 	}
 }

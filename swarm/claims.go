@@ -75,11 +75,15 @@ func (b *busyLog) recent(peer string) bool {
 // candidate announces of its own engine serving m, labelled reported: a
 // peer that says it is slow is not taken for a typical one before it was
 // tried, and one that says it is fast is tried, then judged by what this
-// peer measures.
+// peer measures. The reported time to a first token is kept next to a
+// measured one (routing counts it only against a measurement of few
+// calls, and only when it says the peer is slower).
 func reportedSpeed(c *routing.Candidate, m experts.Model) {
-	if c.TTFT == 0 && m.TTFTMs > 0 {
+	if m.TTFTMs > 0 {
 		c.ReportedTTFT = time.Duration(m.TTFTMs * float64(time.Millisecond))
-		c.Sources.TTFT = routing.SourceReported
+		if c.TTFT == 0 {
+			c.Sources.TTFT = routing.SourceReported
+		}
 	}
 	if c.DecodeTPS == 0 && m.TPS > 0 {
 		c.DecodeTPS = m.TPS

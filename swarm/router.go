@@ -242,7 +242,7 @@ func (r *Router) Candidates(ctx context.Context, q Query) ([]Candidate, error) {
 			c.DistanceKm = geo.Haversine(*r.cfg.Local.Location, *loc)
 		}
 		perf := r.cfg.Trust.Perf(id, m)
-		c.TTFT, c.DecodeTPS = perf.TTFT, perf.DecodeTPS
+		c.TTFT, c.DecodeTPS, c.Calls = perf.TTFT, perf.DecodeTPS, perf.Calls
 		c.Failures = int(r.cfg.Trust.Score(id).Failures + 0.5)
 		r.vet(&c, addrs)
 		out = append(out, Candidate{Candidate: c, Addrs: addrs})
