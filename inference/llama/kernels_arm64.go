@@ -1,0 +1,168 @@
+//go:build !purego
+
+package llama
+
+import "golang.org/x/sys/cpu"
+
+// useSIMD is whether the products run the NEON kernels of kernels_arm64.s.
+// Advanced SIMD is part of ARMv8-A, so every arm64 CPU reports it; the flag
+// still follows the report.
+var useSIMD = cpu.ARM64.HasASIMD
+
+// useSDOT is whether the integer dot products of the Q8_0 and Q4_0 kernels
+// use SDOT (the ARMv8.2 dotprod extension) rather than SMULL and SADALP.
+// Both give the same block sums; tests switch it off to run the fallback.
+var useSDOT = cpu.ARM64.HasASIMDDP
+
+// runSIMD is mulJob.run with the NEON kernels. The pure-Go twins in
+// tensor.go compute the same products; kernels_arm64_test.go compares them.
+func (j *mulJob) runSIMD(lo, hi int) {
+	m, a, out := j.m, j.a, j.out
+	cols := m.cols
+	switch m.typ {
+	case typeF32:
+		for r := lo; r < hi; r++ {
+			w := m.f32[r*cols : (r+1)*cols]
+			for b := range out {
+				out[b][r] = dotF32NEON(w, a.in[b][:cols])
+			}
+		}
+	case typeF16:
+		for r := lo; r < hi; r++ {
+			w := m.raw[r*m.rowBytes : (r+1)*m.rowBytes]
+			for b := range out {
+				out[b][r] = dotF16NEON(w, a.f[b*cols:(b+1)*cols])
+			}
+		}
+	case typeQ8_0, typeQ4_0:
+		dot := dotQ8_0NEON
+		if m.typ == typeQ4_0 {
+			dot = dotQ4_0NEON
+		}
+		nb := cols / 32
+		for r := lo; r < hi; r++ {
+			w := m.raw[r*m.rowBytes : (r+1)*m.rowBytes]
+			for b := range out {
+				out[b][r] = dot(w, a.q[b*cols:(b+1)*cols], a.d[b*nb:(b+1)*nb])
+			}
+		}
+	case typeQ4_K, typeQ5_K:
+		nb, q5 := cols/256, m.typ == typeQ5_K
+		for r := lo; r < hi; r++ {
+			w := m.raw[r*m.rowBytes : (r+1)*m.rowBytes]
+			for b := range out {
+				out[b][r] = dotQ4_KRow(w, a.q[b*cols:(b+1)*cols], a.d[b*nb:(b+1)*nb], a.bsum[b*cols/16:(b+1)*cols/16], q5)
+			}
+		}
+	case typeQ6_K:
+		nb := cols / 256
+		for r := lo; r < hi; r++ {
+			w := m.raw[r*m.rowBytes : (r+1)*m.rowBytes]
+			for b := range out {
+				out[b][r] = dotQ6_KRow(w, a.q[b*cols:(b+1)*cols], a.d[b*nb:(b+1)*nb])
+			}
+		}
+	}
+}
+
+// dotF32NEON returns the inner product of a and b[:len(a)] as llama.cpp's
+// ARM build computes it (ggml_vec_dot_f32): the NEON loop over multiples of
+// 16, then the rest added one product at a time to the float32 sum.
+func dotF32NEON(a, b []float32) float32 {
+	b = b[:len(a)]
+	n := len(a) &^ 15
+	s := dotF32NEON16(a[:n], b[:n])
+	for i := n; i < len(a); i++ {
+		s += float32(a[i] * b[i]) // the product rounded, then added (no FMA)
+	}
+	return s
+}
+
+// dotF16NEON returns the inner product of the binary16 values in w
+// (2·len(x) bytes) and x as ggml_vec_dot_f16 on ARM without FP16 vector
+// arithmetic: the NEON loop over multiples of 16, the rest summed in
+// float64 as its scalar tail does.
+func dotF16NEON(w []byte, x []float32) float32 {
+	w = w[:2*len(x)]
+	n := len(x) &^ 15
+	s := float64(dotF16NEON16(w[:2*n], x[:n]))
+	for i := n; i < len(x); i++ {
+		s += float64(f16table[uint16(w[2*i])|uint16(w[2*i+1])<<8] * x[i])
+	}
+	return float32(s)
+}
+
+// dotQ8_0NEON is ggml_vec_dot_q8_0_q8_0 on ARM: the NEON loop over pairs of
+// blocks (even blocks in one float accumulator, odd in another), then an
+// odd last block as its scalar tail: Σq·q·(dw·dx).
+func dotQ8_0NEON(w []byte, q []int8, d []float32) float32 {
+	nb := len(d)
+	w, q = w[:nb*34], q[:nb*32]
+	sum := dotQ8_0NEON2(w, q, d, useSDOT)
+	if nb%2 == 1 {
+		x, y := w[(nb-1)*34:], q[(nb-1)*32:]
+		var si int32
+		for i := range 32 {
+			si += int32(int8(x[2+i])) * int32(y[i])
+		}
+		sum += float32(float32(si) * (f16table[uint16(x[0])|uint16(x[1])<<8] * d[nb-1]))
+	}
+	return sum
+}
+
+// dotQ4_0NEON is ggml_vec_dot_q4_0_q8_0 on ARM: the NEON loop over pairs of
+// blocks, then an odd last block as its scalar tail: (Σq·q·dw)·dx.
+func dotQ4_0NEON(w []byte, q []int8, d []float32) float32 {
+	nb := len(d)
+	w, q = w[:nb*18], q[:nb*32]
+	sum := dotQ4_0NEON2(w, q, d, useSDOT)
+	if nb%2 == 1 {
+		x, y := w[(nb-1)*18:], q[(nb-1)*32:]
+		var si int32
+		for i := range 16 {
+			si += (int32(x[2+i]&0x0f)-8)*int32(y[i]) + (int32(x[2+i]>>4)-8)*int32(y[i+16])
+		}
+		sum += float32(float32(si) * f16table[uint16(x[0])|uint16(x[1])<<8] * d[nb-1])
+	}
+	return sum
+}
+
+// tensor.go and attention.go call these by the names of the AVX2 build,
+// behind useSIMD. On arm64 the F32 dot runs NEON; the F16 rounding and the
+// attention accumulator's updates run the pure-Go arithmetic (no NEON
+// kernels for them yet).
+
+func dotF32AVX2(a, b []float32) float32 { return dotF32NEON(a, b) }
+
+func roundF16AVX2(x []float32) {
+	for i, v := range x {
+		x[i] = f16table[f32to16(v)]
+	}
+}
+
+func madF16AVX2(acc, v []float32, s float32) {
+	v = v[:len(acc)]
+	for i := range acc {
+		acc[i] = f16table[f32to16(acc[i]+float32(v[i]*s))]
+	}
+}
+
+func scaleF16AVX2(acc []float32, s float32) {
+	for i := range acc {
+		acc[i] = f16table[f32to16(acc[i]*s)]
+	}
+}
+
+// The NEON kernels of kernels_arm64.s.
+
+//go:noescape
+func dotF32NEON16(a, b []float32) float32
+
+//go:noescape
+func dotF16NEON16(w []byte, x []float32) float32
+
+//go:noescape
+func dotQ8_0NEON2(w []byte, q []int8, d []float32, sdot bool) float32
+
+//go:noescape
+func dotQ4_0NEON2(w []byte, q []int8, d []float32, sdot bool) float32

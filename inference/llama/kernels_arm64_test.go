@@ -1,0 +1,342 @@
+//go:build !purego
+
+package llama
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"testing"
+
+	"golang.org/x/sys/cpu"
+)
+
+// neonBound is the error allowed between a NEON kernel and its pure-Go twin:
+// (terms+24)·2⁻²²·Σ|wᵢxᵢ|, where terms is the number of float additions one
+// lane makes (elements/16 for F32 and F16, blocks for the quantized types),
+// 24 covers the reduction of the lanes and the scalar tail (at most 15
+// additions), and Σ|wᵢxᵢ| is over the dequantized weights and activations.
+// Integer block sums are exact in both; only the order of the float sums
+// differs, each rounding by at most 2⁻²⁴ relative to the magnitude so far.
+// Dropping or doubling one element would exceed it by orders of magnitude.
+func neonBound(terms int, norm float64) float64 {
+	return float64(terms+24) * 0x1p-22 * norm
+}
+
+func needNEON(t *testing.T) {
+	t.Helper()
+	if !useSIMD {
+		t.Skip("this CPU reports no Advanced SIMD: only the pure-Go kernels run")
+	}
+}
+
+// sdotModes returns the settings of useSDOT to test: the fallback always,
+// SDOT when the CPU has it. It restores useSDOT when the test ends.
+func sdotModes(t *testing.T) []bool {
+	saved := useSDOT
+	t.Cleanup(func() { useSDOT = saved })
+	if cpu.ARM64.HasASIMDDP {
+		return []bool{false, true}
+	}
+	t.Log("no dotprod extension: only the SMULL/SADALP path is tested")
+	return []bool{false}
+}
+
+func neonAbsDot(w, x []float32) float64 {
+	var s float64
+	for i := range w {
+		s += math.Abs(float64(w[i]) * float64(x[i]))
+	}
+	return s
+}
+
+func neonRandFloats(rng *rand.Rand, n int) []float32 {
+	x := make([]float32, n)
+	for i := range x {
+		x[i] = float32(rng.NormFloat64() * math.Exp(rng.NormFloat64()))
+	}
+	return x
+}
+
+// TestNEONKernelsSelected: on arm64 with Advanced SIMD the products run the
+// NEON kernels, Kernels says so, and SDOT is used exactly when the CPU has
+// the dotprod extension.
+func TestNEONKernelsSelected(t *testing.T) {
+	if useSIMD != cpu.ARM64.HasASIMD {
+		t.Fatalf("useSIMD %v, CPU reports ASIMD %v", useSIMD, cpu.ARM64.HasASIMD)
+	}
+	if useSDOT != cpu.ARM64.HasASIMDDP {
+		t.Fatalf("useSDOT %v, CPU reports dotprod %v", useSDOT, cpu.ARM64.HasASIMDDP)
+	}
+	want := "generic"
+	if cpu.ARM64.HasASIMD {
+		want = "neon"
+	}
+	if got := Kernels(); got != want {
+		t.Fatalf("Kernels() = %q, want %q", got, want)
+	}
+	t.Logf("kernels %s, SDOT %v", Kernels(), useSDOT)
+}
+
+// neonLengths are 0 to 300 and some longer lengths: every tail size.
+func neonLengths() []int {
+	n := []int{1000, 1024, 2816, 4099}
+	for i := range 301 {
+		n = append(n, i)
+	}
+	return n
+}
+
+// TestNEONDotF32MatchesGeneric: the NEON F32 dot equals dotF32 within
+// neonBound on every length from 0 to 300 and some longer ones.
+func TestNEONDotF32MatchesGeneric(t *testing.T) {
+	needNEON(t)
+	rng := rand.New(rand.NewPCG(11, 11))
+	for _, n := range neonLengths() {
+		a, b := neonRandFloats(rng, n), neonRandFloats(rng, n+3) // b may be longer
+		got, want := dotF32NEON(a, b), dotF32(a, b[:n])
+		if d := math.Abs(float64(got - want)); d > neonBound(n/16, neonAbsDot(a, b)) {
+			t.Fatalf("length %d: neon %g, generic %g: difference %.3g exceeds %.3g", n, got, want, d, neonBound(n/16, neonAbsDot(a, b)))
+		}
+	}
+}
+
+// TestNEONDotF16MatchesGeneric: the NEON F16 dot (FCVTL widening) equals the
+// pure-Go conversion and dotF32 within neonBound, on every length from 0 to
+// 300 and some longer ones, with weights of every binary16 class but NaN
+// and infinity (subnormals included).
+func TestNEONDotF16MatchesGeneric(t *testing.T) {
+	needNEON(t)
+	rng := rand.New(rand.NewPCG(12, 12))
+	for _, n := range neonLengths() {
+		w := make([]byte, 2*n)
+		for i := range n {
+			h := uint16(rng.Uint32())
+			if h&0x7c00 == 0x7c00 {
+				h &^= 0x4000 // no infinities or NaNs
+			}
+			w[2*i], w[2*i+1] = byte(h), byte(h>>8)
+		}
+		x := neonRandFloats(rng, n)
+		roundF16(x)
+		wf := make([]float32, n)
+		f16row(w, wf)
+		got, want := dotF16NEON(w, x), dotF32(wf, x)
+		if d := math.Abs(float64(got - want)); d > neonBound(n/16, neonAbsDot(wf, x)) {
+			t.Fatalf("length %d: neon %g, generic %g: difference %.3g exceeds %.3g", n, got, want, d, neonBound(n/16, neonAbsDot(wf, x)))
+		}
+	}
+}
+
+// TestNEONQuantizedDotsMatchGeneric: the NEON Q8_0 and Q4_0 dots (SDOT and
+// the SMULL/SADALP fallback) and the stack-unpacking Q4_K, Q5_K and Q6_K dots
+// equal the pure-Go ones within neonBound, on random blocks (every byte
+// value, -128 included), activations of a wide dynamic range, block counts
+// odd and even (the scalar tail) up to 300 blocks.
+func TestNEONQuantizedDotsMatchGeneric(t *testing.T) {
+	needNEON(t)
+	rng := rand.New(rand.NewPCG(13, 13))
+	for _, sdot := range sdotModes(t) {
+		useSDOT = sdot
+		for _, typ := range []uint32{typeQ8_0, typeQ4_0, typeQ4_K, typeQ5_K, typeQ6_K} {
+			elems, _, _ := blockLayout(typ)
+			var blocks []int
+			if elems == 32 {
+				for nb := range 21 {
+					blocks = append(blocks, nb)
+				}
+				blocks = append(blocks, 33, 64, 88, 128, 299, 300)
+			} else {
+				blocks = []int{0, 1, 2, 3, 4, 5, 11, 16}
+			}
+			for _, nb := range blocks {
+				t.Run(fmt.Sprintf("sdot=%v/%s/%d", sdot, typeName(typ), nb), func(t *testing.T) {
+					checkQuantizedDot(t, rng, typ, nb)
+				})
+			}
+		}
+	}
+}
+
+func checkQuantizedDot(t *testing.T, rng *rand.Rand, typ uint32, nb int) {
+	elems, _, _ := blockLayout(typ)
+	cols := nb * elems
+	for range 10 {
+		var w []byte
+		var wf []float32
+		if cols > 0 {
+			m := randomMatrix(t, rng, typ, 1, cols)
+			w, wf = m.raw, make([]float32, cols)
+			m.row(0, wf)
+		}
+		var a acts
+		a.prepare(kindOf(typ), [][]float32{neonRandFloats(rng, cols)})
+		var s scratch
+		var got, want float32
+		extra := 0.0 // Σ|dmin·min·x| for Q4_K, whose mins are summed apart
+		switch typ {
+		case typeQ8_0:
+			got, want = dotQ8_0NEON(w, a.q, a.d), dotQ8_0(w, a.q, a.d)
+		case typeQ4_0:
+			got, want = dotQ4_0NEON(w, a.q, a.d), dotQ4_0(w, a.q, a.d)
+		case typeQ4_K, typeQ5_K:
+			s.q, s.sc, s.mn = make([]int8, cols), make([]int32, cols/32), make([]int32, cols/32)
+			s.d, s.dmin = make([]float32, nb), make([]float32, nb)
+			if typ == typeQ5_K {
+				unpackQ5_K(w, &s)
+			} else {
+				unpackQ4_K(w, &s)
+			}
+			got, want = dotQ4_KRow(w, a.q, a.d, a.bsum, typ == typeQ5_K), s.dotQ4_K(a.q, a.d, a.bsum)
+			for i := range cols {
+				extra += math.Abs(float64(s.dmin[i/256]) * float64(s.mn[i/32]) * float64(a.q[i]) * float64(a.d[i/256]))
+			}
+		case typeQ6_K:
+			s.q, s.sc, s.d = make([]int8, cols), make([]int32, cols/16), make([]float32, nb)
+			unpackQ6_K(w, &s)
+			got, want = dotQ6_KRow(w, a.q, a.d), s.dotQ6_K(a.q, a.d)
+		}
+		xf := make([]float32, cols)
+		for i := range xf {
+			xf[i] = float32(a.q[i]) * a.d[i/(cols/len(a.d))]
+		}
+		bound := neonBound(nb, neonAbsDot(wf, xf)+extra)
+		if d := math.Abs(float64(got - want)); d > bound {
+			t.Fatalf("neon %g, generic %g: difference %.3g exceeds %.3g", got, want, d, bound)
+		}
+	}
+}
+
+// kindOf is the activations' form for weights of type typ.
+func kindOf(typ uint32) actKind {
+	m := matrix{typ: typ}
+	return m.kind()
+}
+
+// TestNEONSDOTAndFallbackSameBlockSums: SDOT and SMULL/SADALP give the same
+// integer block sums, so with one block pair and a unit scale (lanes
+// summed exactly in float32) the two paths agree bitwise with the integer
+// sum.
+func TestNEONSDOTAndFallbackSameBlockSums(t *testing.T) {
+	needNEON(t)
+	rng := rand.New(rand.NewPCG(14, 14))
+	modes := sdotModes(t)
+	for range 200 {
+		w := make([]byte, 2*34)
+		q := make([]int8, 64)
+		for i := range w {
+			w[i] = byte(rng.Uint32())
+		}
+		w[0], w[1], w[34], w[35] = 0x00, 0x3c, 0x00, 0x3c // F16 1.0
+		var want int32
+		for i := range q {
+			q[i] = int8(rng.Uint32())
+			want += int32(int8(w[2+i+2*(i/32)])) * int32(q[i])
+		}
+		for _, sdot := range modes {
+			if got := dotQ8_0NEON2(w, q, []float32{1, 1}, sdot); got != float32(want) {
+				t.Fatalf("sdot %v: %g, want %d", sdot, got, want)
+			}
+		}
+	}
+}
+
+// TestNEONQuantizeQ8_0: the ARM quantization has the reference scales
+// bitwise, and its values differ from the reference's only at exact ties
+// (x/d an odd multiple of ½), which it rounds to even.
+func TestNEONQuantizeQ8_0(t *testing.T) {
+	rng := rand.New(rand.NewPCG(15, 15))
+	const n = 32 * 500
+	x := neonRandFloats(rng, n)
+	for i := 0; i < n; i += 97 {
+		x[i] = float32(math.Round(float64(x[i]))) + 0.5 // ties once scaled by 1
+	}
+	for i := 0; i < 32; i++ {
+		x[i] = float32(i) - 15.5 // a block whose scale is 127/127: every value a tie
+	}
+	x[0] = 127
+	q, d := make([]int8, n), make([]float32, n/32)
+	rq, rd := make([]int8, n), make([]float32, n/32)
+	quantizeQ8_0ARM(x, q, d)
+	quantizeQ8_0(x, rq, rd)
+	ties := 0
+	for i := range q {
+		if math.Float32bits(d[i/32]) != math.Float32bits(rd[i/32]) {
+			t.Fatalf("block %d: scale %g, reference %g", i/32, d[i/32], rd[i/32])
+		}
+		if q[i] == rq[i] {
+			continue
+		}
+		amax := float32(0)
+		for _, v := range x[i/32*32 : i/32*32+32] {
+			amax = max(amax, abs32(v))
+		}
+		v := float64(x[i] * (1 / (amax / 127)))
+		if v-math.Floor(v) != 0.5 || float64(q[i]) != math.RoundToEven(v) {
+			t.Fatalf("element %d (%g): %d, reference %d, scaled %g", i, x[i], q[i], rq[i], v)
+		}
+		ties++
+	}
+	if ties == 0 {
+		t.Fatal("no ties met: the test does not test the rounding")
+	}
+}
+
+// TestNEONProductMatchesGeneric: whole products (mul) with the NEON kernels
+// equal those of the pure-Go kernels within neonBound, for every type,
+// batches of 1 and 5, on 3 workers. The two quantize Q8_0 activations apart
+// (ARM-style for NEON), but the results differ only at exact ties, which
+// random normal inputs do not meet: the bound is the kernels'.
+func TestNEONProductMatchesGeneric(t *testing.T) {
+	needNEON(t)
+	rng := rand.New(rand.NewPCG(16, 16))
+	defer func(v bool) { useSIMD = v }(useSIMD)
+	const rows, cols = 37, 512
+	for _, typ := range kernelTypes {
+		for _, batch := range []int{1, 5} {
+			m := randomMatrix(t, rng, typ, rows, cols)
+			in := randomRows(rng, batch, cols)
+			useSIMD = true
+			got := product(m, in, 3)
+			var a acts
+			a.prepare(m.kind(), in)
+			useSIMD = false
+			want := product(m, in, 3)
+			useSIMD = true
+			terms := cols / 16
+			if elems, _, _ := blockLayout(typ); elems > 1 {
+				terms = cols / elems
+			}
+			wf := make([]float32, cols)
+			for b := range in {
+				x := dequantActs(&a, b)
+				for r := range rows {
+					m.row(r, wf)
+					bound := neonBound(terms, neonAbsDot(wf, x))
+					if typ == typeQ4_K || typ == typeQ5_K {
+						bound *= 2 // the mins, summed apart, are at most as large
+					}
+					if d := math.Abs(float64(got[b][r] - want[b][r])); d > bound {
+						t.Fatalf("%s batch %d, row %d of input %d: neon %g, generic %g: difference %.3g exceeds %.3g", typeName(typ), batch, r, b, got[b][r], want[b][r], d, bound)
+					}
+				}
+			}
+		}
+	}
+}
+
+// dequantActs returns row b of a as float32 values.
+func dequantActs(a *acts, b int) []float32 {
+	switch a.kind {
+	case actF32:
+		return a.in[b]
+	case actF16:
+		return a.f[b*a.cols : (b+1)*a.cols]
+	}
+	x := make([]float32, a.cols)
+	per := a.cols * a.n / len(a.d)
+	for i := range x {
+		x[i] = float32(a.q[b*a.cols+i]) * a.d[(b*a.cols+i)/per]
+	}
+	return x
+}
