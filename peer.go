@@ -3,6 +3,7 @@ package mwpeer
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -142,6 +143,7 @@ func (p *Peer) start(ctx context.Context, cfg Config) error {
 	}, log)
 	p.Catalog.SetKeep(p.vouched) // connected or measured: never evicted for a stranger
 	p.Catalog.SetPrefixCap(cfg.CatalogPrefixCap)
+	p.Catalog.SetMaxBytes(cfg.CatalogMaxBytes)
 	empty := []experts.Model{}
 	p.models.Store(&empty)
 	acct, err := ledger.OpenAccounting(cfg.DataDir, h.ID(), key, cfg.FreeAllowance, log)
@@ -187,6 +189,11 @@ func (p *Peer) start(ctx context.Context, cfg Config) error {
 	if err != nil {
 		log.Warn("serving nothing locally: "+err.Error(), "engine", cfg.Engine)
 		b = nil
+	}
+	if c, ok := b.(io.Closer); ok {
+		// Closed after everything that calls it (the embedded engine
+		// unmaps its model file then).
+		p.parts.Defer("backend", c.Close)
 	}
 	if len(cfg.Shards) > 0 || len(cfg.HostExperts) > 0 {
 		dirs := cfg.Shards

@@ -1,6 +1,9 @@
 package llama
 
-import "math"
+import (
+	"math"
+	"unsafe"
+)
 
 // attnJob computes attention for the (row, head) pairs of a batch, index i
 // being row i/Heads and head i%Heads, so that heads run on all workers. A
@@ -88,4 +91,13 @@ func madF16(acc, v []float32, s float32) {
 	for i := range acc {
 		acc[i] = f16table[f32to16(acc[i]+float32(v[i]*s))]
 	}
+}
+
+// cacheBytes returns the size of s's KV cache.
+func (s *State) cacheBytes() int {
+	n := 0
+	for i := range s.k {
+		n += len(s.k[i]) + len(s.v[i])
+	}
+	return n * int(unsafe.Sizeof(s.k[0][0]))
 }

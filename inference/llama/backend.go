@@ -40,6 +40,8 @@ type Backend struct {
 	info  inference.ModelInfo
 	opts  BackendOptions
 	slots chan struct{}
+
+	closer backendCloser // makes Close idempotent (backend_close.go)
 }
 
 var _ inference.Backend = (*Backend)(nil)
@@ -52,12 +54,14 @@ func NewBackend(path string, opts BackendOptions) (*Backend, error) {
 	}
 	f, err := os.Open(path)
 	if err != nil {
+		m.Close()
 		return nil, err
 	}
 	defer f.Close()
 	h := sha256.New()
 	size, err := io.Copy(h, f)
 	if err != nil {
+		m.Close()
 		return nil, fmt.Errorf("hash %s: %w", path, err)
 	}
 	b := NewModelBackend(m, opts)
@@ -66,7 +70,8 @@ func NewBackend(path string, opts BackendOptions) (*Backend, error) {
 	return b, nil
 }
 
-// NewModelBackend serves an already loaded model.
+// NewModelBackend serves an already loaded model, which the backend then
+// owns: its Close closes m.
 func NewModelBackend(m *Model, opts BackendOptions) *Backend {
 	if opts.Name == "" {
 		opts.Name = m.Config.Name

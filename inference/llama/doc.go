@@ -13,6 +13,18 @@
 // so that a later package can run them on other peers; the local
 // implementation is the default.
 //
+// Load maps a GGUF file read-only instead of copying it: the tensors are
+// views of the file's pages, which the kernel reads on first use and shares
+// with the page cache and other processes. Every tensor is checked to lie
+// within the file's size when it is mapped, so a short or truncated file is
+// an error at load. The file must then stay as it is until the model is
+// closed: truncating it makes reads of the lost pages fault (SIGBUS, which
+// ends the process) and rewriting it in place changes the weights under a
+// running model. Replace a model file by writing a new one and renaming it
+// over the old (experts/shard's store only ever does that); the mapping
+// keeps the old file's data. Model.Close unmaps; a Backend closes its model
+// once its generations end. Read and ReadWith copy from any io.ReadSeeker.
+//
 // It does not route, dispatch or speak HTTP, and it does not run other
 // architectures: Load names what it cannot run.
 package llama

@@ -33,6 +33,7 @@ func load(t testing.TB, c randmodel.Config) *Model {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { m.Close() })
 	return m
 }
 

@@ -1,10 +1,12 @@
 package llama
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"sync"
 
 	"github.com/ollama/ollama/fs/ggml"
 
@@ -66,27 +68,80 @@ type Model struct {
 	outputNorm []float32
 	output     *matrix
 	size       int64
+
+	closeMu sync.Mutex
+	mapped  []byte // the file's mapping, which the tensors alias (Load); nil when read into the heap
 }
 
 // ErrUnsupported is wrapped by load errors for architectures, tensor types and
 // features the engine does not run.
 var ErrUnsupported = errors.New("unsupported")
 
-// Load reads a GGUF file into memory.
-func Load(path string) (*Model, error) {
+// Load maps a GGUF file into memory (see LoadFile). The caller closes the
+// model.
+func Load(path string) (*Model, error) { return LoadWith(path, ReadOptions{}) }
+
+// LoadWith maps a GGUF file into memory as opts say (see LoadFile). The
+// caller closes the model.
+func LoadWith(path string, opts ReadOptions) (*Model, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	m, err := Read(f)
+	m, err := LoadFile(f, opts)
 	if err != nil {
 		return nil, fmt.Errorf("load %s: %w", path, err)
 	}
 	return m, nil
 }
 
-// Read reads a GGUF model from r.
+// LoadFile maps the GGUF file f read-only and builds a model whose tensors
+// are views of the mapping, not copies: loading costs address space and
+// page cache, not heap, and the pages are read from disk as the forward
+// pass first touches them. f may be closed once LoadFile returns; the
+// model holds the mapping until its Close.
+//
+// Every tensor is checked to lie within the file's size as it is when
+// mapped, so a file shorter than its header claims is an error here. The
+// file must not be truncated or rewritten in place while the model is
+// open: a page beyond a shrunk file's end faults (SIGBUS, which kills the
+// process), and rewritten bytes change the weights under the model. Write
+// a new file and rename it over the old one instead (as experts/shard's
+// store does): the mapping keeps the old file's data.
+func LoadFile(f *os.File, opts ReadOptions) (*Model, error) {
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	size := fi.Size()
+	if size < 8 {
+		// Too short for a GGUF header: let the decoder say so.
+		return ReadWith(f, opts)
+	}
+	data, err := mapFile(f, size)
+	if err != nil {
+		return nil, err
+	}
+	// A file truncated between Stat and mmap would fault later; one
+	// truncated after this check breaks the rule above.
+	if fi, err = f.Stat(); err != nil || fi.Size() < size {
+		unmapFile(data)
+		if err == nil {
+			err = fmt.Errorf("file shrank from %d to %d bytes while being mapped", size, fi.Size())
+		}
+		return nil, err
+	}
+	m, err := read(bytes.NewReader(data), data, opts)
+	if err != nil {
+		unmapFile(data)
+		return nil, err
+	}
+	m.mapped = data
+	return m, nil
+}
+
+// Read reads a GGUF model from r into the heap.
 func Read(r io.ReadSeeker) (*Model, error) { return ReadWith(r, ReadOptions{}) }
 
 // ReadOptions change what ReadWith requires of a file.
@@ -97,8 +152,13 @@ type ReadOptions struct {
 	WithoutExperts bool
 }
 
-// ReadWith reads a GGUF model from r as opts say.
-func ReadWith(r io.ReadSeeker, opts ReadOptions) (*Model, error) {
+// ReadWith reads a GGUF model from r into the heap as opts say: every
+// tensor is copied, and the model owns no resource (Close does nothing).
+func ReadWith(r io.ReadSeeker, opts ReadOptions) (*Model, error) { return read(r, nil, opts) }
+
+// read reads a GGUF model from r. Its tensors are views of mapped, r's
+// content in memory, when that is not nil, else copies read from r.
+func read(r io.ReadSeeker, mapped []byte, opts ReadOptions) (*Model, error) {
 	// A header only claims sizes; the file's own size bounds what is read.
 	size, err := r.Seek(0, io.SeekEnd)
 	if err != nil {
@@ -173,7 +233,7 @@ func ReadWith(r io.ReadSeeker, opts ReadOptions) (*Model, error) {
 	}
 	base := int64(g.Tensors().Offset)
 	m := &Model{Config: c, Vocab: vocab}
-	ld := loader{r: r, base: base, fileSize: size, tensors: tensors}
+	ld := loader{r: r, mapped: mapped, base: base, fileSize: size, tensors: tensors}
 	kvDim := c.KVHeads * c.HeadDim
 	m.embed = ld.matrix("token_embd.weight", c.Vocab, c.Embedding)
 	m.outputNorm = ld.vector("output_norm.weight", c.Embedding)
@@ -253,6 +313,7 @@ func (s seekReaderAt) ReadAt(p []byte, off int64) (int, error) {
 // loader reads tensors, remembering the first error.
 type loader struct {
 	r        io.ReadSeeker
+	mapped   []byte // r's content, when in memory: tensors are views of it
 	base     int64
 	fileSize int64
 	tensors  map[string]*ggml.Tensor
@@ -281,6 +342,12 @@ func (ld *loader) data(name string, shape ...uint64) (*ggml.Tensor, []byte) {
 	if n := t.Size(); t.Offset > uint64(ld.fileSize) || n > uint64(ld.fileSize) || ld.base+int64(t.Offset)+int64(n) > ld.fileSize {
 		ld.err = fmt.Errorf("tensor %s (%d bytes at %d) lies beyond the end of the %d-byte file", name, n, ld.base+int64(t.Offset), ld.fileSize)
 		return nil, nil
+	}
+	if ld.mapped != nil {
+		off := ld.base + int64(t.Offset)
+		buf := ld.mapped[off : off+int64(t.Size()) : off+int64(t.Size())]
+		ld.size += int64(len(buf))
+		return t, buf
 	}
 	buf := make([]byte, t.Size())
 	if _, err := ld.r.Seek(ld.base+int64(t.Offset), io.SeekStart); err != nil {

@@ -73,10 +73,7 @@ func newMatrix(typ uint32, rows, cols int, data []byte) (*matrix, error) {
 		return nil, fmt.Errorf("%d bytes of data for %d×%d %s", len(data), rows, cols, typeName(typ))
 	}
 	if typ == typeF32 {
-		m.f32 = make([]float32, rows*cols)
-		for i := range m.f32 {
-			m.f32[i] = math.Float32frombits(binary.LittleEndian.Uint32(data[4*i:]))
-		}
+		m.f32 = float32s(data) // a view of data where aligned (mmap.go)
 	} else {
 		m.raw = data
 	}

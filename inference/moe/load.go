@@ -10,7 +10,8 @@ import (
 // LoadDense builds the model of the dense shard of model id in store: every
 // tensor but the experts', which Experts then supplies. The store verifies the
 // file; LoadDense checks that the engine reads it with the shape its manifest
-// states, or fails with shard.ErrCorrupt.
+// states, or fails with shard.ErrCorrupt. The model maps the file (the store
+// never rewrites a shard in place); the caller closes it.
 func LoadDense(store *shard.Store, id string) (*llama.Model, error) {
 	m, ok := store.Manifest(id)
 	if !ok {
@@ -21,13 +22,14 @@ func LoadDense(store *shard.Store, id string) (*llama.Model, error) {
 		return nil, err
 	}
 	defer f.Close()
-	md, err := llama.ReadWith(f, llama.ReadOptions{WithoutExperts: true})
+	md, err := llama.LoadFile(f, llama.ReadOptions{WithoutExperts: true})
 	if err != nil {
 		return nil, fmt.Errorf("load dense shard of %s: %w", id, err)
 	}
 	c, want := md.Config, m.Shape
 	if c.Embedding != want.Embedding || c.Layers != want.Layers || c.FeedForward != want.FeedForward ||
 		c.Experts != want.Experts || c.ExpertsUsed != want.ExpertsUsed {
+		md.Close()
 		return nil, fmt.Errorf("dense shard of %s: shape %d/%d/%d/%d/%d disagrees with its manifest: %w",
 			id, c.Embedding, c.Layers, c.FeedForward, c.Experts, c.ExpertsUsed, shard.ErrCorrupt)
 	}

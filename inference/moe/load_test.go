@@ -43,6 +43,7 @@ func TestShardsLoadBitwiseEqual(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			defer full.Close()
 			dir := t.TempDir()
 			m, err := shard.SplitWith(src, dir, shard.SplitOptions{PieceSize: 16 << 10})
 			if err != nil {
@@ -56,6 +57,7 @@ func TestShardsLoadBitwiseEqual(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			defer dense.Close()
 			if dense.Config != full.Config {
 				t.Errorf("dense config %+v, want %+v", dense.Config, full.Config)
 			}

@@ -29,6 +29,7 @@ func loadModel(t testing.TB, c randmodel.Config) *llama.Model {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { m.Close() })
 	return m
 }
 

@@ -32,6 +32,7 @@ func TestQwenShardsLoadBitwiseEqual(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			defer full.Close()
 			dir := t.TempDir()
 			m, err := shard.SplitWith(src, dir, shard.SplitOptions{PieceSize: 16 << 10})
 			if err != nil {
@@ -48,6 +49,7 @@ func TestQwenShardsLoadBitwiseEqual(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			defer dense.Close()
 			if dense.Config != full.Config {
 				t.Errorf("dense config %+v, want %+v", dense.Config, full.Config)
 			}

@@ -120,9 +120,10 @@ type shardedModel struct {
 	man     *shard.Manifest
 	key     expert.ModelKey
 	dense   bool
-	experts *moe.Experts // set when dense
-	fetch   string       // fetch progress or error, for /api/experts
-	logged  time.Time    // last progress log line
+	experts *moe.Experts   // set when dense
+	backend *llama.Backend // set when dense: owns the mapped dense shard
+	fetch   string         // fetch progress or error, for /api/experts
+	logged  time.Time      // last progress log line
 
 	idxMu  sync.Mutex
 	idxGen uint64
@@ -255,11 +256,23 @@ func (s *Sharding) feedForward(model string) int {
 	return 0
 }
 
-// Close stops serving shards, experts and tallies.
+// Close stops serving shards, experts and tallies, then closes the models
+// it ran (unmapping their dense shards) once their generations end.
 func (s *Sharding) Close() error {
 	errs := []error{s.shards.Close(), s.server.Close(), s.client.Close()}
 	if s.tally != nil {
 		errs = append(errs, s.tally.Close())
+	}
+	s.mu.Lock()
+	var bs []*llama.Backend
+	for _, sm := range s.models {
+		if sm.backend != nil {
+			bs = append(bs, sm.backend)
+		}
+	}
+	s.mu.Unlock()
+	for _, b := range bs {
+		errs = append(errs, b.Close())
 	}
 	return errors.Join(errs...)
 }
@@ -319,7 +332,7 @@ func (s *Sharding) loadLocked(m *shard.Manifest) error {
 				Name: m.Name, Capacity: max(1, s.cfg.Capacity), QueueWait: 5 * time.Second, Experts: x,
 			}), s.generationEnded}
 			s.mu.Lock()
-			sm.dense, sm.experts = true, x
+			sm.dense, sm.experts, sm.backend = true, x, b.Backend
 			s.mu.Unlock()
 			s.multi.Add(b)
 		}
