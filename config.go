@@ -145,6 +145,10 @@ type Config struct {
 	// /24, a /48, a relay's) that this peer neither is connected to nor has
 	// measured (0: experts.DefaultPrefixCap, 64).
 	CatalogPrefixCap int
+	// CatalogMaxBytes bounds the bytes the catalog holds, whatever its
+	// entries announce; past it strangers make room by the rules of a full
+	// catalog (0: experts.DefaultMaxBytes, 40 MB).
+	CatalogMaxBytes int64
 
 	// ModelRefresh is how often the engine's model list is re-read.
 	ModelRefresh time.Duration
@@ -235,6 +239,9 @@ func DefaultConfig() Config {
 		VerifyExperts: moe.DefaultVerify,
 		QueueWait:     5 * time.Second,
 		Ping:          10 * time.Second,
+
+		// What the catalog of other peers may hold.
+		CatalogMaxBytes: experts.DefaultMaxBytes,
 
 		// What a stranger gets at most (see StreamLimits too).
 		RemoteMaxTokens:    infer.DefaultMaxTokens,

@@ -68,6 +68,17 @@ const (
 	// fill the catalog an attacker must announce from 157 ranges, where a
 	// flood of fresh keys from one address costs it nothing.
 	DefaultPrefixCap = 64
+	// DefaultMaxBytes bounds the bytes the catalog holds (see EntryBytes),
+	// whatever its entries announce: 10,000 typical entries take about
+	// 60 MB, but 10,000 near the 32 KiB announcement limit would take
+	// 690 MB. 40 MB holds 6,000-8,000 typical entries, or about 600 of the
+	// largest, within the 50 MB a peer's catalog may cost at any swarm size
+	// (internal/scale).
+	DefaultMaxBytes = 40_000_000
+	// entryOverhead is what an entry holds besides its envelopes: the
+	// Entry itself, the decoded announcement's headers, the map slots
+	// (experts.Catalog's and its prefix set's).
+	entryOverhead = 1024
 	// MaxTombstones bounds the peers remembered as gone (see Apply). A
 	// tombstone only guards against an older announcement relayed after a
 	// leave; when full, the one expiring soonest makes room, and a leave of
@@ -82,16 +93,20 @@ const (
 // Among the rest, at most the prefix cap share one network prefix, and when
 // the catalog is full the least recently heard entry of the most crowded
 // prefix goes first, so a flood of identities from few places evicts
-// itself before anyone else.
+// itself before anyone else. The same rules make room when the catalog
+// would pass its byte budget (SetMaxBytes): a peer announcing a large entry
+// displaces strangers, never a peer this one vouches for.
 type Catalog struct {
-	self string
-	max  int
+	self     string
+	max      int
+	maxBytes int64
 
 	mu         sync.RWMutex
 	entries    map[string]*Entry
 	prefixes   map[string]map[string]struct{} // prefix -> peers counted under it
 	tombstones map[string]tombstone           // peers that left, so an older announcement relayed later cannot revive them
 	watchers   []func(Change)
+	bytes      int64 // EntryBytes summed over entries
 	prefixCap  int
 	keep       func(id string) bool
 	remote     func(id string) ma.Multiaddr
@@ -110,7 +125,7 @@ func NewCatalog(self string, maxEntries int) *Catalog {
 	if maxEntries <= 0 {
 		maxEntries = DefaultMaxEntries
 	}
-	return &Catalog{self: self, max: maxEntries, prefixCap: DefaultPrefixCap, entries: make(map[string]*Entry),
+	return &Catalog{self: self, max: maxEntries, maxBytes: DefaultMaxBytes, prefixCap: DefaultPrefixCap, entries: make(map[string]*Entry),
 		prefixes: make(map[string]map[string]struct{}), tombstones: make(map[string]tombstone)}
 }
 
@@ -143,6 +158,37 @@ func (c *Catalog) SetPrefixCap(n int) {
 	c.mu.Lock()
 	c.prefixCap = n
 	c.mu.Unlock()
+}
+
+// SetMaxBytes sets the byte budget (n <= 0: DefaultMaxBytes). Entries past
+// a smaller budget are evicted at once, by the rules of a full catalog; a
+// catalog of kept entries may stay over it.
+func (c *Catalog) SetMaxBytes(n int64) {
+	if n <= 0 {
+		n = DefaultMaxBytes
+	}
+	c.mu.Lock()
+	c.maxBytes = n
+	evicted := c.fitLocked("", 0)
+	watchers := c.watchers
+	c.mu.Unlock()
+	notify(watchers, evicted)
+}
+
+// Bytes is what the catalog's entries hold, as EntryBytes counts it, and
+// its budget.
+func (c *Catalog) Bytes() (held, budget int64) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.bytes, c.maxBytes
+}
+
+// EntryBytes is what the catalog counts an entry as holding: its envelopes,
+// the announcement decoded from the full one (about its size again), and a
+// fixed overhead. internal/scale checks it against the heap a filled
+// catalog retains.
+func EntryBytes(e *Entry) int64 {
+	return entryOverhead + 2*int64(len(e.Envelope)) + int64(len(e.BeatEnvelope))
 }
 
 // Refused counts full announcements of peers the catalog did not take: their
@@ -232,6 +278,7 @@ func (c *Catalog) prefixOf(a *Announcement) string {
 }
 
 func (c *Catalog) addLocked(e *Entry) {
+	c.bytes += EntryBytes(e)
 	set := c.prefixes[e.Prefix]
 	if set == nil {
 		set = make(map[string]struct{})
@@ -247,6 +294,7 @@ func (c *Catalog) deleteLocked(id string) {
 		return
 	}
 	delete(c.entries, id)
+	c.bytes -= EntryBytes(e)
 	if set := c.prefixes[e.Prefix]; set != nil {
 		delete(set, id)
 		if len(set) == 0 {
@@ -291,6 +339,7 @@ func (c *Catalog) Apply(a *Announcement, envelope []byte, now time.Time) bool {
 			c.mu.Unlock()
 			return false
 		}
+		c.bytes -= EntryBytes(old)
 		old.LastSeq = a.Seq
 		old.Load = a.Load
 		old.Interval = a.Interval
@@ -300,7 +349,11 @@ func (c *Catalog) Apply(a *Announcement, envelope []byte, now time.Time) bool {
 			old.Seen = seen
 			old.Expires = seen.Add(a.TTL())
 		}
+		c.bytes += EntryBytes(old)
+		evicted := c.fitLocked(a.Peer, 0)
+		watchers := c.watchers
 		c.mu.Unlock()
+		notify(watchers, evicted)
 		return true
 	case had && a.Seq <= old.Seq:
 		c.mu.Unlock()
@@ -333,15 +386,22 @@ func (c *Catalog) Apply(a *Announcement, envelope []byte, now time.Time) bool {
 				return false
 			}
 		}
-		var victim string
-		if !had && len(c.entries) >= c.max {
-			if victim = c.victimLocked(a.Peer); victim == "" {
-				c.mu.Unlock()
-				c.refusedFull.Add(1)
-				return false
-			}
-			c.deleteLocked(victim)
+		need := EntryBytes(e)
+		if had {
+			need -= EntryBytes(old)
 		}
+		if !c.fitsLocked(a.Peer, !had, need) {
+			c.mu.Unlock()
+			c.refusedFull.Add(1)
+			return false
+		}
+		var evicted []string
+		if !had && len(c.entries) >= c.max {
+			victim := c.victimLocked(a.Peer)
+			c.deleteLocked(victim)
+			evicted = append(evicted, victim)
+		}
+		evicted = append(evicted, c.fitLocked(a.Peer, need)...)
 		if had {
 			c.deleteLocked(a.Peer)
 		}
@@ -351,8 +411,8 @@ func (c *Catalog) Apply(a *Announcement, envelope []byte, now time.Time) bool {
 			reason = "joined"
 		}
 		changes = append(changes, Change{Peer: a.Peer, Reason: reason})
-		if victim != "" {
-			changes = append(changes, Change{Peer: victim, Removed: true, Reason: "evicted"})
+		for _, v := range evicted {
+			changes = append(changes, Change{Peer: v, Removed: true, Reason: "evicted"})
 		}
 	}
 	watchers := c.watchers
@@ -365,11 +425,68 @@ func (c *Catalog) Apply(a *Announcement, envelope []byte, now time.Time) bool {
 	return len(changes) > 0
 }
 
+// fitsLocked reports whether id's entry, new (taking a slot) or not, and
+// growing the catalog by need bytes, can be made room for: the victims
+// victimLocked would pick, apart from id itself, free enough slots and
+// bytes. It changes nothing.
+func (c *Catalog) fitsLocked(id string, new bool, need int64) bool {
+	slots := 0
+	if new && len(c.entries) >= c.max {
+		slots = 1
+	}
+	over := c.bytes + need - c.maxBytes
+	if slots == 0 && over <= 0 {
+		return true
+	}
+	if c.kept(id) {
+		return len(c.entries) > 1 || !new // a kept peer displaces the least recently heard
+	}
+	var free int64
+	n := 0
+	for other, e := range c.entries {
+		if other != id && !c.kept(other) {
+			free += EntryBytes(e)
+			if n++; n >= slots && free >= over {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// fitLocked evicts, by victimLocked's rules and never id, until the
+// catalog grown by need bytes keeps within its byte budget, or nothing is
+// left that id may displace. It returns whom it evicted.
+func (c *Catalog) fitLocked(id string, need int64) []string {
+	var evicted []string
+	for c.bytes+need > c.maxBytes {
+		v := c.victimLocked(id)
+		if v == "" {
+			break
+		}
+		c.deleteLocked(v)
+		evicted = append(evicted, v)
+	}
+	return evicted
+}
+
+// notify tells watchers of evicted peers; call without the lock.
+func notify(watchers []func(Change), evicted []string) {
+	for _, id := range evicted {
+		for _, w := range watchers {
+			w(Change{Peer: id, Removed: true, Reason: "evicted"})
+		}
+	}
+}
+
 // victimLocked picks the entry to drop so that newcomer can enter a full
-// catalog: among the entries not kept, the least recently heard of the most
-// crowded prefix. A newcomer that is not kept never displaces a kept entry:
-// then there is no victim ("") and the newcomer is refused. A kept newcomer
-// in a catalog of kept entries displaces the least recently heard.
+// catalog (or keep within its bytes): among the entries not kept, the least
+// recently heard of the most crowded prefix. A newcomer that is not kept
+// never displaces a kept entry: then there is no victim ("") and the
+// newcomer is refused. A kept newcomer in a catalog of kept entries
+// displaces the least recently heard. The newcomer itself, when the catalog
+// holds it (an update), is never the victim; "" is SetMaxBytes's newcomer,
+// a stranger.
 func (c *Catalog) victimLocked(newcomer string) string {
 	// Prefix sizes from the most crowded down; a flood from few prefixes
 	// stops at the first. Among prefixes of one size, the least recently
@@ -390,7 +507,7 @@ func (c *Catalog) victimLocked(newcomer string) string {
 			if len(set) != n {
 				continue
 			}
-			if id, at := c.oldestOf(set, true); id != "" && (victim == "" || at.Before(oldest)) {
+			if id, at := c.oldestOf(set, newcomer); id != "" && (victim == "" || at.Before(oldest)) {
 				victim, oldest = id, at
 			}
 		}
@@ -404,22 +521,22 @@ func (c *Catalog) victimLocked(newcomer string) string {
 	var victim string
 	var oldest time.Time
 	for id, e := range c.entries {
-		if victim == "" || e.Seen.Before(oldest) {
+		if id != newcomer && (victim == "" || e.Seen.Before(oldest)) {
 			victim, oldest = id, e.Seen
 		}
 	}
 	return victim
 }
 
-// oldestOf is the least recently heard of ids (only among those not kept
-// when unkeptOnly) and when it was heard; "" if none. keep is asked only of
-// an entry older than the best so far.
-func (c *Catalog) oldestOf(ids map[string]struct{}, unkeptOnly bool) (string, time.Time) {
+// oldestOf is the least recently heard of ids that are not kept, apart
+// from except, and when it was heard; "" if none. keep is asked only of an
+// entry older than the best so far.
+func (c *Catalog) oldestOf(ids map[string]struct{}, except string) (string, time.Time) {
 	var victim string
 	var oldest time.Time
 	for id := range ids {
 		e := c.entries[id]
-		if e == nil || (victim != "" && !e.Seen.Before(oldest)) || (unkeptOnly && c.kept(id)) {
+		if e == nil || id == except || (victim != "" && !e.Seen.Before(oldest)) || c.kept(id) {
 			continue
 		}
 		victim, oldest = id, e.Seen
