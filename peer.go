@@ -144,7 +144,6 @@ func (p *Peer) start(ctx context.Context, cfg Config) error {
 	p.Catalog.SetKeep(p.vouched) // connected or measured: never evicted for a stranger
 	p.Catalog.SetPrefixCap(cfg.CatalogPrefixCap)
 	p.Catalog.SetMaxBytes(cfg.CatalogMaxBytes)
-	p.Catalog.SetMaxBytes(cfg.CatalogMaxBytes)
 	empty := []experts.Model{}
 	p.models.Store(&empty)
 	acct, err := ledger.OpenAccounting(cfg.DataDir, h.ID(), key, cfg.FreeAllowance, log)
