@@ -257,7 +257,7 @@ func TestNEONQuantizeQ8_0(t *testing.T) {
 	x[0] = 127
 	q, d := make([]int8, n), make([]float32, n/32)
 	rq, rd := make([]int8, n), make([]float32, n/32)
-	quantizeQ8_0ARM(x, q, d)
+	quantizeQ8_0NEON(x, q, d)
 	quantizeQ8_0(x, rq, rd)
 	ties := 0
 	for i := range q {
