@@ -29,6 +29,18 @@ const (
 	catchUpPerMinute   = 3                // catch-ups this peer starts per minute
 	catchUpRepeatAfter = 5 * time.Minute  // before asking the same peer again
 	fetchPerPeer       = time.Second      // targeted requests served per requester, and sent per source
+	// catchUpQuiet: after a full catch-up that brought little news (less
+	// than 1/catchUpNews of what it received), this peer holds what its
+	// neighbours hold and starts no full catch-up for so long. New
+	// connections keep coming for as long as a peer runs (DHT lookups,
+	// the connection manager trimming), and a full catch-up on each, up to
+	// catchUpPerMinute of them, cost every peer of a churning swarm up to
+	// three catalogs a minute: 110-230 KB/s at 10,000-100,000 peers
+	// (internal/scale), over the gossip goal on its own. Gossip carries the
+	// news from then on, and a full announcement missed is fetched alone
+	// after its author's next beat (fetchWanted).
+	catchUpQuiet = 30 * time.Minute
+	catchUpNews  = 8
 )
 
 // DefaultCatchUpPerPrefix bounds the catch-ups answered for the requesters
@@ -150,8 +162,13 @@ func (g *Gossip) CatchUp(ctx context.Context, p peer.ID) (int, error) {
 // catchUp asks p for the announcements of the given peers (all when nil),
 // and applies those that verify, even when the exchange ended in an error.
 func (g *Gossip) catchUp(ctx context.Context, p peer.ID, wanted []string) (int, error) {
+	applied, _, err := g.catchUpCounted(ctx, p, wanted)
+	return applied, err
+}
+
+// catchUpCounted is catchUp that also returns how many envelopes arrived.
+func (g *Gossip) catchUpCounted(ctx context.Context, p peer.ID, wanted []string) (applied, received int, err error) {
 	envs, err := catchup.Fetch(ctx, g.h, p, wanted, g.cfg.CatchUpMax)
-	applied := 0
 	for _, env := range envs {
 		a, err := OpenRelayed(env, time.Now())
 		if err != nil {
@@ -162,11 +179,24 @@ func (g *Gossip) catchUp(ctx context.Context, p peer.ID, wanted []string) (int, 
 			applied++
 		}
 	}
-	return applied, err
+	return applied, len(envs), err
+}
+
+// quietAfter notes a full catch-up that applied applied of received
+// envelopes at now: when that was little news, full catch-ups pause for
+// catchUpQuiet (see catchUpQuiet).
+func (g *Gossip) quietAfter(applied, received int, now time.Time) {
+	if received == 0 || applied*catchUpNews >= received {
+		return
+	}
+	g.mu.Lock()
+	g.quietUntil = now.Add(catchUpQuiet)
+	g.mu.Unlock()
 }
 
 // catchUpNewcomers catches up from peers as they are identified, a few per
-// minute, so a new peer fills its catalog from its first neighbours.
+// minute, so a new peer fills its catalog from its first neighbours, until
+// a catch-up brings little news (see catchUpQuiet).
 func (g *Gossip) catchUpNewcomers(ctx context.Context) {
 	defer g.wg.Done()
 	sub, err := g.h.EventBus().Subscribe(new(event.EvtPeerIdentificationCompleted), eventbus.BufSize(256))
@@ -200,8 +230,9 @@ func (g *Gossip) catchUpNewcomers(ctx context.Context) {
 		recent = kept
 		g.mu.Lock()
 		last, asked := g.syncedAt[ev.Peer]
+		quiet := now.Before(g.quietUntil)
 		g.mu.Unlock()
-		if len(recent) >= catchUpPerMinute || (asked && now.Sub(last) < catchUpRepeatAfter) {
+		if quiet || len(recent) >= catchUpPerMinute || (asked && now.Sub(last) < catchUpRepeatAfter) {
 			continue
 		}
 		recent = append(recent, now)
@@ -217,12 +248,13 @@ func (g *Gossip) catchUpNewcomers(ctx context.Context) {
 		g.wg.Add(1)
 		go func(p peer.ID) {
 			defer g.wg.Done()
-			n, err := g.CatchUp(ctx, p)
+			n, got, err := g.catchUpCounted(ctx, p, nil)
 			if err != nil {
 				g.log.Debug("catch-up failed", "other", p.ShortString(), "err", err)
 				return
 			}
-			g.log.Debug("caught up", "other", p.ShortString(), "applied", n)
+			g.quietAfter(n, got, time.Now())
+			g.log.Debug("caught up", "other", p.ShortString(), "applied", n, "received", got)
 		}(ev.Peer)
 	}
 }

@@ -119,6 +119,8 @@ type Gossip struct {
 	fetched  map[peer.ID]time.Time       // targeted catch-ups served, per requester
 	prefixes map[string][]time.Time      // full catch-ups served, per requester's network prefix
 	wanted   map[peer.ID]map[string]bool // unknown authors of beats, by the neighbour that relayed them
+	// quietUntil: no full catch-up is started before it (see catchUpQuiet).
+	quietUntil time.Time
 
 	catchUpService *catchup.Service
 
