@@ -118,18 +118,19 @@ const EnvNative = "MWPEER_OLLAMA_NATIVE"
 
 // benchFormats are the formats BenchmarkLarge runs a model in: its own
 // (F32 or F16), then what Ollama quantizes it to (a model's rows must be a
-// multiple of 256 for K-quants). Quantized formats need an Ollama.
+// multiple of 256 for K-quants; q5_K_M is made from Ollama's q4_K_M, see
+// createQuantized). Quantized formats need an Ollama.
 func benchFormats(c randmodel.Config) []string {
 	own := strings.ToLower(c.Type.String())
 	if c.Experts > 0 || c.Embedding < 256 {
 		return []string{own}
 	}
-	return []string{own, "q8_0", "q4_K_M"}
+	return []string{own, "q8_0", "q4_K_M", "q5_K_M"}
 }
 
 // BenchmarkLarge reports prefill (128-token prompt) and decode (64 tokens)
 // tokens/s of the engine on the tiny dense and ~200 MB generated models, in
-// F16 and, quantized by Ollama, Q8_0 and Q4_K_M, and Ollama's on the same
+// F16 and, quantized by Ollama, Q8_0, Q4_K_M and Q5_K_M, and Ollama's on the same
 // files on the same machine: the native build named by $MWPEER_OLLAMA_NATIVE
 // when set (the speed a user's Ollama has), else $MWPEER_OLLAMA (the portable
 // build). With an Ollama it reports the ratios engine/llama.cpp
@@ -163,8 +164,7 @@ func BenchmarkLarge(b *testing.B) {
 				path := f16
 				if srv != nil {
 					if quantized {
-						srv.CreateQuantized(b, name, f16, format)
-						path = quantizedBlob(b, srv, name)
+						path = createQuantized(b, srv, name, f16, format)
 					} else {
 						srv.CreateModel(b, name, f16)
 					}

@@ -83,10 +83,7 @@ func (w *workspace) swiglu(gate, up, down *matrix, in, out [][]float32) {
 	w.mul(gate, g)
 	w.mul(up, u)
 	for b := range g {
-		ub := u[b][:len(g[b])]
-		for i, x := range g[b] {
-			g[b][i] = x / (1 + float32(math.Exp(float64(-x)))) * ub[i]
-		}
+		siluMul(g[b], u[b])
 	}
 	w.use(g)
 	w.mul(down, out)

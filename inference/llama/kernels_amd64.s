@@ -2682,3 +2682,180 @@ scaletail:
 scaledone:
 	VZEROUPPER
 	RET
+
+DATA expfConsts<>+0(SB)/4, $0x4b400000
+DATA expfConsts<>+4(SB)/4, $0x3fb8aa3b
+DATA expfConsts<>+8(SB)/4, $0x3f317200
+DATA expfConsts<>+12(SB)/4, $0x35bfbe8e
+DATA expfConsts<>+16(SB)/4, $0x3c072010
+DATA expfConsts<>+20(SB)/4, $0x3d2b9f17
+DATA expfConsts<>+24(SB)/4, $0x3e2aaf33
+DATA expfConsts<>+28(SB)/4, $0x3efffedb
+DATA expfConsts<>+32(SB)/4, $0x3f7ffff6
+DATA expfConsts<>+36(SB)/4, $0x3f800000
+DATA expfConsts<>+40(SB)/4, $0x7fffffff
+DATA expfConsts<>+44(SB)/4, $0x42fc0000
+DATA expfConsts<>+48(SB)/4, $0x43400000
+DATA expfConsts<>+52(SB)/4, $0x82000000
+DATA expfConsts<>+56(SB)/4, $0x7f000000
+GLOBL expfConsts<>(SB), RODATA|NOPTR, $60
+
+// func siluMulAVX2(g []float32, u []float32)
+// Requires: AVX, AVX2, FMA3
+TEXT ·siluMulAVX2(SB), NOSPLIT, $0-48
+	MOVQ g_base+0(FP), AX
+	MOVQ u_base+24(FP), CX
+	MOVQ g_len+8(FP), DX
+	SHRQ $0x03, DX
+
+siluloop:
+	CMPQ         DX, $0x00000000
+	JE           siludone
+	VMOVUPS      (AX), Y0
+	VXORPS       Y1, Y1, Y1
+	VSUBPS       Y0, Y1, Y1
+	VBROADCASTSS expfConsts<>+0(SB), Y2
+	VBROADCASTSS expfConsts<>+4(SB), Y3
+	VFMADD231PS  Y3, Y1, Y2
+	VBROADCASTSS expfConsts<>+0(SB), Y3
+	VSUBPS       Y3, Y2, Y3
+	VMOVAPS      Y1, Y1
+	VBROADCASTSS expfConsts<>+8(SB), Y4
+	VFNMADD231PS Y4, Y3, Y1
+	VBROADCASTSS expfConsts<>+12(SB), Y4
+	VFNMADD231PS Y4, Y3, Y1
+	VPSLLD       $0x17, Y2, Y2
+	VBROADCASTSS expfConsts<>+36(SB), Y4
+	VPADDD       Y4, Y2, Y4
+	VBROADCASTSS expfConsts<>+40(SB), Y5
+	VANDPS       Y5, Y3, Y5
+	VBROADCASTSS expfConsts<>+44(SB), Y6
+	VCMPPS       $0x1e, Y6, Y5, Y6
+	VMULPS       Y1, Y1, Y7
+	VBROADCASTSS expfConsts<>+20(SB), Y8
+	VBROADCASTSS expfConsts<>+28(SB), Y9
+	VBROADCASTSS expfConsts<>+16(SB), Y10
+	VFMADD231PS  Y10, Y1, Y8
+	VBROADCASTSS expfConsts<>+24(SB), Y10
+	VFMADD231PS  Y10, Y1, Y9
+	VFMADD231PS  Y8, Y7, Y9
+	VBROADCASTSS expfConsts<>+32(SB), Y8
+	VMULPS       Y8, Y1, Y1
+	VFMADD231PS  Y9, Y7, Y1
+	VMOVAPS      Y4, Y7
+	VFMADD231PS  Y1, Y4, Y7
+	VMOVMSKPS    Y6, BX
+	TESTL        BX, BX
+	JZ           siluexpdone
+
+	// Slow path: some lane's |n| > 126.
+	VXORPS       Y4, Y4, Y4
+	VCMPPS       $0x12, Y4, Y3, Y3
+	VBROADCASTSS expfConsts<>+52(SB), Y4
+	VANDPS       Y4, Y3, Y3
+	VBROADCASTSS expfConsts<>+56(SB), Y4
+	VPADDD       Y4, Y3, Y4
+	VPSUBD       Y3, Y2, Y2
+	VBROADCASTSS expfConsts<>+48(SB), Y3
+	VCMPPS       $0x1e, Y3, Y5, Y3
+	VMULPS       Y4, Y4, Y5
+	VMOVAPS      Y2, Y8
+	VFMADD231PS  Y1, Y2, Y8
+	VMULPS       Y4, Y8, Y8
+	VANDPS       Y6, Y8, Y8
+	VANDNPS      Y7, Y6, Y7
+	VORPS        Y8, Y7, Y7
+	VANDPS       Y3, Y5, Y5
+	VANDNPS      Y7, Y3, Y7
+	VORPS        Y5, Y7, Y7
+
+siluexpdone:
+	VBROADCASTSS expfConsts<>+36(SB), Y1
+	VADDPS       Y1, Y7, Y7
+	VDIVPS       Y7, Y0, Y0
+	VMULPS       (CX), Y0, Y0
+	VMOVUPS      Y0, (AX)
+	ADDQ         $0x00000020, AX
+	ADDQ         $0x00000020, CX
+	DECQ         DX
+	JMP          siluloop
+
+siludone:
+	VZEROUPPER
+	RET
+
+// func expfAVX2(x []float32)
+// Requires: AVX, AVX2, FMA3
+TEXT ·expfAVX2(SB), NOSPLIT, $0-24
+	MOVQ x_base+0(FP), AX
+	MOVQ x_len+8(FP), CX
+	SHRQ $0x03, CX
+
+exploop:
+	CMPQ         CX, $0x00000000
+	JE           expdone
+	VMOVUPS      (AX), Y0
+	VBROADCASTSS expfConsts<>+0(SB), Y1
+	VBROADCASTSS expfConsts<>+4(SB), Y2
+	VFMADD231PS  Y2, Y0, Y1
+	VBROADCASTSS expfConsts<>+0(SB), Y2
+	VSUBPS       Y2, Y1, Y2
+	VMOVAPS      Y0, Y0
+	VBROADCASTSS expfConsts<>+8(SB), Y3
+	VFNMADD231PS Y3, Y2, Y0
+	VBROADCASTSS expfConsts<>+12(SB), Y3
+	VFNMADD231PS Y3, Y2, Y0
+	VPSLLD       $0x17, Y1, Y1
+	VBROADCASTSS expfConsts<>+36(SB), Y3
+	VPADDD       Y3, Y1, Y3
+	VBROADCASTSS expfConsts<>+40(SB), Y4
+	VANDPS       Y4, Y2, Y4
+	VBROADCASTSS expfConsts<>+44(SB), Y5
+	VCMPPS       $0x1e, Y5, Y4, Y5
+	VMULPS       Y0, Y0, Y6
+	VBROADCASTSS expfConsts<>+20(SB), Y7
+	VBROADCASTSS expfConsts<>+28(SB), Y8
+	VBROADCASTSS expfConsts<>+16(SB), Y9
+	VFMADD231PS  Y9, Y0, Y7
+	VBROADCASTSS expfConsts<>+24(SB), Y9
+	VFMADD231PS  Y9, Y0, Y8
+	VFMADD231PS  Y7, Y6, Y8
+	VBROADCASTSS expfConsts<>+32(SB), Y7
+	VMULPS       Y7, Y0, Y0
+	VFMADD231PS  Y8, Y6, Y0
+	VMOVAPS      Y3, Y6
+	VFMADD231PS  Y0, Y3, Y6
+	VMOVMSKPS    Y5, DX
+	TESTL        DX, DX
+	JZ           expexpdone
+
+	// Slow path: some lane's |n| > 126.
+	VXORPS       Y3, Y3, Y3
+	VCMPPS       $0x12, Y3, Y2, Y2
+	VBROADCASTSS expfConsts<>+52(SB), Y3
+	VANDPS       Y3, Y2, Y2
+	VBROADCASTSS expfConsts<>+56(SB), Y3
+	VPADDD       Y3, Y2, Y3
+	VPSUBD       Y2, Y1, Y1
+	VBROADCASTSS expfConsts<>+48(SB), Y2
+	VCMPPS       $0x1e, Y2, Y4, Y2
+	VMULPS       Y3, Y3, Y4
+	VMOVAPS      Y1, Y7
+	VFMADD231PS  Y0, Y1, Y7
+	VMULPS       Y3, Y7, Y7
+	VANDPS       Y5, Y7, Y7
+	VANDNPS      Y6, Y5, Y6
+	VORPS        Y7, Y6, Y6
+	VANDPS       Y2, Y4, Y4
+	VANDNPS      Y6, Y2, Y6
+	VORPS        Y4, Y6, Y6
+
+expexpdone:
+	VMOVUPS Y6, (AX)
+	ADDQ    $0x00000020, AX
+	DECQ    CX
+	JMP     exploop
+
+expdone:
+	VZEROUPPER
+	RET

@@ -330,3 +330,63 @@ func TestBatchProductDoesNotAllocate(t *testing.T) {
 		}
 	}
 }
+
+// TestSIMDExpfIsGGML: the AVX2 exponential (expfAVX2, the one siluMulAVX2
+// uses) gives ggml's fused ggml_v_expf: bitwise vexpf(x, true) but for
+// vexpf's rare double roundings (at most 1 ulp), fast and slow paths
+// included (the sweep runs into overflow and underflow).
+func TestSIMDExpfIsGGML(t *testing.T) {
+	needSIMD(t)
+	xs := expfSweep()
+	for x := float32(-110); x < 95; x += 0.25 {
+		xs = append(xs, x)
+	}
+	got := append([]float32(nil), xs...)
+	expfAVX2(got)
+	differ := 0
+	for i, x := range xs[:len(xs)&^7] {
+		want := vexpf(x, true)
+		if math.Float32bits(got[i]) != math.Float32bits(want) {
+			differ++
+			if ulps(got[i], want) > 1 {
+				t.Fatalf("exp(%g): avx2 %g, ggml %g", x, got[i], want)
+			}
+		}
+	}
+	t.Logf("%d values, %d one ulp apart (double rounding in the Go emulation)", len(xs), differ)
+}
+
+// TestSIMDSiLUMulMatchesGeneric: the AVX2 SiLU (8 lanes, fused, as
+// llama.cpp's AVX2 build) and the pure-Go one (4 lanes, unfused, as its
+// portable build) agree within 4 ulp of the result (each exp is within 2 ulp
+// of exact, then one addition, one division and one product) on every
+// length from 0 to 300 and long ones.
+func TestSIMDSiLUMulMatchesGeneric(t *testing.T) {
+	needSIMD(t)
+	rng := rand.New(rand.NewPCG(15, 15))
+	lengths := []int{1000, 2816, 4099}
+	for n := range 301 {
+		lengths = append(lengths, n)
+	}
+	var worst int64
+	for _, n := range lengths {
+		g, u := randFloats(rng, n), randFloats(rng, n)
+		want := append([]float32(nil), g...)
+		for i, x := range want {
+			e := float32(math.Exp(float64(-x)))
+			if i < n&^3 {
+				e = vexpf(-x, false)
+			}
+			want[i] = x / (1 + e) * u[i]
+		}
+		siluMul(g, u)
+		for i := range g {
+			d := ulps(g[i], want[i])
+			worst = max(worst, d)
+			if d > 4 && math.Abs(float64(g[i]-want[i])) > 1e-30 {
+				t.Fatalf("length %d element %d: avx2 %g, generic %g (%d ulp)", n, i, g[i], want[i], d)
+			}
+		}
+	}
+	t.Logf("largest difference %d ulp", worst)
+}

@@ -98,3 +98,15 @@ func madF16AVX2(acc []float32, v []float32, s float32)
 //
 //go:noescape
 func scaleF16AVX2(acc []float32, s float32)
+
+// siluMulAVX2 sets g[i] to silu(g[i])·u[i] for i < len(g) rounded down to a multiple of 8:
+// ggml's AVX2 ggml_vec_swiglu_f32, x/(1+ggml_v_expf(-x)) times u, 8 lanes at a time.
+//
+//go:noescape
+func siluMulAVX2(g []float32, u []float32)
+
+// expfAVX2 replaces x[i] by ggml's AVX2 ggml_v_expf(x[i]) for i < len(x) rounded down to a
+// multiple of 8 (for tests of the exponential on its own).
+//
+//go:noescape
+func expfAVX2(x []float32)

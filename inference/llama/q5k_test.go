@@ -7,6 +7,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/mwpeer/mwpeer/internal/ollamatest"
@@ -166,14 +167,14 @@ func writeQ5_K_M(t testing.TB, src, dst string) {
 // createQuantized makes model in srv from the F16 file path quantized to
 // quant, and returns the GGUF file Ollama runs. quant "q5_K_M" goes through
 // Ollama's Q4_K_M and writeQ5_K_M (see above).
-func createQuantized(t *testing.T, srv *ollamatest.Server, model, path, quant string) string {
+func createQuantized(t testing.TB, srv *ollamatest.Server, model, path, quant string) string {
 	t.Helper()
 	if quant != "q5_K_M" {
 		srv.CreateQuantized(t, model, path, quant)
 		return quantizedBlob(t, srv, model)
 	}
 	srv.CreateQuantized(t, model+"-q4", path, "q4_K_M")
-	q5 := path + ".q5_k_m.gguf"
+	q5 := filepath.Join(t.TempDir(), model+".gguf")
 	writeQ5_K_M(t, quantizedBlob(t, srv, model+"-q4"), q5)
 	srv.CreateModel(t, model, q5)
 	return q5

@@ -33,6 +33,9 @@ func main() {
 	roundF16()
 	madF16()
 	scaleF16()
+	expfTable()
+	siluMul()
+	expf8()
 	Generate()
 }
 

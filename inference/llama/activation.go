@@ -1,0 +1,63 @@
+package llama
+
+import "math"
+
+// SiLU as llama.cpp computes it. Its FFN calls ggml_vec_swiglu_f32, which
+// runs ggml_v_silu, x/(1+ggml_v_expf(-x)), on whole vectors and the scalar
+// x/(1+expf(-x)) on the tail: 4 lanes without FMA in the portable build
+// (SSE2 is part of x86-64), 8 lanes with FMA in the AVX2 build.
+// ggml_v_expf is a polynomial approximation with a stated maximum error of
+// 1.45358 + 0.5 ulp (TestExpfError measures it against math.Exp).
+
+// siluMul sets g[i] = silu(g[i])·u[i], as ggml_vec_swiglu_f32 does in
+// llama.cpp's AVX2 build with the SIMD kernels, in its portable build
+// without them.
+func siluMul(g, u []float32) {
+	u = u[:len(g)]
+	i, ok := siluMulSIMD(g, u)
+	if !ok {
+		for n := len(g) &^ 3; i < n; i++ { // whole groups of 4 lanes
+			g[i] = g[i] / (1 + vexpf(-g[i], false)) * u[i]
+		}
+	}
+	for ; i < len(g); i++ {
+		g[i] = g[i] / (1 + float32(math.Exp(float64(-g[i])))) * u[i]
+	}
+}
+
+// vexpf is ggml_v_expf on one lane: with fused multiply-adds (the AVX2
+// build's _mm256_fmadd_ps) or with a product rounded before the sum (the
+// SSE2 build's MADD128). Every float32 operation is written with an explicit
+// conversion so that no compiler fuses it on its own.
+func vexpf(x float32, fused bool) float32 {
+	madd := func(a, b, c float32) float32 {
+		if fused {
+			// Exact in float64 but for a double rounding, which needs the
+			// float64 sum to land on a float32 tie: about 2⁻²⁹ of cases.
+			return float32(math.FMA(float64(a), float64(b), float64(c)))
+		}
+		return float32(a*b) + c
+	}
+	nmadd := func(a, b, c float32) float32 { return madd(-a, b, c) }
+	const r = float32(0x1.8p23)
+	z := madd(x, 0x1.715476p+0, r)
+	n := float32(z - r)
+	b := nmadd(n, 0x1.7f7d1cp-20, nmadd(n, 0x1.62e4p-1, x))
+	e := math.Float32bits(z) << 23
+	k := math.Float32frombits(e + math.Float32bits(1))
+	u := float32(b * b)
+	j := madd(madd(madd(0x1.0e4020p-7, b, 0x1.573e2ep-5), u, madd(0x1.555e66p-3, b, 0x1.fffdb6p-2)), u, float32(0x1.ffffecp-1*b))
+	if abs32(n) <= 126 {
+		return madd(j, k, k)
+	}
+	var g uint32
+	if n <= 0 {
+		g = 0x82000000
+	}
+	s1 := math.Float32frombits(g + 0x7f000000)
+	s2 := math.Float32frombits(e - g)
+	if abs32(n) > 192 {
+		return float32(s1 * s1)
+	}
+	return float32(madd(s2, j, s2) * s1)
+}

@@ -1,0 +1,14 @@
+//go:build !purego
+
+package llama
+
+// siluMulSIMD runs siluMulAVX2 on the whole groups of 8 of g and returns
+// how many elements it did; ok is false without the SIMD kernels.
+func siluMulSIMD(g, u []float32) (done int, ok bool) {
+	if !useSIMD {
+		return 0, false
+	}
+	n := len(g) &^ 7
+	siluMulAVX2(g[:n], u[:n])
+	return n, true
+}
