@@ -105,11 +105,25 @@ func TestMatchesOllama(t *testing.T) {
 // by $MWPEER_OLLAMA_NATIVE (llama.cpp's SIMD kernels, the build users run),
 // greedy tokens are the same on F32 and F16 models and log-probabilities
 // are within simdTol, with either set of kernels; with the SIMD kernels the
-// same holds for the tiny Q8_0 models (measured: 8e-7 and 2.6e-3 apart, where
+// same holds for the tiny Q8_0 models (measured: 0 and 2.6e-3 apart, where
 // the pure-Go kernels, like the portable build, are 2.5e-2 and 6.6e-2 apart).
-// Where llama.cpp's two builds differ by more than simdTol themselves (the
-// wide Q8_0 model: 9.5e-2 between the pure-Go kernels and native) and for
-// K-quants, agreement is reported, not required.
+// On the wide Q8_0 model, where llama.cpp's two builds differ by more than
+// simdTol themselves (9.5e-2 between the pure-Go kernels and native), the
+// SIMD kernels must give native's tokens, log-probabilities within wideTol.
+// For K-quants agreement is reported, not required.
+//
+// The wide Q8_0 model once flipped a token ("Hello", token 28: the engine
+// 'T' at -0.7125 over '_' at -0.7573, native '_' at -0.7058 over 'T' at
+// -0.7639; the portable build also '_'). That was no near-tie of the last
+// logits but a real difference: dotQ8_0AVX2 summed even and odd blocks in
+// two accumulators, where ggml's AVX2 vec_dot_q8_0_q8_0 (and llamafile's
+// tinyBLAS_Q0_AVX, which runs prompts) fuse every block into one. Sums a
+// few ulp apart move a Q8_0 activation across a rounding boundary now and
+// then, and on a random model such steps grow over layers and tokens. With
+// one accumulator the first 11 tokens of "Hello" have native's
+// log-probabilities to 6 digits and all 96 tokens are native's (log-probs
+// within 6.3e-2; they part later through other differences in float order,
+// e.g. attention's F16 dot products).
 func TestMatchesNativeOllama(t *testing.T) {
 	native := os.Getenv(EnvNative)
 	if native == "" {
@@ -131,18 +145,20 @@ func TestMatchesNativeOllama(t *testing.T) {
 	wide.Scale = 0.25
 	peaked := wide
 	peaked.Name, peaked.Scale = "mwpeer-wide-peaked", 1.5
+	const wideTol = 0.1
 	for _, tc := range []struct {
 		name, quant string
 		cfg         randmodel.Config
-		check       bool // with the SIMD kernels
+		check       bool    // with the SIMD kernels
+		tol         float64 // when checked
 	}{
-		{"native-moe-q8_0", "q8_0", moe, true},
-		{"native-dense-q8_0", "q8_0", dense, true},
-		{"native-wide-q8_0", "q8_0", wide, false},
-		{"native-wide-q4_k_m", "q4_K_M", wide, false},
-		{"native-peaked-q4_k_m", "q4_K_M", peaked, false},
-		{"native-wide-q5_k_m", "q5_K_M", wide, false},
-		{"native-peaked-q5_k_m", "q5_K_M", peaked, false},
+		{"native-moe-q8_0", "q8_0", moe, true, simdTol},
+		{"native-dense-q8_0", "q8_0", dense, true, simdTol},
+		{"native-wide-q8_0", "q8_0", wide, true, wideTol},
+		{"native-wide-q4_k_m", "q4_K_M", wide, false, 0},
+		{"native-peaked-q4_k_m", "q4_K_M", peaked, false, 0},
+		{"native-wide-q5_k_m", "q5_K_M", wide, false, 0},
+		{"native-peaked-q5_k_m", "q5_K_M", peaked, false, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			path := filepath.Join(dir, tc.name+".gguf")
@@ -157,7 +173,7 @@ func TestMatchesNativeOllama(t *testing.T) {
 				reportAgreement(t, srv.Client(), tc.name, m)
 				return
 			}
-			compareWithOllama(t, srv.Client(), tc.name, m, simdTol)
+			compareWithOllama(t, srv.Client(), tc.name, m, tc.tol)
 		})
 	}
 }

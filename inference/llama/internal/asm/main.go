@@ -283,17 +283,18 @@ func dotQ8_0() {
 	d := Mem{Base: Load(Param("d").Base(), GP64())}
 	n := Load(Param("d").Len(), GP64())
 	ones := words(1)
-	acc0, acc1 := YMM(), YMM()
+	// One accumulator, as ggml (and llamafile's tinyBLAS_Q0_AVX for
+	// prompts): every block's FMA in order, so the float sums are ggml's.
+	acc0 := YMM()
 	VXORPS(acc0, acc0, acc0)
-	VXORPS(acc1, acc1, acc1)
 	Label("q8loop2")
 	CMPQ(n, U32(2))
 	JL(LabelRef("q8loop1"))
-	for i, acc := range []VecVirtual{acc0, acc1} {
+	for i := range 2 {
 		ds := blockScale(w.Offset(34*i), d.Offset(4*i))
 		wq := YMM()
 		VMOVDQU(w.Offset(34*i+2), wq)
-		q8block(wq, q.Offset(32*i), ones, ds, acc)
+		q8block(wq, q.Offset(32*i), ones, ds, acc0)
 	}
 	ADDQ(U32(68), w.Base)
 	ADDQ(U32(64), q.Base)
@@ -308,7 +309,6 @@ func dotQ8_0() {
 	VMOVDQU(w.Offset(2), wq)
 	q8block(wq, q, ones, ds, acc0)
 	Label("q8done")
-	VADDPS(acc1, acc0, acc0)
 	s := hsum(acc0)
 	VZEROUPPER()
 	Store(s, ReturnIndex(0))
@@ -638,14 +638,12 @@ func tileQ8_0() {
 	w := []Register{w0, w1}
 	q := []Register{q0, q1}
 	d := []Register{d0, d1}
-	// acc[i][j][p]: weight row i, activation row j, even (0) or odd (1) blocks.
-	var acc [2][2][2]VecVirtual
+	// acc[i][j]: weight row i, activation row j, one accumulator as dotQ8_0AVX2.
+	var acc [2][2]VecVirtual
 	for i := range acc {
 		for j := range acc[i] {
-			for p := range acc[i][j] {
-				acc[i][j][p] = YMM()
-				VXORPS(acc[i][j][p], acc[i][j][p], acc[i][j][p])
-			}
+			acc[i][j] = YMM()
+			VXORPS(acc[i][j], acc[i][j], acc[i][j])
 		}
 	}
 	block := func(p int) {
@@ -668,7 +666,7 @@ func tileQ8_0() {
 				VCVTDQ2PS(sy, sy)
 				scy := sc.AsY()
 				VBROADCASTSS(sc, scy)
-				VFMADD231PS(sy, scy, acc[i][j][p])
+				VFMADD231PS(sy, scy, acc[i][j])
 			}
 		}
 	}
@@ -692,8 +690,7 @@ func tileQ8_0() {
 	out := Mem{Base: Load(Param("out"), GP64())}
 	for i := range acc {
 		for j := range acc[i] {
-			VADDPS(acc[i][j][1], acc[i][j][0], acc[i][j][0])
-			s := hsum(acc[i][j][0])
+			s := hsum(acc[i][j])
 			VMOVSS(s, out.Offset(4*(2*i+j)))
 		}
 	}
