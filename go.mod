@@ -7,6 +7,7 @@ require (
 	github.com/ardanlabs/jinja v1.8.0
 	github.com/chromedp/cdproto v0.159.0
 	github.com/chromedp/chromedp v0.23.0
+	github.com/dlclark/regexp2 v1.11.4
 	github.com/fsnotify/fsnotify v1.10.1
 	github.com/hashicorp/serf v0.10.2
 	github.com/ipfs/go-cid v0.6.2

@@ -52,7 +52,7 @@ func init() {
 		"llama3": "llama-bpe", "llama-v3": "llama-bpe",
 		"deepseek-r1-qwen": "qwen2", "stablelm2": "qwen2",
 		"phi-2": "gpt-2", "olmo": "gpt-2",
-		"starcoder": "smollm", "refact": "smollm", "deepseek-coder": "smollm", "codeshell": "smollm",
+		"starcoder": "smollm", "refact": "smollm", "codeshell": "smollm",
 	} {
 		p := preTokenizers[name]
 		preTokenizers[alias] = p
@@ -72,7 +72,7 @@ func lookupPreTokenizer(name string) (preTokenizer, error) {
 	}
 	p, ok := preTokenizers[name]
 	if !ok {
-		return p, fmt.Errorf("pre-tokenizer %q: %w (known: default, gpt-2, llama-bpe, qwen2, smollm and their aliases)", name, ErrUnsupported)
+		return p, fmt.Errorf("pre-tokenizer %q: %w (known: default, gpt-2, llama-bpe, qwen2, smollm, tekken, deepseek-llm, deepseek-coder, deepseek-v3 and aliases)", name, ErrUnsupported)
 	}
 	return p, nil
 }

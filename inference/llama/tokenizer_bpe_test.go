@@ -36,7 +36,7 @@ var bpeCorpus = []string{
 }
 
 // bpePres are the pre-tokenizers compared with llama.cpp.
-var bpePres = []string{"default", "gpt-2", "llama-bpe", "qwen2", "smollm"}
+var bpePres = []string{"default", "gpt-2", "llama-bpe", "qwen2", "smollm", "tekken", "deepseek-llm", "deepseek-coder", "deepseek-v3"}
 
 func bpeConfig(pre string) randmodel.Config {
 	c := randmodel.TinyDense()
@@ -213,7 +213,8 @@ func TestBPEMatchesOllama(t *testing.T) {
 				t.Fatal(err)
 			}
 			var maxDiff float64
-			for _, text := range bpeCorpus {
+			texts := append(slices.Clone(bpeCorpus), preTokenizerTexts...)
+			for _, text := range texts {
 				wantToks, wantLps, wantCount := ollamaRun(t, srv.Client(), model, text, n)
 				ids := m.Vocab.Encode(text)
 				if len(ids) != wantCount {
@@ -238,7 +239,7 @@ func TestBPEMatchesOllama(t *testing.T) {
 					maxDiff = max(maxDiff, math.Abs(gotLps[i]-wantLps[i]))
 				}
 			}
-			t.Logf("%s: %d texts; largest log-probability difference %.2e", pre, len(bpeCorpus), maxDiff)
+			t.Logf("%s: %d texts; largest log-probability difference %.2e", pre, len(texts), maxDiff)
 			// With the pure-Go kernels the largest difference is about 1e-4;
 			// the SIMD kernels sum in another order (engineTol).
 			if tol := engineTol(1e-3); maxDiff > tol {
@@ -250,7 +251,7 @@ func TestBPEMatchesOllama(t *testing.T) {
 
 // BenchmarkBPEEncode measures tokenizer throughput (MB/s) on the corpus.
 func BenchmarkBPEEncode(b *testing.B) {
-	for _, pre := range []string{"llama-bpe", "qwen2", "gpt-2"} {
+	for _, pre := range []string{"llama-bpe", "qwen2", "gpt-2", "tekken", "deepseek-llm", "deepseek-coder", "deepseek-v3"} {
 		b.Run(pre, func(b *testing.B) {
 			path := filepath.Join(b.TempDir(), "m.gguf")
 			if err := randmodel.WriteFile(path, bpeConfig(pre)); err != nil {
