@@ -70,15 +70,15 @@ const (
 	DefaultPrefixCap = 64
 	// DefaultMaxBytes bounds the bytes the catalog holds (see EntryBytes),
 	// whatever its entries announce: 10,000 typical entries take about
-	// 60 MB, but 10,000 near the 32 KiB announcement limit would take
-	// 690 MB. 40 MB holds 6,000-8,000 typical entries, or about 600 of the
+	// 62 MB, but 10,000 near the 32 KiB announcement limit would take
+	// 730 MB. 40 MB holds about 6,500 typical entries, or 550 of the
 	// largest, within the 50 MB a peer's catalog may cost at any swarm size
-	// (internal/scale).
+	// (issue 19; internal/scale).
 	DefaultMaxBytes = 40_000_000
-	// entryOverhead is what an entry holds besides its envelopes: the
-	// Entry itself, the decoded announcement's headers, the map slots
-	// (experts.Catalog's and its prefix set's).
-	entryOverhead = 1024
+	// entryOverhead is what an entry holds besides its envelopes and
+	// their decoding: the Entry itself, the map slots (the catalog's and
+	// its prefix set's).
+	entryOverhead = 1280
 	// MaxTombstones bounds the peers remembered as gone (see Apply). A
 	// tombstone only guards against an older announcement relayed after a
 	// leave; when full, the one expiring soonest makes room, and a leave of
@@ -184,11 +184,11 @@ func (c *Catalog) Bytes() (held, budget int64) {
 }
 
 // EntryBytes is what the catalog counts an entry as holding: its envelopes,
-// the announcement decoded from the full one (about its size again), and a
-// fixed overhead. internal/scale checks it against the heap a filled
-// catalog retains.
+// the announcement decoded from the full one (4/3 of its size again), and a
+// fixed overhead. Fitted to the heap a filled catalog retains, typical and
+// near the 32 KiB limit alike (internal/scale, TestCatalogCountsItsHeap).
 func EntryBytes(e *Entry) int64 {
-	return entryOverhead + 2*int64(len(e.Envelope)) + int64(len(e.BeatEnvelope))
+	return entryOverhead + int64(len(e.Envelope))*7/3 + int64(len(e.BeatEnvelope))
 }
 
 // Refused counts full announcements of peers the catalog did not take: their

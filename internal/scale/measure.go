@@ -175,13 +175,14 @@ func timeOpen(env []byte) (time.Duration, error) {
 // so no prefix cap applies) and returns the heap bytes it retains per entry,
 // from runtime.MemStats: everything made on the way (keys, signatures,
 // decoding garbage) is collected before the second reading, so what remains
-// is what the catalog holds.
-func MeasureCatalog(n int, largest bool) (float64, error) {
+// is what the catalog holds. counted is what the catalog counts an entry as
+// holding against its byte budget (experts.EntryBytes), on average.
+func MeasureCatalog(n int, largest bool) (heap, counted float64, err error) {
 	var others []peer.ID
 	for range experts.MaxRTTRow {
 		_, id, err := newKey()
 		if err != nil {
-			return 0, err
+			return 0, 0, err
 		}
 		others = append(others, id)
 	}
@@ -189,10 +190,11 @@ func MeasureCatalog(n int, largest bool) (float64, error) {
 	runtime.GC()
 	runtime.ReadMemStats(&before)
 	c := experts.NewCatalog("self", n+1)
+	c.SetMaxBytes(1 << 40) // measure the entries, not the budget
 	for i := range n {
 		k, id, err := newKey()
 		if err != nil {
-			return 0, err
+			return 0, 0, err
 		}
 		a := typical(id, others)
 		a.Addrs[0] = fmt.Sprintf("/ip4/%d.%d.%d.7/tcp/4001", 11+i>>16, (i>>8)&255, i&255)
@@ -201,18 +203,18 @@ func MeasureCatalog(n int, largest bool) (float64, error) {
 		}
 		full, err := experts.Seal(&a, k)
 		if err != nil {
-			return 0, err
+			return 0, 0, err
 		}
 		b := experts.Announcement{Peer: a.Peer, Seq: a.Seq + 1, Time: a.Time, Interval: a.Interval, Beat: true, State: a.Seq, Load: 2}
 		beat, err := experts.Seal(&b, k)
 		if err != nil {
-			return 0, err
+			return 0, 0, err
 		}
 		for _, env := range [][]byte{full, beat} {
 			now := time.Now() // a loaded machine may take longer than a TTL
 			got, err := experts.OpenRelayed(env, now)
 			if err != nil {
-				return 0, err
+				return 0, 0, err
 			}
 			c.Apply(got, env, now)
 		}
@@ -220,10 +222,11 @@ func MeasureCatalog(n int, largest bool) (float64, error) {
 	runtime.GC()
 	runtime.ReadMemStats(&after)
 	if c.Len() != n {
-		return 0, fmt.Errorf("catalog took %d of %d", c.Len(), n)
+		return 0, 0, fmt.Errorf("catalog took %d of %d", c.Len(), n)
 	}
+	held, _ := c.Bytes()
 	runtime.KeepAlive(c)
-	return (float64(after.HeapAlloc) - float64(before.HeapAlloc)) / float64(n), nil
+	return (float64(after.HeapAlloc) - float64(before.HeapAlloc)) / float64(n), float64(held) / float64(n), nil
 }
 
 // grow adds models with long names to a until its envelope would pass

@@ -32,12 +32,18 @@ type Params struct {
 	// the connection manager trims to its low watermark (p2p.Config.ConnLow).
 	Conns int
 	// Catalog (experts.Catalog, experts.JoinGossip).
-	MaxEntries    int
-	EntryBytes    float64 // heap per entry, MeasureCatalog
-	LargestBytes  float64 // the same for announcements near the 32 KiB cap
-	CatchUpMax    int     // envelopes handed to a newcomer per catch-up
-	CatchUpPerMin int     // catch-ups a peer starts per minute (on new connections)
-	Session       time.Duration
+	MaxEntries   int
+	EntryBytes   float64 // heap per entry, MeasureCatalog
+	LargestBytes float64 // the same for announcements near the 32 KiB cap
+	// EntryCounted and LargestCounted are what the catalog counts those
+	// entries as against its byte budget (experts.EntryBytes).
+	EntryCounted, LargestCounted float64
+	CatchUpMax                   int // envelopes handed to a newcomer per catch-up
+	CatchUpPerMin                int // catch-ups a peer starts per minute (on new connections)
+	// CatchUpQuiet: once a full catch-up brings little news, a peer starts
+	// none for so long, whatever connections come.
+	CatchUpQuiet time.Duration
+	Session      time.Duration
 	// DHT (go-libp2p-kad-dht): bucket size k, parallelism α; a hop to a
 	// peer not yet connected costs HopRTTs round trips (QUIC handshake,
 	// protocol selection, request), each drawn from a log-normal RTT with
@@ -62,13 +68,15 @@ type Params struct {
 	// records of more than ShardAuthors providers of one key. 0: one
 	// topic, as today.
 	ShardAuthors int
-	// CatalogBudget caps the catalog's heap in bytes, whatever its
-	// entries announce (0: the entry cap only).
+	// CatalogBudget caps the bytes the catalog counts (EntryCounted),
+	// whatever its entries announce (0: the entry cap only);
+	// experts.DefaultMaxBytes by default.
 	CatalogBudget float64
 }
 
 // Sharded is p with the sharded design: shards of at most authors
-// authors, the catalog within budget bytes.
+// authors, the catalog within budget bytes (experts keeps it within its
+// byte budget already; sharding is in the model only).
 func (p Params) Sharded(authors int, budget float64) Params {
 	p.ShardAuthors, p.CatalogBudget = authors, budget
 	return p
@@ -86,8 +94,9 @@ func (p Params) shards(n int) (shards, members int) {
 	return shards, (n + shards - 1) / shards
 }
 
-// DefaultParams are the code's defaults with the measured sizes.
-func DefaultParams(s Sizes, entryBytes, largestBytes float64) Params {
+// DefaultParams are the code's defaults with the measured sizes: heap and
+// counted bytes per catalog entry, typical and largest.
+func DefaultParams(s Sizes, entryBytes, entryCounted, largestBytes, largestCounted float64) Params {
 	cfg := mwpeer.DefaultConfig()
 	gp := p2p.GossipSubParams()
 	return Params{
@@ -100,9 +109,11 @@ func DefaultParams(s Sizes, entryBytes, largestBytes float64) Params {
 		Conns:      64, // p2p.Config.ConnLow's default
 		MaxEntries: experts.DefaultMaxEntries,
 		EntryBytes: entryBytes, LargestBytes: largestBytes,
+		EntryCounted: entryCounted, LargestCounted: largestCounted,
+		CatalogBudget: experts.DefaultMaxBytes,
 		// experts.JoinGossip's CatchUpMax default and experts'
-		// catchUpPerMinute (unexported there).
-		CatchUpMax: 2048, CatchUpPerMin: 3,
+		// catchUpPerMinute and catchUpQuiet (unexported there).
+		CatchUpMax: 2048, CatchUpPerMin: 3, CatchUpQuiet: 30 * time.Minute,
 		Session: time.Hour,
 		K:       20, Alpha: 3, // go-libp2p-kad-dht's defaults
 		HopRTTs:   3,
@@ -126,14 +137,16 @@ type Point struct {
 	Entries     int
 	CatalogMB   float64
 	// CatalogMBWorst is the catalog full of the largest announcements the
-	// validator accepts: the cap counts entries, not bytes.
+	// validator accepts, within the byte budget.
 	CatalogMBWorst float64
 	// CatchUpBytes is one full catch-up (what a newcomer downloads from each
 	// peer it asks); CatchUpServe is what a peer serves per second for the
-	// swarm's joins (churn at Session) and CatchUpWorst when it starts
-	// CatchUpPerMin catch-ups every minute (new connections all the time).
-	CatchUpBytes               float64
-	CatchUpServe, CatchUpWorst float64
+	// swarm's joins (churn at Session). CatchUpWorst is what a running peer
+	// downloads per second when new connections come all the time: one
+	// full catch-up per CatchUpQuiet once caught up (it was CatchUpPerMin
+	// a minute for as long as it ran, CatchUpChurnBefore).
+	CatchUpBytes                                   float64
+	CatchUpServe, CatchUpWorst, CatchUpChurnBefore float64
 	// View95 is how long a newcomer takes to hold 95% of the catalog it
 	// will hold: one catch-up, then gossip for the rest; Overhead is the
 	// start of a peer, which the model does not cover (calibrated).
@@ -152,17 +165,18 @@ func (p Params) Model(n int, overhead time.Duration) Point {
 	pt := p.model(members, overhead)
 	pt.N, pt.Shards, pt.Members = n, shards, members
 	pt.ProviderRecords = members
-	if p.CatalogBudget > 0 {
-		pt.CatalogMBWorst = min(pt.CatalogMBWorst, p.CatalogBudget/1e6)
-	}
 	return pt
 }
 
 // model is Model for one topic of n authors.
 func (p Params) model(n int, overhead time.Duration) Point {
 	entries := min(n-1, p.MaxEntries)
-	if p.CatalogBudget > 0 && p.EntryBytes > 0 {
-		entries = min(entries, int(p.CatalogBudget/p.EntryBytes))
+	worst := entries // of the largest announcements
+	if p.CatalogBudget > 0 && p.EntryCounted > 0 {
+		entries = min(entries, int(p.CatalogBudget/p.EntryCounted))
+	}
+	if p.CatalogBudget > 0 && p.LargestCounted > 0 {
+		worst = min(worst, int(p.CatalogBudget/p.LargestCounted))
 	}
 	iv := experts.AdaptInterval(entries+1, p.MinInterval, p.MaxInterval, p.TargetRate)
 	rate := float64(n-1) / iv.Seconds()
@@ -192,13 +206,17 @@ func (p Params) model(n int, overhead time.Duration) Point {
 	pt.ValidateCPU = rate * (fullShare*s.OpenFull.Seconds() + (1-fullShare)*s.OpenBeat.Seconds())
 
 	pt.CatalogMB = float64(entries) * p.EntryBytes / 1e6
-	pt.CatalogMBWorst = float64(entries) * p.LargestBytes / 1e6
+	pt.CatalogMBWorst = float64(worst) * p.LargestBytes / 1e6
 	handed := float64(min(entries, p.CatchUpMax))
 	pt.CatchUpBytes = handed * float64(s.Full+s.Beat+2*s.CatchUpFrame)
 	// Each join asks CatchUpPerMin peers in its first minute; the swarm's
 	// joins (n per Session) spread over n servers.
 	pt.CatchUpServe = float64(p.CatchUpPerMin) * pt.CatchUpBytes / p.Session.Seconds()
-	pt.CatchUpWorst = float64(p.CatchUpPerMin) * pt.CatchUpBytes / 60
+	pt.CatchUpChurnBefore = float64(p.CatchUpPerMin) * pt.CatchUpBytes / 60
+	pt.CatchUpWorst = pt.CatchUpChurnBefore
+	if p.CatchUpQuiet > 0 {
+		pt.CatchUpWorst = pt.CatchUpBytes / p.CatchUpQuiet.Seconds()
+	}
 
 	// Time to 95% of the view: the catch-up (a round trip, the transfer,
 	// verifying each), then the rest heard as they announce, evenly over an

@@ -43,17 +43,17 @@ func testParams(t *testing.T) Params {
 		if raceOn {
 			n = 300
 		}
-		perEntry, err := MeasureCatalog(n, false)
+		perEntry, counted, err := MeasureCatalog(n, false)
 		if err != nil {
 			paramsErr = err
 			return
 		}
-		largest, err := MeasureCatalog(100, true)
+		largest, largestCounted, err := MeasureCatalog(100, true)
 		if err != nil {
 			paramsErr = err
 			return
 		}
-		params = DefaultParams(s, perEntry, largest)
+		params = DefaultParams(s, perEntry, counted, largest, largestCounted)
 	})
 	if paramsErr != nil {
 		t.Fatal(paramsErr)
@@ -117,18 +117,55 @@ func TestModelMatchesMeasuredGossip(t *testing.T) {
 func TestCatalogIsCapped(t *testing.T) {
 	p := testParams(t)
 	small, large := p.Model(20_000, 0), p.Model(100_000, 0)
-	if large.Entries != p.MaxEntries || large.CatalogMB != small.CatalogMB {
-		t.Errorf("catalog at 100k: %d entries, %.1f MB; at 20k %.1f MB: it should stop at %d", large.Entries, large.CatalogMB, small.CatalogMB, p.MaxEntries)
+	want := min(p.MaxEntries, int(p.CatalogBudget/p.EntryCounted))
+	if large.Entries != want || large.CatalogMB != small.CatalogMB {
+		t.Errorf("catalog at 100k: %d entries, %.1f MB; at 20k %.1f MB: it should stop at %d", large.Entries, large.CatalogMB, small.CatalogMB, want)
 	}
-	// The goal is met or not depending on what peers announce: a typical
-	// serving peer's entry is measured here; the README says which.
-	t.Logf("catalog at 100k: %.1f MB of typical entries (%.0f B each; goal %d MB), %.0f MB of the largest (%.0f B each)",
-		large.CatalogMB, p.EntryBytes, goalCatalog, large.CatalogMBWorst, p.LargestBytes)
-	if large.CatalogMB > 2*goalCatalog {
-		t.Errorf("catalog %.1f MB at 100k, twice the %d MB goal", large.CatalogMB, goalCatalog)
+	t.Logf("catalog at 100k: %d entries, %.1f MB of typical entries (%.0f B each, counted %.0f; goal %d MB), %d MB budget: %.1f MB of the largest (%.0f B each, counted %.0f)",
+		large.Entries, large.CatalogMB, p.EntryBytes, p.EntryCounted, goalCatalog, int(p.CatalogBudget/1e6), large.CatalogMBWorst, p.LargestBytes, p.LargestCounted)
+	// The byte budget holds the heap within the goal whatever the entries
+	// announce.
+	if large.CatalogMB > goalCatalog || large.CatalogMBWorst > goalCatalog {
+		t.Errorf("catalog at 100k: %.1f MB typical, %.1f MB of the largest, over the %d MB goal", large.CatalogMB, large.CatalogMBWorst, goalCatalog)
 	}
 	if large.CatchUpBytes != small.CatchUpBytes {
 		t.Errorf("catch-up grows past the catalog cap: %.0f vs %.0f bytes", large.CatchUpBytes, small.CatchUpBytes)
+	}
+}
+
+// TestCatalogCountsItsHeap: what the catalog counts against its byte
+// budget (experts.EntryBytes) is the heap its entries hold, within 15%,
+// for typical entries and the largest alike, so that the budget bounds
+// memory.
+func TestCatalogCountsItsHeap(t *testing.T) {
+	p := testParams(t)
+	for _, c := range []struct {
+		what          string
+		heap, counted float64
+	}{{"typical", p.EntryBytes, p.EntryCounted}, {"largest", p.LargestBytes, p.LargestCounted}} {
+		r := c.heap / c.counted
+		t.Logf("%s entry: heap %.0f B, counted %.0f B (%.2f)", c.what, c.heap, c.counted, r)
+		if r < 0.85 || r > 1.15 {
+			t.Errorf("%s entry: heap %.0f B, counted %.0f B: the budget does not bound memory", c.what, c.heap, c.counted)
+		}
+	}
+}
+
+// TestCatchUpWithChurnIsBounded: a running peer whose connections churn
+// starts a full catch-up at most every CatchUpQuiet once caught up, so at
+// every size the catch-ups it downloads stay a small share of the gossip
+// goal (before the pause, up to three a minute: 110-230 KB/s).
+func TestCatchUpWithChurnIsBounded(t *testing.T) {
+	p := testParams(t)
+	for _, q := range []Params{p, p.Sharded(shardAuthors, catalogBudget)} {
+		for _, n := range []int{1_000, 10_000, 100_000} {
+			m := q.Model(n, 0)
+			t.Logf("%d peers (shards of %d): catch-up with churn %.1f KB/s (%.0f KB/s before the pause), per join %.1f MB",
+				n, m.Members, m.CatchUpWorst/1e3, m.CatchUpChurnBefore/1e3, m.CatchUpBytes/1e6)
+			if m.CatchUpWorst > goalGossip/10 {
+				t.Errorf("%d peers: catch-up with churn %.1f KB/s, over a tenth of the gossip goal", n, m.CatchUpWorst/1e3)
+			}
+		}
 	}
 }
 
@@ -243,8 +280,8 @@ func TestScaleTable(t *testing.T) {
 	}
 	m := p.Model(100_000, over)
 	r := p.GossipBudget(100_000, goalGossip)
-	fmt.Fprintf(&b, "\nbytes per catalog entry %.0f (largest announcements: %.0f, a full catalog of them %.0f MB); catch-up served per peer %.1f KB/s at 1 h sessions, %.0f KB/s if it starts %d a minute\n",
-		p.EntryBytes, p.LargestBytes, m.CatalogMBWorst, m.CatchUpServe/1e3, m.CatchUpWorst/1e3, p.CatchUpPerMin)
+	fmt.Fprintf(&b, "\nbytes per catalog entry %.0f, counted %.0f (largest announcements: %.0f, counted %.0f, a catalog full of them %.0f MB within the %.0f MB budget); catch-up served per peer %.1f KB/s at 1 h sessions; with churning connections a peer downloads %.1f KB/s of catch-ups (one per %v once caught up; %.0f KB/s at %d a minute before)\n",
+		p.EntryBytes, p.EntryCounted, p.LargestBytes, p.LargestCounted, m.CatalogMBWorst, p.CatalogBudget/1e6, m.CatchUpServe/1e3, m.CatchUpWorst/1e3, p.CatchUpQuiet, m.CatchUpChurnBefore/1e3, p.CatchUpPerMin)
 	fmt.Fprintf(&b, "100 KB/s at 100k allows %.1f announcements/s: an interval of %v; largest swarm within 100 KB/s at MaxInterval %v: %d peers\n",
 		r, time.Duration(100_000/r*float64(time.Second)).Round(time.Minute), p.MaxInterval, int(p.GossipBudget(100_000, goalGossip)*p.MaxInterval.Seconds()))
 	sh := p.Sharded(shardAuthors, catalogBudget)
