@@ -46,20 +46,19 @@ func (j *mulJob) runSIMD(lo, hi int) {
 				out[b][r] = dot(w, a.q[b*cols:(b+1)*cols], a.d[b*nb:(b+1)*nb])
 			}
 		}
-	case typeQ4_K, typeQ5_K:
-		nb, q5 := cols/256, m.typ == typeQ5_K
-		for r := lo; r < hi; r++ {
-			w := m.raw[r*m.rowBytes : (r+1)*m.rowBytes]
-			for b := range out {
-				out[b][r] = dotQ4_KRow(w, a.q[b*cols:(b+1)*cols], a.d[b*nb:(b+1)*nb], a.bsum[b*cols/16:(b+1)*cols/16], q5)
-			}
+	case typeQ4_K, typeQ5_K, typeQ6_K:
+		dot := dotQ4_KNEON
+		switch m.typ {
+		case typeQ5_K:
+			dot = dotQ5_KNEON
+		case typeQ6_K:
+			dot = dotQ6_KNEON
 		}
-	case typeQ6_K:
-		nb := cols / 256
+		nb, ns := cols/256, cols/16
 		for r := lo; r < hi; r++ {
 			w := m.raw[r*m.rowBytes : (r+1)*m.rowBytes]
 			for b := range out {
-				out[b][r] = dotQ6_KRow(w, a.q[b*cols:(b+1)*cols], a.d[b*nb:(b+1)*nb])
+				out[b][r] = dot(w, a.q[b*cols:(b+1)*cols], a.d[b*nb:(b+1)*nb], a.bsum[b*ns:(b+1)*ns])
 			}
 		}
 	}
@@ -127,6 +126,89 @@ func dotQ4_0NEON(w []byte, q []int8, d []float32) float32 {
 	return sum
 }
 
+// kChunk is the number of K-quant blocks whose sub-block sums the NEON
+// kernels compute at a time, into an array on the stack.
+const kChunk = 16
+
+// dotQ4_KNEON is ggml_vec_dot_q4_K_q8_K on ARM: the sub-block sums from
+// dotsQ4_K, scaled and summed in integers per block; then per block
+// sum -= (y.d·dmin)·Σmins and sum += (y.d·d)·Σscaled, in that order.
+func dotQ4_KNEON(w []byte, q []int8, d []float32, bsum []int32) float32 {
+	var dots [kChunk * 8]int32
+	var sum float32
+	for b0 := 0; b0 < len(d); b0 += kChunk {
+		n := min(kChunk, len(d)-b0)
+		dotsQ4_K(w[b0*144:(b0+n)*144], q[b0*256:(b0+n)*256], dots[:n*8], useSDOT)
+		for i := range n {
+			blk := b0 + i
+			x, bs := w[blk*144:blk*144+144], bsum[blk*16:blk*16+16]
+			var isum, mins int32
+			for j := range 8 {
+				sc, mn := scaleMinK4(j, x[4:16])
+				isum += int32(sc) * dots[i*8+j]
+				mins += int32(mn) * (bs[2*j] + bs[2*j+1])
+			}
+			dd := d[blk] * f16table[uint16(x[0])|uint16(x[1])<<8]
+			dmin := d[blk] * f16table[uint16(x[2])|uint16(x[3])<<8]
+			sum -= float32(dmin * float32(mins))
+			sum += float32(dd * float32(isum))
+		}
+	}
+	return sum
+}
+
+// dotQ5_KNEON is ggml_vec_dot_q5_K_q8_K on ARM: dotQ4_KNEON's integer sums
+// on the 5-bit values of dotsQ5_K, then per block
+// sum += (y.d·d)·Σscaled - (y.d·dmin)·Σmins.
+func dotQ5_KNEON(w []byte, q []int8, d []float32, bsum []int32) float32 {
+	var dots [kChunk * 8]int32
+	var sum float32
+	for b0 := 0; b0 < len(d); b0 += kChunk {
+		n := min(kChunk, len(d)-b0)
+		dotsQ5_K(w[b0*176:(b0+n)*176], q[b0*256:(b0+n)*256], dots[:n*8], useSDOT)
+		for i := range n {
+			blk := b0 + i
+			x, bs := w[blk*176:blk*176+176], bsum[blk*16:blk*16+16]
+			var isum, mins int32
+			for j := range 8 {
+				sc, mn := scaleMinK4(j, x[4:16])
+				isum += int32(sc) * dots[i*8+j]
+				mins += int32(mn) * (bs[2*j] + bs[2*j+1])
+			}
+			dd := d[blk] * f16table[uint16(x[0])|uint16(x[1])<<8]
+			dmin := d[blk] * f16table[uint16(x[2])|uint16(x[3])<<8]
+			sum += float32(float32(dd*float32(isum)) - float32(dmin*float32(mins)))
+		}
+	}
+	return sum
+}
+
+// dotQ6_KNEON is ggml_vec_dot_q6_K_q8_K on ARM: the sub-block sums of the
+// unsigned 6-bit values from dotsQ6_K, scaled and summed in integers, the
+// offset of 32 taken off with the activations' sums of 16 (Σsc·(Σu·q -
+// 32·Σq)); then per block sum += (d·y.d)·that.
+func dotQ6_KNEON(w []byte, q []int8, d []float32, bsum []int32) float32 {
+	var dots [kChunk * 16]int32
+	var sum float32
+	for b0 := 0; b0 < len(d); b0 += kChunk {
+		n := min(kChunk, len(d)-b0)
+		dotsQ6_K(w[b0*210:(b0+n)*210], q[b0*256:(b0+n)*256], dots[:n*16], useSDOT)
+		for i := range n {
+			blk := b0 + i
+			x, bs := w[blk*210:blk*210+210], bsum[blk*16:blk*16+16]
+			var isum, mins int32
+			for j := range 16 {
+				sc := int32(int8(x[192+j]))
+				isum += sc * dots[i*16+j]
+				mins += sc * bs[j]
+			}
+			dd := f16table[uint16(x[208])|uint16(x[209])<<8] * d[blk]
+			sum += float32(dd * float32(isum-32*mins))
+		}
+	}
+	return sum
+}
+
 // tensor.go and attention.go call these by the names of the AVX2 build,
 // behind useSIMD. On arm64 the F32 dot runs NEON; the F16 rounding and the
 // attention accumulator's updates run the pure-Go arithmetic (no NEON
@@ -166,3 +248,12 @@ func dotQ8_0NEON2(w []byte, q []int8, d []float32, sdot bool) float32
 
 //go:noescape
 func dotQ4_0NEON2(w []byte, q []int8, d []float32, sdot bool) float32
+
+//go:noescape
+func dotsQ4_K(w []byte, q []int8, dots []int32, sdot bool)
+
+//go:noescape
+func dotsQ5_K(w []byte, q []int8, dots []int32, sdot bool)
+
+//go:noescape
+func dotsQ6_K(w []byte, q []int8, dots []int32, sdot bool)

@@ -237,3 +237,290 @@ reduce:
 	SUMS
 	FMOVS	F8, ret+80(FP)
 	RET
+
+// The K-quant kernels below compute only integer sums: each sub-block's
+// dot product of weights and activations (its 16 or 32 int8 products
+// summed), stored in dots. kernels_arm64.go scales and adds them as
+// llama.cpp's ARM build does (all integer within a block, then one or two
+// float operations a block); the scales' 6-bit packing stays in Go.
+
+// func dotsQ4_K(w []byte, q []int8, dots []int32, sdot bool)
+//
+// For len(dots)/8 Q4_K blocks in w (144 bytes: F16 d and dmin, 12 bytes of
+// scales and mins, 128 bytes of nibbles) and their activations in q (256
+// int8 a block), sets dots[8b+j] to Σ nibble·q over sub-block j of block b:
+// bytes 32i..32i+31 hold sub-block 2i in their low nibbles and 2i+1 in
+// their high ones.
+TEXT ·dotsQ4_K(SB), NOSPLIT, $0-73
+	MOVD	w_base+0(FP), R0
+	MOVD	q_base+24(FP), R1
+	MOVD	dots_base+48(FP), R2
+	MOVD	dots_len+56(FP), R3
+	MOVBU	sdot+72(FP), R4
+	VMOVI	$15, V20.B16
+	LSR	$3, R3, R3
+	CBZ	R3, done
+
+block:
+	ADD	$16, R0 // past d, dmin and the scales
+	MOVD	$4, R5
+
+group:
+	VLD1.P	32(R0), [V0.B16, V1.B16]
+	VLD1.P	64(R1), [V2.B16, V3.B16, V4.B16, V5.B16]
+	VAND	V20.B16, V0.B16, V6.B16
+	VAND	V20.B16, V1.B16, V7.B16
+	VUSHR	$4, V0.B16, V0.B16
+	VUSHR	$4, V1.B16, V1.B16
+	VEOR	V16.B16, V16.B16, V16.B16
+	VEOR	V17.B16, V17.B16, V17.B16
+	CBZ	R4, widen
+	WORD	$0x4e8294d0	// sdot v16.4s, v6.16b, v2.16b
+	WORD	$0x4e8394f0	// sdot v16.4s, v7.16b, v3.16b
+	WORD	$0x4e849411	// sdot v17.4s, v0.16b, v4.16b
+	WORD	$0x4e859431	// sdot v17.4s, v1.16b, v5.16b
+	B	store
+
+widen:
+	WORD	$0x0e22c0d2	// smull v18.8h, v6.8b, v2.8b
+	WORD	$0x4e22c0d3	// smull2 v19.8h, v6.16b, v2.16b
+	WORD	$0x4e606a50	// sadalp v16.4s, v18.8h
+	WORD	$0x4e606a70	// sadalp v16.4s, v19.8h
+	WORD	$0x0e23c0f2	// smull v18.8h, v7.8b, v3.8b
+	WORD	$0x4e23c0f3	// smull2 v19.8h, v7.16b, v3.16b
+	WORD	$0x4e606a50	// sadalp v16.4s, v18.8h
+	WORD	$0x4e606a70	// sadalp v16.4s, v19.8h
+	WORD	$0x0e24c012	// smull v18.8h, v0.8b, v4.8b
+	WORD	$0x4e24c013	// smull2 v19.8h, v0.16b, v4.16b
+	WORD	$0x4e606a51	// sadalp v17.4s, v18.8h
+	WORD	$0x4e606a71	// sadalp v17.4s, v19.8h
+	WORD	$0x0e25c032	// smull v18.8h, v1.8b, v5.8b
+	WORD	$0x4e25c033	// smull2 v19.8h, v1.16b, v5.16b
+	WORD	$0x4e606a51	// sadalp v17.4s, v18.8h
+	WORD	$0x4e606a71	// sadalp v17.4s, v19.8h
+
+store:
+	VADDV	V16.S4, V16
+	VADDV	V17.S4, V17
+	VMOV	V16.S[0], R6
+	VMOV	V17.S[0], R7
+	MOVW.P	R6, 4(R2)
+	MOVW.P	R7, 4(R2)
+	SUBS	$1, R5, R5
+	BNE	group
+	SUBS	$1, R3, R3
+	BNE	block
+
+done:
+	RET
+
+// func dotsQ6_K(w []byte, q []int8, dots []int32, sdot bool)
+//
+// For len(dots)/16 Q6_K blocks in w (210 bytes: 128 of low 4 bits, 64 of
+// high 2 bits, 16 int8 scales, F16 d) and their activations in q, sets
+// dots[16b+j] to Σ u·q over sub-block j (16 elements) of block b, u the
+// unsigned 6-bit values (0..63; the offset of 32 is taken off in Go with
+// the activations' sums, as ggml's ARM build does). Each half of a block
+// (128 elements) takes 64 bytes of low bits and 32 of high bits: elements
+// 0-31 are the low nibbles of bytes 0-31 with bits 0-1 of the high bytes,
+// 32-63 the low nibbles of bytes 32-63 with bits 2-3, 64-95 the high
+// nibbles of bytes 0-31 with bits 4-5, and 96-127 the high nibbles of bytes
+// 32-63 with bits 6-7.
+TEXT ·dotsQ6_K(SB), NOSPLIT, $0-73
+	MOVD	w_base+0(FP), R0
+	MOVD	q_base+24(FP), R1
+	MOVD	dots_base+48(FP), R2
+	MOVD	dots_len+56(FP), R3
+	MOVBU	sdot+72(FP), R4
+	VMOVI	$15, V20.B16
+	VMOVI	$48, V21.B16
+	LSR	$4, R3, R3
+	CBZ	R3, done
+
+block:
+	ADD	$128, R0, R8 // the high bits
+	MOVD	$2, R5
+
+half:
+	VLD1.P	64(R0), [V0.B16, V1.B16, V2.B16, V3.B16]
+	VLD1.P	32(R8), [V4.B16, V5.B16]
+	// Elements 0-63: low nibbles | (bits 0-1, then 2-3, of the high bytes) << 4.
+	VSHL	$4, V4.B16, V6.B16
+	VSHL	$4, V5.B16, V7.B16
+	VSHL	$2, V4.B16, V8.B16
+	VSHL	$2, V5.B16, V9.B16
+	VAND	V21.B16, V6.B16, V6.B16
+	VAND	V21.B16, V7.B16, V7.B16
+	VAND	V21.B16, V8.B16, V8.B16
+	VAND	V21.B16, V9.B16, V9.B16
+	VAND	V20.B16, V0.B16, V10.B16
+	VAND	V20.B16, V1.B16, V11.B16
+	VAND	V20.B16, V2.B16, V12.B16
+	VAND	V20.B16, V3.B16, V13.B16
+	VORR	V6.B16, V10.B16, V10.B16
+	VORR	V7.B16, V11.B16, V11.B16
+	VORR	V8.B16, V12.B16, V12.B16
+	VORR	V9.B16, V13.B16, V13.B16
+	VLD1.P	64(R1), [V24.B16, V25.B16, V26.B16, V27.B16]
+	CALL	dots4<>(SB)
+	// Elements 64-127: high nibbles | (bits 4-5, then 6-7) << 4.
+	VAND	V21.B16, V4.B16, V6.B16
+	VAND	V21.B16, V5.B16, V7.B16
+	VUSHR	$2, V4.B16, V8.B16
+	VUSHR	$2, V5.B16, V9.B16
+	VAND	V21.B16, V8.B16, V8.B16
+	VAND	V21.B16, V9.B16, V9.B16
+	VUSHR	$4, V0.B16, V10.B16
+	VUSHR	$4, V1.B16, V11.B16
+	VUSHR	$4, V2.B16, V12.B16
+	VUSHR	$4, V3.B16, V13.B16
+	VORR	V6.B16, V10.B16, V10.B16
+	VORR	V7.B16, V11.B16, V11.B16
+	VORR	V8.B16, V12.B16, V12.B16
+	VORR	V9.B16, V13.B16, V13.B16
+	VLD1.P	64(R1), [V24.B16, V25.B16, V26.B16, V27.B16]
+	CALL	dots4<>(SB)
+	SUBS	$1, R5, R5
+	BNE	half
+	ADD	$82, R0 // past the high bits, scales and d (R0 is at byte 128)
+	SUBS	$1, R3, R3
+	BNE	block
+
+done:
+	RET
+
+// dots4 stores at R2 (advanced by 16) the four dot products of V10-V13
+// with V24-V27, with SDOT if R4 is set, else SMULL/SADALP. It clobbers
+// V16-V19 and R6.
+TEXT dots4<>(SB), NOSPLIT|NOFRAME, $0-0
+	VEOR	V16.B16, V16.B16, V16.B16
+	VEOR	V17.B16, V17.B16, V17.B16
+	VEOR	V18.B16, V18.B16, V18.B16
+	VEOR	V19.B16, V19.B16, V19.B16
+	CBZ	R4, widen
+	WORD	$0x4e989550	// sdot v16.4s, v10.16b, v24.16b
+	WORD	$0x4e999571	// sdot v17.4s, v11.16b, v25.16b
+	WORD	$0x4e9a9592	// sdot v18.4s, v12.16b, v26.16b
+	WORD	$0x4e9b95b3	// sdot v19.4s, v13.16b, v27.16b
+	B	store
+
+widen:
+	WORD	$0x0e38c15c	// smull v28.8h, v10.8b, v24.8b
+	WORD	$0x4e38c15d	// smull2 v29.8h, v10.16b, v24.16b
+	WORD	$0x4e606b90	// sadalp v16.4s, v28.8h
+	WORD	$0x4e606bb0	// sadalp v16.4s, v29.8h
+	WORD	$0x0e39c17c	// smull v28.8h, v11.8b, v25.8b
+	WORD	$0x4e39c17d	// smull2 v29.8h, v11.16b, v25.16b
+	WORD	$0x4e606b91	// sadalp v17.4s, v28.8h
+	WORD	$0x4e606bb1	// sadalp v17.4s, v29.8h
+	WORD	$0x0e3ac19c	// smull v28.8h, v12.8b, v26.8b
+	WORD	$0x4e3ac19d	// smull2 v29.8h, v12.16b, v26.16b
+	WORD	$0x4e606b92	// sadalp v18.4s, v28.8h
+	WORD	$0x4e606bb2	// sadalp v18.4s, v29.8h
+	WORD	$0x0e3bc1bc	// smull v28.8h, v13.8b, v27.8b
+	WORD	$0x4e3bc1bd	// smull2 v29.8h, v13.16b, v27.16b
+	WORD	$0x4e606b93	// sadalp v19.4s, v28.8h
+	WORD	$0x4e606bb3	// sadalp v19.4s, v29.8h
+
+store:
+	VADDV	V16.S4, V16
+	VADDV	V17.S4, V17
+	VADDV	V18.S4, V18
+	VADDV	V19.S4, V19
+	VMOV	V16.S[0], R6
+	MOVW.P	R6, 4(R2)
+	VMOV	V17.S[0], R6
+	MOVW.P	R6, 4(R2)
+	VMOV	V18.S[0], R6
+	MOVW.P	R6, 4(R2)
+	VMOV	V19.S[0], R6
+	MOVW.P	R6, 4(R2)
+	RET
+
+// func dotsQ5_K(w []byte, q []int8, dots []int32, sdot bool)
+//
+// dotsQ4_K for Q5_K blocks (176 bytes: F16 d and dmin, 12 bytes of scales
+// and mins, 32 bytes of fifth bits, 128 bytes of nibbles): sub-blocks 2i
+// and 2i+1 take bits 2i and 2i+1 of the fifth-bit bytes as their bit 4.
+TEXT ·dotsQ5_K(SB), NOSPLIT, $0-73
+	MOVD	w_base+0(FP), R0
+	MOVD	q_base+24(FP), R1
+	MOVD	dots_base+48(FP), R2
+	MOVD	dots_len+56(FP), R3
+	MOVBU	sdot+72(FP), R4
+	VMOVI	$15, V20.B16
+	VMOVI	$1, V21.B16
+	LSR	$3, R3, R3
+	CBZ	R3, done
+
+block:
+	ADD	$16, R0 // past d, dmin and the scales
+	VLD1.P	32(R0), [V22.B16, V23.B16]
+	MOVD	$4, R5
+
+group:
+	VLD1.P	32(R0), [V0.B16, V1.B16]
+	VLD1.P	64(R1), [V2.B16, V3.B16, V4.B16, V5.B16]
+	VAND	V20.B16, V0.B16, V6.B16
+	VAND	V20.B16, V1.B16, V7.B16
+	VUSHR	$4, V0.B16, V0.B16
+	VUSHR	$4, V1.B16, V1.B16
+	// Bit 2i of the fifth bits to bit 4 of the low values, bit 2i+1 to
+	// bit 4 of the high ones; then the next two bits down.
+	VAND	V21.B16, V22.B16, V8.B16
+	VAND	V21.B16, V23.B16, V9.B16
+	VSHL	$4, V8.B16, V8.B16
+	VSHL	$4, V9.B16, V9.B16
+	VORR	V8.B16, V6.B16, V6.B16
+	VORR	V9.B16, V7.B16, V7.B16
+	VUSHR	$1, V22.B16, V8.B16
+	VUSHR	$1, V23.B16, V9.B16
+	VAND	V21.B16, V8.B16, V8.B16
+	VAND	V21.B16, V9.B16, V9.B16
+	VSHL	$4, V8.B16, V8.B16
+	VSHL	$4, V9.B16, V9.B16
+	VORR	V8.B16, V0.B16, V0.B16
+	VORR	V9.B16, V1.B16, V1.B16
+	VUSHR	$2, V22.B16, V22.B16
+	VUSHR	$2, V23.B16, V23.B16
+	VEOR	V16.B16, V16.B16, V16.B16
+	VEOR	V17.B16, V17.B16, V17.B16
+	CBZ	R4, widen
+	WORD	$0x4e8294d0	// sdot v16.4s, v6.16b, v2.16b
+	WORD	$0x4e8394f0	// sdot v16.4s, v7.16b, v3.16b
+	WORD	$0x4e849411	// sdot v17.4s, v0.16b, v4.16b
+	WORD	$0x4e859431	// sdot v17.4s, v1.16b, v5.16b
+	B	store
+
+widen:
+	WORD	$0x0e22c0d2	// smull v18.8h, v6.8b, v2.8b
+	WORD	$0x4e22c0d3	// smull2 v19.8h, v6.16b, v2.16b
+	WORD	$0x4e606a50	// sadalp v16.4s, v18.8h
+	WORD	$0x4e606a70	// sadalp v16.4s, v19.8h
+	WORD	$0x0e23c0f2	// smull v18.8h, v7.8b, v3.8b
+	WORD	$0x4e23c0f3	// smull2 v19.8h, v7.16b, v3.16b
+	WORD	$0x4e606a50	// sadalp v16.4s, v18.8h
+	WORD	$0x4e606a70	// sadalp v16.4s, v19.8h
+	WORD	$0x0e24c012	// smull v18.8h, v0.8b, v4.8b
+	WORD	$0x4e24c013	// smull2 v19.8h, v0.16b, v4.16b
+	WORD	$0x4e606a51	// sadalp v17.4s, v18.8h
+	WORD	$0x4e606a71	// sadalp v17.4s, v19.8h
+	WORD	$0x0e25c032	// smull v18.8h, v1.8b, v5.8b
+	WORD	$0x4e25c033	// smull2 v19.8h, v1.16b, v5.16b
+	WORD	$0x4e606a51	// sadalp v17.4s, v18.8h
+	WORD	$0x4e606a71	// sadalp v17.4s, v19.8h
+
+store:
+	VADDV	V16.S4, V16
+	VADDV	V17.S4, V17
+	VMOV	V16.S[0], R6
+	VMOV	V17.S[0], R7
+	MOVW.P	R6, 4(R2)
+	MOVW.P	R7, 4(R2)
+	SUBS	$1, R5, R5
+	BNE	group
+	SUBS	$1, R3, R3
+	BNE	block
+
+done:
+	RET

@@ -128,11 +128,11 @@ func TestNEONDotF16MatchesGeneric(t *testing.T) {
 	}
 }
 
-// TestNEONQuantizedDotsMatchGeneric: the NEON Q8_0 and Q4_0 dots (SDOT and
-// the SMULL/SADALP fallback) and the stack-unpacking Q4_K, Q5_K and Q6_K dots
-// equal the pure-Go ones within neonBound, on random blocks (every byte
+// TestNEONQuantizedDotsMatchGeneric: the NEON Q8_0, Q4_0, Q4_K, Q5_K and
+// Q6_K dots (SDOT and the SMULL/SADALP fallback) equal the pure-Go ones within neonBound, on random blocks (every byte
 // value, -128 included), activations of a wide dynamic range, block counts
-// odd and even (the scalar tail) up to 300 blocks.
+// odd and even (the scalar tail) up to 300 blocks (33 of 256 elements, past
+// the K-quant kernels' chunks of 16).
 func TestNEONQuantizedDotsMatchGeneric(t *testing.T) {
 	needNEON(t)
 	rng := rand.New(rand.NewPCG(13, 13))
@@ -147,7 +147,7 @@ func TestNEONQuantizedDotsMatchGeneric(t *testing.T) {
 				}
 				blocks = append(blocks, 33, 64, 88, 128, 299, 300)
 			} else {
-				blocks = []int{0, 1, 2, 3, 4, 5, 11, 16}
+				blocks = []int{0, 1, 2, 3, 4, 5, 11, 15, 16, 17, 33}
 			}
 			for _, nb := range blocks {
 				t.Run(fmt.Sprintf("sdot=%v/%s/%d", sdot, typeName(typ), nb), func(t *testing.T) {
@@ -187,14 +187,17 @@ func checkQuantizedDot(t *testing.T, rng *rand.Rand, typ uint32, nb int) {
 			} else {
 				unpackQ4_K(w, &s)
 			}
-			got, want = dotQ4_KRow(w, a.q, a.d, a.bsum, typ == typeQ5_K), s.dotQ4_K(a.q, a.d, a.bsum)
+			got, want = dotQ4_KNEON(w, a.q, a.d, a.bsum), s.dotQ4_K(a.q, a.d, a.bsum)
+			if typ == typeQ5_K {
+				got = dotQ5_KNEON(w, a.q, a.d, a.bsum)
+			}
 			for i := range cols {
 				extra += math.Abs(float64(s.dmin[i/256]) * float64(s.mn[i/32]) * float64(a.q[i]) * float64(a.d[i/256]))
 			}
 		case typeQ6_K:
 			s.q, s.sc, s.d = make([]int8, cols), make([]int32, cols/16), make([]float32, nb)
 			unpackQ6_K(w, &s)
-			got, want = dotQ6_KRow(w, a.q, a.d), s.dotQ6_K(a.q, a.d)
+			got, want = dotQ6_KNEON(w, a.q, a.d, a.bsum), s.dotQ6_K(a.q, a.d)
 		}
 		xf := make([]float32, cols)
 		for i := range xf {
