@@ -104,6 +104,7 @@ func TestQwenDistributedEqualsLocal(t *testing.T) {
 			if x.RemoteCalls.Load() == 0 || x.LocalCalls.Load() != 0 {
 				t.Fatalf("remote %d local %d", x.RemoteCalls.Load(), x.LocalCalls.Load())
 			}
+			checkWireBytes(t, m, c, x, len(want.ids))
 			got, err = generate(t, m, x, 32, func(n int) {
 				if n == 8 {
 					s.servers[0].Close()
@@ -118,5 +119,29 @@ func TestQwenDistributedEqualsLocal(t *testing.T) {
 				t.Fatal("no failover recorded after a host died")
 			}
 		})
+	}
+}
+
+// checkWireBytes: the expert calls of a generation of n tokens carry the
+// rows of the routed experts only. Each position (prompt tokens and every
+// generated token but the last) sends every layer's row to ExpertsUsed
+// experts and reads their answers back, 2 × Embedding × ExpertsUsed ×
+// Layers float32 values, plus the calls' headers (and the verifier's
+// spot-checks); a shared expert (qwen2moe) runs on the dense shard and adds
+// nothing. Were it hosted like a routed expert, one more row would travel
+// per layer: the bound leaves room for headers, not for that. The healthy
+// swarm of the test has no verifier.
+func checkWireBytes(t *testing.T, m *llama.Model, c randmodel.Config, x *Experts, n int) {
+	t.Helper()
+	positions := len(m.Vocab.Encode("the quick brown fox")) + n - 1
+	wire := float64(x.Client.BytesOut.Load()+x.Client.BytesIn.Load()) / float64(positions)
+	rows := float64(2 * c.Embedding * c.ExpertsUsed * c.Layers * 4)
+	// One more row per layer and position: what a remote shared expert
+	// would add, and more than the headers take.
+	bound := float64(2 * c.Embedding * (c.ExpertsUsed + 1) * c.Layers * 4)
+	t.Logf("%s: %.0f bytes on the wire per token (routed rows alone %.0f, bound %.0f); shared expert of %d: local",
+		c.Arch, wire, rows, bound, c.SharedFeedForward)
+	if wire < rows || wire >= bound {
+		t.Errorf("%.0f bytes per token, want at least %.0f and below %.0f", wire, rows, bound)
 	}
 }
