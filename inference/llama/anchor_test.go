@@ -136,10 +136,14 @@ func TestMatchesNativeOllama(t *testing.T) {
 	moe, dense := randmodel.Tiny(), randmodel.TinyDense()
 	moe.Type, dense.Type = randmodel.F16, randmodel.F16
 	// K-quants: llama.cpp's native build runs Q4_K through other kernels
-	// (repacked rows), and random-weight models have near-flat logits that
-	// flip on tiny differences, so agreement is reported, not required: on
+	// (rows repacked 8 at a time, activations quantized 4 rows at a time),
+	// and random-weight models have near-flat logits that flip on tiny
+	// differences, so for Q4_K_M agreement is reported, not required: on
 	// the model of TestMatchesOllamaQuantized, and on one whose larger
-	// weights give peaked logits.
+	// weights give peaked logits. Q5_K and Q6_K run ggml's AVX2 vec_dot,
+	// which the SIMD kernels follow, with Q8_K activations quantized as
+	// the native build does (quantizeQ8_KNative): required, measured 96/96
+	// tokens with log-probabilities 1.6e-2 (wide) and 0 (peaked) apart.
 	wide := dense
 	wide.Name, wide.Embedding, wide.FeedForward, wide.Heads, wide.KVHeads, wide.RopeDim, wide.Seed = "mwpeer-wide-dense", 256, 512, 4, 4, 64, 11
 	wide.Scale = 0.25
@@ -157,8 +161,8 @@ func TestMatchesNativeOllama(t *testing.T) {
 		{"native-wide-q8_0", "q8_0", wide, true, wideTol},
 		{"native-wide-q4_k_m", "q4_K_M", wide, false, 0},
 		{"native-peaked-q4_k_m", "q4_K_M", peaked, false, 0},
-		{"native-wide-q5_k_m", "q5_K_M", wide, false, 0},
-		{"native-peaked-q5_k_m", "q5_K_M", peaked, false, 0},
+		{"native-wide-q5_k_m", "q5_K_M", wide, true, simdTol},
+		{"native-peaked-q5_k_m", "q5_K_M", peaked, true, simdTol},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			path := filepath.Join(dir, tc.name+".gguf")

@@ -179,3 +179,48 @@ func createQuantized(t testing.TB, srv *ollamatest.Server, model, path, quant st
 	srv.CreateModel(t, model, q5)
 	return q5
 }
+
+// TestQuantizeQ8_KNative: the native Q8_K quantization rounds the exact
+// product iscale·x (as llama.cpp's FMA-contracted nearest_int), the portable
+// one the float32 product; they differ only where the float32 rounding
+// crosses a half, which random inputs hit a few times in a million.
+func TestQuantizeQ8_KNative(t *testing.T) {
+	rng := rand.New(rand.NewPCG(16, 16))
+	const blocks = 1 << 14
+	x := randomRows(rng, 1, 256*blocks)[0]
+	qn, qp := make([]int8, len(x)), make([]int8, len(x))
+	dn, dp := make([]float32, blocks), make([]float32, blocks)
+	bn, bp := make([]int32, blocks*16), make([]int32, blocks*16)
+	quantizeQ8_KNative(x, qn, dn, bn)
+	quantizeQ8_K(x, qp, dp, bp)
+	iscale := make([]float32, blocks)
+	for blk := range blocks {
+		if dn[blk] != dp[blk] {
+			t.Fatalf("block %d: scales %g and %g", blk, dn[blk], dp[blk])
+		}
+		var vmax float32
+		for _, w := range x[blk*256 : blk*256+256] {
+			if abs32(w) > abs32(vmax) {
+				vmax = w
+			}
+		}
+		iscale[blk] = -127 / vmax
+	}
+	differ := 0
+	for i, v := range x {
+		exact := float64(iscale[i/256]) * float64(v)
+		if want := int8(min(127, math.RoundToEven(exact))); qn[i] != want {
+			t.Fatalf("element %d: native %d, exact product %.17g rounds to %d", i, qn[i], exact, want)
+		}
+		if qn[i] != qp[i] {
+			differ++
+			if f := math.Abs(exact - math.Floor(exact) - 0.5); f > 1e-5 {
+				t.Fatalf("element %d: native %d, portable %d, but the product %.17g is not near a half", i, qn[i], qp[i], exact)
+			}
+		}
+	}
+	t.Logf("%d of %d values round differently", differ, len(x))
+	if differ == 0 {
+		t.Error("no value rounds differently: the test shows nothing")
+	}
+}
