@@ -28,3 +28,21 @@ go test -race -timeout 60m -count=1 ./... "$@"
 # The pure-Go kernels: the oracle of the SIMD ones, held to the portable
 # llama.cpp build's arithmetic by the anchor tests.
 go test -tags purego -timeout 20m -count=1 ./inference/llama/... "$@"
+# The arm64 NEON kernels (kernels_arm64.s) under emulation (qemu-aarch64
+# runs the static arm64 test binary): each kernel against its pure-Go twin,
+# the built-in tiny models' generations with NEON against pure Go, and the
+# package's other tests but the slowest (JSON, tools: no kernel of their
+# own), the Ollama ones (MWPEER_OLLAMA unset: they skip) and
+# TestMappedMemory, which re-executes the test binary (qemu-user cannot
+# without binfmt_misc). Then the purego build on arm64, which must run pure
+# Go only. About two minutes on two busy cores.
+if command -v qemu-aarch64 >/dev/null 2>&1; then
+  arm64_skip='TestMappedMemory$|TestEmbeddedEngineWritesValidJSON|TestForcedToolCall|TestJSONWithMultiByteTokens|Fuzz'
+  env -u MWPEER_OLLAMA -u MWPEER_OLLAMA_NATIVE GOARCH=arm64 \
+    go test -exec qemu-aarch64 -timeout 15m -count=1 -skip "$arm64_skip" ./inference/llama/
+  GOARCH=arm64 go vet -tags purego ./inference/llama/...
+  env -u MWPEER_OLLAMA -u MWPEER_OLLAMA_NATIVE GOARCH=arm64 \
+    go test -exec qemu-aarch64 -tags purego -timeout 5m -count=1 -run 'Kernels' ./inference/llama/
+else
+  echo "skipping: qemu-aarch64 not installed (apt-get install qemu-user): the arm64 NEON kernels were not tested"
+fi
