@@ -210,30 +210,15 @@ func dotQ6_KNEON(w []byte, q []int8, d []float32, bsum []int32) float32 {
 }
 
 // tensor.go and attention.go call these by the names of the AVX2 build,
-// behind useSIMD. On arm64 the F32 dot runs NEON; the F16 rounding and the
-// attention accumulator's updates run the pure-Go arithmetic (no NEON
-// kernels for them yet).
+// behind useSIMD; on arm64 they run the NEON kernels.
 
 func dotF32AVX2(a, b []float32) float32 { return dotF32NEON(a, b) }
 
-func roundF16AVX2(x []float32) {
-	for i, v := range x {
-		x[i] = f16table[f32to16(v)]
-	}
-}
+func roundF16AVX2(x []float32) { roundF16NEON(x) }
 
-func madF16AVX2(acc, v []float32, s float32) {
-	v = v[:len(acc)]
-	for i := range acc {
-		acc[i] = f16table[f32to16(acc[i]+float32(v[i]*s))]
-	}
-}
+func madF16AVX2(acc, v []float32, s float32) { madF16NEON(acc, v[:len(acc)], s) }
 
-func scaleF16AVX2(acc []float32, s float32) {
-	for i := range acc {
-		acc[i] = f16table[f32to16(acc[i]*s)]
-	}
-}
+func scaleF16AVX2(acc []float32, s float32) { scaleF16NEON(acc, s) }
 
 // The NEON kernels of kernels_arm64.s.
 
@@ -257,3 +242,12 @@ func dotsQ5_K(w []byte, q []int8, dots []int32, sdot bool)
 
 //go:noescape
 func dotsQ6_K(w []byte, q []int8, dots []int32, sdot bool)
+
+//go:noescape
+func roundF16NEON(x []float32)
+
+//go:noescape
+func scaleF16NEON(acc []float32, s float32)
+
+//go:noescape
+func madF16NEON(acc, v []float32, s float32)

@@ -524,3 +524,115 @@ store:
 
 done:
 	RET
+
+// The binary16 helpers of attention and of the F16 activations: the
+// rounding to binary16 is FCVTN (to nearest, ties to even, as FPCR is
+// under Go) and FCVTL back, exact; four lanes at a time, then one.
+
+// func roundF16NEON(x []float32)
+//
+// Rounds every element of x to the nearest binary16 value.
+TEXT ·roundF16NEON(SB), NOSPLIT, $0-24
+	MOVD	x_base+0(FP), R0
+	MOVD	x_len+8(FP), R1
+	LSR	$2, R1, R2
+	AND	$3, R1, R1
+	CBZ	R2, tail
+
+loop:
+	VLD1	(R0), [V0.S4]
+	WORD	$0x0e216800	// fcvtn v0.4h, v0.4s
+	WORD	$0x0e217800	// fcvtl v0.4s, v0.4h
+	VST1.P	[V0.S4], 16(R0)
+	SUBS	$1, R2, R2
+	BNE	loop
+
+tail:
+	CBZ	R1, done
+
+one:
+	FMOVS	(R0), F0
+	WORD	$0x1e23c000	// fcvt h0, s0
+	WORD	$0x1ee24000	// fcvt s0, h0
+	FMOVS.P	F0, 4(R0)
+	SUBS	$1, R1, R1
+	BNE	one
+
+done:
+	RET
+
+// func scaleF16NEON(acc []float32, s float32)
+//
+// Sets acc[i] to acc[i]·s rounded to binary16: ggml_vec_scale_f16 on ARM
+// without FP16 arithmetic (float32 products, converted back to F16).
+TEXT ·scaleF16NEON(SB), NOSPLIT, $0-28
+	MOVD	acc_base+0(FP), R0
+	MOVD	acc_len+8(FP), R1
+	FMOVS	s+24(FP), F31
+	LSR	$2, R1, R2
+	AND	$3, R1, R1
+	CBZ	R2, tail
+
+loop:
+	VLD1	(R0), [V0.S4]
+	WORD	$0x4f9f9000	// fmul v0.4s, v0.4s, v31.s[0]
+	WORD	$0x0e216800	// fcvtn v0.4h, v0.4s
+	WORD	$0x0e217800	// fcvtl v0.4s, v0.4h
+	VST1.P	[V0.S4], 16(R0)
+	SUBS	$1, R2, R2
+	BNE	loop
+
+tail:
+	CBZ	R1, done
+
+one:
+	FMOVS	(R0), F0
+	WORD	$0x1e3f0800	// fmul s0, s0, s31
+	WORD	$0x1e23c000	// fcvt h0, s0
+	WORD	$0x1ee24000	// fcvt s0, h0
+	FMOVS.P	F0, 4(R0)
+	SUBS	$1, R1, R1
+	BNE	one
+
+done:
+	RET
+
+// func madF16NEON(acc, v []float32, s float32)
+//
+// Sets acc[i] to fma(v[i], s, acc[i]) rounded to binary16: ggml_vec_mad_f16
+// on ARM without FP16 arithmetic (fused float32 multiply-adds, converted
+// back to F16). v has at least len(acc) elements.
+TEXT ·madF16NEON(SB), NOSPLIT, $0-52
+	MOVD	acc_base+0(FP), R0
+	MOVD	acc_len+8(FP), R1
+	MOVD	v_base+24(FP), R3
+	FMOVS	s+48(FP), F31
+	LSR	$2, R1, R2
+	AND	$3, R1, R1
+	CBZ	R2, tail
+
+loop:
+	VLD1	(R0), [V0.S4]
+	VLD1.P	16(R3), [V1.S4]
+	WORD	$0x4f9f1020	// fmla v0.4s, v1.4s, v31.s[0]
+	WORD	$0x0e216800	// fcvtn v0.4h, v0.4s
+	WORD	$0x0e217800	// fcvtl v0.4s, v0.4h
+	VST1.P	[V0.S4], 16(R0)
+	SUBS	$1, R2, R2
+	BNE	loop
+
+tail:
+	CBZ	R1, done
+
+one:
+	FMOVS	(R0), F0
+	FMOVS.P	4(R3), F1
+	WORD	$0x1f1f0020	// fmadd s0, s1, s31, s0
+	WORD	$0x1e23c000	// fcvt h0, s0
+	WORD	$0x1ee24000	// fcvt s0, h0
+	FMOVS.P	F0, 4(R0)
+	SUBS	$1, R1, R1
+	BNE	one
+
+done:
+	RET

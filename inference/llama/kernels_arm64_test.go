@@ -343,3 +343,57 @@ func dequantActs(a *acts, b int) []float32 {
 	}
 	return x
 }
+
+// TestNEONRoundF16IsExact: FCVTN and FCVTL give bitwise the values of the
+// pure-Go rounding to binary16, for normal, subnormal, overflowing and tie
+// values, on every length from 0 to 40 (the one-at-a-time tail).
+func TestNEONRoundF16IsExact(t *testing.T) {
+	needNEON(t)
+	rng := rand.New(rand.NewPCG(17, 17))
+	x := []float32{0, float32(math.Copysign(0, -1)), 1, 65504, 65519, 65520, 1e9, -1e9, 6e-8, 3e-8, 2.9e-8, 1e-10, 5.96e-8,
+		float32(math.Inf(1)), float32(math.Inf(-1)), 1 + 0x1p-11, 1 + 3*0x1p-11, 0x1p-14 + 0x1p-25}
+	for range 100000 {
+		x = append(x, math.Float32frombits(rng.Uint32()&^(0xff<<23)|uint32(100+rng.IntN(60))<<23))
+	}
+	check := func(x []float32) {
+		got := append([]float32(nil), x...)
+		roundF16NEON(got)
+		for i, v := range x {
+			if want := f16table[f32to16(v)]; math.Float32bits(got[i]) != math.Float32bits(want) {
+				t.Fatalf("%g (%#x): NEON %g, pure Go %g", v, math.Float32bits(v), got[i], want)
+			}
+		}
+	}
+	check(x)
+	for n := range 41 {
+		check(x[len(x)-n:])
+	}
+}
+
+// TestNEONAttentionKernels: madF16NEON and scaleF16NEON equal their scalar
+// definitions bitwise (a fused multiply-add or a product, then the rounding
+// to binary16), on every length from 0 to 80.
+func TestNEONAttentionKernels(t *testing.T) {
+	needNEON(t)
+	rng := rand.New(rand.NewPCG(18, 18))
+	for n := range 81 {
+		acc, v := neonRandFloats(rng, n), neonRandFloats(rng, n+2)
+		roundF16(acc)
+		s := float32(rng.Float64())
+		got := append([]float32(nil), acc...)
+		madF16NEON(got, v[:n], s)
+		for i := range acc {
+			want := f16table[f32to16(float32(math.FMA(float64(v[i]), float64(s), float64(acc[i]))))]
+			if math.Float32bits(got[i]) != math.Float32bits(want) {
+				t.Fatalf("mad, length %d, element %d: %g, want %g", n, i, got[i], want)
+			}
+		}
+		got = append(got[:0], acc...)
+		scaleF16NEON(got, s)
+		for i := range acc {
+			if want := f16table[f32to16(acc[i]*s)]; math.Float32bits(got[i]) != math.Float32bits(want) {
+				t.Fatalf("scale, length %d, element %d: %g, want %g", n, i, got[i], want)
+			}
+		}
+	}
+}
