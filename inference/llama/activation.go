@@ -61,3 +61,47 @@ func vexpf(x float32, fused bool) float32 {
 	}
 	return float32(madd(s2, j, s2) * s1)
 }
+
+// softmax replaces x by its softmax as ggml's soft_max op does
+// (ggml_vec_soft_max_f32): exp(x-max) through ggml_v_expf on whole vectors,
+// each vector's lanes summed in float32 and added to a float64 sum, exp on
+// the tail; then x scaled by float32(1/sum). The vectors are 8 lanes with
+// FMA in llama.cpp's AVX2 build (with the SIMD kernels), 4 lanes without FMA
+// in its portable build.
+func softmax(x []float32) {
+	mx := float32(math.Inf(-1))
+	for _, v := range x {
+		mx = max(mx, v)
+	}
+	var sum float64
+	i := 0
+	if softmaxWide() {
+		var e [8]float32
+		for ; i+8 <= len(x); i += 8 {
+			for l := range e {
+				e[l] = vexpf(x[i+l]-mx, true)
+				x[i+l] = e[l]
+			}
+			// _mm256 high half plus low half, then movehl, then movehdup.
+			a0, a1, a2, a3 := e[4]+e[0], e[5]+e[1], e[6]+e[2], e[7]+e[3]
+			sum += float64(float32(a0+a2) + float32(a1+a3))
+		}
+	} else {
+		for ; i+4 <= len(x); i += 4 {
+			e0, e1 := vexpf(x[i]-mx, false), vexpf(x[i+1]-mx, false)
+			e2, e3 := vexpf(x[i+2]-mx, false), vexpf(x[i+3]-mx, false)
+			x[i], x[i+1], x[i+2], x[i+3] = e0, e1, e2, e3
+			// SSE2: pairs by shuffle, then the high pair's sum by movehl.
+			sum += float64(float32(e0+e1) + float32(e2+e3))
+		}
+	}
+	for ; i < len(x); i++ {
+		e := float32(math.Exp(float64(x[i] - mx)))
+		x[i] = e
+		sum += float64(e)
+	}
+	inv := float32(1 / sum)
+	for i := range x {
+		x[i] *= inv
+	}
+}

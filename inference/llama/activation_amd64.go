@@ -12,3 +12,7 @@ func siluMulSIMD(g, u []float32) (done int, ok bool) {
 	siluMulAVX2(g[:n], u[:n])
 	return n, true
 }
+
+// softmaxWide is whether softmax follows llama.cpp's AVX2 build (8 lanes,
+// FMA) rather than its portable one.
+func softmaxWide() bool { return useSIMD }

@@ -66,13 +66,16 @@ func anchorCases() []anchorCase {
 	moe8 := moe
 	moe8.Name, moe8.Experts, moe8.ExpertsUsed, moe8.Layers, moe8.Seed = "mwpeer-tiny-moe8", 8, 2, 3, 5
 	return []anchorCase{
-		{name: "moe-f32", cfg: moe, tol: 1e-3},
-		{name: "dense-f32", cfg: dense, tol: 1e-3},
-		{name: "moe-f16", cfg: f16moe, tol: 1e-3},
-		{name: "dense-f16", cfg: f16dense, tol: 1e-3},
-		{name: "gqa-moe-f32", cfg: gqa, tol: 1e-3},
-		{name: "gqa-dense-f32", cfg: gqaDense, tol: 1e-3},
-		{name: "moe8-f32", cfg: moe8, tol: 1e-3},
+		// The pure-Go kernels follow the portable build's arithmetic, SiLU
+		// and softmax through ggml_v_expf included: measured 0 apart on all
+		// but gqa-dense-f32 (2.2e-7) and moe8-f32 (3.0e-7).
+		{name: "moe-f32", cfg: moe, tol: 1e-5},
+		{name: "dense-f32", cfg: dense, tol: 1e-5},
+		{name: "moe-f16", cfg: f16moe, tol: 1e-5},
+		{name: "dense-f16", cfg: f16dense, tol: 1e-5},
+		{name: "gqa-moe-f32", cfg: gqa, tol: 1e-5},
+		{name: "gqa-dense-f32", cfg: gqaDense, tol: 1e-5},
+		{name: "moe8-f32", cfg: moe8, tol: 1e-5},
 	}
 }
 

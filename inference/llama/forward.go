@@ -381,36 +381,29 @@ func rmsNorm(dst, x, w []float32, eps float32) {
 
 // rope rotates adjacent pairs (2i, 2i+1) of the first ropeDim dimensions of
 // each head by pos·base^(-2i/ropeDim): llama.cpp's "normal" RoPE, which it
-// uses for the llama architecture.
+// uses for the llama architecture. The angles' cosines and sines are
+// computed once for all heads, as ggml's rope cache does.
 func rope(x []float32, heads, headDim, ropeDim, pos int, base float32) {
+	var buf [256]float32 // cos, sin of up to 128 pairs, on the stack
+	cs := buf[:]
+	if ropeDim > len(buf) {
+		cs = make([]float32, ropeDim)
+	}
+	cs = cs[:ropeDim]
 	thetaScale := float32(math.Pow(float64(base), float64(float32(-2)/float32(ropeDim))))
+	theta := float32(pos)
+	for i := 0; i < ropeDim; i += 2 {
+		cs[i], cs[i+1] = float32(math.Cos(float64(theta))), float32(math.Sin(float64(theta)))
+		theta *= thetaScale
+	}
 	for h := range heads {
 		v := x[h*headDim : h*headDim+ropeDim]
-		theta := float32(pos)
 		for i := 0; i < ropeDim; i += 2 {
-			cos, sin := float32(math.Cos(float64(theta))), float32(math.Sin(float64(theta)))
+			cos, sin := cs[i], cs[i+1]
 			x0, x1 := v[i], v[i+1]
 			v[i] = x0*cos - x1*sin
 			v[i+1] = x0*sin + x1*cos
-			theta *= thetaScale
 		}
 	}
 }
 
-// softmax replaces x by its softmax.
-func softmax(x []float32) {
-	mx := float32(math.Inf(-1))
-	for _, v := range x {
-		mx = max(mx, v)
-	}
-	var sum float64
-	for i, v := range x {
-		e := float32(math.Exp(float64(v - mx)))
-		x[i] = e
-		sum += float64(e)
-	}
-	inv := float32(1 / sum)
-	for i := range x {
-		x[i] *= inv
-	}
-}
