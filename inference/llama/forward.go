@@ -406,4 +406,3 @@ func rope(x []float32, heads, headDim, ropeDim, pos int, base float32) {
 		}
 	}
 }
-
