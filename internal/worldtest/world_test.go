@@ -569,11 +569,16 @@ func ratios(os []outcome, f func(outcome) float64) []float64 {
 // to a first token as they should be (p90 RTT within 1.2x, p90 TTFT within
 // 1.3x), that Vivaldi coordinates converge (median relative error below
 // 0.25), and that a far peer announcing a near location is not chosen.
+//
+// Opt in with MWPEER_WORLD=1; MWPEER_WORLD_PEERS sets the number of peers
+// (30 by default). 30 peers take 35-45 s of a 2-core machine at a load of
+// 8-12, and meet the targets in most runs there, not all: decode rates
+// measured under load read a third to a half of the truth, and the speed
+// score weighs them. 60 peers want a quiet machine: at a load of 8-10 the
+// process falls behind (catalogs fill in 1.5-3 minutes, first tokens
+// arrive 3-5x late), and the test then skips its judgement.
 func TestRoutingInALatencyShapedWorld(t *testing.T) {
-	if os.Getenv("MWPEER_WORLD") == "" {
-		// It takes 60-150 s of a 2-core machine at 30 peers, and more than
-		// the machine had at 60 when it was shared at a load of 20 (see
-		// README): opt in. MWPEER_WORLD_PEERS sets the number of peers.
+	if os.Getenv("MWPEER_WORLD") == "" || testing.Short() {
 		t.Skip("set MWPEER_WORLD=1 to run the latency-shaped world")
 	}
 	if raceEnabled {
@@ -604,9 +609,6 @@ func TestRoutingInALatencyShapedWorld(t *testing.T) {
 		time.Sleep(2 * time.Second)
 	}
 	t.Logf("Vivaldi median relative error %.3f after %s", verr, time.Since(started).Round(time.Second))
-	if verr >= 0.25 {
-		t.Errorf("Vivaldi median relative error %.3f, want < 0.25", verr)
-	}
 	pr := w.pingRatios()
 	t.Logf("%d measured pairs: measured RTT / true p50 %.2f p90 %.2f", len(pr), quantile(pr, 0.5), quantile(pr, 0.9))
 
@@ -672,8 +674,9 @@ func TestRoutingInALatencyShapedWorld(t *testing.T) {
 	// median. On a 2-core machine shared at a load of 10-25 the process
 	// gets a fraction of a core, every timer fires late (the round trips
 	// too), and routers rank by that noise (see README, "Routing in a
-	// latency-shaped world"): then the figures are logged and the test is
-	// skipped, not judged against looser targets.
+	// latency-shaped world"): then the figures (Vivaldi's too: its pings
+	// read late alike) are logged and the test is skipped, not judged
+	// against looser targets.
 	var fidelity []float64
 	for _, o := range fair {
 		fidelity = append(fidelity, float64(o.observed)/float64(w.rtt(o.client, o.chosen)+serving(o.chosen, serve)))
@@ -682,6 +685,9 @@ func TestRoutingInALatencyShapedWorld(t *testing.T) {
 	t.Logf("FIGURES: %d peers, load average %s: RTT p90 %.2f (target 1.2), TTFT p90 %.2f (target 1.3) against the oracle with the serving times as run; Vivaldi median error %.3f (target 0.25); observed / true TTFT of the chosen p50 %.2f: judged %v",
 		n, loadAverage(), p90RTT, p90TTFT, verr, quantile(fidelity, 0.5), faithful)
 	if faithful {
+		if verr >= 0.25 {
+			t.Errorf("Vivaldi median relative error %.3f, want < 0.25", verr)
+		}
 		if p90RTT > 1.2 {
 			t.Errorf("chosen expert's true RTT is %.2fx the oracle's at p90, want <= 1.2x", p90RTT)
 		}
