@@ -34,12 +34,17 @@ go test -tags purego -timeout 20m -count=1 ./inference/llama/... "$@"
 # package's other tests but the slowest (JSON, tools: no kernel of their
 # own), the Ollama ones (MWPEER_OLLAMA unset: they skip) and
 # TestMappedMemory, which re-executes the test binary (qemu-user cannot
-# without binfmt_misc). Then the purego build on arm64, which must run pure
-# Go only. About two minutes on two busy cores.
+# without binfmt_misc); the NEON tests again on a CPU without SDOT. Then the
+# purego build on arm64, which must run pure Go only. About two minutes on
+# two busy cores.
 if command -v qemu-aarch64 >/dev/null 2>&1; then
   arm64_skip='TestMappedMemory$|TestEmbeddedEngineWritesValidJSON|TestForcedToolCall|TestJSONWithMultiByteTokens|Fuzz'
   env -u MWPEER_OLLAMA -u MWPEER_OLLAMA_NATIVE GOARCH=arm64 \
     go test -exec qemu-aarch64 -timeout 15m -count=1 -skip "$arm64_skip" ./inference/llama/
+  # A CPU without the dotprod extension (ARMv8.0): the kernels detect it and
+  # take the SMULL/SADALP path.
+  env -u MWPEER_OLLAMA -u MWPEER_OLLAMA_NATIVE QEMU_CPU=cortex-a57 GOARCH=arm64 \
+    go test -exec qemu-aarch64 -timeout 10m -count=1 -run 'NEON|Kernels' ./inference/llama/
   GOARCH=arm64 go vet -tags purego ./inference/llama/...
   env -u MWPEER_OLLAMA -u MWPEER_OLLAMA_NATIVE GOARCH=arm64 \
     go test -exec qemu-aarch64 -tags purego -timeout 5m -count=1 -run 'Kernels' ./inference/llama/

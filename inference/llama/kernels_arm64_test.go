@@ -287,9 +287,10 @@ func TestNEONQuantizeQ8_0(t *testing.T) {
 
 // TestNEONProductMatchesGeneric: whole products (mul) with the NEON kernels
 // equal those of the pure-Go kernels within neonBound, for every type,
-// batches of 1 and 5, on 3 workers. The two quantize Q8_0 activations apart
-// (ARM-style for NEON), but the results differ only at exact ties, which
-// random normal inputs do not meet: the bound is the kernels'.
+// batches of 1 and 5, on 3 workers. The two quantize activations apart
+// (Q8_0 as the ARM build, Q8_K with the product fused as GCC's builds, for
+// NEON), but the values differ only at exact ties, which random normal
+// inputs do not meet: the bound is the kernels'.
 func TestNEONProductMatchesGeneric(t *testing.T) {
 	needNEON(t)
 	rng := rand.New(rand.NewPCG(16, 16))

@@ -12,33 +12,35 @@ import (
 	"github.com/mwpeer/mwpeer/inference/llama/randmodel"
 )
 
-// The bounds on log-probabilities computed with the NEON kernels against
-// the pure-Go ones, on the built-in tiny models, relative: |Δ| ≤ r·max(1, |lp|)
-// (log-probabilities reach -200 there).
+// The bounds on the log-probabilities of a generation with the NEON kernels
+// against one with the pure-Go kernels, on the built-in tiny models,
+// relative: |Δ| ≤ r·max(1, |lp|) over every token's log-probability at a
+// step (they reach -200 there).
 //
-//   - neonKernelBound, with both kernels fed the same (reference) Q8_0
-//     activations: every product sums its floats in another order (about
-//     2⁻²⁴ relative), which stays near 1e-6 except where an attention
-//     accumulator's value crosses a binary16 rounding boundary (2⁻¹¹ ≈ 5e-4
-//     relative a flip). Measured: at most 2e-3 (the AVX2 kernels against the
-//     pure-Go ones show the same).
-//   - neonQuantBound, with the NEON kernels fed the ARM build's Q8_0
-//     activations: where x/d is exactly a half the ARM build rounds to even
-//     and the reference away from zero, one step of up to 1/127 of the
-//     block's largest value. Measured: at most 0.04.
+// Every product sums its floats in another order (about 2⁻²⁴ relative),
+// which leaves a step's log-probabilities within about 1e-6, or 2e-3 where
+// an attention accumulator's value crosses a binary16 rounding boundary
+// (2⁻¹¹ ≈ 5e-4 relative a flip): neonCloseBound, met by most steps. At a few
+// steps a value crosses a rounding boundary of the int8 activations (one
+// step of 1/127 of its block's largest value), or, with the ARM build's
+// quantization, lands on an exact tie (rounded to even there, away from
+// zero in the reference): neonStepBound, met by every step. Measured under
+// qemu: at most 2 of 24 steps past neonCloseBound, the worst 0.13.
 //
-// A wrong kernel moves log-probabilities by units, and changes the tokens.
+// A wrong kernel moves every step's log-probabilities by units, and changes
+// the tokens.
 const (
-	neonKernelBound = 5e-3
-	neonQuantBound  = 0.1
+	neonCloseBound = 5e-3
+	neonCloseSteps = 20 // of 24
+	neonStepBound  = 0.25
 )
 
 // TestNEONGenerationMatchesGeneric: on the built-in tiny models (MoE and
 // dense; F32 and F16 weights, and their weights requantized to Q8_0 and
 // Q4_0) a greedy generation of 24 tokens with the NEON kernels writes the
-// same tokens as with the pure-Go kernels, and every log-probability of
-// every step is within the bounds above, with the reference quantization of
-// the activations and with the ARM build's.
+// same tokens as with the pure-Go kernels, with the activations quantized
+// as the reference does and as the ARM build does, and the log-probabilities
+// of every step are within the bounds above.
 func TestNEONGenerationMatchesGeneric(t *testing.T) {
 	needNEON(t)
 	defer func(v bool) { useSIMD = v }(useSIMD)
@@ -64,25 +66,29 @@ func TestNEONGenerationMatchesGeneric(t *testing.T) {
 				wantToks, wantLps := greedy(t, m, prompt, 24)
 				for _, arm := range []bool{false, true} {
 					useSIMD, quantizeQ8_0ARM = true, quantizeQ8_0
-					bound, what := neonKernelBound, "reference activations"
+					what := "reference activations"
 					if arm {
-						quantizeQ8_0ARM, bound, what = quantizeQ8_0NEON, neonQuantBound, "ARM activations"
+						quantizeQ8_0ARM, what = quantizeQ8_0NEON, "ARM activations"
 					}
 					toks, lps := greedy(t, m, prompt, 24)
-					worst := 0.0
+					worst, close := 0.0, 0
 					for i := range toks {
 						if toks[i] != wantToks[i] {
 							t.Fatalf("%s: token %d: neon %d, generic %d (neon %v, generic %v)", what, i, toks[i], wantToks[i], toks, wantToks)
 						}
+						step := 0.0
 						for j, want := range wantLps[i] {
-							d := math.Abs(float64(lps[i][j]-want)) / math.Max(1, math.Abs(float64(want)))
-							worst = max(worst, d)
+							step = max(step, math.Abs(float64(lps[i][j]-want))/math.Max(1, math.Abs(float64(want))))
+						}
+						worst = max(worst, step)
+						if step <= neonCloseBound {
+							close++
 						}
 					}
-					if worst > bound {
-						t.Fatalf("%s: log-probabilities differ by up to %.3g relative, more than %g", what, worst, bound)
+					if worst > neonStepBound || close < neonCloseSteps {
+						t.Fatalf("%s: %d of %d steps within %g (want %d), the worst %.3g (bound %g)", what, close, len(toks), neonCloseBound, neonCloseSteps, worst, neonStepBound)
 					}
-					t.Logf("%s: %d tokens identical; log-probabilities differ by at most %.3g relative", what, len(toks), worst)
+					t.Logf("%s: %d tokens identical; %d steps within %g, the worst %.3g relative", what, len(toks), close, neonCloseBound, worst)
 				}
 			})
 		}
