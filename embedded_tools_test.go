@@ -22,9 +22,10 @@ import (
 // official OpenAI SDK. With tool_choice naming get_weather, the answer is a
 // tool call parsed from the engine's output: the engine writes the call's
 // frame, the random-weight model writes the arguments under the function's
-// parameter schema, so they hold the required city. After the tool's result
-// comes back as a tool message, the conversation goes on (the template
-// renders the call and the result).
+// parameter schema, so they hold the required city; streamed with
+// tool_choice "required", the call is one of the offered functions. After
+// the tool's result comes back as a tool message, the conversation goes on
+// (the template renders the call and the result).
 func TestEmbeddedToolCallThroughPeers(t *testing.T) {
 	c := randmodel.TinyQwen3()
 	c.Name = "mwpeer-tiny-qwen3-tools"
@@ -86,6 +87,26 @@ func TestEmbeddedToolCallThroughPeers(t *testing.T) {
 		t.Fatalf("call %+v, want get_weather with a city", call)
 	}
 	t.Logf("the engine called %s(%s)", call.Function.Name, call.Function.Arguments)
+
+	// Streamed, with tool_choice "required": the model writes the whole
+	// call, its name one of the offered functions.
+	stream := client.Chat.Completions.NewStreaming(ctx, openai.ChatCompletionNewParams{
+		Model: c.Name, Messages: msgs, Tools: tools, MaxTokens: openai.Int(48), Seed: openai.Int(5),
+		ToolChoice: openai.ChatCompletionToolChoiceOptionUnionParam{OfAuto: openai.String("required")},
+	})
+	var acc openai.ChatCompletionAccumulator
+	for stream.Next() {
+		acc.AddChunk(stream.Current())
+	}
+	if err := stream.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if tc := acc.Choices[0].Message.ToolCalls; len(tc) != 1 || !json.Valid([]byte(tc[0].Function.Arguments)) ||
+		(tc[0].Function.Name != "get_weather" && tc[0].Function.Name != "get_time") || acc.Choices[0].FinishReason != "tool_calls" {
+		t.Fatalf("streamed %+v", acc.Choices[0])
+	} else {
+		t.Logf("streamed: the engine called %s(%s)", tc[0].Function.Name, tc[0].Function.Arguments)
+	}
 
 	msgs = append(msgs, ch.Message.ToParam(), openai.ToolMessage("rain, 9 C", call.ID))
 	next, err := client.Chat.Completions.New(ctx, openai.ChatCompletionNewParams{
