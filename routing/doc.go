@@ -6,11 +6,14 @@
 //     domains (general, code, math, creative, science, reasoning) from
 //     words, phrases and a few symbol patterns (code fences, calls such as
 //     foo(), file names such as main.go, equations such as 2x + 3 = 7).
-//   - Rank: a score per candidate expert from relevance, speed (RTT,
-//     time to first token, decode rate), free capacity, load, distance and
-//     recent failures, with every part kept so POST /api/route can show it.
-//     What nobody measured counts as the median measured candidate
-//     (Priors), or as what the peer reports of itself when it does.
+//   - Rank: a score per candidate expert from relevance, speed (the
+//     expected time to its first token in milliseconds, FirstToken: round
+//     trip plus server time; and the decode rate), load, recent failures,
+//     and as tie-breakers free capacity and, when the round trip is
+//     unknown, distance, with every part kept so POST /api/route can show
+//     it. What nobody measured counts as the median measured candidate
+//     (Priors), or as what the peer reports of itself when it does; a
+//     measurement of one or two calls counts as no worse than the median.
 //   - ChooseK: how many experts to ask in parallel, from the prompt's length
 //     and how many domains it spans.
 //
