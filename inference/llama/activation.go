@@ -27,29 +27,58 @@ func siluMul(g, u []float32) {
 
 // vexpf is ggml_v_expf on one lane: with fused multiply-adds (the AVX2
 // build's _mm256_fmadd_ps) or with a product rounded before the sum (the
-// SSE2 build's MADD128). Every float32 operation is written with an explicit
-// conversion so that no compiler fuses it on its own.
+// SSE2 build's MADD128).
 func vexpf(x float32, fused bool) float32 {
-	madd := func(a, b, c float32) float32 {
-		if fused {
-			// Exact in float64 but for a double rounding, which needs the
-			// float64 sum to land on a float32 tie: about 2⁻²⁹ of cases.
-			return float32(math.FMA(float64(a), float64(b), float64(c)))
-		}
-		return float32(a*b) + c
+	if fused {
+		return vexpfFused(x)
 	}
-	nmadd := func(a, b, c float32) float32 { return madd(-a, b, c) }
+	return vexpfUnfused(x)
+}
+
+// madd32 returns a·b+c with the product rounded first. The explicit
+// conversion keeps any compiler from fusing it (Go may fuse x*y+z on arm64).
+func madd32(a, b, c float32) float32 { return float32(a*b) + c }
+
+// fma32 returns a·b+c rounded once to float32, through float64: the product
+// is exact there, and the sum rounds twice differently from once only when
+// the float64 sum lands on a float32 tie (about 2⁻²⁹ of cases).
+func fma32(a, b, c float32) float32 { return float32(math.FMA(float64(a), float64(b), float64(c))) }
+
+// vexpfUnfused and vexpfFused are ggml_v_expf with madd32 and fma32: two
+// copies of the same lines, so that both multiply-adds inline.
+func vexpfUnfused(x float32) float32 {
 	const r = float32(0x1.8p23)
-	z := madd(x, 0x1.715476p+0, r)
+	z := madd32(x, 0x1.715476p+0, r)
 	n := float32(z - r)
-	b := nmadd(n, 0x1.7f7d1cp-20, nmadd(n, 0x1.62e4p-1, x))
+	b := madd32(-n, 0x1.7f7d1cp-20, madd32(-n, 0x1.62e4p-1, x))
 	e := math.Float32bits(z) << 23
 	k := math.Float32frombits(e + math.Float32bits(1))
 	u := float32(b * b)
-	j := madd(madd(madd(0x1.0e4020p-7, b, 0x1.573e2ep-5), u, madd(0x1.555e66p-3, b, 0x1.fffdb6p-2)), u, float32(0x1.ffffecp-1*b))
+	j := madd32(madd32(madd32(0x1.0e4020p-7, b, 0x1.573e2ep-5), u, madd32(0x1.555e66p-3, b, 0x1.fffdb6p-2)), u, float32(0x1.ffffecp-1*b))
 	if abs32(n) <= 126 {
-		return madd(j, k, k)
+		return madd32(j, k, k)
 	}
+	return vexpfSlow(n, e, j, false)
+}
+
+func vexpfFused(x float32) float32 {
+	const r = float32(0x1.8p23)
+	z := fma32(x, 0x1.715476p+0, r)
+	n := float32(z - r)
+	b := fma32(-n, 0x1.7f7d1cp-20, fma32(-n, 0x1.62e4p-1, x))
+	e := math.Float32bits(z) << 23
+	k := math.Float32frombits(e + math.Float32bits(1))
+	u := float32(b * b)
+	j := fma32(fma32(fma32(0x1.0e4020p-7, b, 0x1.573e2ep-5), u, fma32(0x1.555e66p-3, b, 0x1.fffdb6p-2)), u, float32(0x1.ffffecp-1*b))
+	if abs32(n) <= 126 {
+		return fma32(j, k, k)
+	}
+	return vexpfSlow(n, e, j, true)
+}
+
+// vexpfSlow is ggml_v_expf's path for |n| > 126, results near overflow or
+// underflow: the scale split in two factors s1·s2.
+func vexpfSlow(n float32, e uint32, j float32, fused bool) float32 {
 	var g uint32
 	if n <= 0 {
 		g = 0x82000000
@@ -59,7 +88,10 @@ func vexpf(x float32, fused bool) float32 {
 	if abs32(n) > 192 {
 		return float32(s1 * s1)
 	}
-	return float32(madd(s2, j, s2) * s1)
+	if fused {
+		return float32(fma32(s2, j, s2) * s1)
+	}
+	return float32(madd32(s2, j, s2) * s1)
 }
 
 // softmax replaces x by its softmax as ggml's soft_max op does

@@ -19,7 +19,7 @@ func simdBound(terms int, norm float64) float64 {
 	return float64(terms+8) * 0x1p-22 * norm
 }
 
-func needSIMD(t *testing.T) {
+func needSIMD(t testing.TB) {
 	t.Helper()
 	if !useSIMD {
 		t.Skip("this CPU lacks AVX2, FMA or F16C: only the pure-Go kernels run")
@@ -389,4 +389,27 @@ func TestSIMDSiLUMulMatchesGeneric(t *testing.T) {
 		}
 	}
 	t.Logf("largest difference %d ulp", worst)
+}
+
+// BenchmarkSiLUMul: the FFN's SiLU on a row of 2816 (the bench model's FFN
+// width), with the AVX2 kernel and with the pure-Go one.
+func BenchmarkSiLUMul(b *testing.B) {
+	needSIMD(b)
+	rng := rand.New(rand.NewPCG(18, 18))
+	g0, u := randFloats(rng, 2816), randFloats(rng, 2816)
+	g := make([]float32, len(g0))
+	for _, simd := range []bool{true, false} {
+		name := "avx2"
+		if !simd {
+			name = "generic"
+		}
+		b.Run(name, func(b *testing.B) {
+			defer func(old bool) { useSIMD = old }(useSIMD)
+			useSIMD = simd
+			for b.Loop() {
+				copy(g, g0)
+				siluMul(g, u)
+			}
+		})
+	}
 }
