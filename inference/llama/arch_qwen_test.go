@@ -2,7 +2,9 @@ package llama
 
 import (
 	"errors"
+	"math"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -84,6 +86,42 @@ func TestNormTopKProbIsRead(t *testing.T) {
 		}
 		if c.ExpertWeightsRaw == norm || c.FeedForward != 64 {
 			t.Errorf("norm_top_k_prob %v: raw weights %v, experts of %d", norm, c.ExpertWeightsRaw, c.FeedForward)
+		}
+	}
+}
+
+// TestRopeNeoXSharesItsAngles: computing the cosines and sines once per
+// position turns every head exactly as computing them per head did.
+func TestRopeNeoXSharesItsAngles(t *testing.T) {
+	perHead := func(x []float32, heads, headDim, ropeDim, pos int, base float32) {
+		thetaScale := float32(math.Pow(float64(base), float64(float32(-2)/float32(ropeDim))))
+		half := ropeDim / 2
+		for h := range heads {
+			v := x[h*headDim : h*headDim+ropeDim]
+			theta := float32(pos)
+			for i := range half {
+				cos, sin := float32(math.Cos(float64(theta))), float32(math.Sin(float64(theta)))
+				x0, x1 := v[i], v[i+half]
+				v[i] = x0*cos - x1*sin
+				v[i+half] = x0*sin + x1*cos
+				theta *= thetaScale
+			}
+		}
+	}
+	for _, tc := range []struct{ heads, headDim, ropeDim int }{{8, 64, 64}, {2, 128, 128}, {4, 64, 32}, {1, 512, 512}} {
+		for _, pos := range []int{0, 1, 17, 1000, 32767} {
+			x := make([]float32, tc.heads*tc.headDim)
+			for i := range x {
+				x[i] = float32(math.Sin(float64(i*7+pos))) * 3
+			}
+			want := slices.Clone(x)
+			perHead(want, tc.heads, tc.headDim, tc.ropeDim, pos, 1e6)
+			ropeNeoX(x, tc.heads, tc.headDim, tc.ropeDim, pos, 1e6)
+			for i := range x {
+				if math.Float32bits(x[i]) != math.Float32bits(want[i]) {
+					t.Fatalf("%+v pos %d: x[%d] = %v, per head %v", tc, pos, i, x[i], want[i])
+				}
+			}
 		}
 	}
 }
