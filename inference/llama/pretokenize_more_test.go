@@ -199,3 +199,29 @@ func TestMorePreTokenizersMatchLlamaCppExpressions(t *testing.T) {
 		}
 	}
 }
+
+// FuzzMorePreTokenizers: on any text, the hand-written splitters agree
+// with llama.cpp's expressions run by the reference engine.
+func FuzzMorePreTokenizers(f *testing.F) {
+	for _, s := range append(slices.Clone(bpeCorpus), preTokenizerTexts...) {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, text string) {
+		cps := decodeLikeLlamaCpp(text, nil)
+		for pre, exprs := range llamaCppSteps {
+			p, err := lookupPreTokenizer(pre)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			start := 0
+			for _, end := range p.split(cps, nil) {
+				got = append(got, string(cps[start:end]))
+				start = end
+			}
+			if want := referenceSplit(t, exprs, cps); !slices.Equal(got, want) {
+				t.Fatalf("%s %q:\n got %q\nwant %q", pre, text, got, want)
+			}
+		}
+	})
+}
