@@ -28,9 +28,9 @@ type Candidate struct {
 	Failures   int     `json:"failures"`    // recent failures (a decaying count kept by the caller)
 	// ReportedTTFT is the time to first token the peer reports of its own
 	// engine, from the request's arrival there (no round trip); 0 if it
-	// says nothing. Speed uses it when TTFT is 0, and to keep a
-	// measurement of few calls from counting a peer that says it is slow
-	// as typical (see FirstToken). JSON reported_ttft_ms.
+	// says nothing. Speed uses it when TTFT is 0, and as the most a
+	// measurement of fewer than three calls counts for (see FirstToken).
+	// JSON reported_ttft_ms.
 	ReportedTTFT time.Duration `json:"-"`
 	// Prefix is the network the peer is reached in (an IPv4 /24 or IPv6
 	// /48, as the caller names it; "" when unknown): Decide spreads the K
@@ -318,15 +318,16 @@ func speedOf(c Candidate, p Priors, first time.Duration) float64 {
 //     so the round trip is in it once; a measurement below the round trip,
 //     a stale one, counts as 0); else the ReportedTTFT, when the peer
 //     reports one; else the priors' server TTFT.
-//   - a measurement of fewer than minSamples calls counts as at most the
-//     priors' server TTFT (the swarm's median), or what the peer reports
-//     of itself when that is more: one slow call may be bad luck (queued
-//     behind other clients' prompts that arrived at once, a scheduling
-//     delay), and a peer passed over for it would never be measured again.
-//     So the peer is tried again while its known peers are no better than
-//     typical, is not preferred to better ones nor taken for typical when
-//     it says it is slow, and is judged by its own measurements once it
-//     has three calls. A fast first call counts as measured.
+//   - a measurement of fewer than minSamples calls counts as at most what
+//     the peer reports of itself, or the priors' server TTFT (the swarm's
+//     median) when it reports nothing: one slow call may be bad luck (a
+//     first call's connection, a prompt queued behind others that arrived
+//     at once, a loaded machine's late timers), and a peer passed over for
+//     it would never be measured again. So it ranks as it did before it
+//     was tried until it has three calls, and is judged by its own
+//     measurements from then on; a peer that overstates its speed gets at
+//     most three calls from each peer. A fast first call counts as
+//     measured.
 //
 // Load below capacity adds nothing: capacity is how many requests the peer
 // runs at once, each in its own slot, and an announced load is seconds old.
@@ -346,7 +347,11 @@ func FirstToken(c Candidate, p Priors) time.Duration {
 	case c.TTFT > 0:
 		server = max(c.TTFT-rtt, 0)
 		if c.Calls > 0 && c.Calls < minSamples {
-			server = min(server, max(p.ServerTTFT, c.ReportedTTFT))
+			ceiling := p.ServerTTFT
+			if c.ReportedTTFT > 0 {
+				ceiling = c.ReportedTTFT
+			}
+			server = min(server, ceiling)
 		}
 	case c.ReportedTTFT > 0:
 		server = c.ReportedTTFT

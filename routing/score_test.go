@@ -346,6 +346,8 @@ func TestFirstToken(t *testing.T) {
 		{"measured holds the round trip", with(cand("a"), rtt(40*ms), measured(90*ms, 0, 4)), 90 * ms},
 		{"stale measurement below the round trip", with(cand("a"), rtt(40*ms), measured(10*ms, 0, 4)), 40 * ms},
 		{"one slow call counts as the median", with(cand("a"), rtt(40*ms), measured(500*ms, 0, 1)), 190 * ms},
+		{"two slow calls count as the report", with(cand("a"), rtt(40*ms), measured(500*ms, 0, 2), reported(70*ms, 0)), 110 * ms},
+		{"three are the measurement", with(cand("a"), rtt(40*ms), measured(500*ms, 0, 3), reported(70*ms, 0)), 500 * ms},
 		{"uncounted calls are established", with(cand("a"), rtt(40*ms), measured(500*ms, 0, 0)), 500 * ms},
 		{"load below capacity adds nothing", with(cand("a"), rtt(40*ms), reported(60*ms, 0), slots(4, 3)), 100 * ms},
 	}

@@ -76,8 +76,8 @@ func (b *busyLog) recent(peer string) bool {
 // peer that says it is slow is not taken for a typical one before it was
 // tried, and one that says it is fast is tried, then judged by what this
 // peer measures. The reported time to a first token is kept next to a
-// measured one (routing counts it only against a measurement of few
-// calls, and only when it says the peer is slower).
+// measured one (routing counts it only against a measurement of fewer
+// than three calls).
 func reportedSpeed(c *routing.Candidate, m experts.Model) {
 	if m.TTFTMs > 0 {
 		c.ReportedTTFT = time.Duration(m.TTFTMs * float64(time.Millisecond))

@@ -507,6 +507,11 @@ type outcome struct {
 	rttRatio, ttftRatio    float64
 	observed               time.Duration // time to first token the client saw
 	prompt                 string
+	// At the time of asking: routing's first choice (a dry run just
+	// before), its ranking, and the failovers the answer took.
+	planned   string
+	ranking   []routing.Scored
+	failovers int
 }
 
 // ask routes prompt from c and runs it (K = 1, as for a short prompt).
@@ -514,6 +519,10 @@ func (w *world) ask(ctx context.Context, c *node, prompt string) (outcome, error
 	start := time.Now()
 	var first time.Duration
 	q := swarm.Query{Request: inference.Request{Model: model, Prompt: prompt, MaxTokens: answerLen}, K: 1}
+	d, err := c.router.Route(ctx, q)
+	if err != nil {
+		return outcome{}, err
+	}
 	ans, err := c.router.Complete(ctx, q, func(string, inference.Chunk) error {
 		if first == 0 {
 			first = time.Since(start)
@@ -526,7 +535,11 @@ func (w *world) ask(ctx context.Context, c *node, prompt string) (outcome, error
 	if len(ans.Experts) == 0 {
 		return outcome{}, fmt.Errorf("no expert answered")
 	}
-	out := outcome{client: c, chosen: w.byID[ans.Experts[0]], oracle: w.oracle(c, prompt, nil), observed: first, prompt: prompt}
+	out := outcome{client: c, chosen: w.byID[ans.Experts[0]], oracle: w.oracle(c, prompt, nil), observed: first, prompt: prompt,
+		ranking: d.Candidates, failovers: ans.Failovers}
+	if len(d.Chosen) > 0 {
+		out.planned = d.Chosen[0].Peer
+	}
 	out.rttRatio, out.ttftRatio = w.judge(out, nil)
 	return out, nil
 }
@@ -657,11 +670,17 @@ func TestRoutingInALatencyShapedWorld(t *testing.T) {
 				o.chosen.city.Name, w.rtt(o.client, o.chosen).Round(time.Millisecond), serving(o.chosen, serve).Round(time.Millisecond),
 				o.oracle.city.Name, w.rtt(o.client, o.oracle).Round(time.Millisecond), serving(o.oracle, serve).Round(time.Millisecond))
 			if testing.Verbose() {
-				d, _ := o.client.router.Route(ctx, swarm.Query{Request: inference.Request{Model: model, Prompt: o.prompt}, K: 1})
-				for _, c := range d.Candidates {
+				// As routing saw them when the prompt was asked.
+				planned := "?"
+				if nd := w.byID[o.planned]; nd != nil {
+					planned = nd.city.Name
+				}
+				t.Logf("    routing's first choice %s, %d failovers", planned, o.failovers)
+				for k, c := range o.ranking {
 					if nd := w.byID[c.Peer]; nd == o.chosen || nd == o.oracle {
-						t.Logf("    %s: score %.4f %+v first token %s rtt %s (%s) ttft %s (%d calls) tps %.0f dom %v", nd.city.Name, c.Score, c.Parts,
-							c.FirstToken.Round(time.Millisecond), c.RTT.Round(time.Millisecond), c.Sources.RTT, c.TTFT.Round(time.Millisecond), c.Calls, c.DecodeTPS, c.Domains)
+						t.Logf("    #%d %s: score %.4f %+v first token %s rtt %s (%s) ttft %s (%d calls) reported %s tps %.0f dom %v", k+1, nd.city.Name, c.Score, c.Parts,
+							c.FirstToken.Round(time.Millisecond), c.RTT.Round(time.Millisecond), c.Sources.RTT, c.TTFT.Round(time.Millisecond), c.Calls,
+							c.ReportedTTFT.Round(time.Millisecond), c.DecodeTPS, c.Domains)
 					}
 				}
 			}
