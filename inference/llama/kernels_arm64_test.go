@@ -3,6 +3,7 @@
 package llama
 
 import (
+	"encoding/binary"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -23,7 +24,7 @@ func neonBound(terms int, norm float64) float64 {
 	return float64(terms+24) * 0x1p-22 * norm
 }
 
-func needNEON(t *testing.T) {
+func needNEON(t testing.TB) {
 	t.Helper()
 	if !useSIMD {
 		t.Skip("this CPU reports no Advanced SIMD: only the pure-Go kernels run")
@@ -397,4 +398,64 @@ func TestNEONAttentionKernels(t *testing.T) {
 			}
 		}
 	}
+}
+
+// BenchmarkNEONProduct times a 256×4096 product of one activation row with
+// the NEON kernels and with the pure-Go ones, for every weight type, on
+// real arm64 hardware. Under qemu-aarch64 the times are the emulator's
+// (FCVTL, for one, is a helper call there), not a CPU's: they say nothing
+// of the kernels' speed.
+func BenchmarkNEONProduct(b *testing.B) {
+	needNEON(b)
+	defer func(v bool) { useSIMD = v }(useSIMD)
+	for _, typ := range kernelTypes {
+		b.Run(typeName(typ), func(b *testing.B) {
+			rng := rand.New(rand.NewPCG(19, uint64(typ)))
+			m := benchMatrix(b, rng, typ, 256, 4096)
+			in, out := randomRows(rng, 1, 4096), randomRows(rng, 1, 256)
+			for _, kernels := range []string{"neon", "generic"} {
+				b.Run(kernels, func(b *testing.B) {
+					useSIMD = kernels == "neon"
+					w := newWorkspace(1)
+					w.team.start()
+					defer w.team.stop()
+					for b.Loop() {
+						w.use(in)
+						w.mul(m, out)
+					}
+				})
+			}
+		})
+	}
+}
+
+// benchMatrix is randomMatrix for a benchmark: random blocks of type typ
+// with small positive F16 scales (Q4_K's dmin and Q6_K's d included).
+func benchMatrix(b *testing.B, rng *rand.Rand, typ uint32, rows, cols int) *matrix {
+	elems, size, _ := blockLayout(typ)
+	data := make([]byte, rows*cols/elems*size)
+	for i := range data {
+		data[i] = byte(rng.Uint32())
+	}
+	if typ == typeF32 || typ == typeF16 {
+		for i := 0; i < len(data); i += size {
+			v := float32(rng.NormFloat64())
+			if typ == typeF32 {
+				binary.LittleEndian.PutUint32(data[i:], math.Float32bits(v))
+			} else {
+				binary.LittleEndian.PutUint16(data[i:], f32to16(v))
+			}
+		}
+	}
+	scaleAt := map[uint32][]int{typeQ8_0: {0}, typeQ4_0: {0}, typeQ4_K: {0, 2}, typeQ5_K: {0, 2}, typeQ6_K: {208}}[typ]
+	for blk := 0; blk < len(data); blk += size {
+		for _, off := range scaleAt {
+			binary.LittleEndian.PutUint16(data[blk+off:], f32to16(0.001+0.01*rng.Float32()))
+		}
+	}
+	m, err := newMatrix(typ, rows, cols, data)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return m
 }
