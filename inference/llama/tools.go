@@ -145,9 +145,10 @@ func forceCall(req inference.Request, tools json.RawMessage, names []string) (*f
 // a call once its closing tag has come. As in Ollama's parser, whitespace
 // next to a call is not content.
 type toolParser struct {
-	buf    strings.Builder
-	inCall bool // between <tool_call> and </tool_call>
-	calls  int  // calls read so far, which numbers the next
+	buf      strings.Builder
+	inCall   bool // between <tool_call> and </tool_call>
+	afterEnd bool // a call just closed: whitespace is not content yet
+	calls    int  // calls read so far, which numbers the next
 }
 
 // add takes the next piece of generated text and returns the content and
@@ -168,11 +169,20 @@ func (p *toolParser) add(s string) (content string, calls []inference.ToolCall) 
 				// Not a call after all: the model's text, kept as content.
 				out.WriteString(toolOpenTag + text[:end+len(toolCloseTag)])
 			}
-			rest := strings.TrimLeftFunc(text[end+len(toolCloseTag):], unicode.IsSpace)
 			p.buf.Reset()
-			p.buf.WriteString(rest)
-			p.inCall = false
+			p.buf.WriteString(text[end+len(toolCloseTag):])
+			p.inCall, p.afterEnd = false, true
 			continue
+		}
+		if p.afterEnd {
+			// The whitespace after a call, however it comes, is dropped.
+			text = strings.TrimLeftFunc(text, unicode.IsSpace)
+			p.buf.Reset()
+			p.buf.WriteString(text)
+			if text == "" {
+				break
+			}
+			p.afterEnd = false
 		}
 		if i := strings.Index(text, toolOpenTag); i >= 0 {
 			out.WriteString(strings.TrimRightFunc(text[:i], unicode.IsSpace))

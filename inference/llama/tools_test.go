@@ -10,11 +10,13 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode"
 
 	"github.com/mwpeer/mwpeer/inference"
 	"github.com/mwpeer/mwpeer/inference/llama/randmodel"
 	"github.com/mwpeer/mwpeer/internal/ollamatest"
 	"github.com/ollama/ollama/api"
+	"github.com/ollama/ollama/model/parsers"
 )
 
 // weatherTools are two functions in OpenAI's shape, their keys in the order
@@ -257,5 +259,60 @@ func TestToolsNeedATemplateThatCallsThem(t *testing.T) {
 	var ue *inference.UnsupportedError
 	if !errors.As(err, &ue) || ue.Capability != inference.CapTools {
 		t.Errorf("err %v, want an UnsupportedError for tools", err)
+	}
+}
+
+// TestToolParserAgreesWithOllama: on well-formed output, pieces of text
+// fed as a model streams them, the engine's parser gives the content and
+// calls of Ollama's own parser for Qwen3 (qwen3-vl-instruct): the same
+// content once whitespace at the end is set aside (Ollama holds trailing
+// whitespace back until more text comes, and drops it at the end), the
+// same names and arguments.
+func TestToolParserAgreesWithOllama(t *testing.T) {
+	for _, pieces := range [][]string{
+		{"Hello", " there", "."},
+		{"<tool", "_call>\n{\"name\": \"get_time\", ", "\"arguments\": {\"city\": \"Rome\"}}\n</tool_", "call>"},
+		{"Let me look. <tool_call>", `{"name": "a", "arguments": {"x": [1, 2.5, "s"], "y": {"z": null}}}`, "</tool_call>\n\n<tool_call>", `{"name":"b","arguments":{}}</tool_call>`},
+		{"Text\n\n", "<tool_call>\n{\"name\": \"a\", \"arguments\": {\"q\": \"<b> & </b>\"}}\n</tool_call>", "\nafter"},
+		{"a <toolbox> b", " c"},
+	} {
+		var p toolParser
+		var content strings.Builder
+		var calls []inference.ToolCall
+		for _, s := range pieces {
+			c, cs := p.add(s)
+			content.WriteString(c)
+			calls = append(calls, cs...)
+		}
+		content.WriteString(p.finish())
+
+		op := parsers.ParserForName("qwen3-vl-instruct")
+		op.Init(nil, nil, nil)
+		var ocontent strings.Builder
+		var ocalls []api.ToolCall
+		for i, s := range pieces {
+			c, _, cs, err := op.Add(s, i == len(pieces)-1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ocontent.WriteString(c)
+			ocalls = append(ocalls, cs...)
+		}
+		if strings.TrimRightFunc(content.String(), unicode.IsSpace) != ocontent.String() || len(calls) != len(ocalls) {
+			t.Errorf("%q: content %q, calls %+v; ollama %q, %d calls", pieces, content.String(), calls, ocontent.String(), len(ocalls))
+			continue
+		}
+		for i, oc := range ocalls {
+			var got, want any
+			if err := json.Unmarshal([]byte(calls[i].Arguments), &got); err != nil {
+				t.Fatal(err)
+			}
+			if err := json.Unmarshal([]byte(oc.Function.Arguments.String()), &want); err != nil {
+				t.Fatal(err)
+			}
+			if calls[i].Name != oc.Function.Name || !reflect.DeepEqual(got, want) {
+				t.Errorf("%q: call %d %s(%s), ollama %s(%s)", pieces, i, calls[i].Name, calls[i].Arguments, oc.Function.Name, oc.Function.Arguments.String())
+			}
+		}
 	}
 }
