@@ -3,16 +3,18 @@
 #include "textflag.h"
 
 // NEON kernels of the products (kernels_arm64.go calls them; tensor.go has
-// their pure-Go twins). Each follows the loop of llama.cpp's ARM NEON build
-// (ggml-cpu vec.cpp and arch/arm/quants.c, built without the FP16 vector
-// arithmetic, SVE and i8mm extensions): the same lanes, the same order of
-// float sums. The Go wrappers add the tails the loops leave.
+// their pure-Go twins), in three groups: the F32, F16, Q8_0 and Q4_0 dots;
+// the K-quants' integer sub-block sums; the binary16 helpers. Each follows
+// llama.cpp's ARM NEON build (ggml-cpu vec.cpp and arch/arm/quants.c, built
+// without the FP16 vector arithmetic, SVE and i8mm extensions): the same
+// lanes, the same order of float sums. The Go wrappers add the tails the
+// loops leave and, for the K-quants, the per-block scaling.
 //
 // Go's assembler lacks most of the NEON floating-point and signed integer
 // instructions: those are written as WORD $encoding, with the instruction
 // in the comment (encodings from GNU as, -march=armv8.2-a+dotprod).
 
-// The two quantized kernels (at the end) share their second half: with the
+// The Q8_0 and Q4_0 kernels share their second half: with the
 // weights of block 2k as int8 in V0 (elements 0-15) and V1 (16-31), the
 // activations in V2 and V3, block 2k+1 likewise in V4-V7, and the products
 // of the two blocks' scales in F12 and F13, INTDOTS sums each block's 32
@@ -59,7 +61,7 @@ scale:
 	WORD	$0x4f8c9210	/* fmul v16.4s, v16.4s, v12.s[0] */ \
 	WORD	$0x4f8d9231	/* fmul v17.4s, v17.4s, v13.s[0] */ \
 	WORD	$0x4e30d508	/* fadd v8.4s, v8.4s, v16.4s */ \
-	WORD	$0x4e31d529	// fadd v9.4s, v9.4s, v17.4s
+	WORD	$0x4e31d529	/* fadd v9.4s, v9.4s, v17.4s */ \
 
 // SCALE(woff, doff, f): f = the F16 scale at R0+woff (a weight block's)
 // times the float32 scale at R2+doff (the activation block's), in F14 too.
