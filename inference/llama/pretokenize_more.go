@@ -135,19 +135,20 @@ func tekkenLead(r rune) bool { return r != '\r' && r != '\n' && !cLetter(r) && !
 // notSpaceLetterNumber is [^\s\p{L}\p{N}].
 func notSpaceLetterNumber(r rune) bool { return !cSpace(r) && !cLetter(r) && !cNumber(r) }
 
-// optionalStarts returns the starts an optional leading class gives at i, in the
-// order std::regex tries them: with it first (greedy), then without.
-func optionalStarts(class func(rune) bool, cps []rune, i, end int) []int {
+// optionalStarts returns the starts an optional leading class gives at i,
+// in the order std::regex tries them: with it first (greedy), then without.
+// They are starts[:n] (an array, so that no call allocates).
+func optionalStarts(class func(rune) bool, cps []rune, i, end int) (starts [2]int, n int) {
 	if inClass(class, cps, i, end) {
-		return []int{i + 1, i}
+		return [2]int{i + 1, i}, 2
 	}
-	return []int{i}
+	return [2]int{i}, 1
 }
 
 func matchTekken(cps []rune, i, end int) int {
-	starts := optionalStarts(tekkenLead, cps, i, end)
+	starts, n := optionalStarts(tekkenLead, cps, i, end)
 	// upper* lower+: upper* takes what it can and gives back until a lower follows.
-	for _, s := range starts {
+	for _, s := range starts[:n] {
 		for k := runOf(tekkenUpper, cps, s, end); k >= s; k-- {
 			if inClass(tekkenLower, cps, k, end) {
 				return runOf(tekkenLower, cps, k, end)
@@ -155,7 +156,7 @@ func matchTekken(cps []rune, i, end int) int {
 		}
 	}
 	// upper+ lower*
-	for _, s := range starts {
+	for _, s := range starts[:n] {
 		if inClass(tekkenUpper, cps, s, end) {
 			return runOf(tekkenLower, cps, runOf(tekkenUpper, cps, s, end), end)
 		}
@@ -171,7 +172,8 @@ func matchTekken(cps []rune, i, end int) int {
 
 // matchPunctRun matches " ?[class]+[tail]*".
 func matchPunctRun(class, tail func(rune) bool, cps []rune, i, end int) int {
-	for _, s := range optionalStarts(func(r rune) bool { return r == ' ' }, cps, i, end) {
+	starts, n := optionalStarts(func(r rune) bool { return r == ' ' }, cps, i, end)
+	for _, s := range starts[:n] {
 		if inClass(class, cps, s, end) {
 			return runOf(tail, cps, runOf(class, cps, s, end), end)
 		}
@@ -209,7 +211,8 @@ func matchDeepSeek3(cps []rune, i, end int) int {
 	}
 	lead := func(r rune) bool { return r != '\r' && r != '\n' && !cLetter(r) && !cPunct(r) && !cSymbol(r) }
 	letterOrMark := func(r rune) bool { return cLetter(r) || cMark(r) }
-	for _, s := range optionalStarts(lead, cps, i, end) {
+	starts, n := optionalStarts(lead, cps, i, end)
+	for _, s := range starts[:n] {
 		if inClass(letterOrMark, cps, s, end) {
 			return runOf(letterOrMark, cps, s, end)
 		}
@@ -276,7 +279,8 @@ func deepseekCJK(r rune) bool {
 // matchSpaced matches "\s?[class]+".
 func matchSpaced(class func(rune) bool) matcher {
 	return func(cps []rune, i, end int) int {
-		for _, s := range optionalStarts(wSpace, cps, i, end) {
+		starts, n := optionalStarts(wSpace, cps, i, end)
+		for _, s := range starts[:n] {
 			if inClass(class, cps, s, end) {
 				return runOf(class, cps, s, end)
 			}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"sync"
 	"unicode/utf8"
 
 	"github.com/ollama/ollama/fs/ggml"
@@ -23,6 +24,9 @@ type bpeVocab struct {
 	special []int               // control, user-defined and unknown tokens, longest first
 	eog     map[int]bool
 	pieces  []string // the bytes each token decodes to
+	// encoders keeps bpeEncoders between calls: their buffers, grown to
+	// the words seen, are most of what a tokenization would allocate.
+	encoders sync.Pool
 }
 
 // byteRune is GPT-2's byte-to-unicode mapping: printable Latin-1 bytes stand
@@ -222,7 +226,10 @@ func (b *bpeVocab) encode(v *Vocab, text string) []int {
 		}
 		frags = next
 	}
-	var e bpeEncoder
+	e, _ := b.encoders.Get().(*bpeEncoder)
+	if e == nil {
+		e = new(bpeEncoder)
+	}
 	for _, f := range frags {
 		if f.id >= 0 {
 			ids = append(ids, f.id)
@@ -230,6 +237,7 @@ func (b *bpeVocab) encode(v *Vocab, text string) []int {
 		}
 		ids = e.encode(b, f.text, ids)
 	}
+	b.encoders.Put(e)
 	return ids
 }
 
