@@ -459,3 +459,155 @@ func benchMatrix(b *testing.B, rng *rand.Rand, typ uint32, rows, cols int) *matr
 	}
 	return m
 }
+
+// TestNEONKernelsAreARMBitwise: the F32, F16, Q8_0 and Q4_0 kernels give
+// bitwise the results of llama.cpp's ARM NEON arithmetic written out in Go
+// (armDot*): the same lanes (SDOT's and SMULL/SADALP's differ), the same
+// fused or separate multiply-adds, the same order of sums, on lengths 0 to
+// 300 (F32, F16) and 0 to 40 blocks.
+func TestNEONKernelsAreARMBitwise(t *testing.T) {
+	needNEON(t)
+	rng := rand.New(rand.NewPCG(20, 20))
+	for n := range 301 {
+		a, b := neonRandFloats(rng, n), neonRandFloats(rng, n)
+		if got, want := dotF32NEON(a, b), armDotF32(a, b); math.Float32bits(got) != math.Float32bits(want) {
+			t.Fatalf("F32, length %d: %g, ARM arithmetic %g", n, got, want)
+		}
+		w := make([]byte, 2*n)
+		for i := range n {
+			h := f32to16(float32(rng.NormFloat64()))
+			w[2*i], w[2*i+1] = byte(h), byte(h>>8)
+		}
+		roundF16(b)
+		if got, want := dotF16NEON(w, b), armDotF16(w, b); math.Float32bits(got) != math.Float32bits(want) {
+			t.Fatalf("F16, length %d: %g, ARM arithmetic %g", n, got, want)
+		}
+	}
+	for _, sdot := range sdotModes(t) {
+		useSDOT = sdot
+		for _, typ := range []uint32{typeQ8_0, typeQ4_0} {
+			for nb := range 41 {
+				cols := nb * 32
+				var w []byte
+				if nb > 0 {
+					w = randomMatrix(t, rng, typ, 1, cols).raw
+				}
+				var a acts
+				a.prepare(actQ8_0, [][]float32{neonRandFloats(rng, cols)})
+				var got float32
+				if typ == typeQ4_0 {
+					got = dotQ4_0NEON(w, a.q, a.d)
+				} else {
+					got = dotQ8_0NEON(w, a.q, a.d)
+				}
+				if want := armDotQ(typ, w, a.q, a.d, sdot); math.Float32bits(got) != math.Float32bits(want) {
+					t.Fatalf("%s, sdot %v, %d blocks: %g, ARM arithmetic %g", typeName(typ), sdot, nb, got, want)
+				}
+			}
+		}
+	}
+}
+
+// armLanes sums four float32x4 accumulators as GGML_F32x4_REDUCE does:
+// acc0+acc2, acc1+acc3, their sum, then (l0+l1)+(l2+l3) (vaddvq_f32).
+func armLanes(acc *[4][4]float32) float32 {
+	for l := range 4 {
+		acc[0][l] += acc[2][l]
+		acc[1][l] += acc[3][l]
+		acc[0][l] += acc[1][l]
+	}
+	return (acc[0][0] + acc[0][1]) + (acc[0][2] + acc[0][3])
+}
+
+// armDotF32 is ggml_vec_dot_f32 on NEON: element i+4j+l of each step of 16
+// goes to lane l of accumulator j by a fused multiply-add (fma32, through
+// float64: it could round twice, where a float64 sum falls exactly halfway
+// between two float32 values, which these inputs do not meet); the tail
+// adds rounded products to the float32 sum.
+func armDotF32(a, b []float32) float32 {
+	var acc [4][4]float32
+	n := len(a) &^ 15
+	for i := 0; i < n; i++ {
+		j, l := i%16/4, i%4
+		acc[j][l] = fma32(a[i], b[i], acc[j][l])
+	}
+	s := armLanes(&acc)
+	for i := n; i < len(a); i++ {
+		s += float32(a[i] * b[i])
+	}
+	return s
+}
+
+// armDotF16 is ggml_vec_dot_f16 on NEON without FP16 arithmetic: armDotF32's
+// lanes on the widened weights, the tail summed in float64.
+func armDotF16(w []byte, x []float32) float32 {
+	var acc [4][4]float32
+	n := len(x) &^ 15
+	wf := make([]float32, len(x))
+	f16row(w, wf)
+	for i := 0; i < n; i++ {
+		j, l := i%16/4, i%4
+		acc[j][l] = fma32(wf[i], x[i], acc[j][l])
+	}
+	s := float64(armLanes(&acc))
+	for i := n; i < len(x); i++ {
+		s += float64(wf[i] * x[i])
+	}
+	return float32(s)
+}
+
+// armDotQ is ggml_vec_dot_q8_0_q8_0 (typ Q8_0) or ggml_vec_dot_q4_0_q8_0
+// (Q4_0) on NEON: blocks in pairs, each block's products summed into four
+// int32 lanes (SDOT: bytes 4l..4l+3 of each 16-byte vector in lane l;
+// SMULL/SADALP: bytes 2l, 2l+1, 2l+8, 2l+9), the lanes times the block's
+// scale added to an accumulator for even blocks and one for odd blocks
+// (multiply, then add), each summed (l0+l1)+(l2+l3), then a last odd block
+// in scalar code.
+func armDotQ(typ uint32, w []byte, q []int8, d []float32, sdot bool) float32 {
+	size := 34
+	if typ == typeQ4_0 {
+		size = 18
+	}
+	weight := func(blk, i int) int32 { // element i of block blk
+		x := w[blk*size+2:]
+		if typ == typeQ8_0 {
+			return int32(int8(x[i]))
+		}
+		if i < 16 {
+			return int32(x[i]&0x0f) - 8
+		}
+		return int32(x[i-16]>>4) - 8
+	}
+	scale := func(blk int) float32 { return f16table[uint16(w[blk*size])|uint16(w[blk*size+1])<<8] }
+	var acc [2][4]float32
+	nb := len(d)
+	for blk := 0; blk < nb&^1; blk++ {
+		var lanes [4]int32
+		for i := range 32 {
+			j := i % 16
+			l := j / 4
+			if !sdot {
+				l = j % 8 / 2
+			}
+			lanes[l] += weight(blk, i) * int32(q[blk*32+i])
+		}
+		s := scale(blk) * d[blk]
+		for l := range 4 {
+			acc[blk%2][l] += float32(float32(lanes[l]) * s)
+		}
+	}
+	sum := ((acc[0][0] + acc[0][1]) + (acc[0][2] + acc[0][3])) + ((acc[1][0] + acc[1][1]) + (acc[1][2] + acc[1][3]))
+	if nb%2 == 1 {
+		blk := nb - 1
+		var si int32
+		for i := range 32 {
+			si += weight(blk, i) * int32(q[blk*32+i])
+		}
+		if typ == typeQ8_0 {
+			sum += float32(float32(si) * (scale(blk) * d[blk]))
+		} else {
+			sum += float32(float32(si) * scale(blk) * d[blk])
+		}
+	}
+	return sum
+}
