@@ -460,11 +460,12 @@ func benchMatrix(b *testing.B, rng *rand.Rand, typ uint32, rows, cols int) *matr
 	return m
 }
 
-// TestNEONKernelsAreARMBitwise: the F32, F16, Q8_0 and Q4_0 kernels give
-// bitwise the results of llama.cpp's ARM NEON arithmetic written out in Go
-// (armDot*): the same lanes (SDOT's and SMULL/SADALP's differ), the same
-// fused or separate multiply-adds, the same order of sums, on lengths 0 to
-// 300 (F32, F16) and 0 to 40 blocks.
+// TestNEONKernelsAreARMBitwise: the kernels give bitwise the results of
+// llama.cpp's ARM NEON arithmetic written out in Go (armDot*): the same
+// lanes (SDOT's and SMULL/SADALP's differ), the same fused or separate
+// multiply-adds, the same order of sums, on lengths 0 to 300 (F32, F16), 0
+// to 40 blocks (Q8_0, Q4_0) and up to 33 blocks (the K-quants, whose
+// integer sums must then be exact).
 func TestNEONKernelsAreARMBitwise(t *testing.T) {
 	needNEON(t)
 	rng := rand.New(rand.NewPCG(20, 20))
@@ -485,6 +486,29 @@ func TestNEONKernelsAreARMBitwise(t *testing.T) {
 	}
 	for _, sdot := range sdotModes(t) {
 		useSDOT = sdot
+		for _, typ := range []uint32{typeQ4_K, typeQ5_K, typeQ6_K} {
+			for _, nb := range []int{0, 1, 2, 15, 16, 17, 33} {
+				cols := nb * 256
+				var w []byte
+				if nb > 0 {
+					w = randomMatrix(t, rng, typ, 1, cols).raw
+				}
+				var a acts
+				a.prepare(actQ8_K, [][]float32{neonRandFloats(rng, cols)})
+				var got float32
+				switch typ {
+				case typeQ4_K:
+					got = dotQ4_KNEON(w, a.q, a.d, a.bsum)
+				case typeQ5_K:
+					got = dotQ5_KNEON(w, a.q, a.d, a.bsum)
+				case typeQ6_K:
+					got = dotQ6_KNEON(w, a.q, a.d, a.bsum)
+				}
+				if want := armDotK(typ, w, a.q, a.d, a.bsum); math.Float32bits(got) != math.Float32bits(want) {
+					t.Fatalf("%s, sdot %v, %d blocks: %g, ARM arithmetic %g", typeName(typ), sdot, nb, got, want)
+				}
+			}
+		}
 		for _, typ := range []uint32{typeQ8_0, typeQ4_0} {
 			for nb := range 41 {
 				cols := nb * 32
@@ -607,6 +631,56 @@ func armDotQ(typ uint32, w []byte, q []int8, d []float32, sdot bool) float32 {
 			sum += float32(float32(si) * (scale(blk) * d[blk]))
 		} else {
 			sum += float32(float32(si) * scale(blk) * d[blk])
+		}
+	}
+	return sum
+}
+
+// armDotK is ggml_vec_dot_q4_K_q8_K, ggml_vec_dot_q5_K_q8_K or
+// ggml_vec_dot_q6_K_q8_K on NEON, from scalar integer sums over the
+// pure-Go unpacking: per block, Q4_K sum -= (y.d·dmin)·mins then
+// sum += (y.d·d)·isum; Q5_K sum += (y.d·d)·isum - (y.d·dmin)·mins; Q6_K
+// sum += (d·y.d)·isum, the values centred (ggml's isum - 32·mins).
+func armDotK(typ uint32, w []byte, q []int8, d []float32, bsum []int32) float32 {
+	nb := len(d)
+	var s scratch
+	s.q, s.d, s.dmin = make([]int8, nb*256), make([]float32, nb), make([]float32, nb)
+	switch typ {
+	case typeQ4_K, typeQ5_K:
+		s.sc, s.mn = make([]int32, nb*8), make([]int32, nb*8)
+		if typ == typeQ4_K {
+			unpackQ4_K(w, &s)
+		} else {
+			unpackQ5_K(w, &s)
+		}
+	case typeQ6_K:
+		s.sc = make([]int32, nb*16)
+		unpackQ6_K(w, &s)
+	}
+	var sum float32
+	for blk := range nb {
+		var isum, mins int32
+		if typ == typeQ6_K {
+			for j := range 16 {
+				for i := j * 16; i < j*16+16; i++ {
+					isum += s.sc[blk*16+j] * int32(s.q[blk*256+i]) * int32(q[blk*256+i])
+				}
+			}
+			sum += float32(s.d[blk] * d[blk] * float32(isum))
+			continue
+		}
+		for j := range 8 {
+			for i := j * 32; i < j*32+32; i++ {
+				isum += s.sc[blk*8+j] * int32(s.q[blk*256+i]) * int32(q[blk*256+i])
+			}
+			mins += s.mn[blk*8+j] * (bsum[blk*16+2*j] + bsum[blk*16+2*j+1])
+		}
+		dd, dmin := d[blk]*s.d[blk], d[blk]*s.dmin[blk]
+		if typ == typeQ4_K {
+			sum -= float32(dmin * float32(mins))
+			sum += float32(dd * float32(isum))
+		} else {
+			sum += float32(float32(dd*float32(isum)) - float32(dmin*float32(mins)))
 		}
 	}
 	return sum
