@@ -9,13 +9,16 @@ import "golang.org/x/sys/cpu"
 // still follows the report.
 var useSIMD = cpu.ARM64.HasASIMD
 
-// useSDOT is whether the integer dot products of the Q8_0 and Q4_0 kernels
-// use SDOT (the ARMv8.2 dotprod extension) rather than SMULL and SADALP.
-// Both give the same block sums; tests switch it off to run the fallback.
+// useSDOT is whether the integer dot products of the quantized kernels use
+// SDOT (the ARMv8.2 dotprod extension) rather than SMULL and SADALP, as
+// llama.cpp's ARM build does with and without __ARM_FEATURE_DOTPROD. Both
+// give the same block sums; tests switch it off to run the fallback.
 var useSDOT = cpu.ARM64.HasASIMDDP
 
-// runSIMD is mulJob.run with the NEON kernels. The pure-Go twins in
-// tensor.go compute the same products; kernels_arm64_test.go compares them.
+// runSIMD is mulJob.run with the NEON kernels, one weight row and one
+// activation row at a time (no tiles yet, unlike the AVX2 build). The
+// pure-Go twins in tensor.go compute the same products;
+// kernels_arm64_test.go compares them.
 func (j *mulJob) runSIMD(lo, hi int) {
 	m, a, out := j.m, j.a, j.out
 	cols := m.cols
