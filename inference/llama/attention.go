@@ -5,6 +5,26 @@ import (
 	"unsafe"
 )
 
+//go:generate sh -c "cd internal/asm/kvcache && go run . -out ../../../kvcache_amd64.s -stubs ../../../kvcache_stubs_amd64.go -pkg llama"
+
+// The KV cache holds binary16 values, as llama.cpp's default cache type
+// (F16): K and V rows are rounded to F16 when stored, and attention reads
+// them back exactly, so storing them as uint16 rather than as float32
+// holding F16 values halves the cache and changes no result. The kernels
+// that read it (dotKF16, madVF16) compute bitwise what the float32 ones
+// (dotF32AVX2 or dotSeq, madF16) compute on the widened values.
+
+// store writes the K and V rows of position pos of layer li, rounded to
+// F16, into the cache. It rounds k and v in place.
+func (s *State) store(li, pos int, k, v []float32) {
+	roundF16(k)
+	roundF16(v)
+	kc, vc := s.k[li][pos*len(k):][:len(k)], s.v[li][pos*len(v):][:len(v)]
+	for i := range k {
+		kc[i], vc[i] = f32to16(k[i]), f32to16(v[i]) // exact: k and v are F16 values
+	}
+}
+
 // attnJob computes attention for the (row, head) pairs of a batch, index i
 // being row i/Heads and head i%Heads, so that heads run on all workers. A
 // head's result does not depend on which worker runs it.
@@ -45,12 +65,7 @@ func (s *State) attendHead(li, end, off int, qh, acc []float32) {
 	var sum float32
 	for p := range end {
 		kr, vr := kc[p*kvDim+off:][:len(qh)], vc[p*kvDim+off:][:len(acc)]
-		var sc float32
-		if useSIMD {
-			sc = dotF32AVX2(qh, kr) * scale
-		} else {
-			sc = dotSeq(qh, kr) * scale
-		}
+		sc := dotKF16(qh, kr) * scale
 		ms, vs := float32(1), float32(1)
 		if sc > mx {
 			ms = float32(math.Exp(float64(mx - sc)))
@@ -59,7 +74,7 @@ func (s *State) attendHead(li, end, off int, qh, acc []float32) {
 		} else {
 			vs = float32(math.Exp(float64(sc - mx)))
 		}
-		madF16(acc, vr, vs)
+		madVF16(acc, vr, vs)
 		sum = sum*ms + vs
 	}
 	inv := 1 / sum
@@ -79,17 +94,24 @@ func scaleF16(acc []float32, s float32) {
 	}
 }
 
-// madF16 sets acc[i] to acc[i] + v[i]·s rounded to F16: the product rounded
-// first in the pure-Go kernels (as llama.cpp's portable build), fused with
-// the sum in the SIMD ones (as its AVX2 build).
-func madF16(acc, v []float32, s float32) {
-	if useSIMD {
-		madF16AVX2(acc, v[:len(acc)], s)
-		return
+// dotKF16Go is dotSeq(q, k widened to float32): products in float32,
+// summed in float64, as llama.cpp's portable ggml_vec_dot_f16.
+func dotKF16Go(q []float32, k []uint16) float32 {
+	k = k[:len(q)]
+	var s float64
+	for i, x := range q {
+		s += float64(x * f16table[k[i]])
 	}
+	return float32(s)
+}
+
+// madVF16Go sets acc[i] to acc[i] + v[i]·s rounded to F16, v[:len(acc)]
+// being a cache row: the product rounded first, as llama.cpp's portable
+// build (the SIMD kernels fuse it with the sum, as its AVX2 build).
+func madVF16Go(acc []float32, v []uint16, s float32) {
 	v = v[:len(acc)]
 	for i := range acc {
-		acc[i] = f16table[f32to16(acc[i]+float32(v[i]*s))]
+		acc[i] = f16table[f32to16(acc[i]+float32(f16table[v[i]]*s))]
 	}
 }
 

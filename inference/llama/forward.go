@@ -112,7 +112,7 @@ type State struct {
 	experts Experts
 	local   bool // experts are m's own
 	ctxLen  int
-	k, v    [][]float32 // per layer: ctxLen × kvDim, rounded to F16 as llama.cpp's cache
+	k, v    [][]uint16 // per layer: ctxLen × kvDim F16 values, as llama.cpp's cache (attention.go)
 	pos     int
 	ws      *workspace
 }
@@ -133,11 +133,11 @@ func (m *Model) NewState(ctxLen int, experts Experts) *State {
 	local = local && le.m == m
 	kvDim := m.Config.KVHeads * m.Config.HeadDim
 	s := &State{m: m, experts: experts, local: local, ctxLen: ctxLen,
-		k: make([][]float32, m.Config.Layers), v: make([][]float32, m.Config.Layers),
+		k: make([][]uint16, m.Config.Layers), v: make([][]uint16, m.Config.Layers),
 		ws: newWorkspace(defaultWorkers())}
 	for i := range s.k {
-		s.k[i] = make([]float32, ctxLen*kvDim)
-		s.v[i] = make([]float32, ctxLen*kvDim)
+		s.k[i] = make([]uint16, ctxLen*kvDim)
+		s.v[i] = make([]uint16, ctxLen*kvDim)
 	}
 	return s
 }
@@ -206,10 +206,7 @@ func (s *State) batch(ctx context.Context, tokens []int) ([]float32, error) {
 		for b := range n {
 			pos := s.pos + b
 			m.positionQK(l, q[b], k[b], v[b], pos)
-			roundF16(k[b])
-			roundF16(v[b])
-			copy(s.k[li][pos*kvDim:], k[b])
-			copy(s.v[li][pos*kvDim:], v[b])
+			s.store(li, pos, k[b], v[b])
 		}
 		s.attention(li, q, att)
 		w.use(att)
