@@ -32,6 +32,10 @@ type Candidate struct {
 	// measurement of fewer than three calls counts for (see FirstToken).
 	// JSON reported_ttft_ms.
 	ReportedTTFT time.Duration `json:"-"`
+	// ReportedTPS is the decode rate the peer reports of its own engine;
+	// 0 if it says nothing. Speed uses it as the least a decode rate
+	// measured over fewer than three calls counts for (see FirstToken).
+	ReportedTPS float64 `json:"reported_tps,omitempty"`
 	// Prefix is the network the peer is reached in (an IPv4 /24 or IPv6
 	// /48, as the caller names it; "" when unknown): Decide spreads the K
 	// experts of a prompt over different prefixes where it can.
@@ -292,7 +296,8 @@ func declares(c Candidate, domain string) bool {
 //
 // An unknown RTT, server TTFT or decode rate counts as its prior (see
 // Priors; Speed uses DefaultPriors, so a candidate nobody has measured
-// scores 0.5).
+// scores 0.5). A decode rate measured over fewer than three calls counts as
+// at least the ReportedTPS, for the reasons FirstToken gives.
 func Speed(c Candidate) float64 { return speed(c, DefaultPriors()) }
 
 func speed(c Candidate, p Priors) float64 {
@@ -303,6 +308,9 @@ func speedOf(c Candidate, p Priors, first time.Duration) float64 {
 	tps := p.DecodeTPS
 	if c.DecodeTPS > 0 && !math.IsInf(c.DecodeTPS, 0) {
 		tps = c.DecodeTPS
+	}
+	if c.Calls > 0 && c.Calls < minSamples && c.ReportedTPS > tps && !math.IsInf(c.ReportedTPS, 0) {
+		tps = c.ReportedTPS // as with the first token (FirstToken): not yet established
 	}
 	ref := (refRTT + refTTFT).Seconds()
 	return 0.75*ref/(ref+first.Seconds()) + 0.25*tps/(tps+refTPS)

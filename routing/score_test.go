@@ -357,3 +357,19 @@ func TestFirstToken(t *testing.T) {
 		}
 	}
 }
+
+// TestFewCallsDecodeAsReported: a decode rate measured over one or two
+// calls counts as at least what the peer reports; from three, as measured.
+func TestFewCallsDecodeAsReported(t *testing.T) {
+	p := DefaultPriors()
+	base := with(cand("a"), rtt(40*time.Millisecond), func(c *Candidate) { c.TTFT, c.DecodeTPS, c.ReportedTPS = 200*time.Millisecond, 10, 50 })
+	one := with(base, func(c *Candidate) { c.Calls = 1 })
+	three := with(base, func(c *Candidate) { c.Calls = 3 })
+	reportedOnly := with(base, func(c *Candidate) { c.DecodeTPS, c.Calls = 50, 3 })
+	if a, b := speed(one, p), speed(reportedOnly, p); a != b {
+		t.Errorf("one call at 10 tokens/s scores %v, want as 50 reported (%v)", a, b)
+	}
+	if a, b := speed(three, p), speed(reportedOnly, p); a >= b {
+		t.Errorf("three calls at 10 tokens/s score %v, not below 50 (%v)", a, b)
+	}
+}

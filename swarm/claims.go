@@ -1,6 +1,7 @@
 package swarm
 
 import (
+	"math"
 	"sync"
 	"time"
 
@@ -75,15 +76,18 @@ func (b *busyLog) recent(peer string) bool {
 // candidate announces of its own engine serving m, labelled reported: a
 // peer that says it is slow is not taken for a typical one before it was
 // tried, and one that says it is fast is tried, then judged by what this
-// peer measures. The reported time to a first token is kept next to a
-// measured one (routing counts it only against a measurement of fewer
-// than three calls).
+// peer measures. The reported time to a first token and decode rate are
+// kept next to measured ones (routing counts them only against a
+// measurement of fewer than three calls).
 func reportedSpeed(c *routing.Candidate, m experts.Model) {
 	if m.TTFTMs > 0 {
 		c.ReportedTTFT = time.Duration(m.TTFTMs * float64(time.Millisecond))
 		if c.TTFT == 0 {
 			c.Sources.TTFT = routing.SourceReported
 		}
+	}
+	if m.TPS > 0 && !math.IsInf(m.TPS, 0) {
+		c.ReportedTPS = m.TPS
 	}
 	if c.DecodeTPS == 0 && m.TPS > 0 {
 		c.DecodeTPS = m.TPS
