@@ -6,23 +6,28 @@ type archTraits struct {
 	qkNorm bool // attn_q_norm, attn_k_norm and attention.key_length
 	moe    bool // MoE in every layer (expert_feed_forward_length)
 	shared bool // a gated shared expert (ffn_*_shexp)
+	mla    bool // deepseek2: its own layers and keys (deepseek2.go)
 }
 
 // archs are the architectures Write can produce, as llama.cpp and Ollama
 // v0.17.4 load them: Ollama runs llama, qwen2 and qwen2moe through
-// llama.cpp, qwen3 and qwen3moe in its own Go engine.
+// llama.cpp, qwen3, qwen3moe and deepseek2 in its own Go engine.
 var archs = map[string]archTraits{
-	"llama":    {},
-	"qwen2":    {bias: true},
-	"qwen3":    {qkNorm: true},
-	"qwen2moe": {bias: true, moe: true, shared: true},
-	"qwen3moe": {qkNorm: true, moe: true},
+	"llama":     {},
+	"qwen2":     {bias: true},
+	"qwen3":     {qkNorm: true},
+	"qwen2moe":  {bias: true, moe: true, shared: true},
+	"qwen3moe":  {qkNorm: true, moe: true},
+	"deepseek2": {mla: true},
 }
 
 // archKeys returns the metadata the architecture adds.
 func (c Config) archKeys() []keyValue {
 	a, ar := archs[c.Arch], c.Arch+"."
 	var kvs []keyValue
+	if a.mla {
+		kvs = c.deepseek2Keys()
+	}
 	if c.RopeBase != 0 {
 		kvs = append(kvs, keyValue{ar + "rope.freq_base", c.RopeBase})
 	}

@@ -68,8 +68,9 @@ type Config struct {
 	Words []string
 
 	// Arch is general.architecture: "llama" (the default), "qwen2",
-	// "qwen3", "qwen2moe" or "qwen3moe" (see qwen.go). For the MoE
-	// architectures FeedForward is the routed experts' size.
+	// "qwen3", "qwen2moe", "qwen3moe" (see qwen.go) or "deepseek2"
+	// (deepseek2.go). For the MoE architectures FeedForward is the routed
+	// experts' size.
 	Arch string
 	// HeadDim is the attention head size (attention.key_length), qwen3 and
 	// qwen3moe only; default Embedding/Heads.
@@ -80,6 +81,10 @@ type Config struct {
 	// RopeBase is rope.freq_base (default: not written for llama, which
 	// then reads 10000; 1000000 for the Qwen families, as Qwen has it).
 	RopeBase float32
+
+	// DeepSeek2 is the rest of a deepseek2 model's shape (deepseek2.go),
+	// set for that architecture only.
+	DeepSeek2 *DeepSeek2
 
 	// BPE, when set, replaces the SentencePiece vocabulary by a byte-level
 	// BPE one (see BPE); Words must then be empty.
@@ -195,13 +200,17 @@ func (c Config) withDefaults() (Config, error) {
 	if !ok {
 		return c, fmt.Errorf("randmodel: unknown architecture %q", c.Arch)
 	}
-	if c.HeadDim != 0 && c.HeadDim != c.Embedding/c.Heads && !a.qkNorm {
+	if c.HeadDim != 0 && c.HeadDim != c.Embedding/c.Heads && !a.qkNorm && !a.mla {
 		return c, fmt.Errorf("randmodel: HeadDim is for qwen3 and qwen3moe, not %s", c.Arch)
 	}
 	if c.HeadDim == 0 {
 		c.HeadDim = c.Embedding / c.Heads
 	}
-	if c.Arch != "llama" && a.moe != (c.Experts > 0) {
+	c, err := c.deepseek2Defaults()
+	if err != nil {
+		return c, err
+	}
+	if c.Arch != "llama" && !a.mla && a.moe != (c.Experts > 0) {
 		return c, fmt.Errorf("randmodel: %s with %d experts", c.Arch, c.Experts)
 	}
 	if a.shared && c.SharedFeedForward == 0 {
@@ -304,6 +313,10 @@ func (c Config) Tensors() ([]Tensor, error) {
 
 	ts := []Tensor{mat("token_embd.weight", emb, vocab)}
 	for i := range c.Layers {
+		if a.mla {
+			ts = append(ts, c.deepseek2Layer(i)...)
+			continue
+		}
 		blk := func(s string) string { return fmt.Sprintf("blk.%d.%s.weight", i, s) }
 		ts = append(ts,
 			norm(blk("attn_norm")),
@@ -402,6 +415,10 @@ func Write(w io.Writer, c Config) error {
 	}
 
 	ar := c.Arch + "."
+	ff := c.FeedForward
+	if c.DeepSeek2 != nil {
+		ff = c.DeepSeek2.DenseFeedForward // the routed experts' is expert_feed_forward_length
+	}
 	kvs := []keyValue{
 		{"general.architecture", c.Arch},
 		{"general.name", c.Name},
@@ -409,7 +426,7 @@ func Write(w io.Writer, c Config) error {
 		{ar + "context_length", uint32(c.ContextLength)},
 		{ar + "embedding_length", uint32(c.Embedding)},
 		{ar + "block_count", uint32(c.Layers)},
-		{ar + "feed_forward_length", uint32(c.FeedForward)},
+		{ar + "feed_forward_length", uint32(ff)},
 		{ar + "attention.head_count", uint32(c.Heads)},
 		{ar + "attention.head_count_kv", uint32(c.KVHeads)},
 		{ar + "rope.dimension_count", uint32(c.RopeDim)},
