@@ -3,9 +3,11 @@ package llama
 import (
 	"container/heap"
 	"fmt"
+	"io"
 	"strings"
 	"unicode/utf8"
 
+	"github.com/mwpeer/mwpeer/experts/shard"
 	"github.com/ollama/ollama/fs/ggml"
 )
 
@@ -93,6 +95,32 @@ func newVocab(kv ggml.KV) (*Vocab, error) {
 		}
 	}
 	return v, nil
+}
+
+// ReadVocab reads only the tokenizer of a GGUF file. It loads the
+// vocabulary-only files llama.cpp checks its tokenizers with (models/ggml-vocab-*.gguf),
+// which hold no tensors and no shape a Model could be built from.
+func ReadVocab(r io.ReadSeeker) (*Vocab, error) {
+	size, err := r.Seek(0, io.SeekEnd)
+	if err != nil {
+		return nil, err
+	}
+	ra, ok := r.(io.ReaderAt)
+	if !ok {
+		ra = seekReaderAt{r}
+	}
+	// The same bounds as a model's header: a file's claimed lengths are checked against its size.
+	if err := shard.CheckGGUF(ra, size); err != nil {
+		return nil, fmt.Errorf("decode gguf: %w", err)
+	}
+	if _, err := r.Seek(0, io.SeekStart); err != nil {
+		return nil, err
+	}
+	g, err := decode(r)
+	if err != nil {
+		return nil, fmt.Errorf("decode gguf: %w", err)
+	}
+	return newVocab(g.KV())
 }
 
 // Len returns the number of tokens.

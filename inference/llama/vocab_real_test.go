@@ -1,0 +1,294 @@
+package llama
+
+import (
+	"bufio"
+	"bytes"
+	"compress/gzip"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/ollama/ollama/fs/ggml"
+)
+
+// Real vocabularies. testdata/vocab holds llama.cpp's vocabulary-only GGUF
+// files of real models with the tokenizations llama.cpp expects of them
+// (see testdata/vocab/README.md); Llama 3's vocabulary comes from the
+// Ollama module's own tokenizer test data. A random 300-token vocabulary
+// cannot show a merge-order bug that a 100k-token one does.
+
+// vocabCase is one text of a .inp file and the token ids of its .out line.
+type vocabCase struct {
+	text string
+	want []int
+}
+
+// readVocabCases parses llama.cpp's test-tokenizer-0 files: the texts of
+// inp are separated by "\n__ggml_vocab_test__\n" (one after the last too),
+// and out has one line of space-separated token ids per text.
+func readVocabCases(inp, out []byte) ([]vocabCase, error) {
+	const sep = "\n__ggml_vocab_test__\n"
+	var texts []string
+	for s := string(inp); s != ""; {
+		i := strings.Index(s, sep)
+		if i < 0 {
+			texts = append(texts, s)
+			break
+		}
+		texts = append(texts, s[:i])
+		s = s[i+len(sep):]
+	}
+	lines := strings.Split(strings.TrimSuffix(string(out), "\n"), "\n")
+	if len(lines) != len(texts) {
+		return nil, fmt.Errorf("%d texts but %d lines of tokens", len(texts), len(lines))
+	}
+	cases := make([]vocabCase, len(texts))
+	for i, line := range lines {
+		cases[i].text = texts[i]
+		for _, f := range strings.Fields(line) {
+			id, err := strconv.Atoi(f)
+			if err != nil {
+				return nil, fmt.Errorf("line %d: %w", i+1, err)
+			}
+			cases[i].want = append(cases[i].want, id)
+		}
+	}
+	return cases, nil
+}
+
+// loadVocabCases reads testdata/vocab/ggml-vocab-<name>.gguf.{inp,out}.
+func loadVocabCases(t testing.TB, name string) []vocabCase {
+	t.Helper()
+	base := filepath.Join("testdata", "vocab", "ggml-vocab-"+name+".gguf")
+	inp, err := os.ReadFile(base + ".inp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := os.ReadFile(base + ".out")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases, err := readVocabCases(inp, out)
+	if err != nil {
+		t.Fatalf("%s: %v", base, err)
+	}
+	return cases
+}
+
+// readGzipVocab loads a gzipped vocabulary-only GGUF file of testdata/vocab.
+func readGzipVocab(t testing.TB, name string) *Vocab {
+	t.Helper()
+	v, err := ReadVocab(bytes.NewReader(readGzip(t, name)))
+	if err != nil {
+		t.Fatalf("%s: %v", name, err)
+	}
+	return v
+}
+
+// checkVocabCases tokenizes every case as llama.cpp's test-tokenizer-0
+// does (no BOS) and compares the ids exactly.
+func checkVocabCases(t *testing.T, v *Vocab, cases []vocabCase) {
+	t.Helper()
+	if len(cases) == 0 {
+		t.Fatal("no test texts")
+	}
+	v.AddBOS = false
+	for _, c := range cases {
+		if got := v.Encode(c.text); !slices.Equal(got, c.want) {
+			t.Errorf("%q:\n got %v\nwant %v", c.text, got, c.want)
+		}
+	}
+}
+
+// realVocabs are llama.cpp's vocabulary files kept in testdata/vocab and
+// the tokenizer.ggml.pre each one names.
+var realVocabs = []struct{ name, pre string }{
+	{"gpt-2", "gpt-2"},
+	{"deepseek-llm", "deepseek-llm"},
+	{"deepseek-coder", "deepseek-coder"},
+	{"starcoder", "starcoder"},
+	{"refact", "refact"},
+}
+
+// TestRealVocabulariesMatchLlamaCpp: on the vocabularies of real models,
+// every test text of llama.cpp tokenizes to exactly the ids llama.cpp
+// gives.
+func TestRealVocabulariesMatchLlamaCpp(t *testing.T) {
+	for _, rv := range realVocabs {
+		t.Run(rv.name, func(t *testing.T) {
+			v := readGzipVocab(t, "ggml-vocab-"+rv.name+".gguf.gz")
+			if !v.IsBPE() || v.bpe.pre.name != rv.pre {
+				t.Fatalf("read pre-tokenizer %q (BPE %v), want %q", v.bpe.pre.name, v.IsBPE(), rv.pre)
+			}
+			checkVocabCases(t, v, loadVocabCases(t, rv.name))
+		})
+	}
+}
+
+// ollamaModuleDir is where the Go toolchain keeps the Ollama module, or ""
+// if it cannot say.
+func ollamaModuleDir(t testing.TB) string {
+	t.Helper()
+	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "github.com/ollama/ollama").Output()
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// hfVocab builds a byte-level BPE vocabulary from Hugging Face's files
+// (vocab.json's token ids, merges.txt's merges in rank order) and the
+// special tokens that follow them, writes it as a vocabulary-only GGUF as
+// llama.cpp's converter would (tokenizer.ggml.model "gpt2"), and reads it
+// back with ReadVocab.
+func hfVocab(t testing.TB, vocabJSON, mergesTxt []byte, pre string, special []string, kv ggml.KV) *Vocab {
+	t.Helper()
+	var ids map[string]int32
+	if err := json.Unmarshal(vocabJSON, &ids); err != nil {
+		t.Fatal(err)
+	}
+	tokens := make([]string, len(ids))
+	types := make([]int32, len(ids))
+	for tok, id := range ids {
+		if id < 0 || int(id) >= len(tokens) || types[id] != 0 {
+			t.Fatalf("vocab.json: bad or repeated id %d", id)
+		}
+		tokens[id], types[id] = tok, tokNormal
+	}
+	for _, s := range special {
+		tokens = append(tokens, s)
+		types = append(types, tokControl)
+	}
+	var merges []string
+	sc := bufio.NewScanner(bytes.NewReader(mergesTxt))
+	for sc.Scan() {
+		// Only a first "#version" line is a header: "# #" is a merge.
+		if len(merges) == 0 && strings.HasPrefix(sc.Text(), "#version") {
+			continue
+		}
+		merges = append(merges, sc.Text())
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatal(err)
+	}
+	kv["general.architecture"] = "llama"
+	kv["tokenizer.ggml.model"] = "gpt2"
+	kv["tokenizer.ggml.pre"] = pre
+	kv["tokenizer.ggml.tokens"] = tokens
+	kv["tokenizer.ggml.token_type"] = types
+	kv["tokenizer.ggml.merges"] = merges
+	path := filepath.Join(t.TempDir(), pre+"-vocab.gguf")
+	out, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close()
+	if err := ggml.WriteGGUF(out, kv, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := out.Seek(0, io.SeekStart); err != nil {
+		t.Fatal(err)
+	}
+	v, err := ReadVocab(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+// llama3Vocab is Llama 3's vocabulary: 128,000 byte-level BPE tokens and
+// 280,147 merges, which the Ollama module ships for its own tokenizer tests
+// (tokenizer/testdata/llama3.2), then its 256 special tokens.
+func llama3Vocab(t testing.TB) *Vocab {
+	t.Helper()
+	mod := ollamaModuleDir(t)
+	if mod == "" {
+		t.Skip("the Go toolchain does not list the Ollama module: no Llama 3 vocabulary")
+	}
+	dir := filepath.Join(mod, "tokenizer", "testdata", "llama3.2")
+	enc, err := os.ReadFile(filepath.Join(dir, "encoder.json"))
+	if err != nil {
+		t.Skipf("no Llama 3 vocabulary in the Ollama module: %v", err)
+	}
+	merges, err := os.ReadFile(filepath.Join(dir, "vocab.bpe"))
+	if err != nil {
+		t.Skipf("no Llama 3 merges in the Ollama module: %v", err)
+	}
+	// 128000 to 128255, as Llama 3.2's tokenizer_config.json names them.
+	named := map[int]string{0: "<|begin_of_text|>", 1: "<|end_of_text|>", 4: "<|finetune_right_pad_id|>",
+		6: "<|start_header_id|>", 7: "<|end_header_id|>", 8: "<|eom_id|>", 9: "<|eot_id|>", 10: "<|python_tag|>"}
+	var special []string
+	reserved := 0
+	for i := range 256 {
+		s, ok := named[i]
+		if !ok {
+			s = fmt.Sprintf("<|reserved_special_token_%d|>", reserved)
+			reserved++
+		}
+		special = append(special, s)
+	}
+	return hfVocab(t, enc, merges, "llama-bpe", special, ggml.KV{
+		"tokenizer.ggml.bos_token_id":  uint32(128000),
+		"tokenizer.ggml.eos_token_id":  uint32(128001),
+		"tokenizer.ggml.add_bos_token": true,
+	})
+}
+
+// qwen2Vocab is Qwen2's vocabulary (Qwen1.5, Qwen2 and Qwen2.5 share it):
+// 151,643 byte-level BPE tokens and 151,387 merges, kept gzipped in
+// testdata/vocab, then the three special tokens of Qwen1.5's tokenizer.
+func qwen2Vocab(t testing.TB) *Vocab {
+	t.Helper()
+	return hfVocab(t, readGzip(t, "qwen2-vocab.json.gz"), readGzip(t, "qwen2-merges.txt.gz"), "qwen2",
+		[]string{"<|endoftext|>", "<|im_start|>", "<|im_end|>"}, ggml.KV{
+			"tokenizer.ggml.bos_token_id":  uint32(151643),
+			"tokenizer.ggml.eos_token_id":  uint32(151643),
+			"tokenizer.ggml.add_bos_token": false,
+		})
+}
+
+// readGzip returns the content of the gzipped file testdata/vocab/name.
+func readGzip(t testing.TB, name string) []byte {
+	t.Helper()
+	f, err := os.Open(filepath.Join("testdata", "vocab", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	zr, err := gzip.NewReader(f)
+	if err != nil {
+		t.Fatalf("%s: %v", name, err)
+	}
+	data, err := io.ReadAll(zr)
+	if err != nil {
+		t.Fatalf("%s: %v", name, err)
+	}
+	return data
+}
+
+// TestLlama3VocabularyMatchesLlamaCpp: Llama 3's real vocabulary tokenizes
+// llama.cpp's llama-bpe test texts to exactly llama.cpp's ids.
+func TestLlama3VocabularyMatchesLlamaCpp(t *testing.T) {
+	v := llama3Vocab(t)
+	if v.Len() != 128256 {
+		t.Fatalf("%d tokens, want 128256", v.Len())
+	}
+	checkVocabCases(t, v, loadVocabCases(t, "llama-bpe"))
+}
+
+// TestQwen2VocabularyMatchesLlamaCpp: Qwen2's real vocabulary tokenizes
+// llama.cpp's qwen2 test texts to exactly llama.cpp's ids.
+func TestQwen2VocabularyMatchesLlamaCpp(t *testing.T) {
+	v := qwen2Vocab(t)
+	if v.Len() != 151646 {
+		t.Fatalf("%d tokens, want 151646", v.Len())
+	}
+	checkVocabCases(t, v, loadVocabCases(t, "qwen2"))
+}
