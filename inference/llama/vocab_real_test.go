@@ -143,47 +143,57 @@ func ollamaModuleDir(t testing.TB) string {
 	return strings.TrimSpace(string(out))
 }
 
-// hfVocab builds a byte-level BPE vocabulary from Hugging Face's files
-// (vocab.json's token ids, merges.txt's merges in rank order) and the
-// special tokens that follow them, writes it as a vocabulary-only GGUF as
-// llama.cpp's converter would (tokenizer.ggml.model "gpt2"), and reads it
-// back with ReadVocab.
-func hfVocab(t testing.TB, vocabJSON, mergesTxt []byte, pre string, special []string, kv ggml.KV) *Vocab {
+// hfFiles is a byte-level BPE vocabulary as Hugging Face's files give it:
+// vocab.json's tokens by id, then the special tokens after them, and
+// merges.txt's merges in rank order.
+type hfFiles struct {
+	tokens []string
+	types  []int32
+	merges []string
+}
+
+func readHFFiles(t testing.TB, vocabJSON, mergesTxt []byte, special []string) hfFiles {
 	t.Helper()
 	var ids map[string]int32
 	if err := json.Unmarshal(vocabJSON, &ids); err != nil {
 		t.Fatal(err)
 	}
-	tokens := make([]string, len(ids))
-	types := make([]int32, len(ids))
+	f := hfFiles{tokens: make([]string, len(ids)), types: make([]int32, len(ids))}
 	for tok, id := range ids {
-		if id < 0 || int(id) >= len(tokens) || types[id] != 0 {
+		if id < 0 || int(id) >= len(f.tokens) || f.types[id] != 0 {
 			t.Fatalf("vocab.json: bad or repeated id %d", id)
 		}
-		tokens[id], types[id] = tok, tokNormal
+		f.tokens[id], f.types[id] = tok, tokNormal
 	}
 	for _, s := range special {
-		tokens = append(tokens, s)
-		types = append(types, tokControl)
+		f.tokens = append(f.tokens, s)
+		f.types = append(f.types, tokControl)
 	}
-	var merges []string
 	sc := bufio.NewScanner(bytes.NewReader(mergesTxt))
 	for sc.Scan() {
 		// Only a first "#version" line is a header: "# #" is a merge.
-		if len(merges) == 0 && strings.HasPrefix(sc.Text(), "#version") {
+		if len(f.merges) == 0 && strings.HasPrefix(sc.Text(), "#version") {
 			continue
 		}
-		merges = append(merges, sc.Text())
+		f.merges = append(f.merges, sc.Text())
 	}
 	if err := sc.Err(); err != nil {
 		t.Fatal(err)
 	}
+	return f
+}
+
+// vocab writes f as a vocabulary-only GGUF, as llama.cpp's converter would
+// (tokenizer.ggml.model "gpt2", the pre-tokenizer named pre, the keys of
+// kv), and reads it back with ReadVocab.
+func (f hfFiles) vocab(t testing.TB, pre string, kv ggml.KV) *Vocab {
+	t.Helper()
 	kv["general.architecture"] = "llama"
 	kv["tokenizer.ggml.model"] = "gpt2"
 	kv["tokenizer.ggml.pre"] = pre
-	kv["tokenizer.ggml.tokens"] = tokens
-	kv["tokenizer.ggml.token_type"] = types
-	kv["tokenizer.ggml.merges"] = merges
+	kv["tokenizer.ggml.tokens"] = f.tokens
+	kv["tokenizer.ggml.token_type"] = f.types
+	kv["tokenizer.ggml.merges"] = f.merges
 	path := filepath.Join(t.TempDir(), pre+"-vocab.gguf")
 	out, err := os.Create(path)
 	if err != nil {
@@ -207,6 +217,16 @@ func hfVocab(t testing.TB, vocabJSON, mergesTxt []byte, pre string, special []st
 // 280,147 merges, which the Ollama module ships for its own tokenizer tests
 // (tokenizer/testdata/llama3.2), then its 256 special tokens.
 func llama3Vocab(t testing.TB) *Vocab {
+	t.Helper()
+	return llama3Files(t).vocab(t, "llama-bpe", ggml.KV{
+		"tokenizer.ggml.bos_token_id":  uint32(128000),
+		"tokenizer.ggml.eos_token_id":  uint32(128001),
+		"tokenizer.ggml.add_bos_token": true,
+	})
+}
+
+// llama3Files reads Llama 3's vocabulary from the Ollama module.
+func llama3Files(t testing.TB) hfFiles {
 	t.Helper()
 	mod := ollamaModuleDir(t)
 	if mod == "" {
@@ -234,11 +254,7 @@ func llama3Vocab(t testing.TB) *Vocab {
 		}
 		special = append(special, s)
 	}
-	return hfVocab(t, enc, merges, "llama-bpe", special, ggml.KV{
-		"tokenizer.ggml.bos_token_id":  uint32(128000),
-		"tokenizer.ggml.eos_token_id":  uint32(128001),
-		"tokenizer.ggml.add_bos_token": true,
-	})
+	return readHFFiles(t, enc, merges, special)
 }
 
 // qwen2Vocab is Qwen2's vocabulary (Qwen1.5, Qwen2 and Qwen2.5 share it):
@@ -246,12 +262,17 @@ func llama3Vocab(t testing.TB) *Vocab {
 // testdata/vocab, then the three special tokens of Qwen1.5's tokenizer.
 func qwen2Vocab(t testing.TB) *Vocab {
 	t.Helper()
-	return hfVocab(t, readGzip(t, "qwen2-vocab.json.gz"), readGzip(t, "qwen2-merges.txt.gz"), "qwen2",
-		[]string{"<|endoftext|>", "<|im_start|>", "<|im_end|>"}, ggml.KV{
-			"tokenizer.ggml.bos_token_id":  uint32(151643),
-			"tokenizer.ggml.eos_token_id":  uint32(151643),
-			"tokenizer.ggml.add_bos_token": false,
-		})
+	return qwen2Files(t).vocab(t, "qwen2", ggml.KV{
+		"tokenizer.ggml.bos_token_id":  uint32(151643),
+		"tokenizer.ggml.eos_token_id":  uint32(151643),
+		"tokenizer.ggml.add_bos_token": false,
+	})
+}
+
+func qwen2Files(t testing.TB) hfFiles {
+	t.Helper()
+	return readHFFiles(t, readGzip(t, "qwen2-vocab.json.gz"), readGzip(t, "qwen2-merges.txt.gz"),
+		[]string{"<|endoftext|>", "<|im_start|>", "<|im_end|>"})
 }
 
 // readGzip returns the content of the gzipped file testdata/vocab/name.
@@ -291,4 +312,134 @@ func TestQwen2VocabularyMatchesLlamaCpp(t *testing.T) {
 		t.Fatalf("%d tokens, want 151646", v.Len())
 	}
 	checkVocabCases(t, v, loadVocabCases(t, "qwen2"))
+}
+
+// llama.cpp's expressions for Llama 3's and Qwen2's pre-tokenizers
+// (llama-vocab.cpp, as vendored by Ollama v0.17.4).
+var llamaCppBPESteps = map[string][]string{
+	"llama-bpe": {`(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+`},
+	"qwen2":     {`(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+`},
+}
+
+// referenceBPE is byte-level BPE written as plainly as it can be, to check
+// the engine's heap-driven merging against: the words are what llama.cpp's
+// expression gives (referenceSplit), and in each word the pair of lowest
+// merge rank, the leftmost of equals, is merged until none is left.
+type referenceBPE struct {
+	ids   map[string]int
+	ranks map[[2]string]int
+}
+
+func newReferenceBPE(f hfFiles) *referenceBPE {
+	r := &referenceBPE{ids: make(map[string]int, len(f.tokens)), ranks: make(map[[2]string]int, len(f.merges))}
+	for i, t := range f.tokens {
+		r.ids[t] = i
+	}
+	for rank, m := range f.merges {
+		if sp := strings.IndexByte(m[min(1, len(m)):], ' '); sp >= 0 {
+			sp += min(1, len(m))
+			pair := [2]string{m[:sp], m[sp+1:]}
+			if _, dup := r.ranks[pair]; !dup {
+				r.ranks[pair] = rank
+			}
+		}
+	}
+	return r
+}
+
+func (r *referenceBPE) encode(t *testing.T, exprs []string, text string) []int {
+	var ids []int
+	for _, word := range referenceSplit(t, exprs, decodeLikeLlamaCpp(text, nil)) {
+		var syms []string
+		for _, c := range []byte(word) {
+			syms = append(syms, string(byteRune[c]))
+		}
+		for len(syms) > 1 {
+			best, at := -1, -1
+			for i := range len(syms) - 1 {
+				if rank, ok := r.ranks[[2]string{syms[i], syms[i+1]}]; ok && (best < 0 || rank < best) {
+					best, at = rank, i
+				}
+			}
+			if at < 0 {
+				break
+			}
+			syms = slices.Replace(syms, at, at+2, syms[at]+syms[at+1])
+		}
+		for _, s := range syms {
+			id, ok := r.ids[s]
+			if !ok {
+				t.Fatalf("word %q: %q is no token", word, s)
+			}
+			ids = append(ids, id)
+		}
+	}
+	return ids
+}
+
+// book is War and Peace, which the Ollama module keeps for its tokenizer
+// tests: 3.2 MB of English prose.
+func book(t testing.TB) string {
+	t.Helper()
+	mod := ollamaModuleDir(t)
+	if mod == "" {
+		t.Skip("the Go toolchain does not list the Ollama module: no book to tokenize")
+	}
+	b, err := os.ReadFile(filepath.Join(mod, "tokenizer", "testdata", "war-and-peace.txt"))
+	if err != nil {
+		t.Skipf("no book in the Ollama module: %v", err)
+	}
+	return string(b)
+}
+
+// TestRealVocabulariesOnABook: on Llama 3's and Qwen2's real vocabularies,
+// a book and the corpus tokenize exactly as the plain reference BPE over
+// llama.cpp's expressions does. llama.cpp's 46 test texts are short; a
+// book reaches merges they never do.
+func TestRealVocabulariesOnABook(t *testing.T) {
+	text := book(t)
+	if testing.Short() {
+		text = text[:256<<10]
+	}
+	texts := []string{text}
+	for _, s := range bpeCorpus {
+		if !strings.Contains(s, "<|") { // the reference does not cut out special tokens
+			texts = append(texts, s)
+		}
+	}
+	for _, tc := range []struct {
+		pre   string
+		files func(testing.TB) hfFiles
+	}{
+		{"llama-bpe", llama3Files},
+		{"qwen2", qwen2Files},
+	} {
+		t.Run(tc.pre, func(t *testing.T) {
+			f := tc.files(t)
+			v := f.vocab(t, tc.pre, ggml.KV{})
+			v.AddBOS = false
+			ref := newReferenceBPE(f)
+			for _, s := range texts {
+				want := ref.encode(t, llamaCppBPESteps[tc.pre], s)
+				got := v.Encode(s)
+				if i := firstDifference(got, want); i >= 0 {
+					t.Errorf("%q...: token %d of %d differs: got %v, reference %v", s[:min(len(s), 40)], i, len(want),
+						got[i:min(len(got), i+8)], want[i:min(len(want), i+8)])
+				}
+			}
+		})
+	}
+}
+
+// firstDifference is the first index where a and b differ, -1 if none.
+func firstDifference(a, b []int) int {
+	for i := range min(len(a), len(b)) {
+		if a[i] != b[i] {
+			return i
+		}
+	}
+	if len(a) != len(b) {
+		return min(len(a), len(b))
+	}
+	return -1
 }
