@@ -68,6 +68,7 @@ func TestQwenMatchesOllama(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			defer m.Close()
 			compareWithOllama(t, srv.Client(), tc.name, m, engineTol(tc.tol))
 		})
 	}

@@ -54,6 +54,7 @@ func BenchmarkQwen(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
+			defer m.Close()
 			text := strings.Repeat(randmodel.MergeCorpus, 4)
 			ids := m.Vocab.Encode(text)[:benchPrompt]
 			prompt := ""

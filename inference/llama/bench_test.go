@@ -205,6 +205,7 @@ func engineSpeed(b *testing.B, path string) (prefillRate, decodeRate float64) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	defer m.Close()
 	ids := m.Vocab.Encode(benchText(1))
 	if len(ids) != benchPrompt {
 		b.Fatalf("prompt of %d tokens, want %d", len(ids), benchPrompt)

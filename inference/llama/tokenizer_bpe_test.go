@@ -212,6 +212,7 @@ func TestBPEMatchesOllama(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			defer m.Close()
 			var maxDiff float64
 			texts := append(slices.Clone(bpeCorpus), preTokenizerTexts...)
 			for _, text := range texts {
@@ -261,6 +262,7 @@ func BenchmarkBPEEncode(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
+			defer m.Close()
 			text := strings.Join(bpeCorpus, "\n") + randmodel.MergeCorpus
 			b.SetBytes(int64(len(text)))
 			for b.Loop() {
@@ -287,6 +289,7 @@ func FuzzBPEEncode(f *testing.F) {
 		if err != nil {
 			f.Fatal(err)
 		}
+		m.Close() // only its vocabulary is kept
 		vocabs = append(vocabs, m.Vocab)
 	}
 	f.Fuzz(func(t *testing.T, text string) {
