@@ -221,9 +221,15 @@ func reportAgreement(t *testing.T, client *api.Client, model string, m *Model) {
 
 func agreeWithOllama(t *testing.T, report func(string, ...any), client *api.Client, model string, m *Model, tol float64) {
 	t.Helper()
+	agreeOn(t, report, client, model, m, tol, anchorPrompts)
+}
+
+// agreeOn is agreeWithOllama on the given prompts.
+func agreeOn(t *testing.T, report func(string, ...any), client *api.Client, model string, m *Model, tol float64, prompts []string) {
+	t.Helper()
 	var maxDiff float64
 	matched := 0
-	for _, prompt := range anchorPrompts {
+	for _, prompt := range prompts {
 		wantToks, wantLps := ollamaGreedy(t, client, model, prompt, anchorTokens)
 		if len(wantToks) != anchorTokens {
 			t.Fatalf("%q: ollama gave %d tokens, want %d", prompt, len(wantToks), anchorTokens)
@@ -248,7 +254,7 @@ func agreeWithOllama(t *testing.T, report func(string, ...any), client *api.Clie
 			maxDiff = max(maxDiff, math.Abs(gotLps[i]-wantLps[i]))
 		}
 	}
-	t.Logf("%s: %d/%d tokens match Ollama; largest log-probability difference %.2e", model, matched, anchorTokens*len(anchorPrompts), maxDiff)
+	t.Logf("%s: %d/%d tokens match Ollama; largest log-probability difference %.2e", model, matched, anchorTokens*len(prompts), maxDiff)
 	if maxDiff > tol {
 		report("largest log-probability difference %.2e exceeds %.0e", maxDiff, tol)
 	}

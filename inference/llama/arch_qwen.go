@@ -39,27 +39,32 @@ type arch struct {
 	moe     bool // every layer is MoE
 	shared  bool // a gated shared expert beside the routed ones
 	rawTopK bool // the top-k expert weights are not renormalised
+	mla     bool // deepseek2: latent attention and its own FFN (arch_deepseek2.go)
 }
 
 var architectures = map[string]arch{
-	"llama":    {},
-	"qwen2":    {neox: true, bias: true},
-	"qwen3":    {neox: true, qkNorm: true},
-	"qwen2moe": {neox: true, bias: true, moe: true, shared: true, rawTopK: true},
-	"qwen3moe": {neox: true, qkNorm: true, moe: true},
+	"llama":     {},
+	"qwen2":     {neox: true, bias: true},
+	"qwen3":     {neox: true, qkNorm: true},
+	"qwen2moe":  {neox: true, bias: true, moe: true, shared: true, rawTopK: true},
+	"qwen3moe":  {neox: true, qkNorm: true, moe: true},
+	"deepseek2": {moe: true, mla: true},
 }
 
 // lookupArch returns the architecture of a file's general.architecture.
 func lookupArch(name string) (arch, error) {
 	a, ok := architectures[name]
 	if !ok {
-		return a, fmt.Errorf("architecture %q: %w (llama, qwen2, qwen3, qwen2moe, qwen3moe)", name, ErrUnsupported)
+		return a, fmt.Errorf("architecture %q: %w (llama, qwen2, qwen3, qwen2moe, qwen3moe, deepseek2)", name, ErrUnsupported)
 	}
 	return a, nil
 }
 
 // configure sets the parts of c that the architecture reads its own way.
 func (a arch) configure(kv ggml.KV, c *Config) error {
+	if a.mla {
+		return configureDeepSeek2(kv, c)
+	}
 	c.RopeNeoX = a.neox
 	c.ExpertWeightsRaw = a.rawTopK
 	if _, ok := kv[c.Arch+".norm_top_k_prob"]; ok && a.moe {

@@ -178,6 +178,9 @@ func (s *State) Forward(ctx context.Context, tokens []int) ([]float32, error) {
 
 // batch runs tokens at positions s.pos... and returns the last one's logits.
 func (s *State) batch(ctx context.Context, tokens []int) ([]float32, error) {
+	if s.m.Config.DeepSeek2 != nil {
+		return s.batchDeepSeek2(ctx, tokens)
+	}
 	m, c, w := s.m, s.m.Config, s.ws
 	n := len(tokens)
 	kvDim := c.KVHeads * c.HeadDim

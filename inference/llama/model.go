@@ -34,6 +34,8 @@ type Config struct {
 	RopeNeoX          bool   // NeoX RoPE (the Qwen families)
 	SharedFeedForward int    // the shared expert's FFN size (qwen2moe); 0: none
 	ExpertWeightsRaw  bool   // the top-k experts' weights are not renormalised (qwen2moe)
+
+	DeepSeek2 *DeepSeek2Config // deepseek2's latent attention and FFN (arch_deepseek2.go); nil for the others
 }
 
 // ActiveParams is the number of weights one token uses: embeddings and
@@ -55,6 +57,7 @@ type layer struct {
 	gateInp                *matrix   // MoE router
 	gateExp, upExp, downEx []*matrix // MoE experts
 	qwen                   qwenLayer // what the Qwen architectures add
+	ds2                    *deepseek2Layer
 }
 
 // Model is a loaded llama-architecture model. It is read-only once loaded and
@@ -215,7 +218,7 @@ func read(r io.ReadSeeker, mapped []byte, opts ReadOptions) (*Model, error) {
 	if c.Experts > 0 && (c.ExpertsUsed <= 0 || c.ExpertsUsed > c.Experts) {
 		return nil, fmt.Errorf("%d of %d experts used per token", c.ExpertsUsed, c.Experts)
 	}
-	if s := kv.String("rope.scaling.type"); s != "" && s != "none" {
+	if s := kv.String("rope.scaling.type"); s != "" && s != "none" && !a.mla { // deepseek2 checks its own
 		return nil, fmt.Errorf("rope scaling %q: %w", s, ErrUnsupported)
 	}
 	if err := a.configure(kv, &c); err != nil {
@@ -245,6 +248,10 @@ func read(r io.ReadSeeker, mapped []byte, opts ReadOptions) (*Model, error) {
 	m.layers = make([]layer, c.Layers)
 	for i := range m.layers {
 		l := &m.layers[i]
+		if a.mla {
+			ld.loadDeepSeek2(c, i, l, opts.WithoutExperts)
+			continue
+		}
 		n := func(s string) string { return fmt.Sprintf("blk.%d.%s.weight", i, s) }
 		l.attnNorm = ld.vector(n("attn_norm"), c.Embedding)
 		l.ffnNorm = ld.vector(n("ffn_norm"), c.Embedding)
