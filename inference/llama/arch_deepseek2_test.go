@@ -76,6 +76,7 @@ func TestDeepSeek2MatchesOllama(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			defer m.Close()
 			agreeOn(t, t.Errorf, srv.Client(), tc.name, m, engineTol(tc.tol), deepseek2Prompts)
 		})
 	}
