@@ -443,3 +443,28 @@ func firstDifference(a, b []int) int {
 	}
 	return -1
 }
+
+// BenchmarkRealVocabEncode measures tokenizer throughput (MB/s, one
+// goroutine) on Llama 3's and Qwen2's real vocabularies: a book of English
+// prose, and the corpus of code, CJK, emoji, numbers and whitespace runs.
+func BenchmarkRealVocabEncode(b *testing.B) {
+	text := book(b)
+	corpus := strings.Join(bpeCorpus, "\n")
+	for _, tc := range []struct {
+		pre   string
+		files func(testing.TB) hfFiles
+	}{
+		{"llama-bpe", llama3Files},
+		{"qwen2", qwen2Files},
+	} {
+		v := tc.files(b).vocab(b, tc.pre, ggml.KV{})
+		for _, in := range []struct{ name, text string }{{"book", text}, {"corpus", corpus}} {
+			b.Run(tc.pre+"/"+in.name, func(b *testing.B) {
+				b.SetBytes(int64(len(in.text)))
+				for b.Loop() {
+					v.Encode(in.text)
+				}
+			})
+		}
+	}
+}
