@@ -30,19 +30,28 @@ import (
 //     the attention factor 1/(1+0.1·ln factor) that cancels the magnitude
 //     YaRN gives the cosines. The scores are scaled by mscale²/√key_length,
 //     mscale = 1 + yarn_log_multiplier·ln factor.
-//   - Attention without flash attention (Ollama does not enable it for
-//     deepseek2, whose K and V heads differ in size): F16 query and cache,
-//     the scores' softmax in float32, then the probabilities rounded to F16
-//     and multiplied with the F16 values.
+//   - Attention without flash attention (Ollama's engine does not enable
+//     it for deepseek2, whose K and V heads differ in size): F16 query and
+//     cache, the scores' softmax in float32, then the probabilities
+//     rounded to F16 and multiplied with the F16 values. For the files
+//     Ollama runs through llama.cpp, which turns flash attention on, as
+//     llama.cpp's flash attention (attendHead's arithmetic).
 //   - The first leading_dense_block_count layers have a dense FFN
 //     (feed_forward_length); the others route among expert_count experts
-//     of expert_feed_forward_length: sigmoid scores (the gating function
-//     Ollama's engine runs whatever expert_gating_func says; files that
-//     ask for softmax are refused, as untested), the top expert_used_count
-//     by score plus exp_probs_b.bias when present, weighted by their
-//     unbiased scores, renormalised when expert_weights_norm (default true)
-//     and scaled by expert_weights_scale; plus a shared expert (ffn_*_shexp,
-//     ungated) that every token uses.
+//     of expert_feed_forward_length: scores by sigmoid or softmax as
+//     expert_gating_func says (absent: softmax, as llama.cpp reads
+//     DeepSeek-V2 files; Ollama's own engine runs sigmoid whatever the key
+//     says, and runs only files with the deepseek-v3 pre-tokenizer, so a
+//     DeepSeek-V2 file, pre-tokenizer deepseek-llm, goes to its llama.cpp),
+//     the top expert_used_count by score plus exp_probs_b.bias when
+//     present, weighted by their unbiased scores, renormalised when
+//     expert_weights_norm (default true, as Ollama's engine) and scaled by
+//     expert_weights_scale; plus a shared expert (ffn_*_shexp, ungated)
+//     that every token uses.
+//
+// llama.cpp computes the same attention and RoPE for these files (its
+// yarn_attn_factor and mscale come to Ollama's for a nonzero
+// yarn_log_multiplier), so one implementation matches both.
 //
 // The KV cache holds every head's key and value, as Ollama's non-MLA path
 // does (not the latent): State's K rows are Heads×key_length wide, its V
@@ -63,15 +72,28 @@ type DeepSeek2Config struct {
 	SharedFeedForward int // the shared expert's size (0: none)
 	WeightsScale      float32
 	WeightsNorm       bool
+	SoftmaxGating     bool // expert_gating_func softmax (1, or absent), not sigmoid (2)
 
 	RopeFreqScale  float32 // 1/rope.scaling.factor
 	RopeAttnFactor float32 // ggml's attn_factor
 	RopeOrigCtx    int     // YaRN's original context length
 	KQScale        float32 // the attention scores' scale
+
+	// FlashAttention: attention as llama.cpp's CPU flash attention
+	// computes it, for the files Ollama runs through llama.cpp (which
+	// turns it on); else as Ollama's own engine, which does not.
+	FlashAttention bool
 }
 
-// gatingSigmoid is expert_gating_func's value for sigmoid scores.
-const gatingSigmoid = 2
+// ollamaDeepSeek2Pre is the only pre-tokenizer with which Ollama v0.17.4
+// runs deepseek2 in its own engine; it runs the others through llama.cpp.
+const ollamaDeepSeek2Pre = "deepseek-v3"
+
+// expert_gating_func's values.
+const (
+	gatingSoftmax = 1
+	gatingSigmoid = 2
+)
 
 // configureDeepSeek2 reads a deepseek2 file's hyperparameters into c.
 func configureDeepSeek2(kv ggml.KV, c *Config) error {
@@ -89,8 +111,12 @@ func configureDeepSeek2(kv ggml.KV, c *Config) error {
 	if kv.Uint("attention.key_length_mla") != 0 || kv.Uint("attention.value_length_mla") != 0 {
 		return fmt.Errorf("deepseek2 with absorbed MLA weights (key_length_mla): %w", ErrUnsupported)
 	}
-	if g := kv.Uint("expert_gating_func"); g != gatingSigmoid {
-		return fmt.Errorf("deepseek2 expert_gating_func %d (only sigmoid, 2, is run and tested): %w", g, ErrUnsupported)
+	switch g := kv.Uint("expert_gating_func"); g {
+	case 0, gatingSoftmax: // absent: softmax, llama.cpp's default for DeepSeek-V2 files
+		d.SoftmaxGating = true
+	case gatingSigmoid:
+	default:
+		return fmt.Errorf("deepseek2 expert_gating_func %d: %w", g, ErrUnsupported)
 	}
 	if s := kv.String("rope.scaling.type"); s != "" && s != "none" && s != "yarn" {
 		return fmt.Errorf("rope scaling %q: %w", s, ErrUnsupported)
@@ -103,6 +129,7 @@ func configureDeepSeek2(kv ggml.KV, c *Config) error {
 	c.FeedForward = int(kv.Uint("expert_feed_forward_length"))
 	d.SharedFeedForward = c.FeedForward * int(kv.Uint("expert_shared_count"))
 	c.ExpertWeightsRaw = !d.WeightsNorm
+	d.FlashAttention = kv.String("tokenizer.ggml.pre") != ollamaDeepSeek2Pre
 
 	// As Ollama's engine: a factor of 0 (absent) would make mscale NaN
 	// there; here it means no scaling.
@@ -292,7 +319,12 @@ func (s *State) latentAttention(li int, h [][]float32) [][]float32 {
 		for hd := range c.Heads {
 			copy(qh, q[b][hd*c.HeadDim:(hd+1)*c.HeadDim])
 			roundF16(qh)
-			s.attendHeadUnfused(li, s.pos+b+1, hd, qh, probs, att[b][hd*d.ValueDim:(hd+1)*d.ValueDim])
+			out := att[b][hd*d.ValueDim : (hd+1)*d.ValueDim]
+			if d.FlashAttention {
+				s.attendHeadFlash(li, s.pos+b+1, hd, qh, out)
+			} else {
+				s.attendHeadUnfused(li, s.pos+b+1, hd, qh, probs, out)
+			}
 		}
 	}
 	return att
@@ -338,6 +370,37 @@ func (s *State) attendHeadUnfused(li, end, hd int, qh, probs, out []float32) {
 	}
 }
 
+// attendHeadFlash is attendHead (llama.cpp's CPU flash attention) for
+// head hd of a deepseek2 cache, whose K and V rows differ in size, with
+// the scores scaled by KQScale.
+func (s *State) attendHeadFlash(li, end, hd int, qh, acc []float32) {
+	c := s.m.Config
+	d := c.DeepSeek2
+	kDim, vDim := c.Heads*c.HeadDim, c.Heads*d.ValueDim
+	kc, vc := s.k[li], s.v[li]
+	clear(acc)
+	mx := float32(math.Inf(-1))
+	var sum float32
+	for p := range end {
+		kr, vr := kc[p*kDim+hd*c.HeadDim:][:c.HeadDim], vc[p*vDim+hd*d.ValueDim:][:d.ValueDim]
+		sc := dotKF16(qh, kr) * d.KQScale
+		ms, vs := float32(1), float32(1)
+		if sc > mx {
+			ms = float32(math.Exp(float64(mx - sc)))
+			mx = sc
+			scaleF16(acc, ms)
+		} else {
+			vs = float32(math.Exp(float64(sc - mx)))
+		}
+		madVF16(acc, vr, vs)
+		sum = sum*ms + vs
+	}
+	inv := 1 / sum
+	for i := range acc {
+		acc[i] *= inv
+	}
+}
+
 // moeDeepSeek2 runs layer li's routed experts and shared expert on the
 // rows h into out, as Ollama's engine does (see the top of this file).
 func (s *State) moeDeepSeek2(ctx context.Context, li int, h, out [][]float32) error {
@@ -352,8 +415,14 @@ func (s *State) moeDeepSeek2(ctx context.Context, li int, h, out [][]float32) er
 	w.wt = grow(w.wt, n*used)
 	choice := make([]float32, c.Experts)
 	for b, lg := range logits {
-		for e, v := range lg {
-			lg[e] = 1 / (1 + float32(math.Exp(float64(-v))))
+		if d.SoftmaxGating {
+			softmax(lg)
+		} else {
+			for e, v := range lg {
+				lg[e] = 1 / (1 + float32(math.Exp(float64(-v))))
+			}
+		}
+		for e := range lg {
 			choice[e] = lg[e]
 			if l.ds2.probsBias != nil {
 				choice[e] += l.ds2.probsBias[e]
@@ -371,9 +440,13 @@ func (s *State) moeDeepSeek2(ctx context.Context, li int, h, out [][]float32) er
 			sel[slot], wt[slot] = best, lg[best]
 			sum += float64(lg[best])
 		}
+		div := float32(sum)
+		if d.SoftmaxGating {
+			div = max(div, 6.103515625e-5) // llama.cpp's clamp; Ollama's engine (sigmoid) has none
+		}
 		for slot := range wt {
 			if d.WeightsNorm {
-				wt[slot] /= float32(sum)
+				wt[slot] /= div
 			}
 			wt[slot] *= d.WeightsScale
 		}

@@ -30,10 +30,18 @@ func deepseek2Cases() []anchorCase {
 	plain.DeepSeek2 = &d
 	f16 := randmodel.TinyDeepSeek2()
 	f16.Name, f16.Type = "mwpeer-tiny-deepseek2-f16", randmodel.F16
+	// DeepSeek-V2's softmax routing and pre-tokenizer: Ollama runs this
+	// one through llama.cpp.
+	v2 := randmodel.TinyDeepSeek2()
+	v2.Name, v2.Seed, v2.BPE = "mwpeer-tiny-deepseek2-v2", 27, randmodel.DeepSeekLLMBPE()
+	dv2 := *v2.DeepSeek2
+	dv2.SoftmaxGating, dv2.ProbsBias, dv2.WeightsNorm = true, false, false
+	v2.DeepSeek2 = &dv2
 	return []anchorCase{
 		{name: "deepseek2", cfg: randmodel.TinyDeepSeek2(), tol: 1e-5},
 		{name: "deepseek2-plain", cfg: plain, tol: 1e-5},
 		{name: "deepseek2-f16", cfg: f16, tol: 1e-5},
+		{name: "deepseek2-v2", cfg: v2, tol: 1e-5},
 	}
 }
 
@@ -59,9 +67,11 @@ func TestLoadReadsDeepSeek2Shapes(t *testing.T) {
 
 // TestDeepSeek2MatchesOllama is the correctness anchor for deepseek2:
 // greedy tokens and log-probabilities equal those of Ollama's own engine
-// (model/models/deepseek2), within the case's tolerance for the pure-Go
+// (model/models/deepseek2) for the deepseek-v3 files and of its llama.cpp
+// for the DeepSeek-V2 one, within the case's tolerance for the pure-Go
 // kernels (measured: 0, bitwise the log-probabilities of the portable
-// build) and simdTol for the SIMD ones (measured: at most 4.5e-3).
+// build, on all four) and simdTol for the SIMD ones (measured: 2.3e-3 to
+// 4.5e-3).
 func TestDeepSeek2MatchesOllama(t *testing.T) {
 	srv := ollamatest.Start(t)
 	dir := t.TempDir()

@@ -27,6 +27,12 @@ type DeepSeek2 struct {
 	WeightsScale     float32 // expert_weights_scale (routed_scaling_factor)
 	WeightsNorm      bool    // expert_weights_norm: top-k weights renormalised
 	ProbsBias        bool    // write exp_probs_b.bias (DeepSeek-V3's routing bias)
+	// SoftmaxGating sets expert_gating_func to softmax (1), as DeepSeek-V2
+	// has it, rather than sigmoid (2). Ollama v0.17.4's own engine runs
+	// sigmoid whatever the key says; use it with DeepSeekLLMBPE, whose
+	// pre-tokenizer that engine refuses, so that Ollama runs the file
+	// through llama.cpp, which reads the key.
+	SoftmaxGating bool
 
 	// YaRN RoPE scaling: rope.scaling.factor (1: none, but written all
 	// the same, as Ollama's engine needs it), original_context_length and
@@ -50,6 +56,14 @@ func DeepSeekBPE() *BPE {
 		AddBOS:       true,
 		ChatTemplate: deepseek2Template,
 	}
+}
+
+// DeepSeekLLMBPE is DeepSeekBPE with DeepSeek-V2's pre-tokenizer,
+// deepseek-llm, which Ollama v0.17.4 runs through llama.cpp.
+func DeepSeekLLMBPE() *BPE {
+	b := DeepSeekBPE()
+	b.Pre = "deepseek-llm"
+	return b
 }
 
 // deepseek2Template is DeepSeek-V2(-Lite)-Chat's Jinja chat template.
@@ -102,6 +116,10 @@ func (c Config) deepseek2Defaults() (Config, error) {
 // deepseek2Keys returns the metadata of a deepseek2 model beyond llama's.
 func (c Config) deepseek2Keys() []keyValue {
 	d, ar := c.DeepSeek2, c.Arch+"."
+	gating := uint32(2) // sigmoid
+	if d.SoftmaxGating {
+		gating = 1
+	}
 	kvs := []keyValue{
 		{ar + "attention.key_length", uint32(c.HeadDim)},
 		{ar + "attention.value_length", uint32(d.ValueDim)},
@@ -111,7 +129,7 @@ func (c Config) deepseek2Keys() []keyValue {
 		{ar + "expert_shared_count", uint32(d.SharedExperts)},
 		{ar + "expert_weights_scale", d.WeightsScale},
 		{ar + "expert_weights_norm", d.WeightsNorm},
-		{ar + "expert_gating_func", uint32(2)}, // sigmoid: the only one Ollama's engine runs
+		{ar + "expert_gating_func", gating},
 		{ar + "rope.scaling.type", "yarn"},
 		{ar + "rope.scaling.factor", d.RopeFactor},
 		{ar + "rope.scaling.original_context_length", uint32(d.RopeOrigContext)},
