@@ -100,14 +100,18 @@ func vexpfSlow(n float32, e uint32, j float32, fused bool) float32 {
 // the tail; then x scaled by float32(1/sum). The vectors are 8 lanes with
 // FMA in llama.cpp's AVX2 build (with the SIMD kernels), 4 lanes without FMA
 // in its portable build.
-func softmax(x []float32) {
+func softmax(x []float32) { softmaxWith(x, softmaxWide()) }
+
+// softmaxWith is softmax with vectors of 8 lanes and FMA (wide) or of 4
+// lanes without.
+func softmaxWith(x []float32, wide bool) {
 	mx := float32(math.Inf(-1))
 	for _, v := range x {
 		mx = max(mx, v)
 	}
 	var sum float64
 	i := 0
-	if softmaxWide() {
+	if wide {
 		var e [8]float32
 		for ; i+8 <= len(x); i += 8 {
 			for l := range e {

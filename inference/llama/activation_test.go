@@ -90,48 +90,62 @@ func TestSiLUMulPortable(t *testing.T) {
 	}
 }
 
-// TestSoftmax: softmax sums to 1 within float32 rounding, keeps the order of
-// its inputs, and equals math.Exp's softmax within 6 ulp (ggml_v_expf's
-// 2 ulp, the float32 partial sums and the scaling), on every length from 1
-// to 40 (whole vectors and tails of both widths) and inputs from -90 to 90.
+// TestSoftmax: softmax, in both forms (8 lanes fused as llama.cpp's AVX2
+// build, 4 unfused as its portable one), sums to 1 within float32
+// rounding, keeps the order of its inputs (checked up to length 40), and
+// equals math.Exp's softmax within 6 ulp (ggml_v_expf's 2 ulp, the float32
+// partial sums and the scaling), on every length from 0 to 300 and long ones
+// (whole vectors and tails of both widths), inputs from -90 to 90.
 func TestSoftmax(t *testing.T) {
 	rng := rand.New(rand.NewPCG(17, 17))
-	var worst int64
-	for n := 1; n <= 40; n++ {
-		for range 50 {
-			x := make([]float32, n)
-			for i := range x {
-				x[i] = float32(rng.Float64()*180 - 90)
+	lengths := []int{1000, 4099}
+	for n := range 301 {
+		lengths = append(lengths, n)
+	}
+	for _, wide := range []bool{false, true} {
+		var worst int64
+		for _, n := range lengths {
+			reps := 20
+			if n > 40 {
+				reps = 2
 			}
-			mx := slices.Max(x)
-			var ref float64
-			for _, v := range x {
-				ref += math.Exp(float64(v - mx))
-			}
-			y := slices.Clone(x)
-			softmax(y)
-			var sum float64
-			for i, v := range y {
-				sum += float64(v)
-				want := math.Exp(float64(x[i]-mx)) / ref
-				if want < 0x1p-100 {
-					continue // subnormal range: absolute error only
+			for range reps {
+				x := make([]float32, n)
+				for i := range x {
+					x[i] = float32(rng.Float64()*180 - 90)
 				}
-				d := ulps(v, float32(want))
-				worst = max(worst, d)
-				if d > 6 {
-					t.Fatalf("length %d element %d: %g, want %g (%d ulp)", n, i, v, want, d)
+				y := slices.Clone(x)
+				softmaxWith(y, wide)
+				if n == 0 {
+					continue
 				}
-				for j := range x {
-					if x[j] < x[i] && y[j] > v {
-						t.Fatalf("length %d: x[%d] < x[%d] but softmax greater", n, j, i)
+				mx := slices.Max(x)
+				var ref, sum float64
+				for _, v := range x {
+					ref += math.Exp(float64(v - mx))
+				}
+				for i, v := range y {
+					sum += float64(v)
+					want := math.Exp(float64(x[i]-mx)) / ref
+					if want < 0x1p-100 {
+						continue // near the subnormal range: absolute error only
+					}
+					d := ulps(v, float32(want))
+					worst = max(worst, d)
+					if d > 6 {
+						t.Fatalf("wide %v, length %d element %d: %g, want %g (%d ulp)", wide, n, i, v, want, d)
+					}
+					for j := range x[:min(n, 40)] {
+						if n <= 40 && x[j] < x[i] && y[j] > v {
+							t.Fatalf("wide %v, length %d: x[%d] < x[%d] but its softmax is greater", wide, n, j, i)
+						}
 					}
 				}
-			}
-			if math.Abs(sum-1) > float64(n)*0x1p-23 {
-				t.Fatalf("length %d: sums to %g", n, sum)
+				if math.Abs(sum-1) > float64(n)*0x1p-23 {
+					t.Fatalf("wide %v, length %d: sums to %g", wide, n, sum)
+				}
 			}
 		}
+		t.Logf("wide %v: largest difference from math.Exp's softmax %d ulp", wide, worst)
 	}
-	t.Logf("largest difference from math.Exp's softmax: %d ulp", worst)
 }
