@@ -278,7 +278,9 @@ func (s *State) latentAttention(li int, h [][]float32) [][]float32 {
 		w.mul(l.ds2.kva, w.k.get(n, d.KVLoraRank+c.RopeDim))
 	}
 	kv := w.k.r
-	lat := make([][]float32, n) // the latents, without the RoPE key part
+	x := &w.ds2
+	x.lat = grow(x.lat, n) // the latents, without the RoPE key part
+	lat := x.lat
 	for b := range kv {
 		lat[b] = kv[b][:d.KVLoraRank]
 		rmsNorm(lat[b], lat[b], l.ds2.kvaNorm, c.NormEpsilon)
@@ -289,7 +291,8 @@ func (s *State) latentAttention(li int, h [][]float32) [][]float32 {
 	w.mul(l.ds2.kvb, kvb)
 	keys := w.g.get(n, c.Heads*c.HeadDim)
 	vals := w.u.get(n, c.Heads*d.ValueDim)
-	qr := make([]float32, c.Heads*c.RopeDim)
+	x.qr = grow(x.qr, c.Heads*c.RopeDim)
+	qr := x.qr
 	for b := range n {
 		pos := s.pos + b
 		kRot := kv[b][d.KVLoraRank:]
@@ -313,21 +316,52 @@ func (s *State) latentAttention(li int, h [][]float32) [][]float32 {
 		s.storeKV(li, pos, keys[b], vals[b])
 	}
 	att := w.att.get(n, c.Heads*d.ValueDim)
-	qh := make([]float32, c.HeadDim)
-	probs := make([]float32, s.pos+n)
-	for b := range n {
-		for hd := range c.Heads {
-			copy(qh, q[b][hd*c.HeadDim:(hd+1)*c.HeadDim])
-			roundF16(qh)
-			out := att[b][hd*d.ValueDim : (hd+1)*d.ValueDim]
-			if d.FlashAttention {
-				s.attendHeadFlash(li, s.pos+b+1, hd, qh, out)
-			} else {
-				s.attendHeadUnfused(li, s.pos+b+1, hd, qh, probs, out)
-			}
+	workers := w.team.workers()
+	x.qh, x.probs = grow(x.qh, workers), grow(x.probs, workers)
+	for i := range workers {
+		x.qh[i] = grow(x.qh[i], c.HeadDim)
+		x.probs[i] = grow(x.probs[i], s.ctxLen) // once: decoding does not allocate
+	}
+	x.job = mlaJob{s: s, li: li, q: q, out: att}
+	w.team.parallel(&x.job, n*c.Heads, 1)
+	x.job = mlaJob{}
+	return att
+}
+
+// deepseek2Scratch holds the buffers of a deepseek2 forward pass that
+// the workspace does not have.
+type deepseek2Scratch struct {
+	lat       [][]float32 // the latent part of the compressed KV rows
+	qr        []float32   // the RoPE parts of a token's query heads
+	choice    []float32   // router scores plus exp_probs_b
+	qh, probs [][]float32 // per worker: a query head, a row of probabilities
+	job       mlaJob
+}
+
+// mlaJob computes the attention of the (row, head) pairs of a batch, index
+// i being row i/Heads and head i%Heads, on all workers, as attnJob does.
+type mlaJob struct {
+	s      *State
+	li     int
+	q, out [][]float32
+}
+
+func (j *mlaJob) run(lo, hi, worker int) {
+	c := j.s.m.Config
+	d := c.DeepSeek2
+	x := &j.s.ws.ds2
+	qh := x.qh[worker]
+	for i := lo; i < hi; i++ {
+		b, hd := i/c.Heads, i%c.Heads
+		copy(qh, j.q[b][hd*c.HeadDim:(hd+1)*c.HeadDim])
+		roundF16(qh)
+		out := j.out[b][hd*d.ValueDim : (hd+1)*d.ValueDim]
+		if d.FlashAttention {
+			j.s.attendHeadFlash(j.li, j.s.pos+b+1, hd, qh, out)
+		} else {
+			j.s.attendHeadUnfused(j.li, j.s.pos+b+1, hd, qh, x.probs[worker], out)
 		}
 	}
-	return att
 }
 
 // storeKV is store for K and V rows of different lengths: each is written
@@ -413,7 +447,8 @@ func (s *State) moeDeepSeek2(ctx context.Context, li int, h, out [][]float32) er
 	w.mul(l.gateInp, logits)
 	w.sel = grow(w.sel, n*used)
 	w.wt = grow(w.wt, n*used)
-	choice := make([]float32, c.Experts)
+	w.ds2.choice = grow(w.ds2.choice, c.Experts)
+	choice := w.ds2.choice
 	for b, lg := range logits {
 		if d.SoftmaxGating {
 			softmax(lg)

@@ -1,6 +1,7 @@
 package llama
 
 import (
+	"context"
 	"math"
 	"os"
 	"path/filepath"
@@ -137,5 +138,29 @@ func testDeepSeek2(t *testing.T, srv *ollamatest.Server, tol func(anchorCase) fl
 			}
 			agreeOn(t, report, srv.Client(), tc.name, m, tol(tc), deepseek2Prompts)
 		})
+	}
+}
+
+// TestDeepSeek2DecodeDoesNotAllocate: after the first tokens, decoding a
+// deepseek2 token allocates nothing, with either attention.
+func TestDeepSeek2DecodeDoesNotAllocate(t *testing.T) {
+	v2 := randmodel.TinyDeepSeek2()
+	v2.BPE = randmodel.DeepSeekLLMBPE()
+	for _, c := range []randmodel.Config{randmodel.TinyDeepSeek2(), v2} {
+		m := load(t, c)
+		st := m.NewState(0, nil)
+		ctx := context.Background()
+		if _, err := st.Forward(ctx, []int{1, 70, 71, 72}); err != nil {
+			t.Fatal(err)
+		}
+		tok := []int{80}
+		allocs := testing.AllocsPerRun(20, func() {
+			if _, err := st.Forward(ctx, tok); err != nil {
+				t.Fatal(err)
+			}
+		})
+		if allocs != 0 {
+			t.Errorf("%s (flash attention %v): %v allocations per decoded token, want 0", c.Name, m.Config.DeepSeek2.FlashAttention, allocs)
+		}
 	}
 }

@@ -52,6 +52,7 @@ type workspace struct {
 	gin, gout                   [][]float32
 	logits                      []float32
 	logitRows                   [][]float32
+	ds2                         deepseek2Scratch // arch_deepseek2.go
 }
 
 func newWorkspace(workers int) *workspace {
