@@ -602,3 +602,23 @@ func yarnCorrDims(dims, origCtx int, base, betaFast, betaSlow float32) (lo, hi f
 }
 
 func log32(x float32) float32 { return float32(math.Log(float64(x))) }
+
+// deepseek2ActiveParams is ActiveParams for deepseek2: the latent
+// attention's projections and norms, the dense FFN of the leading layers,
+// and for the others the router, the experts a token uses and the shared
+// expert.
+func (c Config) deepseek2ActiveParams() int64 {
+	d := c.DeepSeek2
+	e, heads := int64(c.Embedding), int64(c.Heads)
+	q := e * heads * int64(c.HeadDim)
+	if d.QLoraRank > 0 {
+		r := int64(d.QLoraRank)
+		q = e*r + r + r*heads*int64(c.HeadDim)
+	}
+	kvr := int64(d.KVLoraRank)
+	attn := q + e*(kvr+int64(c.RopeDim)) + kvr + kvr*heads*int64(d.NopeDim+d.ValueDim) + heads*int64(d.ValueDim)*e
+	dense := 3 * e * int64(d.DenseFeedForward)
+	moe := e*int64(c.Experts) + 3*e*int64(c.FeedForward)*int64(c.ExpertsUsed) + 3*e*int64(d.SharedFeedForward)
+	lead := int64(min(d.LeadingDense, c.Layers))
+	return 2*int64(c.Vocab)*e + int64(c.Layers)*(attn+2*e) + lead*dense + (int64(c.Layers)-lead)*moe + e
+}

@@ -5,6 +5,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 
 	"github.com/mwpeer/mwpeer/inference/llama/randmodel"
@@ -73,6 +74,15 @@ func TestLoadReadsDeepSeek2Shapes(t *testing.T) {
 	}
 	if l := m.layers[1]; l.gateExp == nil || l.ds2.shGate == nil || l.ds2.probsBias == nil || l.ds2.qa == nil {
 		t.Error("layer 1 lacks experts, the shared expert, the routing bias or the low-rank query")
+	}
+	// 2·vocab·64 for the embeddings and output, then per layer: q_a
+	// 64×48, its norm, q_b 48×128, kv_a 64×48, its norm 32, kv_b 32×160,
+	// output 96×64 and two norms; the dense FFN 3·64·96 once; the router
+	// 64×8, 2 experts of 3·64·48 and the shared expert 3·64·96 twice.
+	attn := int64(64*48 + 48 + 48*128 + 64*48 + 32 + 32*160 + 96*64 + 2*64)
+	want := int64(2*c.Vocab*64) + 3*attn + 3*64*96 + 2*(64*8+2*3*64*48+3*64*96) + 64
+	if got := c.ActiveParams(); got != want {
+		t.Errorf("ActiveParams %d, want %d", got, want)
 	}
 }
 
@@ -161,6 +171,33 @@ func TestDeepSeek2DecodeDoesNotAllocate(t *testing.T) {
 		})
 		if allocs != 0 {
 			t.Errorf("%s (flash attention %v): %v allocations per decoded token, want 0", c.Name, m.Config.DeepSeek2.FlashAttention, allocs)
+		}
+	}
+}
+
+// remoteOnly hides that its Experts are a model's own, so that a State
+// takes the path of experts held elsewhere.
+type remoteOnly struct{ Experts }
+
+// TestDeepSeek2ExpertsElsewhere: with the routed experts applied through
+// an Experts that is not the model's own (as a distributed run does), the
+// logits are bitwise those of local execution, prompt and decode.
+func TestDeepSeek2ExpertsElsewhere(t *testing.T) {
+	m := load(t, randmodel.TinyDeepSeek2())
+	ctx := context.Background()
+	local, remote := m.NewState(0, nil), m.NewState(0, remoteOnly{m.Local()})
+	for _, toks := range [][]int{{1, 70, 71, 72, 300}, {80}, {81}} {
+		want, err := local.Forward(ctx, toks)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want = slices.Clone(want)
+		got, err := remote.Forward(ctx, toks)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(got, want) {
+			t.Fatalf("after %v: logits through Experts differ from local ones", toks)
 		}
 	}
 }

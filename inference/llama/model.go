@@ -42,6 +42,9 @@ type Config struct {
 // output, attention, the router, and the feed-forward of the experts it is
 // routed to (all of it for a dense model).
 func (c Config) ActiveParams() int64 {
+	if c.DeepSeek2 != nil {
+		return c.deepseek2ActiveParams()
+	}
 	e, ff, hd := int64(c.Embedding), int64(c.FeedForward), int64(c.HeadDim)
 	attn := e*int64(c.Heads)*hd*2 + e*int64(c.KVHeads)*hd*2
 	ffn := 3*e*ff*int64(max(c.ExpertsUsed, 1)) + 3*e*int64(c.SharedFeedForward)
