@@ -28,26 +28,23 @@ var deepseek2Prompts = []string{"Hello", "The quick brown fox", "42 is the answe
 func deepseek2Cases() []anchorCase {
 	plain := randmodel.TinyDeepSeek2()
 	plain.Name, plain.Seed = "mwpeer-tiny-deepseek2-plain", 26
-	d := *plain.DeepSeek2
+	d := &plain.DeepSeek2
 	d.QLoraRank, d.ProbsBias, d.WeightsNorm, d.WeightsScale, d.RopeFactor, d.YarnLogMultiplier = 0, false, false, 1, 1, 0
 	d.LeadingDense, d.SharedExperts = 2, 1
-	plain.DeepSeek2 = &d
 	f16 := randmodel.TinyDeepSeek2()
 	f16.Name, f16.Type = "mwpeer-tiny-deepseek2-f16", randmodel.F16
 	// DeepSeek-V2's softmax routing and pre-tokenizer: Ollama runs this
 	// one through llama.cpp.
 	v2 := randmodel.TinyDeepSeek2()
 	v2.Name, v2.Seed, v2.BPE = "mwpeer-tiny-deepseek2-v2", 27, randmodel.DeepSeekLLMBPE()
-	dv2 := *v2.DeepSeek2
+	dv2 := &v2.DeepSeek2
 	dv2.SoftmaxGating, dv2.ProbsBias, dv2.WeightsNorm = true, false, false
-	v2.DeepSeek2 = &dv2
 	// DeepSeek-V2-Lite's path in llama.cpp, which it takes for 26 or 27
 	// layers: queries through attn_q, no q_a/q_b.
 	lite := v2
 	lite.Name, lite.Seed, lite.Layers = "mwpeer-tiny-deepseek2-lite", 28, 27
-	dl := dv2
+	dl := &lite.DeepSeek2
 	dl.QLoraRank, dl.DenseFeedForward = 0, 64
-	lite.DeepSeek2 = &dl
 	return []anchorCase{
 		{name: "deepseek2", cfg: randmodel.TinyDeepSeek2(), tol: 1e-5},
 		{name: "deepseek2-plain", cfg: plain, tol: 1e-5},

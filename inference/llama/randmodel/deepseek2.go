@@ -1,9 +1,6 @@
 package randmodel
 
-import (
-	"errors"
-	"fmt"
-)
+import "fmt"
 
 // DeepSeek2 holds what a deepseek2 model (DeepSeek-V2, V2-Lite, V3) has
 // beyond Config's fields: multi-head latent attention (MLA), leading dense
@@ -83,7 +80,7 @@ func TinyDeepSeek2() Config {
 	c.Heads, c.KVHeads, c.RopeDim = 4, 4, 16
 	c.RopeBase = 10000
 	c.BPE = DeepSeekBPE()
-	c.DeepSeek2 = &DeepSeek2{
+	c.DeepSeek2 = DeepSeek2{
 		QLoraRank: 48, KVLoraRank: 32, NopeDim: 16, ValueDim: 24,
 		LeadingDense: 1, DenseFeedForward: 96, SharedExperts: 2,
 		WeightsScale: 1.5, WeightsNorm: true, ProbsBias: true,
@@ -95,10 +92,10 @@ func TinyDeepSeek2() Config {
 // deepseek2Defaults checks a deepseek2 Config and sets its HeadDim.
 func (c Config) deepseek2Defaults() (Config, error) {
 	d := c.DeepSeek2
-	if (c.Arch == "deepseek2") != (d != nil) {
-		return c, errors.New("randmodel: DeepSeek2 is set exactly for the deepseek2 architecture")
-	}
-	if d == nil {
+	if c.Arch != "deepseek2" {
+		if d != (DeepSeek2{}) {
+			return c, fmt.Errorf("randmodel: DeepSeek2 set for %s", c.Arch)
+		}
 		return c, nil
 	}
 	if c.KVHeads != c.Heads {
@@ -107,7 +104,7 @@ func (c Config) deepseek2Defaults() (Config, error) {
 	if c.RopeDim <= 0 || c.RopeDim%2 != 0 || d.NopeDim <= 0 || d.KVLoraRank <= 0 || d.ValueDim <= 0 ||
 		d.QLoraRank < 0 || d.SharedExperts < 0 || d.LeadingDense < 0 || d.LeadingDense > c.Layers ||
 		(d.LeadingDense > 0 && d.DenseFeedForward <= 0) || d.RopeFactor <= 0 {
-		return c, fmt.Errorf("randmodel: bad deepseek2 shape %+v (rope %d)", *d, c.RopeDim)
+		return c, fmt.Errorf("randmodel: bad deepseek2 shape %+v (rope %d)", d, c.RopeDim)
 	}
 	c.HeadDim = d.NopeDim + c.RopeDim
 	return c, nil

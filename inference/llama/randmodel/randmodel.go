@@ -83,8 +83,9 @@ type Config struct {
 	RopeBase float32
 
 	// DeepSeek2 is the rest of a deepseek2 model's shape (deepseek2.go),
-	// set for that architecture only.
-	DeepSeek2 *DeepSeek2
+	// set for that architecture only (a value, so that Configs compare
+	// and print as values).
+	DeepSeek2 DeepSeek2
 
 	// BPE, when set, replaces the SentencePiece vocabulary by a byte-level
 	// BPE one (see BPE); Words must then be empty.
@@ -416,7 +417,7 @@ func Write(w io.Writer, c Config) error {
 
 	ar := c.Arch + "."
 	ff := c.FeedForward
-	if c.DeepSeek2 != nil {
+	if c.Arch == "deepseek2" {
 		ff = c.DeepSeek2.DenseFeedForward // the routed experts' is expert_feed_forward_length
 	}
 	kvs := []keyValue{
