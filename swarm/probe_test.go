@@ -78,3 +78,49 @@ func TestDecisionsProbeTheBestUnmeasured(t *testing.T) {
 		t.Fatalf("probed %v, want the %d best unmeasured %v", asked, ProbeTop, want)
 	}
 }
+
+// TestProbesTheNearestByLocation: a server whose coordinates predict it far
+// (ranked last) but that announces the nearest location is probed, in the
+// last of the ProbeTop slots.
+func TestProbesTheNearestByLocation(t *testing.T) {
+	self := newID(t)
+	var cat catalog
+	rtts := map[string]geo.RTT{}
+	var near string
+	for i := range 2 * ProbeTop {
+		id := newID(t)
+		e := entry(id, "m")
+		e.Location = &geo.Point{Lat: 10 + float64(i), Lon: 100} // 1,100 km and more away
+		rtt := time.Duration(20+i) * time.Millisecond
+		if i == 2*ProbeTop-1 {
+			e.Location = &geo.Point{Lat: 0.1, Lon: 0.1} // 16 km away, predicted the farthest
+			rtt = 300 * time.Millisecond
+			near = id.String()
+		}
+		cat = append(cat, e)
+		rtts[id.String()] = geo.RTT{Value: rtt, Source: geo.SourceCoordinates}
+	}
+	var asked []string
+	r := New(Config{Self: self, Catalog: cat, RTT: func(to string) geo.RTT { return rtts[to] },
+		Local: Local{Location: &geo.Point{Lat: 0, Lon: 0}},
+		Probe: func(ais []peer.AddrInfo) {
+			for _, ai := range ais {
+				asked = append(asked, ai.ID.String())
+			}
+		}})
+	d, err := r.Route(context.Background(), query("m"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if last := d.Candidates[len(d.Candidates)-1].Peer; last != near {
+		t.Fatalf("the near server predicted far ranks %d, not last", slices.IndexFunc(d.Candidates, func(s routing.Scored) bool { return s.Peer == near })+1)
+	}
+	var want []string
+	for _, c := range d.Candidates[:ProbeTop-1] {
+		want = append(want, c.Peer)
+	}
+	want = append(want, near)
+	if !slices.Equal(asked, want) {
+		t.Fatalf("probed %v, want the %d best-ranked and the nearest %v", asked, ProbeTop-1, want)
+	}
+}
