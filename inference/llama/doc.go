@@ -1,9 +1,10 @@
 // Package llama is mwpeer's embedded inference engine: a pure-Go runner for
 // GGUF models of the llama architecture (dense or Mixtral-style
-// Mixture-of-Experts) and of the Qwen families (qwen2, qwen3, qwen2moe,
-// qwen3moe; see arch_qwen.go), that aims to give the same tokens and
-// log-probabilities as llama.cpp (as run by Ollama) for the same file and
-// prompt.
+// Mixture-of-Experts), of the Qwen families (qwen2, qwen3, qwen2moe,
+// qwen3moe; see arch_qwen.go) and of deepseek2 (DeepSeek-V2, V2-Lite, V3;
+// see arch_deepseek2.go), that aims to give the same tokens and
+// log-probabilities as llama.cpp or Ollama's own engine (as Ollama runs the
+// file) for the same file and prompt.
 //
 // It owns GGUF loading (through github.com/ollama/ollama/fs/ggml), the tensor
 // kernels, the forward pass with its KV cache, the tokenizers (SentencePiece

@@ -4,7 +4,7 @@
 // The files follow the llama architecture as llama.cpp (and so Ollama) reads it: a
 // dense transformer, or a Mixtral-style Mixture-of-Experts when Config.Experts is
 // set; or, with Config.Arch, one of the Qwen families (qwen2, qwen3, qwen2moe,
-// qwen3moe). The vocabulary is a SentencePiece ("llama") one made of <unk>, <s>,
+// qwen3moe) or deepseek2 (with Config.DeepSeek2). The vocabulary is a SentencePiece ("llama") one made of <unk>, <s>,
 // </s>, the 256 byte tokens and optional extra words, so any text can be
 // tokenized; or, with Config.BPE, a byte-level BPE one (256 byte tokens, merges,
 // special tokens, a pre-tokenizer name and a chat template). A file is a pure
