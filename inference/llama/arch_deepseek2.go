@@ -55,7 +55,7 @@ import (
 //
 // The KV cache holds every head's key and value, as Ollama's non-MLA path
 // does (not the latent): State's K rows are Heads×key_length wide, its V
-// rows Heads×value_length, packed (store writes each at pos×its length).
+// rows Heads×value_length (storeKV writes each at pos×its length).
 // The shared expert lives with the dense part, as qwen2moe's does.
 
 // DeepSeek2Config is the shape of a deepseek2 model beyond Config's. In a

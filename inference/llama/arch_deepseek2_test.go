@@ -66,6 +66,10 @@ func TestLoadReadsDeepSeek2Shapes(t *testing.T) {
 		d.RopeFreqScale != 0.25 || d.RopeOrigCtx != 64 {
 		t.Errorf("deepseek2 shape %+v", *d)
 	}
+	st := m.NewState(16, nil)
+	if len(st.k[0]) != 16*4*32 || len(st.v[0]) != 16*4*24 {
+		t.Errorf("cache rows of %d and %d values, want 4 heads of 32 and of 24", len(st.k[0])/16, len(st.v[0])/16)
+	}
 	if l := m.layers[0]; l.gate == nil || l.gateExp != nil {
 		t.Error("layer 0 is not dense")
 	}

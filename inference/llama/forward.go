@@ -133,12 +133,16 @@ func (m *Model) NewState(ctxLen int, experts Experts) *State {
 	le, local := experts.(localExperts)
 	local = local && le.m == m
 	kvDim := m.Config.KVHeads * m.Config.HeadDim
+	vDim := kvDim
+	if d := m.Config.DeepSeek2; d != nil {
+		vDim = m.Config.Heads * d.ValueDim // its value heads are narrower
+	}
 	s := &State{m: m, experts: experts, local: local, ctxLen: ctxLen,
 		k: make([][]uint16, m.Config.Layers), v: make([][]uint16, m.Config.Layers),
 		ws: newWorkspace(defaultWorkers())}
 	for i := range s.k {
 		s.k[i] = make([]uint16, ctxLen*kvDim)
-		s.v[i] = make([]uint16, ctxLen*kvDim)
+		s.v[i] = make([]uint16, ctxLen*vDim)
 	}
 	return s
 }
