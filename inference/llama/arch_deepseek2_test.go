@@ -19,7 +19,8 @@ import (
 // start of the piece, for the gap, where r[offset:m.Index] is meant), so
 // "1 + 1 =" becomes 8 tokens there ("1", "1 + ", "1", " =") where llama.cpp
 // and the engine have 7. Digits only at the start of the text are split
-// alike.
+// alike. (Ollama issue 13388; fixed upstream after v0.17.4 by pull request
+// 15844, "tokenizer: fix multi-regex BPE offset handling".)
 var deepseek2Prompts = []string{"Hello", "The quick brown fox", "42 is the answer"}
 
 // deepseek2Cases cover both query paths (low-rank q_a/q_b and attn_q),
