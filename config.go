@@ -141,6 +141,13 @@ type Config struct {
 	AnnounceMin  time.Duration
 	AnnounceMax  time.Duration
 	AnnounceRate float64
+	// AnnounceShardBits splits announcements over 2^AnnounceShardBits
+	// GossipSub topics by a hash prefix of the author's peer ID
+	// (experts.GossipConfig.ShardBits): a peer's catalog then holds its
+	// shard only and the DHT finds experts beyond it. For swarms past about
+	// 1,000 peers per shard; every peer of a swarm must use the same value.
+	// 0 (the default): one topic. It is not chosen automatically yet.
+	AnnounceShardBits int
 	// CatalogPrefixCap bounds the catalog entries of one network prefix (a
 	// /24, a /48, a relay's) that this peer neither is connected to nor has
 	// measured (0: experts.DefaultPrefixCap, 64).
@@ -307,6 +314,9 @@ func (c *Config) Validate() error {
 		if _, err := api.ParseOrigin(o); err != nil {
 			return &FieldError{"AllowedOrigins", err}
 		}
+	}
+	if c.AnnounceShardBits < 0 || c.AnnounceShardBits > experts.MaxAnnounceShardBits {
+		return bad("AnnounceShardBits", "%d, want 0 to %d", c.AnnounceShardBits, experts.MaxAnnounceShardBits)
 	}
 	if len(c.SwarmKey) != 0 && len(c.SwarmKey) != 32 {
 		return bad("SwarmKey", "%d bytes, want 32", len(c.SwarmKey))

@@ -246,6 +246,7 @@ func (p *Peer) start(ctx context.Context, cfg Config) error {
 	p.Gossip, err = experts.JoinGossip(h.PubSub, h, experts.GossipConfig{
 		Key: key, Catalog: p.Catalog, Local: p.announcement, Logger: log,
 		MinInterval: cfg.AnnounceMin, MaxInterval: cfg.AnnounceMax, TargetRate: cfg.AnnounceRate,
+		ShardBits: cfg.AnnounceShardBits, Providers: providers,
 	})
 	if err != nil {
 		return err
@@ -464,6 +465,10 @@ func (p *Peer) advertise(models []experts.Model) {
 	keys := experts.ServingKeys(p.cfg.Domains, p.shared(models))
 	if p.sharding != nil {
 		keys = append(keys, p.sharding.DHTKeys()...)
+	}
+	if bits, shard := p.Gossip.Shard(); bits > 0 {
+		// So that the others of its announcement shard find it.
+		keys = append(keys, experts.KindAnnounceShard+"/"+experts.AnnounceShardKey(bits, shard))
 	}
 	p.Advertise.Set(keys)
 }

@@ -62,10 +62,17 @@ var errTooSoon = errors.New("catch-up asked again too soon")
 // errPrefixBusy refuses a requester whose network prefix used its share.
 var errPrefixBusy = errors.New("catch-up asked too often from this network prefix")
 
+// errOtherShard refuses a requester of another announcement shard: this
+// catalog holds none of the announcements it could use.
+var errOtherShard = errors.New("catch-up asked from another announcement shard")
+
 // admitCatchUp serves a requester at most every catchUpPerPeer, or every
 // fetchPerPeer for a targeted request (wanted not empty), and the
 // requesters of one network prefix CatchUpPerPrefix times as often.
 func (g *Gossip) admitCatchUp(from peer.ID, wanted []string) error {
+	if !g.inShardID(from) {
+		return errOtherShard
+	}
 	return g.admitCatchUpAt(from, g.remotePrefix(from), len(wanted) > 0, time.Now())
 }
 
@@ -175,6 +182,13 @@ func (g *Gossip) catchUpCounted(ctx context.Context, p peer.ID, wanted []string)
 			g.count(ReasonOf(err))
 			continue
 		}
+		if !g.inShard(a.Peer) {
+			// The catalog holds this peer's shard only; a neighbour
+			// handing others is not following the protocol, but this one
+			// costs nothing more than its bytes.
+			g.count(RejectWrongShard)
+			continue
+		}
 		if g.cfg.Catalog.Apply(a, env, time.Now()) {
 			applied++
 		}
@@ -217,7 +231,7 @@ func (g *Gossip) catchUpNewcomers(ctx context.Context) {
 			}
 			ev = e.(event.EvtPeerIdentificationCompleted)
 		}
-		if !supports(ev.Protocols, catchup.ID) {
+		if !supports(ev.Protocols, catchup.ID) || !g.inShardID(ev.Peer) {
 			continue
 		}
 		now := time.Now()
@@ -368,6 +382,11 @@ func (g *Gossip) mend(ctx context.Context) {
 			if ok, err := g.h.Peerstore().SupportsProtocols(p, catchup.ID); err != nil || len(ok) == 0 {
 				continue
 			}
+			if !g.inShardID(p) {
+				// Another shard's peer (connected for the DHT or a prompt)
+				// is outside this topic by design.
+				continue
+			}
 			seen[p] = true
 			if p2p.ConnKind(g.h.Network().ConnsToPeer(p)) != "direct" {
 				// Over a relay (limited) GossipSub opens no stream and
@@ -418,6 +437,9 @@ func (g *Gossip) mend(ctx context.Context) {
 			}
 			dial = append(dial, ai)
 		}
+		if len(dial) < mendDials {
+			dial = append(dial, g.shardProviders(ctx, seen, mendDials-len(dial))...)
+		}
 		if len(dial) > 0 {
 			g.log.Debug("few peers on the announce topic; connecting to more", "topic_peers", len(topicPeers), "dialing", len(dial))
 		}
@@ -433,6 +455,29 @@ func (g *Gossip) mend(ctx context.Context) {
 			}()
 		}
 	}
+}
+
+// shardProviders looks up, when the swarm is sharded, up to n peers of this
+// peer's shard on the DHT that it is not connected to: in a sharded swarm
+// its bootstrap and DHT neighbours are mostly of other shards, and its
+// catalog may know none of its own yet.
+func (g *Gossip) shardProviders(ctx context.Context, connected map[peer.ID]bool, n int) []peer.AddrInfo {
+	if g.cfg.ShardBits == 0 || g.cfg.Providers == nil {
+		return nil
+	}
+	lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	found, err := g.cfg.Providers(lctx, KindAnnounceShard, AnnounceShardKey(g.cfg.ShardBits, g.shard), 4*n)
+	if err != nil {
+		g.log.Debug("lookup of this shard's peers failed", "err", err)
+	}
+	var out []peer.AddrInfo
+	for _, ai := range found {
+		if len(out) < n && ai.ID != g.self && !connected[ai.ID] && g.inShardID(ai.ID) {
+			out = append(out, ai)
+		}
+	}
+	return out
 }
 
 // A peer with fewer than minTopicPeers on the announce topic widens its

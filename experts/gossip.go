@@ -2,6 +2,8 @@ package experts
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -26,6 +28,51 @@ import (
 
 // Topic is the GossipSub topic that carries announcements.
 const Topic = "/mwpeer/announce/1.0.0"
+
+// RejectWrongShard counts announcements, gossiped or caught up, whose
+// author belongs to another announcement shard than this peer's: a
+// neighbour that forwards them on this shard's topic is misbehaving.
+const RejectWrongShard = "wrong_shard"
+
+// MaxAnnounceShardBits bounds GossipConfig.ShardBits: 2^16 topics of 1,000
+// authors each are 65 million peers.
+const MaxAnnounceShardBits = 16
+
+// KindAnnounceShard is the kind of the DHT key under which the peers of one
+// announcement shard provide themselves ("announce-shard/<bits>/<shard>"),
+// so that a peer whose connections hold few of its shard finds more.
+const KindAnnounceShard = "announce-shard"
+
+// AnnounceShard is the announcement shard of id among 2^bits: the first
+// bits bits of SHA-256 over the peer ID's bytes (its multihash). The hash
+// makes the prefix uniform: an Ed25519 peer ID's multihash starts with the
+// same identity-hash and key-type bytes for every peer.
+func AnnounceShard(id peer.ID, bits int) int {
+	if bits <= 0 {
+		return 0
+	}
+	sum := sha256.Sum256([]byte(id))
+	return int(binary.BigEndian.Uint32(sum[:4]) >> (32 - bits))
+}
+
+// AnnounceTopic is the announcement topic of shard among 2^bits: Topic
+// itself when bits is 0, so an unsharded swarm is unchanged. The topic
+// names bits too: peers configured with different widths never mix.
+func AnnounceTopic(bits, shard int) string {
+	if bits <= 0 {
+		return Topic
+	}
+	return fmt.Sprintf("%s/shard/%d/%d", Topic, bits, shard)
+}
+
+// AnnounceShardKey is the DHT key name ("<bits>/<shard>", of kind
+// KindAnnounceShard) the peers of a shard provide; "" when bits is 0.
+func AnnounceShardKey(bits, shard int) string {
+	if bits <= 0 {
+		return ""
+	}
+	return fmt.Sprintf("%d/%d", bits, shard)
+}
 
 // RejectTooFrequent counts announcements that arrive closer together than
 // MinSpacing from one author: a peer cannot make the swarm forward a flood.
@@ -84,7 +131,17 @@ type GossipConfig struct {
 	// catch-up interval (10 s) for requesters of one network prefix
 	// (0: DefaultCatchUpPerPrefix); loopback requesters are not limited.
 	CatchUpPerPrefix int
-	Logger           *slog.Logger
+	// ShardBits splits announcements over 2^ShardBits topics by the first
+	// ShardBits bits of the author's hashed peer ID (AnnounceShard): this
+	// peer announces on, hears and catches up only its own shard, and finds
+	// experts beyond it through DHT providers. 0: one topic for the swarm.
+	// All peers of a swarm must use the same value.
+	ShardBits int
+	// Providers, if set, finds peers providing kind/name on the DHT
+	// (FindProviders): with ShardBits > 0 a peer with few neighbours on its
+	// shard's topic looks up the others of its shard with it.
+	Providers func(ctx context.Context, kind, name string, max int) ([]peer.AddrInfo, error)
+	Logger    *slog.Logger
 }
 
 // Gossip publishes this peer's announcements, validates and applies
@@ -95,6 +152,8 @@ type Gossip struct {
 	topic     *pubsub.Topic
 	sub       *pubsub.Subscription
 	self      peer.ID
+	shard     int    // this peer's announcement shard (0 when unsharded)
+	topicName string // AnnounceTopic(cfg.ShardBits, shard)
 	log       *slog.Logger
 	closeOnce sync.Once
 
@@ -134,6 +193,9 @@ func JoinGossip(ps *pubsub.PubSub, h host.Host, cfg GossipConfig) (*Gossip, erro
 	if cfg.Key == nil || cfg.Catalog == nil || cfg.Local == nil {
 		return nil, errors.New("experts: gossip needs a key, a catalog and a Local function")
 	}
+	if cfg.ShardBits < 0 || cfg.ShardBits > MaxAnnounceShardBits {
+		return nil, fmt.Errorf("experts: %d announcement shard bits, want 0 to %d", cfg.ShardBits, MaxAnnounceShardBits)
+	}
 	wire.Default(&cfg.MinInterval, 5*time.Second)
 	if cfg.MaxInterval < cfg.MinInterval {
 		cfg.MaxInterval = max(60*time.Second, cfg.MinInterval)
@@ -148,6 +210,7 @@ func JoinGossip(ps *pubsub.PubSub, h host.Host, cfg GossipConfig) (*Gossip, erro
 		cfg:      cfg,
 		h:        h,
 		self:     h.ID(),
+		shard:    AnnounceShard(h.ID(), cfg.ShardBits),
 		log:      cfg.Logger,
 		changed:  make(chan struct{}, 1),
 		rejected: make(map[string]*atomic.Uint64),
@@ -158,26 +221,27 @@ func JoinGossip(ps *pubsub.PubSub, h host.Host, cfg GossipConfig) (*Gossip, erro
 		prefixes: make(map[string][]time.Time),
 		wanted:   make(map[peer.ID]map[string]bool),
 	}
-	for _, r := range append(RejectReasons, RejectTooFrequent, RejectPrefixFull) {
+	g.topicName = AnnounceTopic(cfg.ShardBits, g.shard)
+	for _, r := range append(RejectReasons, RejectTooFrequent, RejectPrefixFull, RejectWrongShard) {
 		g.rejected[r] = new(atomic.Uint64)
 	}
 	// Seq starts from the clock so a restarted peer (same ID) outranks
 	// what the swarm remembers of its previous life.
 	g.seq.Store(uint64(time.Now().UnixNano()))
 	g.interval.Store(int64(cfg.MinInterval))
-	if err := ps.RegisterTopicValidator(Topic, g.validate); err != nil {
+	if err := ps.RegisterTopicValidator(g.topicName, g.validate); err != nil {
 		return nil, fmt.Errorf("experts: register validator: %w", err)
 	}
-	t, err := ps.Join(Topic)
+	t, err := ps.Join(g.topicName)
 	if err != nil {
-		ps.UnregisterTopicValidator(Topic)
-		return nil, fmt.Errorf("experts: join %s: %w", Topic, err)
+		ps.UnregisterTopicValidator(g.topicName)
+		return nil, fmt.Errorf("experts: join %s: %w", g.topicName, err)
 	}
 	sub, err := t.Subscribe()
 	if err != nil {
 		t.Close()
-		ps.UnregisterTopicValidator(Topic)
-		return nil, fmt.Errorf("experts: subscribe %s: %w", Topic, err)
+		ps.UnregisterTopicValidator(g.topicName)
+		return nil, fmt.Errorf("experts: subscribe %s: %w", g.topicName, err)
 	}
 	g.topic, g.sub = t, sub
 	if err := t.SetScoreParams(TopicScoreParams()); err != nil {
@@ -211,6 +275,12 @@ func (g *Gossip) validate(_ context.Context, from peer.ID, msg *pubsub.Message) 
 	}
 	if author := msg.GetFrom(); author != "" && author.String() != a.Peer {
 		g.count(RejectForeign)
+		return pubsub.ValidationReject
+	}
+	if !g.inShard(a.Peer) {
+		// Its author announces on another topic: whoever put it on this
+		// one (the author or a relay) is not following the protocol.
+		g.count(RejectWrongShard)
 		return pubsub.ValidationReject
 	}
 	if a.Peer != g.self.String() {
@@ -283,6 +353,28 @@ func (g *Gossip) pruneAuthorsLocked(now time.Time) {
 			delete(g.lastFrom, id)
 		}
 	}
+}
+
+// Shard returns the shard bits and this peer's announcement shard.
+func (g *Gossip) Shard() (bits, shard int) { return g.cfg.ShardBits, g.shard }
+
+// TopicName is the announcement topic this peer joined.
+func (g *Gossip) TopicName() string { return g.topicName }
+
+// inShard reports whether the peer with ID id (a string, as announcements
+// carry it) belongs to this peer's announcement shard; every peer does when
+// the swarm is unsharded.
+func (g *Gossip) inShard(id string) bool {
+	if g.cfg.ShardBits == 0 {
+		return true
+	}
+	pid, err := peer.Decode(id)
+	return err == nil && g.inShardID(pid)
+}
+
+// inShardID is inShard for a decoded peer ID.
+func (g *Gossip) inShardID(p peer.ID) bool {
+	return g.cfg.ShardBits == 0 || AnnounceShard(p, g.cfg.ShardBits) == g.shard
 }
 
 // Authors is how many authors the validator remembers.
