@@ -248,7 +248,19 @@ type bpeEncoder struct {
 	word []byte
 	syms []bpeSymbol
 	q    bpeQueue
+	// words remembers the tokens of words already merged: prose repeats
+	// its words, and a lookup costs a fraction of the merging (as Hugging
+	// Face's tokenizers cache words). It belongs to one vocabulary, as the
+	// encoder does, and is emptied when full.
+	words map[string][]int32
 }
+
+// Bounds of an encoder's word cache: longer words are rare and not kept,
+// and a full cache is emptied (a few hundred KB at most).
+const (
+	maxCachedWords    = 1 << 13
+	maxCachedWordSize = 48
+)
 
 type bpeSymbol struct {
 	start, n   int // bytes of the word
@@ -330,6 +342,16 @@ func (e *bpeEncoder) encodeWord(b *bpeVocab, word []rune, ids []int) []int {
 	if len(syms) == 0 {
 		return ids
 	}
+	cache := len(w) <= maxCachedWordSize
+	if cache {
+		if toks, ok := e.words[string(w)]; ok {
+			for _, id := range toks {
+				ids = append(ids, int(id))
+			}
+			return ids
+		}
+	}
+	first := len(ids)
 	syms[len(syms)-1].next = -1
 	e.syms = syms
 	q := &e.q
@@ -374,7 +396,22 @@ func (e *bpeEncoder) encodeWord(b *bpeVocab, word []rune, ids []int) []int {
 			}
 		}
 	}
+	if cache {
+		e.remember(w, ids[first:])
+	}
 	return ids
+}
+
+// remember caches the tokens of word.
+func (e *bpeEncoder) remember(word []byte, ids []int) {
+	if e.words == nil || len(e.words) >= maxCachedWords {
+		e.words = make(map[string][]int32, maxCachedWords/4)
+	}
+	toks := make([]int32, len(ids))
+	for i, id := range ids {
+		toks[i] = int32(id)
+	}
+	e.words[string(word)] = toks
 }
 
 // appendCodePoint appends the UTF-8 encoding of r, surrogates included (as
