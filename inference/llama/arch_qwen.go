@@ -230,7 +230,7 @@ func (s *State) sharedExpert(li int, h, out [][]float32) {
 		x := g[b][0]
 		sig := x / (1 + float32(math.Exp(float64(-x)))) / x
 		for i, v := range y[b] {
-			out[b][i] += v * sig
+			out[b][i] += float32(v * sig)
 		}
 	}
 }

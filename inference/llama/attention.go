@@ -75,7 +75,7 @@ func (s *State) attendHead(li, end, off int, qh, acc []float32) {
 			vs = float32(math.Exp(float64(sc - mx)))
 		}
 		madVF16(acc, vr, vs)
-		sum = sum*ms + vs
+		sum = float32(sum*ms) + vs
 	}
 	inv := 1 / sum
 	for i := range acc {

@@ -401,6 +401,13 @@ func f16row(src []byte, dst []float32) {
 	}
 }
 
+// Products added to a float sum are wrapped in float32(...) in the pure-Go
+// kernels: the Go spec lets a compiler fuse x*y + z into one rounding (arm64,
+// ppc64 and s390x do, and amd64 with GOAMD64=v3), and the portable llama.cpp
+// build these kernels follow rounds the product first. An explicit
+// conversion forbids the fusion, so pure Go gives the same bits on every
+// architecture.
+
 // dotQ8_0 is ggml's vec_dot_q8_0_q8_0: an integer sum per block, scaled by
 // the product of the two F16 scales.
 func dotQ8_0(w []byte, q []int8, d []float32) float32 {
@@ -412,7 +419,7 @@ func dotQ8_0(w []byte, q []int8, d []float32) float32 {
 		for i := range 32 {
 			si += int32(int8(x[2+i])) * int32(y[i])
 		}
-		sum += float32(si) * (f16table[uint16(x[0])|uint16(x[1])<<8] * d[blk])
+		sum += float32(float32(si) * (f16table[uint16(x[0])|uint16(x[1])<<8] * d[blk]))
 	}
 	return sum
 }
@@ -428,7 +435,7 @@ func dotQ4_0(w []byte, q []int8, d []float32) float32 {
 			s0 += (int32(x[2+i]&0x0f) - 8) * int32(y[i])
 			s1 += (int32(x[2+i]>>4) - 8) * int32(y[i+16])
 		}
-		sum += float32(s0+s1) * f16table[uint16(x[0])|uint16(x[1])<<8] * d[blk]
+		sum += float32(float32(s0+s1) * f16table[uint16(x[0])|uint16(x[1])<<8] * d[blk])
 	}
 	return sum
 }
@@ -520,9 +527,9 @@ func (s *scratch) dotQ4_K(q []int8, d []float32, bsum []int32) float32 {
 		}
 		dd := s.d[blk] * d[blk]
 		for l, v := range s.lanes {
-			s.sums[l] += dd * float32(v)
+			s.sums[l] += float32(dd * float32(v))
 		}
-		sum -= s.dmin[blk] * d[blk] * float32(mins)
+		sum -= float32(s.dmin[blk] * d[blk] * float32(mins))
 	}
 	for _, v := range s.sums {
 		sum += v
@@ -569,7 +576,7 @@ func (s *scratch) dotQ6_K(q []int8, d []float32) float32 {
 		}
 		dd := s.d[blk] * d[blk]
 		for l, v := range s.lanes {
-			s.sums[l] += dd * float32(v)
+			s.sums[l] += float32(dd * float32(v))
 		}
 	}
 	var sum float32
