@@ -61,6 +61,12 @@ type Experts struct {
 	// Verify is the share of remote calls that are spot-checked (0: none;
 	// the swarm's default is DefaultVerify): see checked.
 	Verify float64
+	// Kernels names the kernel set a host computes its experts with, as it
+	// announces it (llama.Kernels: "avx2", "neon", "generic"; "" for a
+	// peer that predates the field). A spot-check compares only hosts of
+	// one set, whose honest answers agree bit for bit (see checked). Nil:
+	// every host computes with the same set.
+	Kernels func(peer.ID) string
 	// OnBadHost, if set, hears of each host caught answering wrongly, once
 	// per offence (trust.Store.Convict), with the reason in words. The
 	// audit chain plugs in here.
@@ -78,8 +84,10 @@ type Experts struct {
 	LocalCalls, RemoteCalls, Failovers atomic.Uint64
 	// Checks counts spot-checks made (two replicas answered and were
 	// compared), Caught the hosts convicted of a wrong answer (outvoted or
-	// not finite), Undecided the spot-checks where no two replicas agreed.
-	Checks, Caught, Undecided atomic.Uint64
+	// not finite), Undecided the spot-checks where no two replicas agreed,
+	// Unpaired the calls sampled for a check that went unchecked because
+	// no other replica announces the first one's kernel set.
+	Checks, Caught, Undecided, Unpaired atomic.Uint64
 }
 
 var _ llama.Experts = (*Experts)(nil)
@@ -114,9 +122,28 @@ func (x *Experts) Apply(ctx context.Context, layer, expert int, in, out [][]floa
 		return fmt.Errorf("%w (layer %d expert %d: no peer hosts it)", ErrNoHost, layer, expert)
 	}
 	if len(hosts) >= 2 && x.Verify > 0 && rand.Float64() < x.Verify {
-		return x.checked(ctx, layer, expert, hosts, in, out)
+		if peers := x.sameKernels(hosts); len(peers) >= 2 {
+			return x.checked(ctx, layer, expert, hosts, peers, in, out)
+		}
+		x.Unpaired.Add(1)
 	}
 	return x.first(ctx, layer, expert, hosts, in, out, nil)
+}
+
+// sameKernels returns the hosts (in replica order) that announce the
+// kernel set of hosts[0], hosts[0] first.
+func (x *Experts) sameKernels(hosts []peer.ID) []peer.ID {
+	if x.Kernels == nil {
+		return hosts
+	}
+	k := x.Kernels(hosts[0])
+	var same []peer.ID
+	for _, p := range hosts {
+		if x.Kernels(p) == k {
+			same = append(same, p)
+		}
+	}
+	return same
 }
 
 // first asks hosts in turn until one answers; errs are the failures met

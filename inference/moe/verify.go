@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"slices"
 	"strings"
 	"sync"
 
@@ -15,41 +16,55 @@ import (
 // unless configured otherwise: 2%.
 const DefaultVerify = 0.02
 
-// checked is a spot-checked call. The engine's kernels give each row the
-// same bits whatever the batch and the cores, so honest replicas agree bit
-// for bit, and any difference means one of them computed wrongly.
+// checked is a spot-checked call. hosts are all the replicas in replica
+// order, peers those that announce the kernel set of the first one
+// (sameKernels). One kernel set gives each row the same bits whatever the
+// batch and the cores, so honest replicas of one set agree bit for bit and
+// any difference between them means one computed wrongly. Sets differ in
+// the last bits (avx2, neon and generic sum in other orders and quantize
+// activations differently), so replicas of different sets are never
+// compared: an honest neon host would be outvoted by two avx2 ones.
 //
-// The rows go to the first two hosts in replica order at once, so the check
-// costs a second call's bandwidth and compute but no latency: the layer
-// waits for the slower of two round trips instead of one. If they agree,
-// that is the answer. If one fails, the other's answer is used unchecked
-// (as an unchecked call's would be); if both fail, the call fails over to
-// the rest as usual. If they disagree, the remaining hosts are asked one at
-// a time until an answer has two votes: that is the answer, so the token
-// is computed right, and every host that answered otherwise is convicted
-// (trust.Store.Convict: excluded from replica choice, reported to
-// OnBadHost). If no two answers agree (two replicas only, or every other
-// one failing), nobody can be blamed: the call fails with ErrNoHost rather
-// than return a possibly wrong answer.
+// The rows go to the first two peers at once, so the check costs a second
+// call's bandwidth and compute but no latency: the layer waits for the
+// slower of two round trips instead of one. If they agree, that is the
+// answer. If one fails, the other's answer is used unchecked (as an
+// unchecked call's would be); if both fail, the call fails over to the rest
+// (of any set) as usual. If they disagree, the remaining peers of the same
+// set are asked one at a time until an answer has two votes: that is the
+// answer, so the token is computed right, and every host that answered
+// otherwise is convicted (trust.Store.Convict: excluded from replica
+// choice, reported to OnBadHost). If no two answers agree (two replicas of
+// the set only, or every other one failing), nobody can be blamed: the call
+// fails with ErrNoHost rather than return a possibly wrong answer.
+//
+// A kernel set is the host's own claim, and the bound is this: a host
+// claiming a set no other replica announces is never spot-checked (Unpaired
+// counts the sampled calls that went unchecked when it came first; an
+// answer that is not finite still convicts it), but it never votes on
+// another set's check either, so it is never believed over a majority.
+// Claiming the set of the honest hosts gains a liar nothing: it is checked
+// against them as before.
 //
 // Calls that are not sampled are used as they come (once the client made
 // sure they are finite), so a host that lies on every call is caught after
 // 1/Verify of its calls on average; the tokens computed from its answers
 // before that are not recomputed.
-func (x *Experts) checked(ctx context.Context, layer, expert int, hosts []peer.ID, in, out [][]float32) error {
+func (x *Experts) checked(ctx context.Context, layer, expert int, hosts, peers []peer.ID, in, out [][]float32) error {
 	alt := rowsLike(in)
 	var errA, errB error
 	var wg sync.WaitGroup
-	wg.Go(func() { errA = x.call(ctx, hosts[0], layer, expert, in, out) })
-	wg.Go(func() { errB = x.call(ctx, hosts[1], layer, expert, in, alt) })
+	wg.Go(func() { errA = x.call(ctx, peers[0], layer, expert, in, out) })
+	wg.Go(func() { errB = x.call(ctx, peers[1], layer, expert, in, alt) })
 	wg.Wait()
 	if err := ctx.Err(); err != nil {
 		return err
 	}
 	switch {
 	case errA != nil && errB != nil:
-		return x.first(ctx, layer, expert, hosts[2:], in, out, []error{
-			fmt.Errorf("%s: %w", hosts[0].ShortString(), errA), fmt.Errorf("%s: %w", hosts[1].ShortString(), errB)})
+		rest := slices.DeleteFunc(slices.Clone(hosts), func(p peer.ID) bool { return p == peers[0] || p == peers[1] })
+		return x.first(ctx, layer, expert, rest, in, out, []error{
+			fmt.Errorf("%s: %w", peers[0].ShortString(), errA), fmt.Errorf("%s: %w", peers[1].ShortString(), errB)})
 	case errA != nil:
 		x.Failovers.Add(1)
 		copyRows(out, alt)
@@ -65,9 +80,9 @@ func (x *Experts) checked(ctx context.Context, layer, expert int, hosts []peer.I
 		host peer.ID
 		rows [][]float32
 	}
-	votes := []vote{{hosts[0], out}, {hosts[1], alt}}
+	votes := []vote{{peers[0], out}, {peers[1], alt}}
 	var won [][]float32
-	for _, p := range hosts[2:] {
+	for _, p := range peers[2:] {
 		rows := rowsLike(in)
 		if err := x.call(ctx, p, layer, expert, in, rows); err != nil {
 			if ctx.Err() != nil {

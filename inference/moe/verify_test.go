@@ -36,6 +36,16 @@ var (
 	}
 	// nanRows slips a single NaN into the last row.
 	nanRows corruption = func(out [][]float32) { r := out[len(out)-1]; r[len(r)/2] = float32(math.NaN()) }
+	// otherKernels stands for an honest host of another kernel set: the
+	// last bit of each value differs, as neon's or generic's sums differ
+	// from avx2's.
+	otherKernels corruption = func(out [][]float32) {
+		for _, r := range out {
+			for j := range r {
+				r[j] = math.Float32frombits(math.Float32bits(r[j]) ^ 1)
+			}
+		}
+	}
 	// scaled answers the right rows times 1.01: close, but not the bits.
 	scaled corruption = func(out [][]float32) {
 		for _, r := range out {
@@ -248,13 +258,23 @@ func TestMajorityDecides(t *testing.T) {
 	if err := honest.Apply(in, want); err != nil {
 		t.Fatal(err)
 	}
-	cr := newCrowd(t, m, []corruption{scaled, nil, nil})
+	// Host 3 is honest but computes with other kernels ("neon"): it is
+	// replica order's second, yet neither compared with the liar nor asked
+	// to decide, since its bits would differ from both.
+	cr := newCrowd(t, m, []corruption{scaled, nil, nil, otherKernels})
+	kernels := func(p peer.ID) string {
+		if cr.index(p) == 3 {
+			return "neon"
+		}
+		return "avx2" // the liar claims the honest hosts' set
+	}
 	for _, first := range []int{0, 1} { // the liar asked first, then second
 		x := cr.experts(t)
 		x.Verify = 1
-		order := []int{first, 1 - first, 2}
+		x.Kernels = kernels
+		order := []int{first, 3, 1 - first, 2}
 		x.Hosts = func(int, int) []peer.ID {
-			return []peer.ID{cr.hosts[order[0]].ID(), cr.hosts[order[1]].ID(), cr.hosts[order[2]].ID()}
+			return []peer.ID{cr.hosts[order[0]].ID(), cr.hosts[order[1]].ID(), cr.hosts[order[2]].ID(), cr.hosts[order[3]].ID()}
 		}
 		var reported []peer.ID
 		x.OnBadHost = func(p peer.ID, _, _ string) { reported = append(reported, p) }
@@ -268,11 +288,14 @@ func TestMajorityDecides(t *testing.T) {
 		if len(reported) != 1 || reported[0] != cr.hosts[0].ID() || !x.Trust.Excluded(cr.hosts[0].ID().String()) {
 			t.Fatalf("liar asked %d: reported %v", first, reported)
 		}
-		for _, i := range []int{1, 2} {
+		for _, i := range []int{1, 2, 3} {
 			if x.Trust.Excluded(cr.hosts[i].ID().String()) {
 				t.Fatalf("honest host %d excluded", i)
 			}
 		}
+	}
+	if n := cr.calls[3].Load(); n != 0 {
+		t.Fatalf("the host of other kernels answered %d spot-check calls", n)
 	}
 
 	x := cr.experts(t)
@@ -284,6 +307,64 @@ func TestMajorityDecides(t *testing.T) {
 	}
 	if x.Undecided.Load() != 1 {
 		t.Fatalf("undecided %d", x.Undecided.Load())
+	}
+}
+
+// TestSpotChecksCompareOneKernelSet: of three honest hosts, one computes
+// with other kernels (its last bits differ) and says so. With every call
+// spot-checked and each host first in turn, it is never convicted: the two
+// hosts of one set are checked against each other, and a call whose first
+// host has no partner of its set goes unchecked (Unpaired). Without the
+// kernel sets, the same calls convict it: the test's difference is real.
+func TestSpotChecksCompareOneKernelSet(t *testing.T) {
+	c := moeConfig()
+	m := loadModel(t, c)
+	cr := newCrowd(t, m, []corruption{nil, nil, otherKernels})
+	kernels := func(p peer.ID) string {
+		if cr.index(p) == 2 {
+			return "neon"
+		}
+		return "avx2"
+	}
+	x := cr.experts(t)
+	x.Verify = 1
+	x.Kernels = kernels
+	x.OnBadHost = func(p peer.ID, _, reason string) { t.Errorf("%s convicted: %s", p.ShortString(), reason) }
+	orders := [][]int{{0, 2, 1}, {2, 0, 1}, {1, 2, 0}, {2, 1, 0}, {0, 1, 2}}
+	for _, order := range orders {
+		x.Hosts = func(int, int) []peer.ID {
+			return []peer.ID{cr.hosts[order[0]].ID(), cr.hosts[order[1]].ID(), cr.hosts[order[2]].ID()}
+		}
+		for range 5 {
+			if _, err := oneCall(t, x, c.Embedding); err != nil {
+				t.Fatalf("order %v: %v", order, err)
+			}
+		}
+	}
+	for i := range 3 {
+		if x.Trust.Excluded(cr.hosts[i].ID().String()) {
+			t.Fatalf("honest host %d excluded", i)
+		}
+	}
+	// Three orders put an avx2 host first (each checked against the other
+	// avx2 host), two the neon host (alone in its set: unchecked).
+	if x.Checks.Load() != 15 || x.Unpaired.Load() != 10 || x.Caught.Load() != 0 || x.Undecided.Load() != 0 {
+		t.Fatalf("checks %d unpaired %d caught %d undecided %d, want 15, 10, 0, 0",
+			x.Checks.Load(), x.Unpaired.Load(), x.Caught.Load(), x.Undecided.Load())
+	}
+	if n := cr.calls[2].Load(); n != 10 {
+		t.Fatalf("the neon host answered %d calls, want the 10 it came first in", n)
+	}
+
+	// The same calls without kernel sets: the neon host is outvoted.
+	y := cr.experts(t)
+	y.Verify = 1
+	y.Hosts = func(int, int) []peer.ID { return []peer.ID{cr.hosts[2].ID(), cr.hosts[0].ID(), cr.hosts[1].ID()} }
+	if _, err := oneCall(t, y, c.Embedding); err != nil {
+		t.Fatal(err)
+	}
+	if !y.Trust.Excluded(cr.hosts[2].ID().String()) {
+		t.Fatal("without kernel sets the neon host's bits went unnoticed: the test proves nothing")
 	}
 }
 
