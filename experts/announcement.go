@@ -56,6 +56,13 @@ type Model struct {
 	Size   int64  `json:"size,omitempty"`   // bytes on disk
 	Family string `json:"family,omitempty"`
 	Engine string `json:"engine,omitempty"` // "ollama", "embedded" or "synthetic"
+	// Kernels is the kernel set the embedded engine runs (llama.Kernels:
+	// "avx2", "neon" or "generic"; "" for Ollama, synthetic, and peers that
+	// predate the field). Sets differ in the last bits of their sums, so
+	// only answers of one set are compared bit for bit or token for token.
+	// It is a claim compared for equality only: a name this peer does not
+	// know (a newer peer's set) matches only the same name.
+	Kernels string `json:"kernels,omitempty"`
 	// Context is the model's context length in tokens, as its engine
 	// reports it (0: unknown).
 	Context int `json:"context,omitempty"`
@@ -315,7 +322,7 @@ func (a *Announcement) validate() error {
 		}
 	}
 	for _, m := range a.Models {
-		if m.Name == "" || len(m.Name) > MaxString || len(m.Digest) > MaxString || len(m.Family) > MaxString || len(m.Engine) > MaxString {
+		if m.Name == "" || len(m.Name) > MaxString || len(m.Digest) > MaxString || len(m.Family) > MaxString || len(m.Engine) > MaxString || len(m.Kernels) > MaxString {
 			return fmt.Errorf("model %q: empty or too long field", trunc(m.Name))
 		}
 		if m.Context < 0 || m.Context > MaxContext {
@@ -412,6 +419,6 @@ func memTotalMB() int64 {
 
 // Equal reports whether m and o say the same.
 func (m Model) Equal(o Model) bool {
-	return m.Name == o.Name && m.Digest == o.Digest && m.Size == o.Size && m.Family == o.Family && m.Engine == o.Engine &&
+	return m.Name == o.Name && m.Digest == o.Digest && m.Size == o.Size && m.Family == o.Family && m.Engine == o.Engine && m.Kernels == o.Kernels &&
 		m.Context == o.Context && m.Params == o.Params && slices.Equal(m.Capabilities, o.Capabilities)
 }

@@ -25,6 +25,10 @@ type ShardSummary struct {
 	// Held has bit layer*Experts+expert set (LSB first) for every expert
 	// shard the peer holds and serves.
 	Held []byte `json:"held,omitempty"`
+	// Kernels is the kernel set the peer computes these experts with, as
+	// Model.Kernels ("" for peers that predate the field): spot-checks
+	// compare only hosts of one set (moe.Experts.Kernels).
+	Kernels string `json:"kernels,omitempty"`
 }
 
 // NewShardSummary returns a summary of model with no expert held.
@@ -66,8 +70,8 @@ func (s *ShardSummary) validate() error {
 	if b, err := hex.DecodeString(s.Model); err != nil || len(b) != 32 {
 		return fmt.Errorf("shard model ID %q is not 64 hex digits", trunc(s.Model))
 	}
-	if len(s.Name) > MaxString {
-		return fmt.Errorf("shard model name too long")
+	if len(s.Name) > MaxString || len(s.Kernels) > MaxString {
+		return fmt.Errorf("shard model name or kernels too long")
 	}
 	if s.Layers <= 0 || s.Layers > MaxShardLayers || s.Experts <= 0 || s.Experts > MaxShardExperts || s.Layers*s.Experts > MaxShardBits {
 		return fmt.Errorf("shard model of %d layers × %d experts", s.Layers, s.Experts)
