@@ -21,9 +21,10 @@ import (
 
 // Real vocabularies. testdata/vocab holds llama.cpp's vocabulary-only GGUF
 // files of real models with the tokenizations llama.cpp expects of them
-// (see testdata/vocab/README.md); Llama 3's vocabulary comes from the
-// Ollama module's own tokenizer test data. A random 300-token vocabulary
-// cannot show a merge-order bug that a 100k-token one does.
+// (see testdata/vocab/README.md), and Qwen2's Hugging Face tokenizer
+// files; Llama 3's vocabulary comes from the Ollama module's own tokenizer
+// test data. A random 300-token vocabulary cannot show a merge-order bug
+// that a 100k-token one does.
 
 // vocabCase is one text of a .inp file and the token ids of its .out line.
 type vocabCase struct {
@@ -125,8 +126,11 @@ func TestRealVocabulariesMatchLlamaCpp(t *testing.T) {
 	for _, rv := range realVocabs {
 		t.Run(rv.name, func(t *testing.T) {
 			v := readGzipVocab(t, "ggml-vocab-"+rv.name+".gguf.gz")
-			if !v.IsBPE() || v.bpe.pre.name != rv.pre {
-				t.Fatalf("read pre-tokenizer %q (BPE %v), want %q", v.bpe.pre.name, v.IsBPE(), rv.pre)
+			if !v.IsBPE() {
+				t.Fatal("not read as a byte-level BPE vocabulary")
+			}
+			if v.bpe.pre.name != rv.pre {
+				t.Fatalf("read pre-tokenizer %q, want %q", v.bpe.pre.name, rv.pre)
 			}
 			checkVocabCases(t, v, loadVocabCases(t, rv.name))
 		})
