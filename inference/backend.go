@@ -165,6 +165,11 @@ type ModelInfo struct {
 	// Capabilities is what the model can do (the Cap constants); nil
 	// means CapCompletion only.
 	Capabilities []string `json:"capabilities,omitempty"`
+	// Kernels is the kernel set an embedded engine computes with
+	// (llama.Kernels: "avx2", "neon", "generic"); "" for other engines.
+	// Peers of different sets differ in the last bits, so answers are
+	// compared only within one.
+	Kernels string `json:"kernels,omitempty"`
 }
 
 // Backend generates tokens. Generate calls emit for each chunk in order and

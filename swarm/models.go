@@ -46,7 +46,7 @@ func ListModels(ctx context.Context, b inference.Backend, engine string) ([]expe
 	}
 	out := make([]experts.Model, 0, len(ms))
 	for _, m := range ms {
-		out = append(out, experts.Model{Name: m.Name, Digest: m.Digest, Size: m.Size, Family: m.Family, Engine: b.Name(), Params: m.Params, Context: m.Context, Capabilities: m.Capabilities})
+		out = append(out, experts.Model{Name: m.Name, Digest: m.Digest, Size: m.Size, Family: m.Family, Engine: b.Name(), Kernels: m.Kernels, Params: m.Params, Context: m.Context, Capabilities: m.Capabilities})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out, nil

@@ -86,7 +86,7 @@ func NewModelBackend(m *Model, opts BackendOptions) *Backend {
 		model: m,
 		opts:  opts,
 		info: inference.ModelInfo{Name: opts.Name, Size: m.size, Family: m.Config.Arch, Params: m.Config.ActiveParams(), Context: m.Config.ContextLength,
-			Capabilities: capabilities(m)},
+			Capabilities: capabilities(m), Kernels: Kernels()},
 		slots: make(chan struct{}, opts.Capacity),
 	}
 }

@@ -125,10 +125,11 @@ type shardedModel struct {
 	fetch   string         // fetch progress or error, for /api/experts
 	logged  time.Time      // last progress log line
 
-	idxMu  sync.Mutex
-	idxGen uint64
-	idxAt  time.Time
-	hosts  [][]peer.ID // layer*experts+expert → remote hosts
+	idxMu   sync.Mutex
+	idxGen  uint64
+	idxAt   time.Time
+	hosts   [][]peer.ID        // layer*experts+expert → remote hosts
+	kernels map[peer.ID]string // remote host → kernel set its summary announces
 }
 
 // Open opens the shard store, registers the shard and expert protocols on
@@ -325,6 +326,7 @@ func (s *Sharding) loadLocked(m *shard.Manifest) error {
 				FeedForward: m.Shape.FeedForward,
 				Payer:       s.payer,
 				Verify:      s.cfg.VerifyExperts,
+				Kernels:     func(p peer.ID) string { return s.kernelsOf(sm, p) },
 				OnBadHost:   s.cfg.OnBadHost,
 				Log:         s.log,
 			}
@@ -359,33 +361,52 @@ func (s *Sharding) track(m *shard.Manifest) (*shardedModel, error) {
 	return sm, nil
 }
 
-// hostsOf returns the remote peers that announce expert (l, e) of sm. The
-// index is rebuilt when the catalog changed, at most every 250 ms.
+// hostsOf returns the remote peers that announce expert (l, e) of sm.
 func (s *Sharding) hostsOf(sm *shardedModel, l, e int) []peer.ID {
 	sh := sm.man.Shape
 	sm.idxMu.Lock()
 	defer sm.idxMu.Unlock()
-	if gen := s.gen.Load(); sm.hosts == nil || (gen != sm.idxGen && time.Since(sm.idxAt) > 250*time.Millisecond) {
-		hosts := make([][]peer.ID, sh.Layers*sh.Experts)
-		id := sm.man.ID()
-		for _, en := range s.cfg.Catalog.Select(func(en *experts.Entry) bool { _, ok := en.ShardsOf(id); return ok }) {
-			sum, _ := en.ShardsOf(id)
-			pid, err := peer.Decode(en.Peer)
-			if err != nil {
-				continue
-			}
-			for i := range hosts {
-				if sum.Has(i/sh.Experts, i%sh.Experts) {
-					hosts[i] = append(hosts[i], pid)
-				}
-			}
-		}
-		sm.hosts, sm.idxGen, sm.idxAt = hosts, gen, time.Now()
-	}
+	s.index(sm)
 	if l < 0 || l >= sh.Layers || e < 0 || e >= sh.Experts {
 		return nil
 	}
 	return sm.hosts[l*sh.Experts+e]
+}
+
+// kernelsOf returns the kernel set remote host p announces for sm's
+// experts ("" if it predates the field or hosts none).
+func (s *Sharding) kernelsOf(sm *shardedModel, p peer.ID) string {
+	sm.idxMu.Lock()
+	defer sm.idxMu.Unlock()
+	s.index(sm)
+	return sm.kernels[p]
+}
+
+// index rebuilds sm's index of who hosts which expert, with which kernels,
+// when the catalog changed, at most every 250 ms. sm.idxMu is held.
+func (s *Sharding) index(sm *shardedModel) {
+	gen := s.gen.Load()
+	if sm.hosts != nil && (gen == sm.idxGen || time.Since(sm.idxAt) <= 250*time.Millisecond) {
+		return
+	}
+	sh := sm.man.Shape
+	hosts := make([][]peer.ID, sh.Layers*sh.Experts)
+	kernels := map[peer.ID]string{}
+	id := sm.man.ID()
+	for _, en := range s.cfg.Catalog.Select(func(en *experts.Entry) bool { _, ok := en.ShardsOf(id); return ok }) {
+		sum, _ := en.ShardsOf(id)
+		pid, err := peer.Decode(en.Peer)
+		if err != nil {
+			continue
+		}
+		kernels[pid] = sum.Kernels
+		for i := range hosts {
+			if sum.Has(i/sh.Experts, i%sh.Experts) {
+				hosts[i] = append(hosts[i], pid)
+			}
+		}
+	}
+	sm.hosts, sm.kernels, sm.idxGen, sm.idxAt = hosts, kernels, gen, time.Now()
 }
 
 // Summaries are this peer's shard summaries for its announcements.
@@ -397,6 +418,7 @@ func (s *Sharding) Summaries() []experts.ShardSummary {
 		sh := sm.man.Shape
 		sum := experts.NewShardSummary(sm.man.ID(), sm.man.Name, sh.Layers, sh.Experts)
 		sum.Dense = sm.dense
+		sum.Kernels = llama.Kernels() // the expert server computes with this process's kernels
 		for _, le := range s.server.Hosted(sm.key) {
 			sum.Set(le[0], le[1])
 		}
