@@ -35,7 +35,8 @@ go test -tags purego -timeout 20m -count=1 ./inference/llama/... "$@"
 # own), the Ollama ones (MWPEER_OLLAMA unset: they skip) and
 # TestMappedMemory, which re-executes the test binary (qemu-user cannot
 # without binfmt_misc); the NEON tests again on a CPU without SDOT. Then the
-# purego build on arm64, which must run pure Go only. About two minutes on
+# purego build on arm64, which must run pure Go only and give the bits the
+# pure-Go kernels give on amd64 (testdata/purego.golden). About two minutes on
 # two busy cores.
 if command -v qemu-aarch64 >/dev/null 2>&1; then
   arm64_skip='TestMappedMemory$|TestEmbeddedEngineWritesValidJSON|TestForcedToolCall|TestJSONWithMultiByteTokens|Fuzz'
@@ -47,7 +48,7 @@ if command -v qemu-aarch64 >/dev/null 2>&1; then
     go test -exec qemu-aarch64 -timeout 10m -count=1 -run 'NEON|Kernels' ./inference/llama/
   GOARCH=arm64 go vet -tags purego ./inference/llama/...
   env -u MWPEER_OLLAMA -u MWPEER_OLLAMA_NATIVE GOARCH=arm64 \
-    go test -exec qemu-aarch64 -tags purego -timeout 5m -count=1 -run 'Kernels' ./inference/llama/
+    go test -exec qemu-aarch64 -tags purego -timeout 5m -count=1 -run 'Kernels|TestPureGoIsTheSameEverywhere' ./inference/llama/
 else
   echo "skipping: qemu-aarch64 not installed (apt-get install qemu-user): the arm64 NEON kernels were not tested"
 fi

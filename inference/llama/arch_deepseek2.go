@@ -427,7 +427,7 @@ func (s *State) attendHeadFlash(li, end, hd int, qh, acc []float32) {
 			vs = float32(math.Exp(float64(sc - mx)))
 		}
 		madVF16(acc, vr, vs)
-		sum = sum*ms + vs
+		sum = float32(sum*ms) + vs
 	}
 	inv := 1 / sum
 	for i := range acc {
@@ -500,7 +500,7 @@ func (s *State) moeDeepSeek2(ctx context.Context, li int, h, out [][]float32) er
 				continue
 			}
 			for j, v := range y {
-				out[b][j] += v * wt
+				out[b][j] += float32(v * wt)
 			}
 		}
 	}

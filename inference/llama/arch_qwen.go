@@ -201,8 +201,8 @@ func ropeNeoX(x []float32, heads, headDim, ropeDim, pos int, base float32) {
 		for i := range half {
 			cos, sin := cs[2*i], cs[2*i+1]
 			x0, x1 := v[i], v[i+half]
-			v[i] = x0*cos - x1*sin
-			v[i+half] = x0*sin + x1*cos
+			v[i] = float32(x0*cos) - float32(x1*sin)
+			v[i+half] = float32(x0*sin) + float32(x1*cos)
 		}
 	}
 }

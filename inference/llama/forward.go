@@ -332,7 +332,7 @@ func (s *State) moe(ctx context.Context, li int, h, out [][]float32) error {
 				continue
 			}
 			for j, v := range y {
-				out[b][j] += v * wt
+				out[b][j] += float32(v * wt)
 			}
 		}
 	}
@@ -406,8 +406,8 @@ func rope(x []float32, heads, headDim, ropeDim, pos int, base float32) {
 		for i := 0; i < ropeDim; i += 2 {
 			cos, sin := cs[i], cs[i+1]
 			x0, x1 := v[i], v[i+1]
-			v[i] = x0*cos - x1*sin
-			v[i+1] = x0*sin + x1*cos
+			v[i] = float32(x0*cos) - float32(x1*sin)
+			v[i+1] = float32(x0*sin) + float32(x1*cos)
 		}
 	}
 }
