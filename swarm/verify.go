@@ -57,8 +57,11 @@ func (r *Router) verifies(q Query) bool {
 
 // verifyTargets are the experts that may verify each other's answers to the
 // decision's prompt: the largest set, in rank order, of trusted candidates
-// serving one model with the same digest and engine (as announced; a model
-// without a digest verifies nothing). Among sets with at least three members
+// serving one model with the same digest, engine and kernel set (as
+// announced; a model without a digest verifies nothing). The kernel set
+// matters because the embedded engine's sets (avx2, neon, generic) differ
+// in the last bits, and a near-tie greedy token can flip between them:
+// honest peers of two sets need not agree token for token. Among sets with at least three members
 // (one to decide a disagreement) or else two, the one whose best member ranks
 // highest wins.
 func (r *Router) verifyTargets(d routing.Decision, cands []Candidate) []inference.Target {
@@ -77,8 +80,8 @@ func (r *Router) verifyTargets(d routing.Decision, cands []Candidate) []inferenc
 		byPeer[c.Peer] = c
 	}
 	type group struct {
-		model, digest, engine string
-		targets               []inference.Target
+		model, digest, engine, kernels string
+		targets                        []inference.Target
 	}
 	var groups []*group
 	for _, s := range d.Candidates {
@@ -92,12 +95,12 @@ func (r *Router) verifyTargets(d routing.Decision, cands []Candidate) []inferenc
 		}
 		var g *group
 		for _, o := range groups {
-			if o.model == m.Name && o.digest == m.Digest && o.engine == m.Engine {
+			if o.model == m.Name && o.digest == m.Digest && o.engine == m.Engine && o.kernels == m.Kernels {
 				g = o
 			}
 		}
 		if g == nil {
-			g = &group{model: m.Name, digest: m.Digest, engine: m.Engine}
+			g = &group{model: m.Name, digest: m.Digest, engine: m.Engine, kernels: m.Kernels}
 			groups = append(groups, g)
 		}
 		g.targets = append(g.targets, r.target(c, false))
