@@ -2,6 +2,7 @@ package mwpeer
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -139,6 +140,18 @@ func TestAnnounceShardsSplitTheCatalog(t *testing.T) {
 	for i, p := range peers {
 		if r := p.Gossip.Rejected()[experts.RejectWrongShard]; r != 0 {
 			t.Errorf("peer %d rejected %d wrong-shard announcements from honest peers", i, r)
+		}
+	}
+}
+
+func TestAnnounceShardBitsAreValidated(t *testing.T) {
+	for bits, ok := range map[int]bool{-1: false, 0: true, 1: true, experts.MaxAnnounceShardBits: true, experts.MaxAnnounceShardBits + 1: false} {
+		cfg := testConfig(t)
+		cfg.AnnounceShardBits = bits
+		err := cfg.Validate()
+		var fe *FieldError
+		if ok != (err == nil) || (err != nil && (!errors.As(err, &fe) || fe.Field != "AnnounceShardBits")) {
+			t.Errorf("%d shard bits: %v", bits, err)
 		}
 	}
 }
