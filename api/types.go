@@ -101,6 +101,9 @@ type Model struct {
 	Name   string `json:"name"`
 	Digest string `json:"digest,omitempty"`
 	Engine string `json:"engine,omitempty"`
+	// Kernels is the kernel set of its embedded engine as the peer
+	// announces it ("avx2", "neon", "generic"; omitted for other engines).
+	Kernels string `json:"kernels,omitempty"`
 	// Context is its context length in tokens as the peer announces it
 	// (omitted: unknown).
 	Context int `json:"context,omitempty"`

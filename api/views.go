@@ -44,7 +44,7 @@ func PeersView(entries []experts.Entry, page Page, rtt func(id string) geo.RTT, 
 			Conn:     conn(e.Peer),
 		}
 		for _, m := range e.Models {
-			info.Models = append(info.Models, Model{Name: m.Name, Digest: m.Digest, Engine: m.Engine, Context: m.Context})
+			info.Models = append(info.Models, Model{Name: m.Name, Digest: m.Digest, Engine: m.Engine, Kernels: m.Kernels, Context: m.Context})
 		}
 		if e.Location != nil {
 			info.Location = &Location{Lat: e.Location.Lat, Lon: e.Location.Lon}
