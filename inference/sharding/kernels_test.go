@@ -80,6 +80,9 @@ func TestSpotChecksFollowAnnouncedKernels(t *testing.T) {
 		}
 		checks, unpaired := x.Checks.Load(), x.Unpaired.Load()
 		t.Logf("%s and %s: %d remote calls, %d checks, %d unpaired", tc.a, tc.b, x.RemoteCalls.Load(), checks, unpaired)
+		if lm := runner.Local(); len(lm) != 1 || lm[0].Checks != checks || lm[0].Unpaired != unpaired {
+			t.Fatalf("%s and %s: /api/experts' figures %+v", tc.a, tc.b, lm)
+		}
 		if x.Caught.Load() != 0 {
 			t.Fatalf("%s and %s: %d honest hosts convicted", tc.a, tc.b, x.Caught.Load())
 		}

@@ -717,6 +717,7 @@ type LocalModel struct {
 	Fetch                              string               // fetch progress or error
 	LocalCalls, RemoteCalls, Failovers uint64               // the model's expert calls (when Dense)
 	Checks, Caught                     uint64               // spot-checks made, hosts caught answering wrongly
+	Unpaired                           uint64               // calls sampled for a check with no replica of the first host's kernel set
 }
 
 // Local is this peer's share of every sharded model it holds some of.
@@ -735,7 +736,7 @@ func (s *Sharding) Local() []LocalModel {
 		lm.Summary, lm.Announced = announced[id]
 		if x := sm.experts; x != nil {
 			lm.LocalCalls, lm.RemoteCalls, lm.Failovers = x.LocalCalls.Load(), x.RemoteCalls.Load(), x.Failovers.Load()
-			lm.Checks, lm.Caught = x.Checks.Load(), x.Caught.Load()
+			lm.Checks, lm.Caught, lm.Unpaired = x.Checks.Load(), x.Caught.Load(), x.Unpaired.Load()
 		}
 		out = append(out, lm)
 	}
