@@ -220,3 +220,55 @@ func TestCatchUpStaysInShard(t *testing.T) {
 		t.Fatalf("other-shard catch-up applied %d (%v), catalog %d; want it refused", n, err, cCat.Len())
 	}
 }
+
+// TestShardPeersFindEachOtherThroughProviders: two peers of one shard that
+// are not connected (their neighbours are of other shards) find each other
+// through the providers of their shard's rendezvous key, connect, and
+// their catalogs fill.
+func TestShardPeersFindEachOtherThroughProviders(t *testing.T) {
+	const bits = 2
+	start := func(others func() []peer.AddrInfo) (host.Host, *Catalog, *Gossip) {
+		for {
+			h := p2ptest.NewHost(t)
+			if AnnounceShard(h.ID(), bits) != 3 {
+				h.Close()
+				continue
+			}
+			ps, err := pubsub.NewGossipSub(t.Context(), h)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cat := NewCatalog(h.ID().String(), 0)
+			g, err := JoinGossip(ps, h, GossipConfig{Key: h.Peerstore().PrivKey(h.ID()), Catalog: cat, ShardBits: bits, MinInterval: time.Second,
+				Local: func() Announcement { return Announcement{Domains: []string{"code"}} },
+				Providers: func(ctx context.Context, kind, name string, max int) ([]peer.AddrInfo, error) {
+					if kind != KindAnnounceShard || name != AnnounceShardKey(bits, 3) {
+						return nil, fmt.Errorf("looked up %s/%s", kind, name)
+					}
+					return others(), nil
+				}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(g.Close)
+			return h, cat, g
+		}
+	}
+	var a, b host.Host
+	info := func(h *host.Host) func() []peer.AddrInfo {
+		return func() []peer.AddrInfo { return []peer.AddrInfo{{ID: (*h).ID(), Addrs: (*h).Addrs()}} }
+	}
+	a, aCat, ag := start(info(&b))
+	b, bCat, bg := start(info(&a))
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	ag.Start(ctx)
+	bg.Start(ctx)
+	wait.For(t, 20*time.Second, "the two peers of shard 3 find and hear each other", func() error {
+		if !aCat.Has(b.ID().String()) || !bCat.Has(a.ID().String()) {
+			return fmt.Errorf("a knows b %v, b knows a %v; connected %v, topic peers %d, rejected %v", aCat.Has(b.ID().String()), bCat.Has(a.ID().String()),
+				a.Network().Connectedness(b.ID()), len(ag.topic.ListPeers()), ag.Rejected())
+		}
+		return nil
+	})
+}
