@@ -10,7 +10,9 @@ import (
 
 // Verified answers. A verified request runs deterministically (temperature
 // 0, a fixed seed) on experts serving the same model digest with the same
-// engine, which must then produce the same tokens. The client gets an answer
+// engine and kernel set (ModelInfo.Kernels: the embedded engine's avx2, neon
+// and generic kernels differ in the last bits, which can flip a near-tie
+// token), which must then produce the same tokens. The client gets an answer
 // only once two experts produced it token for token: until then every answer
 // is buffered (bounded by the request's MaxTokens and MaxVerifyBytes), so a
 // wrong answer never reaches the client, at the cost of streaming. When the
@@ -51,7 +53,7 @@ func VerifyRequest(req Request) Request {
 }
 
 // Verify runs req (as VerifyRequest makes it) on targets, which must serve
-// the same model digest with the same engine, best first: two at once, then
+// the same model digest with the same engine and kernel set, best first: two at once, then
 // one more each time no two answers can still agree, until two agree token
 // for token. Only then is the agreed answer emitted, all at once. Result.
 // Expert is the first of the agreeing pair to finish, Experts both of them;
