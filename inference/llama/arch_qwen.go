@@ -209,23 +209,41 @@ func ropeNeoX(x []float32, heads, headDim, ropeDim, pos int, base float32) {
 
 // sharedExpert adds layer li's shared expert to out, for the rows h: its
 // SwiGLU FFN scaled by sigmoid(gate·h), computed as llama.cpp does, as
-// silu(x)/x.
+// silu(x)/x. (With local experts, localExperts computes it with the routed
+// experts and moe calls addShared.)
 func (s *State) sharedExpert(li int, h, out [][]float32) {
 	l := &s.m.layers[li]
 	if l.qwen.sharedGate == nil {
 		return
 	}
 	w := s.ws
-	n := len(h)
-	gate := w.shared.get(n, 1+s.m.Config.Embedding)
-	w.sharedG, w.sharedY = grow(w.sharedG, n), grow(w.sharedY, n)
-	g, y := w.sharedG, w.sharedY
-	for b := range gate {
-		g[b], y[b] = gate[b][:1], gate[b][1:]
-	}
+	g, y := s.sharedRows(len(h))
 	w.use(h)
 	w.mul(l.qwen.sharedGateInp, g)
 	w.swiglu(l.qwen.sharedGate, l.qwen.sharedUp, l.qwen.sharedDown, h, y)
+	s.addShared(li, out)
+}
+
+// sharedRows returns the buffers of the shared expert's results for n rows:
+// its gate (one value a row) and its output, w.sharedG and w.sharedY.
+func (s *State) sharedRows(n int) (g, y [][]float32) {
+	w := s.ws
+	gate := w.shared.get(n, 1+s.m.Config.Embedding)
+	w.sharedG, w.sharedY = grow(w.sharedG, n), grow(w.sharedY, n)
+	g, y = w.sharedG, w.sharedY
+	for b := range gate {
+		g[b], y[b] = gate[b][:1], gate[b][1:]
+	}
+	return g, y
+}
+
+// addShared adds the shared expert's output w.sharedY, scaled by the
+// sigmoid of its gate w.sharedG, to out (nothing if layer li has none).
+func (s *State) addShared(li int, out [][]float32) {
+	if s.m.layers[li].qwen.sharedGate == nil {
+		return
+	}
+	g, y := s.ws.sharedG, s.ws.sharedY
 	for b := range out {
 		x := g[b][0]
 		sig := x / (1 + float32(math.Exp(float64(-x)))) / x

@@ -53,6 +53,60 @@ type workspace struct {
 	logits                      []float32
 	logitRows                   [][]float32
 	ds2                         deepseek2Scratch // arch_deepseek2.go
+
+	fused          mulsJob     // products run as one job (w.begin, w.add, w.run)
+	inputs         []input     // their inputs
+	eg, eu, sg, su rows        // MoE: the routed experts' gate and up rows, the shared expert's
+	order          []int       // MoE: the (row, slot) pairs ordered by expert
+	first          []int       // MoE: where each expert's pairs begin in order
+	gg             [][]float32 // MoE: the routed experts' gate rows in order
+}
+
+// input is a batch of rows that fused products take, converted once for
+// each kind of weights that multiplies it.
+type input struct {
+	rows  [][]float32
+	acts  [actKinds]acts
+	ready [actKinds]bool
+}
+
+// begin starts a fused job whose products take up to inputs inputs.
+func (w *workspace) begin(inputs int) {
+	if cap(w.inputs) < inputs {
+		w.inputs = make([]input, inputs) // only grows: the acts' buffers stay
+	}
+	w.inputs = w.inputs[:inputs]
+	w.fused.reset(w.work)
+}
+
+// input makes rows input i of the fused job.
+func (w *workspace) input(i int, rows [][]float32) {
+	w.inputs[i].rows = rows
+	w.inputs[i].ready = [actKinds]bool{}
+}
+
+// add queues out = m · input i.
+func (w *workspace) add(i int, m *matrix, out [][]float32) {
+	in := &w.inputs[i]
+	k := m.kind()
+	if !in.ready[k] {
+		in.acts[k].prepare(k, in.rows)
+		in.ready[k] = true
+	}
+	w.fused.add(m, &in.acts[k], out)
+}
+
+// run computes the queued products, all in one parallel job, and forgets
+// their inputs.
+func (w *workspace) run() {
+	w.team.parallel(&w.fused, w.fused.chunks, 1)
+	w.fused.reset(w.work)
+	for i := range w.inputs {
+		w.inputs[i].rows = nil
+		for k := range w.inputs[i].acts {
+			w.inputs[i].acts[k].in = nil
+		}
+	}
 }
 
 func newWorkspace(workers int) *workspace {
@@ -80,9 +134,11 @@ func (w *workspace) mul(m *matrix, out [][]float32) {
 func (w *workspace) swiglu(gate, up, down *matrix, in, out [][]float32) {
 	g := w.g.get(len(in), gate.rows)
 	u := w.u.get(len(in), up.rows)
-	w.use(in)
-	w.mul(gate, g)
-	w.mul(up, u)
+	w.begin(1)
+	w.input(0, in)
+	w.add(0, gate, g)
+	w.add(0, up, u)
+	w.run()
 	for b := range g {
 		siluMul(g[b], u[b])
 	}
@@ -207,10 +263,12 @@ func (s *State) batch(ctx context.Context, tokens []int) ([]float32, error) {
 		for b := range x {
 			rmsNorm(h[b], x[b], l.attnNorm, c.NormEpsilon)
 		}
-		w.use(h)
-		w.mul(l.wq, q)
-		w.mul(l.wk, k)
-		w.mul(l.wv, v)
+		w.begin(1)
+		w.input(0, h)
+		w.add(0, l.wq, q)
+		w.add(0, l.wk, k)
+		w.add(0, l.wv, v)
+		w.run()
 		for b := range n {
 			pos := s.pos + b
 			m.positionQK(l, q[b], k[b], v[b], pos)
@@ -297,30 +355,12 @@ func (s *State) moe(ctx context.Context, li int, h, out [][]float32) error {
 		}
 	}
 	res := w.res.get(n*used, c.Embedding)
-	w.gin, w.gout = grow(w.gin, n*used), grow(w.gout, n*used)
-	if !s.local {
-		if err := s.remoteExperts(ctx, li, h, res); err != nil {
+	if s.local {
+		if err := s.localExperts(li, h, res); err != nil {
 			return err
 		}
-	}
-	for e := range c.Experts {
-		if !s.local {
-			break
-		}
-		in, got := w.gin[:0], w.gout[:0]
-		for i, se := range w.sel {
-			if se == e {
-				in, got = append(in, h[i/used]), append(got, res[i])
-			}
-		}
-		if len(in) == 0 {
-			continue
-		}
-		if l.gateExp == nil {
-			_, err := s.m.Expert(li, e)
-			return fmt.Errorf("layer %d expert %d: %w", li, e, err)
-		}
-		w.swiglu(l.gateExp[e], l.upExp[e], l.downEx[e], in, got)
+	} else if err := s.remoteExperts(ctx, li, h, res); err != nil {
+		return err
 	}
 	for b := range out {
 		for slot := range used {
@@ -336,7 +376,109 @@ func (s *State) moe(ctx context.Context, li int, h, out [][]float32) error {
 			}
 		}
 	}
+	if s.local {
+		s.addShared(li, out) // computed with the routed experts
+		return nil
+	}
 	s.sharedExpert(li, h, out)
+	return nil
+}
+
+// localExperts runs the experts chosen in layer li (w.sel) with m's own
+// weights, writing row i's slot output into res[i] as remoteExperts does,
+// and the layer's shared expert if it has one (its results stay in
+// w.sharedG and w.sharedY for addShared). All gate and up products, of
+// every expert, run as one parallel job, then all down products as
+// another: a decode step of qwen2moe then hands the workers 2 jobs per
+// layer for its FFN rather than 9. Each expert's rows are those the loop
+// over experts gave before (in row order), and each product row is computed
+// as in a product of its own, so the results are bitwise the same.
+func (s *State) localExperts(li int, h, res [][]float32) error {
+	c, w := s.m.Config, s.ws
+	l := &s.m.layers[li]
+	used, pairs := c.ExpertsUsed, len(w.sel)
+	if l.gateExp == nil {
+		e := slices.Min(w.sel) // the first expert the loop over experts met
+		_, err := s.m.Expert(li, e)
+		return fmt.Errorf("layer %d expert %d: %w", li, e, err)
+	}
+	// Order the (row, slot) pairs by expert, stably: expert e's pairs are
+	// order[first[e]:first[e+1]].
+	first := grow(w.first, c.Experts+1)
+	w.first = first
+	clear(first)
+	for _, e := range w.sel {
+		first[e+1]++
+	}
+	for e := range c.Experts {
+		first[e+1] += first[e]
+	}
+	w.order = grow(w.order, pairs)
+	for i, e := range w.sel {
+		w.order[first[e]] = i
+		first[e]++
+	}
+	copy(first[1:], first[:c.Experts]) // first[e] had moved to first[e+1]
+	first[0] = 0
+	w.gin, w.gout = grow(w.gin, pairs), grow(w.gout, pairs)
+	for p, i := range w.order {
+		w.gin[p], w.gout[p] = h[i/used], res[i]
+	}
+	eg, eu := w.eg.get(pairs, c.FeedForward), w.eu.get(pairs, c.FeedForward)
+	active := 0
+	for e := range c.Experts {
+		if first[e+1] > first[e] {
+			active++
+		}
+	}
+	shared := l.qwen.sharedGate != nil
+	var sg, su [][]float32
+	w.begin(active + 1)
+	slot := 0
+	if shared {
+		g, _ := s.sharedRows(len(h))
+		sg = w.sg.get(len(h), s.m.Config.SharedFeedForward)
+		su = w.su.get(len(h), s.m.Config.SharedFeedForward)
+		w.input(slot, h)
+		w.add(slot, l.qwen.sharedGateInp, g)
+		w.add(slot, l.qwen.sharedGate, sg)
+		w.add(slot, l.qwen.sharedUp, su)
+		slot++
+	}
+	for e := range c.Experts {
+		a, b := first[e], first[e+1]
+		if a == b {
+			continue
+		}
+		w.input(slot, w.gin[a:b])
+		w.add(slot, l.gateExp[e], eg[a:b])
+		w.add(slot, l.upExp[e], eu[a:b])
+		slot++
+	}
+	w.run()
+	for p := range eg {
+		siluMul(eg[p], eu[p])
+	}
+	for b := range sg {
+		siluMul(sg[b], su[b])
+	}
+	w.begin(active + 1)
+	slot = 0
+	if shared {
+		w.input(slot, sg)
+		w.add(slot, l.qwen.sharedDown, w.sharedY)
+		slot++
+	}
+	for e := range c.Experts {
+		a, b := first[e], first[e+1]
+		if a == b {
+			continue
+		}
+		w.input(slot, eg[a:b])
+		w.add(slot, l.downEx[e], w.gout[a:b])
+		slot++
+	}
+	w.run()
 	return nil
 }
 

@@ -290,13 +290,78 @@ type mulJob struct {
 // are split over workers. work holds at least t.workers() scratches.
 func (m *matrix) mul(t *team, j *mulJob, out [][]float32, a *acts, work []scratch) {
 	*j = mulJob{m: m, out: out, a: a, work: work}
-	// Chunks of about 64K multiply-adds, at least 4 rows.
-	chunk := max(4, (1<<16)/(m.cols*a.n))
+	t.parallel(j, m.rows, m.chunk(a.n))
+	*j = mulJob{}
+}
+
+// chunk returns the rows of m a worker takes at a time in a product with n
+// activation rows: about 64K multiply-adds, at least 4 rows.
+func (m *matrix) chunk(n int) int {
+	chunk := max(4, (1<<16)/(m.cols*n))
 	if useSIMD {
 		chunk = (chunk + 5) / 6 * 6 // whole tiles of 3 or 2 rows
 	}
-	t.parallel(j, m.rows, chunk)
-	*j = mulJob{}
+	return chunk
+}
+
+// mulsJob runs several products as one parallel job, so that the workers
+// are handed work once for all of them (the gate and up products of a
+// SwiGLU, every expert of a MoE layer, Q, K and V) rather than once per
+// product: a decode step's products are small (a 512×512 F16 product takes
+// tens of microseconds), and a helper woken for each often started after
+// the caller had taken most of the chunks. The job's indices are chunks, each within one
+// product and of the size that product alone would have (matrix.chunk);
+// every row is computed by mulJob.run as in a product of its own, so the
+// results are bitwise those of separate products.
+type mulsJob struct {
+	segs   []mulSeg
+	chunks int
+	work   []scratch // per worker
+}
+
+// mulSeg is one product of a mulsJob: out = m · a, its chunks numbered from first.
+type mulSeg struct {
+	m            *matrix
+	a            *acts
+	out          [][]float32
+	chunk, first int
+}
+
+// reset empties the job.
+func (j *mulsJob) reset(work []scratch) {
+	clear(j.segs) // drop references to the previous products' buffers
+	j.segs, j.chunks, j.work = j.segs[:0], 0, work
+}
+
+// add appends the product out = m · a.
+func (j *mulsJob) add(m *matrix, a *acts, out [][]float32) {
+	c := m.chunk(a.n)
+	j.segs = append(j.segs, mulSeg{m: m, a: a, out: out, chunk: c, first: j.chunks})
+	j.chunks += (m.rows + c - 1) / c
+}
+
+// run computes the chunks [lo, hi).
+func (j *mulsJob) run(lo, hi, worker int) {
+	for ci := lo; ci < hi; ci++ {
+		s := j.seg(ci)
+		r := (ci - s.first) * s.chunk
+		mj := mulJob{m: s.m, out: s.out, a: s.a, work: j.work}
+		mj.run(r, min(r+s.chunk, s.m.rows), worker)
+	}
+}
+
+// seg returns the product that chunk ci belongs to.
+func (j *mulsJob) seg(ci int) *mulSeg {
+	lo, hi := 0, len(j.segs) // the last segment whose first chunk is <= ci
+	for hi-lo > 1 {
+		mid := (lo + hi) / 2
+		if j.segs[mid].first <= ci {
+			lo = mid
+		} else {
+			hi = mid
+		}
+	}
+	return &j.segs[lo]
 }
 
 func (j *mulJob) run(lo, hi, worker int) {
