@@ -63,8 +63,8 @@ func TestAnnounceShardsSplitTheCatalog(t *testing.T) {
 		}
 	})
 	for i, p := range peers {
-		if b, s := p.Gossip.Shard(); b != bits || s != shardOf(i) {
-			t.Fatalf("peer %d in shard %d of %d bits, want %d", i, s, b, shardOf(i))
+		if st := p.Status().Announce; st.ShardBits != bits || st.Shard != shardOf(i) || st.Topic != experts.AnnounceTopic(bits, shardOf(i)) {
+			t.Fatalf("peer %d announces %+v, want shard %d of %d bits", i, st, shardOf(i), bits)
 		}
 	}
 	holdsShard := func() error {

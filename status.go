@@ -43,6 +43,7 @@ func (p *Peer) Status() api.Status {
 		}
 	}
 	iv := p.Gossip.Interval()
+	bits, shard := p.Gossip.Shard()
 	st := api.Status{
 		ID:             p.ID().String(),
 		Version:        Version,
@@ -56,17 +57,18 @@ func (p *Peer) Status() api.Status {
 		Reachability:   strings.ToLower(strings.TrimPrefix(h.Reachability().String(), "Reachability")),
 		DHTMode:        p.cfg.DHTMode,
 		DHTPeers:       h.DHT.RoutingTable().Size(),
-		Announce:       api.AnnounceStatus{IntervalS: iv.Seconds(), TTLS: experts.TTL(iv).Seconds(), Accepted: p.Gossip.Accepted()},
-		Rejected:       p.Gossip.Rejected(),
-		Domains:        p.cfg.Domains,
-		Models:         names,
-		Engine:         p.cfg.Engine,
-		EngineNote:     p.engineNote,
-		Region:         p.cfg.Region,
-		Connections:    conns,
-		Relays:         relays,
-		HolePunching:   h.HolePunchReady(),
-		Generated:      api.Generated{Requests: p.generated.requests.Load(), Tokens: p.generated.tokens.Load()},
+		Announce: api.AnnounceStatus{IntervalS: iv.Seconds(), TTLS: experts.TTL(iv).Seconds(), Accepted: p.Gossip.Accepted(),
+			Topic: p.Gossip.TopicName(), ShardBits: bits, Shard: shard},
+		Rejected:     p.Gossip.Rejected(),
+		Domains:      p.cfg.Domains,
+		Models:       names,
+		Engine:       p.cfg.Engine,
+		EngineNote:   p.engineNote,
+		Region:       p.cfg.Region,
+		Connections:  conns,
+		Relays:       relays,
+		HolePunching: h.HolePunchReady(),
+		Generated:    api.Generated{Requests: p.generated.requests.Load(), Tokens: p.generated.tokens.Load()},
 	}
 	if l := p.cfg.Location; l != nil {
 		st.Location = &api.Location{Lat: l.Lat, Lon: l.Lon}

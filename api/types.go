@@ -48,6 +48,12 @@ type AnnounceStatus struct {
 	IntervalS float64 `json:"interval_s"`
 	TTLS      float64 `json:"ttl_s"`
 	Accepted  uint64  `json:"accepted"`
+	// Topic is the announcement topic; with ShardBits > 0 the swarm's
+	// announcements are split over 2^ShardBits topics and this peer's
+	// catalog holds shard Shard only.
+	Topic     string `json:"topic"`
+	ShardBits int    `json:"shard_bits,omitempty"`
+	Shard     int    `json:"shard,omitempty"`
 }
 
 // Connection is one live connection to another peer.
