@@ -54,12 +54,11 @@ type workspace struct {
 	logitRows                   [][]float32
 	ds2                         deepseek2Scratch // arch_deepseek2.go
 
-	fused          mulsJob     // products run as one job (w.begin, w.add, w.run)
-	inputs         []input     // their inputs
-	eg, eu, sg, su rows        // MoE: the routed experts' gate and up rows, the shared expert's
-	order          []int       // MoE: the (row, slot) pairs ordered by expert
-	first          []int       // MoE: where each expert's pairs begin in order
-	gg             [][]float32 // MoE: the routed experts' gate rows in order
+	fused          mulsJob // products run as one job (w.begin, w.add, w.run)
+	inputs         []input // their inputs
+	eg, eu, sg, su rows    // MoE: the routed experts' gate and up rows (in order), the shared expert's
+	order          []int   // MoE: the (row, slot) pairs ordered by expert
+	first          []int   // MoE: where each expert's pairs begin in order
 }
 
 // input is a batch of rows that fused products take, converted once for
