@@ -80,7 +80,7 @@ type Config struct {
 	VerifyExperts float64
 	// VerifyAnswers is the share (0 to 1) of this peer's users' requests
 	// answered verified even when they do not ask ("mwpeer":{"verify":true}
-	// always does): two peers serving the same model digest and engine
+	// always does): two peers serving the same model digest, engine and kernel set
 	// answer at temperature 0, the client gets the answer once both agree
 	// token for token, a third decides a disagreement and the outvoted peer
 	// is convicted. It costs a second computation, forces temperature 0 and
