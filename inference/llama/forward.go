@@ -56,6 +56,7 @@ type workspace struct {
 
 	fused          mulsJob // products run as one job (w.begin, w.add, w.run)
 	inputs         []input // their inputs
+	views          []acts  // row ranges of inputs (addRows)
 	eg, eu, sg, su rows    // MoE: the routed experts' gate and up rows (in order), the shared expert's
 	order          []int   // MoE: the (row, slot) pairs ordered by expert
 	first          []int   // MoE: where each expert's pairs begin in order
@@ -69,12 +70,14 @@ type input struct {
 	ready [actKinds]bool
 }
 
-// begin starts a fused job whose products take up to inputs inputs.
-func (w *workspace) begin(inputs int) {
+// begin starts a fused job whose products take up to inputs inputs, and
+// up to views row ranges of them (addRows).
+func (w *workspace) begin(inputs, views int) {
 	if cap(w.inputs) < inputs {
 		w.inputs = make([]input, inputs) // only grows: the acts' buffers stay
 	}
 	w.inputs = w.inputs[:inputs]
+	w.views = grow(w.views, views)[:0]
 	w.fused.reset(w.work)
 }
 
@@ -84,15 +87,28 @@ func (w *workspace) input(i int, rows [][]float32) {
 	w.inputs[i].ready = [actKinds]bool{}
 }
 
-// add queues out = m · input i.
-func (w *workspace) add(i int, m *matrix, out [][]float32) {
+// converted returns input i converted for m.
+func (w *workspace) converted(i int, m *matrix) *acts {
 	in := &w.inputs[i]
 	k := m.kind()
 	if !in.ready[k] {
 		in.acts[k].prepare(k, in.rows)
 		in.ready[k] = true
 	}
-	w.fused.add(m, &in.acts[k], out)
+	return &in.acts[k]
+}
+
+// add queues out = m · input i.
+func (w *workspace) add(i int, m *matrix, out [][]float32) {
+	w.fused.add(m, w.converted(i, m), out)
+}
+
+// addRows queues out = m · rows [lo, hi) of input i: the experts of a MoE
+// layer take ranges of one input, converted once, so that the buffers
+// stay the size of one batch of (row, expert) pairs.
+func (w *workspace) addRows(i, lo, hi int, m *matrix, out [][]float32) {
+	w.views = append(w.views, w.converted(i, m).view(lo, hi)) // within begin's capacity: earlier pointers stay valid
+	w.fused.add(m, &w.views[len(w.views)-1], out)
 }
 
 // run computes the queued products, all in one parallel job, and forgets
@@ -100,6 +116,7 @@ func (w *workspace) add(i int, m *matrix, out [][]float32) {
 func (w *workspace) run() {
 	w.team.parallel(&w.fused, w.fused.chunks, 1)
 	w.fused.reset(w.work)
+	clear(w.views)
 	for i := range w.inputs {
 		w.inputs[i].rows = nil
 		for k := range w.inputs[i].acts {
@@ -133,7 +150,7 @@ func (w *workspace) mul(m *matrix, out [][]float32) {
 func (w *workspace) swiglu(gate, up, down *matrix, in, out [][]float32) {
 	g := w.g.get(len(in), gate.rows)
 	u := w.u.get(len(in), up.rows)
-	w.begin(1)
+	w.begin(1, 0)
 	w.input(0, in)
 	w.add(0, gate, g)
 	w.add(0, up, u)
@@ -262,7 +279,7 @@ func (s *State) batch(ctx context.Context, tokens []int) ([]float32, error) {
 		for b := range x {
 			rmsNorm(h[b], x[b], l.attnNorm, c.NormEpsilon)
 		}
-		w.begin(1)
+		w.begin(1, 0)
 		w.input(0, h)
 		w.add(0, l.wq, q)
 		w.add(0, l.wk, k)
@@ -432,27 +449,22 @@ func (s *State) localExperts(li int, h, res [][]float32) error {
 	}
 	shared := l.qwen.sharedGate != nil
 	var sg, su [][]float32
-	w.begin(active + 1)
-	slot := 0
+	w.begin(2, 2*active)
+	w.input(1, w.gin)
 	if shared {
 		g, _ := s.sharedRows(len(h))
 		sg = w.sg.get(len(h), s.m.Config.SharedFeedForward)
 		su = w.su.get(len(h), s.m.Config.SharedFeedForward)
-		w.input(slot, h)
-		w.add(slot, l.qwen.sharedGateInp, g)
-		w.add(slot, l.qwen.sharedGate, sg)
-		w.add(slot, l.qwen.sharedUp, su)
-		slot++
+		w.input(0, h)
+		w.add(0, l.qwen.sharedGateInp, g)
+		w.add(0, l.qwen.sharedGate, sg)
+		w.add(0, l.qwen.sharedUp, su)
 	}
 	for e := range c.Experts {
-		a, b := first[e], first[e+1]
-		if a == b {
-			continue
+		if a, b := first[e], first[e+1]; a < b {
+			w.addRows(1, a, b, l.gateExp[e], eg[a:b])
+			w.addRows(1, a, b, l.upExp[e], eu[a:b])
 		}
-		w.input(slot, w.gin[a:b])
-		w.add(slot, l.gateExp[e], eg[a:b])
-		w.add(slot, l.upExp[e], eu[a:b])
-		slot++
 	}
 	w.run()
 	for p := range eg {
@@ -461,21 +473,16 @@ func (s *State) localExperts(li int, h, res [][]float32) error {
 	for b := range sg {
 		siluMul(sg[b], su[b])
 	}
-	w.begin(active + 1)
-	slot = 0
+	w.begin(2, active)
+	w.input(1, eg)
 	if shared {
-		w.input(slot, sg)
-		w.add(slot, l.qwen.sharedDown, w.sharedY)
-		slot++
+		w.input(0, sg)
+		w.add(0, l.qwen.sharedDown, w.sharedY)
 	}
 	for e := range c.Experts {
-		a, b := first[e], first[e+1]
-		if a == b {
-			continue
+		if a, b := first[e], first[e+1]; a < b {
+			w.addRows(1, a, b, l.downEx[e], w.gout[a:b])
 		}
-		w.input(slot, eg[a:b])
-		w.add(slot, l.downEx[e], w.gout[a:b])
-		slot++
 	}
 	w.run()
 	return nil

@@ -11,9 +11,9 @@ import (
 )
 
 // TestFusedProductsAreSeparateProducts: products run as one job (w.begin,
-// w.add, w.run), of every weight type, on inputs of different batch sizes,
-// give bitwise what each gives run alone (matrix.mul), on 1, 2 and 3
-// workers.
+// w.add, w.addRows, w.run), of every weight type, on inputs of different
+// batch sizes and on a range of an input's rows, give bitwise what each
+// gives run alone (matrix.mul), on 1, 2 and 3 workers.
 func TestFusedProductsAreSeparateProducts(t *testing.T) {
 	rng := rand.New(rand.NewPCG(3, 4))
 	for _, typ := range kernelTypes {
@@ -29,10 +29,14 @@ func TestFusedProductsAreSeparateProducts(t *testing.T) {
 					want = append(want, product(m, in, 1))
 				}
 			}
+			// Rows 1 to 3 of the batch of 5, as addRows takes them.
+			for _, m := range ms {
+				want = append(want, product(m, ins[1][1:4], 1))
+			}
 			for _, workers := range []int{1, 2, 3} {
 				w := newWorkspace(workers)
 				w.team.start()
-				w.begin(len(ins))
+				w.begin(len(ins), len(ms))
 				var got [][][]float32
 				for i, in := range ins {
 					w.input(i, in)
@@ -41,6 +45,11 @@ func TestFusedProductsAreSeparateProducts(t *testing.T) {
 						w.add(i, m, out)
 						got = append(got, out)
 					}
+				}
+				for _, m := range ms {
+					out := randomRows(rng, 3, m.rows)
+					w.addRows(1, 1, 4, m, out)
+					got = append(got, out)
 				}
 				w.run()
 				w.team.stop()

@@ -141,6 +141,22 @@ type acts struct {
 	bsum    []int32     // actQ8_K: n×cols/16 sums of q
 }
 
+// view returns the rows [lo, hi) of a as acts of their own, sharing a's buffers.
+func (a *acts) view(lo, hi int) acts {
+	v, c := acts{kind: a.kind, n: hi - lo, cols: a.cols}, a.cols
+	switch a.kind {
+	case actF32:
+		v.in = a.in[lo:hi]
+	case actF16:
+		v.f = a.f[lo*c : hi*c]
+	case actQ8_0:
+		v.q, v.d = a.q[lo*c:hi*c], a.d[lo*c/32:hi*c/32]
+	case actQ8_K:
+		v.q, v.d, v.bsum = a.q[lo*c:hi*c], a.d[lo*c/256:hi*c/256], a.bsum[lo*c/16:hi*c/16]
+	}
+	return v
+}
+
 // grow returns s with length n, reallocated only when too small.
 func grow[T any](s []T, n int) []T {
 	if cap(s) < n {
