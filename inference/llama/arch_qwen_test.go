@@ -103,8 +103,8 @@ func TestRopeNeoXSharesItsAngles(t *testing.T) {
 			for i := range half {
 				cos, sin := float32(math.Cos(float64(theta))), float32(math.Sin(float64(theta)))
 				x0, x1 := v[i], v[i+half]
-				v[i] = x0*cos - x1*sin
-				v[i+half] = x0*sin + x1*cos
+				v[i] = float32(x0*cos) - float32(x1*sin)
+				v[i+half] = float32(x0*sin) + float32(x1*cos)
 				theta *= thetaScale
 			}
 		}

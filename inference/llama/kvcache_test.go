@@ -103,7 +103,7 @@ func (s *State) attendRef(li, end, off int, qh, acc []float32) {
 			vs = float32(math.Exp(float64(sc - mx)))
 		}
 		madRef(acc, vr, vs)
-		sum = sum*ms + vs
+		sum = float32(sum*ms) + vs
 	}
 	inv := 1 / sum
 	for i := range acc {
