@@ -244,13 +244,7 @@ func (s *State) batchDeepSeek2(ctx context.Context, tokens []int) ([]float32, er
 		}
 	}
 	s.pos += n
-	last := x[n-1 : n]
-	rmsNorm(last[0], last[0], m.outputNorm, c.NormEpsilon)
-	w.logits = grow(w.logits, c.Vocab)
-	w.logitRows = append(w.logitRows[:0], w.logits)
-	w.use(last)
-	w.mul(m.output, w.logitRows)
-	return w.logits, nil
+	return s.logits(x[n-1 : n]), nil
 }
 
 // latentAttention computes layer li's multi-head latent attention of the

@@ -222,6 +222,19 @@ func (m *Model) NewState(ctxLen int, experts Experts) *State {
 // Pos returns the number of tokens in the sequence.
 func (s *State) Pos() int { return s.pos }
 
+// logits returns the output layer's logits for last, the last position's
+// hidden state as a batch of one (normalised in place), in the workspace's
+// logits buffer.
+func (s *State) logits(last [][]float32) []float32 {
+	m, c, w := s.m, s.m.Config, s.ws
+	rmsNorm(last[0], last[0], m.outputNorm, c.NormEpsilon)
+	w.logits = grow(w.logits, c.Vocab)
+	w.logitRows = append(w.logitRows[:0], w.logits)
+	w.use(last)
+	w.mul(m.output, w.logitRows)
+	return w.logits
+}
+
 // Forward appends tokens to the sequence and returns the logits that follow
 // the last of them. The logits belong to s: they are valid until the next
 // call of Forward. Forward runs its matrix products on all cores, with
@@ -311,13 +324,7 @@ func (s *State) batch(ctx context.Context, tokens []int) ([]float32, error) {
 		}
 	}
 	s.pos += n
-	last := x[n-1 : n]
-	rmsNorm(last[0], last[0], m.outputNorm, c.NormEpsilon)
-	w.logits = grow(w.logits, c.Vocab)
-	w.logitRows = append(w.logitRows[:0], w.logits)
-	w.use(last)
-	w.mul(m.output, w.logitRows)
-	return w.logits, nil
+	return s.logits(x[n-1 : n]), nil
 }
 
 // attention computes causal grouped-query attention of the batch's queries
