@@ -107,11 +107,24 @@ func TestAnnounceShardsSplitTheCatalog(t *testing.T) {
 		return nil
 	})
 
+	// Models are provided under keys salted by shard: the expert's under
+	// shard 1's, not the unsalted key, and the router's lookup from shard 0
+	// tries shard 1's (experts.Finder).
 	asker, expert := peers[0], peers[1]
+	wait.For(t, slow(20*time.Second), "the expert provides its model's salted key", func() error {
+		if !expert.Advertise.ProvidedAt(experts.KindModel, rare, bits) {
+			return errors.New("not provided yet")
+		}
+		return nil
+	})
+	if expert.Advertise.Provided(experts.KindModel, rare) {
+		t.Errorf("the expert provides the unsalted key of %s in a sharded swarm", rare)
+	}
+	finder := experts.Finder{Routing: asker.Host.DHT, Self: asker.ID(), Widths: experts.StaticWidths(bits)}
 	wait.For(t, slow(20*time.Second), "shard 0 finds the shard-1 expert on the DHT", func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		found, err := experts.FindProviders(ctx, asker.Host.DHT, experts.KindModel, rare, 8)
+		found, err := finder.Find(ctx, experts.KindModel, rare, 8)
 		if err != nil {
 			return err
 		}

@@ -180,6 +180,13 @@ func (p *Peer) start(ctx context.Context, cfg Config) error {
 	providers := func(ctx context.Context, kind, name string, n int) ([]peer.AddrInfo, error) {
 		return experts.FindProviders(ctx, h.DHT, kind, name, n)
 	}
+	// The announcement shard widths the domain and model keys are provided
+	// and looked up under (experts.Widths: salted by shard when > 0). The
+	// automatic width replaces this static one with the gossip's view.
+	widths := experts.StaticWidths(cfg.AnnounceShardBits)
+	// The router's DHT fallback, for a model no catalog entry serves: the
+	// salted keys of the other shards (experts.Finder).
+	serving := experts.Finder{Routing: h.DHT, Self: h.ID(), Widths: widths}
 
 	var onRunning func(int)
 	if p.measure != nil {
@@ -235,7 +242,7 @@ func (p *Peer) start(ctx context.Context, cfg Config) error {
 		p.parts.Defer("infer service", svc.Close)
 	}
 	p.router = swarm.New(swarm.Config{
-		Self: h.ID(), Catalog: p.Catalog, RTT: p.Latency.Estimate, Providers: providers,
+		Self: h.ID(), Catalog: p.Catalog, RTT: p.Latency.Estimate, Providers: serving.Find,
 		Remote: swarm.HostRemote{Host: h, Policy: policy, Infer: acct.Call(func(m string) int64 { return p.router.ModelSize(m) })},
 		Local: swarm.Local{Backend: p.backend, Models: p.Models, Domains: cfg.Domains, Capacity: cfg.Capacity,
 			Load: func() int { return int(p.load.Load()) }, Location: cfg.Location},
@@ -253,6 +260,7 @@ func (p *Peer) start(ctx context.Context, cfg Config) error {
 	}
 	p.parts.Defer("gossip", func() error { p.Gossip.Close(); return nil })
 	p.Advertise = experts.NewAdvertiser(h.DHT, log)
+	p.Advertise.Self, p.Advertise.Widths = h.ID(), widths
 	p.registerMetrics(p.registry)
 	if cfg.MDNS {
 		m, err := p2p.StartMDNS(h, cfg.MDNSService, log)
@@ -460,9 +468,12 @@ func (p *Peer) refreshModels(ctx context.Context, first bool) {
 	}
 }
 
-// advertise puts this peer in the DHT under what it shares of models.
+// advertise puts this peer in the DHT under what it shares of models: its
+// domains and models under keys salted by its announcement shard, its
+// expert shards, MoE manifests and shard rendezvous key as they are (few
+// providers each).
 func (p *Peer) advertise(models []experts.Model) {
-	keys := experts.ServingKeys(p.cfg.Domains, p.shared(models))
+	var keys []string
 	if p.sharding != nil {
 		keys = append(keys, p.sharding.DHTKeys()...)
 	}
@@ -470,5 +481,5 @@ func (p *Peer) advertise(models []experts.Model) {
 		// So that the others of its announcement shard find it.
 		keys = append(keys, experts.KindAnnounceShard+"/"+experts.AnnounceShardKey(bits, shard))
 	}
-	p.Advertise.Set(keys)
+	p.Advertise.Set(keys, experts.ServingKeys(p.cfg.Domains, p.shared(models)))
 }
