@@ -259,6 +259,7 @@ func (p *Peer) start(ctx context.Context, cfg Config) error {
 		return err
 	}
 	p.parts.Defer("gossip", func() error { p.Gossip.Close(); return nil })
+	p.Latency.OnDrift(p.Gossip.Changed, p.Gossip.Interval)
 	p.Advertise = experts.NewAdvertiser(h.DHT, log)
 	p.Advertise.Self, p.Advertise.Widths = h.ID(), widths
 	p.registerMetrics(p.registry)

@@ -255,3 +255,23 @@ func TestCoordinateErrorFloor(t *testing.T) {
 		t.Fatal("nil coordinate accepted")
 	}
 }
+
+// TestCoordinateShift: a coordinate has not moved from itself (DistanceTo
+// would count its height twice), and a move counts its vector, height and
+// adjustment.
+func TestCoordinateShift(t *testing.T) {
+	a := coordinate.NewCoordinate(coordinate.DefaultConfig())
+	a.Vec[0], a.Height, a.Adjustment = 0.010, 0.004, 0.001
+	if d, ok := CoordinateShift(a, a.Clone()); !ok || d != 0 {
+		t.Errorf("shift from itself = %v, %v; want 0, true", d, ok)
+	}
+	b := a.Clone()
+	b.Vec[0], b.Vec[1], b.Height, b.Adjustment = 0.013, 0.004, 0.005, 0.0005
+	want := 6500 * time.Microsecond // 5 ms + 1 ms + 0.5 ms
+	if d, ok := CoordinateShift(a, b); !ok || (d-want).Abs() > time.Microsecond {
+		t.Errorf("shift = %v, %v; want %v", d, ok, want)
+	}
+	if _, ok := CoordinateShift(nil, b); ok {
+		t.Error("shift from nil reported")
+	}
+}

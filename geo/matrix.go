@@ -2,6 +2,7 @@ package geo
 
 import (
 	"fmt"
+	"math"
 	"sort"
 	"sync"
 	"time"
@@ -59,6 +60,34 @@ func NewCoordinateClient() *coordinate.Client {
 // the estimate falls as it is trained against measured RTTs.
 const MaxCoordinateError = 1.0
 
+// How a peer trains its coordinate, beyond its regular pings (swarm.Latency
+// follows it; TestVivaldiConvergesOnTheWorld measures it on the world
+// test's RTTs, sampled as the swarm samples them):
+//
+//   - EarlySampling: while its error estimate is above EarlyError, every
+//     EarlyEvery a peer pings EarlyPeers of its connected peers besides its
+//     rounds, and dials and pings one peer it has no connection to (at
+//     most MaxExplore in all), which then stays among the peers it pings.
+//     Vivaldi learns the space from many directions: a peer with a dozen
+//     connections, pinged every few seconds, gets too few samples from
+//     too few peers (Dabek et al. mix random neighbours in for the same
+//     reason), and the extra pings end once its error estimate says it
+//     has learned (0.5: a coordinate is used from MaxCoordinateError, and
+//     settles at 0.1-0.3).
+//   - CoordinateDrift: a peer whose coordinate moved this far from the one
+//     it last announced announces it again (a full announcement) rather
+//     than at its next full one, up to six heartbeats later: everybody
+//     else trains against the coordinate it announced, and one a minute
+//     stale (60 peers announce every 10 s, in full every sixth time) held
+//     the world's median error at 0.6 after a minute of pings.
+const (
+	EarlyError      = 0.5
+	EarlyEvery      = time.Second
+	EarlyPeers      = 2
+	MaxExplore      = 16
+	CoordinateDrift = 5 * time.Millisecond
+)
+
 // MinPeerCoordinateError is the least error estimate this peer believes of
 // another peer's coordinate when it trains its own against it (see
 // UpdateCoordinate).
@@ -98,6 +127,25 @@ func CoordinateRTT(a, b *coordinate.Coordinate) (time.Duration, bool) {
 	// DistanceTo is the one-way distance in the model; serf's coordinates are
 	// fitted to RTTs, so it is already a round trip.
 	return a.DistanceTo(b), true
+}
+
+// CoordinateShift is how far a coordinate moved from an earlier one of the
+// same client: the distance between their vectors plus the changes of
+// height and adjustment, the most any RTT it predicts can have changed
+// (DistanceTo from a coordinate to its own earlier self counts both
+// heights, and is never near 0). It reports false when either is missing,
+// invalid or of another dimension.
+func CoordinateShift(from, to *coordinate.Coordinate) (time.Duration, bool) {
+	if from == nil || to == nil || !from.IsValid() || !to.IsValid() || !from.IsCompatibleWith(to) {
+		return 0, false
+	}
+	var sq float64
+	for i := range from.Vec {
+		d := to.Vec[i] - from.Vec[i]
+		sq += d * d
+	}
+	s := math.Sqrt(sq) + math.Abs(to.Height-from.Height) + math.Abs(to.Adjustment-from.Adjustment)
+	return time.Duration(s * float64(time.Second)), true
 }
 
 // Matrix merges what the swarm knows about round trips: the row of EWMA RTTs

@@ -3,11 +3,15 @@ package swarm
 import (
 	"context"
 	"log/slog"
+	"math/rand/v2"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/serf/coordinate"
 	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/mwpeer/mwpeer/experts"
 	"github.com/mwpeer/mwpeer/geo"
@@ -33,13 +37,28 @@ type Latency struct {
 	// set by Watch, before Run
 	trust *trust.Store
 	known func(id string) bool
+	// set by OnDrift, before Run
+	drifted    func()
+	driftEvery func() time.Duration
+
+	h  host.Host
+	mu sync.Mutex
+	// announced is the coordinate Own last handed out; lastDrift when
+	// drifted was last called.
+	announced *coordinate.Coordinate
+	lastDrift time.Time
+	// addrs are the addresses each peer announces (Heard), to dial it
+	// for early sampling; explored counts the peers dialed for it.
+	addrs    map[string][]ma.Multiaddr
+	explored int
 }
 
 // NewLatency measures round trips from h, pinging every interval (0: the
 // pinger's default). coordOf gives the coordinate another peer announced
 // (nil when none), which a ping to it trains this peer's coordinate against.
 func NewLatency(h host.Host, interval time.Duration, location *geo.Point, coordOf func(id string) *coordinate.Coordinate, log *slog.Logger) *Latency {
-	l := &Latency{Matrix: geo.NewMatrix(h.ID().String()), self: h.ID().String(), vivaldi: geo.NewCoordinateClient(), coordOf: coordOf, log: log}
+	l := &Latency{Matrix: geo.NewMatrix(h.ID().String()), self: h.ID().String(), vivaldi: geo.NewCoordinateClient(), coordOf: coordOf, log: log,
+		h: h, addrs: make(map[string][]ma.Multiaddr)}
 	l.Matrix.SetLocation(l.self, location)
 	l.pinger = p2p.NewPinger(h, p2p.PingerConfig{Interval: interval, OnSample: l.onSample, OnFailure: l.onFailure, Probe: l.probe})
 	return l
@@ -80,13 +99,87 @@ func (l *Latency) probe() []peer.ID {
 	return out
 }
 
-// Run pings connected peers, and the peers Probe asks for, until ctx ends.
+// OnDrift asks for changed to be called when this peer's coordinate has
+// moved geo.CoordinateDrift or more from the one Own last handed out, at
+// most once every every() (the announcement interval): the peer then
+// announces it in full (see geo.CoordinateDrift), as the peers that train
+// against it otherwise use a stale one. Call it before Run.
+func (l *Latency) OnDrift(changed func(), every func() time.Duration) {
+	l.drifted, l.driftEvery = changed, every
+}
+
+// Run pings connected peers, and the peers Probe asks for, until ctx ends;
+// while this peer's coordinate is untrained it samples more (see
+// geo.EarlyError).
 func (l *Latency) Run(ctx context.Context) error {
-	done := make(chan struct{})
-	go func() { defer close(done); l.runProbes(ctx) }()
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); l.runProbes(ctx) }()
+	go func() { defer wg.Done(); l.runEarly(ctx) }()
 	l.pinger.Run(ctx)
-	<-done
+	wg.Wait()
 	return nil
+}
+
+// runEarly is the early sampling of geo.EarlyError: every geo.EarlyEvery
+// while this peer's error estimate is above geo.EarlyError, a ping to
+// geo.EarlyPeers random connected peers and a probe of one known peer it
+// is not connected to (at most geo.MaxExplore in all; Probe dials it, and
+// the pinger's rounds keep measuring the connection).
+func (l *Latency) runEarly(ctx context.Context) {
+	t := time.NewTicker(geo.EarlyEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if l.vivaldi.GetCoordinate().Error <= geo.EarlyError {
+			continue
+		}
+		conns := l.h.Network().Peers()
+		rand.Shuffle(len(conns), func(i, j int) { conns[i], conns[j] = conns[j], conns[i] })
+		for _, id := range conns[:min(len(conns), geo.EarlyPeers)] {
+			if err := l.pinger.Measure(ctx, id); err != nil {
+				l.log.Debug("early ping", "peer", id.ShortString(), "err", err)
+			}
+		}
+		if ai, ok := l.stranger(); ok {
+			l.Probe([]peer.AddrInfo{ai})
+		}
+	}
+}
+
+// stranger picks a random peer the catalog announced whose address is
+// known and that this peer is neither connected to nor has measured, and
+// counts it as explored; false once geo.MaxExplore were.
+func (l *Latency) stranger() (peer.AddrInfo, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.explored >= geo.MaxExplore {
+		return peer.AddrInfo{}, false
+	}
+	var pick peer.AddrInfo
+	seen := 0
+	for s, addrs := range l.addrs {
+		id, err := peer.Decode(s)
+		if err != nil || len(addrs) == 0 || l.h.Network().Connectedness(id) == network.Connected {
+			continue
+		}
+		if _, ok := l.pinger.RTT(id); ok {
+			continue
+		}
+		// Reservoir sampling: each eligible peer is picked with equal odds.
+		if seen++; rand.IntN(seen) == 0 {
+			pick = peer.AddrInfo{ID: id, Addrs: addrs}
+		}
+	}
+	if seen == 0 {
+		return peer.AddrInfo{}, false
+	}
+	l.explored++
+	return pick, true
 }
 
 // onSample clears a suspicion of the peer that answered (see Watch) and
@@ -100,8 +193,30 @@ func (l *Latency) onSample(id peer.ID, rtt time.Duration) {
 	if c == nil {
 		return
 	}
-	if _, err := geo.UpdateCoordinate(l.vivaldi, id.String(), c, rtt); err != nil {
+	now, err := geo.UpdateCoordinate(l.vivaldi, id.String(), c, rtt)
+	if err != nil {
 		l.log.Debug("coordinate update", "other", id.ShortString(), "err", err)
+		return
+	}
+	l.checkDrift(now)
+}
+
+// checkDrift calls the OnDrift callback when now has moved
+// geo.CoordinateDrift from the coordinate last announced, at most once
+// every driftEvery.
+func (l *Latency) checkDrift(now *coordinate.Coordinate) {
+	if l.drifted == nil {
+		return
+	}
+	l.mu.Lock()
+	shift, ok := geo.CoordinateShift(l.announced, now)
+	due := ok && shift >= geo.CoordinateDrift && time.Since(l.lastDrift) >= l.driftEvery()
+	if due {
+		l.lastDrift = time.Now()
+	}
+	l.mu.Unlock()
+	if due {
+		l.drifted()
 	}
 }
 
@@ -121,6 +236,9 @@ func (l *Latency) Own(max int) (map[string]float64, *coordinate.Coordinate) {
 	l.Matrix.SetRow(l.self, mrow)
 	coord := l.vivaldi.GetCoordinate()
 	l.Matrix.SetCoordinate(l.self, coord)
+	l.mu.Lock()
+	l.announced = coord.Clone()
+	l.mu.Unlock()
 	return ms, coord
 }
 
@@ -138,10 +256,20 @@ func (l *Latency) Heard(e experts.Entry) {
 	l.Matrix.SetRow(e.Peer, row)
 	l.Matrix.SetCoordinate(e.Peer, e.Coord)
 	l.Matrix.SetLocation(e.Peer, e.Location)
+	if addrs := parseAddrs(e.Addrs); len(addrs) > 0 {
+		l.mu.Lock()
+		l.addrs[e.Peer] = addrs
+		l.mu.Unlock()
+	}
 }
 
 // Forget drops a peer that left the catalog.
-func (l *Latency) Forget(id string) { l.Matrix.Forget(id) }
+func (l *Latency) Forget(id string) {
+	l.Matrix.Forget(id)
+	l.mu.Lock()
+	delete(l.addrs, id)
+	l.mu.Unlock()
+}
 
 // Estimate is the best RTT estimate from this peer to id: its own latest
 // average when it has pinged id, even before that row reaches the matrix

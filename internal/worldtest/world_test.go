@@ -320,6 +320,7 @@ func (w *world) start(t *testing.T, ctx context.Context, wg *sync.WaitGroup, nd 
 	if err != nil {
 		t.Fatal(err)
 	}
+	nd.lat.OnDrift(nd.gossip.Changed, nd.gossip.Interval)
 	nd.gossip.Start(ctx)
 	t.Cleanup(nd.gossip.Close)
 	wg.Add(1)
