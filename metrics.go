@@ -37,6 +37,11 @@ func (p *Peer) registerMetrics(reg prometheus.Registerer) {
 	reg.MustRegister(
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "mwpeer_catalog_peers", Help: "Peers in this peer's catalog."},
 			func() float64 { return float64(p.Catalog.Len()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "mwpeer_catalog_bytes",
+			Help: "Bytes the catalog counts its entries as holding (experts.EntryBytes: envelopes, decoded announcements, overhead), held within mwpeer_catalog_max_bytes."},
+			func() float64 { held, _ := p.Catalog.Bytes(); return float64(held) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "mwpeer_catalog_max_bytes", Help: "The catalog's byte budget (--catalog-max-bytes)."},
+			func() float64 { _, budget := p.Catalog.Bytes(); return float64(budget) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "mwpeer_suspect_peers", Help: "Peers suspected of being frozen or gone (a failed ping, a stall), routed around until they answer."},
 			func() float64 { return float64(len(p.router.Trust().Suspects(0))) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "mwpeer_connected_peers", Help: "Peers with a live libp2p connection."},

@@ -73,6 +73,7 @@ func (p *Peer) Status() api.Status {
 	if l := p.cfg.Location; l != nil {
 		st.Location = &api.Location{Lat: l.Lat, Lon: l.Lon}
 	}
+	st.CatalogBytes, st.CatalogMaxBytes = p.Catalog.Bytes()
 	return st
 }
 

@@ -35,6 +35,10 @@ type Status struct {
 	// user and for others: requests finished and tokens (prompt and
 	// completion).
 	Generated Generated `json:"generated"`
+	// CatalogBytes is what the catalog counts its entries as holding
+	// (experts.EntryBytes), within CatalogMaxBytes (--catalog-max-bytes).
+	CatalogBytes    int64 `json:"catalog_bytes"`
+	CatalogMaxBytes int64 `json:"catalog_max_bytes"`
 }
 
 // Generated counts an engine's work.
