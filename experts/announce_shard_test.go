@@ -98,7 +98,7 @@ func TestJoinGossipRefusesTooManyShardBits(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, bits := range []int{-1, MaxAnnounceShardBits + 1} {
+	for _, bits := range []int{ShardBitsAuto - 1, MaxAnnounceShardBits + 1} {
 		if _, err := JoinGossip(ps, h, GossipConfig{Key: h.Peerstore().PrivKey(h.ID()), Catalog: NewCatalog(h.ID().String(), 0), ShardBits: bits,
 			Local: func() Announcement { return Announcement{} }}); err == nil {
 			t.Errorf("%d shard bits accepted", bits)
@@ -267,7 +267,7 @@ func TestShardPeersFindEachOtherThroughProviders(t *testing.T) {
 	wait.For(t, 20*time.Second, "the two peers of shard 3 find and hear each other", func() error {
 		if !aCat.Has(b.ID().String()) || !bCat.Has(a.ID().String()) {
 			return fmt.Errorf("a knows b %v, b knows a %v; connected %v, topic peers %d, rejected %v", aCat.Has(b.ID().String()), bCat.Has(a.ID().String()),
-				a.Network().Connectedness(b.ID()), len(ag.topic.ListPeers()), ag.Rejected())
+				a.Network().Connectedness(b.ID()), len(ag.cur.topic.ListPeers()), ag.Rejected())
 		}
 		return nil
 	})

@@ -109,6 +109,12 @@ type Announcement struct {
 	// catalogs without re-sending everything.
 	Beat  bool   `json:"beat,omitempty"`
 	State uint64 `json:"state,omitempty"`
+	// ShardBits is the announcement shard width the author uses (0 for
+	// peers that predate automatic widths, and for an unsharded swarm).
+	// Beats carry it too: it is how the peers of a shard see each other's
+	// width (see AutoShard). A claim, counted only for peers the reader
+	// vouches for.
+	ShardBits int `json:"shard_bits,omitempty"`
 
 	Addrs    []string   `json:"addrs,omitempty"`
 	Models   []Model    `json:"models,omitempty"`
@@ -295,6 +301,9 @@ func (a *Announcement) validate() error {
 	}
 	if a.Beat && (len(a.Addrs)+len(a.Models)+len(a.Domains)+len(a.RTT)+len(a.Shards)+len(a.Cert) > 0 || a.Coord != nil || a.Location != nil || a.Leave || a.State == 0) {
 		return errors.New("a beat carries only liveness, load and state")
+	}
+	if a.ShardBits < 0 || a.ShardBits > MaxAnnounceShardBits {
+		return fmt.Errorf("shard width %d outside 0..%d", a.ShardBits, MaxAnnounceShardBits)
 	}
 	if len(a.Addrs) > MaxAddrs {
 		return fmt.Errorf("%d addresses, cap %d", len(a.Addrs), MaxAddrs)

@@ -371,7 +371,8 @@ func (g *Gossip) mend(ctx context.Context) {
 			return
 		case <-time.After(g.Interval()):
 		}
-		topicPeers := g.topic.ListPeers()
+		cur, _ := g.topics()
+		topicPeers := cur.topic.ListPeers()
 		inTopic := map[peer.ID]bool{}
 		for _, p := range topicPeers {
 			inTopic[p] = true
@@ -462,12 +463,13 @@ func (g *Gossip) mend(ctx context.Context) {
 // its bootstrap and DHT neighbours are mostly of other shards, and its
 // catalog may know none of its own yet.
 func (g *Gossip) shardProviders(ctx context.Context, connected map[peer.ID]bool, n int) []peer.AddrInfo {
-	if g.cfg.ShardBits == 0 || g.cfg.Providers == nil {
+	cur, _ := g.topics()
+	if cur.bits == 0 || g.cfg.Providers == nil {
 		return nil
 	}
 	lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	found, err := g.cfg.Providers(lctx, KindAnnounceShard, AnnounceShardKey(g.cfg.ShardBits, g.shard), 4*n)
+	found, err := g.cfg.Providers(lctx, KindAnnounceShard, AnnounceShardKey(cur.bits, cur.shard), 4*n)
 	if err != nil {
 		g.log.Debug("lookup of this shard's peers failed", "err", err)
 	}

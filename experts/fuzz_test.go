@@ -50,7 +50,8 @@ func fuzzAnnouncements(tb testing.TB) []Announcement {
 	sh.Held[0] = 0b1010_0101
 	rich.Shards = []ShardSummary{sh}
 	rich.Models = append(rich.Models, Model{Name: "mix", Engine: "embedded", Context: 4096, Size: 1 << 20})
-	beat := Announcement{Peer: id, Seq: 9, Time: fuzzNow.UnixMilli(), Interval: 5000, Beat: true, State: 8, Load: 3}
+	rich.ShardBits = 3
+	beat := Announcement{Peer: id, Seq: 9, Time: fuzzNow.UnixMilli(), Interval: 5000, Beat: true, State: 8, Load: 3, ShardBits: MaxAnnounceShardBits}
 	leave := Announcement{Peer: id, Seq: 10, Time: fuzzNow.UnixMilli(), Interval: 5000, Leave: true}
 	// An interval that overflows to 5 s when taken for milliseconds.
 	wrapped := sample(id, fuzzNow)
@@ -72,6 +73,9 @@ func checkOpened(t *testing.T, a *Announcement, err error, env []byte) {
 	}
 	if iv := time.Duration(a.Interval) * time.Millisecond; a.Interval < MinInterval.Milliseconds() || a.Interval > MaxInterval.Milliseconds() || iv < MinInterval {
 		t.Fatalf("accepted an interval of %d ms", a.Interval)
+	}
+	if a.ShardBits < 0 || a.ShardBits > MaxAnnounceShardBits {
+		t.Fatalf("accepted a shard width of %d", a.ShardBits)
 	}
 	if a.Seq == 0 || len(a.Addrs) > MaxAddrs || len(a.Models) > MaxModels || len(a.RTT) > MaxRTTRow || len(a.Shards) > MaxShardModels {
 		t.Fatalf("accepted an announcement over a limit: %+v", a)
@@ -143,6 +147,8 @@ func FuzzAnnouncement(f *testing.F) {
 	}
 	fuzzcorpus.Add(f, []byte(`{"peer":"`+id+`","seq":1,"time_ms":1780000000000,"interval_ms":1000,"location":{"lat":91}}`), false)
 	fuzzcorpus.Add(f, []byte(`{"peer":"`+id+`","seq":1,"time_ms":1780000000000,"interval_ms":1000,"coord":{"vec":[1e308,1e308],"error":1,"height":0}}`), true)
+	fuzzcorpus.Add(f, []byte(`{"peer":"`+id+`","seq":1,"time_ms":1780000000000,"interval_ms":1000,"shard_bits":17}`), false)
+	fuzzcorpus.Add(f, []byte(`{"peer":"`+id+`","seq":2,"time_ms":1780000000000,"interval_ms":1000,"beat":true,"state":1,"shard_bits":-1}`), true)
 	fuzzcorpus.Add(f, []byte(`{"peer":"`+id+`","seq":1,"time_ms":-9223372036854775808,"interval_ms":9223372036854775807}`), true)
 	f.Fuzz(func(t *testing.T, payload []byte, relayed bool) {
 		if len(payload) > MaxAnnouncementSize {

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -135,8 +134,19 @@ type GossipConfig struct {
 	// ShardBits bits of the author's hashed peer ID (AnnounceShard): this
 	// peer announces on, hears and catches up only its own shard, and finds
 	// experts beyond it through DHT providers. 0: one topic for the swarm.
-	// All peers of a swarm must use the same value.
+	// ShardBitsAuto (-1): start at 0 and let the swarm's size choose (see
+	// AutoShard); a fixed value pins it, and the peers of a swarm must then
+	// agree on it (a pinned peer still tells others its width).
 	ShardBits int
+	// Auto says when an automatic width splits and merges.
+	Auto AutoShard
+	// Vouched reports whether this peer vouches for a peer (connected or
+	// measured): only those count as voters for a width, and only those of
+	// another shard stay in the catalog after a split. nil: connected.
+	Vouched func(id string) bool
+	// WidthChanged, if set, is called after the width changes and after a
+	// grace period ends (ShardWidths changed); it must not block.
+	WidthChanged func()
 	// Providers, if set, finds peers providing kind/name on the DHT
 	// (FindProviders): with ShardBits > 0 a peer with few neighbours on its
 	// shard's topic looks up the others of its shard with it.
@@ -149,13 +159,20 @@ type GossipConfig struct {
 type Gossip struct {
 	cfg       GossipConfig
 	h         host.Host
-	topic     *pubsub.Topic
-	sub       *pubsub.Subscription
+	ps        *pubsub.PubSub
 	self      peer.ID
-	shard     int    // this peer's announcement shard (0 when unsharded)
-	topicName string // AnnounceTopic(cfg.ShardBits, shard)
 	log       *slog.Logger
 	closeOnce sync.Once
+	joins     chan struct{} // a peer joined a topic while unheard
+
+	wmu       sync.Mutex  // guards the width's state below
+	cur, old  *shardTopic // the current topic; the previous one during a grace period
+	graceEnd  time.Time
+	started   time.Time
+	changedAt time.Time // the last width change (started when none)
+	reason    string    // why it changed
+	authors   int       // authors in this peer's shard at the last check
+	auto      bool      // the width is chosen automatically
 
 	seq       atomic.Uint64
 	changed   chan struct{}
@@ -178,6 +195,7 @@ type Gossip struct {
 	fetched  map[peer.ID]time.Time       // targeted catch-ups served, per requester
 	prefixes map[string][]time.Time      // full catch-ups served, per requester's network prefix
 	wanted   map[peer.ID]map[string]bool // unknown authors of beats, by the neighbour that relayed them
+	widthOf  map[string]int              // author of this shard -> the width it announced
 	// quietUntil: no full catch-up is started before it (see catchUpQuiet).
 	quietUntil time.Time
 
@@ -193,9 +211,13 @@ func JoinGossip(ps *pubsub.PubSub, h host.Host, cfg GossipConfig) (*Gossip, erro
 	if cfg.Key == nil || cfg.Catalog == nil || cfg.Local == nil {
 		return nil, errors.New("experts: gossip needs a key, a catalog and a Local function")
 	}
-	if cfg.ShardBits < 0 || cfg.ShardBits > MaxAnnounceShardBits {
-		return nil, fmt.Errorf("experts: %d announcement shard bits, want 0 to %d", cfg.ShardBits, MaxAnnounceShardBits)
+	if cfg.ShardBits < ShardBitsAuto || cfg.ShardBits > MaxAnnounceShardBits {
+		return nil, fmt.Errorf("experts: %d announcement shard bits, want 0 to %d or %d (automatic)", cfg.ShardBits, MaxAnnounceShardBits, ShardBitsAuto)
 	}
+	if err := cfg.Auto.Validate(); err != nil {
+		return nil, fmt.Errorf("experts: %w", err)
+	}
+	cfg.Auto = cfg.Auto.withDefaults()
 	wire.Default(&cfg.MinInterval, 5*time.Second)
 	if cfg.MaxInterval < cfg.MinInterval {
 		cfg.MaxInterval = max(60*time.Second, cfg.MinInterval)
@@ -209,9 +231,12 @@ func JoinGossip(ps *pubsub.PubSub, h host.Host, cfg GossipConfig) (*Gossip, erro
 	g := &Gossip{
 		cfg:      cfg,
 		h:        h,
+		ps:       ps,
 		self:     h.ID(),
-		shard:    AnnounceShard(h.ID(), cfg.ShardBits),
 		log:      cfg.Logger,
+		joins:    make(chan struct{}, 1),
+		auto:     cfg.ShardBits == ShardBitsAuto,
+		widthOf:  make(map[string]int),
 		changed:  make(chan struct{}, 1),
 		rejected: make(map[string]*atomic.Uint64),
 		lastFrom: make(map[string]heard),
@@ -221,7 +246,6 @@ func JoinGossip(ps *pubsub.PubSub, h host.Host, cfg GossipConfig) (*Gossip, erro
 		prefixes: make(map[string][]time.Time),
 		wanted:   make(map[peer.ID]map[string]bool),
 	}
-	g.topicName = AnnounceTopic(cfg.ShardBits, g.shard)
 	for _, r := range append(RejectReasons, RejectTooFrequent, RejectPrefixFull, RejectWrongShard) {
 		g.rejected[r] = new(atomic.Uint64)
 	}
@@ -229,30 +253,14 @@ func JoinGossip(ps *pubsub.PubSub, h host.Host, cfg GossipConfig) (*Gossip, erro
 	// what the swarm remembers of its previous life.
 	g.seq.Store(uint64(time.Now().UnixNano()))
 	g.interval.Store(int64(cfg.MinInterval))
-	if err := ps.RegisterTopicValidator(g.topicName, g.validate); err != nil {
-		return nil, fmt.Errorf("experts: register validator: %w", err)
-	}
-	t, err := ps.Join(g.topicName)
+	g.started = time.Now()
+	g.changedAt = g.started
+	cur, err := g.joinTopic(max(cfg.ShardBits, 0))
 	if err != nil {
-		ps.UnregisterTopicValidator(g.topicName)
-		return nil, fmt.Errorf("experts: join %s: %w", g.topicName, err)
+		return nil, err
 	}
-	sub, err := t.Subscribe()
-	if err != nil {
-		t.Close()
-		ps.UnregisterTopicValidator(g.topicName)
-		return nil, fmt.Errorf("experts: subscribe %s: %w", g.topicName, err)
-	}
-	g.topic, g.sub = t, sub
-	if err := t.SetScoreParams(TopicScoreParams()); err != nil {
-		// A router without peer scoring (a test's bare GossipSub) still
-		// works; anything else is a parameter GossipSub refused.
-		if strings.Contains(err.Error(), "not enabled") {
-			g.log.Debug("announce topic unscored", "err", err)
-		} else {
-			g.log.Warn("announce topic unscored", "err", err)
-		}
-	}
+	g.cur = cur
+	g.showWidth(cur.bits, -1)
 	cfg.Catalog.SetRemote(g.directAddr)
 	g.catchUpService = catchup.NewService(h, catchUpSource{g}, catchup.ServiceConfig{Max: cfg.CatchUpMax, Admit: g.admitCatchUp, Logger: cfg.Logger})
 	return g, nil
@@ -260,7 +268,15 @@ func JoinGossip(ps *pubsub.PubSub, h host.Host, cfg GossipConfig) (*Gossip, erro
 
 // validate is the GossipSub validator: it runs before a message is
 // delivered or forwarded, so a rejected announcement goes no further.
+// It accepts the authors of this peer's shard at the current width or,
+// during a grace period, the previous one; each topic's own validator
+// (joinTopic) accepts the authors of that topic's shard only.
 func (g *Gossip) validate(_ context.Context, from peer.ID, msg *pubsub.Message) pubsub.ValidationResult {
+	return g.validateIn(g.inShard, from, msg)
+}
+
+// validateIn is validate with inShard saying which authors belong.
+func (g *Gossip) validateIn(inShard func(id string) bool, from peer.ID, msg *pubsub.Message) pubsub.ValidationResult {
 	a, err := Open(msg.Data, time.Now())
 	if err != nil {
 		reason := ReasonOf(err)
@@ -277,7 +293,7 @@ func (g *Gossip) validate(_ context.Context, from peer.ID, msg *pubsub.Message) 
 		g.count(RejectForeign)
 		return pubsub.ValidationReject
 	}
-	if !g.inShard(a.Peer) {
+	if !inShard(a.Peer) {
 		// Its author announces on another topic: whoever put it on this
 		// one (the author or a relay) is not following the protocol.
 		g.count(RejectWrongShard)
@@ -355,17 +371,26 @@ func (g *Gossip) pruneAuthorsLocked(now time.Time) {
 	}
 }
 
-// Shard returns the shard bits and this peer's announcement shard.
-func (g *Gossip) Shard() (bits, shard int) { return g.cfg.ShardBits, g.shard }
+// Shard returns the current shard width (bits) and this peer's
+// announcement shard at it.
+func (g *Gossip) Shard() (bits, shard int) {
+	cur, _ := g.topics()
+	return cur.bits, cur.shard
+}
 
-// TopicName is the announcement topic this peer joined.
-func (g *Gossip) TopicName() string { return g.topicName }
+// TopicName is the announcement topic this peer announces on now.
+func (g *Gossip) TopicName() string {
+	cur, _ := g.topics()
+	return cur.name
+}
 
 // inShard reports whether the peer with ID id (a string, as announcements
-// carry it) belongs to this peer's announcement shard; every peer does when
+// carry it) belongs to this peer's announcement shard, at the current
+// width or, during a grace period, the previous one; every peer does when
 // the swarm is unsharded.
 func (g *Gossip) inShard(id string) bool {
-	if g.cfg.ShardBits == 0 {
+	cur, old := g.topics()
+	if cur.bits == 0 || (old != nil && old.bits == 0) {
 		return true
 	}
 	pid, err := peer.Decode(id)
@@ -374,7 +399,9 @@ func (g *Gossip) inShard(id string) bool {
 
 // inShardID is inShard for a decoded peer ID.
 func (g *Gossip) inShardID(p peer.ID) bool {
-	return g.cfg.ShardBits == 0 || AnnounceShard(p, g.cfg.ShardBits) == g.shard
+	cur, old := g.topics()
+	in := func(st *shardTopic) bool { return st.bits == 0 || AnnounceShard(p, st.bits) == st.shard }
+	return in(cur) || (old != nil && in(old))
 }
 
 // Authors is how many authors the validator remembers.
@@ -439,8 +466,10 @@ func (g *Gossip) Start(ctx context.Context) {
 	g.cancel = cancel
 	g.mu.Unlock()
 	g.wg.Add(6)
+	cur, _ := g.topics()
+	g.startTopic(ctx, cur)
 	go g.mend(ctx)
-	go g.receive(ctx)
+	go g.autoWidth(ctx)
 	go g.expire(ctx)
 	go g.catchUpNewcomers(ctx)
 	go g.fetchWanted(ctx)
@@ -469,42 +498,13 @@ func (g *Gossip) heartbeat(ctx context.Context) {
 	var last time.Time
 	timer := time.NewTimer(0)
 	defer timer.Stop()
-	events, err := g.topic.EventHandler()
-	var joins <-chan struct{}
-	if err == nil {
-		ch := make(chan struct{}, 1)
-		joins = ch
-		g.wg.Add(1)
-		go func() {
-			defer g.wg.Done()
-			defer events.Cancel()
-			for {
-				ev, err := events.NextPeerEvent(ctx)
-				if err != nil {
-					return
-				}
-				// Re-announce only when the last announcement reached no
-				// topic neighbour (typically the first one, sent before
-				// joining): then it was heard by nobody.
-				if ev.Type == pubsub.PeerJoin && g.unheard.Load() {
-					g.mu.Lock()
-					g.dirty = true // the re-announcement must be a full one
-					g.mu.Unlock()
-					select {
-					case ch <- struct{}{}:
-					default:
-					}
-				}
-			}
-		}()
-	}
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-timer.C:
 		case <-g.changed:
-		case <-joins:
+		case <-g.joins: // see startTopic
 		}
 		if wait := time.Second - time.Since(last); wait > 0 && !last.IsZero() {
 			select {
@@ -513,7 +513,8 @@ func (g *Gossip) heartbeat(ctx context.Context) {
 			case <-time.After(wait):
 			}
 		}
-		g.unheard.Store(len(g.topic.ListPeers()) == 0)
+		cur, _ := g.topics()
+		g.unheard.Store(len(cur.topic.ListPeers()) == 0)
 		if err := g.publish(ctx, false); err != nil && ctx.Err() == nil {
 			g.log.Warn("announce failed", "err", err)
 		}
@@ -527,15 +528,16 @@ func (g *Gossip) heartbeat(ctx context.Context) {
 func (g *Gossip) publish(ctx context.Context, leave bool) error {
 	local := g.cfg.Local()
 	now := time.Now()
+	cur, old := g.topics()
 	g.mu.Lock()
 	seq := g.seq.Add(1)
-	a := Announcement{Peer: g.self.String(), Seq: seq, Time: now.UnixMilli(), Interval: g.Interval().Milliseconds()}
+	a := Announcement{Peer: g.self.String(), Seq: seq, Time: now.UnixMilli(), Interval: g.Interval().Milliseconds(), ShardBits: cur.bits}
 	switch {
 	case leave:
 		a.Leave = true
 	case g.lastFull == nil || g.dirty || g.beats+1 >= FullEvery || g.unheard.Load():
 		full := local
-		full.Peer, full.Seq, full.Time, full.Interval = a.Peer, a.Seq, a.Time, a.Interval
+		full.Peer, full.Seq, full.Time, full.Interval, full.ShardBits = a.Peer, a.Seq, a.Time, a.Interval, a.ShardBits
 		a = full
 	default:
 		a.Beat, a.State, a.Load = true, g.fullSeq, local.Load
@@ -556,7 +558,15 @@ func (g *Gossip) publish(ctx context.Context, leave bool) error {
 	g.mu.Unlock()
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	return g.topic.Publish(pctx, env)
+	err = cur.topic.Publish(pctx, env)
+	if old != nil {
+		// During a grace period both topics carry it: the peers that have
+		// not switched yet hear it too.
+		if oerr := old.topic.Publish(pctx, env); oerr != nil && err == nil {
+			err = fmt.Errorf("publish on %s: %w", old.name, oerr)
+		}
+	}
+	return err
 }
 
 // Leave tells the swarm this peer is going, then stops announcing. The
@@ -564,7 +574,7 @@ func (g *Gossip) publish(ctx context.Context, leave bool) error {
 func (g *Gossip) Leave(ctx context.Context) error {
 	err := g.publish(ctx, true)
 	// Give GossipSub a moment to push the message out before the host closes.
-	if err == nil && len(g.topic.ListPeers()) > 0 {
+	if cur, _ := g.topics(); err == nil && len(cur.topic.ListPeers()) > 0 {
 		select {
 		case <-ctx.Done():
 		case <-time.After(200 * time.Millisecond):
@@ -586,16 +596,24 @@ func (g *Gossip) close() {
 	if cancel != nil {
 		cancel()
 	}
-	g.sub.Cancel()
-	g.wg.Wait()
+	cur, old := g.topics()
+	for _, st := range []*shardTopic{cur, old} {
+		if st != nil {
+			st.sub.Cancel() // so a receive not started by Start ends too
+		}
+	}
+	g.wg.Wait() // nothing switches topics after this
+	cur, old = g.topics()
 	g.catchUpService.Close()
-	g.topic.Close()
+	g.closeTopic(old)
+	g.closeTopic(cur)
 }
 
-func (g *Gossip) receive(ctx context.Context) {
-	defer g.wg.Done()
+// receive applies the announcements sub delivers until ctx ends or sub
+// is cancelled.
+func (g *Gossip) receive(ctx context.Context, sub *pubsub.Subscription) {
 	for {
-		msg, err := g.sub.Next(ctx)
+		msg, err := sub.Next(ctx)
 		if err != nil {
 			return
 		}
@@ -604,6 +622,7 @@ func (g *Gossip) receive(ctx context.Context) {
 			continue
 		}
 		g.accepted.Add(1)
+		g.noteWidth(a)
 		if a.Beat && !g.cfg.Catalog.Has(a.Peer) {
 			// A beat from a peer whose full announcement was missed: ask the
 			// neighbour that relayed it, and the author itself when connected
