@@ -153,9 +153,12 @@ type Finder struct {
 // kinds Salted, at a width of N > 0 bits (the first of Widths), are looked
 // up under the salted keys of the other 2^N-1 shards (this peer's own
 // shard's providers are in its catalog already), Parallel at a time, in a
-// random order, so that no shard's key takes every lookup, until max
-// providers are found, MaxKeys keys were tried or ctx ends. Other kinds,
-// and every kind at width 0, are one lookup of the unsalted key.
+// random order, so that no shard's key takes every lookup, until MaxKeys
+// keys were tried or ctx ends, or providers were found: once one is, no
+// further key is started (those under way finish, up to max providers),
+// since a few candidates serve a prompt and every key is a Kademlia
+// lookup of its own. Other kinds, and every kind at width 0, are one
+// lookup of the unsalted key.
 func (f Finder) Find(ctx context.Context, kind, name string, max int) ([]peer.AddrInfo, error) {
 	if max <= 0 {
 		return nil, nil
@@ -180,6 +183,12 @@ func (f Finder) Find(ctx context.Context, kind, name string, max int) ([]peer.Ad
 		go func() {
 			defer wg.Done()
 			for key := range next {
+				mu.Lock()
+				some := len(found) > 0
+				mu.Unlock()
+				if some { // found meanwhile: start no further key
+					continue
+				}
 				for ai := range f.Routing.FindProvidersAsync(lctx, key, max+1) {
 					mu.Lock()
 					if !seen[ai.ID] && len(found) < max {
@@ -201,6 +210,12 @@ feed:
 		case next <- k:
 		case <-lctx.Done():
 			break feed
+		}
+		mu.Lock()
+		some := len(found) > 0
+		mu.Unlock()
+		if some {
+			break
 		}
 	}
 	close(next)
