@@ -152,7 +152,7 @@ type Scored struct {
 const (
 	refRTT  = 100 * time.Millisecond
 	refTTFT = 500 * time.Millisecond
-	refTPS  = 10.0   // decode tokens/s
+	refTPS  = 5.0    // decode tokens/s: reading pace (see Speed)
 	refKm   = 2000.0 // distance
 	// neutral is the score of something unknown.
 	neutral = 0.5
@@ -282,17 +282,42 @@ func declares(c Candidate, domain string) bool {
 // Speed is how fast c should answer, in [0, 1]:
 //
 //	speed  = 3/4 first + 1/4 decode
-//	first  = (refRTT+refTTFT) / (refRTT+refTTFT + FirstToken)   how soon the first token arrives
-//	decode = DecodeTPS / (DecodeTPS + refTPS)                     how fast the rest follows
+//	first  = ref / (ref + FirstToken + RTTExtra·rtt)   how soon the first token arrives
+//	decode = DecodeTPS / (DecodeTPS + refTPS)          whether the rest keeps up with a reader
 //
-// with refRTT 100 ms, refTTFT 500 ms and refTPS 10 tokens/s. A streamed
-// answer is judged by how soon it starts; past reading speed (a few tokens
-// a second) a faster decoder matters less, so the decode part is referenced
-// at 10 tokens/s, where it tells 2 from 20 tokens/s apart (0.17 against
-// 0.67) more than 30 from 60 (0.75 against 0.86), and weighs a quarter.
-// Weighed half, with 20 tokens/s, it made the latency-shaped world's
-// routers pass the nearest quick expert for one several times as far that
-// decoded faster (internal/worldtest).
+// with ref = (1+RTTExtra)·refRTT + refTTFT (so a candidate at the
+// references scores 0.5), refRTT 100 ms, refTTFT 500 ms and refTPS 5
+// tokens/s.
+//
+// The round trip counts once more at RTTExtra (0.5) beyond its part of the
+// first token, so that of two candidates whose first tokens are about as
+// soon the nearer wins: it wins unless the farther one's first token is
+// sooner by more than half the difference of their round trips (Stockholm
+// in the latency-shaped world: Madrid, 40 ms away and 148 ms to serve,
+// over Seoul, 121 ms away and 69 ms to serve, whose first tokens tie
+// within 1%). The round trip is what this peer measured itself, a few
+// samples' minimum, where the server's time is one figure over a few calls
+// or its own report, and varies with its load and the prompt's length; and
+// every later token of the answer, a retry after a failure and the next
+// turn of a conversation pay the round trip again. A rule "within a margin,
+// the lower RTT" would not be a score (it is not transitive, and three
+// candidates could rank in a circle); this is its proportional form. It
+// costs little in time to a first token: a nearer candidate is chosen over
+// one whose first token is sooner only by less than half its extra round
+// trip.
+//
+// What a user waits for, with a short prompt sent to one expert (K=1), is
+// the first token: answers stream, and from the first token on the user
+// reads. A decoder faster than the reader (about 4 words, 5 tokens, a
+// second) only finishes text the user has not reached yet; a slower one
+// keeps the user waiting on every token. So the decode part is referenced
+// at reading pace, refTPS 5 tokens/s, and weighs a quarter: it tells 2
+// from 8 tokens/s apart (0.29 against 0.62) and hardly 30 from 60 (0.86
+// against 0.92), worth about 10 ms of first token between the latter. At
+// 10 tokens/s it made the latency-shaped world's routers pass nearer
+// servers whose first tokens came as soon for farther ones that decoded
+// 40 rather than 30 tokens a second (Vienna chose Seoul, 117 ms away, over
+// Madrid, 31 ms away; internal/worldtest), which no reader could see.
 //
 // An unknown RTT, server TTFT or decode rate counts as its prior (see
 // Priors; Speed uses DefaultPriors, so a candidate nobody has measured
@@ -304,6 +329,10 @@ func speed(c Candidate, p Priors) float64 {
 	return speedOf(c, p, FirstToken(c, p))
 }
 
+// RTTExtra is how much a candidate's round trip counts in Speed beyond its
+// part of the time to the first token (see Speed).
+const RTTExtra = 0.5
+
 func speedOf(c Candidate, p Priors, first time.Duration) float64 {
 	tps := p.DecodeTPS
 	if c.DecodeTPS > 0 && !math.IsInf(c.DecodeTPS, 0) {
@@ -312,8 +341,21 @@ func speedOf(c Candidate, p Priors, first time.Duration) float64 {
 	if c.Calls > 0 && c.Calls < minSamples && c.ReportedTPS > tps && !math.IsInf(c.ReportedTPS, 0) {
 		tps = c.ReportedTPS // as with the first token (FirstToken): not yet established
 	}
-	ref := (refRTT + refTTFT).Seconds()
-	return 0.75*ref/(ref+first.Seconds()) + 0.25*tps/(tps+refTPS)
+	ref := (1+RTTExtra)*refRTT.Seconds() + refTTFT.Seconds()
+	cost := first.Seconds() + RTTExtra*roundTrip(c, p).Seconds()
+	return 0.75*ref/(ref+cost) + 0.25*tps/(tps+refTPS)
+}
+
+// roundTrip is the round trip FirstToken counts: 0 for the local peer, the
+// measured or predicted RTT, else the priors'.
+func roundTrip(c Candidate, p Priors) time.Duration {
+	switch {
+	case c.Local:
+		return 0
+	case c.RTTKnown:
+		return max(c.RTT, 0)
+	}
+	return p.RTT
 }
 
 // FirstToken is how long after asking c its first token should arrive
@@ -343,13 +385,7 @@ func speedOf(c Candidate, p Priors, first time.Duration) float64 {
 // queue a request for a whole answer or refuse it, which no time to a first
 // token holds: the Load part ranks it behind every free peer.
 func FirstToken(c Candidate, p Priors) time.Duration {
-	rtt := p.RTT
-	switch {
-	case c.Local:
-		rtt = 0
-	case c.RTTKnown:
-		rtt = max(c.RTT, 0)
-	}
+	rtt := roundTrip(c, p)
 	server := p.ServerTTFT
 	switch {
 	case c.TTFT > 0:

@@ -137,11 +137,18 @@ func TestUnmeasuredCountsAsTheMedian(t *testing.T) {
 func TestMeasuredTTFTHoldsTheRoundTrip(t *testing.T) {
 	// A measured time to first token was timed here: it holds the round
 	// trip, which must not count twice. 50 ms away with a 250 ms first
-	// token is the same as 200 ms away with the same 250 ms.
+	// token expects it as soon as 200 ms away with the same 250 ms, and
+	// ranks first only by RTTExtra of the 150 ms between them (see Speed),
+	// not as if the far one's first token came 150 ms later.
 	near := with(cand("a", Code), rtt(50*time.Millisecond), ttft(250*time.Millisecond, 30))
 	far := with(cand("b", Code), rtt(200*time.Millisecond), ttft(250*time.Millisecond, 30))
-	if a, b := Speed(near), Speed(far); a != b {
-		t.Errorf("speed %v near, %v far: the round trip counted twice", a, b)
+	twice := with(cand("b", Code), rtt(200*time.Millisecond), ttft(400*time.Millisecond, 30))
+	p := DefaultPriors()
+	if a, b := FirstToken(near, p), FirstToken(far, p); a != b || a != 250*time.Millisecond {
+		t.Errorf("first token %v near, %v far: want 250ms both", a, b)
+	}
+	if a, b, c := Speed(near), Speed(far), Speed(twice); !(a > b && b > c) {
+		t.Errorf("speed %v near, %v far, %v far with the round trip counted twice: want them in that order", a, b, c)
 	}
 	// A first token measured faster than the round trip (a stale
 	// measurement) counts as the round trip.
@@ -268,7 +275,9 @@ func measured(d time.Duration, tps float64, calls int) func(*Candidate) {
 // TestNearTies are the cases the latency-shaped world (internal/worldtest)
 // found routers getting wrong: free capacity must break ties between
 // candidates about as quick, not outweigh a round trip several times as
-// long, and one unlucky call must not put a peer out of reach for good.
+// long, and one unlucky call must not put a peer out of reach for good; of
+// two candidates whose first tokens come about as soon the nearer wins,
+// and a decode rate above reading pace does not outweigh either.
 func TestNearTies(t *testing.T) {
 	code := Classify("fix this golang bug in main.go")
 	// Three known peers 80 ms away whose servers take 100 ms: the median.
@@ -306,6 +315,26 @@ func TestNearTies(t *testing.T) {
 		{"one slow call does not make a peer better than the measured",
 			with(cand("z", Code), rtt(30*time.Millisecond), measured(60*time.Millisecond, 40, 5)),
 			with(cand("a", Code), rtt(30*time.Millisecond), measured(400*time.Millisecond, 40, 1)), known},
+		// The 60-peer world: first tokens within 1% (188 and 190 ms), the
+		// nearer decoding slower; the round trip is the surer figure.
+		{"Stockholm: Madrid, 40 ms away and 148 ms to serve, over Seoul, 121 ms away and 69 ms to serve",
+			with(cand("z", Code), rtt(40*time.Millisecond), reported(148*time.Millisecond, 33), slots(4, 0)),
+			with(cand("a", Code), rtt(121*time.Millisecond), reported(69*time.Millisecond, 50), slots(4, 0)), nil},
+		{"a first token 5% later from a peer at half the round trip",
+			with(cand("z", Code), rtt(28*time.Millisecond), reported(88*time.Millisecond, 40), slots(4, 0)),
+			with(cand("a", Code), rtt(45*time.Millisecond), reported(65*time.Millisecond, 40), slots(4, 0)), nil},
+		{"a decoder faster than anyone reads does not outweigh a sooner first token",
+			with(cand("z", Code), rtt(31*time.Millisecond), measured(178*time.Millisecond, 33, 3)),
+			with(cand("a", Code), rtt(118*time.Millisecond), measured(186*time.Millisecond, 49, 3)), known},
+		{"nor a round trip twice as long",
+			with(cand("z", Code), rtt(32*time.Millisecond), reported(150*time.Millisecond, 44), slots(4, 0)),
+			with(cand("a", Code), rtt(70*time.Millisecond), reported(114*time.Millisecond, 64), slots(4, 0)), nil},
+		{"a nearer peer whose first token is later by more than half the round trips' difference does not win",
+			with(cand("z", Code), rtt(100*time.Millisecond), reported(60*time.Millisecond, 40), slots(4, 0)),
+			with(cand("a", Code), rtt(20*time.Millisecond), reported(190*time.Millisecond, 40), slots(4, 0)), nil},
+		{"a reader's pace still counts: 2 tokens/s loses to 30 at an equal first token",
+			with(cand("z", Code), rtt(60*time.Millisecond), reported(100*time.Millisecond, 30), slots(4, 0)),
+			with(cand("a", Code), rtt(50*time.Millisecond), reported(110*time.Millisecond, 2), slots(4, 0)), nil},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
