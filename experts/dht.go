@@ -151,7 +151,9 @@ type Finder struct {
 
 // Find returns up to max providers of kind/name, other than Self. Keys of
 // kinds Salted, at a width of N > 0 bits (the first of Widths), are looked
-// up under the salted keys of the other 2^N-1 shards (this peer's own
+// up under the unsalted key first, where a rare name's few providers are
+// (DefaultFewProviders), then, when it has none, under the salted keys
+// of the other 2^N-1 shards (this peer's own
 // shard's providers are in its catalog already), Parallel at a time, in a
 // random order, so that no shard's key takes every lookup, until MaxKeys
 // keys were tried or ctx ends, or providers were found: once one is, no
@@ -167,6 +169,10 @@ func (f Finder) Find(ctx context.Context, kind, name string, max int) ([]peer.Ad
 	if !Salted(kind) || bits == 0 {
 		found, err := FindProviders(ctx, f.Routing, kind, name, max+1)
 		return f.others(found, max), err
+	}
+	// A rare name is under its unsalted key too (DefaultFewProviders).
+	if few, err := FindProviders(ctx, f.Routing, kind, name, max+1); len(f.others(few, max)) > 0 || err != nil {
+		return f.others(few, max), err
 	}
 	keys := f.lookupKeys(kind, name, bits)
 	lctx, cancel := context.WithCancel(ctx)
@@ -290,19 +296,36 @@ type Advertiser struct {
 	Self       peer.ID
 	Widths     Widths
 	WidthsPoll time.Duration
+	// Few: at widths > 0 a salted name is provided under its unsalted Key
+	// too while fewer than Few other peers provide it there (0:
+	// DefaultFewProviders; < 0: never). See DefaultFewProviders.
+	Few int
 
 	mu       sync.Mutex
 	plain    []string // "kind/name", under Key
 	salted   []string // "kind/name", under SaltedKey at each width
 	provided map[cid.Cid]time.Time
+	full     map[cid.Cid]time.Time // unsalted keys found with Few providers, when
 }
+
+// DefaultFewProviders bounds the providers of a name's unsalted key in a
+// sharded swarm. Salting alone would leave a rare model (one server, in
+// one shard) behind one key among 2^bits: a lookup would try up to
+// DefaultLookupKeys of them and, past 33 shards, find it by chance only.
+// So a peer also provides the unsalted key while a lookup of it finds
+// fewer than this many other providers: a rare name is found there in one
+// O(log N) lookup, and a popular one's unsalted key stays small (the peers
+// that check at once can pass the bound together; those that find it full
+// at their next re-provide stop, and their records expire in 48 hours).
+const DefaultFewProviders = 16
 
 // NewAdvertiser returns an advertiser over r; call Run to start it.
 func NewAdvertiser(r routing.ContentRouting, log *slog.Logger) *Advertiser {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Advertiser{r: r, log: log, changed: make(chan struct{}, 1), Reprovide: 12 * time.Hour, provided: make(map[cid.Cid]time.Time)}
+	return &Advertiser{r: r, log: log, changed: make(chan struct{}, 1), Reprovide: 12 * time.Hour,
+		provided: make(map[cid.Cid]time.Time), full: make(map[cid.Cid]time.Time)}
 }
 
 // Set replaces the keys this peer provides, each "kind/name": plain ones
@@ -343,6 +366,15 @@ func (a *Advertiser) ProvidedAt(kind, name string, bits int) bool {
 	return a.providedKey(SaltedKey(kind, name, bits, AnnounceShard(a.Self, bits)))
 }
 
+// Crowded reports whether a salted kind/name was not provided under its
+// unsalted key because Few others provide it there.
+func (a *Advertiser) Crowded(kind, name string) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	_, ok := a.full[Key(kind, name)]
+	return ok
+}
+
 func (a *Advertiser) providedKey(k cid.Cid) bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -350,19 +382,29 @@ func (a *Advertiser) providedKey(k cid.Cid) bool {
 	return ok
 }
 
-// target are the keys to provide now, each with its "kind/name" for logs.
-func (a *Advertiser) target(widths []int) map[cid.Cid]string {
+// want is a key to provide: its "kind/name@width" for logs, and whether
+// it is a salted name's unsalted key, provided while few others do.
+type want struct {
+	what string
+	few  bool
+}
+
+// target are the keys to provide now.
+func (a *Advertiser) target(widths []int) map[cid.Cid]want {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	out := make(map[cid.Cid]string, len(a.plain)+len(widths)*len(a.salted))
+	out := make(map[cid.Cid]want, len(a.plain)+(len(widths)+1)*len(a.salted))
 	for _, k := range a.plain {
 		kind, name, _ := cut(k)
-		out[Key(kind, name)] = k
+		out[Key(kind, name)] = want{what: k}
 	}
 	for _, k := range a.salted {
 		kind, name, _ := cut(k)
 		for _, w := range widths {
-			out[SaltedKey(kind, name, w, AnnounceShard(a.Self, w))] = fmt.Sprintf("%s@%d", k, w)
+			out[SaltedKey(kind, name, w, AnnounceShard(a.Self, w))] = want{what: fmt.Sprintf("%s@%d", k, w)}
+		}
+		if !slices.Contains(widths, 0) && a.Few >= 0 {
+			out[Key(kind, name)] = want{what: k + "@few", few: true}
 		}
 	}
 	// Forget keys no longer wanted: provided again if they return (a
@@ -370,6 +412,11 @@ func (a *Advertiser) target(widths []int) map[cid.Cid]string {
 	for c := range a.provided {
 		if _, ok := out[c]; !ok {
 			delete(a.provided, c)
+		}
+	}
+	for c := range a.full {
+		if _, ok := out[c]; !ok {
+			delete(a.full, c)
 		}
 	}
 	return out
@@ -383,11 +430,19 @@ func (a *Advertiser) Run(ctx context.Context) {
 	for {
 		widths := a.Widths.current()
 		failed := false
-		for key, what := range a.target(widths) {
+		for key, w := range a.target(widths) {
 			a.mu.Lock()
 			at, ok := a.provided[key]
+			fullAt, full := a.full[key]
 			a.mu.Unlock()
-			if ok && time.Since(at) < a.Reprovide {
+			if (ok && time.Since(at) < a.Reprovide) || (full && time.Since(fullAt) < a.Reprovide) {
+				continue
+			}
+			if w.few && a.crowded(ctx, key) {
+				a.mu.Lock()
+				delete(a.provided, key)
+				a.full[key] = time.Now()
+				a.mu.Unlock()
 				continue
 			}
 			pctx, cancel := context.WithTimeout(ctx, time.Minute)
@@ -397,7 +452,7 @@ func (a *Advertiser) Run(ctx context.Context) {
 				return
 			}
 			if err != nil {
-				a.log.Debug("DHT provide failed; will retry", "key", what, "err", err)
+				a.log.Debug("DHT provide failed; will retry", "key", w.what, "err", err)
 				failed = true
 				continue
 			}
@@ -415,6 +470,22 @@ func (a *Advertiser) Run(ctx context.Context) {
 			return
 		}
 	}
+}
+
+// crowded says whether Few other peers provide key already. A lookup that
+// fails counts what it found: better one record too many than a rare
+// name nobody finds.
+func (a *Advertiser) crowded(ctx context.Context, key cid.Cid) bool {
+	few := cmp0(a.Few, DefaultFewProviders)
+	lctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	n := 0
+	for ai := range a.r.FindProvidersAsync(lctx, key, few+1) {
+		if ai.ID != a.Self {
+			n++
+		}
+	}
+	return n >= few
 }
 
 // sleep waits for wait, a Set or WidthsChanged, or a poll that finds the

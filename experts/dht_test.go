@@ -96,10 +96,10 @@ func (r *recording) looked() []cid.Cid {
 	return out
 }
 
-func advertise(t *testing.T, n dhtNode, widths Widths, poll time.Duration, salted ...string) *Advertiser {
+func advertise(t *testing.T, n dhtNode, widths Widths, poll time.Duration, few int, salted ...string) *Advertiser {
 	t.Helper()
 	a := NewAdvertiser(n.dht, nil)
-	a.Self, a.Widths, a.WidthsPoll = n.h.ID(), widths, poll
+	a.Self, a.Widths, a.WidthsPoll, a.Few = n.h.ID(), widths, poll, few
 	a.Set(nil, salted)
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan struct{})
@@ -126,8 +126,8 @@ func TestSaltedProvidersAreFoundInOtherShards(t *testing.T) {
 		hosts = append(hosts, hostInShard(t, bits, i%4))
 	}
 	nodes := startDHT(t, hosts)
-	expert, asker, neighbour := nodes[3], nodes[0], nodes[7] // shards 3, 0 and 3
-	a := advertise(t, expert, StaticWidths(bits), 0, KindModel+"/"+model, KindDomain+"/code")
+	expert, asker, neighbour := nodes[3], nodes[0], nodes[7]                                      // shards 3, 0 and 3
+	a := advertise(t, expert, StaticWidths(bits), 0, -1, KindModel+"/"+model, KindDomain+"/code") // salted keys only
 	wait.For(t, 20*time.Second, "the expert provides its salted keys", func() error {
 		if !a.ProvidedAt(KindModel, model, bits) || !a.ProvidedAt(KindDomain, "code", bits) {
 			return errors.New("not yet")
@@ -146,12 +146,14 @@ func TestSaltedProvidersAreFoundInOtherShards(t *testing.T) {
 	if err != nil || !contains(found, expert.h.ID()) || len(found) != 1 {
 		t.Fatalf("shard 0 found %v (%v), want the expert %s alone", found, err, expert.h.ID())
 	}
-	// Other shards' keys, each once, shard 3's among them, and never its
+	// The unsalted key first (empty: the expert provides none), then
+	// other shards' keys, each once, shard 3's among them, and never its
 	// own shard's.
+	plain := Key(KindModel, model)
 	others := []cid.Cid{SaltedKey(KindModel, model, bits, 1), SaltedKey(KindModel, model, bits, 2), SaltedKey(KindModel, model, bits, 3)}
 	got := rec.looked()
-	if !slices.ContainsFunc(got, others[2].Equals) || !subset(got, others) {
-		t.Errorf("looked up %v, want distinct keys of shards 1-3 %v with shard 3's", got, others)
+	if len(got) < 2 || !got[0].Equals(plain) || !slices.ContainsFunc(got[1:], others[2].Equals) || !subset(got[1:], others) {
+		t.Errorf("looked up %v, want the unsalted key %v, then distinct keys of shards 1-3 %v with shard 3's", got, plain, others)
 	}
 	// One key at a time: the lookup stops at the key that has the expert.
 	one := f
@@ -159,7 +161,7 @@ func TestSaltedProvidersAreFoundInOtherShards(t *testing.T) {
 	if found, err := one.Find(ctx, KindModel, model, 8); err != nil || !contains(found, expert.h.ID()) {
 		t.Fatalf("one key at a time: %v (%v)", found, err)
 	}
-	if got := rec.looked(); len(got) == 0 || !got[len(got)-1].Equals(others[2]) || !subset(got, others) {
+	if got := rec.looked(); len(got) < 2 || !got[len(got)-1].Equals(others[2]) || !subset(got[1:], others) {
 		t.Errorf("one key at a time looked up %v: want shard 3's last", got)
 	}
 	// One provider wanted: the lookup stops at the first key that has it.
@@ -204,7 +206,7 @@ func sameKeys(got, want []cid.Cid) bool {
 func TestUnsaltedKeyAtWidthZero(t *testing.T) {
 	const model = "common:1b"
 	nodes := startDHT(t, []host.Host{p2ptest.NewHost(t), p2ptest.NewHost(t), p2ptest.NewHost(t), p2ptest.NewHost(t)})
-	a := advertise(t, nodes[1], nil, 0, KindModel+"/"+model)
+	a := advertise(t, nodes[1], nil, 0, 0, KindModel+"/"+model)
 	wait.For(t, 20*time.Second, "the unsalted key is provided", func() error {
 		if !a.Provided(KindModel, model) || !a.ProvidedAt(KindModel, model, 0) {
 			return errors.New("not yet")
@@ -241,7 +243,7 @@ func TestAdvertiserFollowsWidths(t *testing.T) {
 	set := func(w ...int) { current.Store(&w) }
 	set(0)
 	widths := func() []int { return *current.Load() }
-	a := advertise(t, expert, widths, 50*time.Millisecond, KindModel+"/"+model)
+	a := advertise(t, expert, widths, 50*time.Millisecond, -1, KindModel+"/"+model) // no unsalted key past 0 bits
 	wait.For(t, 20*time.Second, "provided unsalted at 0 bits", func() error {
 		if !a.ProvidedAt(KindModel, model, 0) {
 			return errors.New("not yet")
@@ -279,6 +281,46 @@ func TestAdvertiserFollowsWidths(t *testing.T) {
 	older := Finder{Routing: asker.dht, Self: asker.h.ID()}
 	if found, err := older.Find(ctx, KindModel, model, 8); err != nil || !contains(found, expert.h.ID()) {
 		t.Errorf("at 0 bits: %v (%v)", found, err)
+	}
+}
+
+// TestRareNamesAreProvidedUnsaltedWhileFew: at 2 bits, with Few 2, the
+// first two peers serving a model provide its unsalted key besides their
+// salted ones, and the third, finding two there, does not; a peer of
+// another shard finds them with one lookup, of the unsalted key.
+func TestRareNamesAreProvidedUnsaltedWhileFew(t *testing.T) {
+	const bits, model = 2, "seldom:14b"
+	var hosts []host.Host
+	for i := range 8 {
+		hosts = append(hosts, hostInShard(t, bits, i%4))
+	}
+	nodes := startDHT(t, hosts)
+	var servers []*Advertiser
+	for i, n := range nodes[1:4] { // shards 1, 2 and 3, one after the other
+		a := advertise(t, n, StaticWidths(bits), 0, 2, KindModel+"/"+model)
+		wait.For(t, 20*time.Second, fmt.Sprintf("server %d provides its keys", i), func() error {
+			if !a.ProvidedAt(KindModel, model, bits) || (!a.Provided(KindModel, model) && !a.Crowded(KindModel, model)) {
+				return errors.New("not yet")
+			}
+			return nil
+		})
+		servers = append(servers, a)
+	}
+	for i, a := range servers {
+		if few := i < 2; a.Provided(KindModel, model) != few || a.Crowded(KindModel, model) == few {
+			t.Errorf("server %d: unsalted key provided %v, crowded %v; want provided %v", i, a.Provided(KindModel, model), a.Crowded(KindModel, model), few)
+		}
+	}
+	rec := &recording{ContentRouting: nodes[0].dht}
+	f := Finder{Routing: rec, Self: nodes[0].h.ID(), Widths: StaticWidths(bits)}
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	found, err := f.Find(ctx, KindModel, model, 8)
+	if err != nil || len(found) != 2 || !contains(found, nodes[1].h.ID()) || !contains(found, nodes[2].h.ID()) {
+		t.Errorf("found %v (%v), want the first two servers", found, err)
+	}
+	if got := rec.looked(); !sameKeys(got, []cid.Cid{Key(KindModel, model)}) {
+		t.Errorf("looked up %v, want the unsalted key alone", got)
 	}
 }
 
