@@ -10,7 +10,11 @@
 // control sizes from sealing real announcements and sizing real GossipSub
 // protobufs, and bytes per catalog entry from filling an experts.Catalog
 // and reading runtime.MemStats. The DHT part simulates Kademlia lookups
-// (k-buckets, α parallel queries) over up to 100,000 random IDs.
+// (k-buckets, α parallel queries) over up to 100,000 random IDs; the
+// provider records of one name, the size of kad-dht's GET_PROVIDERS
+// answer (its real protobuf) and the keys a lookup tries come from the
+// announcement shard width experts' automatic width would reach
+// (Params.AutoWidth) and the salted keys of experts.SaltedKey.
 //
 // It is a model, not a network: it does no I/O and starts no peers. Its
 // tests check it against the swarm measured on loopback (README,

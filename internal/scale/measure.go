@@ -6,14 +6,18 @@ import (
 	"fmt"
 	"math"
 	"runtime"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/hashicorp/serf/coordinate"
+	kadpb "github.com/libp2p/go-libp2p-kad-dht/pb"
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	pb "github.com/libp2p/go-libp2p-pubsub/pb"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/mwpeer/mwpeer/experts"
 	"github.com/mwpeer/mwpeer/geo"
@@ -35,6 +39,11 @@ type Sizes struct {
 	CatchUpFrame int
 	// OpenFull and OpenBeat are the CPU time to verify and decode one.
 	OpenFull, OpenBeat time.Duration
+	// ProviderRecord is one provider in a kad-dht GET_PROVIDERS answer (a
+	// peer ID and the typical announcement's three addresses);
+	// ProviderAnswerBase the rest of an answer: its key and the k closest
+	// peers the holder knows, with its length prefix.
+	ProviderRecord, ProviderAnswerBase int
 }
 
 // typical is a full announcement as a serving peer sends it: three
@@ -142,6 +151,9 @@ func MeasureSizes() (Sizes, error) {
 	s.IDontWant = rpcSize(&pb.RPC{Control: &pb.ControlMessage{Idontwant: []*pb.ControlIDontWant{{MessageIDs: []string{mid}}}}})
 	s.CatchUpFrame = uvarintLen(uint64(len(full)))
 
+	if s.ProviderRecord, s.ProviderAnswerBase, err = providerAnswer(id); err != nil {
+		return Sizes{}, err
+	}
 	if s.OpenFull, err = timeOpen(full); err != nil {
 		return Sizes{}, fmt.Errorf("open full: %w", err)
 	}
@@ -149,6 +161,30 @@ func MeasureSizes() (Sizes, error) {
 		return Sizes{}, fmt.Errorf("open beat: %w", err)
 	}
 	return s, nil
+}
+
+// providerAnswer sizes kad-dht's answer to GET_PROVIDERS (handleGetProviders:
+// every provider record the holder has, then the k = 20 peers closest to
+// the key it knows) as its protobuf encodes it: the bytes one provider
+// adds, and those of an answer with none.
+func providerAnswer(id peer.ID) (record, base int, err error) {
+	ai := peer.AddrInfo{ID: id}
+	for _, s := range typical(id, nil).Addrs {
+		a, err := ma.NewMultiaddr(s)
+		if err != nil {
+			return 0, 0, err
+		}
+		ai.Addrs = append(ai.Addrs, a)
+	}
+	key := experts.SaltedKey(experts.KindDomain, "general", 9, 511).Hash()
+	size := func(providers int) int {
+		m := &kadpb.Message{Type: kadpb.Message_GET_PROVIDERS, Key: key,
+			CloserPeers:   kadpb.RawPeerInfosToPBPeers(slices.Repeat([]peer.AddrInfo{ai}, 20)),
+			ProviderPeers: kadpb.RawPeerInfosToPBPeers(slices.Repeat([]peer.AddrInfo{ai}, providers))}
+		n := proto.Size(m)
+		return n + uvarintLen(uint64(n)) // msgio's varint length prefix
+	}
+	return size(101) - size(100), size(0), nil
 }
 
 // timeOpen is how long verifying and decoding env takes: the fastest of 10

@@ -55,43 +55,72 @@ type Params struct {
 	// Link is a joining peer's download rate for catch-up, bytes/s.
 	Link float64
 
-	// Sharding, the design change that bounds a peer's costs at any size
-	// (in this model; experts does not shard yet). Announcements go to one
-	// of Shards topics, chosen by the first bits of the author's peer ID,
-	// where Shards is the least power of two that keeps each shard within
-	// ShardAuthors authors (a peer learns the swarm's size from its DHT
-	// routing table, or a shard splits when it hears twice ShardAuthors).
-	// A peer subscribes to its own shard only: it hears ShardAuthors
-	// peers at most, at the held rate, and finds experts beyond its shard
-	// through DHT provider lookups, which are O(log N). A provider key is
-	// salted alike (domain/general/<shard>), so no DHT peer holds the
-	// records of more than ShardAuthors providers of one key. 0: one
-	// topic, as today.
-	ShardAuthors int
+	// Sharding bounds a peer's costs at any size. Announcements go to one
+	// of 2^bits topics, chosen by the first bits of the author's hashed
+	// peer ID (experts.AnnounceShard); a peer subscribes to its own shard
+	// only, hears its authors at most, and finds experts beyond it through
+	// DHT provider lookups under keys salted by shard (experts.SaltedKey),
+	// so that no DHT peer holds the records of more than a shard's
+	// providers of one key. The width is automatic (experts.AutoShard): a
+	// shard of more than SplitAbove authors splits (one bit more), one of
+	// fewer than MergeBelow merges (one bit less), and between the two the
+	// width stays (AutoWidth). 0: one topic, unsalted keys.
+	SplitAbove, MergeBelow int
+	// Provider lookups (experts.Finder): salted keys looked up at once and
+	// at most; kad-dht's limit on a message it reads.
+	LookupParallel, LookupKeys int
+	MessageSizeMax             int
+	// FewProviders: a salted name is provided under its unsalted key too
+	// while fewer peers provide it there (experts.DefaultFewProviders).
+	FewProviders int
 	// CatalogBudget caps the bytes the catalog counts (EntryCounted),
 	// whatever its entries announce (0: the entry cap only);
 	// experts.DefaultMaxBytes by default.
 	CatalogBudget float64
 }
 
-// Sharded is p with the sharded design: shards of at most authors
-// authors, the catalog within budget bytes (experts keeps it within its
-// byte budget already; sharding is in the model only).
-func (p Params) Sharded(authors int, budget float64) Params {
-	p.ShardAuthors, p.CatalogBudget = authors, budget
+// Sharded is p with the sharded design: the automatic width with split
+// and merge thresholds (authors per shard), the catalog within budget
+// bytes.
+func (p Params) Sharded(split, merge int, budget float64) Params {
+	p.SplitAbove, p.MergeBelow, p.CatalogBudget = split, merge, budget
 	return p
 }
 
-// shards is how many announcement topics a swarm of n has, and how many
-// authors each holds.
-func (p Params) shards(n int) (shards, members int) {
-	shards = 1
-	if p.ShardAuthors > 0 {
-		for (n+shards-1)/shards > p.ShardAuthors {
-			shards *= 2
+// AutoWidth is the announcement shard width a swarm of n settles at from
+// width from, as experts.AutoShard decides it: one bit more while a shard
+// holds more than SplitAbove authors, one less while it holds fewer than
+// MergeBelow. A swarm that grew to n (from 0) has the least width whose
+// shards hold at most SplitAbove; one that shrank keeps its width until
+// its shards fall under MergeBelow (hysteresis). Shards hold n/2^width
+// authors on average (peer IDs hash uniformly; the fullest of many is
+// a few standard deviations, sqrt(n/2^width), above).
+func (p Params) AutoWidth(n, from int) int {
+	if p.SplitAbove <= 0 {
+		return 0
+	}
+	w := max(from, 0)
+	for range 2 * experts.MaxAnnounceShardBits {
+		switch m := members(n, w); {
+		case m > p.SplitAbove && w < experts.MaxAnnounceShardBits:
+			w++
+		case m < p.MergeBelow && w > 0:
+			w--
+		default:
+			return w
 		}
 	}
-	return shards, (n + shards - 1) / shards
+	return w
+}
+
+// members is the authors of a shard of a swarm of n at width bits.
+func members(n, bits int) int { return (n + 1<<bits - 1) >> bits }
+
+// shards is how many announcement topics a swarm of n that grew to n
+// has, and how many authors each holds.
+func (p Params) shards(n int) (shards, authors int) {
+	w := p.AutoWidth(n, 0)
+	return 1 << w, members(n, w)
 }
 
 // DefaultParams are the code's defaults with the measured sizes: heap and
@@ -99,7 +128,7 @@ func (p Params) shards(n int) (shards, members int) {
 func DefaultParams(s Sizes, entryBytes, entryCounted, largestBytes, largestCounted float64) Params {
 	cfg := mwpeer.DefaultConfig()
 	gp := p2p.GossipSubParams()
-	return Params{
+	p := Params{
 		Sizes:       s,
 		MinInterval: cfg.AnnounceMin, MaxInterval: cfg.AnnounceMax, TargetRate: cfg.AnnounceRate,
 		FullEvery: experts.FullEvery,
@@ -120,6 +149,8 @@ func DefaultParams(s Sizes, entryBytes, entryCounted, largestBytes, largestCount
 		RTTMedian: 80 * time.Millisecond, RTTSigma: 0.6, // p10 37 ms, p90 173 ms: a world of home links
 		Link: 2.5e6, // 20 Mbit/s
 	}
+	providerDefaults(&p)
+	return p
 }
 
 // Point is what one peer pays in a swarm of N.
@@ -153,13 +184,13 @@ type Point struct {
 	View95 time.Duration
 	// ProviderRecords is the most provider records one DHT peer holds for
 	// one key that every peer provides (domain/general): each key's k
-	// closest peers hold all its providers, one per shard with salting.
+	// closest peers hold all its providers, a shard's with salting.
 	ProviderRecords int
 }
 
 // Model returns what one peer pays in a swarm of n peers: with sharding
-// (ShardAuthors), what it pays in its shard, plus the DHT's provider
-// records.
+// (SplitAbove), what it pays in its shard at the width a swarm grown to n
+// has, plus the DHT's provider records.
 func (p Params) Model(n int, overhead time.Duration) Point {
 	shards, members := p.shards(n)
 	pt := p.model(members, overhead)
@@ -252,6 +283,6 @@ func (p Params) gossipAt(n int, rate float64) float64 {
 	// Model with an interval that yields rate, then reuse its arithmetic.
 	q := p
 	iv := time.Duration(float64(n-1) / rate * float64(time.Second))
-	q.MinInterval, q.MaxInterval, q.ShardAuthors = iv, iv, 0
+	q.MinInterval, q.MaxInterval, q.SplitAbove = iv, iv, 0
 	return q.Model(n, 0).Gossip
 }
