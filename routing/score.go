@@ -283,7 +283,7 @@ func declares(c Candidate, domain string) bool {
 //
 //	speed  = 3/4 first + 1/4 decode
 //	first  = ref / (ref + FirstToken + RTTExtra·rtt)   how soon the first token arrives
-//	decode = DecodeTPS / (DecodeTPS + refTPS)          whether the rest keeps up with a reader
+//	decode = DecodeTPS² / (DecodeTPS² + refTPS²)       whether the rest keeps up with a reader
 //
 // with ref = (1+RTTExtra)·refRTT + refTTFT (so a candidate at the
 // references scores 0.5), refRTT 100 ms, refTTFT 500 ms and refTPS 5
@@ -310,14 +310,16 @@ func declares(c Candidate, domain string) bool {
 // the first token: answers stream, and from the first token on the user
 // reads. A decoder faster than the reader (about 4 words, 5 tokens, a
 // second) only finishes text the user has not reached yet; a slower one
-// keeps the user waiting on every token. So the decode part is referenced
-// at reading pace, refTPS 5 tokens/s, and weighs a quarter: it tells 2
-// from 8 tokens/s apart (0.29 against 0.62) and hardly 30 from 60 (0.86
-// against 0.92), worth about 10 ms of first token between the latter. At
-// 10 tokens/s it made the latency-shaped world's routers pass nearer
-// servers whose first tokens came as soon for farther ones that decoded
-// 40 rather than 30 tokens a second (Vienna chose Seoul, 117 ms away, over
-// Madrid, 31 ms away; internal/worldtest), which no reader could see.
+// keeps the user waiting on every token. So the decode part is a step
+// about reading pace, refTPS 5 tokens/s, smoothed (squared, so that it
+// levels off above the pace rather than creeping up for ever), and weighs
+// a quarter: it tells 2 from 8 tokens/s apart (0.14 against 0.72), and
+// 30 from 60 hardly at all (0.973 against 0.993, about 8 ms of first
+// token). Referenced at 10 tokens/s and not squared, it made the
+// latency-shaped world's routers pass nearer servers whose first tokens
+// came as soon for farther ones that decoded 40 or 60 rather than 30
+// tokens a second (Vienna chose Seoul, 117 ms away, over Madrid, 31 ms
+// away; internal/worldtest), which no reader could tell.
 //
 // An unknown RTT, server TTFT or decode rate counts as its prior (see
 // Priors; Speed uses DefaultPriors, so a candidate nobody has measured
@@ -343,7 +345,7 @@ func speedOf(c Candidate, p Priors, first time.Duration) float64 {
 	}
 	ref := (1+RTTExtra)*refRTT.Seconds() + refTTFT.Seconds()
 	cost := first.Seconds() + RTTExtra*roundTrip(c, p).Seconds()
-	return 0.75*ref/(ref+cost) + 0.25*tps/(tps+refTPS)
+	return 0.75*ref/(ref+cost) + 0.25*tps*tps/(tps*tps+refTPS*refTPS)
 }
 
 // roundTrip is the round trip FirstToken counts: 0 for the local peer, the
