@@ -156,7 +156,7 @@ func TestAnnounceShardsSplitTheCatalog(t *testing.T) {
 }
 
 func TestAnnounceShardBitsAreValidated(t *testing.T) {
-	for bits, ok := range map[int]bool{-1: false, 0: true, 1: true, experts.MaxAnnounceShardBits: true, experts.MaxAnnounceShardBits + 1: false} {
+	for bits, ok := range map[int]bool{AnnounceShardAuto - 1: false, AnnounceShardAuto: true, 0: true, 1: true, experts.MaxAnnounceShardBits: true, experts.MaxAnnounceShardBits + 1: false} {
 		cfg := testConfig(t)
 		cfg.AnnounceShardBits = bits
 		err := cfg.Validate()

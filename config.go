@@ -145,9 +145,18 @@ type Config struct {
 	// GossipSub topics by a hash prefix of the author's peer ID
 	// (experts.GossipConfig.ShardBits): a peer's catalog then holds its
 	// shard only and the DHT finds experts beyond it. For swarms past about
-	// 1,000 peers per shard; every peer of a swarm must use the same value.
-	// 0 (the default): one topic. It is not chosen automatically yet.
+	// 1,000 peers per shard. AnnounceShardAuto (-1, the default): the
+	// peers choose it from the swarm's size (experts.AutoShard), starting
+	// unsharded; 0 or more pins it, and every peer of the swarm must then
+	// use the same value.
 	AnnounceShardBits int
+	// With an automatic width, a shard splits when this peer counts more
+	// than AnnounceShardSplit authors in it (0: 2,000) and merges under
+	// AnnounceShardMerge (0: 250; twice it must stay under the split), at
+	// most once per AnnounceShardDwell (0: 10 min); the previous topic is
+	// kept AnnounceShardGrace after a change (0: 2 min).
+	AnnounceShardSplit, AnnounceShardMerge int
+	AnnounceShardDwell, AnnounceShardGrace time.Duration
 	// CatalogPrefixCap bounds the catalog entries of one network prefix (a
 	// /24, a /48, a relay's) that this peer neither is connected to nor has
 	// measured (0: experts.DefaultPrefixCap, 64).
@@ -250,6 +259,9 @@ func DefaultConfig() Config {
 		// What the catalog of other peers may hold.
 		CatalogMaxBytes: experts.DefaultMaxBytes,
 
+		// The width of announcement shards follows the swarm's size.
+		AnnounceShardBits: AnnounceShardAuto,
+
 		// What a stranger gets at most (see StreamLimits too).
 		RemoteMaxTokens:    infer.DefaultMaxTokens,
 		RemoteMaxTokensCap: infer.TokensCap,
@@ -315,8 +327,11 @@ func (c *Config) Validate() error {
 			return &FieldError{"AllowedOrigins", err}
 		}
 	}
-	if c.AnnounceShardBits < 0 || c.AnnounceShardBits > experts.MaxAnnounceShardBits {
-		return bad("AnnounceShardBits", "%d, want 0 to %d", c.AnnounceShardBits, experts.MaxAnnounceShardBits)
+	if c.AnnounceShardBits < AnnounceShardAuto || c.AnnounceShardBits > experts.MaxAnnounceShardBits {
+		return bad("AnnounceShardBits", "%d, want 0 to %d or %d (automatic)", c.AnnounceShardBits, experts.MaxAnnounceShardBits, AnnounceShardAuto)
+	}
+	if err := c.autoShard().Validate(); err != nil {
+		return &FieldError{Field: "AnnounceShardSplit", Err: err}
 	}
 	if len(c.SwarmKey) != 0 && len(c.SwarmKey) != 32 {
 		return bad("SwarmKey", "%d bytes, want 32", len(c.SwarmKey))
@@ -368,4 +383,14 @@ func (c *Config) Validate() error {
 		return bad("VerifyAnswers", "%v is outside 0..1", c.VerifyAnswers)
 	}
 	return nil
+}
+
+// AnnounceShardAuto as Config.AnnounceShardBits lets the peers choose the
+// width of announcement shards (experts.ShardBitsAuto).
+const AnnounceShardAuto = experts.ShardBitsAuto
+
+// autoShard is the automatic width's policy the config asks for.
+func (c *Config) autoShard() experts.AutoShard {
+	return experts.AutoShard{SplitAbove: c.AnnounceShardSplit, MergeBelow: c.AnnounceShardMerge,
+		Dwell: c.AnnounceShardDwell, Grace: c.AnnounceShardGrace}
 }

@@ -181,9 +181,17 @@ func (p *Peer) start(ctx context.Context, cfg Config) error {
 		return experts.FindProviders(ctx, h.DHT, kind, name, n)
 	}
 	// The announcement shard widths the domain and model keys are provided
-	// and looked up under (experts.Widths: salted by shard when > 0). The
-	// automatic width replaces this static one with the gossip's view.
-	widths := experts.StaticWidths(cfg.AnnounceShardBits)
+	// and looked up under (experts.Widths: salted by shard when > 0): the
+	// gossip's current width and, during a grace period after a change, the
+	// previous one (Gossip.Widths). Before the gossip starts, the configured
+	// width (0 when automatic: it starts unsharded).
+	var gossip atomic.Pointer[experts.Gossip]
+	widths := experts.Widths(func() []int {
+		if g := gossip.Load(); g != nil {
+			return g.Widths()
+		}
+		return []int{max(cfg.AnnounceShardBits, 0)}
+	})
 	// The router's DHT fallback, for a model no catalog entry serves: the
 	// salted keys of the other shards (experts.Finder).
 	serving := experts.Finder{Routing: h.DHT, Self: h.ID(), Widths: widths}
@@ -253,12 +261,16 @@ func (p *Peer) start(ctx context.Context, cfg Config) error {
 	p.Gossip, err = experts.JoinGossip(h.PubSub, h, experts.GossipConfig{
 		Key: key, Catalog: p.Catalog, Local: p.announcement, Logger: log,
 		MinInterval: cfg.AnnounceMin, MaxInterval: cfg.AnnounceMax, TargetRate: cfg.AnnounceRate,
-		ShardBits: cfg.AnnounceShardBits, Providers: providers,
+		ShardBits: cfg.AnnounceShardBits, Auto: cfg.autoShard(), Providers: providers, Vouched: p.vouched,
+		// The rendezvous key follows the width (and the previous one's
+		// during the grace period).
+		WidthChanged: func() { p.advertise(p.Models()) },
 	})
 	if err != nil {
 		return err
 	}
 	p.parts.Defer("gossip", func() error { p.Gossip.Close(); return nil })
+	gossip.Store(p.Gossip)
 	p.Latency.OnDrift(p.Gossip.Changed, p.Gossip.Interval)
 	p.Advertise = experts.NewAdvertiser(h.DHT, log)
 	p.Advertise.Self, p.Advertise.Widths = h.ID(), widths
@@ -478,9 +490,12 @@ func (p *Peer) advertise(models []experts.Model) {
 	if p.sharding != nil {
 		keys = append(keys, p.sharding.DHTKeys()...)
 	}
-	if bits, shard := p.Gossip.Shard(); bits > 0 {
-		// So that the others of its announcement shard find it.
-		keys = append(keys, experts.KindAnnounceShard+"/"+experts.AnnounceShardKey(bits, shard))
+	for _, bits := range p.Gossip.Widths() {
+		if bits > 0 {
+			// So that the others of its announcement shard find it, at the
+			// width it uses and, during a grace period, the one before.
+			keys = append(keys, experts.KindAnnounceShard+"/"+experts.AnnounceShardKey(bits, experts.AnnounceShard(p.ID(), bits)))
+		}
 	}
 	p.Advertise.Set(keys, experts.ServingKeys(p.cfg.Domains, p.shared(models)))
 }

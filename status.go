@@ -44,6 +44,7 @@ func (p *Peer) Status() api.Status {
 	}
 	iv := p.Gossip.Interval()
 	bits, shard := p.Gossip.Shard()
+	width := p.Gossip.WidthStatus()
 	st := api.Status{
 		ID:             p.ID().String(),
 		Version:        Version,
@@ -58,7 +59,8 @@ func (p *Peer) Status() api.Status {
 		DHTMode:        p.cfg.DHTMode,
 		DHTPeers:       h.DHT.RoutingTable().Size(),
 		Announce: api.AnnounceStatus{IntervalS: iv.Seconds(), TTLS: experts.TTL(iv).Seconds(), Accepted: p.Gossip.Accepted(),
-			Topic: p.Gossip.TopicName(), ShardBits: bits, Shard: shard},
+			Topic: p.Gossip.TopicName(), ShardBits: bits, Shard: shard, ShardAuto: width.Auto, ShardAuthors: width.Authors,
+			ShardEstimate: width.Estimate, ShardChanged: width.Changed, ShardReason: width.Reason},
 		Rejected:     p.Gossip.Rejected(),
 		Domains:      p.cfg.Domains,
 		Models:       names,
@@ -69,6 +71,9 @@ func (p *Peer) Status() api.Status {
 		Relays:       relays,
 		HolePunching: h.HolePunchReady(),
 		Generated:    api.Generated{Requests: p.generated.requests.Load(), Tokens: p.generated.tokens.Load()},
+	}
+	if !width.GraceEnd.IsZero() {
+		st.Announce.PreviousShardBits, st.Announce.ShardGraceS = width.Previous, max(time.Until(width.GraceEnd).Seconds(), 0)
 	}
 	if l := p.cfg.Location; l != nil {
 		st.Location = &api.Location{Lat: l.Lat, Lon: l.Lon}

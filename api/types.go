@@ -58,6 +58,21 @@ type AnnounceStatus struct {
 	Topic     string `json:"topic"`
 	ShardBits int    `json:"shard_bits,omitempty"`
 	Shard     int    `json:"shard,omitempty"`
+	// ShardAuto: the width follows the swarm's size (else it is pinned).
+	// ShardAuthors is how many authors this peer counts in its shard,
+	// itself included, and ShardEstimate the swarm's size it makes of
+	// them (ShardAuthors × 2^ShardBits), at the last check.
+	ShardAuto     bool `json:"shard_auto"`
+	ShardAuthors  int  `json:"shard_authors,omitempty"`
+	ShardEstimate int  `json:"shard_estimate,omitempty"`
+	// During the grace period after a change of width, PreviousShardBits
+	// is the width before, whose topic this peer still uses, for
+	// ShardGraceS more seconds.
+	PreviousShardBits int     `json:"previous_shard_bits,omitempty"`
+	ShardGraceS       float64 `json:"shard_grace_s,omitempty"`
+	// ShardChanged is when the width last changed, and ShardReason why.
+	ShardChanged time.Time `json:"shard_changed,omitzero"`
+	ShardReason  string    `json:"shard_reason,omitempty"`
 }
 
 // Connection is one live connection to another peer.

@@ -333,7 +333,10 @@ func (g *Gossip) WidthStatus() WidthStatus {
 	g.wmu.Lock()
 	defer g.wmu.Unlock()
 	st := WidthStatus{Auto: g.auto, Bits: g.cur.bits, Previous: g.cur.bits, Authors: g.authors,
-		Estimate: g.authors << g.cur.bits, Changed: g.changedAt, Reason: g.reason, Dwell: g.cfg.Auto.Dwell}
+		Estimate: g.authors << g.cur.bits, Reason: g.reason, Dwell: g.cfg.Auto.Dwell}
+	if !g.changedAt.Equal(g.started) {
+		st.Changed = g.changedAt
+	}
 	if g.old != nil {
 		st.Previous, st.GraceEnd = g.old.bits, g.graceEnd
 	}

@@ -178,7 +178,7 @@ func peerFlags(fs *flag.FlagSet) func() (mwpeer.Config, error) {
 	freeAllowance := fs.Int("free-allowance", envInt("FREE_ALLOWANCE", int(d.FreeAllowance)), "tokens a day served to a peer with no credit here before it ranks last in the queue (MWPEER_FREE_ALLOWANCE)")
 	maxK := fs.Int("max-k", envInt("MAX_K", d.MaxK), "most experts a prompt is sent to in parallel (MWPEER_MAX_K)")
 	announceMin := fs.Duration("announce-interval", envDuration("ANNOUNCE_INTERVAL", d.AnnounceMin), "shortest heartbeat between announcements; it grows with the swarm (MWPEER_ANNOUNCE_INTERVAL)")
-	shardBits := fs.Int("announce-shard-bits", envInt("ANNOUNCE_SHARD_BITS", d.AnnounceShardBits), "split announcements over 2^N topics by a hash prefix of the peer ID, for swarms past about 1,000 peers per topic; every peer of a swarm must use the same N (0: one topic) (MWPEER_ANNOUNCE_SHARD_BITS)")
+	shardBits := fs.String("announce-shard-bits", env("ANNOUNCE_SHARD_BITS", shardBitsString(d.AnnounceShardBits)), "split announcements over 2^N topics by a hash prefix of the peer ID, for swarms past about 1,000 peers per topic: auto lets the swarm's size choose N; a number pins it, and every peer of the swarm must then use the same N (0: one topic) (MWPEER_ANNOUNCE_SHARD_BITS)")
 	catalogBytes := fs.Int("catalog-max-bytes", envInt("CATALOG_MAX_BYTES", int(d.CatalogMaxBytes)), "bytes the catalog of other peers may hold, whatever they announce; past it the least recently heard strangers of the most crowded networks make room (MWPEER_CATALOG_MAX_BYTES)")
 	member := memberFlags(fs)
 	return func() (mwpeer.Config, error) {
@@ -220,7 +220,9 @@ func peerFlags(fs *flag.FlagSet) func() (mwpeer.Config, error) {
 		c.Reachability = *reach
 		c.AnnounceMin = *announceMin
 		c.CatalogMaxBytes = int64(*catalogBytes)
-		c.AnnounceShardBits = *shardBits
+		if c.AnnounceShardBits, err = parseShardBits(*shardBits); err != nil {
+			return c, err
+		}
 		c.MaxK = *maxK
 		c.QueueWait = *queueWait
 		c.FreeAllowance = int64(*freeAllowance)
@@ -447,4 +449,24 @@ func envFloat(name string, def float64) (float64, error) {
 		return def, fmt.Errorf("MWPEER_%s=%q is not a number", name, v)
 	}
 	return f, nil
+}
+
+// shardBitsString is how --announce-shard-bits shows a width: "auto" or N.
+func shardBitsString(bits int) string {
+	if bits == mwpeer.AnnounceShardAuto {
+		return "auto"
+	}
+	return strconv.Itoa(bits)
+}
+
+// parseShardBits reads --announce-shard-bits: "auto" or a number of bits.
+func parseShardBits(s string) (int, error) {
+	if strings.EqualFold(strings.TrimSpace(s), "auto") {
+		return mwpeer.AnnounceShardAuto, nil
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(s))
+	if err != nil {
+		return 0, fmt.Errorf("--announce-shard-bits %q: want auto or a number of bits", s)
+	}
+	return n, nil
 }
