@@ -439,6 +439,7 @@ func (a *Advertiser) Run(ctx context.Context) {
 				continue
 			}
 			if w.few && a.crowded(ctx, key) {
+				a.log.Debug("unsalted key has enough providers; salted keys only", "key", w.what)
 				a.mu.Lock()
 				delete(a.provided, key)
 				a.full[key] = time.Now()
