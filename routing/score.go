@@ -107,11 +107,15 @@ type Weights struct {
 // 1. Time is counted once, in Speed, from the expected time to the first
 // token in milliseconds (FirstToken: round trip plus server time), so
 // that nothing unitless outweighs a large difference in it.
-//   - Capacity 0.02: a tie-breaker between candidates of about the same
-//     expected time, in favour of headroom. At 0.20, as a reward apart from
-//     time, a quarter of a candidate's slots in use (0.05) outweighed a
-//     round trip three times as long (30 against 90 ms) in the
-//     latency-shaped world (internal/worldtest).
+//   - Capacity 0.005: a tie-breaker between candidates of the same
+//     expected time, in favour of headroom; all slots free against all in
+//     use is worth about 15 ms of a 200 ms first token. At 0.20, as a
+//     reward apart from time, a quarter of a candidate's slots in use
+//     (0.05) outweighed a round trip three times as long (30 against 90
+//     ms) in the latency-shaped world (internal/worldtest); at 0.02, half
+//     of them in use (an announced load, seconds old) outweighed a round
+//     trip 73 ms shorter for a first token as soon (Stockholm chose Seoul,
+//     121 ms away, over Madrid, 48 ms away, by 0.001). Speed has the rest.
 //   - Load 0.40: a candidate at or over its capacity loses 0.40 (up to 0.80
 //     at twice its capacity): it would answer busy or queue the request
 //     for a whole answer, which the expected time does not hold, so it
@@ -122,7 +126,7 @@ type Weights struct {
 //     claims); a tie-breaker among the unknown.
 //   - Failures 0.30: one recent failure costs 0.15, three 0.225.
 func DefaultWeights() Weights {
-	return Weights{Relevance: 0.43, Speed: 0.55, Capacity: 0.02, Load: 0.40, Distance: 0.05, Failures: 0.30}
+	return Weights{Relevance: 0.43, Speed: 0.565, Capacity: 0.005, Load: 0.40, Distance: 0.05, Failures: 0.30}
 }
 
 // Parts are a score's contributions, already weighted; penalties are
