@@ -25,7 +25,7 @@ func TestAutoShardSplitsTheSwarm(t *testing.T) {
 	peers := startSwarm(t, n, func(i int, c *Config) {
 		c.AnnounceShardBits = AnnounceShardAuto
 		c.AnnounceShardSplit, c.AnnounceShardMerge = 4, 1
-		c.AnnounceShardDwell = slow(5 * time.Second)
+		c.AnnounceShardDwell = slow(2 * time.Second)
 		c.AnnounceShardGrace = 2 * c.AnnounceMin
 		identityInShard(t, c.DataDir, 1, shardOf(i))
 		c.Models = []string{"common"}

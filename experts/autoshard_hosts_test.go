@@ -82,6 +82,10 @@ func TestAutoShardSplitsAndMerges(t *testing.T) {
 			return i == 0 && id == ids[1] // peer 0 is using peer 1, of the other shard
 		}
 		peers[i] = startAutoPeer(t, i%2, vouch)
+		// Alone, it has no count to split on and no voters to follow.
+		if cur, _, grace := peers[i].g.ShardWidths(); cur != 0 || grace || peers[i].g.TopicName() != Topic {
+			t.Fatalf("peer %d starts at width %d (grace %v) on %s", i, cur, grace, peers[i].g.TopicName())
+		}
 		mu.Lock()
 		ids[i] = peers[i].h.ID().String()
 		mu.Unlock()
@@ -90,11 +94,6 @@ func TestAutoShardSplitsAndMerges(t *testing.T) {
 	for i := range peers {
 		for j := range i {
 			p2ptest.Connect(t, peers[i].h, peers[j].h)
-		}
-	}
-	for i, p := range peers {
-		if cur, _, grace := p.g.ShardWidths(); cur != 0 || grace || p.g.TopicName() != Topic {
-			t.Fatalf("peer %d starts at width %d (grace %v) on %s", i, cur, grace, p.g.TopicName())
 		}
 	}
 
@@ -193,4 +192,83 @@ func TestAutoShardSplitsAndMerges(t *testing.T) {
 	})
 	t.Logf("split after %s, graces over and catalogs split after %s, fewest peers held in a grace period %d of %d; merged %s after the others left",
 		split.Round(time.Millisecond), settled.Round(time.Millisecond), shortest, n, time.Since(left).Round(time.Millisecond))
+}
+
+// idleAutoGossiper is a gossiper with an automatic width that does not
+// run (no Start, a dwell of an hour), on a host in shard want of 1 bit.
+func idleAutoGossiper(t *testing.T, want int) (host.Host, *Gossip, *Catalog) {
+	t.Helper()
+	for {
+		h := p2ptest.NewHost(t)
+		if AnnounceShard(h.ID(), 1) != want {
+			h.Close()
+			continue
+		}
+		ps, err := pubsub.NewGossipSub(t.Context(), h)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cat := NewCatalog(h.ID().String(), 0)
+		g, err := JoinGossip(ps, h, GossipConfig{Key: h.Peerstore().PrivKey(h.ID()), Catalog: cat, ShardBits: ShardBitsAuto,
+			Auto: AutoShard{Dwell: time.Hour}, Local: func() Announcement { return Announcement{} }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(g.Close)
+		return h, g, cat
+	}
+}
+
+// TestCatchUpAcrossASwitch: a peer that just split to 1 bit still takes
+// both halves in a catch-up and serves a requester of the other half that
+// has not switched yet, while its grace period lasts; when it ends, the
+// other half leaves its catalog, and its rendezvous widths are its new
+// one only.
+func TestCatchUpAcrossASwitch(t *testing.T) {
+	a, _, aCat := idleAutoGossiper(t, 0)
+	b, bg, bCat := idleAutoGossiper(t, 0)
+	c, cg, cCat := idleAutoGossiper(t, 1)
+	now := time.Now()
+	for i := range 4 { // a, unsharded, holds both halves
+		key, id := keyInShard(t, 1, i%2)
+		ann := sample(id.String(), now)
+		env, err := Seal(&ann, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		opened, err := Open(env, now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		aCat.Apply(opened, env, now)
+	}
+	p2ptest.Connect(t, b, a)
+	p2ptest.Connect(t, c, b)
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	if err := bg.switchWidth(ctx, 1, "test", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if cur, prev, grace := bg.ShardWidths(); cur != 1 || prev != 0 || !grace || fmt.Sprint(bg.Widths()) != "[1 0]" {
+		t.Fatalf("after the switch: widths %d, %d, grace %v, %v", cur, prev, grace, bg.Widths())
+	}
+	if n, err := bg.CatchUp(ctx, a.ID()); err != nil || n != 4 {
+		t.Fatalf("in its grace period b took %d of a's 4 (%v)", n, err)
+	}
+	if n, err := cg.CatchUp(ctx, b.ID()); err != nil || n != 4 || cCat.Len() != 4 {
+		t.Fatalf("c, of the other half and not switched, took %d of b's 4 (%v)", n, err)
+	}
+	cur, old := bg.topics()
+	bg.endGrace(cur, old)
+	if bCat.Len() != 2 {
+		t.Fatalf("after the grace b holds %d, want its half's 2", bCat.Len())
+	}
+	for _, e := range bCat.Snapshot() {
+		if !bg.inShard(e.Peer) {
+			t.Fatalf("b kept %s of the other half", e.Peer)
+		}
+	}
+	if fmt.Sprint(bg.Widths()) != "[1]" || bg.TopicName() != AnnounceTopic(1, 0) {
+		t.Fatalf("after the grace: widths %v on %s", bg.Widths(), bg.TopicName())
+	}
 }

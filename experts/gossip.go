@@ -561,9 +561,10 @@ func (g *Gossip) publish(ctx context.Context, leave bool) error {
 	err = cur.topic.Publish(pctx, env)
 	if old != nil {
 		// During a grace period both topics carry it: the peers that have
-		// not switched yet hear it too.
-		if oerr := old.topic.Publish(pctx, env); oerr != nil && err == nil {
-			err = fmt.Errorf("publish on %s: %w", old.name, oerr)
+		// not switched yet hear it too. The grace may end meanwhile and
+		// the topic be closed: not this peer's announcement's failure.
+		if oerr := old.topic.Publish(pctx, env); oerr != nil {
+			g.log.Debug("announce on the previous topic", "topic", old.name, "err", oerr)
 		}
 	}
 	return err
