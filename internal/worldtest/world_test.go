@@ -622,7 +622,20 @@ func ratios(os []outcome, f func(outcome) float64) []float64 {
 // differed, so it does not run in the suite. 60 peers want a quiet
 // machine: at a load of 8-11 the process falls behind (catalogs fill in
 // 1.5-3 minutes, first tokens arrive 3-5x late), and the test then skips
-// its judgement.
+// its judgement. At 60 peers on a machine at a load of 1-4 the RTT p90
+// missed (1.27, 1.39) on near ties in first token between servers at very
+// different round trips (Stockholm chose Seoul, 121 ms away, over Madrid,
+// 40 ms away), on decode rates no reader could tell apart and on a stale
+// load's tie-breaker, and Vivaldi reached 0.22-0.32 in a minute. Since
+// routing counts the round trip once more at half weight, decode rates
+// above reading pace hardly at all and free slots only in a tie
+// (routing.Speed, routing.DefaultWeights), the servers decode as fast as
+// they start (newWorld), and peers sample more and re-announce their
+// coordinate while it is untrained (geo.EarlyError, geo.CoordinateDrift),
+// every judged 60-peer run met every target: 9 of 9 at a load of 1.7-4.4
+// (RTT p90 1.00, TTFT p90 1.00-1.02, Vivaldi 0.13-0.20; four more at a
+// load of 3-6 ran unfaithfully and were not judged), and 30 peers 9 of 9
+// at 1.9-7.1 (RTT p90 1.00, TTFT p90 1.00-1.08, Vivaldi 0.12-0.20).
 func TestRoutingInALatencyShapedWorld(t *testing.T) {
 	if os.Getenv("MWPEER_WORLD") == "" || testing.Short() {
 		t.Skip("set MWPEER_WORLD=1 to run the latency-shaped world")
@@ -646,10 +659,10 @@ func TestRoutingInALatencyShapedWorld(t *testing.T) {
 
 	// Vivaldi keeps learning from every ping, and routers rank the servers
 	// they have not measured by its predictions: wait until its error is
-	// well under the target (0.2) or stops falling (no new low by 5% in
+	// well under the target (0.15) or stops falling (no new low by 5% in
 	// 20 s), for at most 3 minutes (the assertion below reports the
 	// figure).
-	verr, trail := w.settleVivaldi(0.2, 20*time.Second, 3*time.Minute)
+	verr, trail := w.settleVivaldi(0.15, 20*time.Second, 3*time.Minute)
 	t.Logf("Vivaldi median relative error %.3f after %s (%s)", verr, time.Since(started).Round(time.Second), trail)
 	pr := w.pingRatios()
 	t.Logf("%d measured pairs: measured RTT / true p50 %.2f p90 %.2f", len(pr), quantile(pr, 0.5), quantile(pr, 0.9))
