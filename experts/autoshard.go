@@ -45,7 +45,17 @@ import (
 // accepted from both (each topic's validator checks its own shard), so no
 // one misses anything while the others switch. After the grace the old
 // topic is left, and after a split the catalog drops the peers that are
-// no longer in this peer's shard, except those it vouches for.
+// no longer in this peer's shard, except those it vouches for (connected
+// or measured: a peer it is using), which expire with their last
+// announcement as nothing refreshes them.
+//
+// The size is estimated from the catalog alone. kad-dht's
+// IpfsDHT.NetworkSize (in v0.36.0, marked experimental) was left out: it
+// has no estimate until enough of this peer's own lookups have returned a
+// full bucket of 20 closest peers (never in a swarm of fewer than 20 DHT
+// servers, late in a quiet one); it counts DHT servers, not announcing
+// authors; and it is fed by whoever answers lookups, no harder for a
+// Sybil to move than a catalog the prefix cap and byte budget bound.
 //
 // What bounds a Sybil flood: the estimate counts catalog entries, and the
 // catalog admits at most DefaultPrefixCap strangers per network prefix
