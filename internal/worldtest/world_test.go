@@ -632,10 +632,10 @@ func ratios(os []outcome, f func(outcome) float64) []float64 {
 // (routing.Speed, routing.DefaultWeights), the servers decode as fast as
 // they start (newWorld), and peers sample more and re-announce their
 // coordinate while it is untrained (geo.EarlyError, geo.CoordinateDrift),
-// every judged 60-peer run met every target: 7 of 7 at a load of 1.7-4.4
-// (RTT p90 1.00, TTFT p90 1.00-1.02, Vivaldi 0.13-0.18; four more at a
-// load of 3-6 ran unfaithfully and were not judged), and 30 peers 9 of 9
-// at 1.9-7.1 (RTT p90 1.00, TTFT p90 1.00-1.08, Vivaldi 0.12-0.20).
+// every judged 60-peer run met every target: 9 of 9 at a load of 1.7-4.4
+// (RTT p90 1.00, TTFT p90 1.00-1.02, Vivaldi 0.13-0.18; five more at a
+// load of 2-6 ran unfaithfully and were not judged), and 30 peers 13 of
+// 13 at 1.2-7.1 (RTT p90 1.00, TTFT p90 1.00-1.08, Vivaldi 0.11-0.20).
 func TestRoutingInALatencyShapedWorld(t *testing.T) {
 	if os.Getenv("MWPEER_WORLD") == "" || testing.Short() {
 		t.Skip("set MWPEER_WORLD=1 to run the latency-shaped world")
