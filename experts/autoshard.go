@@ -77,6 +77,17 @@ const ShardBitsAuto = -1
 // free. No stream is ever opened on it.
 const WidthProtocol = "/mwpeer/announce-width/1.0.0/"
 
+// The default thresholds of AutoShard: a shard of more than
+// DefaultSplitAbove authors splits, one of fewer than DefaultMergeBelow
+// merges. The scale model (internal/scale) sizes an automatic swarm by
+// them. Note that a shard of 2,000 authors at the longest default interval
+// (60 s) hands each peer 33 announcements a second, over TargetRate's 20:
+// DefaultSplitAbove of TargetRate × MaxInterval (1,200) would keep to it.
+const (
+	DefaultSplitAbove = 2000
+	DefaultMergeBelow = 250
+)
+
 // AutoShard says when an automatic width splits and merges.
 type AutoShard struct {
 	// SplitAbove and MergeBelow: authors in this peer's shard, itself
@@ -98,10 +109,10 @@ type AutoShard struct {
 // withDefaults fills in what a is missing.
 func (a AutoShard) withDefaults() AutoShard {
 	if a.SplitAbove <= 0 {
-		a.SplitAbove = 2000
+		a.SplitAbove = DefaultSplitAbove
 	}
 	if a.MergeBelow <= 0 {
-		a.MergeBelow = min(250, a.SplitAbove/4)
+		a.MergeBelow = min(DefaultMergeBelow, a.SplitAbove/4)
 	}
 	if a.Dwell <= 0 {
 		a.Dwell = 10 * time.Minute
