@@ -151,7 +151,7 @@ type Config struct {
 	// use the same value.
 	AnnounceShardBits int
 	// With an automatic width, a shard splits when this peer counts more
-	// than AnnounceShardSplit authors in it (0: 2,000) and merges under
+	// than AnnounceShardSplit authors in it (0: 1,200) and merges under
 	// AnnounceShardMerge (0: 250; twice it must stay under the split), at
 	// most once per AnnounceShardDwell (0: 10 min); the previous topic is
 	// kept AnnounceShardGrace after a change (0: 2 min).

@@ -80,18 +80,19 @@ const WidthProtocol = "/mwpeer/announce-width/1.0.0/"
 // The default thresholds of AutoShard: a shard of more than
 // DefaultSplitAbove authors splits, one of fewer than DefaultMergeBelow
 // merges. The scale model (internal/scale) sizes an automatic swarm by
-// them. Note that a shard of 2,000 authors at the longest default interval
-// (60 s) hands each peer 33 announcements a second, over TargetRate's 20:
-// DefaultSplitAbove of TargetRate × MaxInterval (1,200) would keep to it.
+// them. The split is at TargetRate × MaxInterval (20/s × 60 s): a shard
+// of up to 1,200 authors at the longest default interval hands each peer
+// at most 20 announcements a second (about 88 KB/s of gossip in the
+// model), where 2,000 would hand it 33 (147 KB/s, past the 100 KB/s goal).
 const (
-	DefaultSplitAbove = 2000
+	DefaultSplitAbove = 1200
 	DefaultMergeBelow = 250
 )
 
 // AutoShard says when an automatic width splits and merges.
 type AutoShard struct {
 	// SplitAbove and MergeBelow: authors in this peer's shard, itself
-	// included (defaults 2,000 and 250).
+	// included (defaults 1,200 and 250).
 	SplitAbove, MergeBelow int
 	// Dwell is the least time between two changes of width, and how long
 	// a new peer may adopt the majority's width at once (default 10 min).

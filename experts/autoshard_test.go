@@ -6,8 +6,9 @@ import (
 	"time"
 )
 
-// testAuto is the policy of the width-decision tests: the defaults'
-// thresholds (split above 2,000 authors per shard, merge below 250).
+// testAuto is the policy of the width-decision tests: the thresholds the
+// cases below were written for (split above 2,000 authors per shard, merge
+// below 250; the defaults are now 1,200 and 250).
 var testAuto = AutoShard{SplitAbove: 2000, MergeBelow: 250, Dwell: 10 * time.Minute}.withDefaults()
 
 // TestWidthDecision: the width follows this peer's count of its shard with

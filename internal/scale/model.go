@@ -144,7 +144,7 @@ func DefaultParams(s Sizes, entryBytes, entryCounted, largestBytes, largestCount
 		// catchUpPerMinute and catchUpQuiet (unexported there).
 		CatchUpMax: 2048, CatchUpPerMin: 3, CatchUpQuiet: 30 * time.Minute,
 		Session: time.Hour,
-		K:       20, Alpha: 3, // go-libp2p-kad-dht's defaults
+		K:       20, Alpha: 10, // go-libp2p-kad-dht v0.36.0's defaults (amino.DefaultBucketSize, DefaultConcurrency)
 		HopRTTs:   3,
 		RTTMedian: 80 * time.Millisecond, RTTSigma: 0.6, // p10 37 ms, p90 173 ms: a world of home links
 		Link: 2.5e6, // 20 Mbit/s

@@ -6,6 +6,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/mwpeer/mwpeer/experts"
 )
 
 // Measured on loopback (README, "Measured"): gossip received per peer at 10,
@@ -206,12 +208,12 @@ func TestGossipWithinBoundAtHeldRate(t *testing.T) {
 }
 
 // The sharded design (Params.Sharded): the automatic width with
-// experts.AutoShard's default thresholds (a shard of more than 2,000
+// experts.AutoShard's default thresholds (a shard of more than 1,200
 // authors splits, one of fewer than 250 merges), the catalog within
 // catalogBudget bytes.
 const (
-	splitAbove    = 2_000
-	mergeBelow    = 250
+	splitAbove    = experts.DefaultSplitAbove
+	mergeBelow    = experts.DefaultMergeBelow
 	catalogBudget = 40e6
 )
 
@@ -223,12 +225,12 @@ const (
 func TestAutoWidthHasHysteresis(t *testing.T) {
 	p := testParams(t).Sharded(splitAbove, mergeBelow, catalogBudget)
 	for _, c := range []struct{ n, from, want int }{
-		{1_000, 0, 0}, {2_000, 0, 0}, {2_001, 0, 1}, {10_000, 0, 3}, {100_000, 0, 6}, {1_000_000, 0, 9},
+		{1_000, 0, 0}, {1_200, 0, 0}, {1_201, 0, 1}, {10_000, 0, 4}, {100_000, 0, 7}, {1_000_000, 0, 10},
 		{1_000, 3, 2},   // 8 shards of 125: merges to 4 of 250
 		{100, 9, 0},     // a swarm that emptied merges all the way
-		{60_000, 6, 6},  // 64 shards of 938: kept (a grown swarm of 60k has 5 bits)
+		{40_000, 7, 7},  // 128 shards of 313: kept (a grown swarm of 40k has 6 bits)
 		{15_000, 6, 5},  // 64 of 235 merge to 32 of 469
-		{600_000, 8, 9}, // 256 of 2,344 split
+		{600_000, 8, 9}, // 256 of 2,344 split to 512 of 1,172
 	} {
 		if got := p.AutoWidth(c.n, c.from); got != c.want {
 			t.Errorf("%d peers from %d bits: %d bits, want %d", c.n, c.from, got, c.want)
@@ -266,9 +268,8 @@ func TestShardedCostsAreBounded(t *testing.T) {
 			what       string
 			got, bound float64
 		}{
-			// A shard of up to 2,000 announces past the 1,200 at which
-			// the interval reaches MaxInterval: up to 33/s, not 20, and
-			// its gossip passes the 100 KB/s goal (see below).
+			// A shard of up to 1,200 announces at most TargetRate a
+			// second: the interval reaches MaxInterval there.
 			{"announcements/s", m.Rate, bound.Rate},
 			{"gossip bytes/s", m.Gossip, bound.Gossip},
 			{"verify CPU", m.ValidateCPU, bound.ValidateCPU},
@@ -284,11 +285,11 @@ func TestShardedCostsAreBounded(t *testing.T) {
 		}
 	}
 	// The goal holds for shards of up to GossipBudget × MaxInterval
-	// authors; a split threshold above that lets the fullest shards pass
-	// it. This records the fact; it is the threshold's to change.
+	// authors; a split threshold above that would let the fullest shards
+	// pass it (2,000, the first default, gave 147 KB/s).
 	within := int(p.GossipBudget(splitAbove, goalGossip) * p.MaxInterval.Seconds())
-	if bound.Gossip > goalGossip {
-		t.Logf("a shard of %d (the split threshold) receives %.0f KB/s of gossip, over the %.0f KB/s goal; shards of up to %d meet it",
+	if bound.Gossip > goalGossip || splitAbove > within {
+		t.Errorf("a shard of %d (the split threshold) receives %.0f KB/s of gossip, goal %.0f KB/s; shards of up to %d meet it",
 			splitAbove, bound.Gossip/1e3, goalGossip/1e3, within)
 	}
 }
