@@ -632,8 +632,8 @@ func ratios(os []outcome, f func(outcome) float64) []float64 {
 // (routing.Speed, routing.DefaultWeights), the servers decode as fast as
 // they start (newWorld), and peers sample more and re-announce their
 // coordinate while it is untrained (geo.EarlyError, geo.CoordinateDrift),
-// every judged 60-peer run met every target: 9 of 9 at a load of 1.7-4.4
-// (RTT p90 1.00, TTFT p90 1.00-1.02, Vivaldi 0.13-0.18; five more at a
+// every judged 60-peer run met every target: 11 of 11 at a load of 1.7-4.4
+// (RTT p90 1.00, TTFT p90 1.00-1.02, Vivaldi 0.10-0.18; five more at a
 // load of 2-6 ran unfaithfully and were not judged), and 30 peers 13 of
 // 13 at 1.2-7.1 (RTT p90 1.00, TTFT p90 1.00-1.08, Vivaldi 0.11-0.20).
 func TestRoutingInALatencyShapedWorld(t *testing.T) {
