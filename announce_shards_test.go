@@ -67,22 +67,7 @@ func TestAnnounceShardsSplitTheCatalog(t *testing.T) {
 			t.Fatalf("peer %d announces %+v, want shard %d of %d bits", i, st, shardOf(i), bits)
 		}
 	}
-	holdsShard := func() error {
-		for i, p := range peers {
-			for j, q := range peers {
-				has := p.Catalog.Has(q.ID().String())
-				switch {
-				case i == j:
-				case shardOf(i) != shardOf(j) && has:
-					return fmt.Errorf("peer %d holds peer %d of another shard", i, j)
-				case shardOf(i) == shardOf(j) && !has:
-					return fmt.Errorf("peer %d does not know peer %d of its shard (catalog %d)", i, j, p.Catalog.Len())
-				}
-			}
-		}
-		return nil
-	}
-	took := wait.For(t, slow(20*time.Second), "every catalog holds its shard and only it", holdsShard)
+	took := wait.For(t, slow(20*time.Second), "every catalog holds its shard and only it", func() error { return holdTheirShards(peers, shardOf) })
 	t.Logf("catalogs hold their shards after %s", took)
 
 	// Each peer provides its shard's rendezvous key, so a peer whose
@@ -145,7 +130,7 @@ func TestAnnounceShardsSplitTheCatalog(t *testing.T) {
 	}
 	// The prompt's connection did not bring the expert into shard 0's
 	// catalogs, nor did any catch-up, and nobody gossiped across.
-	if err := holdsShard(); err != nil {
+	if err := holdTheirShards(peers, shardOf); err != nil {
 		t.Fatal(err)
 	}
 	for i, p := range peers {
@@ -165,4 +150,22 @@ func TestAnnounceShardBitsAreValidated(t *testing.T) {
 			t.Errorf("%d shard bits: %v", bits, err)
 		}
 	}
+}
+
+// holdTheirShards says why not, unless every peer's catalog holds every
+// other peer of its shard and none of another (peer i in shard shardOf(i)).
+func holdTheirShards(peers []*Peer, shardOf func(int) int) error {
+	for i, p := range peers {
+		for j, q := range peers {
+			has := p.Catalog.Has(q.ID().String())
+			switch {
+			case i == j:
+			case shardOf(i) != shardOf(j) && has:
+				return fmt.Errorf("peer %d holds peer %d of another shard", i, j)
+			case shardOf(i) == shardOf(j) && !has:
+				return fmt.Errorf("peer %d does not know peer %d of its shard (catalog %d)", i, j, p.Catalog.Len())
+			}
+		}
+	}
+	return nil
 }

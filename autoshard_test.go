@@ -53,18 +53,8 @@ func TestAutoShardSplitsTheSwarm(t *testing.T) {
 			if st := p.Status().Announce; st.ShardGraceS > 0 {
 				return fmt.Errorf("peer %d in its grace period for %.1f s more", i, st.ShardGraceS)
 			}
-			for j, q := range peers {
-				has := p.Catalog.Has(q.ID().String())
-				switch {
-				case i == j:
-				case shardOf(i) != shardOf(j) && has:
-					return fmt.Errorf("peer %d holds peer %d of another shard", i, j)
-				case shardOf(i) == shardOf(j) && !has:
-					return fmt.Errorf("peer %d does not know peer %d of its shard (catalog %d)", i, j, p.Catalog.Len())
-				}
-			}
 		}
-		return nil
+		return holdTheirShards(peers, shardOf)
 	}
 	wait.For(t, slow(90*time.Second), "every catalog holds its shard and only it", holdsShard)
 	settled := time.Since(start)

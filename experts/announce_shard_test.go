@@ -52,8 +52,24 @@ func TestAnnounceShards(t *testing.T) {
 // shardedGossiper is gossiper with ShardBits bits, on a host in shard want.
 func shardedGossiper(t *testing.T, bits, want int) (host.Host, *Gossip, *Catalog) {
 	t.Helper()
+	h, g, cat, _ := gossipInShard(t, bits, want, func(cfg GossipConfig) GossipConfig {
+		cfg.ShardBits = bits
+		cfg.Local = func() Announcement { return Announcement{} }
+		return cfg
+	})
+	if b, s := g.Shard(); b != bits || s != want || g.TopicName() != AnnounceTopic(bits, want) {
+		t.Fatalf("gossip in shard %d/%d on %q", b, s, g.TopicName())
+	}
+	return h, g, cat
+}
+
+// gossipInShard joins the gossip on a new host whose ID is in shard want of
+// bits, with the config configure makes of one holding the host's key and
+// a new catalog. The gossip is not started; cancel ends its context.
+func gossipInShard(t *testing.T, bits, want int, configure func(GossipConfig) GossipConfig) (h host.Host, g *Gossip, cat *Catalog, cancel context.CancelFunc) {
+	t.Helper()
 	for range 200 {
-		h := p2ptest.NewHost(t)
+		h = p2ptest.NewHost(t)
 		if AnnounceShard(h.ID(), bits) != want {
 			h.Close()
 			continue
@@ -64,20 +80,16 @@ func shardedGossiper(t *testing.T, bits, want int) (host.Host, *Gossip, *Catalog
 		if err != nil {
 			t.Fatal(err)
 		}
-		cat := NewCatalog(h.ID().String(), 0)
-		g, err := JoinGossip(ps, h, GossipConfig{Key: h.Peerstore().PrivKey(h.ID()), Catalog: cat, ShardBits: bits,
-			Local: func() Announcement { return Announcement{} }})
+		cat = NewCatalog(h.ID().String(), 0)
+		g, err = JoinGossip(ps, h, configure(GossipConfig{Key: h.Peerstore().PrivKey(h.ID()), Catalog: cat}))
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(g.Close)
-		if b, s := g.Shard(); b != bits || s != want || g.TopicName() != AnnounceTopic(bits, want) {
-			t.Fatalf("gossip in shard %d/%d on %q", b, s, g.TopicName())
-		}
-		return h, g, cat
+		return h, g, cat, cancel
 	}
 	t.Fatalf("no host in shard %d of %d bits after 200 tries", want, bits)
-	return nil, nil, nil
+	return nil, nil, nil, nil
 }
 
 // keyInShard returns a fresh key whose peer ID is in shard want of bits.

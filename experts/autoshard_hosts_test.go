@@ -30,28 +30,15 @@ var tinyAuto = AutoShard{SplitAbove: 5, MergeBelow: 2, Dwell: 3 * time.Second, G
 // shard of 1 bit, vouching for the peers vouch says.
 func startAutoPeer(t *testing.T, shard int, vouch func(string) bool) *autoPeer {
 	t.Helper()
-	for {
-		h := p2ptest.NewHost(t)
-		if AnnounceShard(h.ID(), 1) != shard {
-			h.Close()
-			continue
-		}
-		ctx, cancel := context.WithCancel(context.Background())
-		t.Cleanup(cancel)
-		ps, err := pubsub.NewGossipSub(ctx, h)
-		if err != nil {
-			t.Fatal(err)
-		}
-		cat := NewCatalog(h.ID().String(), 0)
-		g, err := JoinGossip(ps, h, GossipConfig{Key: h.Peerstore().PrivKey(h.ID()), Catalog: cat, ShardBits: ShardBitsAuto, Auto: tinyAuto,
-			MinInterval: time.Second, Vouched: vouch, Local: func() Announcement { return Announcement{Domains: []string{"code"}} }})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(g.Close)
-		g.Start(ctx)
-		return &autoPeer{h: h, g: g, cat: cat, cancel: cancel}
-	}
+	h, g, cat, cancel := gossipInShard(t, 1, shard, func(cfg GossipConfig) GossipConfig {
+		cfg.ShardBits, cfg.Auto, cfg.MinInterval, cfg.Vouched = ShardBitsAuto, tinyAuto, time.Second, vouch
+		cfg.Local = func() Announcement { return Announcement{Domains: []string{"code"}} }
+		return cfg
+	})
+	ctx, stop := context.WithCancel(context.Background())
+	t.Cleanup(stop)
+	g.Start(ctx)
+	return &autoPeer{h: h, g: g, cat: cat, cancel: func() { stop(); cancel() }}
 }
 
 // stop sends p's leave and closes it.
